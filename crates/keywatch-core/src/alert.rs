@@ -1,0 +1,528 @@
+//! Alert rules: pure functions of a key's timeline (and a clock for the time-driven ones).
+//! Every alert has a deterministic `alert_id`, so whoever stores what was raised can raise
+//! each alert exactly once, whatever the order and batching of the events.
+
+use crate::event::KeyEventKind;
+use crate::event::Principal;
+use crate::time::{Timestamp, DAY_MS, HOUR_MS};
+use crate::timeline::{
+    EntryDetail, KeyState, KeyStoreType, KeyTimeline, OrphanReason, PendingUseBucket, ScheduleEnd,
+    UsageRollup,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+/// What an alert is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// A key pending deletion was used (or someone tried).
+    PendingDeletionKeyUsed,
+    /// ScheduleKeyDeletion.
+    DeletionScheduled,
+    /// CancelKeyDeletion.
+    DeletionCancelled,
+    /// DeleteKey.
+    KeyDeleted,
+    /// CloudHSM key material may be left in the cluster.
+    OrphanedKeyMaterial,
+    /// Due within 24 hours and used during its waiting period.
+    DeletionImminent,
+    /// Deletion date passed by more than 24 hours with no DeleteKey seen.
+    DeletionOverdue,
+}
+
+impl AlertKind {
+    /// The snake_case name used in JSON and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::PendingDeletionKeyUsed => "pending_deletion_key_used",
+            AlertKind::DeletionScheduled => "deletion_scheduled",
+            AlertKind::DeletionCancelled => "deletion_cancelled",
+            AlertKind::KeyDeleted => "key_deleted",
+            AlertKind::OrphanedKeyMaterial => "orphaned_key_material",
+            AlertKind::DeletionImminent => "deletion_imminent",
+            AlertKind::DeletionOverdue => "deletion_overdue",
+        }
+    }
+}
+
+impl fmt::Display for AlertKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How urgent an alert is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Rule settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AlertConfig {
+    /// `pending_deletion_key_used` pages once per key per principal per window of this length.
+    pub suppress_minutes: u32,
+}
+
+impl Default for AlertConfig {
+    fn default() -> Self {
+        AlertConfig {
+            suppress_minutes: 60,
+        }
+    }
+}
+
+/// One principal's use of the key, for the context of an alert.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageSummary {
+    /// Who.
+    pub principal: Principal,
+    /// Attempts, all operations.
+    pub uses: u64,
+    /// Operations used.
+    pub operations: Vec<String>,
+    /// Last attempt.
+    pub last_seen: Timestamp,
+}
+
+/// An alert: what on-call needs to act.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Deterministic identity: the same condition always gives the same id.
+    pub alert_id: String,
+    /// What it is about.
+    pub kind: AlertKind,
+    /// How urgent.
+    pub severity: Severity,
+    /// The key.
+    pub key_arn: String,
+    /// The key's account.
+    pub account: String,
+    /// The key's Region.
+    pub region: String,
+    /// The record that raised it (None for time-driven alerts).
+    pub event_id: Option<String>,
+    /// When it happened (the clock for time-driven alerts).
+    pub event_time: Timestamp,
+    /// Who, when a person or service did it.
+    pub principal: Option<String>,
+    /// One readable line.
+    pub summary: String,
+    /// The operation (pending_deletion_key_used).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub operation: Option<String>,
+    /// `sourceIPAddress`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub source_ip: Option<String>,
+    /// `userAgent`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub user_agent: Option<String>,
+    /// `invokedBy`: the AWS service that made the call for the principal.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub invoked_by: Option<String>,
+    /// Whether KMS rejected the use.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rejected: Option<bool>,
+    /// Uses by this principal in this suppression window.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub uses_in_window: Option<u64>,
+    /// Uses by this principal while pending deletion, up to this page.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub uses_so_far: Option<u64>,
+    /// When KMS deletes the key.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub deletion_date: Option<Timestamp>,
+    /// The waiting period.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub window_days: Option<u32>,
+    /// Who scheduled the deletion.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub scheduled_by: Option<String>,
+    /// Usage before the schedule (deletion_scheduled) or overall.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub usage: Vec<UsageSummary>,
+    /// The last use before the schedule.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub last_use: Option<Timestamp>,
+    /// `cks-…` of the key's custom key store.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub custom_key_store_id: Option<String>,
+    /// The command that rescues the key.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rescue_command: Option<String>,
+    /// What to do next.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub remediation: Option<String>,
+    /// The command that shows the key's timeline.
+    pub timeline_command: String,
+}
+
+fn alert_id(kind: AlertKind, key: &str, parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    h.update(kind.as_str());
+    h.update([0]);
+    h.update(key);
+    for p in parts {
+        h.update([0]);
+        h.update(p);
+    }
+    h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `aws kms cancel-key-deletion` for a key.
+pub fn rescue_command(t: &KeyTimeline) -> String {
+    format!(
+        "aws kms cancel-key-deletion --key-id {} --region {}",
+        t.key_arn,
+        t.key_arn.region()
+    )
+}
+
+fn summarise_usage(rollups: &[UsageRollup]) -> Vec<UsageSummary> {
+    let mut out: Vec<UsageSummary> = Vec::new();
+    for r in rollups {
+        match out.last_mut().filter(|s| s.principal == r.principal) {
+            Some(s) => {
+                s.uses += r.successes + r.failures;
+                s.operations.push(r.operation.clone());
+                s.last_seen = s.last_seen.max(r.last_seen);
+            }
+            None => out.push(UsageSummary {
+                principal: r.principal.clone(),
+                uses: r.successes + r.failures,
+                operations: vec![r.operation.clone()],
+                last_seen: r.last_seen,
+            }),
+        }
+    }
+    out.sort_by(|a, b| {
+        b.uses
+            .cmp(&a.uses)
+            .then_with(|| a.principal.cmp(&b.principal))
+    });
+    out.truncate(10);
+    out
+}
+
+impl Alert {
+    fn base(t: &KeyTimeline, kind: AlertKind, severity: Severity, id_parts: &[&str]) -> Self {
+        Alert {
+            alert_id: alert_id(kind, t.key_arn.as_str(), id_parts),
+            kind,
+            severity,
+            key_arn: t.key_arn.to_string(),
+            account: t.key_arn.account().to_owned(),
+            region: t.key_arn.region().to_owned(),
+            event_id: None,
+            event_time: Timestamp::default(),
+            principal: None,
+            summary: String::new(),
+            operation: None,
+            source_ip: None,
+            user_agent: None,
+            invoked_by: None,
+            rejected: None,
+            uses_in_window: None,
+            uses_so_far: None,
+            deletion_date: None,
+            window_days: None,
+            scheduled_by: None,
+            usage: Vec::new(),
+            last_use: None,
+            custom_key_store_id: t
+                .custom_key_store
+                .as_ref()
+                .map(|s| s.custom_key_store_id.clone()),
+            rescue_command: None,
+            remediation: None,
+            timeline_command: format!("keywatch timeline {}", t.key_arn),
+        }
+    }
+}
+
+fn label(t: &KeyTimeline) -> String {
+    format!(
+        "{} ({}/{})",
+        t.key_arn.key_id(),
+        t.key_arn.account(),
+        t.key_arn.region()
+    )
+}
+
+/// Every alert the timeline warrants as of `as_of`. Pure: the caller drops those already
+/// raised (by `alert_id`).
+pub fn evaluate(t: &KeyTimeline, as_of: Timestamp, config: &AlertConfig) -> Vec<Alert> {
+    let mut alerts = Vec::new();
+    lifecycle_alerts(t, &mut alerts);
+    pending_use_alerts(t, config, &mut alerts);
+    time_driven_alerts(t, as_of, &mut alerts);
+    alerts
+}
+
+fn lifecycle_alerts(t: &KeyTimeline, out: &mut Vec<Alert>) {
+    for s in &t.schedules {
+        let severity = if s.used_in_prior_30_days {
+            Severity::High
+        } else {
+            Severity::Medium
+        };
+        let mut a = Alert::base(t, AlertKind::DeletionScheduled, severity, &[&s.event_id]);
+        a.event_id = Some(s.event_id.clone());
+        a.event_time = s.scheduled_at;
+        a.principal = Some(s.scheduled_by.to_string());
+        a.scheduled_by = Some(s.scheduled_by.to_string());
+        a.deletion_date = Some(s.deletion_date);
+        a.window_days = Some(s.window_days);
+        a.usage = summarise_usage(&s.usage_before);
+        a.last_use = s.last_use_before;
+        a.rescue_command = Some(rescue_command(t));
+        let used = match s.last_use_before {
+            Some(last) if s.used_in_prior_30_days => {
+                format!("used in the 30 days before (last use {last})")
+            }
+            Some(last) => format!("last used {last}"),
+            None => "no use seen".to_owned(),
+        };
+        a.summary = format!(
+            "{} scheduled deletion of KMS key {} in {} days, on {}; {}",
+            s.scheduled_by,
+            label(t),
+            s.window_days,
+            s.deletion_date,
+            used
+        );
+        out.push(a);
+        if let Some(ScheduleEnd::Cancelled {
+            event_id,
+            at,
+            principal,
+        }) = &s.ended
+        {
+            let mut a = Alert::base(t, AlertKind::DeletionCancelled, Severity::Info, &[event_id]);
+            a.event_id = Some(event_id.clone());
+            a.event_time = *at;
+            a.principal = Some(principal.to_string());
+            a.summary = format!(
+                "{principal} cancelled deletion of KMS key {}; the key is now Disabled (EnableKey to use it again)",
+                label(t)
+            );
+            out.push(a);
+        }
+    }
+    let deleted = t.entries.iter().find_map(|e| match &e.detail {
+        EntryDetail::Lifecycle(KeyEventKind::Deleted { .. }) => Some(e),
+        _ => None,
+    });
+    if let Some(e) = deleted {
+        let mut a = Alert::base(t, AlertKind::KeyDeleted, Severity::Info, &[&e.event_id]);
+        a.event_id = Some(e.event_id.clone());
+        a.event_time = e.event_time;
+        a.principal = Some(e.principal.to_string());
+        let store = t.custom_key_store.as_ref();
+        a.summary = format!("KMS deleted key {}", label(t));
+        if let Some(s) = store.filter(|s| s.key_store_type == KeyStoreType::External) {
+            let ext = s.xks_key_id.as_deref().unwrap_or("(unknown id)");
+            a.summary.push_str(&format!(
+                "; it was in external key store {}: the external key {ext} is untouched and still needs its own decision",
+                s.custom_key_store_id
+            ));
+            a.remediation = Some(format!(
+                "Decide in your external key manager whether to keep or destroy external key {ext}."
+            ));
+        }
+        out.push(a);
+        if let Some(reason) = &t.orphaned_key_material {
+            let mut a = Alert::base(
+                t,
+                AlertKind::OrphanedKeyMaterial,
+                Severity::High,
+                &[&e.event_id],
+            );
+            a.event_id = Some(e.event_id.clone());
+            a.event_time = e.event_time;
+            let cluster = store
+                .and_then(|s| s.cloudhsm_cluster_id.as_deref())
+                .unwrap_or("the CloudHSM cluster");
+            let why = match reason {
+                OrphanReason::BackingKeyNotDeleted { backing_keys } => format!(
+                    "DeleteKey reported backing key deletion status {}",
+                    backing_keys
+                        .iter()
+                        .map(|b| format!(
+                            "{} (key handle {})",
+                            b.deletion_status,
+                            b.key_handle.as_deref().unwrap_or("?")
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                OrphanReason::KeyStoreDisconnected => {
+                    "the custom key store was disconnected when the key was deleted".to_owned()
+                }
+            };
+            a.summary = format!(
+                "KMS key {} deleted but its key material may remain in {cluster}: {why}",
+                label(t)
+            );
+            a.remediation = Some(format!(
+                "Delete the orphaned key material from {cluster} (find it by the key's label/backing key ID with the CloudHSM CLI). Cluster backups made before {} still hold it.",
+                t.deletion_date.unwrap_or(e.event_time)
+            ));
+            out.push(a);
+        }
+    }
+}
+
+fn pending_use_alerts(t: &KeyTimeline, config: &AlertConfig, out: &mut Vec<Alert>) {
+    let window_ms = i64::from(config.suppress_minutes.max(1)) * 60_000;
+    // Buckets are in fold order; group by (schedule, principal, window) in a stable order.
+    let mut buckets: Vec<&PendingUseBucket> = t.pending_use_buckets.iter().collect();
+    buckets.sort_by(|a, b| {
+        (&a.schedule, &a.principal, a.minute).cmp(&(&b.schedule, &b.principal, b.minute))
+    });
+    let mut so_far = 0u64;
+    let mut i = 0;
+    while i < buckets.len() {
+        let first = buckets[i];
+        let window = first.minute.millis().div_euclid(window_ms);
+        let mut j = i;
+        let mut in_window = 0u64;
+        while j < buckets.len()
+            && buckets[j].schedule == first.schedule
+            && buckets[j].principal == first.principal
+            && buckets[j].minute.millis().div_euclid(window_ms) == window
+        {
+            in_window += buckets[j].count;
+            j += 1;
+        }
+        if i == 0
+            || buckets[i - 1].schedule != first.schedule
+            || buckets[i - 1].principal != first.principal
+        {
+            so_far = 0;
+        }
+        so_far += in_window;
+        let u = &first.first;
+        let window_text = window.to_string();
+        let window_len = window_ms.to_string();
+        let mut a = Alert::base(
+            t,
+            AlertKind::PendingDeletionKeyUsed,
+            Severity::Critical,
+            &[
+                &first.schedule,
+                &first.principal.0,
+                &window_len,
+                &window_text,
+            ],
+        );
+        a.event_id = Some(u.context.event_id.clone());
+        a.event_time = u.context.event_time;
+        a.principal = Some(first.principal.to_string());
+        a.operation = Some(u.operation.clone());
+        a.source_ip = u.context.source_ip.clone();
+        a.user_agent = u.context.user_agent.clone();
+        a.invoked_by = u.context.invoked_by.clone();
+        a.rejected = Some(u.rejected);
+        a.uses_in_window = Some(in_window);
+        a.uses_so_far = Some(so_far);
+        let schedule = t.schedules.iter().find(|s| s.event_id == first.schedule);
+        a.deletion_date = schedule.map(|s| s.deletion_date);
+        a.scheduled_by = schedule.map(|s| s.scheduled_by.to_string());
+        a.rescue_command = Some(rescue_command(t));
+        let via = u
+            .context
+            .invoked_by
+            .as_deref()
+            .map(|s| format!(" via {s}"))
+            .unwrap_or_default();
+        let gone = a.deletion_date.map_or_else(
+            || "deletion date unknown".to_owned(),
+            |d| format!("deleted on {d}"),
+        );
+        a.summary = format!(
+            "{} {} KMS key {} pending deletion ({gone}){via}: {} use(s) in this window, {} so far; to keep it: {}",
+            first.principal,
+            if u.rejected { format!("tried {} on", u.operation) } else { format!("used {} on", u.operation) },
+            label(t),
+            in_window,
+            so_far,
+            rescue_command(t)
+        );
+        out.push(a);
+        i = j;
+    }
+}
+
+fn time_driven_alerts(t: &KeyTimeline, as_of: Timestamp, out: &mut Vec<Alert>) {
+    let Some(s) = t.active_schedule() else { return };
+    let due_in = s.deletion_date.millis() - as_of.millis();
+    if s.uses_during_window > 0 && due_in > 0 && due_in <= 24 * HOUR_MS {
+        let mut a = Alert::base(
+            t,
+            AlertKind::DeletionImminent,
+            Severity::High,
+            &[&s.event_id],
+        );
+        a.event_time = as_of;
+        a.deletion_date = Some(s.deletion_date);
+        a.scheduled_by = Some(s.scheduled_by.to_string());
+        a.uses_so_far = Some(s.uses_during_window);
+        a.rescue_command = Some(rescue_command(t));
+        a.usage = summarise_usage(&t.usage);
+        a.summary = format!(
+            "KMS key {} will be deleted on {} (in {} h) and was used {} time(s) during its waiting period; to keep it: {}",
+            label(t),
+            s.deletion_date,
+            due_in / HOUR_MS,
+            s.uses_during_window,
+            rescue_command(t)
+        );
+        out.push(a);
+    }
+    if -due_in > DAY_MS && t.state != KeyState::Deleted {
+        let mut a = Alert::base(
+            t,
+            AlertKind::DeletionOverdue,
+            Severity::Medium,
+            &[&s.event_id],
+        );
+        a.event_time = as_of;
+        a.deletion_date = Some(s.deletion_date);
+        a.scheduled_by = Some(s.scheduled_by.to_string());
+        a.summary = format!(
+            "KMS key {} was due for deletion on {} but no DeleteKey has been seen: check CloudTrail delivery and the key's state",
+            label(t),
+            s.deletion_date
+        );
+        out.push(a);
+    }
+}

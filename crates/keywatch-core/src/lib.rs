@@ -1,0 +1,19 @@
+//! keywatch's domain core: CloudTrail records for KMS in, per-key timelines and alerts out.
+//!
+//! Pure functions and types, no I/O. The flow is
+//! [`normalise`] (record → [`KmsEvent`]s) → [`KeyTimeline::fold`] / [`KeyTimeline::apply`]
+//! (events → timeline) → [`evaluate`] (timeline → [`Alert`]s).
+
+pub mod alert;
+pub mod event;
+pub mod record;
+pub mod time;
+pub mod timeline;
+
+pub use alert::{evaluate, Alert, AlertConfig, AlertKind, Severity};
+pub use event::{
+    normalise, normalise_record, KeyArn, KeyEvent, KeyEventKind, KeyStoreEvent, KeyStoreRef,
+    KmsEvent, Normalised, Principal, RecordError,
+};
+pub use time::Timestamp;
+pub use timeline::{KeyState, KeyTimeline};
