@@ -1,1 +1,456 @@
+//! Reads CloudTrail records from every form users hold them in, recognised by content:
+//! S3-delivered log files (`{"Records":[…]}`, gzip or not), JSON arrays, JSON Lines,
+//! EventBridge envelopes, CloudWatch Logs subscription payloads and
+//! `aws cloudtrail lookup-events` output; directories recursively and `-` for stdin.
+//!
+//! The reader yields each record's JSON text with where it came from; it does not interpret
+//! records (that is `keywatch-core`'s job). Memory is bounded: a source is read whole only
+//! up to [`WHOLE_READ_LIMIT`]; beyond that it is read as JSON Lines, line by line.
 
+use aws_lambda_events::event::cloudwatch_logs::LogsEvent;
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use flate2::read::MultiGzDecoder;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+/// Sources up to this size (after decompression) are read whole and parsed from memory;
+/// larger ones must be JSON Lines and are streamed.
+pub const WHOLE_READ_LIMIT: usize = 256 * 1024 * 1024;
+const MAX_NESTING: u8 = 4;
+
+/// EventBridge detail-types that carry a CloudTrail record in `detail`.
+pub const CLOUDTRAIL_DETAIL_TYPES: &[&str] = &[
+    "AWS API Call via CloudTrail",
+    "AWS Service Event via CloudTrail",
+    "AWS Console Sign In via CloudTrail",
+];
+
+/// An input that cannot be read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// Opening or reading failed.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The input.
+        path: String,
+        /// The cause.
+        source: io::Error,
+    },
+}
+
+/// Where a record came from.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Origin {
+    /// The file, or `-` for stdin.
+    pub file: String,
+    /// The line the record (or its container) starts on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    /// The record's index within its container (`Records[]`, an array, `Events[]`, log events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record_index: Option<u64>,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.file)?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+        }
+        if let Some(i) = self.record_index {
+            write!(f, " record #{i}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What the reader found.
+#[derive(Debug)]
+pub enum Item {
+    /// A record's JSON text.
+    Record {
+        /// The record.
+        json: String,
+        /// Where.
+        origin: Origin,
+    },
+    /// Something that is not a record: rejected with a reason, kept for quarantine.
+    Rejected {
+        /// Why.
+        reason: String,
+        /// The text (possibly truncated to 1 MiB).
+        text: String,
+        /// Where.
+        origin: Origin,
+    },
+    /// A well-formed envelope that holds no CloudTrail record (another EventBridge
+    /// detail-type, a KMS CMK Deletion notification…): counted, not an error.
+    Skipped {
+        /// What it was.
+        what: String,
+        /// Where.
+        origin: Origin,
+    },
+}
+
+/// Lists the files below the paths (directories recursively, in name order); `-` is stdin.
+pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ReadError> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.as_os_str() == "-" {
+            out.push(p.clone());
+            continue;
+        }
+        let meta = std::fs::metadata(p).map_err(|source| ReadError::Io {
+            path: p.display().to_string(),
+            source,
+        })?;
+        if meta.is_dir() {
+            let mut stack = vec![p.clone()];
+            let mut files = Vec::new();
+            while let Some(dir) = stack.pop() {
+                let entries = std::fs::read_dir(&dir).map_err(|source| ReadError::Io {
+                    path: dir.display().to_string(),
+                    source,
+                })?;
+                for entry in entries {
+                    let entry = entry.map_err(|source| ReadError::Io {
+                        path: dir.display().to_string(),
+                        source,
+                    })?;
+                    let path = entry.path();
+                    let ft = entry.file_type().map_err(|source| ReadError::Io {
+                        path: path.display().to_string(),
+                        source,
+                    })?;
+                    if ft.is_dir() {
+                        stack.push(path);
+                    } else if !entry.file_name().to_string_lossy().starts_with('.') {
+                        files.push(path);
+                    }
+                }
+            }
+            files.sort();
+            out.extend(files);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Reads one file (or `-` for stdin), gzip or not, and hands every item to `sink`.
+pub fn read_path(path: &Path, sink: &mut dyn FnMut(Item)) -> Result<(), ReadError> {
+    let name = path.display().to_string();
+    let io_err = |source| ReadError::Io {
+        path: name.clone(),
+        source,
+    };
+    if path.as_os_str() == "-" {
+        let stdin = io::stdin();
+        read_stream(stdin.lock(), &name, sink).map_err(io_err)
+    } else {
+        let file = File::open(path).map_err(io_err)?;
+        read_stream(BufReader::with_capacity(256 * 1024, file), &name, sink).map_err(io_err)
+    }
+}
+
+/// Reads a stream (gzip or not) named `name` and hands every item to `sink`.
+pub fn read_stream<R: BufRead>(
+    mut input: R,
+    name: &str,
+    sink: &mut dyn FnMut(Item),
+) -> io::Result<()> {
+    let head = input.fill_buf()?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        let decoder = BufReader::with_capacity(256 * 1024, MultiGzDecoder::new(input));
+        read_plain(decoder, name, sink)
+    } else {
+        read_plain(input, name, sink)
+    }
+}
+
+fn read_plain<R: BufRead>(mut input: R, name: &str, sink: &mut dyn FnMut(Item)) -> io::Result<()> {
+    let mut buf = Vec::new();
+    (&mut input)
+        .take(WHOLE_READ_LIMIT as u64 + 1)
+        .read_to_end(&mut buf)?;
+    if buf.len() <= WHOLE_READ_LIMIT {
+        read_bytes(&buf, name, sink);
+        return Ok(());
+    }
+    // Too large to hold: it must be JSON Lines. Finish the partial last line, then stream.
+    let mut line_no = 0u64;
+    let mut rest = Vec::new();
+    input.read_until(b'\n', &mut rest)?;
+    buf.extend_from_slice(&rest);
+    for line in buf.split(|b| *b == b'\n') {
+        line_no += 1;
+        read_line(line, name, line_no, sink);
+    }
+    drop(buf);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if input.read_until(b'\n', &mut line)? == 0 {
+            return Ok(());
+        }
+        line_no += 1;
+        read_line(&line, name, line_no, sink);
+    }
+}
+
+fn read_line(line: &[u8], name: &str, line_no: u64, sink: &mut dyn FnMut(Item)) {
+    let origin = Origin {
+        file: name.to_owned(),
+        line: Some(line_no),
+        record_index: None,
+    };
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return;
+    }
+    match std::str::from_utf8(line)
+        .map_err(|e| e.to_string())
+        .and_then(|s| serde_json::from_str::<&RawValue>(s.trim()).map_err(|e| e.to_string()))
+    {
+        Ok(raw) => classify(raw, origin, 0, sink),
+        Err(e) => sink(reject(format!("not JSON: {e}"), line, origin)),
+    }
+}
+
+fn reject(reason: String, text: &[u8], origin: Origin) -> Item {
+    const MAX: usize = 1024 * 1024;
+    let text = String::from_utf8_lossy(&text[..text.len().min(MAX)]).into_owned();
+    Item::Rejected {
+        reason,
+        text,
+        origin,
+    }
+}
+
+fn line_of(bytes: &[u8], offset: usize) -> u64 {
+    bytes[..offset.min(bytes.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count() as u64
+        + 1
+}
+
+/// Reads an in-memory source (a whole file, an S3 object, a Lambda payload).
+pub fn read_bytes(bytes: &[u8], name: &str, sink: &mut dyn FnMut(Item)) {
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(_) => {
+            // Fall back to lines so that one bad line does not lose the rest.
+            for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+                read_line(line, name, i as u64 + 1, sink);
+            }
+            return;
+        }
+    };
+    let mut stream = serde_json::Deserializer::from_str(text).into_iter::<&RawValue>();
+    loop {
+        let start = stream.byte_offset();
+        match stream.next() {
+            None => return,
+            Some(Ok(raw)) => {
+                let line = line_of(bytes, start + leading_ws(&text[start..]));
+                classify(
+                    raw,
+                    Origin {
+                        file: name.to_owned(),
+                        line: Some(line),
+                        record_index: None,
+                    },
+                    0,
+                    sink,
+                );
+            }
+            Some(Err(e)) => {
+                // Resume line by line from the line where the broken value starts.
+                let from = start + leading_ws(&text[start..]);
+                let first_line = line_of(bytes, from);
+                let line_start = text[..from].rfind('\n').map_or(0, |i| i + 1);
+                let rest = &bytes[line_start..];
+                if from == 0 && !rest.contains(&b'\n') {
+                    sink(reject(
+                        format!("not JSON: {e}"),
+                        rest,
+                        Origin {
+                            file: name.to_owned(),
+                            line: Some(1),
+                            record_index: None,
+                        },
+                    ));
+                    return;
+                }
+                for (i, line) in rest.split(|b| *b == b'\n').enumerate() {
+                    read_line(line, name, first_line + i as u64, sink);
+                }
+                return;
+            }
+        }
+    }
+}
+
+fn leading_ws(s: &str) -> usize {
+    s.len() - s.trim_start().len()
+}
+
+/// The containers a top-level object may be, read in one pass.
+#[derive(Deserialize)]
+struct Probe<'a> {
+    #[serde(rename = "Records", borrow, default)]
+    records: Option<Vec<&'a RawValue>>,
+    #[serde(rename = "Events", default)]
+    events: Option<Vec<LookupEvent>>,
+    #[serde(borrow, default)]
+    awslogs: Option<&'a RawValue>,
+    #[serde(rename = "detail-type", borrow, default)]
+    detail_type: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    detail: Option<&'a RawValue>,
+}
+
+/// One element of `aws cloudtrail lookup-events` output.
+#[derive(Deserialize)]
+struct LookupEvent {
+    #[serde(rename = "CloudTrailEvent", default)]
+    cloud_trail_event: Option<String>,
+    #[serde(rename = "EventId", default)]
+    event_id: Option<String>,
+}
+
+fn classify(raw: &RawValue, origin: Origin, depth: u8, sink: &mut dyn FnMut(Item)) {
+    let text = raw.get();
+    let indexed = |i: usize| Origin {
+        record_index: Some(i as u64),
+        ..origin.clone()
+    };
+    if depth > MAX_NESTING {
+        sink(reject(
+            "nested too deeply to be a CloudTrail container".into(),
+            text.as_bytes(),
+            origin,
+        ));
+        return;
+    }
+    if text.starts_with('[') {
+        match serde_json::from_str::<Vec<&RawValue>>(text) {
+            Ok(items) => {
+                for (i, item) in items.into_iter().enumerate() {
+                    classify(item, indexed(i), depth + 1, sink);
+                }
+            }
+            Err(e) => sink(reject(
+                format!("not a JSON array: {e}"),
+                text.as_bytes(),
+                origin,
+            )),
+        }
+        return;
+    }
+    if !text.starts_with('{') {
+        sink(reject("not a JSON object".into(), text.as_bytes(), origin));
+        return;
+    }
+    let probe: Probe<'_> = match serde_json::from_str(text) {
+        Ok(p) => p,
+        Err(e) => {
+            sink(reject(
+                format!("unexpected shape: {e}"),
+                text.as_bytes(),
+                origin,
+            ));
+            return;
+        }
+    };
+    if let Some(records) = probe.records {
+        for (i, r) in records.into_iter().enumerate() {
+            emit_record(r, indexed(i), sink);
+        }
+    } else if let Some(events) = probe.events {
+        for (i, e) in events.into_iter().enumerate() {
+            match e.cloud_trail_event {
+                Some(json) => sink(Item::Record {
+                    json,
+                    origin: indexed(i),
+                }),
+                None => sink(reject(
+                    format!(
+                        "lookup-events entry {} has no CloudTrailEvent",
+                        e.event_id.unwrap_or_default()
+                    ),
+                    b"",
+                    indexed(i),
+                )),
+            }
+        }
+    } else if probe.awslogs.is_some() {
+        match serde_json::from_str::<LogsEvent>(text) {
+            Ok(logs) => {
+                for (i, entry) in logs.aws_logs.data.log_events.into_iter().enumerate() {
+                    let o = indexed(i);
+                    match serde_json::from_str::<&RawValue>(&entry.message) {
+                        Ok(r) => emit_record(r, o, sink),
+                        Err(e) => sink(reject(
+                            format!("CloudWatch Logs event {} is not JSON: {e}", entry.id),
+                            entry.message.as_bytes(),
+                            o,
+                        )),
+                    }
+                }
+            }
+            Err(e) => sink(reject(
+                format!("unreadable CloudWatch Logs payload: {e}"),
+                text.as_bytes(),
+                origin,
+            )),
+        }
+    } else if let (Some(detail_type), Some(_)) = (probe.detail_type.as_deref(), probe.detail) {
+        if !CLOUDTRAIL_DETAIL_TYPES.contains(&detail_type) {
+            sink(Item::Skipped {
+                what: format!("EventBridge event \"{detail_type}\""),
+                origin,
+            });
+            return;
+        }
+        match serde_json::from_str::<EventBridgeEvent<Box<RawValue>>>(text) {
+            Ok(event) => emit_record(&event.detail, origin, sink),
+            Err(e) => sink(reject(
+                format!("unreadable EventBridge envelope: {e}"),
+                text.as_bytes(),
+                origin,
+            )),
+        }
+    } else {
+        sink(Item::Record {
+            json: text.to_owned(),
+            origin,
+        });
+    }
+}
+
+fn emit_record(raw: &RawValue, origin: Origin, sink: &mut dyn FnMut(Item)) {
+    let text = raw.get();
+    if text.starts_with('{') {
+        sink(Item::Record {
+            json: text.to_owned(),
+            origin,
+        });
+    } else {
+        sink(reject(
+            "a record must be a JSON object".into(),
+            text.as_bytes(),
+            origin,
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests;

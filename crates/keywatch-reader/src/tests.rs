@@ -1,0 +1,153 @@
+use super::*;
+use base64::Engine;
+use flate2::{write::GzEncoder, Compression};
+use std::io::Write;
+
+const REC_A: &str = r#"{"eventVersion":"1.08","eventID":"a","eventTime":"2024-01-01T00:00:00Z","eventSource":"kms.amazonaws.com","eventName":"Decrypt"}"#;
+const REC_B: &str = r#"{"eventVersion":"1.08","eventID":"b","eventTime":"2024-01-01T00:00:01Z","eventSource":"s3.amazonaws.com","eventName":"GetObject"}"#;
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut e = GzEncoder::new(Vec::new(), Compression::fast());
+    e.write_all(bytes).expect("gzip to memory");
+    e.finish().expect("gzip to memory")
+}
+
+fn read(bytes: &[u8]) -> Vec<Item> {
+    let mut items = Vec::new();
+    read_stream(bytes, "input", &mut |i| items.push(i)).expect("in-memory read");
+    items
+}
+
+fn event_ids(items: &[Item]) -> Vec<String> {
+    items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Record { json, .. } => {
+                let v: serde_json::Value = serde_json::from_str(json).ok()?;
+                v["eventID"].as_str().map(str::to_owned)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn s3_delivered_log_file_plain_and_gzip() {
+    let doc = format!(r#"{{"Records":[{REC_A},{REC_B}]}}"#);
+    assert_eq!(event_ids(&read(doc.as_bytes())), ["a", "b"]);
+    let items = read(&gzip(doc.as_bytes()));
+    assert_eq!(event_ids(&items), ["a", "b"]);
+    match &items[1] {
+        Item::Record { origin, .. } => assert_eq!(origin.record_index, Some(1)),
+        other => panic!("expected a record, got {other:?}"),
+    }
+}
+
+#[test]
+fn json_array_and_json_lines() {
+    let array = format!("[\n  {REC_A},\n  {REC_B}\n]");
+    assert_eq!(event_ids(&read(array.as_bytes())), ["a", "b"]);
+    let lines = format!("{REC_A}\n\n{REC_B}\n");
+    assert_eq!(event_ids(&read(lines.as_bytes())), ["a", "b"]);
+}
+
+#[test]
+fn a_broken_line_is_rejected_with_its_line_and_the_rest_still_read() {
+    let lines = format!("{REC_A}\n{{\"eventID\": oops\n{REC_B}\n");
+    let items = read(lines.as_bytes());
+    assert_eq!(event_ids(&items), ["a", "b"]);
+    let rejected: Vec<_> = items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Rejected { origin, reason, .. } => Some((origin.line, reason.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].0, Some(2));
+    assert!(rejected[0].1.starts_with("not JSON"), "{}", rejected[0].1);
+}
+
+#[test]
+fn eventbridge_envelopes_single_and_per_line() {
+    let env = |rec: &str, dt: &str| {
+        format!(
+            r#"{{"version":"0","id":"x","detail-type":"{dt}","source":"aws.kms","account":"111122223333","time":"2024-01-01T00:00:00Z","region":"us-east-1","resources":[],"detail":{rec}}}"#
+        )
+    };
+    let one = env(REC_A, "AWS API Call via CloudTrail");
+    assert_eq!(event_ids(&read(one.as_bytes())), ["a"]);
+    let lines = format!(
+        "{}\n{}\n{}\n",
+        one,
+        env(REC_B, "AWS Service Event via CloudTrail"),
+        env("{\"key-id\":\"k\"}", "KMS CMK Deletion")
+    );
+    let items = read(lines.as_bytes());
+    assert_eq!(event_ids(&items), ["a", "b"]);
+    assert!(items
+        .iter()
+        .any(|i| matches!(i, Item::Skipped { what, .. } if what.contains("KMS CMK Deletion"))));
+}
+
+#[test]
+fn cloudwatch_logs_subscription_payload() {
+    let data = serde_json::json!({
+        "messageType": "DATA_MESSAGE", "owner": "111122223333", "logGroup": "aws-cloudtrail-logs",
+        "logStream": "111122223333_CloudTrail_us-east-1", "subscriptionFilters": ["kms"],
+        "logEvents": [
+            {"id": "1", "timestamp": 1, "message": REC_A},
+            {"id": "2", "timestamp": 2, "message": REC_B},
+            {"id": "3", "timestamp": 3, "message": "not json"}
+        ]
+    });
+    let encoded =
+        base64::engine::general_purpose::STANDARD.encode(gzip(data.to_string().as_bytes()));
+    let payload = format!(r#"{{"awslogs":{{"data":"{encoded}"}}}}"#);
+    let items = read(payload.as_bytes());
+    assert_eq!(event_ids(&items), ["a", "b"]);
+    assert!(items
+        .iter()
+        .any(|i| matches!(i, Item::Rejected { origin, .. } if origin.record_index == Some(2))));
+}
+
+#[test]
+fn lookup_events_output() {
+    let out = serde_json::json!({"Events": [
+        {"EventId": "a", "EventName": "Decrypt", "CloudTrailEvent": REC_A},
+        {"EventId": "b", "EventName": "GetObject", "CloudTrailEvent": REC_B}
+    ]});
+    assert_eq!(event_ids(&read(out.to_string().as_bytes())), ["a", "b"]);
+}
+
+#[test]
+fn a_single_record_object() {
+    assert_eq!(event_ids(&read(REC_A.as_bytes())), ["a"]);
+}
+
+#[test]
+fn garbage_is_rejected_not_fatal() {
+    let items = read(b"this is not json at all");
+    assert!(matches!(&items[..], [Item::Rejected { .. }]));
+}
+
+#[test]
+fn directories_are_expanded_recursively_in_name_order() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sub = dir.path().join("2024/01");
+    std::fs::create_dir_all(&sub).expect("mkdir");
+    std::fs::write(sub.join("b.json"), REC_B).expect("write");
+    std::fs::write(dir.path().join("a.json"), REC_A).expect("write");
+    std::fs::write(dir.path().join(".hidden"), "x").expect("write");
+    let files = expand_paths(&[dir.path().to_path_buf()]).expect("expand");
+    let names: Vec<_> = files
+        .iter()
+        .map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    // Sorted by full path: "<dir>/2024/01/b.json" sorts before "<dir>/a.json".
+    assert_eq!(
+        names,
+        [Some("b.json".to_owned()), Some("a.json".to_owned())]
+    );
+    assert!(expand_paths(&[dir.path().join("missing")]).is_err());
+}
