@@ -1,1 +1,174 @@
-fn main() {}
+//! `keywatch`: replay CloudTrail archives into per-key KMS timelines and alerts on an
+//! embedded store, and show what it knows.
+
+mod render;
+mod replay;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use keywatch_core::Timestamp;
+use keywatch_store::{SqliteStore, Store};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Watches AWS KMS keys through their deletion, from CloudTrail records.
+#[derive(Parser)]
+#[command(name = "keywatch", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// For people.
+    Text,
+    /// For scripts: JSON (Lines, for lists).
+    Json,
+}
+
+/// Where the store lives.
+#[derive(clap::Args)]
+struct StoreArgs {
+    /// The SQLite store file.
+    #[arg(long, default_value = "keywatch.db", value_name = "FILE")]
+    db: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Reads CloudTrail records (files, directories, `-` for stdin) and prints the alerts they raise.
+    Replay {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Use a throwaway store in memory instead of --db.
+        #[arg(long, conflicts_with = "db")]
+        in_memory: bool,
+        /// The clock for time-driven alerts (RFC 3339); default now.
+        #[arg(long, value_name = "RFC3339")]
+        as_of: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Write rejected records here, one JSON line each with the reason and origin.
+        #[arg(long, value_name = "FILE")]
+        quarantine: Option<PathBuf>,
+        /// Page once per key per principal per this many minutes of pending-deletion use.
+        #[arg(long, default_value_t = 60, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        suppress_minutes: u32,
+        /// Inputs.
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
+    /// Shows one key's timeline (by key ARN or key ID).
+    Timeline {
+        /// Key ARN or key ID.
+        key: String,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Lists the keys keywatch knows, with state, deletion date and last use.
+    Keys {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Only keys in this state (Enabled, Disabled, PendingDeletion, Deleted, …).
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+fn open_existing(args: &StoreArgs) -> Result<SqliteStore> {
+    if !args.db.exists() {
+        bail!(
+            "no store at {} (run `keywatch replay` first, or pass --db)",
+            args.db.display()
+        );
+    }
+    SqliteStore::open(&args.db).with_context(|| format!("opening store {}", args.db.display()))
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Replay {
+            store,
+            in_memory,
+            as_of,
+            format,
+            quarantine,
+            suppress_minutes,
+            paths,
+        } => {
+            let as_of = match as_of {
+                Some(s) => Timestamp::parse_rfc3339(&s)
+                    .with_context(|| format!("--as-of {s:?} is not an RFC 3339 instant"))?,
+                None => Timestamp::now(),
+            };
+            let db = if in_memory {
+                SqliteStore::in_memory()?
+            } else {
+                SqliteStore::open(&store.db)
+                    .with_context(|| format!("opening store {}", store.db.display()))?
+            };
+            replay::run(replay::Options {
+                store: db,
+                as_of,
+                json: format == Format::Json,
+                quarantine,
+                suppress_minutes,
+                paths,
+            })
+        }
+        Command::Timeline { key, store, format } => {
+            let db = open_existing(&store)?;
+            let found = db.find_keys(&key)?;
+            let arn = match found.as_slice() {
+                [] => bail!("no key {key} in {}", store.db.display()),
+                [one] => one.clone(),
+                many => bail!(
+                    "{key} names {} keys (a multi-Region key has one per Region); pass one ARN:\n  {}",
+                    many.len(),
+                    many.iter().map(|k| k.to_string()).collect::<Vec<_>>().join("\n  ")
+                ),
+            };
+            let timeline = db
+                .load_timeline(&arn)?
+                .context("timeline vanished while reading")?;
+            if format == Format::Json {
+                println!("{}", serde_json::to_string_pretty(&timeline)?);
+            } else {
+                print!("{}", render::timeline(&timeline));
+            }
+            Ok(())
+        }
+        Command::Keys {
+            store,
+            state,
+            format,
+        } => {
+            let db = open_existing(&store)?;
+            let keys = db.list_keys(state.as_deref())?;
+            if format == Format::Json {
+                for k in keys {
+                    println!("{}", serde_json::to_string(&k)?);
+                }
+            } else {
+                print!("{}", render::keys(&keys));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keywatch: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

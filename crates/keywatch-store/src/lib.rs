@@ -1,1 +1,104 @@
+//! Storage for keywatch behind the [`Store`] trait: the event log (CloudTrail records,
+//! stored once by eventID and indexed by stream), the timelines projected from it, and the
+//! alerts already raised. [`SqliteStore`] is the embedded default; [`Projector`] drives the
+//! core over any store.
 
+mod projector;
+mod sqlite;
+
+pub use projector::{BatchOutcome, NormalisedRecord, Projector};
+pub use sqlite::SqliteStore;
+
+use keywatch_core::{Alert, KeyArn, KeyStoreRef, KeyTimeline, Timestamp};
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(String),
+    /// Stored data could not be read back.
+    #[error("corrupt stored {what}: {reason}")]
+    Corrupt {
+        /// What was being read.
+        what: &'static str,
+        /// Why it failed.
+        reason: String,
+    },
+}
+
+/// An event stream: one key's events, or one custom key store's.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StreamId {
+    /// A key.
+    Key(KeyArn),
+    /// A custom key store.
+    KeyStore(KeyStoreRef),
+}
+
+impl StreamId {
+    /// A stable text form: `key:<arn>` or `cks:<account>/<region>/<id>`.
+    pub fn as_text(&self) -> String {
+        match self {
+            StreamId::Key(k) => format!("key:{k}"),
+            StreamId::KeyStore(s) => format!("cks:{s}"),
+        }
+    }
+}
+
+/// A CloudTrail record to append to the event log.
+#[derive(Clone, Debug)]
+pub struct RecordToAppend<'a> {
+    /// `eventID`.
+    pub event_id: &'a str,
+    /// `eventTime`.
+    pub event_time: Timestamp,
+    /// The record, unmodified.
+    pub json: &'a str,
+    /// The streams it belongs to.
+    pub streams: Vec<StreamId>,
+}
+
+/// A key as listed by `keywatch keys`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct KeySummary {
+    /// The key.
+    pub key_arn: String,
+    /// Its state.
+    pub state: String,
+    /// When it is (or was) to be deleted.
+    pub deletion_date: Option<Timestamp>,
+    /// Its last usage attempt.
+    pub last_use: Option<Timestamp>,
+    /// Its custom key store.
+    pub custom_key_store_id: Option<String>,
+}
+
+/// What keywatch keeps. Implementations: [`SqliteStore`]; DynamoDB in the Lambda pipeline.
+pub trait Store {
+    /// Appends records not seen before and returns, for each, whether it was new.
+    /// Atomic: either every record is stored or none is.
+    fn append_records(&mut self, records: &[RecordToAppend<'_>]) -> Result<Vec<bool>, StoreError>;
+    /// The records of a stream (for rebuilding a timeline), in (eventTime, eventID) order.
+    fn stream_records(&self, stream: &StreamId) -> Result<Vec<String>, StoreError>;
+    /// A key's timeline.
+    fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, StoreError>;
+    /// Saves timelines, replacing older versions.
+    fn save_timelines(&mut self, timelines: &[&KeyTimeline]) -> Result<(), StoreError>;
+    /// The keys whose timelines place them in a custom key store.
+    fn keys_in_key_store(&self, key_store: &KeyStoreRef) -> Result<Vec<KeyArn>, StoreError>;
+    /// Keys whose ARN or key ID is `key`.
+    fn find_keys(&self, key: &str) -> Result<Vec<KeyArn>, StoreError>;
+    /// Keys pending deletion (for the time-driven alerts).
+    fn keys_pending_deletion(&self) -> Result<Vec<KeyArn>, StoreError>;
+    /// How many keys have a timeline.
+    fn key_count(&self) -> Result<u64, StoreError>;
+    /// Every key, optionally only those in a state.
+    fn list_keys(&self, state: Option<&str>) -> Result<Vec<KeySummary>, StoreError>;
+    /// Records alerts as raised; returns, for each, whether it was new (not raised before).
+    fn record_alerts(
+        &mut self,
+        alerts: &[Alert],
+        raised_at: Timestamp,
+    ) -> Result<Vec<bool>, StoreError>;
+}

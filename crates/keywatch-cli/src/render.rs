@@ -1,0 +1,234 @@
+//! Text for people: alerts, timelines, key lists.
+
+use keywatch_core::alert::Alert;
+use keywatch_core::timeline::{EntryDetail, KeyTimeline, OrphanReason, ScheduleEnd};
+use keywatch_core::KeyEventKind;
+use keywatch_store::KeySummary;
+use std::fmt::Write as _;
+use std::io::{self, Write};
+
+/// One alert: a JSON line, or a short block of text.
+pub fn alert(out: &mut impl Write, a: &Alert, json: bool) -> io::Result<()> {
+    if json {
+        serde_json::to_writer(&mut *out, a)?;
+        return writeln!(out);
+    }
+    writeln!(
+        out,
+        "[{}] {} {} {}",
+        a.severity.as_str().to_uppercase(),
+        a.event_time,
+        a.kind,
+        a.key_arn
+    )?;
+    writeln!(out, "    {}", a.summary)?;
+    if let Some(ip) = &a.source_ip {
+        writeln!(
+            out,
+            "    from {ip}{}",
+            a.user_agent
+                .as_deref()
+                .map(|u| format!(" ({u})"))
+                .unwrap_or_default()
+        )?;
+    }
+    if let Some(r) = &a.remediation {
+        writeln!(out, "    remediation: {r}")?;
+    }
+    if let Some(c) = &a.rescue_command {
+        writeln!(out, "    rescue: {c}")?;
+    }
+    writeln!(out, "    id {}", a.alert_id)
+}
+
+fn or_dash<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+/// A key's timeline for a person.
+pub fn timeline(t: &KeyTimeline) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "KMS key   {}", t.key_arn);
+    let _ = writeln!(s, "state     {}", t.state.as_str());
+    if let Some(d) = t.deletion_date {
+        let _ = writeln!(s, "deletion  {d}");
+    }
+    if let Some(o) = &t.origin {
+        let _ = writeln!(
+            s,
+            "origin    {o}{}",
+            if t.multi_region {
+                " (multi-Region)"
+            } else {
+                ""
+            }
+        );
+    }
+    if let Some(ks) = &t.custom_key_store {
+        let _ = writeln!(
+            s,
+            "key store {} ({:?}{}{}{})",
+            ks.custom_key_store_id,
+            ks.key_store_type,
+            ks.cloudhsm_cluster_id
+                .as_deref()
+                .map(|c| format!(", cluster {c}"))
+                .unwrap_or_default(),
+            ks.xks_key_id
+                .as_deref()
+                .map(|x| format!(", external key {x}"))
+                .unwrap_or_default(),
+            match ks.connected {
+                Some(true) => ", connected",
+                Some(false) => ", disconnected",
+                None => "",
+            }
+        );
+    }
+    if let Some(o) = &t.orphaned_key_material {
+        let why = match o {
+            OrphanReason::BackingKeyNotDeleted { .. } => "backing key not deleted",
+            OrphanReason::KeyStoreDisconnected => "key store disconnected at deletion",
+        };
+        let _ = writeln!(
+            s,
+            "WARNING   key material may remain in the CloudHSM cluster: {why}"
+        );
+    }
+    let _ = writeln!(s, "\nTimeline ({} events)", t.event_count);
+    for e in &t.entries {
+        let what = match &e.detail {
+            EntryDetail::Lifecycle(KeyEventKind::Created { origin, .. }) => {
+                format!("created, origin {origin}")
+            }
+            EntryDetail::Lifecycle(KeyEventKind::DeletionScheduled {
+                window_days,
+                deletion_date,
+                key_state,
+                ..
+            }) => {
+                format!("deletion scheduled: {key_state}, {window_days}-day window, deleted on {deletion_date}")
+            }
+            EntryDetail::Lifecycle(KeyEventKind::DeletionCancelled) => {
+                "deletion cancelled (key now Disabled)".into()
+            }
+            EntryDetail::Lifecycle(KeyEventKind::Deleted { backing_keys, .. })
+                if !backing_keys.is_empty() =>
+            {
+                format!(
+                    "deleted; backing keys: {}",
+                    backing_keys
+                        .iter()
+                        .map(|b| b.deletion_status.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+            EntryDetail::Lifecycle(KeyEventKind::Deleted { .. }) => "deleted".into(),
+            EntryDetail::Lifecycle(KeyEventKind::Disabled) => "disabled".into(),
+            EntryDetail::Lifecycle(KeyEventKind::Enabled) => "enabled".into(),
+            EntryDetail::Lifecycle(KeyEventKind::KeyMaterialImported) => {
+                "key material imported".into()
+            }
+            EntryDetail::Lifecycle(KeyEventKind::KeyMaterialDeleted) => {
+                "imported key material deleted".into()
+            }
+            EntryDetail::Lifecycle(KeyEventKind::CallFailed { error_code }) => {
+                format!("failed: {error_code}")
+            }
+            EntryDetail::Lifecycle(KeyEventKind::Used { operation, .. }) => {
+                format!("used: {operation}")
+            }
+            EntryDetail::UsedWhilePendingDeletion {
+                operation,
+                rejected,
+                source_ip,
+                invoked_by,
+            } => format!(
+                "USED WHILE PENDING DELETION: {operation}{} from {}{}",
+                if *rejected {
+                    " (rejected)"
+                } else {
+                    " (succeeded)"
+                },
+                or_dash(source_ip.as_deref()),
+                invoked_by
+                    .as_deref()
+                    .map(|v| format!(" via {v}"))
+                    .unwrap_or_default()
+            ),
+            EntryDetail::KeyStore {
+                custom_key_store_id,
+                change,
+            } => format!("key store {custom_key_store_id} {change:?}").to_lowercase(),
+        };
+        let _ = writeln!(
+            s,
+            "  {}  {:<28} {:<60} {}",
+            e.event_time, e.event_name, what, e.principal
+        );
+    }
+    if t.pending_use_entries_dropped > 0 {
+        let _ = writeln!(
+            s,
+            "  … and {} more uses while pending deletion",
+            t.pending_use_entries_dropped
+        );
+    }
+    for sch in &t.schedules {
+        let end = match &sch.ended {
+            None => "running".to_owned(),
+            Some(ScheduleEnd::Cancelled { at, .. }) => format!("cancelled {at}"),
+            Some(ScheduleEnd::Deleted { at, .. }) => format!("deleted {at}"),
+        };
+        let _ = writeln!(
+            s,
+            "\nSchedule {} by {}: {} days to {}, {end}; {} use(s) during the window; last use before: {}",
+            sch.scheduled_at,
+            sch.scheduled_by,
+            sch.window_days,
+            sch.deletion_date,
+            sch.uses_during_window,
+            or_dash(sch.last_use_before)
+        );
+    }
+    if !t.usage.is_empty() {
+        let _ = writeln!(s, "\nUsage");
+        let _ = writeln!(
+            s,
+            "  {:<22} {:>9} {:>9}  {:<20}  {:<20}  principal",
+            "operation", "ok", "failed", "first", "last"
+        );
+        for u in &t.usage {
+            let _ = writeln!(
+                s,
+                "  {:<22} {:>9} {:>9}  {:<20}  {:<20}  {}",
+                u.operation, u.successes, u.failures, u.first_seen, u.last_seen, u.principal
+            );
+        }
+    }
+    s
+}
+
+/// The key list for a person.
+pub fn keys(keys: &[KeySummary]) -> String {
+    let mut s = format!(
+        "{:<24} {:<22} {:<22} key\n",
+        "state", "deletion date", "last use"
+    );
+    for k in keys {
+        let _ = writeln!(
+            s,
+            "{:<24} {:<22} {:<22} {}{}",
+            k.state,
+            or_dash(k.deletion_date),
+            or_dash(k.last_use),
+            k.key_arn,
+            k.custom_key_store_id
+                .as_deref()
+                .map(|c| format!(" ({c})"))
+                .unwrap_or_default()
+        );
+    }
+    s
+}

@@ -1,0 +1,259 @@
+//! The projector: appends records to the event log, folds the new events into the affected
+//! timelines (rebuilding a timeline from its stream when an event arrives late), and raises
+//! each alert once.
+
+use crate::{RecordToAppend, Store, StoreError, StreamId};
+use keywatch_core::{
+    evaluate, normalise, Alert, AlertConfig, KeyArn, KeyStoreRef, KeyTimeline, KmsEvent,
+    Normalised, Timestamp,
+};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// A KMS record with the events it means, ready for the projector.
+#[derive(Clone, Debug)]
+pub struct NormalisedRecord {
+    /// `eventID`.
+    pub event_id: String,
+    /// The record's JSON text, unmodified.
+    pub json: String,
+    /// Its events (at least one).
+    pub events: Vec<KmsEvent>,
+}
+
+impl NormalisedRecord {
+    /// `eventTime` (all events of a record share it).
+    pub fn event_time(&self) -> Timestamp {
+        self.events
+            .first()
+            .map(|e| e.context().event_time)
+            .unwrap_or_default()
+    }
+
+    fn streams(&self) -> Vec<StreamId> {
+        let mut s: Vec<StreamId> = self
+            .events
+            .iter()
+            .map(|e| match e {
+                KmsEvent::Key(k) => StreamId::Key(k.key.clone()),
+                KmsEvent::KeyStore(k) => StreamId::KeyStore(k.key_store.clone()),
+            })
+            .collect();
+        s.sort();
+        s.dedup();
+        s
+    }
+}
+
+/// What one batch did.
+#[derive(Debug, Default, Clone)]
+pub struct BatchOutcome {
+    /// Records new to the event log.
+    pub new_records: usize,
+    /// Records already stored (duplicates).
+    pub duplicate_records: usize,
+    /// Timelines rebuilt from their stream because an event arrived out of order.
+    pub rebuilds: usize,
+    /// Alerts raised for the first time, in a stable order.
+    pub alerts: Vec<Alert>,
+}
+
+/// Drives the core over a store. Keeps the timelines it touched in memory (bounded).
+pub struct Projector<S: Store> {
+    store: S,
+    config: AlertConfig,
+    cache: HashMap<KeyArn, KeyTimeline>,
+}
+
+const CACHE_LIMIT: usize = 50_000;
+
+impl<S: Store> Projector<S> {
+    /// A projector over `store` with rule settings `config`.
+    pub fn new(store: S, config: AlertConfig) -> Self {
+        Projector {
+            store,
+            config,
+            cache: HashMap::new(),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    fn timeline(&mut self, key: &KeyArn) -> Result<KeyTimeline, StoreError> {
+        if let Some(t) = self.cache.remove(key) {
+            return Ok(t);
+        }
+        Ok(self
+            .store
+            .load_timeline(key)?
+            .unwrap_or_else(|| KeyTimeline::new(key.clone())))
+    }
+
+    /// Rebuilds a key's timeline from the event log (its stream and its key store's).
+    pub fn rebuild(&self, key: &KeyArn) -> Result<KeyTimeline, StoreError> {
+        let mut events = self.stream_events(&StreamId::Key(key.clone()))?;
+        let mut timeline = KeyTimeline::fold(key.clone(), events.iter());
+        if let Some(store) = &timeline.custom_key_store {
+            let ks = KeyStoreRef {
+                account: key.account().to_owned(),
+                region: key.region().to_owned(),
+                custom_key_store_id: store.custom_key_store_id.clone(),
+            };
+            events.extend(self.stream_events(&StreamId::KeyStore(ks))?);
+            timeline = KeyTimeline::fold(key.clone(), events.iter());
+        }
+        Ok(timeline)
+    }
+
+    fn stream_events(&self, stream: &StreamId) -> Result<Vec<KmsEvent>, StoreError> {
+        let mut out = Vec::new();
+        for json in self.store.stream_records(stream)? {
+            match normalise(&json) {
+                Ok(Normalised::Kms { events, .. }) => out.extend(events),
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(StoreError::Corrupt {
+                        what: "stored record",
+                        reason: e.to_string(),
+                    })
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Projects a batch of records: stores the new ones, folds them into the timelines and
+    /// returns the alerts raised for the first time (evaluated as of `as_of`).
+    pub fn process(
+        &mut self,
+        batch: &[NormalisedRecord],
+        as_of: Timestamp,
+    ) -> Result<BatchOutcome, StoreError> {
+        let mut outcome = BatchOutcome::default();
+        let mut seen = BTreeSet::new();
+        let unique: Vec<&NormalisedRecord> = batch
+            .iter()
+            .filter(|r| seen.insert(r.event_id.as_str()))
+            .collect();
+        outcome.duplicate_records = batch.len() - unique.len();
+        let to_append: Vec<RecordToAppend<'_>> = unique
+            .iter()
+            .map(|r| RecordToAppend {
+                event_id: &r.event_id,
+                event_time: r.event_time(),
+                json: &r.json,
+                streams: r.streams(),
+            })
+            .collect();
+        let fresh = self.store.append_records(&to_append)?;
+        let new: Vec<&NormalisedRecord> = unique
+            .iter()
+            .zip(&fresh)
+            .filter(|(_, f)| **f)
+            .map(|(r, _)| *r)
+            .collect();
+        outcome.new_records = new.len();
+        outcome.duplicate_records += unique.len() - new.len();
+
+        // Group the new events: per key, and the key store events in the batch.
+        let mut per_key: BTreeMap<KeyArn, Vec<&KmsEvent>> = BTreeMap::new();
+        let mut store_events: Vec<&KmsEvent> = Vec::new();
+        for e in new.iter().flat_map(|r| &r.events) {
+            match e {
+                KmsEvent::Key(k) => per_key.entry(k.key.clone()).or_default().push(e),
+                KmsEvent::KeyStore(_) => store_events.push(e),
+            }
+        }
+        let mut affected: BTreeSet<KeyArn> = per_key.keys().cloned().collect();
+        let stores: BTreeSet<&KeyStoreRef> = store_events
+            .iter()
+            .filter_map(|e| match e {
+                KmsEvent::KeyStore(s) => Some(&s.key_store),
+                KmsEvent::Key(_) => None,
+            })
+            .collect();
+        for s in stores {
+            affected.extend(self.store.keys_in_key_store(s)?);
+        }
+
+        let mut touched = Vec::with_capacity(affected.len());
+        for key in affected {
+            let mut events: Vec<&KmsEvent> = per_key.remove(&key).unwrap_or_default();
+            events.extend(store_events.iter().copied().filter(|e| match e {
+                KmsEvent::KeyStore(s) => {
+                    s.key_store.account == key.account() && s.key_store.region == key.region()
+                }
+                KmsEvent::Key(_) => false,
+            }));
+            events.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+            let mut timeline = self.timeline(&key)?;
+            if events.first().is_some_and(|e| timeline.follows(e)) {
+                for e in events {
+                    timeline.apply(e);
+                }
+            } else if !events.is_empty() {
+                timeline = self.rebuild(&key)?;
+                outcome.rebuilds += 1;
+            }
+            touched.push(timeline);
+        }
+        let refs: Vec<&KeyTimeline> = touched.iter().collect();
+        self.store.save_timelines(&refs)?;
+
+        let mut candidates: Vec<Alert> = touched
+            .iter()
+            .flat_map(|t| evaluate(t, as_of, &self.config))
+            .collect();
+        outcome.alerts = self.raise(&mut candidates, as_of)?;
+        if self.cache.len() + touched.len() > CACHE_LIMIT {
+            self.cache.clear();
+        }
+        self.cache
+            .extend(touched.into_iter().map(|t| (t.key_arn.clone(), t)));
+        Ok(outcome)
+    }
+
+    /// Evaluates the time-driven alerts of every key pending deletion as of `as_of`.
+    pub fn sweep(&mut self, as_of: Timestamp) -> Result<Vec<Alert>, StoreError> {
+        let mut candidates = Vec::new();
+        for key in self.store.keys_pending_deletion()? {
+            let timeline = self.timeline(&key)?;
+            candidates.extend(evaluate(&timeline, as_of, &self.config));
+            self.cache.insert(key, timeline);
+        }
+        self.raise(&mut candidates, as_of)
+    }
+
+    fn raise(
+        &mut self,
+        candidates: &mut Vec<Alert>,
+        as_of: Timestamp,
+    ) -> Result<Vec<Alert>, StoreError> {
+        candidates.sort_by(|a, b| {
+            (a.event_time, &a.key_arn, a.kind, &a.alert_id).cmp(&(
+                b.event_time,
+                &b.key_arn,
+                b.kind,
+                &b.alert_id,
+            ))
+        });
+        candidates.dedup_by(|a, b| a.alert_id == b.alert_id);
+        let fresh = self.store.record_alerts(candidates, as_of)?;
+        Ok(candidates
+            .drain(..)
+            .zip(fresh)
+            .filter(|(_, f)| *f)
+            .map(|(a, _)| a)
+            .collect())
+    }
+
+    /// A key's timeline as stored.
+    pub fn load(&mut self, key: &KeyArn) -> Result<Option<KeyTimeline>, StoreError> {
+        if let Some(t) = self.cache.get(key) {
+            return Ok(Some(t.clone()));
+        }
+        self.store.load_timeline(key)
+    }
+}

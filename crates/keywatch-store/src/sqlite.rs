@@ -1,0 +1,278 @@
+//! The embedded default store: one SQLite file (or memory).
+
+use crate::{KeySummary, RecordToAppend, Store, StoreError, StreamId};
+use keywatch_core::{Alert, KeyArn, KeyStoreRef, KeyTimeline, Timestamp};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS records (
+    event_id   TEXT PRIMARY KEY,
+    event_time INTEGER NOT NULL,
+    json       TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS stream_events (
+    stream     TEXT NOT NULL,
+    event_time INTEGER NOT NULL,
+    event_id   TEXT NOT NULL,
+    PRIMARY KEY (stream, event_time, event_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS timelines (
+    key_arn          TEXT PRIMARY KEY,
+    key_id           TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    custom_key_store TEXT,
+    deletion_date    INTEGER,
+    last_use         INTEGER,
+    json             TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS timelines_by_key_id ON timelines (key_id);
+CREATE INDEX IF NOT EXISTS timelines_by_key_store ON timelines (custom_key_store);
+CREATE TABLE IF NOT EXISTS alerts (
+    alert_id  TEXT PRIMARY KEY,
+    kind      TEXT NOT NULL,
+    severity  TEXT NOT NULL,
+    key_arn   TEXT NOT NULL,
+    raised_at INTEGER NOT NULL,
+    json      TEXT NOT NULL
+);
+"#;
+
+/// keywatch's store in SQLite.
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+fn db(e: rusqlite::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+fn key_store_text(arn: &KeyArn, id: &str) -> String {
+    KeyStoreRef {
+        account: arn.account().to_owned(),
+        region: arn.region().to_owned(),
+        custom_key_store_id: id.to_owned(),
+    }
+    .to_string()
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) a store file.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path).map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db)?;
+        Self::init(conn)
+    }
+
+    /// A throwaway store in memory.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory().map_err(db)?)
+    }
+
+    fn init(conn: Connection) -> Result<Self, StoreError> {
+        conn.execute_batch(SCHEMA).map_err(db)?;
+        Ok(SqliteStore { conn })
+    }
+}
+
+impl Store for SqliteStore {
+    fn append_records(&mut self, records: &[RecordToAppend<'_>]) -> Result<Vec<bool>, StoreError> {
+        let tx = self.conn.transaction().map_err(db)?;
+        let mut fresh = Vec::with_capacity(records.len());
+        {
+            let mut insert = tx
+                .prepare_cached("INSERT OR IGNORE INTO records (event_id, event_time, json) VALUES (?1, ?2, ?3)")
+                .map_err(db)?;
+            let mut index = tx
+                .prepare_cached("INSERT OR IGNORE INTO stream_events (stream, event_time, event_id) VALUES (?1, ?2, ?3)")
+                .map_err(db)?;
+            for r in records {
+                let new = insert
+                    .execute(params![r.event_id, r.event_time.millis(), r.json])
+                    .map_err(db)?
+                    == 1;
+                if new {
+                    for s in &r.streams {
+                        index
+                            .execute(params![s.as_text(), r.event_time.millis(), r.event_id])
+                            .map_err(db)?;
+                    }
+                }
+                fresh.push(new);
+            }
+        }
+        tx.commit().map_err(db)?;
+        Ok(fresh)
+    }
+
+    fn stream_records(&self, stream: &StreamId) -> Result<Vec<String>, StoreError> {
+        let mut q = self
+            .conn
+            .prepare_cached(
+                "SELECT r.json FROM stream_events s JOIN records r ON r.event_id = s.event_id
+                 WHERE s.stream = ?1 ORDER BY s.event_time, s.event_id",
+            )
+            .map_err(db)?;
+        let rows = q
+            .query_map([stream.as_text()], |row| row.get::<_, String>(0))
+            .map_err(db)?;
+        rows.collect::<Result<_, _>>().map_err(db)
+    }
+
+    fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, StoreError> {
+        let json: Option<String> = self
+            .conn
+            .prepare_cached("SELECT json FROM timelines WHERE key_arn = ?1")
+            .map_err(db)?
+            .query_row([key.as_str()], |r| r.get(0))
+            .optional()
+            .map_err(db)?;
+        json.map(|j| {
+            serde_json::from_str(&j).map_err(|e| StoreError::Corrupt {
+                what: "timeline",
+                reason: e.to_string(),
+            })
+        })
+        .transpose()
+    }
+
+    fn save_timelines(&mut self, timelines: &[&KeyTimeline]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction().map_err(db)?;
+        {
+            let mut upsert = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO timelines
+                     (key_arn, key_id, state, custom_key_store, deletion_date, last_use, json)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(db)?;
+            for t in timelines {
+                let json = serde_json::to_string(t).map_err(|e| StoreError::Corrupt {
+                    what: "timeline",
+                    reason: e.to_string(),
+                })?;
+                upsert
+                    .execute(params![
+                        t.key_arn.as_str(),
+                        t.key_arn.key_id(),
+                        t.state.as_str(),
+                        t.custom_key_store
+                            .as_ref()
+                            .map(|s| key_store_text(&t.key_arn, &s.custom_key_store_id)),
+                        t.deletion_date.map(Timestamp::millis),
+                        t.last_use().map(Timestamp::millis),
+                        json
+                    ])
+                    .map_err(db)?;
+            }
+        }
+        tx.commit().map_err(db)
+    }
+
+    fn keys_in_key_store(&self, key_store: &KeyStoreRef) -> Result<Vec<KeyArn>, StoreError> {
+        self.arns(
+            "SELECT key_arn FROM timelines WHERE custom_key_store = ?1 ORDER BY key_arn",
+            [key_store.to_string()],
+        )
+    }
+
+    fn find_keys(&self, key: &str) -> Result<Vec<KeyArn>, StoreError> {
+        self.arns(
+            "SELECT key_arn FROM timelines WHERE key_arn = ?1 OR key_id = ?1 ORDER BY key_arn",
+            [key],
+        )
+    }
+
+    fn keys_pending_deletion(&self) -> Result<Vec<KeyArn>, StoreError> {
+        self.arns(
+            "SELECT key_arn FROM timelines WHERE state IN ('PendingDeletion', 'PendingReplicaDeletion') ORDER BY key_arn",
+            [],
+        )
+    }
+
+    fn key_count(&self) -> Result<u64, StoreError> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM timelines", [], |r| r.get::<_, i64>(0))
+            .map(|n| n.max(0) as u64)
+            .map_err(db)
+    }
+
+    fn list_keys(&self, state: Option<&str>) -> Result<Vec<KeySummary>, StoreError> {
+        let mut q = self
+            .conn
+            .prepare_cached(
+                "SELECT key_arn, state, deletion_date, last_use, custom_key_store FROM timelines
+                 WHERE ?1 IS NULL OR state = ?1 ORDER BY key_arn",
+            )
+            .map_err(db)?;
+        let rows = q
+            .query_map([state], |r| {
+                Ok(KeySummary {
+                    key_arn: r.get(0)?,
+                    state: r.get(1)?,
+                    deletion_date: r.get::<_, Option<i64>>(2)?.map(Timestamp::from_millis),
+                    last_use: r.get::<_, Option<i64>>(3)?.map(Timestamp::from_millis),
+                    custom_key_store_id: r
+                        .get::<_, Option<String>>(4)?
+                        .and_then(|s| s.rsplit('/').next().map(str::to_owned)),
+                })
+            })
+            .map_err(db)?;
+        rows.collect::<Result<_, _>>().map_err(db)
+    }
+
+    fn record_alerts(
+        &mut self,
+        alerts: &[Alert],
+        raised_at: Timestamp,
+    ) -> Result<Vec<bool>, StoreError> {
+        let tx = self.conn.transaction().map_err(db)?;
+        let mut fresh = Vec::with_capacity(alerts.len());
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO alerts (alert_id, kind, severity, key_arn, raised_at, json)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(db)?;
+            for a in alerts {
+                let json = serde_json::to_string(a).map_err(|e| StoreError::Corrupt {
+                    what: "alert",
+                    reason: e.to_string(),
+                })?;
+                let n = insert
+                    .execute(params![
+                        a.alert_id,
+                        a.kind.as_str(),
+                        a.severity.as_str(),
+                        a.key_arn,
+                        raised_at.millis(),
+                        json
+                    ])
+                    .map_err(db)?;
+                fresh.push(n == 1);
+            }
+        }
+        tx.commit().map_err(db)?;
+        Ok(fresh)
+    }
+}
+
+impl SqliteStore {
+    fn arns(&self, sql: &str, args: impl rusqlite::Params) -> Result<Vec<KeyArn>, StoreError> {
+        let mut q = self.conn.prepare_cached(sql).map_err(db)?;
+        let rows = q.query_map(args, |r| r.get::<_, String>(0)).map_err(db)?;
+        let mut out = Vec::new();
+        for text in rows {
+            let text = text.map_err(db)?;
+            out.push(KeyArn::parse(&text).ok_or(StoreError::Corrupt {
+                what: "key ARN",
+                reason: text,
+            })?);
+        }
+        Ok(out)
+    }
+}
