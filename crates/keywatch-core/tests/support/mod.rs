@@ -1,0 +1,153 @@
+//! Builders for CloudTrail records in the shape AWS writes them (our own fixtures).
+#![allow(dead_code)]
+
+use keywatch_core::{
+    evaluate, normalise, Alert, AlertConfig, AlertKind, KeyArn, KeyTimeline, KmsEvent, Normalised, Timestamp,
+};
+use serde_json::{json, Value};
+
+pub const ACCOUNT: &str = "111122223333";
+pub const REGION: &str = "us-east-1";
+pub const KEY: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+pub const APP_ROLE: &str = "arn:aws:iam::111122223333:role/app";
+pub const ADMIN: &str = "arn:aws:iam::111122223333:user/Alice";
+
+pub fn assumed_role(role: &str) -> Value {
+    json!({
+        "type": "AssumedRole", "principalId": "AROAEXAMPLE:session-1",
+        "arn": format!("{}/session-1", role.replace(":role/", ":assumed-role/")),
+        "accountId": ACCOUNT, "accessKeyId": "ASIAEXAMPLE",
+        "sessionContext": {"sessionIssuer": {"type": "Role", "principalId": "AROAEXAMPLE", "arn": role, "accountId": ACCOUNT, "userName": "app"},
+                            "attributes": {"creationDate": "2026-11-01T00:00:00Z", "mfaAuthenticated": "false"}}
+    })
+}
+
+pub fn iam_user(arn: &str) -> Value {
+    json!({"type": "IAMUser", "principalId": "AIDAEXAMPLE", "arn": arn, "accountId": ACCOUNT, "accessKeyId": "AKIAEXAMPLE", "userName": "Alice"})
+}
+
+/// A KMS API call on KEY at `time` by `identity`.
+pub fn call(name: &str, time: &str, id: &str, identity: Value) -> Value {
+    json!({
+        "eventVersion": "1.08", "userIdentity": identity, "eventTime": time,
+        "eventSource": "kms.amazonaws.com", "eventName": name, "awsRegion": REGION,
+        "sourceIPAddress": "192.0.2.10", "userAgent": "aws-sdk-java/2.20",
+        "requestParameters": {"keyId": KEY}, "responseElements": null,
+        "requestID": format!("req-{id}"), "eventID": id, "readOnly": false,
+        "resources": [{"accountId": ACCOUNT, "type": "AWS::KMS::Key", "ARN": KEY}],
+        "eventType": "AwsApiCall", "managementEvent": true, "recipientAccountId": ACCOUNT,
+        "eventCategory": "Management"
+    })
+}
+
+pub fn with(mut record: Value, patch: Value) -> Value {
+    if let (Some(r), Some(p)) = (record.as_object_mut(), patch.as_object()) {
+        for (k, v) in p {
+            r.insert(k.clone(), v.clone());
+        }
+    }
+    record
+}
+
+pub fn decrypt(time: &str, id: &str, role: &str) -> Value {
+    call("Decrypt", time, id, assumed_role(role))
+}
+
+pub fn rejected(name: &str, time: &str, id: &str, role: &str) -> Value {
+    with(
+        call(name, time, id, assumed_role(role)),
+        json!({"errorCode": "KMSInvalidStateException", "errorMessage": format!("{KEY} is pending deletion.")}),
+    )
+}
+
+pub fn schedule(time: &str, id: &str, days: u32, deletion_date: Option<&str>) -> Value {
+    let mut response = json!({"keyId": KEY, "keyState": "PendingDeletion", "pendingWindowInDays": days});
+    if let Some(d) = deletion_date {
+        response["deletionDate"] = json!(d);
+    }
+    with(
+        call("ScheduleKeyDeletion", time, id, iam_user(ADMIN)),
+        json!({"requestParameters": {"keyId": KEY, "pendingWindowInDays": days}, "responseElements": response}),
+    )
+}
+
+pub fn cancel(time: &str, id: &str) -> Value {
+    with(call("CancelKeyDeletion", time, id, iam_user(ADMIN)), json!({"responseElements": {"keyId": KEY}}))
+}
+
+pub fn delete_key(time: &str, id: &str, additional: Value) -> Value {
+    json!({
+        "eventVersion": "1.08", "userIdentity": {"accountId": ACCOUNT, "invokedBy": "AWS Internal"},
+        "eventTime": time, "eventSource": "kms.amazonaws.com", "eventName": "DeleteKey",
+        "awsRegion": REGION, "sourceIPAddress": "AWS Internal", "userAgent": "AWS Internal",
+        "requestParameters": null, "responseElements": null, "additionalEventData": additional,
+        "eventID": id, "readOnly": false,
+        "resources": [{"accountId": ACCOUNT, "type": "AWS::KMS::Key", "ARN": KEY}],
+        "eventType": "AwsServiceEvent", "recipientAccountId": ACCOUNT, "managementEvent": true
+    })
+}
+
+pub fn create_key(time: &str, id: &str, origin: &str, store: Option<&str>, cluster: Option<&str>, xks: Option<&str>) -> Value {
+    let mut meta = json!({"AWSAccountId": ACCOUNT, "keyId": "1234abcd-12ab-34cd-56ef-1234567890ab", "arn": KEY,
+        "keyState": if origin == "EXTERNAL" { "PendingImport" } else { "Enabled" }, "origin": origin, "multiRegion": false});
+    if let Some(s) = store {
+        meta["customKeyStoreId"] = json!(s);
+    }
+    if let Some(c) = cluster {
+        meta["cloudHsmClusterId"] = json!(c);
+    }
+    if let Some(x) = xks {
+        meta["xksKeyConfiguration"] = json!({"id": x});
+    }
+    with(
+        call("CreateKey", time, id, iam_user(ADMIN)),
+        json!({"requestParameters": {"origin": origin, "customKeyStoreId": store}, "responseElements": {"keyMetadata": meta}}),
+    )
+}
+
+pub fn key_store_call(name: &str, time: &str, id: &str, store: &str) -> Value {
+    json!({
+        "eventVersion": "1.08", "userIdentity": iam_user(ADMIN), "eventTime": time,
+        "eventSource": "kms.amazonaws.com", "eventName": name, "awsRegion": REGION,
+        "sourceIPAddress": "192.0.2.0", "userAgent": "AWS Internal",
+        "requestParameters": {"customKeyStoreId": store}, "responseElements": null,
+        "additionalEventData": {"customKeyStoreName": "ExampleKeyStore", "clusterId": "cluster-1a23b4cdefg"},
+        "requestID": format!("req-{id}"), "eventID": id, "readOnly": false, "eventType": "AwsApiCall",
+        "managementEvent": true, "recipientAccountId": ACCOUNT
+    })
+}
+
+pub fn events(records: &[Value]) -> Vec<KmsEvent> {
+    records
+        .iter()
+        .flat_map(|r| match normalise(&r.to_string()) {
+            Ok(Normalised::Kms { events, .. }) => events,
+            other => panic!("expected KMS events from {r}, got {other:?}"),
+        })
+        .collect()
+}
+
+pub fn timeline(records: &[Value]) -> KeyTimeline {
+    let key = KeyArn::parse(KEY).expect("test key ARN");
+    KeyTimeline::fold(key, events(records).iter())
+}
+
+pub fn ts(s: &str) -> Timestamp {
+    Timestamp::parse_rfc3339(s).expect("test timestamp")
+}
+
+/// Given these records, when this one arrives, the alerts it adds.
+pub fn when(given: &[Value], record: Value, as_of: &str) -> Vec<Alert> {
+    let before: Vec<String> =
+        evaluate(&timeline(given), ts(as_of), &AlertConfig::default()).into_iter().map(|a| a.alert_id).collect();
+    let mut all = given.to_vec();
+    all.push(record);
+    evaluate(&timeline(&all), ts(as_of), &AlertConfig::default())
+        .into_iter()
+        .filter(|a| !before.contains(&a.alert_id))
+        .collect()
+}
+
+pub fn kinds(alerts: &[Alert]) -> Vec<AlertKind> {
+    alerts.iter().map(|a| a.kind).collect()
+}
