@@ -83,6 +83,10 @@ impl fmt::Display for Severity {
 }
 
 /// Rule settings.
+///
+/// Pages for pending-deletion use are counted in fixed windows of `suppress_minutes`
+/// (aligned to the epoch), so that the page for a window has the same id whichever of its
+/// uses arrives first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AlertConfig {
     /// `pending_deletion_key_used` pages once per key per principal per window of this length.
@@ -280,9 +284,24 @@ fn label(t: &KeyTimeline) -> String {
 /// Every alert the timeline warrants as of `as_of`. Pure: the caller drops those already
 /// raised (by `alert_id`).
 pub fn evaluate(t: &KeyTimeline, as_of: Timestamp, config: &AlertConfig) -> Vec<Alert> {
+    let mut alerts = evaluate_events(t, config);
+    alerts.extend(evaluate_clock(t, as_of));
+    alerts
+}
+
+/// The alerts raised by events alone (no clock): what a projector evaluates per batch.
+/// Their ids depend only on the events, so any batching raises the same ones.
+pub fn evaluate_events(t: &KeyTimeline, config: &AlertConfig) -> Vec<Alert> {
     let mut alerts = Vec::new();
     lifecycle_alerts(t, &mut alerts);
     pending_use_alerts(t, config, &mut alerts);
+    alerts
+}
+
+/// The time-driven alerts (`deletion_imminent`, `deletion_overdue`) as of a clock: what a
+/// sweeper evaluates.
+pub fn evaluate_clock(t: &KeyTimeline, as_of: Timestamp) -> Vec<Alert> {
+    let mut alerts = Vec::new();
     time_driven_alerts(t, as_of, &mut alerts);
     alerts
 }
@@ -403,11 +422,9 @@ fn lifecycle_alerts(t: &KeyTimeline, out: &mut Vec<Alert>) {
 
 fn pending_use_alerts(t: &KeyTimeline, config: &AlertConfig, out: &mut Vec<Alert>) {
     let window_ms = i64::from(config.suppress_minutes.max(1)) * 60_000;
-    // Buckets are in fold order; group by (schedule, principal, window) in a stable order.
+    // Group by (principal, window); the id leaves out the schedule, which a late record can change.
     let mut buckets: Vec<&PendingUseBucket> = t.pending_use_buckets.iter().collect();
-    buckets.sort_by(|a, b| {
-        (&a.schedule, &a.principal, a.minute).cmp(&(&b.schedule, &b.principal, b.minute))
-    });
+    buckets.sort_by(|a, b| (&a.principal, a.minute).cmp(&(&b.principal, b.minute)));
     let mut so_far = 0u64;
     let mut i = 0;
     while i < buckets.len() {
@@ -416,17 +433,13 @@ fn pending_use_alerts(t: &KeyTimeline, config: &AlertConfig, out: &mut Vec<Alert
         let mut j = i;
         let mut in_window = 0u64;
         while j < buckets.len()
-            && buckets[j].schedule == first.schedule
             && buckets[j].principal == first.principal
             && buckets[j].minute.millis().div_euclid(window_ms) == window
         {
             in_window += buckets[j].count;
             j += 1;
         }
-        if i == 0
-            || buckets[i - 1].schedule != first.schedule
-            || buckets[i - 1].principal != first.principal
-        {
+        if i == 0 || buckets[i - 1].principal != first.principal {
             so_far = 0;
         }
         so_far += in_window;
@@ -437,12 +450,7 @@ fn pending_use_alerts(t: &KeyTimeline, config: &AlertConfig, out: &mut Vec<Alert
             t,
             AlertKind::PendingDeletionKeyUsed,
             Severity::Critical,
-            &[
-                &first.schedule,
-                &first.principal.0,
-                &window_len,
-                &window_text,
-            ],
+            &[&first.principal.0, &window_len, &window_text],
         );
         a.event_id = Some(u.context.event_id.clone());
         a.event_time = u.context.event_time;

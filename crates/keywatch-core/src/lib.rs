@@ -10,7 +10,9 @@ pub mod record;
 pub mod time;
 pub mod timeline;
 
-pub use alert::{evaluate, Alert, AlertConfig, AlertKind, Severity};
+pub use alert::{
+    evaluate, evaluate_clock, evaluate_events, Alert, AlertConfig, AlertKind, Severity,
+};
 pub use event::{
     normalise, normalise_record, KeyArn, KeyEvent, KeyEventKind, KeyStoreEvent, KeyStoreRef,
     KmsEvent, Normalised, Principal, RecordError,

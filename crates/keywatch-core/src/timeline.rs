@@ -216,7 +216,7 @@ pub struct TimelineEntry {
 
 /// The detail of a timeline entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "entry", rename_all = "snake_case")]
 pub enum EntryDetail {
     /// A lifecycle event on the key.
     Lifecycle(KeyEventKind),

@@ -15,7 +15,13 @@ fn only_event(r: &serde_json::Value) -> keywatch_core::KeyEvent {
 
 #[test]
 fn the_principal_is_the_iam_identity_not_the_session() {
-    assert_eq!(only_event(&decrypt("2026-11-01T00:00:00Z", "a", APP_ROLE)).context.principal.0, APP_ROLE);
+    assert_eq!(
+        only_event(&decrypt("2026-11-01T00:00:00Z", "a", APP_ROLE))
+            .context
+            .principal
+            .0,
+        APP_ROLE
+    );
     let svc = with(
         decrypt("2026-11-01T00:00:00Z", "b", APP_ROLE),
         json!({"userIdentity": {"type": "AWSService", "invokedBy": "s3.amazonaws.com"}}),
@@ -25,14 +31,20 @@ fn the_principal_is_the_iam_identity_not_the_session() {
         decrypt("2026-11-01T00:00:00Z", "c", APP_ROLE),
         json!({"userIdentity": {"type": "Root", "principalId": ACCOUNT, "accountId": ACCOUNT}}),
     );
-    assert_eq!(only_event(&root).context.principal.0, "arn:aws:iam::111122223333:root");
+    assert_eq!(
+        only_event(&root).context.principal.0,
+        "arn:aws:iam::111122223333:root"
+    );
     let via = with(
         decrypt("2026-11-01T00:00:00Z", "d", APP_ROLE),
         json!({"userIdentity": {"type": "IAMUser", "arn": ADMIN, "accountId": ACCOUNT, "invokedBy": "secretsmanager.amazonaws.com"}}),
     );
     let e = only_event(&via);
     assert_eq!(e.context.principal.0, ADMIN);
-    assert_eq!(e.context.invoked_by.as_deref(), Some("secretsmanager.amazonaws.com"));
+    assert_eq!(
+        e.context.invoked_by.as_deref(),
+        Some("secretsmanager.amazonaws.com")
+    );
 }
 
 #[test]
@@ -54,7 +66,10 @@ fn key_identity_falls_back_from_resources_to_response_to_request_to_key_id() {
         decrypt("2026-11-01T00:00:00Z", "d", APP_ROLE),
         json!({"requestParameters": {"keyId": "mrk-1234abcd12ab34cd56ef1234567890ab"}, "awsRegion": "eu-west-1"}),
     ));
-    assert_eq!(only_event(&mrk).key.as_str(), "arn:aws:kms:eu-west-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab");
+    assert_eq!(
+        only_event(&mrk).key.as_str(),
+        "arn:aws:kms:eu-west-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab"
+    );
     // An alias with no resolvable key is a KMS record keywatch cannot attribute: not an error.
     let alias_only = no_resources(with(
         decrypt("2026-11-01T00:00:00Z", "e", APP_ROLE),
@@ -62,7 +77,9 @@ fn key_identity_falls_back_from_resources_to_response_to_request_to_key_id() {
     ));
     assert_eq!(
         normalise(&alias_only.to_string()),
-        Ok(Normalised::KmsUntracked { event_id: "e".into() })
+        Ok(Normalised::KmsUntracked {
+            event_id: "e".into()
+        })
     );
 }
 
@@ -70,7 +87,12 @@ fn key_identity_falls_back_from_resources_to_response_to_request_to_key_id() {
 fn re_encrypt_touches_both_keys() {
     let other = "arn:aws:kms:us-east-1:111122223333:key/0987dcba-09fe-87dc-65ba-ab0987654321";
     let r = with(
-        call("ReEncrypt", "2026-11-01T00:00:00Z", "a", assumed_role(APP_ROLE)),
+        call(
+            "ReEncrypt",
+            "2026-11-01T00:00:00Z",
+            "a",
+            assumed_role(APP_ROLE),
+        ),
         json!({"resources": [{"type": "AWS::KMS::Key", "ARN": KEY}, {"type": "AWS::KMS::Key", "ARN": other}]}),
     );
     let keys: Vec<String> = events(&[r])
@@ -85,19 +107,43 @@ fn re_encrypt_touches_both_keys() {
 
 #[test]
 fn bad_records_are_rejected_with_the_reason() {
-    assert!(matches!(normalise("{not json"), Err(RecordError::NotJson(_))));
+    assert!(matches!(
+        normalise("{not json"),
+        Err(RecordError::NotJson(_))
+    ));
     let mut r = decrypt("2026-11-01T00:00:00Z", "a", APP_ROLE);
     r.as_object_mut().map(|o| o.remove("eventID"));
-    assert_eq!(normalise(&r.to_string()), Err(RecordError::Missing("eventID")));
-    let r = with(decrypt("2026-11-01T00:00:00Z", "a", APP_ROLE), json!({"eventTime": "yesterday"}));
-    assert_eq!(normalise(&r.to_string()), Err(RecordError::BadEventTime("yesterday".into())));
-    let r = with(schedule("2026-11-01T00:00:00Z", "s", 7, Some("someday")), json!({}));
-    assert!(matches!(normalise(&r.to_string()), Err(RecordError::Malformed { field: "responseElements.deletionDate", .. })));
+    assert_eq!(
+        normalise(&r.to_string()),
+        Err(RecordError::Missing("eventID"))
+    );
+    let r = with(
+        decrypt("2026-11-01T00:00:00Z", "a", APP_ROLE),
+        json!({"eventTime": "yesterday"}),
+    );
+    assert_eq!(
+        normalise(&r.to_string()),
+        Err(RecordError::BadEventTime("yesterday".into()))
+    );
+    let r = with(
+        schedule("2026-11-01T00:00:00Z", "s", 7, Some("someday")),
+        json!({}),
+    );
+    assert!(matches!(
+        normalise(&r.to_string()),
+        Err(RecordError::Malformed {
+            field: "responseElements.deletionDate",
+            ..
+        })
+    ));
 }
 
 #[test]
 fn other_services_are_skipped_not_rejected() {
-    let r = with(decrypt("2026-11-01T00:00:00Z", "a", APP_ROLE), json!({"eventSource": "s3.amazonaws.com"}));
+    let r = with(
+        decrypt("2026-11-01T00:00:00Z", "a", APP_ROLE),
+        json!({"eventSource": "s3.amazonaws.com"}),
+    );
     assert_eq!(normalise(&r.to_string()), Ok(Normalised::NotKms));
 }
 

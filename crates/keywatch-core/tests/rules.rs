@@ -13,15 +13,31 @@ const OTHER_ROLE: &str = "arn:aws:iam::111122223333:role/batch";
 
 fn scheduled_key() -> Vec<serde_json::Value> {
     vec![
-        create_key("2026-01-01T00:00:00Z", "create", "AWS_KMS", None, None, None),
+        create_key(
+            "2026-01-01T00:00:00Z",
+            "create",
+            "AWS_KMS",
+            None,
+            None,
+            None,
+        ),
         decrypt("2026-10-20T00:00:00Z", "use-before", APP_ROLE),
-        schedule("2026-11-01T00:00:00Z", "sched", 7, Some("Nov 8, 2026, 12:00:00 AM")),
+        schedule(
+            "2026-11-01T00:00:00Z",
+            "sched",
+            7,
+            Some("Nov 8, 2026, 12:00:00 AM"),
+        ),
     ]
 }
 
 #[test]
 fn a_rejected_use_of_a_pending_deletion_key_pages_with_what_on_call_needs() {
-    let alerts = when(&scheduled_key(), rejected("Decrypt", "2026-11-01T10:00:00Z", "use-1", APP_ROLE), AS_OF);
+    let alerts = when(
+        &scheduled_key(),
+        rejected("Decrypt", "2026-11-01T10:00:00Z", "use-1", APP_ROLE),
+        AS_OF,
+    );
     assert_eq!(kinds(&alerts), [AlertKind::PendingDeletionKeyUsed]);
     let a = &alerts[0];
     assert_eq!(a.severity, Severity::Critical);
@@ -31,18 +47,29 @@ fn a_rejected_use_of_a_pending_deletion_key_pages_with_what_on_call_needs() {
     assert_eq!(a.user_agent.as_deref(), Some("aws-sdk-java/2.20"));
     assert_eq!(a.rejected, Some(true));
     assert_eq!(a.uses_so_far, Some(1));
-    assert_eq!(a.deletion_date.map(|d| d.to_string()).as_deref(), Some("2026-11-08T00:00:00Z"));
+    assert_eq!(
+        a.deletion_date.map(|d| d.to_string()).as_deref(),
+        Some("2026-11-08T00:00:00Z")
+    );
     assert_eq!(a.event_id.as_deref(), Some("use-1"));
     assert_eq!(
         a.rescue_command.as_deref(),
         Some(format!("aws kms cancel-key-deletion --key-id {KEY} --region us-east-1").as_str())
     );
-    assert!(a.summary.contains(APP_ROLE) && a.summary.contains("cancel-key-deletion"), "{}", a.summary);
+    assert!(
+        a.summary.contains(APP_ROLE) && a.summary.contains("cancel-key-deletion"),
+        "{}",
+        a.summary
+    );
 }
 
 #[test]
 fn a_use_that_still_succeeds_after_the_schedule_pages_too() {
-    let alerts = when(&scheduled_key(), decrypt("2026-11-01T00:00:05Z", "use-1", APP_ROLE), AS_OF);
+    let alerts = when(
+        &scheduled_key(),
+        decrypt("2026-11-01T00:00:05Z", "use-1", APP_ROLE),
+        AS_OF,
+    );
     assert_eq!(kinds(&alerts), [AlertKind::PendingDeletionKeyUsed]);
     assert_eq!(alerts[0].rejected, Some(false));
 }
@@ -50,11 +77,20 @@ fn a_use_that_still_succeeds_after_the_schedule_pages_too() {
 #[test]
 fn a_rejection_proves_pending_deletion_without_the_schedule_record() {
     let given = [decrypt("2026-10-20T00:00:00Z", "use-before", APP_ROLE)];
-    let alerts = when(&given, rejected("GenerateDataKey", "2026-11-01T10:00:00Z", "use-1", APP_ROLE), AS_OF);
+    let alerts = when(
+        &given,
+        rejected("GenerateDataKey", "2026-11-01T10:00:00Z", "use-1", APP_ROLE),
+        AS_OF,
+    );
     assert_eq!(kinds(&alerts), [AlertKind::PendingDeletionKeyUsed]);
     assert_eq!(alerts[0].deletion_date, None);
     let mut all = given.to_vec();
-    all.push(rejected("GenerateDataKey", "2026-11-01T10:00:00Z", "use-1", APP_ROLE));
+    all.push(rejected(
+        "GenerateDataKey",
+        "2026-11-01T10:00:00Z",
+        "use-1",
+        APP_ROLE,
+    ));
     assert_eq!(timeline(&all).state, KeyState::PendingDeletion);
 }
 
@@ -67,7 +103,12 @@ fn other_invalid_state_errors_do_not_page() {
     );
     assert!(when(&[], xks_rejection.clone(), AS_OF).is_empty());
     // … and on an Enabled key, an ordinary use raises nothing either.
-    assert!(when(&[], decrypt("2026-11-01T10:00:00Z", "use-2", APP_ROLE), AS_OF).is_empty());
+    assert!(when(
+        &[],
+        decrypt("2026-11-01T10:00:00Z", "use-2", APP_ROLE),
+        AS_OF
+    )
+    .is_empty());
 }
 
 #[test]
@@ -76,29 +117,65 @@ fn the_other_documented_pending_deletion_message_counts() {
         decrypt("2026-11-01T10:00:00Z", "use-1", APP_ROLE),
         json!({"errorCode": "KMSInvalidStateException", "errorMessage": format!("{KEY} is not usable: key state is PendingDeletion")}),
     );
-    assert_eq!(kinds(&when(&[], r, AS_OF)), [AlertKind::PendingDeletionKeyUsed]);
+    assert_eq!(
+        kinds(&when(&[], r, AS_OF)),
+        [AlertKind::PendingDeletionKeyUsed]
+    );
 }
 
 #[test]
 fn uses_inside_the_suppression_window_are_counted_into_one_page() {
     let mut given = scheduled_key();
-    given.push(rejected("Decrypt", "2026-11-01T10:01:00Z", "use-1", APP_ROLE));
-    given.push(rejected("Decrypt", "2026-11-01T10:20:00Z", "use-2", APP_ROLE));
-    let alerts = when(&given, rejected("Decrypt", "2026-11-01T10:40:00Z", "use-3", APP_ROLE), AS_OF);
-    assert!(alerts.is_empty(), "same principal, same window: no new page");
-    given.push(rejected("Decrypt", "2026-11-01T10:40:00Z", "use-3", APP_ROLE));
+    given.push(rejected(
+        "Decrypt",
+        "2026-11-01T10:01:00Z",
+        "use-1",
+        APP_ROLE,
+    ));
+    given.push(rejected(
+        "Decrypt",
+        "2026-11-01T10:20:00Z",
+        "use-2",
+        APP_ROLE,
+    ));
+    let alerts = when(
+        &given,
+        rejected("Decrypt", "2026-11-01T10:40:00Z", "use-3", APP_ROLE),
+        AS_OF,
+    );
+    assert!(
+        alerts.is_empty(),
+        "same principal, same window: no new page"
+    );
+    given.push(rejected(
+        "Decrypt",
+        "2026-11-01T10:40:00Z",
+        "use-3",
+        APP_ROLE,
+    ));
     let all = evaluate(&timeline(&given), ts(AS_OF), &AlertConfig::default());
-    let page = all.iter().find(|a| a.kind == AlertKind::PendingDeletionKeyUsed).expect("one page");
+    let page = all
+        .iter()
+        .find(|a| a.kind == AlertKind::PendingDeletionKeyUsed)
+        .expect("one page");
     assert_eq!(page.uses_in_window, Some(3));
 
     // The next window pages again and reports the uses so far.
-    let later = when(&given, rejected("Decrypt", "2026-11-01T12:30:00Z", "use-4", APP_ROLE), AS_OF);
+    let later = when(
+        &given,
+        rejected("Decrypt", "2026-11-01T12:30:00Z", "use-4", APP_ROLE),
+        AS_OF,
+    );
     assert_eq!(kinds(&later), [AlertKind::PendingDeletionKeyUsed]);
     assert_eq!(later[0].uses_so_far, Some(4));
     assert_eq!(later[0].uses_in_window, Some(1));
 
     // A new principal pages at once, inside the same window.
-    let other = when(&given, rejected("Decrypt", "2026-11-01T10:41:00Z", "use-5", OTHER_ROLE), AS_OF);
+    let other = when(
+        &given,
+        rejected("Decrypt", "2026-11-01T10:41:00Z", "use-5", OTHER_ROLE),
+        AS_OF,
+    );
     assert_eq!(kinds(&other), [AlertKind::PendingDeletionKeyUsed]);
     assert_eq!(other[0].principal.as_deref(), Some(OTHER_ROLE));
 }
@@ -106,14 +183,30 @@ fn uses_inside_the_suppression_window_are_counted_into_one_page() {
 #[test]
 fn the_suppression_window_is_configurable() {
     let mut given = scheduled_key();
-    given.push(rejected("Decrypt", "2026-11-01T10:01:00Z", "use-1", APP_ROLE));
-    given.push(rejected("Decrypt", "2026-11-01T10:20:00Z", "use-2", APP_ROLE));
+    given.push(rejected(
+        "Decrypt",
+        "2026-11-01T10:01:00Z",
+        "use-1",
+        APP_ROLE,
+    ));
+    given.push(rejected(
+        "Decrypt",
+        "2026-11-01T10:20:00Z",
+        "use-2",
+        APP_ROLE,
+    ));
     let t = timeline(&given);
     let pages = |minutes| {
-        evaluate(&t, ts(AS_OF), &AlertConfig { suppress_minutes: minutes })
-            .into_iter()
-            .filter(|a| a.kind == AlertKind::PendingDeletionKeyUsed)
-            .count()
+        evaluate(
+            &t,
+            ts(AS_OF),
+            &AlertConfig {
+                suppress_minutes: minutes,
+            },
+        )
+        .into_iter()
+        .filter(|a| a.kind == AlertKind::PendingDeletionKeyUsed)
+        .count()
     };
     assert_eq!(pages(60), 1);
     assert_eq!(pages(5), 2);
@@ -130,7 +223,10 @@ fn scheduling_a_recently_used_key_is_high_with_the_usage_summary() {
     assert_eq!(a.window_days, Some(7));
     assert_eq!(a.usage.len(), 1);
     assert_eq!(a.usage[0].principal.0, APP_ROLE);
-    assert_eq!(a.last_use.map(|t| t.to_string()).as_deref(), Some("2026-10-20T00:00:00Z"));
+    assert_eq!(
+        a.last_use.map(|t| t.to_string()).as_deref(),
+        Some("2026-10-20T00:00:00Z")
+    );
 }
 
 #[test]
@@ -142,7 +238,10 @@ fn scheduling_an_unused_key_is_medium_and_the_window_defaults_to_30_days() {
     let alerts = when(&[old_use], sched, AS_OF);
     assert_eq!(alerts[0].severity, Severity::Medium);
     assert_eq!(alerts[0].window_days, Some(30));
-    assert_eq!(alerts[0].deletion_date.map(|d| d.to_string()).as_deref(), Some("2026-12-01T00:00:00Z"));
+    assert_eq!(
+        alerts[0].deletion_date.map(|d| d.to_string()).as_deref(),
+        Some("2026-12-01T00:00:00Z")
+    );
 }
 
 #[test]
@@ -155,21 +254,52 @@ fn cancelling_leaves_the_key_disabled_and_enable_key_enables_it() {
     let t = timeline(&given);
     assert_eq!(t.state, KeyState::Disabled);
     assert_eq!(t.deletion_date, None);
-    given.push(call("EnableKey", "2026-11-02T01:00:00Z", "enable", iam_user(ADMIN)));
+    given.push(call(
+        "EnableKey",
+        "2026-11-02T01:00:00Z",
+        "enable",
+        iam_user(ADMIN),
+    ));
     assert_eq!(timeline(&given).state, KeyState::Enabled);
     // A use after the cancellation is not a pending-deletion use.
-    assert!(when(&given, decrypt("2026-11-03T00:00:00Z", "use-after", APP_ROLE), "2026-11-03T00:00:00Z").is_empty());
+    assert!(when(
+        &given,
+        decrypt("2026-11-03T00:00:00Z", "use-after", APP_ROLE),
+        "2026-11-03T00:00:00Z"
+    )
+    .is_empty());
 }
 
 #[test]
 fn deletion_is_reported_and_an_xks_key_says_its_external_key_is_untouched() {
     let given = vec![
-        create_key("2026-01-01T00:00:00Z", "create", "EXTERNAL_KEY_STORE", Some("cks-xks"), None, Some("bb8562717f809024")),
+        create_key(
+            "2026-01-01T00:00:00Z",
+            "create",
+            "EXTERNAL_KEY_STORE",
+            Some("cks-xks"),
+            None,
+            Some("bb8562717f809024"),
+        ),
         schedule("2026-11-01T00:00:00Z", "sched", 7, None),
     ];
-    let alerts = when(&given, delete_key("2026-11-08T00:00:00Z", "del", json!({"customKeyStoreId": "cks-xks"})), "2026-11-08T01:00:00Z");
+    let alerts = when(
+        &given,
+        delete_key(
+            "2026-11-08T00:00:00Z",
+            "del",
+            json!({"customKeyStoreId": "cks-xks"}),
+        ),
+        "2026-11-08T01:00:00Z",
+    );
     assert_eq!(kinds(&alerts), [AlertKind::KeyDeleted]);
-    assert!(alerts[0].summary.contains("external key bb8562717f809024 is untouched"), "{}", alerts[0].summary);
+    assert!(
+        alerts[0]
+            .summary
+            .contains("external key bb8562717f809024 is untouched"),
+        "{}",
+        alerts[0].summary
+    );
     let mut all = given;
     all.push(delete_key("2026-11-08T00:00:00Z", "del", json!({})));
     assert_eq!(timeline(&all).state, KeyState::Deleted);
@@ -177,8 +307,20 @@ fn deletion_is_reported_and_an_xks_key_says_its_external_key_is_untouched() {
 
 fn cloudhsm_key() -> Vec<serde_json::Value> {
     vec![
-        create_key("2026-01-01T00:00:00Z", "create", "AWS_CLOUDHSM", Some("cks-hsm"), Some("cluster-1a23b4cdefg"), None),
-        key_store_call("ConnectCustomKeyStore", "2026-01-01T00:00:00Z", "connect", "cks-hsm"),
+        create_key(
+            "2026-01-01T00:00:00Z",
+            "create",
+            "AWS_CLOUDHSM",
+            Some("cks-hsm"),
+            Some("cluster-1a23b4cdefg"),
+            None,
+        ),
+        key_store_call(
+            "ConnectCustomKeyStore",
+            "2026-01-01T00:00:00Z",
+            "connect",
+            "cks-hsm",
+        ),
         schedule("2026-11-01T00:00:00Z", "sched", 7, None),
     ]
 }
@@ -195,38 +337,80 @@ fn hsm_delete(status: &str) -> serde_json::Value {
 
 #[test]
 fn a_failed_backing_key_deletion_leaves_orphaned_key_material() {
-    let alerts = when(&cloudhsm_key(), hsm_delete("FAILURE"), "2026-11-08T01:00:00Z");
-    assert_eq!(kinds(&alerts), [AlertKind::KeyDeleted, AlertKind::OrphanedKeyMaterial]);
+    let alerts = when(
+        &cloudhsm_key(),
+        hsm_delete("FAILURE"),
+        "2026-11-08T01:00:00Z",
+    );
+    assert_eq!(
+        kinds(&alerts),
+        [AlertKind::KeyDeleted, AlertKind::OrphanedKeyMaterial]
+    );
     let a = &alerts[1];
     assert_eq!(a.severity, Severity::High);
     let remediation = a.remediation.as_deref().unwrap_or_default();
-    assert!(remediation.contains("cluster-1a23b4cdefg") && remediation.contains("backups"), "{remediation}");
+    assert!(
+        remediation.contains("cluster-1a23b4cdefg") && remediation.contains("backups"),
+        "{remediation}"
+    );
 }
 
 #[test]
 fn a_disconnected_key_store_at_deletion_leaves_orphaned_key_material() {
     let mut given = cloudhsm_key();
-    given.push(key_store_call("DisconnectCustomKeyStore", "2026-11-07T00:00:00Z", "disconnect", "cks-hsm"));
+    given.push(key_store_call(
+        "DisconnectCustomKeyStore",
+        "2026-11-07T00:00:00Z",
+        "disconnect",
+        "cks-hsm",
+    ));
     let alerts = when(&given, hsm_delete("SUCCESS"), "2026-11-08T01:00:00Z");
-    assert_eq!(kinds(&alerts), [AlertKind::KeyDeleted, AlertKind::OrphanedKeyMaterial]);
+    assert_eq!(
+        kinds(&alerts),
+        [AlertKind::KeyDeleted, AlertKind::OrphanedKeyMaterial]
+    );
     given.push(hsm_delete("SUCCESS"));
-    assert_eq!(timeline(&given).orphaned_key_material, Some(OrphanReason::KeyStoreDisconnected));
+    assert_eq!(
+        timeline(&given).orphaned_key_material,
+        Some(OrphanReason::KeyStoreDisconnected)
+    );
 }
 
 #[test]
 fn a_clean_cloudhsm_deletion_orphans_nothing() {
-    let alerts = when(&cloudhsm_key(), hsm_delete("SUCCESS"), "2026-11-08T01:00:00Z");
+    let alerts = when(
+        &cloudhsm_key(),
+        hsm_delete("SUCCESS"),
+        "2026-11-08T01:00:00Z",
+    );
     assert_eq!(kinds(&alerts), [AlertKind::KeyDeleted]);
 }
 
 #[test]
 fn a_key_store_disconnect_makes_its_keys_unavailable_until_reconnected() {
     let mut given = vec![
-        create_key("2026-01-01T00:00:00Z", "create", "AWS_CLOUDHSM", Some("cks-hsm"), Some("cluster-1a23b4cdefg"), None),
-        key_store_call("DisconnectCustomKeyStore", "2026-02-01T00:00:00Z", "disconnect", "cks-hsm"),
+        create_key(
+            "2026-01-01T00:00:00Z",
+            "create",
+            "AWS_CLOUDHSM",
+            Some("cks-hsm"),
+            Some("cluster-1a23b4cdefg"),
+            None,
+        ),
+        key_store_call(
+            "DisconnectCustomKeyStore",
+            "2026-02-01T00:00:00Z",
+            "disconnect",
+            "cks-hsm",
+        ),
     ];
     assert_eq!(timeline(&given).state, KeyState::Unavailable);
-    given.push(key_store_call("ConnectCustomKeyStore", "2026-02-02T00:00:00Z", "connect", "cks-hsm"));
+    given.push(key_store_call(
+        "ConnectCustomKeyStore",
+        "2026-02-02T00:00:00Z",
+        "connect",
+        "cks-hsm",
+    ));
     assert_eq!(timeline(&given).state, KeyState::Enabled);
 }
 
@@ -248,8 +432,12 @@ fn deletion_imminent_when_used_during_the_window_and_due_within_a_day() {
     assert_eq!(id("2026-11-07T06:00:00Z"), id("2026-11-07T20:00:00Z"));
     // Unused during the window: nothing imminent to warn about.
     let quiet = timeline(&scheduled_key());
-    assert!(!kinds(&evaluate(&quiet, ts("2026-11-07T06:00:00Z"), &AlertConfig::default()))
-        .contains(&AlertKind::DeletionImminent));
+    assert!(!kinds(&evaluate(
+        &quiet,
+        ts("2026-11-07T06:00:00Z"),
+        &AlertConfig::default()
+    ))
+    .contains(&AlertKind::DeletionImminent));
 }
 
 #[test]
@@ -261,7 +449,12 @@ fn deletion_overdue_when_no_delete_key_a_day_after_the_date() {
     let mut deleted = scheduled_key();
     deleted.push(delete_key("2026-11-08T00:00:00Z", "del", json!({})));
     let t = timeline(&deleted);
-    assert!(!kinds(&evaluate(&t, ts("2026-11-20T00:00:00Z"), &AlertConfig::default())).contains(&AlertKind::DeletionOverdue));
+    assert!(!kinds(&evaluate(
+        &t,
+        ts("2026-11-20T00:00:00Z"),
+        &AlertConfig::default()
+    ))
+    .contains(&AlertKind::DeletionOverdue));
 }
 
 #[test]
@@ -270,6 +463,10 @@ fn a_multi_region_primary_with_replicas_is_pending_replica_deletion() {
     s["responseElements"]["keyState"] = json!("PendingReplicaDeletion");
     let t = timeline(&[s]);
     assert_eq!(t.state, KeyState::PendingReplicaDeletion);
-    let alerts = when(&[schedule("2026-11-01T00:00:00Z", "sched", 30, None)], rejected("Decrypt", "2026-11-01T01:00:00Z", "u", APP_ROLE), AS_OF);
+    let alerts = when(
+        &[schedule("2026-11-01T00:00:00Z", "sched", 30, None)],
+        rejected("Decrypt", "2026-11-01T01:00:00Z", "u", APP_ROLE),
+        AS_OF,
+    );
     assert_eq!(kinds(&alerts), [AlertKind::PendingDeletionKeyUsed]);
 }

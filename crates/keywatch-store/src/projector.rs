@@ -4,8 +4,8 @@
 
 use crate::{RecordToAppend, Store, StoreError, StreamId};
 use keywatch_core::{
-    evaluate, normalise, Alert, AlertConfig, KeyArn, KeyStoreRef, KeyTimeline, KmsEvent,
-    Normalised, Timestamp,
+    evaluate_clock, evaluate_events, normalise, Alert, AlertConfig, KeyArn, KeyStoreRef,
+    KeyTimeline, KmsEvent, Normalised, Timestamp,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -125,7 +125,8 @@ impl<S: Store> Projector<S> {
     }
 
     /// Projects a batch of records: stores the new ones, folds them into the timelines and
-    /// returns the alerts raised for the first time (evaluated as of `as_of`).
+    /// returns the event-driven alerts raised for the first time (`as_of` is when they are
+    /// recorded as raised). Time-driven alerts come from [`Self::sweep`].
     pub fn process(
         &mut self,
         batch: &[NormalisedRecord],
@@ -204,7 +205,7 @@ impl<S: Store> Projector<S> {
 
         let mut candidates: Vec<Alert> = touched
             .iter()
-            .flat_map(|t| evaluate(t, as_of, &self.config))
+            .flat_map(|t| evaluate_events(t, &self.config))
             .collect();
         outcome.alerts = self.raise(&mut candidates, as_of)?;
         if self.cache.len() + touched.len() > CACHE_LIMIT {
@@ -220,7 +221,7 @@ impl<S: Store> Projector<S> {
         let mut candidates = Vec::new();
         for key in self.store.keys_pending_deletion()? {
             let timeline = self.timeline(&key)?;
-            candidates.extend(evaluate(&timeline, as_of, &self.config));
+            candidates.extend(evaluate_clock(&timeline, as_of));
             self.cache.insert(key, timeline);
         }
         self.raise(&mut candidates, as_of)

@@ -2,7 +2,8 @@
 #![allow(dead_code)]
 
 use keywatch_core::{
-    evaluate, normalise, Alert, AlertConfig, AlertKind, KeyArn, KeyTimeline, KmsEvent, Normalised, Timestamp,
+    evaluate, normalise, Alert, AlertConfig, AlertKind, KeyArn, KeyTimeline, KmsEvent, Normalised,
+    Timestamp,
 };
 use serde_json::{json, Value};
 
@@ -61,7 +62,8 @@ pub fn rejected(name: &str, time: &str, id: &str, role: &str) -> Value {
 }
 
 pub fn schedule(time: &str, id: &str, days: u32, deletion_date: Option<&str>) -> Value {
-    let mut response = json!({"keyId": KEY, "keyState": "PendingDeletion", "pendingWindowInDays": days});
+    let mut response =
+        json!({"keyId": KEY, "keyState": "PendingDeletion", "pendingWindowInDays": days});
     if let Some(d) = deletion_date {
         response["deletionDate"] = json!(d);
     }
@@ -72,7 +74,10 @@ pub fn schedule(time: &str, id: &str, days: u32, deletion_date: Option<&str>) ->
 }
 
 pub fn cancel(time: &str, id: &str) -> Value {
-    with(call("CancelKeyDeletion", time, id, iam_user(ADMIN)), json!({"responseElements": {"keyId": KEY}}))
+    with(
+        call("CancelKeyDeletion", time, id, iam_user(ADMIN)),
+        json!({"responseElements": {"keyId": KEY}}),
+    )
 }
 
 pub fn delete_key(time: &str, id: &str, additional: Value) -> Value {
@@ -87,7 +92,14 @@ pub fn delete_key(time: &str, id: &str, additional: Value) -> Value {
     })
 }
 
-pub fn create_key(time: &str, id: &str, origin: &str, store: Option<&str>, cluster: Option<&str>, xks: Option<&str>) -> Value {
+pub fn create_key(
+    time: &str,
+    id: &str,
+    origin: &str,
+    store: Option<&str>,
+    cluster: Option<&str>,
+    xks: Option<&str>,
+) -> Value {
     let mut meta = json!({"AWSAccountId": ACCOUNT, "keyId": "1234abcd-12ab-34cd-56ef-1234567890ab", "arn": KEY,
         "keyState": if origin == "EXTERNAL" { "PendingImport" } else { "Enabled" }, "origin": origin, "multiRegion": false});
     if let Some(s) = store {
@@ -138,8 +150,10 @@ pub fn ts(s: &str) -> Timestamp {
 
 /// Given these records, when this one arrives, the alerts it adds.
 pub fn when(given: &[Value], record: Value, as_of: &str) -> Vec<Alert> {
-    let before: Vec<String> =
-        evaluate(&timeline(given), ts(as_of), &AlertConfig::default()).into_iter().map(|a| a.alert_id).collect();
+    let before: Vec<String> = evaluate(&timeline(given), ts(as_of), &AlertConfig::default())
+        .into_iter()
+        .map(|a| a.alert_id)
+        .collect();
     let mut all = given.to_vec();
     all.push(record);
     evaluate(&timeline(&all), ts(as_of), &AlertConfig::default())

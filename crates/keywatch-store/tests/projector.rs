@@ -1,0 +1,154 @@
+//! The projector over the SQLite store: any order, duplication and batching of the same
+//! records gives the identical timeline and raises the identical alerts, each once.
+
+#[path = "../../keywatch-core/tests/order_independence.rs"]
+#[allow(dead_code)]
+mod histories;
+#[path = "../../keywatch-core/tests/support/mod.rs"]
+mod support;
+
+use keywatch_core::{normalise, AlertConfig, KeyArn, Normalised, Timestamp};
+use keywatch_store::{NormalisedRecord, Projector, SqliteStore, Store};
+use proptest::prelude::*;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use support::*;
+
+fn normalised(records: &[Value]) -> Vec<NormalisedRecord> {
+    records
+        .iter()
+        .map(|r| {
+            let json = r.to_string();
+            match normalise(&json) {
+                Ok(Normalised::Kms { event_id, events }) => NormalisedRecord {
+                    event_id,
+                    json,
+                    events,
+                },
+                other => panic!("expected a KMS record, got {other:?}"),
+            }
+        })
+        .collect()
+}
+
+fn as_of() -> Timestamp {
+    ts("2026-12-01T00:00:00Z")
+}
+
+/// Runs batches through a fresh in-memory projector; returns the final timeline (as JSON)
+/// and every alert id raised, failing if any id is raised twice.
+fn project(batches: &[Vec<Value>]) -> (Value, Vec<String>) {
+    let store = SqliteStore::in_memory().expect("in-memory store");
+    let mut p = Projector::new(store, AlertConfig::default());
+    let mut raised = Vec::new();
+    for b in batches {
+        let outcome = p.process(&normalised(b), as_of()).expect("projection");
+        raised.extend(outcome.alerts.into_iter().map(|a| a.alert_id));
+    }
+    raised.extend(
+        p.sweep(as_of())
+            .expect("sweep")
+            .into_iter()
+            .map(|a| a.alert_id),
+    );
+    let key = KeyArn::parse(KEY).expect("key");
+    let t = p
+        .store()
+        .load_timeline(&key)
+        .expect("load")
+        .expect("timeline stored");
+    (serde_json::to_value(t).expect("timeline JSON"), raised)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #[test]
+    fn any_batching_gives_the_same_timeline_and_alerts(
+        (records, shuffled, dups, cuts) in histories::history().prop_flat_map(|h| {
+            let n = h.len();
+            (Just(h.clone()), Just(h).prop_shuffle(), prop::collection::vec(0..n, 0..6), prop::collection::vec(0..n + 6, 0..4))
+        })
+    ) {
+        let (reference, mut reference_alerts) = project(std::slice::from_ref(&records));
+        let mut delivered = shuffled;
+        for i in dups {
+            delivered.push(records[i].clone());
+        }
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(delivered.len())).collect();
+        cuts.sort_unstable();
+        let mut batches = Vec::new();
+        let mut start = 0;
+        for c in cuts.into_iter().chain([delivered.len()]) {
+            batches.push(delivered[start..c.max(start)].to_vec());
+            start = c.max(start);
+        }
+        let (timeline, mut alerts) = project(&batches);
+        prop_assert_eq!(reference, timeline);
+        let unique: BTreeSet<&String> = alerts.iter().collect();
+        prop_assert_eq!(unique.len(), alerts.len(), "an alert was raised twice");
+        reference_alerts.sort();
+        alerts.sort();
+        prop_assert_eq!(reference_alerts, alerts);
+    }
+}
+
+#[test]
+fn replaying_the_same_records_into_the_same_store_raises_nothing_new() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("keywatch.db");
+    let records = vec![
+        create_key(
+            "2026-01-01T00:00:00Z",
+            "create",
+            "AWS_KMS",
+            None,
+            None,
+            None,
+        ),
+        schedule("2026-11-01T00:00:00Z", "sched", 7, None),
+        rejected("Decrypt", "2026-11-01T10:00:00Z", "use-1", APP_ROLE),
+    ];
+    let run = || {
+        let mut p = Projector::new(
+            SqliteStore::open(&db).expect("open"),
+            AlertConfig::default(),
+        );
+        let out = p
+            .process(&normalised(&records), as_of())
+            .expect("projection");
+        (out.alerts.len(), out.new_records, out.duplicate_records)
+    };
+    assert_eq!(run(), (2, 3, 0));
+    assert_eq!(run(), (0, 0, 3));
+}
+
+#[test]
+fn a_late_record_rebuilds_the_timeline_from_the_event_log() {
+    let mut p = Projector::new(
+        SqliteStore::in_memory().expect("store"),
+        AlertConfig::default(),
+    );
+    let late = schedule("2026-11-01T00:00:00Z", "sched", 7, None);
+    let first = vec![
+        create_key(
+            "2026-01-01T00:00:00Z",
+            "create",
+            "AWS_KMS",
+            None,
+            None,
+            None,
+        ),
+        decrypt("2026-11-01T00:00:30Z", "use-1", APP_ROLE),
+    ];
+    let out = p
+        .process(&normalised(&first), as_of())
+        .expect("first batch");
+    assert!(out.alerts.is_empty());
+    let out = p
+        .process(&normalised(&[late]), as_of())
+        .expect("late batch");
+    assert_eq!(out.rebuilds, 1);
+    let mut kinds: Vec<_> = out.alerts.iter().map(|a| a.kind.as_str()).collect();
+    kinds.sort_unstable();
+    assert_eq!(kinds, ["deletion_scheduled", "pending_deletion_key_used"]);
+}
