@@ -275,6 +275,9 @@ pub enum KeyEventKind {
         outcome: UsageOutcome,
         /// The custom key store the call reports, if any.
         custom_key_store_id: Option<String>,
+        /// The external key the call reports (XKS), if any.
+        #[serde(default)]
+        xks_key_id: Option<String>,
     },
     /// A lifecycle call that failed: kept for the record, changes nothing.
     CallFailed {
@@ -497,6 +500,7 @@ pub fn normalise_record(r: &CloudTrailRecord<'_>) -> Result<Normalised, RecordEr
         let Some(id) = request
             .custom_key_store_id
             .or(additional.custom_key_store_id)
+            .or(response.custom_key_store_id)
         else {
             return untracked();
         };
@@ -549,6 +553,7 @@ pub fn normalise_record(r: &CloudTrailRecord<'_>) -> Result<Normalised, RecordEr
             operation: event_name.to_owned(),
             outcome,
             custom_key_store_id: additional.custom_key_store_id.clone(),
+            xks_key_id: additional.xks_key_id.clone(),
         }
     } else if let Some(code) = error_code {
         KeyEventKind::CallFailed {

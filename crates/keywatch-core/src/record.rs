@@ -112,6 +112,8 @@ pub struct ResponseElements {
     #[serde(default)]
     pub key_id: Option<String>,
     #[serde(default)]
+    pub custom_key_store_id: Option<String>,
+    #[serde(default)]
     pub key_state: Option<String>,
     #[serde(default)]
     pub deletion_date: Option<serde_json::Value>,

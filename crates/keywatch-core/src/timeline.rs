@@ -441,8 +441,9 @@ impl KeyTimeline {
                 operation,
                 outcome,
                 custom_key_store_id,
+                xks_key_id,
             } => {
-                self.note_key_store(custom_key_store_id.as_ref(), None, None);
+                self.note_key_store(custom_key_store_id.as_ref(), None, xks_key_id.as_ref());
                 self.apply_use(c, operation, outcome);
                 return;
             }
