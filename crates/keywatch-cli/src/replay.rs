@@ -68,7 +68,7 @@ struct FileResult {
     error: Option<String>,
 }
 
-fn read_file(path: &PathBuf) -> FileResult {
+fn read_file(path: &std::path::Path) -> FileResult {
     let mut out = FileResult::default();
     let result = read_path(path, &mut |item| match item {
         Item::Record { json, origin } => {

@@ -356,9 +356,11 @@ fn lifecycle_alerts(t: &KeyTimeline, out: &mut Vec<Alert>) {
             out.push(a);
         }
     }
-    let deleted = t.entries.iter().find_map(|e| match &e.detail {
-        EntryDetail::Lifecycle(KeyEventKind::Deleted { .. }) => Some(e),
-        _ => None,
+    let deleted = t.entries.iter().find(|e| {
+        matches!(
+            e.detail,
+            EntryDetail::Lifecycle(KeyEventKind::Deleted { .. })
+        )
     });
     if let Some(e) = deleted {
         let mut a = Alert::base(t, AlertKind::KeyDeleted, Severity::Info, &[&e.event_id]);

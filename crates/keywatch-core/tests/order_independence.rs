@@ -1,7 +1,7 @@
 //! Any permutation and duplication of the same records folds to the identical timeline and
 //! the identical alerts.
 
-mod support;
+pub mod support;
 
 use keywatch_core::{evaluate, AlertConfig, KeyArn, KeyTimeline};
 use proptest::prelude::*;

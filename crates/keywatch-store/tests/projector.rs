@@ -4,15 +4,13 @@
 #[path = "../../keywatch-core/tests/order_independence.rs"]
 #[allow(dead_code)]
 mod histories;
-#[path = "../../keywatch-core/tests/support/mod.rs"]
-mod support;
 
+use histories::support::*;
 use keywatch_core::{normalise, AlertConfig, KeyArn, Normalised, Timestamp};
 use keywatch_store::{NormalisedRecord, Projector, SqliteStore, Store};
 use proptest::prelude::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
-use support::*;
 
 fn normalised(records: &[Value]) -> Vec<NormalisedRecord> {
     records

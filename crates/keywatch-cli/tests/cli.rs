@@ -1,0 +1,207 @@
+//! The CLI contract users script against, on the bundled samples and our own bad input.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const AS_OF: &str = "2026-11-23T12:00:00Z";
+const ORDERS: &str = "arn:aws:kms:us-east-1:111122223333:key/1111aaaa-11aa-11aa-11aa-111111111111";
+
+fn samples() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../samples")
+}
+
+fn keywatch(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keywatch"))
+        .args(args)
+        .output()
+        .expect("run keywatch")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn json_lines(o: &Output) -> Vec<Value> {
+    stdout(o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+fn replay(db: &Path, extra: &[&str], inputs: &[&Path]) -> Output {
+    let mut args = vec![
+        "replay",
+        "--db",
+        db.to_str().expect("utf-8 path"),
+        "--as-of",
+        AS_OF,
+        "--format",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    let inputs: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
+    args.extend(inputs.iter().map(String::as_str));
+    keywatch(&args)
+}
+
+#[test]
+fn replay_prints_each_alert_once_as_json_lines_and_never_again() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("k.db");
+    let first = replay(&db, &[], &[&samples()]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let alerts = json_lines(&first);
+    for field in [
+        "alert_id",
+        "kind",
+        "severity",
+        "key_arn",
+        "account",
+        "region",
+        "event_id",
+        "event_time",
+        "principal",
+        "summary",
+    ] {
+        assert!(
+            alerts.iter().all(|a| a.get(field).is_some()),
+            "every alert has {field}"
+        );
+    }
+    let count = |kind: &str| alerts.iter().filter(|a| a["kind"] == kind).count();
+    assert_eq!(count("pending_deletion_key_used"), 4);
+    assert_eq!(count("deletion_scheduled"), 6);
+    assert_eq!(count("key_deleted"), 3);
+    assert_eq!(count("orphaned_key_material"), 1);
+    assert_eq!(count("deletion_cancelled"), 1);
+    assert_eq!(count("deletion_imminent"), 1);
+    assert_eq!(count("deletion_overdue"), 1);
+    let imminent = alerts
+        .iter()
+        .find(|a| a["kind"] == "deletion_imminent")
+        .expect("imminent");
+    assert!(imminent["event_id"].is_null());
+    assert_eq!(imminent["key_arn"], ORDERS);
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert!(stderr.contains("0 rejected"), "{stderr}");
+
+    let again = replay(&db, &[], &[&samples()]);
+    assert!(again.status.success());
+    assert!(
+        json_lines(&again).is_empty(),
+        "a second replay raises nothing: {}",
+        stdout(&again)
+    );
+}
+
+#[test]
+fn bad_records_go_to_quarantine_and_the_rest_is_processed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = dir.path().join("mixed.jsonl");
+    let good = r#"{"eventVersion":"1.08","eventID":"g1","eventTime":"2026-11-01T00:00:00Z","eventSource":"kms.amazonaws.com","eventName":"ScheduleKeyDeletion","awsRegion":"us-east-1","recipientAccountId":"111122223333","userIdentity":{"type":"Root","accountId":"111122223333"},"requestParameters":{"keyId":"arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab","pendingWindowInDays":7},"responseElements":{"keyId":"arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab","keyState":"PendingDeletion"}}"#;
+    let no_id = r#"{"eventTime":"2026-11-01T00:00:00Z","eventSource":"kms.amazonaws.com","eventName":"Decrypt"}"#;
+    std::fs::write(&input, format!("{good}\n{{broken\n{no_id}\n")).expect("write input");
+    let quarantine = dir.path().join("rejected.jsonl");
+    let out = replay(
+        &dir.path().join("k.db"),
+        &["--quarantine", quarantine.to_str().expect("utf-8")],
+        &[&input],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let alerts = json_lines(&out);
+    let kinds: Vec<&str> = alerts.iter().filter_map(|a| a["kind"].as_str()).collect();
+    // Scheduled on 1 November for 7 days: by the 23rd, overdue with no DeleteKey seen.
+    assert_eq!(kinds, ["deletion_scheduled", "deletion_overdue"]);
+    let rejected: Vec<Value> = std::fs::read_to_string(&quarantine)
+        .expect("quarantine written")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(rejected.len(), 2);
+    assert_eq!(rejected[0]["line"], 2);
+    assert!(rejected[0]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("not JSON"));
+    assert_eq!(rejected[1]["line"], 3);
+    assert_eq!(rejected[1]["reason"], "record has no eventID");
+    assert_eq!(
+        rejected[1]["record"]["eventName"], "Decrypt",
+        "the record itself is kept"
+    );
+}
+
+#[test]
+fn an_input_that_cannot_be_opened_fails_the_run() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = replay(
+        &dir.path().join("k.db"),
+        &[],
+        &[&dir.path().join("missing.json.gz")],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.json.gz"));
+}
+
+#[test]
+fn timeline_by_key_id_and_keys_by_state() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("k.db");
+    assert!(replay(&db, &[], &[&samples()]).status.success());
+    let db = db.to_str().expect("utf-8");
+    let t = keywatch(&[
+        "timeline",
+        "1111aaaa-11aa-11aa-11aa-111111111111",
+        "--db",
+        db,
+        "--format",
+        "json",
+    ]);
+    assert!(t.status.success(), "{}", String::from_utf8_lossy(&t.stderr));
+    let t: Value = serde_json::from_slice(&t.stdout).expect("timeline JSON");
+    assert_eq!(t["key_arn"], ORDERS);
+    assert_eq!(t["state"], "PendingDeletion");
+    assert_eq!(t["deletion_date"], "2026-11-24T09:00:00Z");
+    assert!(t["custom_key_store"].is_null());
+    assert!(t["entries"].as_array().is_some_and(|e| e.len() >= 6));
+    assert!(t["usage"].as_array().is_some_and(|u| !u.is_empty()));
+
+    let hsm = keywatch(&[
+        "timeline",
+        "arn:aws:kms:us-east-1:111122223333:key/3333cccc-33cc-33cc-33cc-333333333333",
+        "--db",
+        db,
+    ]);
+    let text = stdout(&hsm);
+    assert!(
+        text.contains("state     Deleted") && text.contains("key material may remain"),
+        "{text}"
+    );
+
+    let pending = keywatch(&[
+        "keys",
+        "--db",
+        db,
+        "--state",
+        "PendingDeletion",
+        "--format",
+        "json",
+    ]);
+    let keys = json_lines(&pending);
+    assert_eq!(keys.len(), 2, "orders and archive are pending deletion");
+    assert!(keys
+        .iter()
+        .any(|k| k["key_arn"] == ORDERS && k["last_use"].is_string()));
+
+    let unknown = keywatch(&["timeline", "no-such-key", "--db", db]);
+    assert!(!unknown.status.success());
+}
