@@ -7,7 +7,7 @@ use keywatch_core::{
     evaluate_clock, evaluate_events, normalise, Alert, AlertConfig, KeyArn, KeyStoreRef,
     KeyTimeline, KmsEvent, Normalised, Timestamp,
 };
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// A KMS record with the events it means, ready for the projector.
 #[derive(Clone, Debug)]
@@ -62,6 +62,9 @@ pub struct Projector<S: Store> {
     store: S,
     config: AlertConfig,
     cache: HashMap<KeyArn, KeyTimeline>,
+    /// Ids this projector knows to be raised, so that a candidate raised before is not
+    /// serialised and offered to the store again on every batch.
+    raised: HashSet<String>,
 }
 
 const CACHE_LIMIT: usize = 50_000;
@@ -73,6 +76,7 @@ impl<S: Store> Projector<S> {
             store,
             config,
             cache: HashMap::new(),
+            raised: HashSet::new(),
         }
     }
 
@@ -241,7 +245,10 @@ impl<S: Store> Projector<S> {
             ))
         });
         candidates.dedup_by(|a, b| a.alert_id == b.alert_id);
+        candidates.retain(|a| !self.raised.contains(&a.alert_id));
         let fresh = self.store.record_alerts(candidates, as_of)?;
+        self.raised
+            .extend(candidates.iter().map(|a| a.alert_id.clone()));
         Ok(candidates
             .drain(..)
             .zip(fresh)
