@@ -112,15 +112,88 @@ struct Totals {
     alerts: u64,
 }
 
+/// The run's state: the projector, the batch it has not taken yet, where alerts and rejected
+/// records go, and the counts for the summary.
+struct Replay<W: Write> {
+    projector: Projector<SqliteStore>,
+    batch: Vec<NormalisedRecord>,
+    as_of: Timestamp,
+    json: bool,
+    out: W,
+    quarantine: Option<BufWriter<File>>,
+    shown_rejections: usize,
+    totals: Totals,
+}
+
+/// Rejected records shown on stderr when there is no quarantine file.
+const SHOWN_REJECTIONS: usize = 20;
+
+impl<W: Write> Replay<W> {
+    /// Takes one file's results: counts, quarantines its rejections, queues its KMS records.
+    fn take(&mut self, result: FileResult, progress: &ProgressBar) -> Result<()> {
+        let t = &mut self.totals;
+        t.files += 1;
+        t.records += result.records;
+        t.not_kms += result.not_kms;
+        t.untracked += result.untracked;
+        t.skipped += result.skipped;
+        t.kms += result.kms.len() as u64 + result.untracked;
+        t.rejected += result.rejected.len() as u64;
+        for r in result.rejected {
+            match self.quarantine.as_mut() {
+                Some(q) => {
+                    serde_json::to_writer(&mut *q, &r)?;
+                    q.write_all(b"\n")?;
+                }
+                None if self.shown_rejections < SHOWN_REJECTIONS => {
+                    self.shown_rejections += 1;
+                    progress.suspend(|| eprintln!("rejected {}: {}", r.origin, r.reason));
+                }
+                None => {}
+            }
+        }
+        self.batch.extend(result.kms);
+        if self.batch.len() >= BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Projects the queued records and prints the alerts they raise.
+    fn flush(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let outcome = self.projector.process(&self.batch, self.as_of)?;
+        self.batch.clear();
+        self.totals.duplicates += outcome.duplicate_records as u64;
+        self.print(&outcome.alerts)
+    }
+
+    fn print(&mut self, alerts: &[keywatch_core::Alert]) -> Result<()> {
+        self.totals.alerts += alerts.len() as u64;
+        for a in alerts {
+            render::alert(&mut self.out, a, self.json)?;
+        }
+        Ok(())
+    }
+
+    /// Projects what is left, raises the time-driven alerts and flushes every output.
+    fn finish(&mut self) -> Result<()> {
+        self.flush()?;
+        let swept = self.projector.sweep(self.as_of)?;
+        self.print(&swept)?;
+        if let Some(q) = self.quarantine.as_mut() {
+            q.flush()?;
+        }
+        self.out.flush()?;
+        Ok(())
+    }
+}
+
 pub fn run(opts: Options) -> Result<()> {
     let files = expand_paths(&opts.paths)?;
-    let mut projector = Projector::new(
-        opts.store,
-        AlertConfig {
-            suppress_minutes: opts.suppress_minutes,
-        },
-    );
-    let mut quarantine = match &opts.quarantine {
+    let quarantine = match &opts.quarantine {
         Some(p) => {
             Some(BufWriter::new(File::create(p).with_context(|| {
                 format!("creating quarantine file {}", p.display())
@@ -128,17 +201,27 @@ pub fn run(opts: Options) -> Result<()> {
         }
         None => None,
     };
+    let mut replay = Replay {
+        projector: Projector::new(
+            opts.store,
+            AlertConfig {
+                suppress_minutes: opts.suppress_minutes,
+            },
+        ),
+        batch: Vec::with_capacity(BATCH),
+        as_of: opts.as_of,
+        json: opts.json,
+        out: std::io::stdout().lock(),
+        quarantine,
+        shown_rejections: 0,
+        totals: Totals::default(),
+    };
     let progress =
         ProgressBar::with_draw_target(Some(files.len() as u64), ProgressDrawTarget::stderr());
     progress.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} files {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    let mut totals = Totals::default();
-    let mut batch: Vec<NormalisedRecord> = Vec::with_capacity(BATCH);
-    let mut shown_rejections = 0;
 
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
@@ -163,79 +246,27 @@ pub fn run(opts: Options) -> Result<()> {
         let mut expected = 0;
         for (i, result) in rx {
             pending.insert(i, result);
-            while let Some(result) = pending.remove(&expected) {
+            while let Some(mut result) = pending.remove(&expected) {
                 expected += 1;
                 progress.inc(1);
-                if let Some(e) = result.error {
-                    // An input that cannot be opened stops the run, after what was read is stored.
-                    flush(
-                        &mut projector,
-                        &mut batch,
-                        opts.as_of,
-                        opts.json,
-                        &mut out,
-                        &mut totals,
-                    )?;
+                if let Some(e) = result.error.take() {
+                    // An input that cannot be read stops the run, after what was read is stored.
+                    replay.finish()?;
                     anyhow::bail!("{e}");
                 }
-                totals.files += 1;
-                totals.records += result.records;
-                totals.not_kms += result.not_kms;
-                totals.untracked += result.untracked;
-                totals.skipped += result.skipped;
-                totals.kms += result.kms.len() as u64 + result.untracked;
-                for r in result.rejected {
-                    totals.rejected += 1;
-                    match quarantine.as_mut() {
-                        Some(q) => {
-                            serde_json::to_writer(&mut *q, &r)?;
-                            q.write_all(b"\n")?;
-                        }
-                        None if shown_rejections < 20 => {
-                            shown_rejections += 1;
-                            progress.suspend(|| eprintln!("rejected {}: {}", r.origin, r.reason));
-                        }
-                        None => {}
-                    }
-                }
-                batch.extend(result.kms);
-                if batch.len() >= BATCH {
-                    flush(
-                        &mut projector,
-                        &mut batch,
-                        opts.as_of,
-                        opts.json,
-                        &mut out,
-                        &mut totals,
-                    )?;
-                }
+                replay.take(result, &progress)?;
                 progress.set_message(format!(
                     "{} records, {} alerts",
-                    totals.records, totals.alerts
+                    replay.totals.records, replay.totals.alerts
                 ));
             }
         }
         Ok(())
     })?;
-    flush(
-        &mut projector,
-        &mut batch,
-        opts.as_of,
-        opts.json,
-        &mut out,
-        &mut totals,
-    )?;
-    let swept = projector.sweep(opts.as_of)?;
-    totals.alerts += swept.len() as u64;
-    for a in &swept {
-        render::alert(&mut out, a, opts.json)?;
-    }
-    if let Some(mut q) = quarantine {
-        q.flush()?;
-    }
-    out.flush()?;
+    replay.finish()?;
     progress.finish_and_clear();
-    let keys = projector.store().key_count()?;
+    let keys = replay.projector.store().key_count()?;
+    let totals = &replay.totals;
     eprintln!(
         "keywatch: {} files, {} records read: {} KMS ({} tracked), {} from other services, {} envelopes without a record; {} keys; {} alerts raised; {} rejected{}; {} duplicates",
         totals.files,
@@ -250,31 +281,12 @@ pub fn run(opts: Options) -> Result<()> {
         match (&opts.quarantine, totals.rejected) {
             (_, 0) => String::new(),
             (Some(p), _) => format!(" (see {})", p.display()),
-            (None, n) if n > 20 => " (first 20 shown; use --quarantine FILE to keep them all)".to_owned(),
+            (None, n) if n > SHOWN_REJECTIONS as u64 => format!(
+                " (first {SHOWN_REJECTIONS} shown; use --quarantine FILE to keep them all)"
+            ),
             (None, _) => String::new(),
         },
         totals.duplicates,
     );
-    Ok(())
-}
-
-fn flush(
-    projector: &mut Projector<SqliteStore>,
-    batch: &mut Vec<NormalisedRecord>,
-    as_of: Timestamp,
-    json: bool,
-    out: &mut impl Write,
-    totals: &mut Totals,
-) -> Result<()> {
-    if batch.is_empty() {
-        return Ok(());
-    }
-    let outcome = projector.process(batch, as_of)?;
-    batch.clear();
-    totals.duplicates += outcome.duplicate_records as u64;
-    totals.alerts += outcome.alerts.len() as u64;
-    for a in &outcome.alerts {
-        render::alert(out, a, json)?;
-    }
     Ok(())
 }

@@ -3,7 +3,7 @@
 
 use crate::event::{
     BackingKeyStatus, EventContext, KeyArn, KeyEvent, KeyEventKind, KeyStoreChange, KeyStoreEvent,
-    KmsEvent, Principal, UsageOutcome,
+    KeyStoreRef, KmsEvent, Principal, UsageOutcome,
 };
 use crate::time::{Timestamp, DAY_MS};
 use serde::{Deserialize, Serialize};
@@ -349,12 +349,17 @@ impl KeyTimeline {
         self.last_applied = Some((c.event_time, c.event_id.clone()));
     }
 
+    /// The key's custom key store, identified in the key's account and Region.
+    pub fn key_store_ref(&self) -> Option<KeyStoreRef> {
+        self.custom_key_store.as_ref().map(|s| KeyStoreRef {
+            account: self.key_arn.account().to_owned(),
+            region: self.key_arn.region().to_owned(),
+            custom_key_store_id: s.custom_key_store_id.clone(),
+        })
+    }
+
     fn is_in_key_store(&self, e: &KeyStoreEvent) -> bool {
-        self.custom_key_store
-            .as_ref()
-            .is_some_and(|s| s.custom_key_store_id == e.key_store.custom_key_store_id)
-            && e.key_store.account == self.key_arn.account()
-            && e.key_store.region == self.key_arn.region()
+        self.key_store_ref().as_ref() == Some(&e.key_store)
     }
 
     fn push_entry(&mut self, c: &EventContext, detail: EntryDetail) {
@@ -457,14 +462,10 @@ impl KeyTimeline {
             } => {
                 self.origin = Some(origin.clone());
                 self.multi_region = *multi_region;
-                let xks = xks_key_id.as_ref().or(custom_key_store_id
-                    .as_ref()
-                    .filter(|_| origin == "EXTERNAL_KEY_STORE")
-                    .and(xks_key_id.as_ref()));
                 self.note_key_store(
                     custom_key_store_id.as_ref(),
                     cloudhsm_cluster_id.as_ref(),
-                    xks,
+                    xks_key_id.as_ref(),
                 );
                 if origin == "EXTERNAL_KEY_STORE" {
                     if let Some(s) = self.custom_key_store.as_mut() {

@@ -99,12 +99,7 @@ impl<S: Store> Projector<S> {
     pub fn rebuild(&self, key: &KeyArn) -> Result<KeyTimeline, StoreError> {
         let mut events = self.stream_events(&StreamId::Key(key.clone()))?;
         let mut timeline = KeyTimeline::fold(key.clone(), events.iter());
-        if let Some(store) = &timeline.custom_key_store {
-            let ks = KeyStoreRef {
-                account: key.account().to_owned(),
-                region: key.region().to_owned(),
-                custom_key_store_id: store.custom_key_store_id.clone(),
-            };
+        if let Some(ks) = timeline.key_store_ref() {
             events.extend(self.stream_events(&StreamId::KeyStore(ks))?);
             timeline = KeyTimeline::fold(key.clone(), events.iter());
         }
@@ -255,13 +250,5 @@ impl<S: Store> Projector<S> {
             .filter(|(_, f)| *f)
             .map(|(a, _)| a)
             .collect())
-    }
-
-    /// A key's timeline as stored.
-    pub fn load(&mut self, key: &KeyArn) -> Result<Option<KeyTimeline>, StoreError> {
-        if let Some(t) = self.cache.get(key) {
-            return Ok(Some(t.clone()));
-        }
-        self.store.load_timeline(key)
     }
 }

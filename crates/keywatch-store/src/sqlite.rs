@@ -47,15 +47,6 @@ fn db(e: rusqlite::Error) -> StoreError {
     StoreError::Database(e.to_string())
 }
 
-fn key_store_text(arn: &KeyArn, id: &str) -> String {
-    KeyStoreRef {
-        account: arn.account().to_owned(),
-        region: arn.region().to_owned(),
-        custom_key_store_id: id.to_owned(),
-    }
-    .to_string()
-}
-
 impl SqliteStore {
     /// Opens (creating if needed) a store file.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -159,9 +150,7 @@ impl Store for SqliteStore {
                         t.key_arn.as_str(),
                         t.key_arn.key_id(),
                         t.state.as_str(),
-                        t.custom_key_store
-                            .as_ref()
-                            .map(|s| key_store_text(&t.key_arn, &s.custom_key_store_id)),
+                        t.key_store_ref().map(|s| s.to_string()),
                         t.deletion_date.map(Timestamp::millis),
                         t.last_use().map(Timestamp::millis),
                         json

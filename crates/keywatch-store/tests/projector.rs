@@ -1,16 +1,15 @@
 //! The projector over the SQLite store: any order, duplication and batching of the same
 //! records gives the identical timeline and raises the identical alerts, each once.
 
-#[path = "../../keywatch-core/tests/order_independence.rs"]
-#[allow(dead_code)]
-mod histories;
+#[path = "../../keywatch-core/tests/support/mod.rs"]
+mod support;
 
-use histories::support::*;
 use keywatch_core::{normalise, AlertConfig, KeyArn, Normalised, Timestamp};
 use keywatch_store::{NormalisedRecord, Projector, SqliteStore, Store};
 use proptest::prelude::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
+use support::*;
 
 fn normalised(records: &[Value]) -> Vec<NormalisedRecord> {
     records
@@ -62,7 +61,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
     #[test]
     fn any_batching_gives_the_same_timeline_and_alerts(
-        (records, shuffled, dups, cuts) in histories::history().prop_flat_map(|h| {
+        (records, shuffled, dups, cuts) in history().prop_flat_map(|h| {
             let n = h.len();
             (Just(h.clone()), Just(h).prop_shuffle(), prop::collection::vec(0..n, 0..6), prop::collection::vec(0..n + 6, 0..4))
         })

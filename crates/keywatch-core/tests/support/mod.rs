@@ -5,6 +5,7 @@ use keywatch_core::{
     evaluate, normalise, Alert, AlertConfig, AlertKind, KeyArn, KeyTimeline, KmsEvent, Normalised,
     Timestamp,
 };
+use proptest::prelude::*;
 use serde_json::{json, Value};
 
 pub const ACCOUNT: &str = "111122223333";
@@ -164,4 +165,55 @@ pub fn when(given: &[Value], record: Value, as_of: &str) -> Vec<Alert> {
 
 pub fn kinds(alerts: &[Alert]) -> Vec<AlertKind> {
     alerts.iter().map(|a| a.kind).collect()
+}
+
+/// A consistent key history: creation, uses, maybe a schedule with rejected uses (and a
+/// few that still succeed), then maybe a cancellation or the deletion.
+pub fn history() -> impl Strategy<Value = Vec<Value>> {
+    (
+        prop::collection::vec((0u32..3, 0u32..600), 0..8),
+        prop::option::of((
+            1u32..4,
+            prop::collection::vec((0u32..3, 0u32..3000, any::<bool>()), 0..12),
+        )),
+        0u8..3,
+    )
+        .prop_map(|(before, during, end)| {
+            let roles = [
+                "arn:aws:iam::111122223333:role/a",
+                "arn:aws:iam::111122223333:role/b",
+                "arn:aws:iam::111122223333:role/c",
+            ];
+            let t = |minutes: u32| {
+                keywatch_core::Timestamp::from_millis(
+                    1_793_000_000_000 + i64::from(minutes) * 60_000,
+                )
+                .to_string()
+            };
+            let mut out = vec![create_key(&t(0), "create", "AWS_KMS", None, None, None)];
+            for (i, (who, m)) in before.iter().enumerate() {
+                out.push(decrypt(
+                    &t(1 + m),
+                    &format!("before-{i}"),
+                    roles[*who as usize],
+                ));
+            }
+            if let Some((days, uses)) = during {
+                out.push(schedule(&t(1000), "sched", 7 * days, None));
+                for (i, (who, m, succeeded)) in uses.iter().enumerate() {
+                    let (time, id) = (t(1001 + m), format!("during-{i}"));
+                    out.push(if *succeeded && *m < 2 {
+                        decrypt(&time, &id, roles[*who as usize])
+                    } else {
+                        rejected("Decrypt", &time, &id, roles[*who as usize])
+                    });
+                }
+                match end {
+                    1 => out.push(cancel(&t(5000), "cancel")),
+                    2 => out.push(delete_key(&t(5000), "delete", serde_json::json!({}))),
+                    _ => {}
+                }
+            }
+            out
+        })
 }
