@@ -175,12 +175,19 @@ pub fn read_stream<R: BufRead>(
     }
 }
 
-fn read_plain<R: BufRead>(mut input: R, name: &str, sink: &mut dyn FnMut(Item)) -> io::Result<()> {
+fn read_plain<R: BufRead>(input: R, name: &str, sink: &mut dyn FnMut(Item)) -> io::Result<()> {
+    read_plain_limited(input, name, WHOLE_READ_LIMIT, sink)
+}
+
+fn read_plain_limited<R: BufRead>(
+    mut input: R,
+    name: &str,
+    limit: usize,
+    sink: &mut dyn FnMut(Item),
+) -> io::Result<()> {
     let mut buf = Vec::new();
-    (&mut input)
-        .take(WHOLE_READ_LIMIT as u64 + 1)
-        .read_to_end(&mut buf)?;
-    if buf.len() <= WHOLE_READ_LIMIT {
+    (&mut input).take(limit as u64 + 1).read_to_end(&mut buf)?;
+    if buf.len() <= limit {
         read_bytes(&buf, name, sink);
         return Ok(());
     }
@@ -189,7 +196,9 @@ fn read_plain<R: BufRead>(mut input: R, name: &str, sink: &mut dyn FnMut(Item)) 
     let mut rest = Vec::new();
     input.read_until(b'\n', &mut rest)?;
     buf.extend_from_slice(&rest);
-    for line in buf.split(|b| *b == b'\n') {
+    // The buffer now ends at a line end: its last "line" after the final newline is empty.
+    let complete = buf.strip_suffix(b"\n").unwrap_or(&buf);
+    for line in complete.split(|b| *b == b'\n') {
         line_no += 1;
         read_line(line, name, line_no, sink);
     }

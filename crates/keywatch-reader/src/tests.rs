@@ -151,3 +151,20 @@ fn directories_are_expanded_recursively_in_name_order() {
     );
     assert!(expand_paths(&[dir.path().join("missing")]).is_err());
 }
+
+#[test]
+fn a_source_over_the_whole_read_limit_is_streamed_as_json_lines() {
+    let lines = format!("{REC_A}\n{REC_B}\n{{broken\n{REC_A}\n");
+    let mut items = Vec::new();
+    // A limit that cuts the first line in two: the reader must finish that line and stream on.
+    read_plain_limited(lines.as_bytes(), "big", 40, &mut |i| items.push(i)).expect("in memory");
+    assert_eq!(event_ids(&items), ["a", "b", "a"]);
+    let rejected_lines: Vec<_> = items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Rejected { origin, .. } => origin.line,
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rejected_lines, [3]);
+}
