@@ -10,11 +10,12 @@ if [ ! -x "$VENV/bin/python" ]; then python3 -m venv "$VENV" && "$VENV/bin/pip" 
 FILES=$(ls "$CORPUS" | wc -l)
 BYTES=$(du -sb "$CORPUS" | cut -f1)
 
-measure() { # name, command...: prints seconds and peak RSS (KiB)
+measure() { # name, command...: prints seconds and peak RSS (KiB); output goes to /dev/null
+  # so that no tool pays for writing what it prints (zcat prints 1.2 GB).
   local name=$1; shift
   local start end
   start=$(date +%s.%N)
-  /usr/bin/time -f '%M' -o "bench/corpus/$name.rss" "$@" > "bench/corpus/$name.out" 2> "bench/corpus/$name.err" \
+  /usr/bin/time -f '%M' -o "bench/corpus/$name.rss" "$@" > /dev/null 2> "bench/corpus/$name.err" \
     || { echo "$name failed:" >&2; cat "bench/corpus/$name.err" >&2; exit 1; }
   end=$(date +%s.%N)
   echo "$name $(echo "$end - $start" | bc) $(tail -1 "bench/corpus/$name.rss")"

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 /// How many KMS records the projector takes at once.
-const BATCH: usize = 10_000;
+const BATCH: usize = 50_000;
 
 pub struct Options {
     pub store: SqliteStore,
@@ -109,6 +109,7 @@ struct Totals {
     skipped: u64,
     rejected: u64,
     duplicates: u64,
+    rebuilds: u64,
     alerts: u64,
 }
 
@@ -167,6 +168,7 @@ impl<W: Write> Replay<W> {
         let outcome = self.projector.process(&self.batch, self.as_of)?;
         self.batch.clear();
         self.totals.duplicates += outcome.duplicate_records as u64;
+        self.totals.rebuilds += outcome.rebuilds as u64;
         self.print(&outcome.alerts)
     }
 
@@ -268,7 +270,7 @@ pub fn run(opts: Options) -> Result<()> {
     let keys = replay.projector.store().key_count()?;
     let totals = &replay.totals;
     eprintln!(
-        "keywatch: {} files, {} records read: {} KMS ({} tracked), {} from other services, {} envelopes without a record; {} keys; {} alerts raised; {} rejected{}; {} duplicates",
+        "keywatch: {} files, {} records read: {} KMS ({} tracked), {} from other services, {} envelopes without a record; {} keys; {} alerts raised; {} rejected{}; {} duplicates; {} timelines rebuilt for late records",
         totals.files,
         totals.records,
         totals.kms,
@@ -287,6 +289,7 @@ pub fn run(opts: Options) -> Result<()> {
             (None, _) => String::new(),
         },
         totals.duplicates,
+        totals.rebuilds,
     );
     Ok(())
 }

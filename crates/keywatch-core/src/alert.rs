@@ -292,9 +292,20 @@ pub fn evaluate(t: &KeyTimeline, as_of: Timestamp, config: &AlertConfig) -> Vec<
 /// The alerts raised by events alone (no clock): what a projector evaluates per batch.
 /// Their ids depend only on the events, so any batching raises the same ones.
 pub fn evaluate_events(t: &KeyTimeline, config: &AlertConfig) -> Vec<Alert> {
+    evaluate_events_unless(t, config, &|_| false)
+}
+
+/// [`evaluate_events`] without the pending-deletion pages whose id `raised` knows: a key used
+/// for days while pending deletion has thousands of pages, and a projector that has raised
+/// them need not build them again on every batch.
+pub fn evaluate_events_unless(
+    t: &KeyTimeline,
+    config: &AlertConfig,
+    raised: &dyn Fn(&str) -> bool,
+) -> Vec<Alert> {
     let mut alerts = Vec::new();
     lifecycle_alerts(t, &mut alerts);
-    pending_use_alerts(t, config, &mut alerts);
+    pending_use_alerts(t, config, raised, &mut alerts);
     alerts
 }
 
@@ -422,7 +433,12 @@ fn lifecycle_alerts(t: &KeyTimeline, out: &mut Vec<Alert>) {
     }
 }
 
-fn pending_use_alerts(t: &KeyTimeline, config: &AlertConfig, out: &mut Vec<Alert>) {
+fn pending_use_alerts(
+    t: &KeyTimeline,
+    config: &AlertConfig,
+    raised: &dyn Fn(&str) -> bool,
+    out: &mut Vec<Alert>,
+) {
     let window_ms = i64::from(config.suppress_minutes.max(1)) * 60_000;
     // Group by (principal, window); the id leaves out the schedule, which a late record can change.
     let mut buckets: Vec<&PendingUseBucket> = t.pending_use_buckets.iter().collect();
@@ -448,11 +464,20 @@ fn pending_use_alerts(t: &KeyTimeline, config: &AlertConfig, out: &mut Vec<Alert
         let u = &first.first;
         let window_text = window.to_string();
         let window_len = window_ms.to_string();
+        let id_parts = [first.principal.0.as_str(), &window_len, &window_text];
+        if raised(&alert_id(
+            AlertKind::PendingDeletionKeyUsed,
+            t.key_arn.as_str(),
+            &id_parts,
+        )) {
+            i = j;
+            continue;
+        }
         let mut a = Alert::base(
             t,
             AlertKind::PendingDeletionKeyUsed,
             Severity::Critical,
-            &[&first.principal.0, &window_len, &window_text],
+            &id_parts,
         );
         a.event_id = Some(u.context.event_id.clone());
         a.event_time = u.context.event_time;

@@ -11,7 +11,8 @@ pub mod time;
 pub mod timeline;
 
 pub use alert::{
-    evaluate, evaluate_clock, evaluate_events, Alert, AlertConfig, AlertKind, Severity,
+    evaluate, evaluate_clock, evaluate_events, evaluate_events_unless, Alert, AlertConfig,
+    AlertKind, Severity,
 };
 pub use event::{
     normalise, normalise_record, KeyArn, KeyEvent, KeyEventKind, KeyStoreEvent, KeyStoreRef,

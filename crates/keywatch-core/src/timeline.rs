@@ -9,7 +9,7 @@ use crate::time::{Timestamp, DAY_MS};
 use serde::{Deserialize, Serialize};
 
 /// How many usage attempts while pending deletion are kept as individual entries.
-pub const MAX_PENDING_USE_ENTRIES: usize = 1_000;
+pub const MAX_PENDING_USE_ENTRIES: usize = 200;
 /// How many (principal, minute) buckets of pending-deletion use are kept for paging.
 pub const MAX_PENDING_USE_BUCKETS: usize = 20_000;
 /// Usage before a schedule within this many days makes `deletion_scheduled` high.

@@ -76,8 +76,14 @@ pub struct KeySummary {
 
 /// What keywatch keeps. Implementations: [`SqliteStore`]; DynamoDB in the Lambda pipeline.
 pub trait Store {
+    /// Starts a unit of work: what a batch writes (records, timelines, alerts) becomes
+    /// visible together at [`Store::commit_batch`], or not at all.
+    fn begin_batch(&mut self) -> Result<(), StoreError>;
+    /// Makes the batch's writes durable.
+    fn commit_batch(&mut self) -> Result<(), StoreError>;
+    /// Discards the batch's writes.
+    fn abort_batch(&mut self);
     /// Appends records not seen before and returns, for each, whether it was new.
-    /// Atomic: either every record is stored or none is.
     fn append_records(&mut self, records: &[RecordToAppend<'_>]) -> Result<Vec<bool>, StoreError>;
     /// The records of a stream (for rebuilding a timeline), in (eventTime, eventID) order.
     fn stream_records(&self, stream: &StreamId) -> Result<Vec<String>, StoreError>;

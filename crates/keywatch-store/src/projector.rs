@@ -4,7 +4,7 @@
 
 use crate::{RecordToAppend, Store, StoreError, StreamId};
 use keywatch_core::{
-    evaluate_clock, evaluate_events, normalise, Alert, AlertConfig, KeyArn, KeyStoreRef,
+    evaluate_clock, evaluate_events_unless, normalise, Alert, AlertConfig, KeyArn, KeyStoreRef,
     KeyTimeline, KmsEvent, Normalised, Timestamp,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -85,6 +85,11 @@ impl<S: Store> Projector<S> {
         &self.store
     }
 
+    /// Gives the store back.
+    pub fn into_store(self) -> S {
+        self.store
+    }
+
     fn timeline(&mut self, key: &KeyArn) -> Result<KeyTimeline, StoreError> {
         if let Some(t) = self.cache.remove(key) {
             return Ok(t);
@@ -127,6 +132,32 @@ impl<S: Store> Projector<S> {
     /// returns the event-driven alerts raised for the first time (`as_of` is when they are
     /// recorded as raised). Time-driven alerts come from [`Self::sweep`].
     pub fn process(
+        &mut self,
+        batch: &[NormalisedRecord],
+        as_of: Timestamp,
+    ) -> Result<BatchOutcome, StoreError> {
+        self.in_batch(|p| p.project(batch, as_of))
+    }
+
+    /// Runs `work` as one unit of work of the store: all of it is stored, or none.
+    fn in_batch<T>(
+        &mut self,
+        work: impl FnOnce(&mut Self) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.store.begin_batch()?;
+        match work(self).and_then(|t| self.store.commit_batch().map(|()| t)) {
+            Ok(t) => Ok(t),
+            Err(e) => {
+                self.store.abort_batch();
+                // Cached timelines may hold what was just discarded.
+                self.cache.clear();
+                self.raised.clear();
+                Err(e)
+            }
+        }
+    }
+
+    fn project(
         &mut self,
         batch: &[NormalisedRecord],
         as_of: Timestamp,
@@ -204,7 +235,7 @@ impl<S: Store> Projector<S> {
 
         let mut candidates: Vec<Alert> = touched
             .iter()
-            .flat_map(|t| evaluate_events(t, &self.config))
+            .flat_map(|t| evaluate_events_unless(t, &self.config, &|id| self.raised.contains(id)))
             .collect();
         outcome.alerts = self.raise(&mut candidates, as_of)?;
         if self.cache.len() + touched.len() > CACHE_LIMIT {
@@ -217,6 +248,10 @@ impl<S: Store> Projector<S> {
 
     /// Evaluates the time-driven alerts of every key pending deletion as of `as_of`.
     pub fn sweep(&mut self, as_of: Timestamp) -> Result<Vec<Alert>, StoreError> {
+        self.in_batch(|p| p.sweep_keys(as_of))
+    }
+
+    fn sweep_keys(&mut self, as_of: Timestamp) -> Result<Vec<Alert>, StoreError> {
         let mut candidates = Vec::new();
         for key in self.store.keys_pending_deletion()? {
             let timeline = self.timeline(&key)?;

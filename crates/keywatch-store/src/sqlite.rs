@@ -53,6 +53,11 @@ impl SqliteStore {
         let conn = Connection::open(path).map_err(db)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db)?;
+        // A bigger page cache and rarer checkpoints: replays append hundreds of MB.
+        conn.pragma_update(None, "cache_size", "-65536")
+            .map_err(db)?;
+        conn.pragma_update(None, "wal_autocheckpoint", "20000")
+            .map_err(db)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(db)?;
         Self::init(conn)
@@ -70,14 +75,28 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
+    fn begin_batch(&mut self) -> Result<(), StoreError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(db)
+    }
+
+    fn commit_batch(&mut self) -> Result<(), StoreError> {
+        self.conn.execute_batch("COMMIT").map_err(db)
+    }
+
+    fn abort_batch(&mut self) {
+        // Nothing to undo when BEGIN itself failed; the error that brought us here is what counts.
+        let _ = self.conn.execute_batch("ROLLBACK");
+    }
+
     fn append_records(&mut self, records: &[RecordToAppend<'_>]) -> Result<Vec<bool>, StoreError> {
-        let tx = self.conn.transaction().map_err(db)?;
         let mut fresh = Vec::with_capacity(records.len());
         {
-            let mut insert = tx
+            let mut insert = self
+                .conn
                 .prepare_cached("INSERT OR IGNORE INTO records (event_id, event_time, json) VALUES (?1, ?2, ?3)")
                 .map_err(db)?;
-            let mut index = tx
+            let mut index = self
+                .conn
                 .prepare_cached("INSERT OR IGNORE INTO stream_events (stream, event_time, event_id) VALUES (?1, ?2, ?3)")
                 .map_err(db)?;
             for r in records {
@@ -95,7 +114,6 @@ impl Store for SqliteStore {
                 fresh.push(new);
             }
         }
-        tx.commit().map_err(db)?;
         Ok(fresh)
     }
 
@@ -131,9 +149,9 @@ impl Store for SqliteStore {
     }
 
     fn save_timelines(&mut self, timelines: &[&KeyTimeline]) -> Result<(), StoreError> {
-        let tx = self.conn.transaction().map_err(db)?;
         {
-            let mut upsert = tx
+            let mut upsert = self
+                .conn
                 .prepare_cached(
                     "INSERT OR REPLACE INTO timelines
                      (key_arn, key_id, state, custom_key_store, deletion_date, last_use, json)
@@ -158,7 +176,7 @@ impl Store for SqliteStore {
                     .map_err(db)?;
             }
         }
-        tx.commit().map_err(db)
+        Ok(())
     }
 
     fn keys_in_key_store(&self, key_store: &KeyStoreRef) -> Result<Vec<KeyArn>, StoreError> {
@@ -218,10 +236,10 @@ impl Store for SqliteStore {
         alerts: &[Alert],
         raised_at: Timestamp,
     ) -> Result<Vec<bool>, StoreError> {
-        let tx = self.conn.transaction().map_err(db)?;
         let mut fresh = Vec::with_capacity(alerts.len());
         {
-            let mut insert = tx
+            let mut insert = self
+                .conn
                 .prepare_cached(
                     "INSERT OR IGNORE INTO alerts (alert_id, kind, severity, key_arn, raised_at, json)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -245,7 +263,6 @@ impl Store for SqliteStore {
                 fresh.push(n == 1);
             }
         }
-        tx.commit().map_err(db)?;
         Ok(fresh)
     }
 }

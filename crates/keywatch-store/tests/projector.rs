@@ -149,3 +149,112 @@ fn a_late_record_rebuilds_the_timeline_from_the_event_log() {
     kinds.sort_unstable();
     assert_eq!(kinds, ["deletion_scheduled", "pending_deletion_key_used"]);
 }
+
+/// SQLite, failing `save_timelines` on demand: a batch that fails half-way.
+struct Flaky {
+    inner: SqliteStore,
+    fail_saves: bool,
+}
+
+impl Store for Flaky {
+    fn begin_batch(&mut self) -> Result<(), keywatch_store::StoreError> {
+        self.inner.begin_batch()
+    }
+    fn commit_batch(&mut self) -> Result<(), keywatch_store::StoreError> {
+        self.inner.commit_batch()
+    }
+    fn abort_batch(&mut self) {
+        self.inner.abort_batch()
+    }
+    fn append_records(
+        &mut self,
+        r: &[keywatch_store::RecordToAppend<'_>],
+    ) -> Result<Vec<bool>, keywatch_store::StoreError> {
+        self.inner.append_records(r)
+    }
+    fn stream_records(
+        &self,
+        s: &keywatch_store::StreamId,
+    ) -> Result<Vec<String>, keywatch_store::StoreError> {
+        self.inner.stream_records(s)
+    }
+    fn load_timeline(
+        &self,
+        k: &KeyArn,
+    ) -> Result<Option<keywatch_core::KeyTimeline>, keywatch_store::StoreError> {
+        self.inner.load_timeline(k)
+    }
+    fn save_timelines(
+        &mut self,
+        t: &[&keywatch_core::KeyTimeline],
+    ) -> Result<(), keywatch_store::StoreError> {
+        if self.fail_saves {
+            return Err(keywatch_store::StoreError::Database(
+                "disk full (test)".into(),
+            ));
+        }
+        self.inner.save_timelines(t)
+    }
+    fn keys_in_key_store(
+        &self,
+        s: &keywatch_core::KeyStoreRef,
+    ) -> Result<Vec<KeyArn>, keywatch_store::StoreError> {
+        self.inner.keys_in_key_store(s)
+    }
+    fn find_keys(&self, k: &str) -> Result<Vec<KeyArn>, keywatch_store::StoreError> {
+        self.inner.find_keys(k)
+    }
+    fn keys_pending_deletion(&self) -> Result<Vec<KeyArn>, keywatch_store::StoreError> {
+        self.inner.keys_pending_deletion()
+    }
+    fn key_count(&self) -> Result<u64, keywatch_store::StoreError> {
+        self.inner.key_count()
+    }
+    fn list_keys(
+        &self,
+        s: Option<&str>,
+    ) -> Result<Vec<keywatch_store::KeySummary>, keywatch_store::StoreError> {
+        self.inner.list_keys(s)
+    }
+    fn record_alerts(
+        &mut self,
+        a: &[keywatch_core::Alert],
+        t: Timestamp,
+    ) -> Result<Vec<bool>, keywatch_store::StoreError> {
+        self.inner.record_alerts(a, t)
+    }
+}
+
+#[test]
+fn a_batch_that_fails_half_way_stores_nothing_and_its_retry_loses_nothing() {
+    let store = Flaky {
+        inner: SqliteStore::in_memory().expect("store"),
+        fail_saves: true,
+    };
+    let mut p = Projector::new(store, AlertConfig::default());
+    let records = normalised(&[
+        create_key(
+            "2026-01-01T00:00:00Z",
+            "create",
+            "AWS_KMS",
+            None,
+            None,
+            None,
+        ),
+        schedule("2026-11-01T00:00:00Z", "sched", 7, None),
+        rejected("Decrypt", "2026-11-01T10:00:00Z", "use-1", APP_ROLE),
+    ]);
+    assert!(p.process(&records, as_of()).is_err());
+    assert_eq!(p.store().key_count().expect("count"), 0);
+    // The records were not kept either: the retry sees them as new and folds them.
+    let mut p = Projector::new(
+        Flaky {
+            inner: p.into_store().inner,
+            fail_saves: false,
+        },
+        AlertConfig::default(),
+    );
+    let out = p.process(&records, as_of()).expect("retry");
+    assert_eq!(out.new_records, 3);
+    assert_eq!(out.alerts.len(), 2);
+}
