@@ -76,11 +76,9 @@ fn read_file(path: &std::path::Path) -> FileResult {
             match normalise(&json) {
                 Ok(Normalised::NotKms) => out.not_kms += 1,
                 Ok(Normalised::KmsUntracked { .. }) => out.untracked += 1,
-                Ok(Normalised::Kms { event_id, events }) => out.kms.push(NormalisedRecord {
-                    event_id,
-                    json,
-                    events,
-                }),
+                Ok(Normalised::Kms { event_id, events }) => {
+                    out.kms.push(NormalisedRecord::new(event_id, json, events))
+                }
                 Err(e) => out
                     .rejected
                     .push(Rejection::new(e.to_string(), origin, json)),

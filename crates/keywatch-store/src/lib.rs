@@ -3,9 +3,11 @@
 //! alerts already raised. [`SqliteStore`] is the embedded default; [`Projector`] drives the
 //! core over any store.
 
+mod codec;
 mod projector;
 mod sqlite;
 
+pub use codec::{decode_record, encode_record};
 pub use projector::{BatchOutcome, NormalisedRecord, Projector};
 pub use sqlite::SqliteStore;
 
@@ -53,8 +55,8 @@ pub struct RecordToAppend<'a> {
     pub event_id: &'a str,
     /// `eventTime`.
     pub event_time: Timestamp,
-    /// The record, unmodified.
-    pub json: &'a str,
+    /// The record, encoded by [`encode_record`].
+    pub stored: &'a [u8],
     /// The streams it belongs to.
     pub streams: Vec<StreamId>,
 }
@@ -85,7 +87,8 @@ pub trait Store {
     fn abort_batch(&mut self);
     /// Appends records not seen before and returns, for each, whether it was new.
     fn append_records(&mut self, records: &[RecordToAppend<'_>]) -> Result<Vec<bool>, StoreError>;
-    /// The records of a stream (for rebuilding a timeline), in (eventTime, eventID) order.
+    /// The records of a stream (for rebuilding a timeline), decoded, in (eventTime, eventID)
+    /// order.
     fn stream_records(&self, stream: &StreamId) -> Result<Vec<String>, StoreError>;
     /// A key's timeline.
     fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, StoreError>;

@@ -18,9 +18,23 @@ pub struct NormalisedRecord {
     pub json: String,
     /// Its events (at least one).
     pub events: Vec<KmsEvent>,
+    /// The record as the event log keeps it ([`crate::encode_record`]).
+    stored: Vec<u8>,
 }
 
 impl NormalisedRecord {
+    /// A record and its events; encodes it for the event log here, so that callers that
+    /// normalise on several threads also encode there.
+    pub fn new(event_id: String, json: String, events: Vec<KmsEvent>) -> Self {
+        let stored = crate::encode_record(&json);
+        NormalisedRecord {
+            event_id,
+            json,
+            events,
+            stored,
+        }
+    }
+
     /// `eventTime` (all events of a record share it).
     pub fn event_time(&self) -> Timestamp {
         self.events
@@ -174,7 +188,7 @@ impl<S: Store> Projector<S> {
             .map(|r| RecordToAppend {
                 event_id: &r.event_id,
                 event_time: r.event_time(),
-                json: &r.json,
+                stored: &r.stored,
                 streams: r.streams(),
             })
             .collect();

@@ -9,7 +9,7 @@ const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS records (
     event_id   TEXT PRIMARY KEY,
     event_time INTEGER NOT NULL,
-    json       TEXT NOT NULL
+    record     BLOB NOT NULL -- the CloudTrail record, see codec.rs
 );
 CREATE TABLE IF NOT EXISTS stream_events (
     stream     TEXT NOT NULL,
@@ -93,7 +93,7 @@ impl Store for SqliteStore {
         {
             let mut insert = self
                 .conn
-                .prepare_cached("INSERT OR IGNORE INTO records (event_id, event_time, json) VALUES (?1, ?2, ?3)")
+                .prepare_cached("INSERT OR IGNORE INTO records (event_id, event_time, record) VALUES (?1, ?2, ?3)")
                 .map_err(db)?;
             let mut index = self
                 .conn
@@ -101,7 +101,7 @@ impl Store for SqliteStore {
                 .map_err(db)?;
             for r in records {
                 let new = insert
-                    .execute(params![r.event_id, r.event_time.millis(), r.json])
+                    .execute(params![r.event_id, r.event_time.millis(), r.stored])
                     .map_err(db)?
                     == 1;
                 if new {
@@ -121,14 +121,15 @@ impl Store for SqliteStore {
         let mut q = self
             .conn
             .prepare_cached(
-                "SELECT r.json FROM stream_events s JOIN records r ON r.event_id = s.event_id
+                "SELECT r.record FROM stream_events s JOIN records r ON r.event_id = s.event_id
                  WHERE s.stream = ?1 ORDER BY s.event_time, s.event_id",
             )
             .map_err(db)?;
         let rows = q
-            .query_map([stream.as_text()], |row| row.get::<_, String>(0))
+            .query_map([stream.as_text()], |row| row.get::<_, Vec<u8>>(0))
             .map_err(db)?;
-        rows.collect::<Result<_, _>>().map_err(db)
+        rows.map(|r| r.map_err(db).and_then(|bytes| crate::decode_record(&bytes)))
+            .collect()
     }
 
     fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, StoreError> {

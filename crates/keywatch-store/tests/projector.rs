@@ -17,11 +17,9 @@ fn normalised(records: &[Value]) -> Vec<NormalisedRecord> {
         .map(|r| {
             let json = r.to_string();
             match normalise(&json) {
-                Ok(Normalised::Kms { event_id, events }) => NormalisedRecord {
-                    event_id,
-                    json,
-                    events,
-                },
+                Ok(Normalised::Kms { event_id, events }) => {
+                    NormalisedRecord::new(event_id, json, events)
+                }
                 other => panic!("expected a KMS record, got {other:?}"),
             }
         })
