@@ -3,6 +3,7 @@
 use crate::{KeySummary, RecordToAppend, Store, StoreError, StreamId};
 use keywatch_core::{Alert, KeyArn, KeyStoreRef, KeyTimeline, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::HashMap;
 use std::path::Path;
 
 const SCHEMA: &str = r#"
@@ -11,11 +12,15 @@ CREATE TABLE IF NOT EXISTS records (
     event_time INTEGER NOT NULL,
     record     BLOB NOT NULL -- the CloudTrail record, see codec.rs
 );
+CREATE TABLE IF NOT EXISTS streams (
+    stream_id INTEGER PRIMARY KEY,
+    name      TEXT NOT NULL UNIQUE -- StreamId::as_text
+);
 CREATE TABLE IF NOT EXISTS stream_events (
-    stream     TEXT NOT NULL,
+    stream_id  INTEGER NOT NULL,
     event_time INTEGER NOT NULL,
     event_id   TEXT NOT NULL,
-    PRIMARY KEY (stream, event_time, event_id)
+    PRIMARY KEY (stream_id, event_time, event_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS timelines (
     key_arn          TEXT PRIMARY KEY,
@@ -41,6 +46,8 @@ CREATE TABLE IF NOT EXISTS alerts (
 /// keywatch's store in SQLite.
 pub struct SqliteStore {
     conn: Connection,
+    /// `streams` rows already known, by name.
+    stream_ids: HashMap<String, i64>,
 }
 
 fn db(e: rusqlite::Error) -> StoreError {
@@ -70,7 +77,10 @@ impl SqliteStore {
 
     fn init(conn: Connection) -> Result<Self, StoreError> {
         conn.execute_batch(SCHEMA).map_err(db)?;
-        Ok(SqliteStore { conn })
+        Ok(SqliteStore {
+            conn,
+            stream_ids: HashMap::new(),
+        })
     }
 }
 
@@ -86,10 +96,20 @@ impl Store for SqliteStore {
     fn abort_batch(&mut self) {
         // Nothing to undo when BEGIN itself failed; the error that brought us here is what counts.
         let _ = self.conn.execute_batch("ROLLBACK");
+        // Streams created in the batch are gone with it.
+        self.stream_ids.clear();
     }
 
     fn append_records(&mut self, records: &[RecordToAppend<'_>]) -> Result<Vec<bool>, StoreError> {
         let mut fresh = Vec::with_capacity(records.len());
+        let mut ids: Vec<Vec<i64>> = Vec::with_capacity(records.len());
+        for r in records {
+            let mut row = Vec::with_capacity(r.streams.len());
+            for s in &r.streams {
+                row.push(self.stream_id(s)?);
+            }
+            ids.push(row);
+        }
         {
             let mut insert = self
                 .conn
@@ -97,17 +117,17 @@ impl Store for SqliteStore {
                 .map_err(db)?;
             let mut index = self
                 .conn
-                .prepare_cached("INSERT OR IGNORE INTO stream_events (stream, event_time, event_id) VALUES (?1, ?2, ?3)")
+                .prepare_cached("INSERT OR IGNORE INTO stream_events (stream_id, event_time, event_id) VALUES (?1, ?2, ?3)")
                 .map_err(db)?;
-            for r in records {
+            for (r, stream_ids) in records.iter().zip(&ids) {
                 let new = insert
                     .execute(params![r.event_id, r.event_time.millis(), r.stored])
                     .map_err(db)?
                     == 1;
                 if new {
-                    for s in &r.streams {
+                    for s in stream_ids {
                         index
-                            .execute(params![s.as_text(), r.event_time.millis(), r.event_id])
+                            .execute(params![s, r.event_time.millis(), r.event_id])
                             .map_err(db)?;
                     }
                 }
@@ -121,8 +141,10 @@ impl Store for SqliteStore {
         let mut q = self
             .conn
             .prepare_cached(
-                "SELECT r.record FROM stream_events s JOIN records r ON r.event_id = s.event_id
-                 WHERE s.stream = ?1 ORDER BY s.event_time, s.event_id",
+                "SELECT r.record FROM streams n
+                 JOIN stream_events s ON s.stream_id = n.stream_id
+                 JOIN records r ON r.event_id = s.event_id
+                 WHERE n.name = ?1 ORDER BY s.event_time, s.event_id",
             )
             .map_err(db)?;
         let rows = q
@@ -269,6 +291,25 @@ impl Store for SqliteStore {
 }
 
 impl SqliteStore {
+    /// The `streams` row of a stream, created if new.
+    fn stream_id(&mut self, stream: &StreamId) -> Result<i64, StoreError> {
+        let name = stream.as_text();
+        if let Some(id) = self.stream_ids.get(&name) {
+            return Ok(*id);
+        }
+        self.conn
+            .prepare_cached("INSERT OR IGNORE INTO streams (name) VALUES (?1)")
+            .and_then(|mut q| q.execute([&name]))
+            .map_err(db)?;
+        let id = self
+            .conn
+            .prepare_cached("SELECT stream_id FROM streams WHERE name = ?1")
+            .and_then(|mut q| q.query_row([&name], |r| r.get(0)))
+            .map_err(db)?;
+        self.stream_ids.insert(name, id);
+        Ok(id)
+    }
+
     fn arns(&self, sql: &str, args: impl rusqlite::Params) -> Result<Vec<KeyArn>, StoreError> {
         let mut q = self.conn.prepare_cached(sql).map_err(db)?;
         let rows = q.query_map(args, |r| r.get::<_, String>(0)).map_err(db)?;
