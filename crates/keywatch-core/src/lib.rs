@@ -6,6 +6,7 @@
 
 pub mod alert;
 pub mod event;
+pub mod page;
 pub mod record;
 pub mod time;
 pub mod timeline;

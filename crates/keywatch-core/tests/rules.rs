@@ -470,3 +470,29 @@ fn a_multi_region_primary_with_replicas_is_pending_replica_deletion() {
     );
     assert_eq!(kinds(&alerts), [AlertKind::PendingDeletionKeyUsed]);
 }
+
+#[test]
+fn the_page_for_a_pending_deletion_use_is_short_to_read_and_safe() {
+    let mut evil = rejected("Decrypt", "2026-11-01T10:00:00Z", "use-1", APP_ROLE);
+    evil["userAgent"] = json!(format!("curl\u{7}\r\n[FAKE] all clear{}", "x".repeat(1000)));
+    let alerts = when(&scheduled_key(), evil, AS_OF);
+    let p = keywatch_core::page::page(&alerts[0]);
+    assert!(p.subject.chars().count() <= 100, "{}", p.subject);
+    assert_eq!(
+        p.subject,
+        "[CRITICAL] KMS key pending deletion used: 1234abcd-12ab-34cd-56ef-12345678… (111122223333/us-east-1)"
+    );
+    assert!(
+        !p.text.contains('\u{7}') && !p.text.contains("\r\n[FAKE]"),
+        "control characters removed"
+    );
+    assert!(p.text.contains("aws kms cancel-key-deletion --key-id"));
+    assert!(p.text.contains(&format!("keywatch timeline {KEY}")));
+    let json: serde_json::Value = serde_json::from_str(&p.json).expect("page JSON");
+    assert!(json["user_agent"]
+        .as_str()
+        .is_some_and(|u| u.chars().count() <= 256));
+    assert_eq!(json["kind"], "pending_deletion_key_used");
+    assert!(p.attributes.contains(&("severity", "critical".to_owned())));
+    assert!(p.attributes.contains(&("account", ACCOUNT.to_owned())));
+}
