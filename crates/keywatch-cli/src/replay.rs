@@ -170,11 +170,15 @@ impl<W: Write> Replay<W> {
         self.print(&outcome.alerts)
     }
 
+    /// Prints alerts; printed is delivered, so they leave the outbox.
     fn print(&mut self, alerts: &[keywatch_core::Alert]) -> Result<()> {
         self.totals.alerts += alerts.len() as u64;
         for a in alerts {
             render::alert(&mut self.out, a, self.json)?;
         }
+        self.out.flush()?;
+        let ids: Vec<&str> = alerts.iter().map(|a| a.alert_id.as_str()).collect();
+        self.projector.mark_sent(&ids, self.as_of)?;
         Ok(())
     }
 

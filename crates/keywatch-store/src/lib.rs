@@ -104,7 +104,12 @@ pub trait Store {
     fn key_count(&self) -> Result<u64, StoreError>;
     /// Every key, optionally only those in a state.
     fn list_keys(&self, state: Option<&str>) -> Result<Vec<KeySummary>, StoreError>;
-    /// Records alerts as raised; returns, for each, whether it was new (not raised before).
+    /// Alerts recorded but not yet sent (the outbox), oldest first.
+    fn unsent_alerts(&self, limit: usize) -> Result<Vec<Alert>, StoreError>;
+    /// Marks alerts as sent: the notification service accepted them.
+    fn mark_sent(&mut self, alert_ids: &[&str], at: Timestamp) -> Result<(), StoreError>;
+    /// Records alerts as raised, unsent (into the outbox); returns, for each, whether it was
+    /// new (not raised before).
     fn record_alerts(
         &mut self,
         alerts: &[Alert],

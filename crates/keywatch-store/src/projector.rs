@@ -99,6 +99,16 @@ impl<S: Store> Projector<S> {
         &self.store
     }
 
+    /// Alerts raised but not yet sent (the outbox), oldest first.
+    pub fn unsent(&self, limit: usize) -> Result<Vec<Alert>, StoreError> {
+        self.store.unsent_alerts(limit)
+    }
+
+    /// Records that the notification service accepted these alerts.
+    pub fn mark_sent(&mut self, alert_ids: &[&str], at: Timestamp) -> Result<(), StoreError> {
+        self.in_batch(|p| p.store.mark_sent(alert_ids, at))
+    }
+
     /// Gives the store back.
     pub fn into_store(self) -> S {
         self.store

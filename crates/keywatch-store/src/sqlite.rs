@@ -39,8 +39,10 @@ CREATE TABLE IF NOT EXISTS alerts (
     severity  TEXT NOT NULL,
     key_arn   TEXT NOT NULL,
     raised_at INTEGER NOT NULL,
+    sent_at   INTEGER, -- NULL while in the outbox
     json      TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS alerts_unsent ON alerts (raised_at) WHERE sent_at IS NULL;
 "#;
 
 /// keywatch's store in SQLite.
@@ -252,6 +254,42 @@ impl Store for SqliteStore {
             })
             .map_err(db)?;
         rows.collect::<Result<_, _>>().map_err(db)
+    }
+
+    fn unsent_alerts(&self, limit: usize) -> Result<Vec<Alert>, StoreError> {
+        let mut q = self
+            .conn
+            .prepare_cached(
+                "SELECT json FROM alerts WHERE sent_at IS NULL ORDER BY raised_at, alert_id LIMIT ?1",
+            )
+            .map_err(db)?;
+        let rows = q
+            .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+                r.get::<_, String>(0)
+            })
+            .map_err(db)?;
+        rows.map(|r| {
+            r.map_err(db).and_then(|j| {
+                serde_json::from_str(&j).map_err(|e| StoreError::Corrupt {
+                    what: "alert",
+                    reason: e.to_string(),
+                })
+            })
+        })
+        .collect()
+    }
+
+    fn mark_sent(&mut self, alert_ids: &[&str], at: Timestamp) -> Result<(), StoreError> {
+        let mut q = self
+            .conn
+            .prepare_cached(
+                "UPDATE alerts SET sent_at = ?2 WHERE alert_id = ?1 AND sent_at IS NULL",
+            )
+            .map_err(db)?;
+        for id in alert_ids {
+            q.execute(params![id, at.millis()]).map_err(db)?;
+        }
+        Ok(())
     }
 
     fn record_alerts(

@@ -214,6 +214,15 @@ impl Store for Flaky {
     ) -> Result<Vec<keywatch_store::KeySummary>, keywatch_store::StoreError> {
         self.inner.list_keys(s)
     }
+    fn unsent_alerts(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<keywatch_core::Alert>, keywatch_store::StoreError> {
+        self.inner.unsent_alerts(limit)
+    }
+    fn mark_sent(&mut self, ids: &[&str], at: Timestamp) -> Result<(), keywatch_store::StoreError> {
+        self.inner.mark_sent(ids, at)
+    }
     fn record_alerts(
         &mut self,
         a: &[keywatch_core::Alert],
@@ -255,4 +264,37 @@ fn a_batch_that_fails_half_way_stores_nothing_and_its_retry_loses_nothing() {
     let out = p.process(&records, as_of()).expect("retry");
     assert_eq!(out.new_records, 3);
     assert_eq!(out.alerts.len(), 2);
+}
+
+#[test]
+fn raised_alerts_wait_in_the_outbox_until_marked_sent() {
+    let mut p = Projector::new(
+        SqliteStore::in_memory().expect("store"),
+        AlertConfig::default(),
+    );
+    let out = p
+        .process(
+            &normalised(&[
+                schedule("2026-11-01T00:00:00Z", "sched", 7, None),
+                rejected("Decrypt", "2026-11-01T10:00:00Z", "use-1", APP_ROLE),
+            ]),
+            as_of(),
+        )
+        .expect("batch");
+    assert_eq!(out.alerts.len(), 2);
+    let unsent: Vec<String> = p
+        .unsent(10)
+        .expect("outbox")
+        .into_iter()
+        .map(|a| a.alert_id)
+        .collect();
+    assert_eq!(unsent.len(), 2);
+    p.mark_sent(&[unsent[0].as_str()], as_of()).expect("mark");
+    let left: Vec<String> = p
+        .unsent(10)
+        .expect("outbox")
+        .into_iter()
+        .map(|a| a.alert_id)
+        .collect();
+    assert_eq!(left, [unsent[1].clone()]);
 }

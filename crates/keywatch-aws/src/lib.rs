@@ -1,0 +1,14 @@
+//! keywatch's AWS adapters: thin shells that send what the core decided. SNS pages
+//! ([`SnsPager`]) and CloudWatch metrics ([`Metrics`]). Endpoints come from the SDK's usual
+//! configuration, including `AWS_ENDPOINT_URL` (which the tests point at a moto server).
+
+mod metrics;
+mod pager;
+
+pub use metrics::{BatchMetrics, Metrics, NAMESPACE};
+pub use pager::{PageError, SnsPager};
+
+/// Loads the AWS SDK configuration from the environment, as every AWS tool does.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::load_from_env().await
+}

