@@ -1,0 +1,334 @@
+//! keywatch's event log on Kafka. Every KMS CloudTrail record is produced unmodified, keyed
+//! by the key ARN it is about (a record about two keys, such as ReEncrypt, once per key), so
+//! each key's events stay in order on one partition. Key store events are keyed by the key
+//! store. Consumers process idempotently (records are deduplicated by eventID downstream):
+//! the broker's transactions are not relied on.
+
+use keywatch_core::KmsEvent;
+use rdkafka::config::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use std::time::Duration;
+
+/// A Kafka failure.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    /// The configuration is invalid (names the setting).
+    #[error("invalid Kafka configuration: {0}")]
+    Config(String),
+    /// The broker did not acknowledge a record.
+    #[error("the broker did not acknowledge record {event_id} for {key}: {reason}")]
+    NotAcknowledged {
+        /// eventID.
+        event_id: String,
+        /// The message key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// Any other client error.
+    #[error("Kafka: {0}")]
+    Client(String),
+}
+
+/// How to reach the brokers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaSettings {
+    /// `host:port,host:port`.
+    pub brokers: String,
+    /// The event log topic.
+    pub topic: String,
+    /// `PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`.
+    pub security_protocol: String,
+    /// `SCRAM-SHA-512`, `SCRAM-SHA-256` or `PLAIN` (with SASL).
+    pub sasl_mechanism: Option<String>,
+    /// SASL user name.
+    pub sasl_username: Option<String>,
+    /// SASL password.
+    pub sasl_password: Option<String>,
+}
+
+impl KafkaSettings {
+    /// Reads `KEYWATCH_KAFKA_BROKERS`, `KEYWATCH_KAFKA_TOPIC` (default `keywatch-events`),
+    /// `KEYWATCH_KAFKA_SECURITY_PROTOCOL` (default `PLAINTEXT`), `KEYWATCH_KAFKA_SASL_MECHANISM`,
+    /// `KEYWATCH_KAFKA_SASL_USERNAME`, `KEYWATCH_KAFKA_SASL_PASSWORD` through `var`, and
+    /// names the variable that is missing or wrong.
+    pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Self, KafkaError> {
+        let brokers = var("KEYWATCH_KAFKA_BROKERS")
+            .filter(|b| !b.trim().is_empty())
+            .ok_or_else(|| {
+                KafkaError::Config("KEYWATCH_KAFKA_BROKERS is not set (host:port,…)".into())
+            })?;
+        let security_protocol =
+            var("KEYWATCH_KAFKA_SECURITY_PROTOCOL").unwrap_or_else(|| "PLAINTEXT".into());
+        if !["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"].contains(&security_protocol.as_str())
+        {
+            return Err(KafkaError::Config(format!(
+                "KEYWATCH_KAFKA_SECURITY_PROTOCOL={security_protocol} is not one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL"
+            )));
+        }
+        let settings = KafkaSettings {
+            brokers,
+            topic: var("KEYWATCH_KAFKA_TOPIC").unwrap_or_else(|| "keywatch-events".into()),
+            sasl_mechanism: var("KEYWATCH_KAFKA_SASL_MECHANISM"),
+            sasl_username: var("KEYWATCH_KAFKA_SASL_USERNAME"),
+            sasl_password: var("KEYWATCH_KAFKA_SASL_PASSWORD"),
+            security_protocol,
+        };
+        if settings.security_protocol.starts_with("SASL")
+            && (settings.sasl_username.is_none() || settings.sasl_password.is_none())
+        {
+            return Err(KafkaError::Config(
+                "KEYWATCH_KAFKA_SECURITY_PROTOCOL uses SASL but KEYWATCH_KAFKA_SASL_USERNAME or KEYWATCH_KAFKA_SASL_PASSWORD is not set".into(),
+            ));
+        }
+        Ok(settings)
+    }
+
+    /// A librdkafka configuration with these settings.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("security.protocol", &self.security_protocol);
+        if let Some(m) = &self.sasl_mechanism {
+            c.set("sasl.mechanism", m);
+        }
+        if let (Some(u), Some(p)) = (&self.sasl_username, &self.sasl_password) {
+            c.set("sasl.username", u).set("sasl.password", p);
+        }
+        c
+    }
+}
+
+/// The message key of an event: the key ARN, or `cks:<account>/<region>/<id>` for a key store.
+pub fn message_key(event: &KmsEvent) -> String {
+    match event {
+        KmsEvent::Key(k) => k.key.to_string(),
+        KmsEvent::KeyStore(s) => format!("cks:{}", s.key_store),
+    }
+}
+
+/// The message keys of a record's events, each once.
+pub fn message_keys(events: &[KmsEvent]) -> Vec<String> {
+    let mut keys: Vec<String> = events.iter().map(message_key).collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// Produces records to the event log: idempotent, `acks=all`.
+pub struct EventLogProducer {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl EventLogProducer {
+    /// Connects (lazily, as librdkafka does) with `settings`.
+    pub fn new(settings: &KafkaSettings) -> Result<Self, KafkaError> {
+        let producer = settings
+            .client_config()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.timeout.ms", "10000")
+            .set("compression.type", "lz4")
+            .create()
+            .map_err(|e| KafkaError::Config(e.to_string()))?;
+        Ok(EventLogProducer {
+            producer,
+            topic: settings.topic.clone(),
+        })
+    }
+
+    /// Produces `json` (a CloudTrail record, unmodified) once per message key and returns
+    /// when the broker has acknowledged every copy.
+    pub async fn publish(
+        &self,
+        event_id: &str,
+        json: &str,
+        keys: &[String],
+        source: &str,
+        ingest_time: &str,
+    ) -> Result<(), KafkaError> {
+        for key in keys {
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: "source",
+                    value: Some(source),
+                })
+                .insert(Header {
+                    key: "ingest_time",
+                    value: Some(ingest_time),
+                })
+                .insert(Header {
+                    key: "event_id",
+                    value: Some(event_id),
+                });
+            let record = FutureRecord::to(&self.topic)
+                .key(key.as_str())
+                .payload(json)
+                .headers(headers);
+            self.producer
+                .send(record, Duration::from_secs(10))
+                .await
+                .map_err(|(e, _)| KafkaError::NotAcknowledged {
+                    event_id: event_id.to_owned(),
+                    key: key.clone(),
+                    reason: e.to_string(),
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Waits for every record in flight.
+    pub fn flush(&self) -> Result<(), KafkaError> {
+        self.producer
+            .flush(Duration::from_secs(10))
+            .map_err(|e| KafkaError::Client(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    #[test]
+    fn settings_name_the_variable_at_fault() {
+        let err = KafkaSettings::from_env(env(&[])).expect_err("no brokers");
+        assert!(err.to_string().contains("KEYWATCH_KAFKA_BROKERS"), "{err}");
+        let err = KafkaSettings::from_env(env(&[
+            ("KEYWATCH_KAFKA_BROKERS", "b:9092"),
+            ("KEYWATCH_KAFKA_SECURITY_PROTOCOL", "TLS"),
+        ]))
+        .expect_err("bad protocol");
+        assert!(
+            err.to_string()
+                .contains("KEYWATCH_KAFKA_SECURITY_PROTOCOL=TLS"),
+            "{err}"
+        );
+        let err = KafkaSettings::from_env(env(&[
+            ("KEYWATCH_KAFKA_BROKERS", "b:9092"),
+            ("KEYWATCH_KAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
+        ]))
+        .expect_err("no credentials");
+        assert!(
+            err.to_string().contains("KEYWATCH_KAFKA_SASL_USERNAME"),
+            "{err}"
+        );
+        let ok =
+            KafkaSettings::from_env(env(&[("KEYWATCH_KAFKA_BROKERS", "b:9092")])).expect("valid");
+        assert_eq!(ok.topic, "keywatch-events");
+    }
+}
+
+/// One record consumed from the event log.
+#[derive(Clone, Debug)]
+pub struct Consumed {
+    /// The message key (key ARN).
+    pub key: Option<String>,
+    /// The record's JSON, as produced.
+    pub payload: Vec<u8>,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+}
+
+/// Reads the event log as part of a consumer group; offsets are committed only when the
+/// caller says the batch is safely processed.
+pub struct EventLogConsumer {
+    consumer: rdkafka::consumer::BaseConsumer,
+}
+
+impl EventLogConsumer {
+    /// Joins `group` and subscribes to the settings' topic.
+    pub fn new(settings: &KafkaSettings, group: &str) -> Result<Self, KafkaError> {
+        use rdkafka::consumer::Consumer;
+        let consumer: rdkafka::consumer::BaseConsumer = settings
+            .client_config()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000")
+            .create()
+            .map_err(|e| KafkaError::Config(e.to_string()))?;
+        consumer
+            .subscribe(&[&settings.topic])
+            .map_err(|e| KafkaError::Client(e.to_string()))?;
+        Ok(EventLogConsumer { consumer })
+    }
+
+    /// Collects up to `max` records, waiting at most `wait` for the first and then taking what
+    /// is already there.
+    pub fn poll_batch(&self, max: usize, wait: Duration) -> Result<Vec<Consumed>, KafkaError> {
+        use rdkafka::Message;
+        let mut out = Vec::new();
+        let mut timeout = wait;
+        while out.len() < max {
+            match self.consumer.poll(timeout) {
+                None => break,
+                Some(Err(e)) => return Err(KafkaError::Client(e.to_string())),
+                Some(Ok(m)) => out.push(Consumed {
+                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                    payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                }),
+            }
+            timeout = Duration::from_millis(50);
+        }
+        Ok(out)
+    }
+
+    /// Commits, for each partition, the offset after the last record of `batch`.
+    pub fn commit(&self, topic: &str, batch: &[Consumed]) -> Result<(), KafkaError> {
+        use rdkafka::consumer::{CommitMode, Consumer};
+        use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut next: std::collections::BTreeMap<i32, i64> = std::collections::BTreeMap::new();
+        for c in batch {
+            let e = next.entry(c.partition).or_insert(c.offset + 1);
+            *e = (*e).max(c.offset + 1);
+        }
+        let mut list = TopicPartitionList::new();
+        for (partition, offset) in next {
+            list.add_partition_offset(topic, partition, Offset::Offset(offset))
+                .map_err(|e| KafkaError::Client(e.to_string()))?;
+        }
+        self.consumer
+            .commit(&list, CommitMode::Sync)
+            .map_err(|e| KafkaError::Client(e.to_string()))
+    }
+}
+
+/// Creates the topic if it does not exist (for local runs and tests; in AWS the topic is
+/// part of the deployment).
+pub async fn ensure_topic(settings: &KafkaSettings, partitions: i32) -> Result<(), KafkaError> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = settings
+        .client_config()
+        .create()
+        .map_err(|e| KafkaError::Config(e.to_string()))?;
+    let topic = NewTopic::new(&settings.topic, partitions, TopicReplication::Fixed(1));
+    let results = admin
+        .create_topics(&[topic], &AdminOptions::new())
+        .await
+        .map_err(|e| KafkaError::Client(e.to_string()))?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, e)) => return Err(KafkaError::Client(format!("creating topic {t}: {e}"))),
+        }
+    }
+    Ok(())
+}

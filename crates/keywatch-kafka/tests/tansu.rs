@@ -1,0 +1,121 @@
+//! The event log against a real Kafka-protocol broker (tansu, started by `make test`;
+//! KEYWATCH_TEST_KAFKA names it). Without it these tests fail and say so.
+
+use keywatch_kafka::{ensure_topic, EventLogConsumer, EventLogProducer, KafkaSettings};
+use std::time::Duration;
+
+fn settings(topic: &str) -> KafkaSettings {
+    let brokers = std::env::var("KEYWATCH_TEST_KAFKA")
+        .unwrap_or_else(|_| panic!("KEYWATCH_TEST_KAFKA is not set: these tests need the tansu broker that `make test` starts"));
+    assert!(
+        std::net::TcpStream::connect(&brokers).is_ok(),
+        "no Kafka broker at {brokers}: start it with scripts/services.sh start (make test does)"
+    );
+    KafkaSettings {
+        brokers,
+        topic: topic.to_owned(),
+        security_protocol: "PLAINTEXT".into(),
+        sasl_mechanism: None,
+        sasl_username: None,
+        sasl_password: None,
+    }
+}
+
+fn unique(name: &str) -> String {
+    format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    )
+}
+
+#[tokio::test]
+async fn records_keyed_by_key_arn_come_back_in_order_and_commits_resume_after_them() {
+    let s = settings(&unique("keywatch-log"));
+    ensure_topic(&s, 3).await.expect("topic");
+    ensure_topic(&s, 3)
+        .await
+        .expect("creating it again is fine");
+    let producer = EventLogProducer::new(&s).expect("producer");
+    let key =
+        "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab".to_owned();
+    for i in 0..20 {
+        let json = format!(r#"{{"eventID":"e{i}"}}"#);
+        producer
+            .publish(
+                &format!("e{i}"),
+                &json,
+                std::slice::from_ref(&key),
+                "test",
+                "2026-11-01T00:00:00Z",
+            )
+            .await
+            .expect("acknowledged");
+    }
+    let group = unique("keywatch-group");
+    let consumer = EventLogConsumer::new(&s, &group).expect("consumer");
+    let mut got = Vec::new();
+    for _ in 0..50 {
+        got.extend(
+            consumer
+                .poll_batch(100, Duration::from_millis(500))
+                .expect("poll"),
+        );
+        if got.len() >= 20 {
+            break;
+        }
+    }
+    let ids: Vec<String> = got
+        .iter()
+        .map(|c| String::from_utf8_lossy(&c.payload).into_owned())
+        .collect();
+    let expected: Vec<String> = (0..20)
+        .map(|i| format!(r#"{{"eventID":"e{i}"}}"#))
+        .collect();
+    assert_eq!(ids, expected, "one key, one partition, in order");
+    assert!(got.iter().all(|c| c.key.as_deref() == Some(key.as_str())));
+    consumer
+        .commit(&s.topic, &got[..10])
+        .expect("commit the first ten");
+    drop(consumer);
+
+    // The same group resumes after the committed offset.
+    let consumer = EventLogConsumer::new(&s, &group).expect("consumer again");
+    let mut again = Vec::new();
+    for _ in 0..50 {
+        again.extend(
+            consumer
+                .poll_batch(100, Duration::from_millis(500))
+                .expect("poll"),
+        );
+        if again.len() >= 10 {
+            break;
+        }
+    }
+    let first = String::from_utf8_lossy(&again[0].payload).into_owned();
+    assert_eq!(first, r#"{"eventID":"e10"}"#);
+    assert_eq!(again.len(), 10);
+}
+
+#[tokio::test]
+async fn an_unreachable_broker_fails_the_publish() {
+    let mut s = settings("unused");
+    s.brokers = "127.0.0.1:9".into();
+    let producer = EventLogProducer::new(&s).expect("producer");
+    let started = std::time::Instant::now();
+    let err = producer
+        .publish(
+            "e1",
+            "{}",
+            &["k".to_owned()],
+            "test",
+            "2026-11-01T00:00:00Z",
+        )
+        .await
+        .expect_err("nothing listens on port 9");
+    assert!(err.to_string().contains("e1"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
