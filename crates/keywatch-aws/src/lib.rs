@@ -3,9 +3,11 @@
 //! configuration, including `AWS_ENDPOINT_URL` (which the tests point at a moto server).
 
 mod metrics;
+mod notifier;
 mod pager;
 
 pub use metrics::{BatchMetrics, Metrics, NAMESPACE};
+pub use notifier::{Delivery, Notifier, OUTBOX_BATCH};
 pub use pager::{PageError, SnsPager};
 
 /// Loads the AWS SDK configuration from the environment, as every AWS tool does.

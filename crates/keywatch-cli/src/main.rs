@@ -3,6 +3,7 @@
 
 mod render;
 mod replay;
+mod run;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -69,6 +70,35 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Runs the projector as a Kafka consumer: folds the event log into the store and pages.
+    Run {
+        /// Kafka bootstrap servers (host:port,…); security settings come from KEYWATCH_KAFKA_*.
+        #[arg(long, env = "KEYWATCH_KAFKA_BROKERS")]
+        brokers: String,
+        /// The event log topic.
+        #[arg(long, env = "KEYWATCH_KAFKA_TOPIC", default_value = "keywatch-events")]
+        topic: String,
+        /// The consumer group.
+        #[arg(long, default_value = "keywatch-projector")]
+        group: String,
+        /// Where timelines live: sqlite:FILE.
+        #[arg(long, default_value = "sqlite:keywatch.db")]
+        store: String,
+        /// Page through this SNS topic (and put CloudWatch metrics); without it alerts go to stdout.
+        #[arg(long, env = "KEYWATCH_SNS_TOPIC_ARN")]
+        sns_topic_arn: Option<String>,
+        #[arg(long, env = "KEYWATCH_SUPPRESS_MINUTES", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
+        suppress_minutes: u32,
+        /// Records per batch.
+        #[arg(long, default_value_t = 10_000)]
+        batch: usize,
+        /// Exit after this many seconds without a record (for batch jobs and tests).
+        #[arg(long, value_name = "SECONDS")]
+        exit_when_idle: Option<u64>,
+        /// How often to evaluate the time-driven alerts.
+        #[arg(long, default_value_t = 15)]
+        sweep_minutes: u64,
+    },
     /// Lists the keys keywatch knows, with state, deletion date and last use.
     Keys {
         #[command(flatten)]
@@ -122,6 +152,27 @@ fn run(cli: Cli) -> Result<()> {
                 paths,
             })
         }
+        Command::Run {
+            brokers,
+            topic,
+            group,
+            store,
+            sns_topic_arn,
+            suppress_minutes,
+            batch,
+            exit_when_idle,
+            sweep_minutes,
+        } => run::run(run::Options {
+            brokers,
+            topic,
+            group,
+            store,
+            sns_topic_arn,
+            suppress_minutes,
+            batch,
+            exit_when_idle,
+            sweep_minutes,
+        }),
         Command::Timeline { key, store, format } => {
             let db = open_existing(&store)?;
             let found = db.find_keys(&key)?;
@@ -164,6 +215,13 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KEYWATCH_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

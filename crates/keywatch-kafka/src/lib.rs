@@ -287,6 +287,13 @@ impl EventLogConsumer {
         Ok(out)
     }
 
+    /// Whether the group has assigned this consumer any partition yet (joining takes a few
+    /// seconds).
+    pub fn is_assigned(&self) -> bool {
+        use rdkafka::consumer::Consumer;
+        self.consumer.assignment().is_ok_and(|a| a.count() > 0)
+    }
+
     /// Commits, for each partition, the offset after the last record of `batch`.
     pub fn commit(&self, topic: &str, batch: &[Consumed]) -> Result<(), KafkaError> {
         use rdkafka::consumer::{CommitMode, Consumer};

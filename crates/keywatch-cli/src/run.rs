@@ -1,0 +1,144 @@
+//! `keywatch run`: the projector as a long-running Kafka consumer (for ECS, Kubernetes,
+//! on-premises). Consumes the event log, folds it into the store, pages through SNS, and
+//! commits offsets only after the timelines and the outbox are written.
+
+use crate::render;
+use anyhow::{bail, Context, Result};
+use keywatch_aws::{BatchMetrics, Metrics, Notifier, SnsPager};
+use keywatch_core::{normalise, AlertConfig, Normalised, Timestamp};
+use keywatch_kafka::{ensure_topic, EventLogConsumer, KafkaSettings};
+use keywatch_store::{NormalisedRecord, Projector, SqliteStore};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// How long `--exit-when-idle` waits for the consumer group to assign partitions.
+const JOIN_PATIENCE: Duration = Duration::from_secs(60);
+
+pub struct Options {
+    pub brokers: String,
+    pub topic: String,
+    pub group: String,
+    pub store: String,
+    pub sns_topic_arn: Option<String>,
+    pub suppress_minutes: u32,
+    pub batch: usize,
+    pub exit_when_idle: Option<u64>,
+    pub sweep_minutes: u64,
+}
+
+fn open_store(spec: &str) -> Result<SqliteStore> {
+    match spec.split_once(':') {
+        Some(("sqlite", path)) if !path.is_empty() => SqliteStore::open(&PathBuf::from(path))
+            .with_context(|| format!("opening store {path}")),
+        _ if spec == "dynamodb" => bail!(
+            "--store dynamodb is not available yet: the DynamoDB store is still to be built (use --store sqlite:FILE)"
+        ),
+        _ => bail!("--store {spec:?}: expected sqlite:FILE"),
+    }
+}
+
+pub fn run(opts: Options) -> Result<()> {
+    let settings = KafkaSettings::from_env(|k| match k {
+        "KEYWATCH_KAFKA_BROKERS" => Some(opts.brokers.clone()),
+        "KEYWATCH_KAFKA_TOPIC" => Some(opts.topic.clone()),
+        other => std::env::var(other).ok(),
+    })?;
+    let mut projector = Projector::new(
+        open_store(&opts.store)?,
+        AlertConfig {
+            suppress_minutes: opts.suppress_minutes,
+        },
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let sdk = runtime.block_on(keywatch_aws::sdk_config());
+    let notifier = opts
+        .sns_topic_arn
+        .as_ref()
+        .map(|arn| Notifier::new(SnsPager::new(&sdk, arn)));
+    let metrics = opts.sns_topic_arn.as_ref().map(|_| Metrics::new(&sdk));
+    runtime.block_on(ensure_topic(&settings, 6))?;
+    let consumer = EventLogConsumer::new(&settings, &opts.group)?;
+    let stdout = std::io::stdout();
+    let started = Instant::now();
+    let mut last_record = Instant::now();
+    let mut last_sweep: Option<Instant> = None;
+    let mut folded_since_sweep = false;
+    tracing::info!(topic = %settings.topic, group = %opts.group, "consuming");
+    loop {
+        let batch = consumer.poll_batch(opts.batch, Duration::from_secs(1))?;
+        let now = Timestamp::now();
+        if !consumer.is_assigned() && started.elapsed() < JOIN_PATIENCE {
+            // Idle time counts from when the group has given us partitions.
+            last_record = Instant::now();
+        }
+        let mut counts = BatchMetrics::default();
+        let mut alerts = Vec::new();
+        if !batch.is_empty() {
+            last_record = Instant::now();
+            let mut records = Vec::with_capacity(batch.len());
+            for c in &batch {
+                let json = String::from_utf8_lossy(&c.payload).into_owned();
+                match normalise(&json) {
+                    Ok(Normalised::Kms { event_id, events }) => {
+                        records.push(NormalisedRecord::new(event_id, json, events))
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        counts.records_rejected += 1;
+                        tracing::warn!(partition = c.partition, offset = c.offset, reason = %e, "record rejected");
+                    }
+                }
+            }
+            alerts.extend(projector.process(&records, now)?.alerts);
+        }
+        // Time-driven alerts: every --sweep-minutes, and as soon as a backlog is caught up.
+        folded_since_sweep |= !batch.is_empty();
+        let caught_up = batch.is_empty() && folded_since_sweep;
+        if caught_up
+            || last_sweep
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(opts.sweep_minutes * 60))
+        {
+            alerts.extend(projector.sweep(now)?);
+            last_sweep = Some(Instant::now());
+            folded_since_sweep = false;
+        }
+        counts.count_alerts(&alerts);
+        for a in &alerts {
+            render::alert(&mut stdout.lock(), a, true)?;
+        }
+        match &notifier {
+            Some(n) => {
+                let d = runtime.block_on(n.deliver(&mut projector, now))?;
+                if d.failed > 0 {
+                    tracing::warn!(
+                        failed = d.failed,
+                        "pages left in the outbox; retried next round"
+                    );
+                }
+            }
+            None => {
+                // Without a topic, stdout is where alerts go: printed is delivered.
+                let ids: Vec<&str> = alerts.iter().map(|a| a.alert_id.as_str()).collect();
+                projector.mark_sent(&ids, now)?;
+            }
+        }
+        if let Some(m) = &metrics {
+            if counts != BatchMetrics::default() {
+                if let Err(e) = runtime.block_on(m.put(&counts)) {
+                    tracing::warn!(error = %e, "metrics not put");
+                }
+            }
+        }
+        // Timelines and outbox are written: now the broker may forget these records.
+        consumer.commit(&settings.topic, &batch)?;
+        if opts
+            .exit_when_idle
+            .is_some_and(|s| last_record.elapsed() >= Duration::from_secs(s))
+        {
+            tracing::info!("idle; exiting");
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! `keywatch run` end to end against real services started by `make test`: the tansu broker
+//! (KEYWATCH_TEST_KAFKA) and the moto AWS server (KEYWATCH_TEST_AWS_ENDPOINT). The sample
+//! records go onto the event log; the pages are read back from an SQS queue subscribed to
+//! the SNS topic. Without the services these tests fail and say so.
+
+use aws_sdk_sns::config::Credentials;
+use keywatch_core::{normalise, Normalised};
+use keywatch_kafka::{ensure_topic, message_keys, EventLogProducer, KafkaSettings};
+use keywatch_reader::{expand_paths, read_path, Item};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn service(var: &str) -> String {
+    let v = std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: this test needs the services `make test` starts")
+    });
+    let addr = v.trim_start_matches("http://").to_owned();
+    assert!(
+        std::net::TcpStream::connect(&addr).is_ok(),
+        "nothing listens at {v} ({var}): run scripts/services.sh start"
+    );
+    v
+}
+
+fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{name}-{}-{nanos}", std::process::id())
+}
+
+/// The bundled samples as (eventID, record JSON, message keys).
+fn sample_records() -> Vec<(String, String, Vec<String>)> {
+    let samples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../samples");
+    let mut out = Vec::new();
+    for f in expand_paths(&[samples]).expect("samples") {
+        read_path(&f, &mut |item| {
+            if let Item::Record { json, .. } = item {
+                if let Ok(Normalised::Kms { event_id, events }) = normalise(&json) {
+                    out.push((event_id, json, message_keys(&events)));
+                }
+            }
+        })
+        .expect("readable");
+    }
+    out
+}
+
+async fn produce(settings: &KafkaSettings, records: &[(String, String, Vec<String>)]) {
+    let producer = EventLogProducer::new(settings).expect("producer");
+    for (id, json, keys) in records {
+        producer
+            .publish(id, json, keys, "test", "2026-11-23T00:00:00Z")
+            .await
+            .expect("acknowledged");
+    }
+}
+
+struct Aws {
+    sqs: aws_sdk_sqs::Client,
+    topic_arn: String,
+    queue_url: String,
+}
+
+async fn aws(endpoint: &str) -> Aws {
+    let config = aws_config::from_env()
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(
+            "testing",
+            "testing",
+            None,
+            None,
+            "keywatch-tests",
+        ))
+        .load()
+        .await;
+    let sns = aws_sdk_sns::Client::new(&config);
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let name = unique("keywatch-pages");
+    let topic_arn = sns
+        .create_topic()
+        .name(&name)
+        .send()
+        .await
+        .expect("topic")
+        .topic_arn()
+        .expect("arn")
+        .to_owned();
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(&name)
+        .send()
+        .await
+        .expect("queue")
+        .queue_url()
+        .expect("url")
+        .to_owned();
+    let arn_attr = aws_sdk_sqs::types::QueueAttributeName::QueueArn;
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(arn_attr.clone())
+        .send()
+        .await
+        .expect("attrs");
+    let queue_arn = attrs
+        .attributes()
+        .and_then(|a| a.get(&arn_attr))
+        .expect("queue arn")
+        .clone();
+    sns.subscribe()
+        .topic_arn(&topic_arn)
+        .protocol("sqs")
+        .endpoint(queue_arn)
+        .send()
+        .await
+        .expect("subscribe");
+    Aws {
+        sqs,
+        topic_arn,
+        queue_url,
+    }
+}
+
+/// Every page in the queue, as alert JSON.
+async fn pages(a: &Aws) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    loop {
+        let r = a
+            .sqs
+            .receive_message()
+            .queue_url(&a.queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receive");
+        if r.messages().is_empty() {
+            return out;
+        }
+        for m in r.messages() {
+            let envelope: serde_json::Value =
+                serde_json::from_str(m.body().unwrap_or_default()).expect("SNS envelope");
+            out.push(
+                serde_json::from_str(envelope["Message"].as_str().unwrap_or_default())
+                    .expect("alert JSON"),
+            );
+            a.sqs
+                .delete_message()
+                .queue_url(&a.queue_url)
+                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .send()
+                .await
+                .expect("delete");
+        }
+    }
+}
+
+fn keywatch_run(
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    db: &str,
+    sns: &str,
+    aws_endpoint: &str,
+) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_keywatch"))
+        .args([
+            "run",
+            "--brokers",
+            brokers,
+            "--topic",
+            topic,
+            "--group",
+            group,
+            "--store",
+            &format!("sqlite:{db}"),
+        ])
+        .args(["--sns-topic-arn", sns, "--exit-when-idle", "3"])
+        .env("AWS_ENDPOINT_URL", aws_endpoint)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .output()
+        .expect("run keywatch")
+}
+
+/// Pages by kind for the alerts that do not depend on the clock.
+fn event_driven(pages: &[serde_json::Value]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for p in pages {
+        let kind = p["kind"].as_str().unwrap_or_default().to_owned();
+        if kind != "deletion_imminent" && kind != "deletion_overdue" {
+            *m.entry(kind).or_default() += 1;
+        }
+    }
+    m
+}
+
+#[tokio::test]
+async fn run_pages_once_per_alert_whatever_the_delivery() {
+    let brokers = service("KEYWATCH_TEST_KAFKA");
+    let endpoint = service("KEYWATCH_TEST_AWS_ENDPOINT");
+    let topic = unique("keywatch-events");
+    let settings = KafkaSettings {
+        brokers: brokers.clone(),
+        topic: topic.clone(),
+        security_protocol: "PLAINTEXT".into(),
+        sasl_mechanism: None,
+        sasl_username: None,
+        sasl_password: None,
+    };
+    ensure_topic(&settings, 3).await.expect("topic");
+    let records = sample_records();
+    produce(&settings, &records).await;
+    let a = aws(&endpoint).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("k.db").display().to_string();
+    let group = unique("keywatch-projector");
+
+    let out = keywatch_run(&brokers, &topic, &group, &db, &a.topic_arn, &endpoint);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = pages(&a).await;
+    let expected: BTreeMap<String, usize> = [
+        ("deletion_cancelled", 1),
+        ("deletion_scheduled", 6),
+        ("key_deleted", 3),
+        ("orphaned_key_material", 1),
+        ("pending_deletion_key_used", 4),
+    ]
+    .into_iter()
+    .map(|(k, n)| (k.to_owned(), n))
+    .collect();
+    assert_eq!(event_driven(&first), expected);
+    let mut ids: Vec<&str> = first
+        .iter()
+        .filter_map(|p| p["alert_id"].as_str())
+        .collect();
+    let n = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "no alert paged twice");
+
+    // Everything again, reversed and duplicated: the event log may redeliver; nobody is paged.
+    let mut again: Vec<_> = records.iter().rev().cloned().collect();
+    again.extend(records.iter().step_by(3).cloned());
+    produce(&settings, &again).await;
+    let out = keywatch_run(&brokers, &topic, &group, &db, &a.topic_arn, &endpoint);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(pages(&a).await.is_empty(), "redelivery pages nobody");
+}
+
+#[tokio::test]
+async fn pages_wait_in_the_outbox_while_sns_is_unreachable_and_go_out_once() {
+    let brokers = service("KEYWATCH_TEST_KAFKA");
+    let endpoint = service("KEYWATCH_TEST_AWS_ENDPOINT");
+    let topic = unique("keywatch-events");
+    let settings = KafkaSettings {
+        brokers: brokers.clone(),
+        topic: topic.clone(),
+        security_protocol: "PLAINTEXT".into(),
+        sasl_mechanism: None,
+        sasl_username: None,
+        sasl_password: None,
+    };
+    ensure_topic(&settings, 1).await.expect("topic");
+    produce(&settings, &sample_records()).await;
+    let a = aws(&endpoint).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("k.db").display().to_string();
+    let group = unique("keywatch-projector");
+
+    // SNS down: the run still commits (timelines and outbox are written), nothing is paged.
+    let down = keywatch_run(
+        &brokers,
+        &topic,
+        &group,
+        &db,
+        &a.topic_arn,
+        "http://127.0.0.1:9",
+    );
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&down.stderr).contains("outbox"),
+        "says the pages wait"
+    );
+    assert!(pages(&a).await.is_empty());
+
+    // SNS back: the outbox goes out, each page once.
+    let up = keywatch_run(&brokers, &topic, &group, &db, &a.topic_arn, &endpoint);
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let sent = pages(&a).await;
+    assert_eq!(event_driven(&sent).values().sum::<usize>(), 15);
+    let up_again = keywatch_run(&brokers, &topic, &group, &db, &a.topic_arn, &endpoint);
+    assert!(up_again.status.success());
+    assert!(pages(&a).await.is_empty(), "sent once");
+}
