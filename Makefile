@@ -54,9 +54,10 @@ services-start: tools
 services-stop:
 	scripts/services.sh stop
 
-lint:
+lint: tools
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(VENV)/bin/cfn-lint infra/template.yaml
 
 ## Generates a corpus of >= 1 million records and measures keywatch beside zcat and DuckDB.
 bench: build

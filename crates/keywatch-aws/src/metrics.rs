@@ -59,6 +59,11 @@ impl BatchMetrics {
                 vec![dim("KeyId", key_id)],
             ));
         }
+        // Undimensioned: what the CloudWatch alarm in infra/template.yaml watches.
+        let total: u64 = by_place.values().sum();
+        if total > 0 {
+            out.push(datum("PendingDeletionKeyUsage", total, vec![]));
+        }
         for ((account, region), n) in by_place {
             out.push(datum(
                 "PendingDeletionKeyUsage",

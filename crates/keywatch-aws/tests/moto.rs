@@ -219,4 +219,32 @@ async fn metrics_land_in_cloudwatch() {
         .expect("statistics");
     let sum: f64 = stats.datapoints().iter().filter_map(|d| d.sum()).sum();
     assert!(sum >= 6.0, "two alerts of three uses each: {sum}");
+    // The alarm's metric has no dimensions.
+    let alarm_metric = cw
+        .get_metric_statistics()
+        .namespace(NAMESPACE)
+        .metric_name("PendingDeletionKeyUsage")
+        .start_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
+            chrono::Utc::now().timestamp() - 600,
+        ))
+        .end_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(
+            chrono::Utc::now().timestamp() + 600,
+        ))
+        .period(60)
+        .statistics(aws_sdk_cloudwatch::types::Statistic::Sum)
+        .send()
+        .await
+        .expect("statistics");
+    let total: f64 = alarm_metric
+        .datapoints()
+        .iter()
+        .filter_map(|d| d.sum())
+        .sum();
+    assert!(total >= 6.0, "undimensioned total: {total}");
+    assert!(
+        listed.metrics().iter().any(
+            |m| m.metric_name() == Some("PendingDeletionKeyUsage") && m.dimensions().is_empty()
+        ),
+        "an undimensioned PendingDeletionKeyUsage for the alarm"
+    );
 }
