@@ -19,6 +19,9 @@ pub enum StoreError {
     /// The database failed.
     #[error("database error: {0}")]
     Database(String),
+    /// Another writer changed what this batch read (optimistic concurrency); redo the batch.
+    #[error("write conflict on {0}")]
+    Conflict(String),
     /// Stored data could not be read back.
     #[error("corrupt stored {what}: {reason}")]
     Corrupt {

@@ -82,6 +82,8 @@ pub struct Projector<S: Store> {
 }
 
 const CACHE_LIMIT: usize = 50_000;
+/// How often a batch is redone when another writer saved the same timeline first.
+const MAX_CONFLICT_RETRIES: usize = 5;
 
 impl<S: Store> Projector<S> {
     /// A projector over `store` with rule settings `config`.
@@ -160,6 +162,17 @@ impl<S: Store> Projector<S> {
         batch: &[NormalisedRecord],
         as_of: Timestamp,
     ) -> Result<BatchOutcome, StoreError> {
+        // Another projector may have saved a timeline we read (optimistic concurrency): redo
+        // the batch on fresh timelines. Records it already appended are folded as needed.
+        for _ in 1..MAX_CONFLICT_RETRIES {
+            match self.in_batch(|p| p.project(batch, as_of)) {
+                Err(StoreError::Conflict(what)) => {
+                    tracing::info!(%what, "write conflict; retrying the batch");
+                    self.cache.clear();
+                }
+                other => return other,
+            }
+        }
         self.in_batch(|p| p.project(batch, as_of))
     }
 
@@ -203,22 +216,22 @@ impl<S: Store> Projector<S> {
             })
             .collect();
         let fresh = self.store.append_records(&to_append)?;
-        let new: Vec<&NormalisedRecord> = unique
-            .iter()
-            .zip(&fresh)
-            .filter(|(_, f)| **f)
-            .map(|(r, _)| *r)
-            .collect();
-        outcome.new_records = new.len();
-        outcome.duplicate_records += unique.len() - new.len();
+        outcome.new_records = fresh.iter().filter(|f| **f).count();
+        outcome.duplicate_records += unique.len() - outcome.new_records;
 
-        // Group the new events: per key, and the key store events in the batch.
-        let mut per_key: BTreeMap<KeyArn, Vec<&KmsEvent>> = BTreeMap::new();
+        // Group the events per key, marking those of records the log already had. Those are
+        // normally folded already; but a store without atomic batches (DynamoDB) can have
+        // appended a record and failed before saving the timeline, and then its events still
+        // follow the timeline and must be folded now.
+        let mut per_key: BTreeMap<KeyArn, Vec<(&KmsEvent, bool)>> = BTreeMap::new();
         let mut store_events: Vec<&KmsEvent> = Vec::new();
-        for e in new.iter().flat_map(|r| &r.events) {
-            match e {
-                KmsEvent::Key(k) => per_key.entry(k.key.clone()).or_default().push(e),
-                KmsEvent::KeyStore(_) => store_events.push(e),
+        for (r, new) in unique.iter().zip(&fresh) {
+            for e in &r.events {
+                match e {
+                    KmsEvent::Key(k) => per_key.entry(k.key.clone()).or_default().push((e, *new)),
+                    KmsEvent::KeyStore(_) if *new => store_events.push(e),
+                    KmsEvent::KeyStore(_) => {}
+                }
             }
         }
         let mut affected: BTreeSet<KeyArn> = per_key.keys().cloned().collect();
@@ -235,20 +248,30 @@ impl<S: Store> Projector<S> {
 
         let mut touched = Vec::with_capacity(affected.len());
         for key in affected {
-            let mut events: Vec<&KmsEvent> = per_key.remove(&key).unwrap_or_default();
+            let mut timeline = self.timeline(&key)?;
+            let mut events: Vec<&KmsEvent> = per_key
+                .remove(&key)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(e, new)| *new || timeline.follows(e))
+                .map(|(e, _)| e)
+                .collect();
             events.extend(store_events.iter().copied().filter(|e| match e {
                 KmsEvent::KeyStore(s) => {
                     s.key_store.account == key.account() && s.key_store.region == key.region()
                 }
                 KmsEvent::Key(_) => false,
             }));
+            if events.is_empty() {
+                self.cache.insert(key, timeline);
+                continue;
+            }
             events.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
-            let mut timeline = self.timeline(&key)?;
             if events.first().is_some_and(|e| timeline.follows(e)) {
                 for e in events {
                     timeline.apply(e);
                 }
-            } else if !events.is_empty() {
+            } else {
                 timeline = self.rebuild(&key)?;
                 outcome.rebuilds += 1;
             }

@@ -152,17 +152,29 @@ fn a_late_record_rebuilds_the_timeline_from_the_event_log() {
 struct Flaky {
     inner: SqliteStore,
     fail_saves: bool,
+    /// Like DynamoDB: no unit of work, every write stands on its own.
+    atomic: bool,
+    /// Saves that fail as if another writer got there first.
+    conflicts: usize,
 }
 
 impl Store for Flaky {
     fn begin_batch(&mut self) -> Result<(), keywatch_store::StoreError> {
-        self.inner.begin_batch()
+        if self.atomic {
+            self.inner.begin_batch()?;
+        }
+        Ok(())
     }
     fn commit_batch(&mut self) -> Result<(), keywatch_store::StoreError> {
-        self.inner.commit_batch()
+        if self.atomic {
+            self.inner.commit_batch()?;
+        }
+        Ok(())
     }
     fn abort_batch(&mut self) {
-        self.inner.abort_batch()
+        if self.atomic {
+            self.inner.abort_batch()
+        }
     }
     fn append_records(
         &mut self,
@@ -189,6 +201,12 @@ impl Store for Flaky {
         if self.fail_saves {
             return Err(keywatch_store::StoreError::Database(
                 "disk full (test)".into(),
+            ));
+        }
+        if self.conflicts > 0 {
+            self.conflicts -= 1;
+            return Err(keywatch_store::StoreError::Conflict(
+                "a timeline (test)".into(),
             ));
         }
         self.inner.save_timelines(t)
@@ -237,6 +255,8 @@ fn a_batch_that_fails_half_way_stores_nothing_and_its_retry_loses_nothing() {
     let store = Flaky {
         inner: SqliteStore::in_memory().expect("store"),
         fail_saves: true,
+        atomic: true,
+        conflicts: 0,
     };
     let mut p = Projector::new(store, AlertConfig::default());
     let records = normalised(&[
@@ -258,6 +278,8 @@ fn a_batch_that_fails_half_way_stores_nothing_and_its_retry_loses_nothing() {
         Flaky {
             inner: p.into_store().inner,
             fail_saves: false,
+            atomic: true,
+            conflicts: 0,
         },
         AlertConfig::default(),
     );
@@ -297,4 +319,75 @@ fn raised_alerts_wait_in_the_outbox_until_marked_sent() {
         .map(|a| a.alert_id)
         .collect();
     assert_eq!(left, [unsent[1].clone()]);
+}
+
+fn three_records() -> Vec<NormalisedRecord> {
+    normalised(&[
+        create_key(
+            "2026-01-01T00:00:00Z",
+            "create",
+            "AWS_KMS",
+            None,
+            None,
+            None,
+        ),
+        schedule("2026-11-01T00:00:00Z", "sched", 7, None),
+        rejected("Decrypt", "2026-11-01T10:00:00Z", "use-1", APP_ROLE),
+    ])
+}
+
+#[test]
+fn without_atomic_batches_records_kept_by_a_failed_batch_are_still_folded_on_retry() {
+    let store = Flaky {
+        inner: SqliteStore::in_memory().expect("store"),
+        fail_saves: true,
+        atomic: false,
+        conflicts: 0,
+    };
+    let mut p = Projector::new(store, AlertConfig::default());
+    assert!(p.process(&three_records(), as_of()).is_err());
+    let mut store = p.into_store();
+    store.fail_saves = false;
+    let mut p = Projector::new(store, AlertConfig::default());
+    let out = p.process(&three_records(), as_of()).expect("retry");
+    assert_eq!(
+        (out.new_records, out.duplicate_records),
+        (0, 3),
+        "the log kept them"
+    );
+    assert_eq!(
+        out.alerts.len(),
+        2,
+        "and they were folded: schedule and page"
+    );
+    let key = KeyArn::parse(KEY).expect("key");
+    let t = p.store().load_timeline(&key).expect("load").expect("saved");
+    assert_eq!(t.event_count, 3);
+    // A plain redelivery afterwards changes nothing.
+    let again = p.process(&three_records(), as_of()).expect("redelivery");
+    assert!(again.alerts.is_empty());
+    assert_eq!(
+        p.store()
+            .load_timeline(&key)
+            .expect("load")
+            .expect("saved")
+            .event_count,
+        3
+    );
+}
+
+#[test]
+fn a_write_conflict_is_retried_and_loses_nothing() {
+    let store = Flaky {
+        inner: SqliteStore::in_memory().expect("store"),
+        fail_saves: false,
+        atomic: true,
+        conflicts: 2,
+    };
+    let mut p = Projector::new(store, AlertConfig::default());
+    let out = p
+        .process(&three_records(), as_of())
+        .expect("retried past two conflicts");
+    assert_eq!(out.alerts.len(), 2);
+    assert_eq!(p.store().conflicts, 0);
 }
