@@ -1,11 +1,13 @@
 //! keywatch's AWS adapters: thin shells that send what the core decided. SNS pages
-//! ([`SnsPager`]) and CloudWatch metrics ([`Metrics`]). Endpoints come from the SDK's usual
+//! ([`SnsPager`]), CloudWatch metrics ([`Metrics`]) and the DynamoDB store ([`DynamoStore`]). Endpoints come from the SDK's usual
 //! configuration, including `AWS_ENDPOINT_URL` (which the tests point at a moto server).
 
+mod dynamo;
 mod metrics;
 mod notifier;
 mod pager;
 
+pub use dynamo::DynamoStore;
 pub use metrics::{BatchMetrics, Metrics, NAMESPACE};
 pub use notifier::{Delivery, Notifier, OUTBOX_BATCH};
 pub use pager::{PageError, SnsPager};

@@ -1,0 +1,564 @@
+//! The DynamoDB store, for the Lambda functions: one table (`pk`, `sk`), on demand.
+//!
+//! | item | pk | sk |
+//! |---|---|---|
+//! | a CloudTrail record (encoded) | `rec#<eventID>` | `rec` |
+//! | a stream entry | `stream#<stream>` | `<eventTime ms, 15 digits>#<eventID>` |
+//! | a timeline (JSON, `version`) | `key#<arn>` | `timeline` |
+//! | the key list | `keys` | `<arn>` |
+//! | keys by key ID | `keyid#<id>` | `<arn>` |
+//! | keys pending deletion | `pending` | `<arn>` |
+//! | keys of a custom key store | `cks#<account>/<region>/<id>` | `<arn>` |
+//! | a raised alert | `alert#<id>` | `alert` |
+//! | the outbox | `outbox` | `<alert id>` |
+//!
+//! Records and alerts are put with `attribute_not_exists(pk)`, so each is stored once;
+//! timelines are put with a `version` condition (optimistic concurrency: a conflict is
+//! [`StoreError::Conflict`] and the projector redoes the batch). DynamoDB has no unit of
+//! work spanning a batch: each write stands alone, and the projector heals a batch that
+//! failed half-way (see `Projector::process`).
+//!
+//! The [`Store`] trait is synchronous; calls block in place on the Tokio runtime they are
+//! made from, which must be multi-threaded (as `#[tokio::main]` and the Lambda runtime are).
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, KeysAndAttributes,
+    ScalarAttributeType,
+};
+use aws_sdk_dynamodb::Client;
+use keywatch_core::{Alert, KeyArn, KeyState, KeyStoreRef, KeyTimeline, Timestamp};
+use keywatch_store::{decode_record, KeySummary, RecordToAppend, Store, StoreError, StreamId};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// keywatch's store in a DynamoDB table.
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    runtime: tokio::runtime::Handle,
+    /// The `version` of each timeline as last read or written.
+    versions: Mutex<HashMap<String, i64>>,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn db(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+fn err<E, R>(e: aws_sdk_dynamodb::error::SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    StoreError::Database(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
+}
+
+fn text<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+}
+
+fn number(item: &Item, name: &str) -> Option<i64> {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+fn arn(text: &str) -> Result<KeyArn, StoreError> {
+    KeyArn::parse(text).ok_or_else(|| StoreError::Corrupt {
+        what: "key ARN",
+        reason: text.to_owned(),
+    })
+}
+
+impl DynamoStore {
+    /// A store in `table`, calling DynamoDB through `config` on the current Tokio runtime.
+    pub fn new(
+        config: &aws_config::SdkConfig,
+        table: impl Into<String>,
+    ) -> Result<Self, StoreError> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| db("the DynamoDB store needs a Tokio runtime"))?;
+        Ok(DynamoStore {
+            client: Client::new(config),
+            table: table.into(),
+            runtime,
+            versions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Creates the table (on demand) if it does not exist: for local runs and tests; in AWS
+    /// the template creates it.
+    pub async fn create_table(
+        config: &aws_config::SdkConfig,
+        table: &str,
+    ) -> Result<(), StoreError> {
+        let client = Client::new(config);
+        let attr = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(db)
+        };
+        let key = |name: &str, t: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(t)
+                .build()
+                .map_err(db)
+        };
+        let result = client
+            .create_table()
+            .table_name(table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attr("pk")?)
+            .attribute_definitions(attr("sk")?)
+            .key_schema(key("pk", KeyType::Hash)?)
+            .key_schema(key("sk", KeyType::Range)?)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_resource_in_use_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    fn block<F: Future>(&self, f: F) -> F::Output {
+        tokio::task::block_in_place(|| self.runtime.block_on(f))
+    }
+
+    /// Every item of a partition, in sort key order.
+    fn query(&self, pk: &str, limit: Option<i32>) -> Result<Vec<Item>, StoreError> {
+        self.block(async {
+            let mut out = Vec::new();
+            let mut start: Option<Item> = None;
+            loop {
+                let page = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("pk = :pk")
+                    .expression_attribute_values(":pk", s(pk))
+                    .set_exclusive_start_key(start.take())
+                    .set_limit(limit)
+                    .send()
+                    .await
+                    .map_err(err)?;
+                out.extend(page.items().iter().cloned());
+                match page.last_evaluated_key() {
+                    Some(k) if limit.is_none_or(|l| (out.len() as i32) < l) => {
+                        start = Some(k.clone())
+                    }
+                    _ => return Ok(out),
+                }
+            }
+        })
+    }
+
+    fn put(&self, item: Item, condition: Option<(&str, Item)>) -> Result<bool, StoreError> {
+        self.block(async {
+            let mut req = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item));
+            if let Some((expr, values)) = condition {
+                req = req.condition_expression(expr);
+                if !values.is_empty() {
+                    req = req.set_expression_attribute_values(Some(values));
+                }
+            }
+            match req.send().await {
+                Ok(_) => Ok(true),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+                {
+                    Ok(false)
+                }
+                Err(e) => Err(err(e)),
+            }
+        })
+    }
+
+    fn delete(&self, pk: &str, sk: &str) -> Result<(), StoreError> {
+        self.block(async {
+            self.client
+                .delete_item()
+                .table_name(&self.table)
+                .key("pk", s(pk))
+                .key("sk", s(sk))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(err)
+        })
+    }
+
+    fn was_sent(&self, alert_id: &str) -> Result<bool, StoreError> {
+        let out = self
+            .block(
+                self.client
+                    .get_item()
+                    .table_name(&self.table)
+                    .key("pk", s(format!("alert#{alert_id}")))
+                    .key("sk", s("alert"))
+                    .consistent_read(true)
+                    .send(),
+            )
+            .map_err(err)?;
+        Ok(out.item().is_some_and(|i| i.contains_key("sent_at")))
+    }
+
+    fn arns(&self, pk: &str) -> Result<Vec<KeyArn>, StoreError> {
+        self.query(pk, None)?
+            .iter()
+            .filter_map(|i| text(i, "sk"))
+            .map(arn)
+            .collect()
+    }
+}
+
+impl Store for DynamoStore {
+    fn begin_batch(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn commit_batch(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn abort_batch(&mut self) {
+        // Nothing to undo: writes stand alone. Versions read in the batch may be stale.
+        if let Ok(mut v) = self.versions.lock() {
+            v.clear();
+        }
+    }
+
+    fn append_records(&mut self, records: &[RecordToAppend<'_>]) -> Result<Vec<bool>, StoreError> {
+        let mut fresh = Vec::with_capacity(records.len());
+        for r in records {
+            let item: Item = [
+                ("pk".to_owned(), s(format!("rec#{}", r.event_id))),
+                ("sk".to_owned(), s("rec")),
+                ("t".to_owned(), n(r.event_time.millis())),
+                (
+                    "body".to_owned(),
+                    AttributeValue::B(r.stored.to_vec().into()),
+                ),
+            ]
+            .into();
+            // The stream entries first: harmless if repeated, and never missing for a stored record.
+            for stream in &r.streams {
+                let entry: Item = [
+                    ("pk".to_owned(), s(format!("stream#{}", stream.as_text()))),
+                    (
+                        "sk".to_owned(),
+                        s(format!("{:015}#{}", r.event_time.millis(), r.event_id)),
+                    ),
+                ]
+                .into();
+                self.put(entry, None)?;
+            }
+            fresh.push(self.put(item, Some(("attribute_not_exists(pk)", Item::new())))?);
+        }
+        Ok(fresh)
+    }
+
+    fn stream_records(&self, stream: &StreamId) -> Result<Vec<String>, StoreError> {
+        let entries = self.query(&format!("stream#{}", stream.as_text()), None)?;
+        let ids: Vec<String> = entries
+            .iter()
+            .filter_map(|e| {
+                text(e, "sk")
+                    .and_then(|sk| sk.split_once('#'))
+                    .map(|(_, id)| id.to_owned())
+            })
+            .collect();
+        let mut bodies: HashMap<String, Vec<u8>> = HashMap::new();
+        for chunk in ids.chunks(100) {
+            let mut keys = KeysAndAttributes::builder();
+            for id in chunk {
+                keys = keys.keys(
+                    [
+                        ("pk".to_owned(), s(format!("rec#{id}"))),
+                        ("sk".to_owned(), s("rec")),
+                    ]
+                    .into(),
+                );
+            }
+            let mut request: HashMap<String, KeysAndAttributes> =
+                [(self.table.clone(), keys.build().map_err(db)?)].into();
+            while !request.is_empty() {
+                let out = self
+                    .block(
+                        self.client
+                            .batch_get_item()
+                            .set_request_items(Some(request))
+                            .send(),
+                    )
+                    .map_err(err)?;
+                for item in out
+                    .responses()
+                    .and_then(|r| r.get(&self.table))
+                    .into_iter()
+                    .flatten()
+                {
+                    if let (Some(pk), Some(AttributeValue::B(b))) =
+                        (text(item, "pk"), item.get("body"))
+                    {
+                        bodies.insert(
+                            pk.trim_start_matches("rec#").to_owned(),
+                            b.clone().into_inner(),
+                        );
+                    }
+                }
+                request = out.unprocessed_keys().cloned().unwrap_or_default();
+            }
+        }
+        ids.iter()
+            .map(|id| {
+                let body = bodies.get(id).ok_or_else(|| StoreError::Corrupt {
+                    what: "stream",
+                    reason: format!("entry for record {id}, which is not stored"),
+                })?;
+                decode_record(body)
+            })
+            .collect()
+    }
+
+    fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, StoreError> {
+        let out = self
+            .block(
+                self.client
+                    .get_item()
+                    .table_name(&self.table)
+                    .key("pk", s(format!("key#{key}")))
+                    .key("sk", s("timeline"))
+                    .consistent_read(true)
+                    .send(),
+            )
+            .map_err(err)?;
+        let Some(item) = out.item() else {
+            return Ok(None);
+        };
+        let version = number(item, "version").unwrap_or(0);
+        self.versions
+            .lock()
+            .map_err(db)?
+            .insert(key.to_string(), version);
+        let json = text(item, "json").unwrap_or_default();
+        serde_json::from_str(json)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                what: "timeline",
+                reason: e.to_string(),
+            })
+    }
+
+    fn save_timelines(&mut self, timelines: &[&KeyTimeline]) -> Result<(), StoreError> {
+        for t in timelines {
+            let arn_text = t.key_arn.to_string();
+            let known = self.versions.lock().map_err(db)?.get(&arn_text).copied();
+            let json = serde_json::to_string(t).map_err(|e| StoreError::Corrupt {
+                what: "timeline",
+                reason: e.to_string(),
+            })?;
+            let version = known.unwrap_or(0) + 1;
+            let item: Item = [
+                ("pk".to_owned(), s(format!("key#{arn_text}"))),
+                ("sk".to_owned(), s("timeline")),
+                ("json".to_owned(), s(json)),
+                ("version".to_owned(), n(version)),
+            ]
+            .into();
+            let condition = match known {
+                Some(v) => ("version = :v", [(":v".to_owned(), n(v))].into()),
+                None => ("attribute_not_exists(pk)", Item::new()),
+            };
+            if !self.put(item, Some(condition))? {
+                return Err(StoreError::Conflict(format!("timeline of {arn_text}")));
+            }
+            self.versions
+                .lock()
+                .map_err(db)?
+                .insert(arn_text.clone(), version);
+
+            // The indexes.
+            let mut summary: Item = [
+                ("pk".to_owned(), s("keys")),
+                ("sk".to_owned(), s(arn_text.clone())),
+                ("state".to_owned(), s(t.state.as_str())),
+            ]
+            .into();
+            if let Some(d) = t.deletion_date {
+                summary.insert("deletion_date".into(), n(d.millis()));
+            }
+            if let Some(u) = t.last_use() {
+                summary.insert("last_use".into(), n(u.millis()));
+            }
+            if let Some(ks) = t.key_store_ref() {
+                summary.insert("cks".into(), s(ks.custom_key_store_id.clone()));
+                self.put(
+                    [
+                        ("pk".to_owned(), s(format!("cks#{ks}"))),
+                        ("sk".to_owned(), s(arn_text.clone())),
+                    ]
+                    .into(),
+                    None,
+                )?;
+            }
+            self.put(summary, None)?;
+            self.put(
+                [
+                    ("pk".to_owned(), s(format!("keyid#{}", t.key_arn.key_id()))),
+                    ("sk".to_owned(), s(arn_text.clone())),
+                ]
+                .into(),
+                None,
+            )?;
+            if t.state.is_pending_deletion() {
+                self.put(
+                    [
+                        ("pk".to_owned(), s("pending")),
+                        ("sk".to_owned(), s(arn_text.clone())),
+                    ]
+                    .into(),
+                    None,
+                )?;
+            } else {
+                self.delete("pending", &arn_text)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn keys_in_key_store(&self, key_store: &KeyStoreRef) -> Result<Vec<KeyArn>, StoreError> {
+        self.arns(&format!("cks#{key_store}"))
+    }
+
+    fn find_keys(&self, key: &str) -> Result<Vec<KeyArn>, StoreError> {
+        match KeyArn::parse(key) {
+            Some(a) => Ok(self
+                .arns(&format!("keyid#{}", a.key_id()))?
+                .into_iter()
+                .filter(|k| *k == a)
+                .collect()),
+            None => self.arns(&format!("keyid#{key}")),
+        }
+    }
+
+    fn keys_pending_deletion(&self) -> Result<Vec<KeyArn>, StoreError> {
+        self.arns("pending")
+    }
+
+    fn key_count(&self) -> Result<u64, StoreError> {
+        Ok(self.query("keys", None)?.len() as u64)
+    }
+
+    fn list_keys(&self, state: Option<&str>) -> Result<Vec<KeySummary>, StoreError> {
+        Ok(self
+            .query("keys", None)?
+            .iter()
+            .filter(|i| state.is_none_or(|st| text(i, "state") == Some(st)))
+            .map(|i| KeySummary {
+                key_arn: text(i, "sk").unwrap_or_default().to_owned(),
+                state: text(i, "state")
+                    .unwrap_or(KeyState::Unknown.as_str())
+                    .to_owned(),
+                deletion_date: number(i, "deletion_date").map(Timestamp::from_millis),
+                last_use: number(i, "last_use").map(Timestamp::from_millis),
+                custom_key_store_id: text(i, "cks").map(str::to_owned),
+            })
+            .collect())
+    }
+
+    fn unsent_alerts(&self, limit: usize) -> Result<Vec<Alert>, StoreError> {
+        let mut alerts: Vec<Alert> = self
+            .query("outbox", None)?
+            .iter()
+            .filter_map(|i| text(i, "json"))
+            .map(|j| {
+                serde_json::from_str(j).map_err(|e| StoreError::Corrupt {
+                    what: "alert",
+                    reason: e.to_string(),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        alerts.sort_by(|a, b| (a.event_time, &a.alert_id).cmp(&(b.event_time, &b.alert_id)));
+        alerts.truncate(limit);
+        Ok(alerts)
+    }
+
+    fn mark_sent(&mut self, alert_ids: &[&str], at: Timestamp) -> Result<(), StoreError> {
+        for id in alert_ids {
+            self.block(
+                self.client
+                    .update_item()
+                    .table_name(&self.table)
+                    .key("pk", s(format!("alert#{id}")))
+                    .key("sk", s("alert"))
+                    .update_expression("SET sent_at = :t")
+                    .expression_attribute_values(":t", n(at.millis()))
+                    .send(),
+            )
+            .map_err(err)?;
+            self.delete("outbox", id)?;
+        }
+        Ok(())
+    }
+
+    fn record_alerts(
+        &mut self,
+        alerts: &[Alert],
+        raised_at: Timestamp,
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut fresh = Vec::with_capacity(alerts.len());
+        for a in alerts {
+            let json = serde_json::to_string(a).map_err(|e| StoreError::Corrupt {
+                what: "alert",
+                reason: e.to_string(),
+            })?;
+            let outbox: Item = [
+                ("pk".to_owned(), s("outbox")),
+                ("sk".to_owned(), s(a.alert_id.clone())),
+                ("json".to_owned(), s(json.clone())),
+            ]
+            .into();
+            let record: Item = [
+                ("pk".to_owned(), s(format!("alert#{}", a.alert_id))),
+                ("sk".to_owned(), s("alert")),
+                ("kind".to_owned(), s(a.kind.as_str())),
+                ("raised_at".to_owned(), n(raised_at.millis())),
+                ("json".to_owned(), s(json)),
+            ]
+            .into();
+            let new = self.put(record, Some(("attribute_not_exists(pk)", Item::new())))?;
+            // Queue it when new; and when raised before but never sent (a crash between the
+            // two puts), queue it again: the outbox item is the same, so this is idempotent.
+            if new || !self.was_sent(&a.alert_id)? {
+                self.put(outbox, None)?;
+            }
+            fresh.push(new);
+        }
+        Ok(fresh)
+    }
+}
