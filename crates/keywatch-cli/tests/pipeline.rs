@@ -1,12 +1,15 @@
 //! The deployable path end to end on real services (`make test` starts them): EventBridge
 //! envelopes invoked on the `keywatch-ingest` function under the Lambda runtime emulator
-//! (`cargo lambda watch`, KEYWATCH_TEST_LAMBDA) → the Kafka event log (tansu) → the projector
-//! (`keywatch run`) → SNS (moto) → an SQS subscriber. The pages must be the alerts `keywatch
-//! replay` raises for the same records.
+//! (`cargo lambda watch`, KEYWATCH_TEST_LAMBDA) → the Kafka event log (tansu) → the
+//! `keywatch-projector` function (invoked with the KafkaEvent the event source mapping would
+//! send) → DynamoDB and SNS (moto) → an SQS subscriber; then the same records through the
+//! standalone projector, `keywatch run`. Both must page exactly what `keywatch replay` raises.
 
 use aws_sdk_sns::config::Credentials;
+use base64::Engine;
+use keywatch_kafka::{EventLogConsumer, KafkaSettings};
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn service(var: &str) -> String {
@@ -24,7 +27,8 @@ fn service(var: &str) -> String {
 /// POSTs to the Lambda runtime emulator; returns (status line, body).
 fn invoke(addr: &str, function: &str, body: &[u8]) -> (String, String) {
     let mut s = std::net::TcpStream::connect(addr).expect("emulator");
-    s.set_read_timeout(Some(std::time::Duration::from_secs(300)))
+    // The first invocation of a function compiles it.
+    s.set_read_timeout(Some(std::time::Duration::from_secs(600)))
         .expect("timeout");
     let head = format!(
         "POST /2015-03-31/functions/{function}/invocations HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -45,7 +49,7 @@ fn invoke(addr: &str, function: &str, body: &[u8]) -> (String, String) {
     (status, body)
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn eventbridge_to_ingest_to_kafka_to_projector_to_sns_pages_what_replay_raises() {
     let lambda = service("KEYWATCH_TEST_LAMBDA");
     let brokers = service("KEYWATCH_TEST_KAFKA");
@@ -54,6 +58,7 @@ async fn eventbridge_to_ingest_to_kafka_to_projector_to_sns_pages_what_replay_ra
     let samples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../samples/eventbridge.jsonl");
     let envelopes = std::fs::read_to_string(&samples).expect("samples");
 
+    // EventBridge → ingest → Kafka.
     let mut published = 0;
     for line in envelopes.lines().filter(|l| !l.trim().is_empty()) {
         let (status, body) = invoke(&lambda, "keywatch-ingest", line.as_bytes());
@@ -75,7 +80,6 @@ async fn eventbridge_to_ingest_to_kafka_to_projector_to_sns_pages_what_replay_ra
         "{status}: {body}"
     );
 
-    // The projector consumes the log and pages through SNS into an SQS queue.
     let config = aws_config::from_env()
         .endpoint_url(&endpoint)
         .region(aws_config::Region::new("us-east-1"))
@@ -90,45 +94,91 @@ async fn eventbridge_to_ingest_to_kafka_to_projector_to_sns_pages_what_replay_ra
         .await;
     let sns = aws_sdk_sns::Client::new(&config);
     let sqs = aws_sdk_sqs::Client::new(&config);
-    let topic_arn = sns
-        .create_topic()
-        .name("keywatch-pipeline")
-        .send()
-        .await
-        .expect("topic")
-        .topic_arn()
-        .expect("arn")
-        .to_owned();
-    let queue_url = sqs
-        .create_queue()
-        .queue_name("keywatch-pipeline")
-        .send()
-        .await
-        .expect("queue")
-        .queue_url()
-        .expect("url")
-        .to_owned();
-    let arn_attr = aws_sdk_sqs::types::QueueAttributeName::QueueArn;
-    let attrs = sqs
-        .get_queue_attributes()
-        .queue_url(&queue_url)
-        .attribute_names(arn_attr.clone())
-        .send()
-        .await
-        .expect("attrs");
-    let queue_arn = attrs
-        .attributes()
-        .and_then(|a| a.get(&arn_attr))
-        .expect("queue arn")
-        .clone();
-    sns.subscribe()
-        .topic_arn(&topic_arn)
-        .protocol("sqs")
-        .endpoint(queue_arn)
-        .send()
-        .await
-        .expect("subscribe");
+    let reference = replay_alerts(&samples);
+    assert!(reference
+        .iter()
+        .any(|(k, _)| k == "pending_deletion_key_used"));
 
+    // 1. The projector function, as the Kafka event source mapping invokes it.
+    keywatch_aws::DynamoStore::create_table(&config, "keywatch-lambda")
+        .await
+        .expect("table");
+    let (lambda_topic_arn, lambda_queue) =
+        subscribed_queue(&sns, &sqs, "keywatch-lambda-pages").await;
+    assert_eq!(
+        lambda_topic_arn, "arn:aws:sns:us-east-1:123456789012:keywatch-lambda-pages",
+        "as the emulator is configured"
+    );
+    let settings = KafkaSettings {
+        brokers: brokers.clone(),
+        topic: topic.clone(),
+        security_protocol: "PLAINTEXT".into(),
+        sasl_mechanism: None,
+        sasl_username: None,
+        sasl_password: None,
+    };
+    let consumer = EventLogConsumer::new(&settings, "keywatch-lambda-esm").expect("consumer");
+    let mut consumed = Vec::new();
+    for _ in 0..60 {
+        consumed.extend(
+            consumer
+                .poll_batch(10_000, std::time::Duration::from_millis(500))
+                .expect("poll"),
+        );
+        if consumed.len() >= published as usize {
+            break;
+        }
+    }
+    assert_eq!(
+        consumed.len(),
+        published as usize,
+        "what ingest put on the log"
+    );
+    let (status, body) = invoke(
+        &lambda,
+        "keywatch-projector",
+        kafka_event(&topic, &consumed).to_string().as_bytes(),
+    );
+    assert!(status.contains("200"), "{status}: {body}");
+    assert!(body.contains(r#""left_in_outbox":0"#), "{body}");
+    assert_eq!(
+        event_driven(pages(&sqs, &lambda_queue).await),
+        reference,
+        "the projector function pages what replay raises"
+    );
+    // The event source mapping retries a batch, and the log redelivers: nobody is paged again.
+    let mut again = consumed.clone();
+    again.reverse();
+    again.extend(consumed.iter().step_by(2).cloned());
+    let (status, body) = invoke(
+        &lambda,
+        "keywatch-projector",
+        kafka_event(&topic, &again).to_string().as_bytes(),
+    );
+    assert!(status.contains("200"), "{status}: {body}");
+    assert!(
+        pages(&sqs, &lambda_queue).await.is_empty(),
+        "a retried batch pages nobody"
+    );
+    // The metric the alarm watches.
+    let cw = aws_sdk_cloudwatch::Client::new(&config);
+    let listed = cw
+        .list_metrics()
+        .namespace("Keywatch")
+        .metric_name("PendingDeletionKeyUsage")
+        .send()
+        .await
+        .expect("metrics");
+    assert!(!listed.metrics().is_empty(), "PendingDeletionKeyUsage put");
+    // The sweeper, on its schedule: the time-driven alerts, and an empty outbox afterwards.
+    let (status, body) = invoke(&lambda, "keywatch-sweeper", b"{}");
+    assert!(
+        status.contains("200") && body.contains(r#""left_in_outbox":0"#),
+        "{status}: {body}"
+    );
+
+    // 2. The same records through the standalone projector, `keywatch run`.
+    let (topic_arn, queue_url) = subscribed_queue(&sns, &sqs, "keywatch-pipeline").await;
     let dir = tempfile::tempdir().expect("temp dir");
     let run = Command::new(env!("CARGO_BIN_EXE_keywatch"))
         .args([
@@ -156,18 +206,74 @@ async fn eventbridge_to_ingest_to_kafka_to_projector_to_sns_pages_what_replay_ra
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
+    assert_eq!(
+        event_driven(pages(&sqs, &queue_url).await),
+        reference,
+        "keywatch run pages what replay raises"
+    );
+}
+
+/// A topic with an SQS queue subscribed: (topic ARN, queue URL).
+async fn subscribed_queue(
+    sns: &aws_sdk_sns::Client,
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+) -> (String, String) {
+    let topic_arn = sns
+        .create_topic()
+        .name(name)
+        .send()
+        .await
+        .expect("topic")
+        .topic_arn()
+        .expect("arn")
+        .to_owned();
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .expect("queue")
+        .queue_url()
+        .expect("url")
+        .to_owned();
+    let arn_attr = aws_sdk_sqs::types::QueueAttributeName::QueueArn;
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(arn_attr.clone())
+        .send()
+        .await
+        .expect("attrs");
+    let queue_arn = attrs
+        .attributes()
+        .and_then(|a| a.get(&arn_attr))
+        .expect("queue arn")
+        .clone();
+    sns.subscribe()
+        .topic_arn(&topic_arn)
+        .protocol("sqs")
+        .endpoint(queue_arn)
+        .send()
+        .await
+        .expect("subscribe");
+    (topic_arn, queue_url)
+}
+
+/// Every page in the queue, as (kind, alert id).
+async fn pages(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<(String, String)> {
     let mut paged = Vec::new();
     loop {
         let r = sqs
             .receive_message()
-            .queue_url(&queue_url)
+            .queue_url(queue_url)
             .max_number_of_messages(10)
             .wait_time_seconds(1)
             .send()
             .await
             .expect("receive");
         if r.messages().is_empty() {
-            break;
+            return paged;
         }
         for m in r.messages() {
             let envelope: serde_json::Value =
@@ -180,41 +286,55 @@ async fn eventbridge_to_ingest_to_kafka_to_projector_to_sns_pages_what_replay_ra
                 alert["alert_id"].as_str().unwrap_or_default().to_owned(),
             ));
             sqs.delete_message()
-                .queue_url(&queue_url)
+                .queue_url(queue_url)
                 .receipt_handle(m.receipt_handle().unwrap_or_default())
                 .send()
                 .await
                 .expect("delete");
         }
     }
+}
 
-    // The reference: what `keywatch replay` raises for the same records.
+/// Without the clock-driven alerts (their clock is the wall clock here), sorted.
+fn event_driven(mut alerts: Vec<(String, String)>) -> Vec<(String, String)> {
+    alerts.retain(|(k, _)| k != "deletion_imminent" && k != "deletion_overdue");
+    alerts.sort();
+    alerts
+}
+
+/// The reference: what `keywatch replay` raises for the same records.
+fn replay_alerts(samples: &Path) -> Vec<(String, String)> {
     let replay = Command::new(env!("CARGO_BIN_EXE_keywatch"))
         .args(["replay", "--in-memory", "--format", "json"])
-        .arg(&samples)
+        .arg(samples)
         .output()
         .expect("keywatch replay");
     assert!(replay.status.success());
-    let clock = |k: &str| k == "deletion_imminent" || k == "deletion_overdue";
-    let mut expected: Vec<(String, String)> = String::from_utf8_lossy(&replay.stdout)
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON line"))
-        .map(|a| {
-            (
-                a["kind"].as_str().unwrap_or_default().to_owned(),
-                a["alert_id"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .filter(|(k, _)| !clock(k))
-        .collect();
-    let mut got: Vec<(String, String)> = paged.into_iter().filter(|(k, _)| !clock(k)).collect();
-    expected.sort();
-    got.sort();
-    assert!(expected
-        .iter()
-        .any(|(k, _)| k == "pending_deletion_key_used"));
-    assert_eq!(
-        got, expected,
-        "the deployed path pages exactly what replay raises, once each"
-    );
+    event_driven(
+        String::from_utf8_lossy(&replay.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON line"))
+            .map(|a| {
+                (
+                    a["kind"].as_str().unwrap_or_default().to_owned(),
+                    a["alert_id"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// The event the Kafka event source mapping sends: records by "topic-partition", base64 values.
+fn kafka_event(topic: &str, records: &[keywatch_kafka::Consumed]) -> serde_json::Value {
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let mut by_partition: std::collections::BTreeMap<String, Vec<serde_json::Value>> =
+        Default::default();
+    for r in records {
+        by_partition.entry(format!("{topic}-{}", r.partition)).or_default().push(serde_json::json!({
+            "topic": topic, "partition": r.partition, "offset": r.offset,
+            "timestamp": 1_795_000_000_000_i64, "timestampType": "CREATE_TIME",
+            "key": r.key.as_deref().map(|k| b64(k.as_bytes())), "value": b64(&r.payload), "headers": []
+        }));
+    }
+    serde_json::json!({"eventSource": "SelfManagedKafka", "bootstrapServers": "127.0.0.1:19092", "records": by_partition})
 }
