@@ -63,44 +63,37 @@ impl AlertingConfig {
 mod tests {
     use super::*;
 
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let owned: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |k| owned.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    }
+
     #[test]
     fn each_bad_variable_is_named() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| (*v).to_owned())
-            }
-        };
         let topic = (
             "KEYWATCH_SNS_TOPIC_ARN",
             "arn:aws:sns:us-east-1:111122223333:pages",
         );
+        let variable = |pairs: &[(&str, &str)]| {
+            AlertingConfig::from_env(env(pairs))
+                .err()
+                .map(|e| e.variable)
+        };
+        assert_eq!(variable(&[topic]), Some("KEYWATCH_TABLE"));
         assert_eq!(
-            AlertingConfig::from_env(env(&[topic]))
-                .expect_err("no table")
-                .variable,
-            "KEYWATCH_TABLE"
+            variable(&[("KEYWATCH_TABLE", "t"), ("KEYWATCH_SNS_TOPIC_ARN", "pages")]),
+            Some("KEYWATCH_SNS_TOPIC_ARN")
         );
         assert_eq!(
-            AlertingConfig::from_env(env(&[
-                ("KEYWATCH_TABLE", "t"),
-                ("KEYWATCH_SNS_TOPIC_ARN", "pages")
-            ]))
-            .expect_err("bad arn")
-            .variable,
-            "KEYWATCH_SNS_TOPIC_ARN"
-        );
-        assert_eq!(
-            AlertingConfig::from_env(env(&[
+            variable(&[
                 ("KEYWATCH_TABLE", "t"),
                 topic,
                 ("KEYWATCH_SUPPRESS_MINUTES", "0")
-            ]))
-            .expect_err("zero")
-            .variable,
-            "KEYWATCH_SUPPRESS_MINUTES"
+            ]),
+            Some("KEYWATCH_SUPPRESS_MINUTES")
         );
         let ok = AlertingConfig::from_env(env(&[("KEYWATCH_TABLE", "t"), topic])).expect("valid");
         assert_eq!(ok.suppress_minutes, 60);
