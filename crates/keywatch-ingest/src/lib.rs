@@ -6,8 +6,59 @@
 //! not retried.
 
 use keywatch_core::{normalise, Normalised, Timestamp};
-use keywatch_kafka::{message_keys, EventLogProducer, KafkaError};
+use keywatch_kafka::{message_keys, EventLogProducer, KafkaError, KafkaSettings};
 use keywatch_reader::{read_bytes, Item};
+
+/// Loads the AWS SDK configuration from the environment.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::load_from_env().await
+}
+
+/// The Kafka settings from KEYWATCH_KAFKA_*; with KEYWATCH_KAFKA_SECRET_ARN, the SASL user
+/// name and password come from that Secrets Manager secret (`{"username":…,"password":…}`,
+/// as MSK's SASL/SCRAM secrets are). Errors name the variable or the secret at fault.
+pub async fn kafka_settings_from_env() -> Result<KafkaSettings, KafkaError> {
+    let secret = match std::env::var("KEYWATCH_KAFKA_SECRET_ARN")
+        .ok()
+        .filter(|s| !s.is_empty())
+    {
+        None => None,
+        Some(arn) => Some(sasl_credentials(&sdk_config().await, &arn).await?),
+    };
+    KafkaSettings::from_env(|k| match (k, &secret) {
+        ("KEYWATCH_KAFKA_SASL_USERNAME", Some((user, _))) => Some(user.clone()),
+        ("KEYWATCH_KAFKA_SASL_PASSWORD", Some((_, password))) => Some(password.clone()),
+        _ => std::env::var(k).ok(),
+    })
+}
+
+/// Reads `{"username","password"}` from a Secrets Manager secret.
+pub async fn sasl_credentials(
+    config: &aws_config::SdkConfig,
+    secret_arn: &str,
+) -> Result<(String, String), KafkaError> {
+    #[derive(serde::Deserialize)]
+    struct Credentials {
+        username: String,
+        password: String,
+    }
+    let bad = |reason: String| {
+        KafkaError::Config(format!("KEYWATCH_KAFKA_SECRET_ARN={secret_arn}: {reason}"))
+    };
+    let out = aws_sdk_secretsmanager::Client::new(config)
+        .get_secret_value()
+        .secret_id(secret_arn)
+        .send()
+        .await
+        .map_err(|e| bad(aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string()))?;
+    let c: Credentials =
+        serde_json::from_str(out.secret_string().unwrap_or_default()).map_err(|e| {
+            bad(format!(
+                "not a {{\"username\",\"password\"}} JSON secret: {e}"
+            ))
+        })?;
+    Ok((c.username, c.password))
+}
 
 /// What one invocation did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]

@@ -1,15 +1,15 @@
 //! `keywatch-ingest`: the target of the EventBridge rules.
 //! Configuration: KEYWATCH_KAFKA_BROKERS, KEYWATCH_KAFKA_TOPIC and KEYWATCH_KAFKA_* security
-//! settings; an invalid one fails the cold start with a message that names it.
+//! settings (the SASL credentials from the KEYWATCH_KAFKA_SECRET_ARN secret); an invalid one fails the cold start with a message that names it.
 
 use keywatch_ingest::{ingest, IngestOutcome};
-use keywatch_kafka::{EventLogProducer, KafkaSettings};
+use keywatch_kafka::EventLogProducer;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let settings = KafkaSettings::from_env(|k| std::env::var(k).ok())?;
+    let settings = keywatch_ingest::kafka_settings_from_env().await?;
     let producer = EventLogProducer::new(&settings)?;
     let producer = &producer;
     lambda_runtime::run(service_fn(
