@@ -18,7 +18,7 @@ TEST_ENV := KEYWATCH_CORPUS="$(CORPUS)" \
 	AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 \
 	PATH="$(abspath $(VENV))/bin:$$PATH"
 
-.PHONY: demo test lint build bench samples clean tools services-start services-stop
+.PHONY: demo test lint build bench bench-lambda samples clean tools services-start services-stop
 
 build:
 	$(CARGO) build --release --bin keywatch
@@ -62,6 +62,11 @@ lint: tools
 ## Generates a corpus of >= 1 million records and measures keywatch beside zcat and DuckDB.
 bench: build
 	bash bench/run.sh
+
+## Cold start, peak memory and a 10,000-record projector batch of the Lambda functions,
+## under the runtime emulator against tansu and moto.
+bench-lambda: tools
+	bash bench/lambda.sh
 
 ## Regenerates the sample data (deterministic).
 samples:

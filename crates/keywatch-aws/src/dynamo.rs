@@ -82,6 +82,35 @@ fn arn(text: &str) -> Result<KeyArn, StoreError> {
     })
 }
 
+/// Puts an item; `Ok(false)` when its condition did not hold.
+async fn put_item(
+    client: &Client,
+    table: &str,
+    item: Item,
+    condition: Option<(&str, Item)>,
+) -> Result<bool, StoreError> {
+    let mut req = client.put_item().table_name(table).set_item(Some(item));
+    if let Some((expr, values)) = condition {
+        req = req.condition_expression(expr);
+        if !values.is_empty() {
+            req = req.set_expression_attribute_values(Some(values));
+        }
+    }
+    match req.send().await {
+        Ok(_) => Ok(true),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(err(e)),
+    }
+}
+
+/// Records appended at once: a batch of 10,000 would take minutes one request at a time.
+const APPEND_CONCURRENCY: usize = 64;
+
 impl DynamoStore {
     /// A store in `table`, calling DynamoDB through `config` on the current Tokio runtime.
     pub fn new(
@@ -174,29 +203,7 @@ impl DynamoStore {
     }
 
     fn put(&self, item: Item, condition: Option<(&str, Item)>) -> Result<bool, StoreError> {
-        self.block(async {
-            let mut req = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(item));
-            if let Some((expr, values)) = condition {
-                req = req.condition_expression(expr);
-                if !values.is_empty() {
-                    req = req.set_expression_attribute_values(Some(values));
-                }
-            }
-            match req.send().await {
-                Ok(_) => Ok(true),
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-                {
-                    Ok(false)
-                }
-                Err(e) => Err(err(e)),
-            }
-        })
+        self.block(put_item(&self.client, &self.table, item, condition))
     }
 
     fn delete(&self, pk: &str, sk: &str) -> Result<(), StoreError> {
@@ -255,30 +262,66 @@ impl Store for DynamoStore {
 
     fn append_records(&mut self, records: &[RecordToAppend<'_>]) -> Result<Vec<bool>, StoreError> {
         let mut fresh = Vec::with_capacity(records.len());
-        for r in records {
-            let item: Item = [
-                ("pk".to_owned(), s(format!("rec#{}", r.event_id))),
-                ("sk".to_owned(), s("rec")),
-                ("t".to_owned(), n(r.event_time.millis())),
-                (
-                    "body".to_owned(),
-                    AttributeValue::B(r.stored.to_vec().into()),
-                ),
-            ]
-            .into();
-            // The stream entries first: harmless if repeated, and never missing for a stored record.
-            for stream in &r.streams {
-                let entry: Item = [
-                    ("pk".to_owned(), s(format!("stream#{}", stream.as_text()))),
+        for chunk in records.chunks(APPEND_CONCURRENCY) {
+            let mut tasks = tokio::task::JoinSet::new();
+            for (i, r) in chunk.iter().enumerate() {
+                let record: Item = [
+                    ("pk".to_owned(), s(format!("rec#{}", r.event_id))),
+                    ("sk".to_owned(), s("rec")),
+                    ("t".to_owned(), n(r.event_time.millis())),
                     (
-                        "sk".to_owned(),
-                        s(format!("{:015}#{}", r.event_time.millis(), r.event_id)),
+                        "body".to_owned(),
+                        AttributeValue::B(r.stored.to_vec().into()),
                     ),
                 ]
                 .into();
-                self.put(entry, None)?;
+                let entries: Vec<Item> = r
+                    .streams
+                    .iter()
+                    .map(|stream| {
+                        [
+                            ("pk".to_owned(), s(format!("stream#{}", stream.as_text()))),
+                            (
+                                "sk".to_owned(),
+                                s(format!("{:015}#{}", r.event_time.millis(), r.event_id)),
+                            ),
+                        ]
+                        .into()
+                    })
+                    .collect();
+                let (client, table) = (self.client.clone(), self.table.clone());
+                tasks.spawn_on(
+                    async move {
+                        // The stream entries first: harmless if repeated, and never missing
+                        // for a stored record.
+                        for entry in entries {
+                            put_item(&client, &table, entry, None).await?;
+                        }
+                        let new = put_item(
+                            &client,
+                            &table,
+                            record,
+                            Some(("attribute_not_exists(pk)", Item::new())),
+                        )
+                        .await?;
+                        Ok::<_, StoreError>((i, new))
+                    },
+                    &self.runtime,
+                );
             }
-            fresh.push(self.put(item, Some(("attribute_not_exists(pk)", Item::new())))?);
+            let mut results = vec![false; chunk.len()];
+            let joined = self.block(async {
+                let mut out = Vec::new();
+                while let Some(r) = tasks.join_next().await {
+                    out.push(r.map_err(db).and_then(|r| r));
+                }
+                out
+            });
+            for r in joined {
+                let (i, new) = r?;
+                results[i] = new;
+            }
+            fresh.extend(results);
         }
         Ok(fresh)
     }
