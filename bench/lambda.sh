@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# make bench-lambda: each function's cold start (init) and peak memory under the Lambda
-# runtime emulator (cargo lambda watch, release build), and the projector's time for one
-# batch of 10,000 KMS records, against tansu and moto started here on loopback.
+# make bench-lambda: each function's cold start (init) and peak memory under a Lambda Runtime
+# API (bench/lambda_measure.py; release builds), and the projector's time for one batch of
+# 10,000 KMS records, against tansu and moto started here on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
-PORT=19900 KAFKA_PORT=19992 MOTO_PORT=15900 TOPIC=keywatch-bench
+KAFKA_PORT=19992 MOTO_PORT=15900 TOPIC=keywatch-bench
 RUN=target/bench-lambda; rm -rf "$RUN"; mkdir -p "$RUN"
 cleanup() { for p in "$RUN"/*.pid; do [ -f "$p" ] && kill -- "-$(cat "$p")" 2>/dev/null; done; true; }
 trap cleanup EXIT
@@ -17,11 +17,6 @@ for port in $KAFKA_PORT $MOTO_PORT; do until (echo > /dev/tcp/127.0.0.1/$port) 2
 export AWS_ENDPOINT_URL=http://127.0.0.1:$MOTO_PORT AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
 cargo build --release -p keywatch-ingest -p keywatch-projector -p keywatch-sweeper -p keywatch-cli 2>&1 | tail -1
 python3 bench/lambda_setup.py "$MOTO_PORT" "$RUN"
-setsid cargo lambda watch --release -A 127.0.0.1 -P $PORT --ignore-changes \
-  --env-var KEYWATCH_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT --env-var KEYWATCH_KAFKA_TOPIC=$TOPIC \
-  --env-var AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL --env-var AWS_ACCESS_KEY_ID=testing \
-  --env-var AWS_SECRET_ACCESS_KEY=testing --env-var AWS_REGION=us-east-1 \
-  --env-var KEYWATCH_TABLE=keywatch-bench --env-var KEYWATCH_SNS_TOPIC_ARN=arn:aws:sns:us-east-1:123456789012:keywatch-bench \
-  > "$RUN/watch.log" 2>&1 & echo $! > "$RUN/watch.pid"
-until (echo > /dev/tcp/127.0.0.1/$PORT) 2>/dev/null; do sleep 0.1; done
-python3 bench/lambda_measure.py "$PORT" "$RUN"
+export KEYWATCH_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT KEYWATCH_KAFKA_TOPIC=$TOPIC
+export KEYWATCH_TABLE=keywatch-bench KEYWATCH_SNS_TOPIC_ARN=arn:aws:sns:us-east-1:123456789012:keywatch-bench
+python3 bench/lambda_measure.py "$RUN"

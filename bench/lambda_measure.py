@@ -1,52 +1,105 @@
-"""Under the emulator: a first call builds and starts each function; its process is then
-stopped, so that the next call is a cold start (process start, configuration, AWS and Kafka
-clients, then the call), and the one after is warm: init ~ cold - warm. Peak memory is the
-function process's VmHWM. Then the projector with one batch of 10,000 KMS records."""
-import json, os, subprocess, sys, time, urllib.request
-port, run = sys.argv[1], sys.argv[2]
-def invoke(fn, path):
-    data = open(path, "rb").read()
-    t = time.monotonic()
-    body = urllib.request.urlopen(urllib.request.Request(
-        f"http://127.0.0.1:{port}/2015-03-31/functions/{fn}/invocations", data=data, method="POST"), timeout=1800).read()
-    return time.monotonic() - t, body.decode()[:300]
-def pids(fn):
-    return subprocess.run(["pgrep", "-f", f"target/lambda/{fn}/bootstrap|target/release/{fn}$"], capture_output=True, text=True).stdout.split()
-def stop(fn):
-    for pid in pids(fn):
-        subprocess.run(["kill", pid])
-    for _ in range(100):
-        if not pids(fn):
-            return
-        time.sleep(0.05)
-def peak_kib(fn):
-    out = pids(fn)
-    best = 0
-    for pid in out:
+"""Runs each function's release binary under a minimal Lambda Runtime API (the interface
+AWS's runtime and the emulators implement: GET .../invocation/next, POST .../response).
+
+- init: from process start to its first GET .../next, which is what AWS reports as Init
+  Duration (configuration, AWS SDK and Kafka clients);
+- each call: from handing out the event to receiving the response;
+- peak memory: the process's maximum resident set (VmHWM) after its calls.
+The projector gets one small batch, then one batch of 10,000 KMS records."""
+import http.server, json, os, subprocess, sys, threading, time, uuid
+
+run = sys.argv[1]
+events, results, lock = [], [], threading.Condition()
+
+
+class RuntimeApi(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+
+    def do_GET(self):  # .../runtime/invocation/next
+        with lock:
+            generation = state["generation"]
+            if "first_next" not in state:
+                state["first_next"] = time.monotonic()
+            while not events and state["generation"] == generation:
+                lock.wait()
+            if state["generation"] != generation:
+                return  # a request of a function already stopped: leave the event alone
+            event = events.pop(0)
+        state["sent"] = time.monotonic()
+        body = event.encode()
+        self.send_response(200)
+        self.send_header("Lambda-Runtime-Aws-Request-Id", str(uuid.uuid4()))
+        self.send_header("Lambda-Runtime-Deadline-Ms", str(int(time.time() * 1000) + 900_000))
+        self.send_header("Lambda-Runtime-Invoked-Function-Arn", "arn:aws:lambda:us-east-1:123456789012:function:bench")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
         try:
-            for line in open(f"/proc/{pid}/status"):
-                if line.startswith("VmHWM:"):
-                    best = max(best, int(line.split()[1]))
-        except OSError:
-            pass
-    return best
-# The emulator compiles a function on its first invocation: warm that up, then restart it
-# is not possible through the API, so the cold start is measured as the first invocation
-# after the build minus a warm one (the build itself is excluded by a throwaway call first).
-rows = []
-for fn, event in [("keywatch-ingest", "eventbridge.json"), ("keywatch-sweeper", "schedule.json"), ("keywatch-projector", "kafka_small.json")]:
-    if event == "kafka_small.json":
-        k = json.load(open(f"{run}/kafka.json"))
-        k["records"]["keywatch-bench-0"] = k["records"]["keywatch-bench-0"][:1]
-        json.dump(k, open(f"{run}/kafka_small.json", "w"))
-    invoke(fn, f"{run}/{event}")  # builds and starts it
-    stop(fn)
-    cold, body = invoke(fn, f"{run}/{event}")
-    warm, _ = invoke(fn, f"{run}/{event}")
-    rows.append((fn, cold, warm, body))
-batch, batch_body = invoke("keywatch-projector", f"{run}/kafka.json")
-print(f"{'function':<22} {'cold call s':>11} {'warm call s':>11} {'init ~ s':>9} {'peak RSS MiB':>13}")
-for fn, cold, warm, body in rows:
-    print(f"{fn:<22} {cold:11.3f} {warm:11.3f} {cold - warm:9.3f} {peak_kib(fn)/1024:13.1f}   {body[:70]}")
-print(f"keywatch-projector, one batch of 10,000 KMS records: {batch:.1f} s  {batch_body[:160]}")
-print(f"keywatch-projector peak RSS after it: {peak_kib('keywatch-projector')/1024:.1f} MiB")
+            self.wfile.write(body)
+        except ConnectionError:
+            pass  # the function was stopped while waiting for its next event
+
+    def do_POST(self):  # .../response or .../error
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+        self.send_response(202)
+        self.end_headers()
+        with lock:
+            results.append((time.monotonic() - state["sent"], self.path.rsplit("/", 1)[-1], body))
+            lock.notify_all()
+
+
+state = {"generation": 0}
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RuntimeApi)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+api = f"127.0.0.1:{server.server_address[1]}"
+
+
+def measure(fn, payloads):
+    with lock:
+        generation = state.get("generation", 0) + 1
+        state.clear()
+        state["generation"] = generation
+        events.clear()
+        results.clear()
+        lock.notify_all()
+    env = dict(os.environ, AWS_LAMBDA_RUNTIME_API=api, AWS_LAMBDA_FUNCTION_NAME=fn,
+               AWS_LAMBDA_FUNCTION_MEMORY_SIZE="1024", AWS_LAMBDA_FUNCTION_VERSION="$LATEST",
+               AWS_LAMBDA_LOG_FORMAT="JSON", AWS_LAMBDA_LOG_LEVEL="WARN")
+    start = time.monotonic()
+    p = subprocess.Popen([f"target/release/{fn}"], env=env, stdout=subprocess.DEVNULL, stderr=open(f"{run}/{fn}.log", "w"))
+    for n, payload in enumerate(payloads, start=1):
+        with lock:
+            events.append(payload)
+            lock.notify_all()
+            while len(results) < n and p.poll() is None:
+                lock.wait(1)
+    peak = 0
+    for line in open(f"/proc/{p.pid}/status"):
+        if line.startswith("VmHWM:"):
+            peak = int(line.split()[1])
+    p.terminate()
+    p.wait()
+    init = state.get("first_next", start) - start
+    return init, list(results), peak
+
+
+def read(name):
+    return open(f"{run}/{name}").read()
+
+
+small = json.loads(read("kafka.json"))
+small["records"]["keywatch-bench-0"] = small["records"]["keywatch-bench-0"][:1]
+rows = [
+    ("keywatch-ingest", [read("eventbridge.json"), read("eventbridge.json")]),
+    ("keywatch-sweeper", [read("schedule.json"), read("schedule.json")]),
+    ("keywatch-projector", [json.dumps(small), read("kafka.json")]),
+]
+print(f"{'function':<20} {'init s':>7} {'first call s':>12} {'second call s':>13} {'peak RSS MiB':>12}  second response")
+for fn, payloads in rows:
+    init, res, peak = measure(fn, payloads)
+    calls = [f"{d:.3f}" if kind == "response" else f"ERR {d:.3f}" for d, kind, _ in res]
+    while len(calls) < 2:
+        calls.append("-")
+    last = res[-1][2][:110] if res else "(no response)"
+    print(f"{fn:<20} {init:7.3f} {calls[0]:>12} {calls[1]:>13} {peak / 1024:12.1f}  {last}")
+print("(the projector's second call is one batch of 10,000 KMS records, against moto's DynamoDB and SNS)")
