@@ -150,12 +150,30 @@ async fn eventbridge_to_ingest_to_kafka_to_projector_to_sns_pages_what_replay_ra
     let mut again = consumed.clone();
     again.reverse();
     again.extend(consumed.iter().step_by(2).cloned());
+    // …with two malformed records in it: they are rejected, the valid ones still processed.
+    let mut with_garbage = kafka_event(&topic, &again);
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    if let Some(first) = with_garbage["records"]
+        .as_object_mut()
+        .and_then(|m| m.values_mut().next())
+        .and_then(|v| v.as_array_mut())
+    {
+        first.push(
+            serde_json::json!({"topic": topic, "partition": 0, "offset": 999_998, "timestamp": 0,
+            "timestampType": "CREATE_TIME", "value": b64(b"{not json"), "headers": []}),
+        );
+        first.push(
+            serde_json::json!({"topic": topic, "partition": 0, "offset": 999_999, "timestamp": 0,
+            "timestampType": "CREATE_TIME", "value": "%%%not base64", "headers": []}),
+        );
+    }
     let (status, body) = invoke(
         &lambda,
         "keywatch-projector",
-        kafka_event(&topic, &again).to_string().as_bytes(),
+        with_garbage.to_string().as_bytes(),
     );
     assert!(status.contains("200"), "{status}: {body}");
+    assert!(body.contains(r#""rejected":2"#), "{body}");
     assert!(
         pages(&sqs, &lambda_queue).await.is_empty(),
         "a retried batch pages nobody"
