@@ -81,7 +81,7 @@ enum Command {
         /// The consumer group.
         #[arg(long, default_value = "keywatch-projector")]
         group: String,
-        /// Where timelines live: sqlite:FILE.
+        /// Where timelines live: sqlite:FILE, or dynamodb (the table named by KEYWATCH_TABLE).
         #[arg(long, default_value = "sqlite:keywatch.db")]
         store: String,
         /// Page through this SNS topic (and put CloudWatch metrics); without it alerts go to stdout.

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use keywatch_aws::{BatchMetrics, Metrics, Notifier, SnsPager};
 use keywatch_core::{normalise, AlertConfig, Normalised, Timestamp};
 use keywatch_kafka::{ensure_topic, EventLogConsumer, KafkaSettings};
-use keywatch_store::{NormalisedRecord, Projector, SqliteStore};
+use keywatch_store::{NormalisedRecord, Projector, SqliteStore, Store};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -26,14 +26,21 @@ pub struct Options {
     pub sweep_minutes: u64,
 }
 
-fn open_store(spec: &str) -> Result<SqliteStore> {
+/// Where the timelines live.
+enum StoreSpec {
+    Sqlite(PathBuf),
+    /// The table named by KEYWATCH_TABLE.
+    DynamoDb(String),
+}
+
+fn store_spec(spec: &str) -> Result<StoreSpec> {
     match spec.split_once(':') {
-        Some(("sqlite", path)) if !path.is_empty() => SqliteStore::open(&PathBuf::from(path))
-            .with_context(|| format!("opening store {path}")),
-        _ if spec == "dynamodb" => bail!(
-            "--store dynamodb is not available yet: the DynamoDB store is still to be built (use --store sqlite:FILE)"
-        ),
-        _ => bail!("--store {spec:?}: expected sqlite:FILE"),
+        Some(("sqlite", path)) if !path.is_empty() => Ok(StoreSpec::Sqlite(PathBuf::from(path))),
+        _ if spec == "dynamodb" => match std::env::var("KEYWATCH_TABLE") {
+            Ok(t) if !t.trim().is_empty() => Ok(StoreSpec::DynamoDb(t)),
+            _ => bail!("--store dynamodb needs KEYWATCH_TABLE (the DynamoDB table name)"),
+        },
+        _ => bail!("--store {spec:?}: expected sqlite:FILE or dynamodb"),
     }
 }
 
@@ -43,22 +50,43 @@ pub fn run(opts: Options) -> Result<()> {
         "KEYWATCH_KAFKA_TOPIC" => Some(opts.topic.clone()),
         other => std::env::var(other).ok(),
     })?;
-    let mut projector = Projector::new(
-        open_store(&opts.store)?,
-        AlertConfig {
-            suppress_minutes: opts.suppress_minutes,
-        },
-    );
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let spec = store_spec(&opts.store)?;
+    let config = AlertConfig {
+        suppress_minutes: opts.suppress_minutes,
+    };
+    // Multi-threaded: the DynamoDB store blocks in place on it.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()?;
-    let sdk = runtime.block_on(keywatch_aws::sdk_config());
+    runtime.block_on(async {
+        let sdk = keywatch_aws::sdk_config().await;
+        match spec {
+            StoreSpec::Sqlite(path) => {
+                let store = SqliteStore::open(&path)
+                    .with_context(|| format!("opening store {}", path.display()))?;
+                consume(Projector::new(store, config), &settings, &sdk, &opts).await
+            }
+            StoreSpec::DynamoDb(table) => {
+                let store = keywatch_aws::DynamoStore::new(&sdk, table)?;
+                consume(Projector::new(store, config), &settings, &sdk, &opts).await
+            }
+        }
+    })
+}
+
+async fn consume<S: Store>(
+    mut projector: Projector<S>,
+    settings: &KafkaSettings,
+    sdk: &aws_config::SdkConfig,
+    opts: &Options,
+) -> Result<()> {
     let notifier = opts
         .sns_topic_arn
         .as_ref()
-        .map(|arn| Notifier::new(SnsPager::new(&sdk, arn)));
-    let metrics = opts.sns_topic_arn.as_ref().map(|_| Metrics::new(&sdk));
-    runtime.block_on(ensure_topic(&settings, 6))?;
+        .map(|arn| Notifier::new(SnsPager::new(sdk, arn)));
+    let metrics = opts.sns_topic_arn.as_ref().map(|_| Metrics::new(sdk));
+    ensure_topic(settings, 6).await?;
     let consumer = EventLogConsumer::new(&settings, &opts.group)?;
     let stdout = std::io::stdout();
     let started = Instant::now();
@@ -67,7 +95,9 @@ pub fn run(opts: Options) -> Result<()> {
     let mut folded_since_sweep = false;
     tracing::info!(topic = %settings.topic, group = %opts.group, "consuming");
     loop {
-        let batch = consumer.poll_batch(opts.batch, Duration::from_secs(1))?;
+        let batch = tokio::task::block_in_place(|| {
+            consumer.poll_batch(opts.batch, Duration::from_secs(1))
+        })?;
         let now = Timestamp::now();
         if !consumer.is_assigned() && started.elapsed() < JOIN_PATIENCE {
             // Idle time counts from when the group has given us partitions.
@@ -110,7 +140,7 @@ pub fn run(opts: Options) -> Result<()> {
         }
         match &notifier {
             Some(n) => {
-                let d = runtime.block_on(n.deliver(&mut projector, now))?;
+                let d = n.deliver(&mut projector, now).await?;
                 if d.failed > 0 {
                     tracing::warn!(
                         failed = d.failed,
@@ -126,7 +156,7 @@ pub fn run(opts: Options) -> Result<()> {
         }
         if let Some(m) = &metrics {
             if counts != BatchMetrics::default() {
-                if let Err(e) = runtime.block_on(m.put(&counts)) {
+                if let Err(e) = m.put(&counts).await {
                     tracing::warn!(error = %e, "metrics not put");
                 }
             }

@@ -159,6 +159,15 @@ async fn pages(a: &Aws) -> Vec<serde_json::Value> {
     }
 }
 
+/// `db` is a SQLite file, or `dynamodb:<table>`.
+fn store_arg(db: &str) -> String {
+    if db.starts_with("dynamodb:") {
+        "dynamodb".to_owned()
+    } else {
+        format!("sqlite:{db}")
+    }
+}
+
 fn keywatch_run(
     brokers: &str,
     topic: &str,
@@ -177,8 +186,12 @@ fn keywatch_run(
             "--group",
             group,
             "--store",
-            &format!("sqlite:{db}"),
+            &store_arg(db),
         ])
+        .env(
+            "KEYWATCH_TABLE",
+            db.strip_prefix("dynamodb:").unwrap_or_default(),
+        )
         .args(["--sns-topic-arn", sns, "--exit-when-idle", "3"])
         .env("AWS_ENDPOINT_URL", aws_endpoint)
         .env("AWS_ACCESS_KEY_ID", "testing")
@@ -314,4 +327,58 @@ async fn pages_wait_in_the_outbox_while_sns_is_unreachable_and_go_out_once() {
     let up_again = keywatch_run(&brokers, &topic, &group, &db, &a.topic_arn, &endpoint);
     assert!(up_again.status.success());
     assert!(pages(&a).await.is_empty(), "sent once");
+}
+
+#[tokio::test]
+async fn run_on_dynamodb_pages_the_same() {
+    let brokers = service("KEYWATCH_TEST_KAFKA");
+    let endpoint = service("KEYWATCH_TEST_AWS_ENDPOINT");
+    let topic = unique("keywatch-events");
+    let settings = KafkaSettings {
+        brokers: brokers.clone(),
+        topic: topic.clone(),
+        security_protocol: "PLAINTEXT".into(),
+        sasl_mechanism: None,
+        sasl_username: None,
+        sasl_password: None,
+    };
+    ensure_topic(&settings, 3).await.expect("topic");
+    produce(&settings, &sample_records()).await;
+    let a = aws(&endpoint).await;
+    let config = aws_config::from_env()
+        .endpoint_url(&endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(
+            "testing",
+            "testing",
+            None,
+            None,
+            "keywatch-tests",
+        ))
+        .load()
+        .await;
+    let table = unique("keywatch-run");
+    keywatch_aws::DynamoStore::create_table(&config, &table)
+        .await
+        .expect("table");
+    let out = keywatch_run(
+        &brokers,
+        &topic,
+        &unique("g"),
+        &format!("dynamodb:{table}"),
+        &a.topic_arn,
+        &endpoint,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let paged = pages(&a).await;
+    assert_eq!(
+        event_driven(&paged).values().sum::<usize>(),
+        15,
+        "{:?}",
+        event_driven(&paged)
+    );
 }
