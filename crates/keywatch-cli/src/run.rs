@@ -87,7 +87,7 @@ async fn consume<S: Store>(
         .map(|arn| Notifier::new(SnsPager::new(sdk, arn)));
     let metrics = opts.sns_topic_arn.as_ref().map(|_| Metrics::new(sdk));
     ensure_topic(settings, 6).await?;
-    let consumer = EventLogConsumer::new(&settings, &opts.group)?;
+    let consumer = EventLogConsumer::new(settings, &opts.group)?;
     let stdout = std::io::stdout();
     let started = Instant::now();
     let mut last_record = Instant::now();
