@@ -2,40 +2,15 @@
 //! the same records give the same timelines and alerts as the SQLite store; the outbox;
 //! optimistic concurrency. Without moto these tests fail and say so.
 
-use aws_sdk_sns::config::Credentials;
 use keywatch_aws::DynamoStore;
 use keywatch_core::{normalise, AlertConfig, KeyArn, Normalised, Timestamp};
 use keywatch_reader::{expand_paths, read_path, Item};
 use keywatch_store::{NormalisedRecord, Projector, SqliteStore, Store, StoreError};
+use keywatch_testkit::{moto, unique};
 use std::path::PathBuf;
 
-async fn config() -> aws_config::SdkConfig {
-    let url = std::env::var("KEYWATCH_TEST_AWS_ENDPOINT")
-        .unwrap_or_else(|_| panic!("KEYWATCH_TEST_AWS_ENDPOINT is not set: these tests need the moto server that `make test` starts"));
-    assert!(
-        std::net::TcpStream::connect(url.trim_start_matches("http://")).is_ok(),
-        "no moto server at {url}: start it with scripts/services.sh start (make test does)"
-    );
-    aws_config::from_env()
-        .endpoint_url(url)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(
-            "testing",
-            "testing",
-            None,
-            None,
-            "keywatch-tests",
-        ))
-        .load()
-        .await
-}
-
 async fn table(config: &aws_config::SdkConfig) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let name = format!("keywatch-test-{nanos}");
+    let name = unique("keywatch-test");
     DynamoStore::create_table(config, &name)
         .await
         .expect("table");
@@ -64,7 +39,7 @@ fn as_of() -> Timestamp {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dynamodb_folds_the_same_timelines_and_alerts_as_sqlite() {
-    let config = config().await;
+    let config = moto().await;
     let table = table(&config).await;
     let records = samples();
 
@@ -149,7 +124,7 @@ async fn dynamodb_folds_the_same_timelines_and_alerts_as_sqlite() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_timeline_saved_by_another_writer_is_a_conflict() {
-    let config = config().await;
+    let config = moto().await;
     let table = table(&config).await;
     let records = samples();
     let mut first = Projector::new(

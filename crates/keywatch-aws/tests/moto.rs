@@ -5,33 +5,7 @@ use aws_sdk_sns::config::Credentials;
 use keywatch_aws::{BatchMetrics, Metrics, SnsPager, NAMESPACE};
 use keywatch_core::alert::{Alert, AlertKind, Severity};
 use keywatch_core::Timestamp;
-
-fn endpoint() -> String {
-    let url = std::env::var("KEYWATCH_TEST_AWS_ENDPOINT").unwrap_or_else(|_| {
-        panic!("KEYWATCH_TEST_AWS_ENDPOINT is not set: these tests need the moto server that `make test` starts")
-    });
-    let addr = url.trim_start_matches("http://");
-    assert!(
-        std::net::TcpStream::connect(addr).is_ok(),
-        "no moto server at {url}: start it with scripts/services.sh start (make test does)"
-    );
-    url
-}
-
-async fn config() -> aws_config::SdkConfig {
-    aws_config::from_env()
-        .endpoint_url(endpoint())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(
-            "testing",
-            "testing",
-            None,
-            None,
-            "keywatch-tests",
-        ))
-        .load()
-        .await
-}
+use keywatch_testkit::{envelopes, moto, subscribed_queue};
 
 fn alert(id: &str) -> Alert {
     let key = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
@@ -69,60 +43,17 @@ fn alert(id: &str) -> Alert {
 
 #[tokio::test]
 async fn a_page_reaches_an_sqs_subscriber_with_subject_attributes_and_alert_json() {
-    let config = config().await;
-    let sns = aws_sdk_sns::Client::new(&config);
-    let sqs = aws_sdk_sqs::Client::new(&config);
-    let topic = sns
-        .create_topic()
-        .name("keywatch-pages-test")
-        .send()
-        .await
-        .expect("topic");
-    let topic_arn = topic.topic_arn().expect("topic ARN").to_owned();
-    let queue = sqs
-        .create_queue()
-        .queue_name("keywatch-pages-test")
-        .send()
-        .await
-        .expect("queue");
-    let queue_url = queue.queue_url().expect("queue URL").to_owned();
-    let attrs = sqs
-        .get_queue_attributes()
-        .queue_url(&queue_url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("queue attributes");
-    let queue_arn = attrs
-        .attributes()
-        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
-        .expect("queue ARN")
-        .clone();
-    sns.subscribe()
-        .topic_arn(&topic_arn)
-        .protocol("sqs")
-        .endpoint(&queue_arn)
-        .send()
-        .await
-        .expect("subscribe");
+    let config = moto().await;
+    let (topic_arn, queue_url) = subscribed_queue(&config, "keywatch-pages-test").await;
 
     SnsPager::new(&config, &topic_arn)
         .send(&alert("a1"))
         .await
         .expect("published");
 
-    let received = sqs
-        .receive_message()
-        .queue_url(&queue_url)
-        .max_number_of_messages(10)
-        .wait_time_seconds(2)
-        .send()
-        .await
-        .expect("receive");
-    let messages = received.messages();
-    assert_eq!(messages.len(), 1, "exactly one page");
-    let envelope: serde_json::Value =
-        serde_json::from_str(messages[0].body().expect("body")).expect("SNS envelope");
+    let received = envelopes(&config, &queue_url).await;
+    assert_eq!(received.len(), 1, "exactly one page");
+    let envelope = &received[0];
     let subject = keywatch_core::page::page(&alert("a1")).subject;
     assert!(subject.starts_with("[CRITICAL] KMS key pending deletion used: 1234abcd"));
     assert_eq!(envelope["Subject"], subject.as_str());
@@ -176,7 +107,7 @@ async fn an_unreachable_sns_is_an_error_naming_the_alert() {
 
 #[tokio::test]
 async fn metrics_land_in_cloudwatch() {
-    let config = config().await;
+    let config = moto().await;
     let mut m = BatchMetrics::default();
     m.count_alerts(&[alert("m1"), alert("m2")]);
     m.records_rejected = 2;

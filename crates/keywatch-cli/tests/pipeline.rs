@@ -5,24 +5,12 @@
 //! send) → DynamoDB and SNS (moto) → an SQS subscriber; then the same records through the
 //! standalone projector, `keywatch run`. Both must page exactly what `keywatch replay` raises.
 
-use aws_sdk_sns::config::Credentials;
 use base64::Engine;
 use keywatch_kafka::{EventLogConsumer, KafkaSettings};
+use keywatch_testkit::{moto, paged_alerts, service, subscribed_queue};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn service(var: &str) -> String {
-    let v = std::env::var(var).unwrap_or_else(|_| {
-        panic!("{var} is not set: this test needs the services `make test` starts")
-    });
-    let addr = v.trim_start_matches("http://").to_owned();
-    assert!(
-        std::net::TcpStream::connect(&addr).is_ok(),
-        "nothing listens at {v} ({var}): run scripts/services.sh start"
-    );
-    v
-}
 
 /// POSTs to the Lambda runtime emulator; returns (status line, body).
 fn invoke(addr: &str, function: &str, body: &[u8]) -> (String, String) {
@@ -80,20 +68,7 @@ async fn eventbridge_to_ingest_to_kafka_to_projector_to_sns_pages_what_replay_ra
         "{status}: {body}"
     );
 
-    let config = aws_config::from_env()
-        .endpoint_url(&endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(
-            "testing",
-            "testing",
-            None,
-            None,
-            "keywatch-tests",
-        ))
-        .load()
-        .await;
-    let sns = aws_sdk_sns::Client::new(&config);
-    let sqs = aws_sdk_sqs::Client::new(&config);
+    let config = moto().await;
     let reference = replay_alerts(&samples);
     assert!(reference
         .iter()
@@ -103,20 +78,12 @@ async fn eventbridge_to_ingest_to_kafka_to_projector_to_sns_pages_what_replay_ra
     keywatch_aws::DynamoStore::create_table(&config, "keywatch-lambda")
         .await
         .expect("table");
-    let (lambda_topic_arn, lambda_queue) =
-        subscribed_queue(&sns, &sqs, "keywatch-lambda-pages").await;
+    let (lambda_topic_arn, lambda_queue) = subscribed_queue(&config, "keywatch-lambda-pages").await;
     assert_eq!(
         lambda_topic_arn, "arn:aws:sns:us-east-1:123456789012:keywatch-lambda-pages",
         "as the emulator is configured"
     );
-    let settings = KafkaSettings {
-        brokers: brokers.clone(),
-        topic: topic.clone(),
-        security_protocol: "PLAINTEXT".into(),
-        sasl_mechanism: None,
-        sasl_username: None,
-        sasl_password: None,
-    };
+    let settings = KafkaSettings::plaintext(brokers.clone(), topic.clone());
     let consumer = EventLogConsumer::new(&settings, "keywatch-lambda-esm").expect("consumer");
     let mut consumed = Vec::new();
     for _ in 0..60 {
@@ -142,7 +109,7 @@ async fn eventbridge_to_ingest_to_kafka_to_projector_to_sns_pages_what_replay_ra
     assert!(status.contains("200"), "{status}: {body}");
     assert!(body.contains(r#""left_in_outbox":0"#), "{body}");
     assert_eq!(
-        event_driven(pages(&sqs, &lambda_queue).await),
+        event_driven(pages(&config, &lambda_queue).await),
         reference,
         "the projector function pages what replay raises"
     );
@@ -175,7 +142,7 @@ async fn eventbridge_to_ingest_to_kafka_to_projector_to_sns_pages_what_replay_ra
     assert!(status.contains("200"), "{status}: {body}");
     assert!(body.contains(r#""rejected":2"#), "{body}");
     assert!(
-        pages(&sqs, &lambda_queue).await.is_empty(),
+        pages(&config, &lambda_queue).await.is_empty(),
         "a retried batch pages nobody"
     );
     // The metric the alarm watches.
@@ -196,7 +163,7 @@ async fn eventbridge_to_ingest_to_kafka_to_projector_to_sns_pages_what_replay_ra
     );
 
     // 2. The same records through the standalone projector, `keywatch run`.
-    let (topic_arn, queue_url) = subscribed_queue(&sns, &sqs, "keywatch-pipeline").await;
+    let (topic_arn, queue_url) = subscribed_queue(&config, "keywatch-pipeline").await;
     let dir = tempfile::tempdir().expect("temp dir");
     let run = Command::new(env!("CARGO_BIN_EXE_keywatch"))
         .args([
@@ -225,92 +192,24 @@ async fn eventbridge_to_ingest_to_kafka_to_projector_to_sns_pages_what_replay_ra
         String::from_utf8_lossy(&run.stderr)
     );
     assert_eq!(
-        event_driven(pages(&sqs, &queue_url).await),
+        event_driven(pages(&config, &queue_url).await),
         reference,
         "keywatch run pages what replay raises"
     );
 }
 
-/// A topic with an SQS queue subscribed: (topic ARN, queue URL).
-async fn subscribed_queue(
-    sns: &aws_sdk_sns::Client,
-    sqs: &aws_sdk_sqs::Client,
-    name: &str,
-) -> (String, String) {
-    let topic_arn = sns
-        .create_topic()
-        .name(name)
-        .send()
-        .await
-        .expect("topic")
-        .topic_arn()
-        .expect("arn")
-        .to_owned();
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(name)
-        .send()
-        .await
-        .expect("queue")
-        .queue_url()
-        .expect("url")
-        .to_owned();
-    let arn_attr = aws_sdk_sqs::types::QueueAttributeName::QueueArn;
-    let attrs = sqs
-        .get_queue_attributes()
-        .queue_url(&queue_url)
-        .attribute_names(arn_attr.clone())
-        .send()
-        .await
-        .expect("attrs");
-    let queue_arn = attrs
-        .attributes()
-        .and_then(|a| a.get(&arn_attr))
-        .expect("queue arn")
-        .clone();
-    sns.subscribe()
-        .topic_arn(&topic_arn)
-        .protocol("sqs")
-        .endpoint(queue_arn)
-        .send()
-        .await
-        .expect("subscribe");
-    (topic_arn, queue_url)
-}
-
 /// Every page in the queue, as (kind, alert id).
-async fn pages(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<(String, String)> {
-    let mut paged = Vec::new();
-    loop {
-        let r = sqs
-            .receive_message()
-            .queue_url(queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .expect("receive");
-        if r.messages().is_empty() {
-            return paged;
-        }
-        for m in r.messages() {
-            let envelope: serde_json::Value =
-                serde_json::from_str(m.body().unwrap_or_default()).expect("SNS envelope");
-            let alert: serde_json::Value =
-                serde_json::from_str(envelope["Message"].as_str().unwrap_or_default())
-                    .expect("alert");
-            paged.push((
-                alert["kind"].as_str().unwrap_or_default().to_owned(),
-                alert["alert_id"].as_str().unwrap_or_default().to_owned(),
-            ));
-            sqs.delete_message()
-                .queue_url(queue_url)
-                .receipt_handle(m.receipt_handle().unwrap_or_default())
-                .send()
-                .await
-                .expect("delete");
-        }
-    }
+async fn pages(config: &aws_config::SdkConfig, queue_url: &str) -> Vec<(String, String)> {
+    paged_alerts(config, queue_url)
+        .await
+        .iter()
+        .map(|a| {
+            (
+                a["kind"].as_str().unwrap_or_default().to_owned(),
+                a["alert_id"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
 }
 
 /// Without the clock-driven alerts (their clock is the wall clock here), sorted.

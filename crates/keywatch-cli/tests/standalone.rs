@@ -3,33 +3,13 @@
 //! records go onto the event log; the pages are read back from an SQS queue subscribed to
 //! the SNS topic. Without the services these tests fail and say so.
 
-use aws_sdk_sns::config::Credentials;
 use keywatch_core::{normalise, Normalised};
 use keywatch_kafka::{ensure_topic, message_keys, EventLogProducer, KafkaSettings};
 use keywatch_reader::{expand_paths, read_path, Item};
+use keywatch_testkit::{moto, paged_alerts, service, subscribed_queue, unique};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
-
-fn service(var: &str) -> String {
-    let v = std::env::var(var).unwrap_or_else(|_| {
-        panic!("{var} is not set: this test needs the services `make test` starts")
-    });
-    let addr = v.trim_start_matches("http://").to_owned();
-    assert!(
-        std::net::TcpStream::connect(&addr).is_ok(),
-        "nothing listens at {v} ({var}): run scripts/services.sh start"
-    );
-    v
-}
-
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{name}-{}-{nanos}", std::process::id())
-}
 
 /// The bundled samples as (eventID, record JSON, message keys).
 fn sample_records() -> Vec<(String, String, Vec<String>)> {
@@ -59,67 +39,17 @@ async fn produce(settings: &KafkaSettings, records: &[(String, String, Vec<Strin
 }
 
 struct Aws {
-    sqs: aws_sdk_sqs::Client,
+    config: aws_config::SdkConfig,
     topic_arn: String,
     queue_url: String,
 }
 
-async fn aws(endpoint: &str) -> Aws {
-    let config = aws_config::from_env()
-        .endpoint_url(endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(
-            "testing",
-            "testing",
-            None,
-            None,
-            "keywatch-tests",
-        ))
-        .load()
-        .await;
-    let sns = aws_sdk_sns::Client::new(&config);
-    let sqs = aws_sdk_sqs::Client::new(&config);
-    let name = unique("keywatch-pages");
-    let topic_arn = sns
-        .create_topic()
-        .name(&name)
-        .send()
-        .await
-        .expect("topic")
-        .topic_arn()
-        .expect("arn")
-        .to_owned();
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(&name)
-        .send()
-        .await
-        .expect("queue")
-        .queue_url()
-        .expect("url")
-        .to_owned();
-    let arn_attr = aws_sdk_sqs::types::QueueAttributeName::QueueArn;
-    let attrs = sqs
-        .get_queue_attributes()
-        .queue_url(&queue_url)
-        .attribute_names(arn_attr.clone())
-        .send()
-        .await
-        .expect("attrs");
-    let queue_arn = attrs
-        .attributes()
-        .and_then(|a| a.get(&arn_attr))
-        .expect("queue arn")
-        .clone();
-    sns.subscribe()
-        .topic_arn(&topic_arn)
-        .protocol("sqs")
-        .endpoint(queue_arn)
-        .send()
-        .await
-        .expect("subscribe");
+/// A fresh paging topic with an SQS queue subscribed.
+async fn aws(_endpoint: &str) -> Aws {
+    let config = moto().await;
+    let (topic_arn, queue_url) = subscribed_queue(&config, &unique("keywatch-pages")).await;
     Aws {
-        sqs,
+        config,
         topic_arn,
         queue_url,
     }
@@ -127,36 +57,7 @@ async fn aws(endpoint: &str) -> Aws {
 
 /// Every page in the queue, as alert JSON.
 async fn pages(a: &Aws) -> Vec<serde_json::Value> {
-    let mut out = Vec::new();
-    loop {
-        let r = a
-            .sqs
-            .receive_message()
-            .queue_url(&a.queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .expect("receive");
-        if r.messages().is_empty() {
-            return out;
-        }
-        for m in r.messages() {
-            let envelope: serde_json::Value =
-                serde_json::from_str(m.body().unwrap_or_default()).expect("SNS envelope");
-            out.push(
-                serde_json::from_str(envelope["Message"].as_str().unwrap_or_default())
-                    .expect("alert JSON"),
-            );
-            a.sqs
-                .delete_message()
-                .queue_url(&a.queue_url)
-                .receipt_handle(m.receipt_handle().unwrap_or_default())
-                .send()
-                .await
-                .expect("delete");
-        }
-    }
+    paged_alerts(&a.config, &a.queue_url).await
 }
 
 /// `db` is a SQLite file, or `dynamodb:<table>`.
@@ -219,14 +120,7 @@ async fn run_pages_once_per_alert_whatever_the_delivery() {
     let brokers = service("KEYWATCH_TEST_KAFKA");
     let endpoint = service("KEYWATCH_TEST_AWS_ENDPOINT");
     let topic = unique("keywatch-events");
-    let settings = KafkaSettings {
-        brokers: brokers.clone(),
-        topic: topic.clone(),
-        security_protocol: "PLAINTEXT".into(),
-        sasl_mechanism: None,
-        sasl_username: None,
-        sasl_password: None,
-    };
+    let settings = KafkaSettings::plaintext(brokers.clone(), topic.clone());
     ensure_topic(&settings, 3).await.expect("topic");
     let records = sample_records();
     produce(&settings, &records).await;
@@ -280,14 +174,7 @@ async fn pages_wait_in_the_outbox_while_sns_is_unreachable_and_go_out_once() {
     let brokers = service("KEYWATCH_TEST_KAFKA");
     let endpoint = service("KEYWATCH_TEST_AWS_ENDPOINT");
     let topic = unique("keywatch-events");
-    let settings = KafkaSettings {
-        brokers: brokers.clone(),
-        topic: topic.clone(),
-        security_protocol: "PLAINTEXT".into(),
-        sasl_mechanism: None,
-        sasl_username: None,
-        sasl_password: None,
-    };
+    let settings = KafkaSettings::plaintext(brokers.clone(), topic.clone());
     ensure_topic(&settings, 1).await.expect("topic");
     produce(&settings, &sample_records()).await;
     let a = aws(&endpoint).await;
@@ -334,29 +221,11 @@ async fn run_on_dynamodb_pages_the_same() {
     let brokers = service("KEYWATCH_TEST_KAFKA");
     let endpoint = service("KEYWATCH_TEST_AWS_ENDPOINT");
     let topic = unique("keywatch-events");
-    let settings = KafkaSettings {
-        brokers: brokers.clone(),
-        topic: topic.clone(),
-        security_protocol: "PLAINTEXT".into(),
-        sasl_mechanism: None,
-        sasl_username: None,
-        sasl_password: None,
-    };
+    let settings = KafkaSettings::plaintext(brokers.clone(), topic.clone());
     ensure_topic(&settings, 3).await.expect("topic");
     produce(&settings, &sample_records()).await;
     let a = aws(&endpoint).await;
-    let config = aws_config::from_env()
-        .endpoint_url(&endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(
-            "testing",
-            "testing",
-            None,
-            None,
-            "keywatch-tests",
-        ))
-        .load()
-        .await;
+    let config = moto().await;
     let table = unique("keywatch-run");
     keywatch_aws::DynamoStore::create_table(&config, &table)
         .await

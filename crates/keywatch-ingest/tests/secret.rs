@@ -1,34 +1,13 @@
 //! The SASL credentials from Secrets Manager, against moto (KEYWATCH_TEST_AWS_ENDPOINT,
 //! started by `make test`). Without it this test fails and says so.
 
-use aws_sdk_secretsmanager::config::Credentials;
 use keywatch_ingest::sasl_credentials;
 
 #[tokio::test]
 async fn credentials_come_from_the_secret_and_a_bad_secret_is_named() {
-    let url = std::env::var("KEYWATCH_TEST_AWS_ENDPOINT")
-        .unwrap_or_else(|_| panic!("KEYWATCH_TEST_AWS_ENDPOINT is not set: this test needs the moto server that `make test` starts"));
-    assert!(
-        std::net::TcpStream::connect(url.trim_start_matches("http://")).is_ok(),
-        "no moto server at {url}"
-    );
-    let config = aws_config::from_env()
-        .endpoint_url(&url)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(
-            "testing",
-            "testing",
-            None,
-            None,
-            "keywatch-tests",
-        ))
-        .load()
-        .await;
+    let config = keywatch_testkit::moto().await;
     let sm = aws_sdk_secretsmanager::Client::new(&config);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    let nanos = keywatch_testkit::unique("");
     let good = sm
         .create_secret()
         .name(format!("AmazonMSK_keywatch_{nanos}"))

@@ -85,6 +85,18 @@ impl KafkaSettings {
         Ok(settings)
     }
 
+    /// Plain-text brokers (local runs and tests).
+    pub fn plaintext(brokers: impl Into<String>, topic: impl Into<String>) -> Self {
+        KafkaSettings {
+            brokers: brokers.into(),
+            topic: topic.into(),
+            security_protocol: "PLAINTEXT".into(),
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password: None,
+        }
+    }
+
     /// A librdkafka configuration with these settings.
     pub fn client_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();

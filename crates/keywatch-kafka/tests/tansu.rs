@@ -5,36 +5,12 @@ use keywatch_kafka::{ensure_topic, EventLogConsumer, EventLogProducer, KafkaSett
 use std::time::Duration;
 
 fn settings(topic: &str) -> KafkaSettings {
-    let brokers = std::env::var("KEYWATCH_TEST_KAFKA")
-        .unwrap_or_else(|_| panic!("KEYWATCH_TEST_KAFKA is not set: these tests need the tansu broker that `make test` starts"));
-    assert!(
-        std::net::TcpStream::connect(&brokers).is_ok(),
-        "no Kafka broker at {brokers}: start it with scripts/services.sh start (make test does)"
-    );
-    KafkaSettings {
-        brokers,
-        topic: topic.to_owned(),
-        security_protocol: "PLAINTEXT".into(),
-        sasl_mechanism: None,
-        sasl_username: None,
-        sasl_password: None,
-    }
-}
-
-fn unique(name: &str) -> String {
-    format!(
-        "{name}-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    )
+    KafkaSettings::plaintext(keywatch_testkit::service("KEYWATCH_TEST_KAFKA"), topic)
 }
 
 #[tokio::test]
 async fn records_keyed_by_key_arn_come_back_in_order_and_commits_resume_after_them() {
-    let s = settings(&unique("keywatch-log"));
+    let s = settings(&keywatch_testkit::unique("keywatch-log"));
     ensure_topic(&s, 3).await.expect("topic");
     ensure_topic(&s, 3)
         .await
@@ -55,7 +31,7 @@ async fn records_keyed_by_key_arn_come_back_in_order_and_commits_resume_after_th
             .await
             .expect("acknowledged");
     }
-    let group = unique("keywatch-group");
+    let group = keywatch_testkit::unique("keywatch-group");
     let consumer = EventLogConsumer::new(&s, &group).expect("consumer");
     let mut got = Vec::new();
     for _ in 0..50 {

@@ -1,0 +1,131 @@
+//! Helpers for the integration tests that talk to the services `make test` starts on
+//! loopback (scripts/services.sh): tansu, moto and the Lambda runtime emulator. A test whose
+//! service is missing fails and says which, rather than skipping.
+
+use aws_sdk_sns::config::Credentials;
+
+/// The address in environment variable `var`, checked to be listening; panics with a clear
+/// message otherwise.
+pub fn service(var: &str) -> String {
+    let v = std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: this test needs the services `make test` starts")
+    });
+    let addr = v.trim_start_matches("http://").to_owned();
+    assert!(
+        std::net::TcpStream::connect(&addr).is_ok(),
+        "nothing listens at {v} ({var}): start the services with scripts/services.sh start (make test does)"
+    );
+    v
+}
+
+/// A name no other test run uses.
+pub fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{name}-{}-{nanos}", std::process::id())
+}
+
+/// AWS SDK configuration for the moto server at KEYWATCH_TEST_AWS_ENDPOINT.
+pub async fn moto() -> aws_config::SdkConfig {
+    aws_config::from_env()
+        .endpoint_url(service("KEYWATCH_TEST_AWS_ENDPOINT"))
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(
+            "testing",
+            "testing",
+            None,
+            None,
+            "keywatch-tests",
+        ))
+        .load()
+        .await
+}
+
+/// An SNS topic with an SQS queue subscribed: (topic ARN, queue URL).
+pub async fn subscribed_queue(config: &aws_config::SdkConfig, name: &str) -> (String, String) {
+    let sns = aws_sdk_sns::Client::new(config);
+    let sqs = aws_sdk_sqs::Client::new(config);
+    let topic_arn = sns
+        .create_topic()
+        .name(name)
+        .send()
+        .await
+        .expect("topic")
+        .topic_arn()
+        .expect("arn")
+        .to_owned();
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .expect("queue")
+        .queue_url()
+        .expect("url")
+        .to_owned();
+    let arn_attr = aws_sdk_sqs::types::QueueAttributeName::QueueArn;
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(arn_attr.clone())
+        .send()
+        .await
+        .expect("queue attributes");
+    let queue_arn = attrs
+        .attributes()
+        .and_then(|a| a.get(&arn_attr))
+        .expect("queue ARN")
+        .clone();
+    sns.subscribe()
+        .topic_arn(&topic_arn)
+        .protocol("sqs")
+        .endpoint(queue_arn)
+        .send()
+        .await
+        .expect("subscribe");
+    (topic_arn, queue_url)
+}
+
+/// Every SNS envelope waiting in the queue (deleted as read).
+pub async fn envelopes(config: &aws_config::SdkConfig, queue_url: &str) -> Vec<serde_json::Value> {
+    let sqs = aws_sdk_sqs::Client::new(config);
+    let mut out = Vec::new();
+    loop {
+        let r = sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receive");
+        if r.messages().is_empty() {
+            return out;
+        }
+        for m in r.messages() {
+            out.push(serde_json::from_str(m.body().unwrap_or_default()).expect("an SNS envelope"));
+            sqs.delete_message()
+                .queue_url(queue_url)
+                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .send()
+                .await
+                .expect("delete");
+        }
+    }
+}
+
+/// The alerts paged into the queue (the JSON SQS subscribers get).
+pub async fn paged_alerts(
+    config: &aws_config::SdkConfig,
+    queue_url: &str,
+) -> Vec<serde_json::Value> {
+    envelopes(config, queue_url)
+        .await
+        .iter()
+        .map(|e| {
+            serde_json::from_str(e["Message"].as_str().unwrap_or_default()).expect("alert JSON")
+        })
+        .collect()
+}
