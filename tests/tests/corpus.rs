@@ -154,7 +154,7 @@ fn documented_schedule_key_deletion_shapes() {
                 ..
             } => (
                 *window_days,
-                deletion_date.to_string(),
+                deletion_date.map_or_else(|| "none".to_owned(), |d| d.to_string()),
                 key_state.clone(),
                 *deletion_date_reported,
             ),
@@ -171,12 +171,13 @@ fn documented_schedule_key_deletion_shapes() {
             true
         )
     );
-    // Multi-Region primary: no deletionDate, computed from the window.
+    // Multi-Region primary with replicas: no deletionDate, and none computed: its waiting
+    // period begins only when its last replica is deleted.
     assert_eq!(
         kinds[1],
         (
             30,
-            "2021-11-27T17:59:05Z".into(),
+            "none".into(),
             "PendingReplicaDeletion".into(),
             false
         )

@@ -107,7 +107,10 @@ pub fn timeline(t: &KeyTimeline) -> String {
                 key_state,
                 ..
             }) => {
-                format!("deletion scheduled: {key_state}, {window_days}-day window, deleted on {deletion_date}")
+                match deletion_date {
+                    Some(d) => format!("deletion scheduled: {key_state}, {window_days}-day window, deleted on {d}"),
+                    None => format!("deletion scheduled: {key_state}, {window_days}-day window from its last replica's deletion"),
+                }
             }
             EntryDetail::Lifecycle(KeyEventKind::DeletionCancelled) => {
                 "deletion cancelled (key now Disabled)".into()
@@ -136,6 +139,31 @@ pub fn timeline(t: &KeyTimeline) -> String {
             EntryDetail::Lifecycle(KeyEventKind::CallFailed { error_code }) => {
                 format!("failed: {error_code}")
             }
+            EntryDetail::Lifecycle(KeyEventKind::ReplicaCreated { replica_region }) => {
+                format!("replica created in {replica_region}")
+            }
+            EntryDetail::Lifecycle(KeyEventKind::PrimaryRegionUpdated { primary_region }) => {
+                format!("primary Region is now {primary_region}")
+            }
+            EntryDetail::RelatedKey { key_arn, change } => {
+                let what = match change {
+                    KeyEventKind::Created { .. } => "created",
+                    KeyEventKind::DeletionScheduled { .. } => "deletion scheduled",
+                    KeyEventKind::DeletionCancelled => "deletion cancelled",
+                    KeyEventKind::Deleted { .. } => "deleted",
+                    KeyEventKind::ReplicaCreated { .. } => "replicated",
+                    KeyEventKind::PrimaryRegionUpdated { .. } => "primary Region updated",
+                    _ => "changed",
+                };
+                format!("related multi-Region key {what}: {key_arn}")
+            }
+            EntryDetail::RejectedAfterCancel {
+                operation,
+                source_ip,
+            } => format!(
+                "{operation} rejected as pending deletion just after the cancel (eventual consistency) from {}",
+                or_dash(source_ip.as_deref())
+            ),
             EntryDetail::Lifecycle(KeyEventKind::Used { operation, .. }) => {
                 format!("used: {operation}")
             }
@@ -187,7 +215,8 @@ pub fn timeline(t: &KeyTimeline) -> String {
             sch.scheduled_at,
             sch.scheduled_by,
             sch.window_days,
-            sch.deletion_date,
+            sch.deletion_date
+                .map_or_else(|| "(waits for its replicas' deletion)".to_owned(), |d| d.to_string()),
             sch.uses_during_window,
             or_dash(sch.last_use_before)
         );

@@ -31,6 +31,9 @@ pub enum AlertKind {
     DeletionImminent,
     /// Deletion date passed by more than 24 hours with no DeleteKey seen.
     DeletionOverdue,
+    /// A CloudHSM key store was disconnected while one of its keys is pending deletion: if
+    /// it is still disconnected when the waiting period ends, the key material is orphaned.
+    KeyStoreDisconnectedPendingDeletion,
 }
 
 impl AlertKind {
@@ -44,6 +47,9 @@ impl AlertKind {
             AlertKind::OrphanedKeyMaterial => "orphaned_key_material",
             AlertKind::DeletionImminent => "deletion_imminent",
             AlertKind::DeletionOverdue => "deletion_overdue",
+            AlertKind::KeyStoreDisconnectedPendingDeletion => {
+                "key_store_disconnected_pending_deletion"
+            }
         }
     }
 }
@@ -106,12 +112,20 @@ impl Default for AlertConfig {
 pub struct UsageSummary {
     /// Who.
     pub principal: Principal,
-    /// Attempts, all operations.
+    /// Uses, all operations: calls that succeeded or were rejected as pending deletion.
     pub uses: u64,
+    /// Calls that failed for other reasons (AccessDenied, throttling, validation): attempts,
+    /// not uses.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failed_attempts: u64,
     /// Operations used.
     pub operations: Vec<String>,
     /// Last attempt.
     pub last_seen: Timestamp,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// An alert: what on-call needs to act.
@@ -135,6 +149,9 @@ pub struct Alert {
     pub event_time: Timestamp,
     /// Who, when a person or service did it.
     pub principal: Option<String>,
+    /// The calling account of a cross-account call (the key's own account is `account`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub caller_account: Option<String>,
     /// One readable line.
     pub summary: String,
     /// The operation (pending_deletion_key_used).
@@ -158,6 +175,10 @@ pub struct Alert {
     /// Uses by this principal while pending deletion, up to this page.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub uses_so_far: Option<u64>,
+    /// Calls that failed for reasons other than the key's state (AccessDenied, throttling,
+    /// validation): attempts, which do not count as uses.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub failed_attempts: Option<u64>,
     /// When KMS deletes the key.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub deletion_date: Option<Timestamp>,
@@ -210,18 +231,33 @@ pub fn rescue_command(t: &KeyTimeline) -> String {
     )
 }
 
+/// Calls that succeeded or were rejected as pending deletion.
+fn uses_of(r: &UsageRollup) -> u64 {
+    r.successes + r.rejected_pending_deletion
+}
+
+/// Calls that failed for other reasons.
+fn failed_attempts_of(rollups: &[UsageRollup]) -> u64 {
+    rollups
+        .iter()
+        .map(|r| r.failures - r.rejected_pending_deletion.min(r.failures))
+        .sum()
+}
+
 fn summarise_usage(rollups: &[UsageRollup]) -> Vec<UsageSummary> {
     let mut out: Vec<UsageSummary> = Vec::new();
     for r in rollups {
         match out.last_mut().filter(|s| s.principal == r.principal) {
             Some(s) => {
-                s.uses += r.successes + r.failures;
+                s.uses += uses_of(r);
+                s.failed_attempts += r.failures - r.rejected_pending_deletion.min(r.failures);
                 s.operations.push(r.operation.clone());
                 s.last_seen = s.last_seen.max(r.last_seen);
             }
             None => out.push(UsageSummary {
                 principal: r.principal.clone(),
-                uses: r.successes + r.failures,
+                uses: uses_of(r),
+                failed_attempts: r.failures - r.rejected_pending_deletion.min(r.failures),
                 operations: vec![r.operation.clone()],
                 last_seen: r.last_seen,
             }),
@@ -248,6 +284,7 @@ impl Alert {
             event_id: None,
             event_time: Timestamp::default(),
             principal: None,
+            caller_account: None,
             summary: String::new(),
             operation: None,
             source_ip: None,
@@ -256,6 +293,7 @@ impl Alert {
             rejected: None,
             uses_in_window: None,
             uses_so_far: None,
+            failed_attempts: None,
             deletion_date: None,
             window_days: None,
             scheduled_by: None,
@@ -329,25 +367,36 @@ fn lifecycle_alerts(t: &KeyTimeline, out: &mut Vec<Alert>) {
         a.event_time = s.scheduled_at;
         a.principal = Some(s.scheduled_by.to_string());
         a.scheduled_by = Some(s.scheduled_by.to_string());
-        a.deletion_date = Some(s.deletion_date);
+        a.deletion_date = s.deletion_date;
         a.window_days = Some(s.window_days);
         a.usage = summarise_usage(&s.usage_before);
         a.last_use = s.last_use_before;
         a.rescue_command = Some(rescue_command(t));
-        let used = match s.last_use_before {
+        let failed = failed_attempts_of(&s.usage_before);
+        a.failed_attempts = (failed > 0).then_some(failed);
+        let mut used = match s.last_use_before {
             Some(last) if s.used_in_prior_30_days => {
                 format!("used in the 30 days before (last use {last})")
             }
             Some(last) => format!("last used {last}"),
             None => "no use seen".to_owned(),
         };
+        if failed > 0 {
+            used.push_str(&format!(
+                "; {failed} failed call(s) (access denied, throttling, invalid requests) are attempts, not uses, and do not count as use"
+            ));
+        }
+        let when = match s.deletion_date {
+            Some(date) => format!("in {} days, on {date}", s.window_days),
+            None => format!(
+                "as a multi-Region primary with replicas (PendingReplicaDeletion): its {}-day waiting period begins when its last replica is deleted",
+                s.window_days
+            ),
+        };
         a.summary = format!(
-            "{} scheduled deletion of KMS key {} in {} days, on {}; {}",
+            "{} scheduled deletion of KMS key {} {when}; {used}",
             s.scheduled_by,
             label(t),
-            s.window_days,
-            s.deletion_date,
-            used
         );
         out.push(a);
         if let Some(ScheduleEnd::Cancelled {
@@ -364,6 +413,11 @@ fn lifecycle_alerts(t: &KeyTimeline, out: &mut Vec<Alert>) {
                 "{principal} cancelled deletion of KMS key {}; the key is now Disabled (EnableKey to use it again)",
                 label(t)
             );
+            if t.state == KeyState::Unavailable {
+                a.summary.push_str(
+                    "; its custom key store is disconnected, so it shows Unavailable until the store is connected again",
+                );
+            }
             out.push(a);
         }
     }
@@ -374,12 +428,32 @@ fn lifecycle_alerts(t: &KeyTimeline, out: &mut Vec<Alert>) {
         )
     });
     if let Some(e) = deleted {
-        let mut a = Alert::base(t, AlertKind::KeyDeleted, Severity::Info, &[&e.event_id]);
+        // A key is deleted once, whether DeleteKey or KMS's own deletion event says so first.
+        let mut a = Alert::base(t, AlertKind::KeyDeleted, Severity::Info, &["deleted"]);
         a.event_id = Some(e.event_id.clone());
         a.event_time = e.event_time;
         a.principal = Some(e.principal.to_string());
         let store = t.custom_key_store.as_ref();
         a.summary = format!("KMS deleted key {}", label(t));
+        if let Some(s) = store.filter(|s| {
+            s.key_store_type == KeyStoreType::Cloudhsm && t.orphaned_key_material.is_none()
+        }) {
+            let cluster = s
+                .cloudhsm_cluster_id
+                .as_deref()
+                .unwrap_or("its CloudHSM cluster");
+            let since = t
+                .created_at
+                .map(|c| format!(" (the key was created {c})"))
+                .unwrap_or_default();
+            a.summary.push_str(&format!(
+                "; its key material was deleted from {cluster}, but cluster backups made before the deletion still hold it{since}"
+            ));
+            a.remediation = Some(format!(
+                "Backups of {cluster} made before {} still hold the key material{since}: delete or expire them if the material must be gone for good.",
+                e.event_time
+            ));
+        }
         if let Some(s) = store.filter(|s| s.key_store_type == KeyStoreType::External) {
             let ext = s.xks_key_id.as_deref().unwrap_or("(unknown id)");
             a.summary.push_str(&format!(
@@ -396,7 +470,7 @@ fn lifecycle_alerts(t: &KeyTimeline, out: &mut Vec<Alert>) {
                 t,
                 AlertKind::OrphanedKeyMaterial,
                 Severity::High,
-                &[&e.event_id],
+                &["deleted"],
             );
             a.event_id = Some(e.event_id.clone());
             a.event_time = e.event_time;
@@ -430,6 +504,44 @@ fn lifecycle_alerts(t: &KeyTimeline, out: &mut Vec<Alert>) {
             ));
             out.push(a);
         }
+    }
+    let cloudhsm = t
+        .custom_key_store
+        .as_ref()
+        .filter(|s| s.key_store_type == KeyStoreType::Cloudhsm);
+    for (risk, store) in t.orphan_risks.iter().filter_map(|r| cloudhsm.map(|s| (r, s))) {
+        let mut a = Alert::base(
+            t,
+            AlertKind::KeyStoreDisconnectedPendingDeletion,
+            Severity::High,
+            &[&risk.event_id],
+        );
+        let schedule = t.schedules.iter().find(|s| s.event_id == risk.schedule);
+        a.event_id = Some(risk.event_id.clone());
+        a.event_time = risk.at;
+        a.principal = Some(risk.principal.to_string());
+        a.deletion_date = schedule.and_then(|s| s.deletion_date);
+        a.scheduled_by = schedule.map(|s| s.scheduled_by.to_string());
+        a.rescue_command = Some(rescue_command(t));
+        let cluster = store
+            .cloudhsm_cluster_id
+            .as_deref()
+            .unwrap_or("its CloudHSM cluster");
+        let when = a
+            .deletion_date
+            .map_or_else(|| "before the deletion".to_owned(), |d| format!("before {d}"));
+        a.summary = format!(
+            "CloudHSM key store {} is disconnected while KMS key {} is pending deletion: if it is still disconnected when the waiting period ends, KMS deletes the key but cannot delete its key material from {cluster}",
+            store.custom_key_store_id,
+            label(t)
+        );
+        a.remediation = Some(format!(
+            "Connect key store {} again {when} (aws kms connect-custom-key-store --custom-key-store-id {} --region {}), or cancel the deletion; otherwise delete the orphaned key material from {cluster} yourself afterwards.",
+            store.custom_key_store_id,
+            store.custom_key_store_id,
+            t.key_arn.region()
+        ));
+        out.push(a);
     }
 }
 
@@ -481,7 +593,15 @@ fn pending_use_alerts(
         );
         a.event_id = Some(u.context.event_id.clone());
         a.event_time = u.context.event_time;
-        a.principal = Some(first.principal.to_string());
+        // The caller's principal when its copy of a cross-account call is known; the calling
+        // account otherwise.
+        a.principal = Some(u.context.principal.to_string());
+        let cross_account = u
+            .context
+            .caller_account
+            .as_deref()
+            .filter(|c| *c != t.key_arn.account());
+        a.caller_account = cross_account.map(str::to_owned);
         a.operation = Some(u.operation.clone());
         a.source_ip = u.context.source_ip.clone();
         a.user_agent = u.context.user_agent.clone();
@@ -490,7 +610,7 @@ fn pending_use_alerts(
         a.uses_in_window = Some(in_window);
         a.uses_so_far = Some(so_far);
         let schedule = t.schedules.iter().find(|s| s.event_id == first.schedule);
-        a.deletion_date = schedule.map(|s| s.deletion_date);
+        a.deletion_date = schedule.and_then(|s| s.deletion_date);
         a.scheduled_by = schedule.map(|s| s.scheduled_by.to_string());
         a.rescue_command = Some(rescue_command(t));
         let via = u
@@ -499,13 +619,23 @@ fn pending_use_alerts(
             .as_deref()
             .map(|s| format!(" via {s}"))
             .unwrap_or_default();
-        let gone = a.deletion_date.map_or_else(
-            || "deletion date unknown".to_owned(),
-            |d| format!("deleted on {d}"),
-        );
+        let gone = match (a.deletion_date, t.state) {
+            (Some(d), _) => format!("deleted on {d}"),
+            (None, KeyState::PendingReplicaDeletion) => {
+                "deletion waits for its replicas to be deleted".to_owned()
+            }
+            (None, _) => "deletion date unknown".to_owned(),
+        };
+        let who = match cross_account {
+            Some(caller) => format!(
+                "{} (account {caller}, cross-account; the key belongs to account {})",
+                u.context.principal,
+                t.key_arn.account()
+            ),
+            None => u.context.principal.to_string(),
+        };
         a.summary = format!(
-            "{} {} KMS key {} pending deletion ({gone}){via}: {} use(s) in this window, {} so far; to keep it: {}",
-            first.principal,
+            "{who} {} KMS key {} pending deletion ({gone}){via}: {} use(s) in this window, {} so far; to keep it: {}",
             if u.rejected { format!("tried {} on", u.operation) } else { format!("used {} on", u.operation) },
             label(t),
             in_window,
@@ -519,7 +649,12 @@ fn pending_use_alerts(
 
 fn time_driven_alerts(t: &KeyTimeline, as_of: Timestamp, out: &mut Vec<Alert>) {
     let Some(s) = t.active_schedule() else { return };
-    let due_in = s.deletion_date.millis() - as_of.millis();
+    // No countdown on a date AWS never set (a primary still waiting for its replicas).
+    let Some(deletion_date) = s.deletion_date else {
+        return;
+    };
+    let due_in = deletion_date.millis() - as_of.millis();
+    // Only uses count: calls refused for other reasons (AccessDenied…) are attempts.
     if s.uses_during_window > 0 && due_in > 0 && due_in <= 24 * HOUR_MS {
         let mut a = Alert::base(
             t,
@@ -528,15 +663,17 @@ fn time_driven_alerts(t: &KeyTimeline, as_of: Timestamp, out: &mut Vec<Alert>) {
             &[&s.event_id],
         );
         a.event_time = as_of;
-        a.deletion_date = Some(s.deletion_date);
+        a.deletion_date = Some(deletion_date);
         a.scheduled_by = Some(s.scheduled_by.to_string());
         a.uses_so_far = Some(s.uses_during_window);
+        a.failed_attempts =
+            (s.failed_attempts_during_window > 0).then_some(s.failed_attempts_during_window);
         a.rescue_command = Some(rescue_command(t));
         a.usage = summarise_usage(&t.usage);
         a.summary = format!(
             "KMS key {} will be deleted on {} (in {} h) and was used {} time(s) during its waiting period; to keep it: {}",
             label(t),
-            s.deletion_date,
+            deletion_date,
             due_in / HOUR_MS,
             s.uses_during_window,
             rescue_command(t)
@@ -551,12 +688,12 @@ fn time_driven_alerts(t: &KeyTimeline, as_of: Timestamp, out: &mut Vec<Alert>) {
             &[&s.event_id],
         );
         a.event_time = as_of;
-        a.deletion_date = Some(s.deletion_date);
+        a.deletion_date = Some(deletion_date);
         a.scheduled_by = Some(s.scheduled_by.to_string());
         a.summary = format!(
-            "KMS key {} was due for deletion on {} but no DeleteKey has been seen: check CloudTrail delivery and the key's state",
+            "KMS key {} was due for deletion on {} but neither DeleteKey nor KMS's deletion event has been seen: check CloudTrail delivery and the key's state",
             label(t),
-            s.deletion_date
+            deletion_date
         );
         out.push(a);
     }

@@ -62,9 +62,30 @@ impl KeyArn {
         .then(|| KeyArn(s.to_owned()))
     }
 
-    /// Builds the ARN of a key ID in an account and Region (partition `aws`).
+    /// Builds the ARN of a key ID in an account and Region, in the Region's partition.
     pub fn from_parts(region: &str, account: &str, key_id: &str) -> Self {
-        KeyArn(format!("arn:aws:kms:{region}:{account}:key/{key_id}"))
+        let partition = partition_of_region(region);
+        KeyArn(format!("arn:{partition}:kms:{region}:{account}:key/{key_id}"))
+    }
+
+    /// The partition (`aws`, `aws-cn`, `aws-us-gov`, …).
+    pub fn partition(&self) -> &str {
+        self.part(1)
+    }
+
+    /// A multi-Region key (`mrk-` key ID).
+    pub fn is_multi_region(&self) -> bool {
+        self.key_id().starts_with("mrk-")
+    }
+
+    /// Whether `other` is a related multi-Region key of this one: the same key ID in the same
+    /// partition and account, in another Region.
+    pub fn is_related_multi_region_key(&self, other: &KeyArn) -> bool {
+        self.is_multi_region()
+            && self.key_id() == other.key_id()
+            && self.partition() == other.partition()
+            && self.account() == other.account()
+            && self.region() != other.region()
     }
 
     fn part(&self, i: usize) -> &str {
@@ -95,6 +116,26 @@ impl KeyArn {
 impl fmt::Display for KeyArn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// The partition of an AWS Region: `aws-cn` for China, `aws-us-gov` for GovCloud (US),
+/// the ISO partitions, and `aws` for every other Region.
+pub fn partition_of_region(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else if region.starts_with("us-isob-") {
+        "aws-iso-b"
+    } else if region.starts_with("us-iso-") {
+        "aws-iso"
+    } else if region.starts_with("eu-isoe-") {
+        "aws-iso-e"
+    } else if region.starts_with("us-isof-") {
+        "aws-iso-f"
+    } else {
+        "aws"
     }
 }
 
@@ -142,7 +183,7 @@ impl fmt::Display for Principal {
 impl Principal {
     /// The role ARN for AssumedRole, the user ARN for IAMUser, the service for AWSService,
     /// the account root for Root.
-    fn from_identity(id: &UserIdentity) -> Self {
+    fn from_identity(id: &UserIdentity, partition: &str) -> Self {
         let non_empty =
             |s: &Option<String>| s.as_deref().filter(|s| !s.is_empty()).map(str::to_owned);
         let issuer = id
@@ -155,7 +196,7 @@ impl Principal {
             Some("AssumedRole") | Some("FederatedUser") => issuer.or_else(|| non_empty(&id.arn)),
             Some("IAMUser") => non_empty(&id.arn),
             Some("Root") => non_empty(&id.arn)
-                .or_else(|| account.as_ref().map(|a| format!("arn:aws:iam::{a}:root"))),
+                .or_else(|| account.as_ref().map(|a| format!("arn:{partition}:iam::{a}:root"))),
             Some("AWSService") => non_empty(&id.invoked_by),
             Some("AWSAccount") => account.as_ref().map(|a| format!("account:{a}")),
             _ => None,
@@ -185,6 +226,7 @@ pub const USAGE_OPERATIONS: &[&str] = &[
     "VerifyMac",
     "DeriveSharedSecret",
     "GetPublicKey",
+    "CreateGrant",
 ];
 
 /// How a usage attempt ended.
@@ -236,8 +278,10 @@ pub enum KeyEventKind {
     DeletionScheduled {
         /// `pendingWindowInDays` (default 30).
         window_days: u32,
-        /// When KMS will delete the key.
-        deletion_date: Timestamp,
+        /// When KMS will delete the key; none for a multi-Region primary key that still has
+        /// replicas (`PendingReplicaDeletion`): its waiting period begins when the last
+        /// replica is deleted.
+        deletion_date: Option<Timestamp>,
         /// Whether `deletion_date` was read from the record rather than computed.
         deletion_date_reported: bool,
         /// `PendingDeletion`, or `PendingReplicaDeletion` for a multi-Region primary.
@@ -279,6 +323,16 @@ pub enum KeyEventKind {
         #[serde(default)]
         xks_key_id: Option<String>,
     },
+    /// ReplicateKey: a replica of this multi-Region primary key was created in a Region.
+    ReplicaCreated {
+        /// `replicaRegion`.
+        replica_region: String,
+    },
+    /// UpdatePrimaryRegion: the primary of this multi-Region key moved to a Region.
+    PrimaryRegionUpdated {
+        /// `primaryRegion`.
+        primary_region: String,
+    },
     /// A lifecycle call that failed: kept for the record, changes nothing.
     CallFailed {
         /// `errorCode`.
@@ -305,6 +359,25 @@ pub struct EventContext {
     pub invoked_by: Option<String>,
     /// `errorMessage`.
     pub error_message: Option<String>,
+    /// `userIdentity.accountId`: the caller's account (another account's for a
+    /// cross-account call, in both copies of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_account: Option<String>,
+    /// `sharedEventID`: one call recorded in two accounts (caller's and key owner's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_event_id: Option<String>,
+    /// `userIdentity.type` was `AWSAccount`: the key owner's copy of a cross-account call,
+    /// which names the calling account but not its principal.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub caller_is_account: bool,
+}
+
+impl EventContext {
+    /// The call this record is one copy of: `sharedEventID` when the call was recorded in
+    /// two accounts, else `eventID`.
+    pub fn call_id(&self) -> &str {
+        self.shared_event_id.as_deref().unwrap_or(&self.event_id)
+    }
 }
 
 /// One event in a key's stream.
@@ -367,10 +440,11 @@ impl KmsEvent {
         }
     }
 
-    /// The fold order: (eventTime, eventID).
-    pub fn order_key(&self) -> (Timestamp, &str) {
+    /// The fold order: (eventTime, call, eventID). The two copies of a cross-account call
+    /// share a call id (`sharedEventID`), so they sort together.
+    pub fn order_key(&self) -> (Timestamp, &str, &str) {
         let c = self.context();
-        (c.event_time, &c.event_id)
+        (c.event_time, c.call_id(), &c.event_id)
     }
 }
 
@@ -395,8 +469,12 @@ pub enum Normalised {
 }
 
 /// The message KMS gives when a key is pending deletion, in either documented form.
+/// A multi-Region primary waiting for its replicas' deletion is refused likewise.
 pub fn is_pending_deletion_message(message: &str) -> bool {
-    message.contains("is pending deletion") || message.contains("key state is PendingDeletion")
+    message.contains("is pending deletion")
+        || message.contains("is pending replica deletion")
+        || message.contains("key state is PendingDeletion")
+        || message.contains("key state is PendingReplicaDeletion")
 }
 
 fn as_u32(v: &Option<serde_json::Value>) -> Option<u32> {
@@ -422,8 +500,53 @@ pub fn normalise(json: &str) -> Result<Normalised, RecordError> {
     normalise_record(&record)
 }
 
+/// The detail-type of the EventBridge event KMS sends when it deletes a key at the end of
+/// its waiting period.
+pub const KMS_KEY_DELETION_EVENT: &str = "KMS CMK Deletion";
+
+/// The KMS operations that act on an existing key, as listed in AWS's key states table:
+/// any of them rejected with "… is pending deletion." is an attempt to use a key pending
+/// deletion.
+pub const KEY_OPERATIONS: &[&str] = &[
+    "CancelKeyDeletion",
+    "CreateAlias",
+    "CreateGrant",
+    "Decrypt",
+    "DeleteImportedKeyMaterial",
+    "DeriveSharedSecret",
+    "DisableKey",
+    "DisableKeyRotation",
+    "EnableKey",
+    "EnableKeyRotation",
+    "Encrypt",
+    "GenerateDataKey",
+    "GenerateDataKeyPair",
+    "GenerateDataKeyPairWithoutPlaintext",
+    "GenerateDataKeyWithoutPlaintext",
+    "GenerateMac",
+    "GetKeyRotationStatus",
+    "GetParametersForImport",
+    "GetPublicKey",
+    "ImportKeyMaterial",
+    "ReEncrypt",
+    "ReplicateKey",
+    "RotateKeyOnDemand",
+    "ScheduleKeyDeletion",
+    "Sign",
+    "TagResource",
+    "UntagResource",
+    "UpdateAlias",
+    "UpdateKeyDescription",
+    "UpdatePrimaryRegion",
+    "Verify",
+    "VerifyMac",
+];
+
 /// [`normalise`] on an already-decoded record.
 pub fn normalise_record(r: &CloudTrailRecord<'_>) -> Result<Normalised, RecordError> {
+    if r.event_source.is_none() && r.detail_type.as_deref() == Some(KMS_KEY_DELETION_EVENT) {
+        return normalise_kms_deletion_event(r);
+    }
     let event_id = r
         .event_id
         .as_deref()
@@ -447,7 +570,11 @@ pub fn normalise_record(r: &CloudTrailRecord<'_>) -> Result<Normalised, RecordEr
         .event_name
         .as_deref()
         .ok_or(RecordError::Missing("eventName"))?;
-    let is_usage = USAGE_OPERATIONS.contains(&event_name);
+    let error_code = r.error_code.as_deref().filter(|s| !s.is_empty());
+    let rejected_pending_deletion = error_code.is_some()
+        && r.error_message.as_deref().is_some_and(is_pending_deletion_message)
+        && KEY_OPERATIONS.contains(&event_name);
+    let is_usage = USAGE_OPERATIONS.contains(&event_name) || rejected_pending_deletion;
     let is_key_store = matches!(
         event_name,
         "ConnectCustomKeyStore"
@@ -465,6 +592,8 @@ pub fn normalise_record(r: &CloudTrailRecord<'_>) -> Result<Normalised, RecordEr
             | "EnableKey"
             | "ImportKeyMaterial"
             | "DeleteImportedKeyMaterial"
+            | "ReplicateKey"
+            | "UpdatePrimaryRegion"
     );
     if !(is_usage || is_key_store || is_lifecycle) {
         return untracked();
@@ -478,23 +607,26 @@ pub fn normalise_record(r: &CloudTrailRecord<'_>) -> Result<Normalised, RecordEr
         nested(r.response_elements).map_err(|e| malformed(event_name, "responseElements", e))?;
     let additional: AdditionalEventData = nested(r.additional_event_data)
         .map_err(|e| malformed(event_name, "additionalEventData", e))?;
-    let error_code = r.error_code.as_deref().filter(|s| !s.is_empty());
+    let region = r.aws_region.as_deref().unwrap_or_default();
+    let non_empty = |s: Option<&str>| s.filter(|s| !s.is_empty()).map(str::to_owned);
     let context = EventContext {
         event_id: event_id.to_owned(),
         event_time,
         event_name: event_name.to_owned(),
-        principal: Principal::from_identity(&identity),
+        principal: Principal::from_identity(&identity, partition_of_region(region)),
         source_ip: r.source_ip_address.as_deref().map(str::to_owned),
         user_agent: r.user_agent.as_deref().map(str::to_owned),
         invoked_by: identity.invoked_by.clone(),
         error_message: r.error_message.as_deref().map(str::to_owned),
+        caller_account: non_empty(identity.account_id.as_deref()),
+        shared_event_id: non_empty(r.shared_event_id.as_deref()),
+        caller_is_account: identity.identity_type.as_deref() == Some("AWSAccount"),
     };
     let account = r
         .recipient_account_id
         .as_deref()
         .or(identity.account_id.as_deref())
         .unwrap_or_default();
-    let region = r.aws_region.as_deref().unwrap_or_default();
 
     if is_key_store {
         let Some(id) = request
@@ -533,49 +665,145 @@ pub fn normalise_record(r: &CloudTrailRecord<'_>) -> Result<Normalised, RecordEr
     if keys.is_empty() {
         return untracked();
     }
-
-    let kind = if is_usage {
-        let outcome = match error_code {
-            None => UsageOutcome::Succeeded,
-            Some(_)
-                if context
-                    .error_message
-                    .as_deref()
-                    .is_some_and(is_pending_deletion_message) =>
-            {
-                UsageOutcome::RejectedPendingDeletion
-            }
-            Some(code) => UsageOutcome::Failed {
-                error_code: code.to_owned(),
-            },
-        };
-        KeyEventKind::Used {
-            operation: event_name.to_owned(),
-            outcome,
-            custom_key_store_id: additional.custom_key_store_id.clone(),
-            xks_key_id: additional.xks_key_id.clone(),
-        }
-    } else if let Some(code) = error_code {
-        KeyEventKind::CallFailed {
-            error_code: code.to_owned(),
+    let mut events = Vec::with_capacity(keys.len() + 1);
+    if is_usage {
+        // A call on several keys (ReEncrypt, UpdateAlias) rejected because one key is pending
+        // deletion names that key in its message: only that key was refused for its state.
+        let message = context.error_message.as_deref().unwrap_or_default();
+        let named: Vec<bool> = keys
+            .iter()
+            .map(|k| message.contains(k.as_str()) || message.contains(k.key_id()))
+            .collect();
+        let any_named = named.iter().any(|n| *n);
+        for (key, named) in keys.into_iter().zip(named) {
+            let outcome = match error_code {
+                None => UsageOutcome::Succeeded,
+                Some(_) if rejected_pending_deletion && (named || !any_named) => {
+                    UsageOutcome::RejectedPendingDeletion
+                }
+                Some(code) => UsageOutcome::Failed {
+                    error_code: code.to_owned(),
+                },
+            };
+            events.push(KmsEvent::Key(KeyEvent {
+                key,
+                context: context.clone(),
+                kind: KeyEventKind::Used {
+                    operation: event_name.to_owned(),
+                    outcome,
+                    custom_key_store_id: additional.custom_key_store_id.clone(),
+                    xks_key_id: additional.xks_key_id.clone(),
+                },
+            }));
         }
     } else {
-        lifecycle_kind(event_name, event_time, &request, response, additional)
-            .map_err(|(field, reason)| malformed(event_name, field, reason))?
-    };
-    let events = keys
-        .into_iter()
-        .map(|key| {
-            KmsEvent::Key(KeyEvent {
+        let replica = (event_name == "ReplicateKey" && error_code.is_none())
+            .then(|| {
+                response
+                    .replica_key_metadata
+                    .as_ref()
+                    .and_then(|m| m.arn.as_deref())
+                    .and_then(KeyArn::parse)
+            })
+            .flatten();
+        let kind = if let Some(code) = error_code {
+            KeyEventKind::CallFailed {
+                error_code: code.to_owned(),
+            }
+        } else {
+            lifecycle_kind(event_name, event_time, &request, &response, additional)
+                .map_err(|(field, reason)| malformed(event_name, field, reason))?
+        };
+        for key in keys.into_iter().filter(|k| Some(k) != replica.as_ref()) {
+            events.push(KmsEvent::Key(KeyEvent {
                 key,
                 context: context.clone(),
                 kind: kind.clone(),
-            })
-        })
-        .collect();
+            }));
+        }
+        if let Some(replica) = replica {
+            // The replica begins here: a multi-Region key of the primary's origin.
+            let meta = response.replica_key_metadata.unwrap_or_default();
+            events.push(KmsEvent::Key(KeyEvent {
+                key: replica,
+                context: context.clone(),
+                kind: KeyEventKind::Created {
+                    origin: meta.origin.unwrap_or_else(|| "AWS_KMS".to_owned()),
+                    key_state: Some("Enabled".to_owned()),
+                    custom_key_store_id: None,
+                    cloudhsm_cluster_id: None,
+                    xks_key_id: None,
+                    multi_region: true,
+                },
+            }));
+        }
+    }
+    if events.is_empty() {
+        return untracked();
+    }
     Ok(Normalised::Kms {
         event_id: event_id.to_owned(),
         events,
+    })
+}
+
+/// KMS's own EventBridge event at the end of a waiting period: evidence that the key is
+/// deleted, with the event's `id` as its event ID.
+fn normalise_kms_deletion_event(r: &CloudTrailRecord<'_>) -> Result<Normalised, RecordError> {
+    let event_id = r
+        .id
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .ok_or(RecordError::Missing("id"))?;
+    let time_text = r.time.as_deref().ok_or(RecordError::Missing("time"))?;
+    let event_time = Timestamp::parse_rfc3339(time_text)
+        .ok_or_else(|| RecordError::BadEventTime(time_text.to_owned()))?;
+    let bad = |field, e: &dyn fmt::Display| malformed(KMS_KEY_DELETION_EVENT, field, e);
+    let resources: Vec<String> = match r.resources {
+        Some(raw) if raw.get() != "null" => {
+            serde_json::from_str(raw.get()).map_err(|e| bad("resources", &e))?
+        }
+        _ => Vec::new(),
+    };
+    let detail: crate::record::KmsDeletionDetail =
+        nested(r.detail).map_err(|e| bad("detail", &e))?;
+    let account = r.account.as_deref().unwrap_or_default();
+    let region = r.region.as_deref().unwrap_or_default();
+    let key = resources
+        .iter()
+        .find_map(|a| KeyArn::parse(a))
+        .or_else(|| {
+            detail
+                .key_id
+                .as_deref()
+                .filter(|id| is_key_id(id) && !account.is_empty() && !region.is_empty())
+                .map(|id| KeyArn::from_parts(region, account, id))
+        })
+        .ok_or(RecordError::Missing("resources (the deleted key's ARN)"))?;
+    let context = EventContext {
+        event_id: event_id.to_owned(),
+        event_time,
+        event_name: KMS_KEY_DELETION_EVENT.to_owned(),
+        principal: Principal(KMS_EVENT_SOURCE.to_owned()),
+        source_ip: None,
+        user_agent: None,
+        invoked_by: None,
+        error_message: None,
+        caller_account: None,
+        shared_event_id: None,
+        caller_is_account: false,
+    };
+    Ok(Normalised::Kms {
+        event_id: event_id.to_owned(),
+        events: vec![KmsEvent::Key(KeyEvent {
+            key,
+            context,
+            kind: KeyEventKind::Deleted {
+                custom_key_store_id: None,
+                cloudhsm_cluster_id: None,
+                backing_keys: Vec::new(),
+            },
+        })],
     })
 }
 
@@ -583,27 +811,32 @@ fn lifecycle_kind(
     event_name: &str,
     event_time: Timestamp,
     request: &RequestParameters,
-    response: ResponseElements,
+    response: &ResponseElements,
     additional: AdditionalEventData,
 ) -> Result<KeyEventKind, (&'static str, String)> {
     Ok(match event_name {
         "CreateKey" => {
-            let meta = response.key_metadata.unwrap_or_default();
+            let meta = response.key_metadata.as_ref();
+            let meta_str = |f: fn(&crate::record::KeyMetadata) -> &Option<String>| {
+                meta.and_then(|m| f(m).clone())
+            };
             KeyEventKind::Created {
-                origin: meta
-                    .origin
+                origin: meta_str(|m| &m.origin)
                     .or_else(|| request.origin.clone())
                     .unwrap_or_else(|| "AWS_KMS".to_owned()),
-                key_state: meta.key_state,
-                custom_key_store_id: meta
-                    .custom_key_store_id
+                key_state: meta_str(|m| &m.key_state),
+                custom_key_store_id: meta_str(|m| &m.custom_key_store_id)
                     .or_else(|| request.custom_key_store_id.clone()),
-                cloudhsm_cluster_id: meta.cloud_hsm_cluster_id.or(additional.cluster_id),
+                cloudhsm_cluster_id: meta_str(|m| &m.cloud_hsm_cluster_id)
+                    .or(additional.cluster_id),
                 xks_key_id: meta
-                    .xks_key_configuration
-                    .and_then(|x| x.id)
+                    .and_then(|m| m.xks_key_configuration.as_ref())
+                    .and_then(|x| x.id.clone())
                     .or_else(|| request.xks_key_id.clone()),
-                multi_region: meta.multi_region.or(request.multi_region).unwrap_or(false),
+                multi_region: meta
+                    .and_then(|m| m.multi_region)
+                    .or(request.multi_region)
+                    .unwrap_or(false),
             }
         }
         "ScheduleKeyDeletion" => {
@@ -628,14 +861,20 @@ fn lifecycle_kind(
                     ))
                 }
             };
+            let key_state = response
+                .key_state
+                .clone()
+                .unwrap_or_else(|| "PendingDeletion".to_owned());
+            let waits_for_replicas = key_state == "PendingReplicaDeletion";
             KeyEventKind::DeletionScheduled {
                 window_days,
-                deletion_date: reported
-                    .unwrap_or_else(|| event_time.plus_millis(i64::from(window_days) * DAY_MS)),
+                deletion_date: match reported {
+                    Some(date) => Some(date),
+                    None if waits_for_replicas => None,
+                    None => Some(event_time.plus_millis(i64::from(window_days) * DAY_MS)),
+                },
                 deletion_date_reported: reported.is_some(),
-                key_state: response
-                    .key_state
-                    .unwrap_or_else(|| "PendingDeletion".to_owned()),
+                key_state,
                 custom_key_store_id: additional.custom_key_store_id,
                 cloudhsm_cluster_id: additional.cluster_id,
             }
@@ -650,6 +889,18 @@ fn lifecycle_kind(
         "DisableKey" => KeyEventKind::Disabled,
         "EnableKey" => KeyEventKind::Enabled,
         "ImportKeyMaterial" => KeyEventKind::KeyMaterialImported,
+        "ReplicateKey" => KeyEventKind::ReplicaCreated {
+            replica_region: request
+                .replica_region
+                .clone()
+                .ok_or(("requestParameters.replicaRegion", "absent".to_owned()))?,
+        },
+        "UpdatePrimaryRegion" => KeyEventKind::PrimaryRegionUpdated {
+            primary_region: request
+                .primary_region
+                .clone()
+                .ok_or(("requestParameters.primaryRegion", "absent".to_owned()))?,
+        },
         _ => KeyEventKind::KeyMaterialDeleted,
     })
 }
@@ -699,23 +950,37 @@ fn key_arns(
     if !keys.is_empty() {
         return Ok(keys);
     }
-    let from_response = response
-        .key_id
-        .as_deref()
-        .or(response
+    // One slot per key the call names: the key (or ReEncrypt's destination), and
+    // ReEncrypt's source. In each, an ARN from the response beats one from the request,
+    // which beats a bare key ID placed in the record's account and Region.
+    let resolve = |candidates: &[Option<&str>]| {
+        candidates
+            .iter()
+            .flatten()
+            .find_map(|c| KeyArn::parse(c))
+            .or_else(|| {
+                candidates
+                    .iter()
+                    .flatten()
+                    .find(|id| is_key_id(id) && !account.is_empty() && !region.is_empty())
+                    .map(|id| KeyArn::from_parts(region, account, id))
+            })
+    };
+    let key = resolve(&[
+        response.key_id.as_deref(),
+        response
             .key_metadata
             .as_ref()
-            .and_then(|m| m.arn.as_deref()))
-        .and_then(KeyArn::parse);
-    let from_request = request.key_id.as_deref().and_then(KeyArn::parse);
-    let from_id = request
-        .key_id
-        .as_deref()
-        .filter(|id| is_key_id(id) && !account.is_empty() && !region.is_empty())
-        .map(|id| KeyArn::from_parts(region, account, id));
-    Ok(from_response
-        .or(from_request)
-        .or(from_id)
-        .into_iter()
-        .collect())
+            .and_then(|m| m.arn.as_deref()),
+        request.key_id.as_deref(),
+        request.destination_key_id.as_deref(),
+    ]);
+    let source = resolve(&[
+        response.source_key_id.as_deref(),
+        request.source_key_id.as_deref(),
+    ]);
+    let mut keys: Vec<KeyArn> = key.into_iter().chain(source).collect();
+    keys.sort();
+    keys.dedup();
+    Ok(keys)
 }

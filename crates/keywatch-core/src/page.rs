@@ -46,6 +46,9 @@ fn headline(kind: AlertKind) -> &'static str {
         AlertKind::OrphanedKeyMaterial => "KMS key material may be orphaned",
         AlertKind::DeletionImminent => "KMS key deletion imminent",
         AlertKind::DeletionOverdue => "KMS key deletion overdue",
+        AlertKind::KeyStoreDisconnectedPendingDeletion => {
+            "Key store disconnected during a key's deletion"
+        }
     }
 }
 
@@ -59,6 +62,7 @@ pub fn sanitised(alert: &Alert) -> Alert {
     a.invoked_by = s(&alert.invoked_by);
     a.operation = s(&alert.operation);
     a.scheduled_by = s(&alert.scheduled_by);
+    a.caller_account = s(&alert.caller_account);
     a.summary = sanitise(&alert.summary, 4 * MAX_FIELD);
     a
 }
@@ -94,6 +98,12 @@ pub fn page(alert: &Alert) -> Page {
         }
     };
     line("Who:", a.principal.clone());
+    line(
+        "Accounts:",
+        a.caller_account
+            .as_ref()
+            .map(|c| format!("caller {c}, key owner {} (cross-account)", a.account)),
+    );
     line("Operation:", a.operation.clone());
     line("From:", a.source_ip.clone());
     line("Via:", a.invoked_by.clone());
@@ -105,6 +115,12 @@ pub fn page(alert: &Alert) -> Page {
                 "{n} so far ({} in this window)",
                 a.uses_in_window.unwrap_or(n)
             )
+        }),
+    );
+    line(
+        "Not uses:",
+        a.failed_attempts.map(|n| {
+            format!("{n} failed call(s) (access denied, throttling, invalid requests)")
         }),
     );
     line("Deleted on:", a.deletion_date.map(|d| d.to_string()));

@@ -41,6 +41,31 @@ pub struct CloudTrailRecord<'a> {
     pub additional_event_data: Option<&'a RawValue>,
     #[serde(borrow, default)]
     pub resources: Option<&'a RawValue>,
+    /// `sharedEventID`: the same call, delivered to the caller's and the owner's account.
+    #[serde(borrow, default, rename = "sharedEventID")]
+    pub shared_event_id: Option<Cow<'a, str>>,
+    /// EventBridge envelope fields, for KMS's own events (`KMS CMK Deletion`).
+    #[serde(borrow, default, rename = "detail-type")]
+    pub detail_type: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub source: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub time: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub account: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub region: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub detail: Option<&'a RawValue>,
+}
+
+/// `detail` of KMS's `KMS CMK Deletion` EventBridge event.
+#[derive(Debug, Default, Deserialize)]
+pub struct KmsDeletionDetail {
+    #[serde(default, rename = "key-id")]
+    pub key_id: Option<String>,
 }
 
 /// `userIdentity`.
@@ -103,6 +128,18 @@ pub struct RequestParameters {
     pub xks_key_id: Option<String>,
     #[serde(default)]
     pub multi_region: Option<bool>,
+    /// ReEncrypt's source key.
+    #[serde(default)]
+    pub source_key_id: Option<String>,
+    /// ReEncrypt's destination key.
+    #[serde(default)]
+    pub destination_key_id: Option<String>,
+    /// ReplicateKey's Region.
+    #[serde(default)]
+    pub replica_region: Option<String>,
+    /// UpdatePrimaryRegion's new primary Region.
+    #[serde(default)]
+    pub primary_region: Option<String>,
 }
 
 /// The union of the `responseElements` fields keywatch reads.
@@ -121,6 +158,12 @@ pub struct ResponseElements {
     pub pending_window_in_days: Option<serde_json::Value>,
     #[serde(default)]
     pub key_metadata: Option<KeyMetadata>,
+    /// ReEncrypt's source key ARN.
+    #[serde(default)]
+    pub source_key_id: Option<String>,
+    /// ReplicateKey's new replica.
+    #[serde(default)]
+    pub replica_key_metadata: Option<KeyMetadata>,
 }
 
 /// `responseElements.keyMetadata` of CreateKey.

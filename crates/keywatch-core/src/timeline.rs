@@ -7,6 +7,7 @@ use crate::event::{
 };
 use crate::time::{Timestamp, DAY_MS};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// How many usage attempts while pending deletion are kept as individual entries.
 pub const MAX_PENDING_USE_ENTRIES: usize = 200;
@@ -14,6 +15,9 @@ pub const MAX_PENDING_USE_ENTRIES: usize = 200;
 pub const MAX_PENDING_USE_BUCKETS: usize = 20_000;
 /// Usage before a schedule within this many days makes `deletion_scheduled` high.
 pub const RECENT_USE_DAYS: i64 = 30;
+/// How long after CancelKeyDeletion a "… is pending deletion." rejection is read as KMS's
+/// eventual consistency rather than as proof of a new, unseen schedule.
+pub const EVENTUAL_CONSISTENCY_MS: i64 = 5 * MINUTE_MS;
 const MINUTE_MS: i64 = 60_000;
 
 /// AWS's key states, plus Deleted and Unknown.
@@ -103,8 +107,15 @@ pub struct UsageRollup {
     pub operation: String,
     /// Calls that succeeded.
     pub successes: u64,
-    /// Calls that failed (any error).
+    /// Calls that failed (any error, including rejections as pending deletion).
     pub failures: u64,
+    /// Calls rejected because the key was pending deletion: uses, unlike other failures.
+    #[serde(default)]
+    pub rejected_pending_deletion: u64,
+    /// The last use: a call that succeeded or was rejected as pending deletion. Calls that
+    /// failed for other reasons (AccessDenied, throttling, validation) are attempts only.
+    #[serde(default)]
+    pub last_used: Option<Timestamp>,
     /// First attempt.
     pub first_seen: Timestamp,
     /// Last attempt.
@@ -122,16 +133,25 @@ pub struct DeletionSchedule {
     pub scheduled_by: Principal,
     /// The waiting period.
     pub window_days: u32,
-    /// When KMS deletes the key.
-    pub deletion_date: Timestamp,
+    /// When KMS deletes the key; none while a multi-Region primary waits for its replicas
+    /// to be deleted (AWS sets no date until then).
+    pub deletion_date: Option<Timestamp>,
+    /// When the last replica of a multi-Region primary was deleted, which began its
+    /// waiting period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_period_began: Option<Timestamp>,
     /// Any use of the key in the 30 days before the schedule.
     pub used_in_prior_30_days: bool,
     /// The last use before the schedule.
     pub last_use_before: Option<Timestamp>,
     /// The usage roll-up as it stood at the schedule.
     pub usage_before: Vec<UsageRollup>,
-    /// Usage attempts during the waiting period.
+    /// Uses during the waiting period (calls that succeeded or were rejected as pending
+    /// deletion).
     pub uses_during_window: u64,
+    /// Calls during the waiting period that failed for other reasons: attempts, not uses.
+    #[serde(default)]
+    pub failed_attempts_during_window: u64,
     /// How the waiting period ended, if it has.
     pub ended: Option<ScheduleEnd>,
 }
@@ -169,6 +189,29 @@ pub enum OrphanReason {
     },
     /// The key store was disconnected when the key was deleted.
     KeyStoreDisconnected,
+}
+
+/// A custom key store disconnected while one of its keys is pending deletion: if it is
+/// still disconnected when the waiting period ends, a CloudHSM key's material is orphaned.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrphanRisk {
+    /// The schedule whose waiting period is running.
+    pub schedule: String,
+    /// The event that made the risk (DisconnectCustomKeyStore, or the ScheduleKeyDeletion of
+    /// a key whose store was already disconnected).
+    pub event_id: String,
+    /// When.
+    pub at: Timestamp,
+    /// Who.
+    pub principal: Principal,
+}
+
+/// What keywatch knows of one related multi-Region key (a replica, or the primary seen
+/// from a replica).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelatedKey {
+    /// When KMS deleted it, if it did.
+    pub deleted_at: Option<Timestamp>,
 }
 
 /// A usage attempt while the key was pending deletion.
@@ -231,6 +274,21 @@ pub enum EntryDetail {
         /// `invokedBy`.
         invoked_by: Option<String>,
     },
+    /// A rejection as pending deletion that arrived just after CancelKeyDeletion: KMS's
+    /// eventual consistency. Shown, but the key stays cancelled (Disabled) and nobody is paged.
+    RejectedAfterCancel {
+        /// The operation.
+        operation: String,
+        /// `sourceIPAddress`.
+        source_ip: Option<String>,
+    },
+    /// A lifecycle event of a related multi-Region key (a replica, or the primary).
+    RelatedKey {
+        /// The related key.
+        key_arn: String,
+        /// What happened to it.
+        change: KeyEventKind,
+    },
     /// A change of the key's custom key store.
     KeyStore {
         /// `cks-…`.
@@ -255,6 +313,15 @@ pub struct KeyTimeline {
     pub origin: Option<String>,
     /// A multi-Region key.
     pub multi_region: bool,
+    /// When the key was created (CreateKey), if seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<Timestamp>,
+    /// The Region of the multi-Region primary key, when an UpdatePrimaryRegion named it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_region: Option<String>,
+    /// Related multi-Region keys by Region (for a primary: its replicas).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub related_keys: BTreeMap<String, RelatedKey>,
     /// The custom key store, if any.
     pub custom_key_store: Option<CustomKeyStore>,
     /// Lifecycle entries and pending-deletion uses, in order.
@@ -271,11 +338,15 @@ pub struct KeyTimeline {
     pub pending_use_entries_dropped: u64,
     /// Why key material may be orphaned in a CloudHSM cluster.
     pub orphaned_key_material: Option<OrphanReason>,
+    /// Disconnections of the key's custom key store during a waiting period.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub orphan_risks: Vec<OrphanRisk>,
     /// The DeleteKey eventID, once deleted.
     pub deleted_by_event: Option<String>,
     /// Events folded.
     pub event_count: u64,
-    /// The (eventTime, eventID) of the last event folded.
+    /// The (eventTime, call id) of the last event folded: the call id is the `sharedEventID`
+    /// of a cross-account call, else the eventID.
     pub last_applied: Option<(Timestamp, String)>,
 }
 
@@ -289,6 +360,9 @@ impl KeyTimeline {
             deletion_date: None,
             origin: None,
             multi_region: false,
+            created_at: None,
+            primary_region: None,
+            related_keys: BTreeMap::new(),
             custom_key_store: None,
             entries: Vec::new(),
             usage: Vec::new(),
@@ -297,30 +371,52 @@ impl KeyTimeline {
             pending_uses: 0,
             pending_use_entries_dropped: 0,
             orphaned_key_material: None,
+            orphan_risks: Vec::new(),
             deleted_by_event: None,
             event_count: 0,
             last_applied: None,
         }
     }
 
-    /// Folds events (in any order, with duplicates) into a fresh timeline.
+    /// Folds events (in any order, with duplicates) into a fresh timeline. The two copies
+    /// of a cross-account call (one `sharedEventID`) fold as one call: the caller's copy,
+    /// which names the caller's principal, is preferred.
     pub fn fold<'a>(key_arn: KeyArn, events: impl IntoIterator<Item = &'a KmsEvent>) -> Self {
         let mut sorted: Vec<&KmsEvent> = events.into_iter().collect();
         sorted.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
         sorted.dedup_by(|a, b| a.order_key() == b.order_key());
         let mut timeline = KeyTimeline::new(key_arn);
-        for e in sorted {
-            timeline.apply(e);
+        // A key lives in one custom key store for life: knowing it from the start lets the
+        // key store's events before the first record that names it count too.
+        for e in &sorted {
+            if let KmsEvent::Key(k) = e {
+                if k.key == timeline.key_arn {
+                    timeline.note_key_store_of(&k.kind);
+                }
+            }
+        }
+        sorted.retain(|e| timeline.is_relevant(e));
+        for call in sorted.chunk_by(|a, b| same_call(a, b)) {
+            let chosen = call
+                .iter()
+                .min_by_key(|e| (e.context().caller_is_account, &e.context().event_id));
+            if let Some(e) = chosen {
+                timeline.apply(e);
+            }
         }
         timeline
     }
 
     /// Whether `event` sorts after everything folded so far, so that applying it now gives
-    /// the same timeline as a fold from scratch. Otherwise, rebuild with [`Self::fold`].
+    /// the same timeline as a fold from scratch. Otherwise (including the second copy of a
+    /// cross-account call), rebuild with [`Self::fold`].
     pub fn follows(&self, event: &KmsEvent) -> bool {
         match &self.last_applied {
             None => true,
-            Some((t, id)) => event.order_key() > (*t, id.as_str()),
+            Some((t, call)) => {
+                let (et, ecall, _) = event.order_key();
+                (et, ecall) > (*t, call.as_str())
+            }
         }
     }
 
@@ -331,22 +427,51 @@ impl KeyTimeline {
             .filter(|s| s.ended.is_none() && self.state.is_pending_deletion())
     }
 
-    /// The last usage attempt of any principal.
+    /// The last use (a call that succeeded or was rejected as pending deletion) of any
+    /// principal.
     pub fn last_use(&self) -> Option<Timestamp> {
+        self.usage.iter().filter_map(|u| u.last_used).max()
+    }
+
+    /// The last attempt of any principal, failed calls included.
+    pub fn last_attempt(&self) -> Option<Timestamp> {
         self.usage.iter().map(|u| u.last_seen).max()
+    }
+
+    /// Whether the key's custom key store is disconnected, as last seen.
+    pub fn key_store_disconnected(&self) -> bool {
+        self.custom_key_store
+            .as_ref()
+            .is_some_and(|s| s.connected == Some(false))
     }
 
     /// Applies one event that [follows](Self::follows) the ones folded so far. Events of
     /// other keys, and of key stores other than this key's, are ignored.
     pub fn apply(&mut self, event: &KmsEvent) {
+        if !self.is_relevant(event) {
+            return;
+        }
         match event {
             KmsEvent::Key(e) if e.key == self.key_arn => self.apply_key_event(e),
-            KmsEvent::KeyStore(e) if self.is_in_key_store(e) => self.apply_key_store_event(e),
-            _ => return,
+            KmsEvent::Key(e) => self.apply_related_key_event(e),
+            KmsEvent::KeyStore(e) => self.apply_key_store_event(e),
         }
         let c = event.context();
         self.event_count += 1;
-        self.last_applied = Some((c.event_time, c.event_id.clone()));
+        self.last_applied = Some((c.event_time, c.call_id().to_owned()));
+    }
+
+    /// Whether the timeline folds `event`: the key's own events, the lifecycle of its related
+    /// multi-Region keys, and its custom key store's events.
+    pub fn is_relevant(&self, event: &KmsEvent) -> bool {
+        match event {
+            KmsEvent::Key(e) => {
+                e.key == self.key_arn
+                    || (self.key_arn.is_related_multi_region_key(&e.key)
+                        && is_multi_region_family_event(&e.kind))
+            }
+            KmsEvent::KeyStore(e) => self.is_in_key_store(e),
+        }
     }
 
     /// The key's custom key store, identified in the key's account and Region.
@@ -378,16 +503,32 @@ impl KeyTimeline {
             KeyStoreChange::Disconnected => Some(false),
             _ => None,
         };
-        if let (Some(store), Some(c)) = (self.custom_key_store.as_mut(), connected) {
-            store.connected = Some(c);
-            if store.cloudhsm_cluster_id.is_none() {
-                store.cloudhsm_cluster_id.clone_from(&e.cloudhsm_cluster_id);
+        if let Some(store) = self.custom_key_store.as_mut() {
+            if let Some(cluster) = &e.cloudhsm_cluster_id {
+                store.cloudhsm_cluster_id.get_or_insert_with(|| cluster.clone());
+                store.key_store_type = KeyStoreType::Cloudhsm;
+            }
+            if connected.is_some() {
+                store.connected = connected;
             }
         }
         match connected {
-            Some(false) if matches!(self.state, KeyState::Enabled | KeyState::Disabled) => {
+            // AWS's key states table: a key of a disconnected store is Unavailable, except
+            // that a key pending deletion stays PendingDeletion (so it can still be rescued).
+            Some(false)
+                if matches!(
+                    self.state,
+                    KeyState::Enabled | KeyState::Disabled | KeyState::Unknown
+                ) =>
+            {
                 self.state_before_unavailable = Some(self.state);
                 self.state = KeyState::Unavailable;
+            }
+            Some(false) if self.state.is_pending_deletion() => {
+                if let Some(s) = self.active_schedule() {
+                    let schedule = s.event_id.clone();
+                    self.note_orphan_risk(schedule, &e.context);
+                }
             }
             Some(true) if self.state == KeyState::Unavailable => {
                 self.state = self
@@ -404,6 +545,59 @@ impl KeyTimeline {
                 change: e.change,
             },
         );
+    }
+
+    fn note_orphan_risk(&mut self, schedule: String, c: &EventContext) {
+        self.orphan_risks.push(OrphanRisk {
+            schedule,
+            event_id: c.event_id.clone(),
+            at: c.event_time,
+            principal: c.principal.clone(),
+        });
+    }
+
+    /// Notes the custom key store that an event of the key names, if any.
+    fn note_key_store_of(&mut self, kind: &KeyEventKind) {
+        match kind {
+            KeyEventKind::Used {
+                custom_key_store_id,
+                xks_key_id,
+                ..
+            } => self.note_key_store(custom_key_store_id.as_ref(), None, xks_key_id.as_ref()),
+            KeyEventKind::Created {
+                origin,
+                custom_key_store_id,
+                cloudhsm_cluster_id,
+                xks_key_id,
+                ..
+            } => {
+                self.note_key_store(
+                    custom_key_store_id.as_ref(),
+                    cloudhsm_cluster_id.as_ref(),
+                    xks_key_id.as_ref(),
+                );
+                if origin == "EXTERNAL_KEY_STORE" {
+                    if let Some(s) = self.custom_key_store.as_mut() {
+                        s.key_store_type = KeyStoreType::External;
+                    }
+                }
+            }
+            KeyEventKind::DeletionScheduled {
+                custom_key_store_id,
+                cloudhsm_cluster_id,
+                ..
+            }
+            | KeyEventKind::Deleted {
+                custom_key_store_id,
+                cloudhsm_cluster_id,
+                ..
+            } => self.note_key_store(
+                custom_key_store_id.as_ref(),
+                cloudhsm_cluster_id.as_ref(),
+                None,
+            ),
+            _ => {}
+        }
     }
 
     fn note_key_store(
@@ -434,66 +628,107 @@ impl KeyTimeline {
         }
     }
 
+    /// Moves the key to `state`. While its custom key store is disconnected, AWS's key states
+    /// table says EnableKey and DisableKey succeed (and CancelKeyDeletion leaves the key
+    /// Disabled) but the key stays Unavailable until the store is connected again.
     fn set_state(&mut self, state: KeyState) {
-        self.state = state;
-        self.state_before_unavailable = None;
+        if self.key_store_disconnected() && matches!(state, KeyState::Enabled | KeyState::Disabled)
+        {
+            self.state = KeyState::Unavailable;
+            self.state_before_unavailable = Some(state);
+        } else {
+            self.state = state;
+            self.state_before_unavailable = None;
+        }
+    }
+
+    /// Applies a lifecycle event of a related multi-Region key.
+    fn apply_related_key_event(&mut self, e: &KeyEvent) {
+        let region = e.key.region().to_owned();
+        match &e.kind {
+            KeyEventKind::Deleted { .. } => {
+                let related = self.related_keys.entry(region).or_default();
+                related.deleted_at.get_or_insert(e.context.event_time);
+            }
+            KeyEventKind::ReplicaCreated { replica_region } => {
+                self.related_keys.entry(region).or_default();
+                if *replica_region != self.key_arn.region() {
+                    self.related_keys.entry(replica_region.clone()).or_default();
+                }
+            }
+            KeyEventKind::PrimaryRegionUpdated { primary_region } => {
+                self.related_keys.entry(region).or_default();
+                self.primary_region = Some(primary_region.clone());
+            }
+            _ => {
+                self.related_keys.entry(region).or_default();
+            }
+        }
+        self.begin_waiting_period_if_replicas_deleted(e.context.event_time);
+        self.push_entry(
+            &e.context,
+            EntryDetail::RelatedKey {
+                key_arn: e.key.to_string(),
+                change: e.kind.clone(),
+            },
+        );
+    }
+
+    /// A primary in PendingReplicaDeletion begins its waiting period when its last replica is
+    /// deleted. keywatch knows the replicas it has seen records of; with none known, it sets
+    /// no date (AWS's date is unknown to it).
+    fn begin_waiting_period_if_replicas_deleted(&mut self, at: Timestamp) {
+        if self.state != KeyState::PendingReplicaDeletion
+            || self.related_keys.is_empty()
+            || self.related_keys.values().any(|r| r.deleted_at.is_none())
+        {
+            return;
+        }
+        let Some(s) = self.schedules.last_mut().filter(|s| s.ended.is_none()) else {
+            return;
+        };
+        let date = at.plus_millis(i64::from(s.window_days) * DAY_MS);
+        s.waiting_period_began = Some(at);
+        s.deletion_date = Some(date);
+        self.deletion_date = Some(date);
+        self.set_state(KeyState::PendingDeletion);
     }
 
     fn apply_key_event(&mut self, e: &KeyEvent) {
         let c = &e.context;
+        self.note_key_store_of(&e.kind);
         match &e.kind {
             KeyEventKind::Used {
-                operation,
-                outcome,
-                custom_key_store_id,
-                xks_key_id,
+                operation, outcome, ..
             } => {
-                self.note_key_store(custom_key_store_id.as_ref(), None, xks_key_id.as_ref());
                 self.apply_use(c, operation, outcome);
                 return;
             }
             KeyEventKind::Created {
                 origin,
                 key_state,
-                custom_key_store_id,
-                cloudhsm_cluster_id,
-                xks_key_id,
                 multi_region,
+                ..
             } => {
                 self.origin = Some(origin.clone());
                 self.multi_region = *multi_region;
-                self.note_key_store(
-                    custom_key_store_id.as_ref(),
-                    cloudhsm_cluster_id.as_ref(),
-                    xks_key_id.as_ref(),
-                );
-                if origin == "EXTERNAL_KEY_STORE" {
-                    if let Some(s) = self.custom_key_store.as_mut() {
-                        s.key_store_type = KeyStoreType::External;
-                    }
-                }
-                let state = key_state.as_deref().and_then(KeyState::parse).unwrap_or(
-                    if origin == "EXTERNAL" {
+                self.created_at.get_or_insert(c.event_time);
+                let state = key_state
+                    .as_deref()
+                    .and_then(KeyState::parse)
+                    .unwrap_or(if origin == "EXTERNAL" {
                         KeyState::PendingImport
                     } else {
                         KeyState::Enabled
-                    },
-                );
+                    });
                 self.set_state(state);
             }
             KeyEventKind::DeletionScheduled {
                 window_days,
                 deletion_date,
                 key_state,
-                custom_key_store_id,
-                cloudhsm_cluster_id,
                 ..
             } => {
-                self.note_key_store(
-                    custom_key_store_id.as_ref(),
-                    cloudhsm_cluster_id.as_ref(),
-                    None,
-                );
                 let last_use_before = self.last_use();
                 self.schedules.push(DeletionSchedule {
                     event_id: c.event_id.clone(),
@@ -501,16 +736,25 @@ impl KeyTimeline {
                     scheduled_by: c.principal.clone(),
                     window_days: *window_days,
                     deletion_date: *deletion_date,
+                    waiting_period_began: None,
                     used_in_prior_30_days: last_use_before.is_some_and(|t| {
                         t.millis() >= c.event_time.millis() - RECENT_USE_DAYS * DAY_MS
                     }),
                     last_use_before,
                     usage_before: self.usage.clone(),
                     uses_during_window: 0,
+                    failed_attempts_during_window: 0,
                     ended: None,
                 });
-                self.deletion_date = Some(*deletion_date);
+                self.deletion_date = *deletion_date;
                 self.set_state(KeyState::parse(key_state).unwrap_or(KeyState::PendingDeletion));
+                let cloudhsm = self
+                    .custom_key_store
+                    .as_ref()
+                    .is_some_and(|s| s.key_store_type == KeyStoreType::Cloudhsm);
+                if cloudhsm && self.key_store_disconnected() {
+                    self.note_orphan_risk(c.event_id.clone(), c);
+                }
             }
             KeyEventKind::DeletionCancelled => {
                 if let Some(s) = self.schedules.last_mut().filter(|s| s.ended.is_none()) {
@@ -524,15 +768,10 @@ impl KeyTimeline {
                 self.set_state(KeyState::Disabled);
             }
             KeyEventKind::Deleted {
-                custom_key_store_id,
-                cloudhsm_cluster_id,
+                custom_key_store_id: _,
+                cloudhsm_cluster_id: _,
                 backing_keys,
             } => {
-                self.note_key_store(
-                    custom_key_store_id.as_ref(),
-                    cloudhsm_cluster_id.as_ref(),
-                    None,
-                );
                 if let Some(s) = self.schedules.last_mut().filter(|s| s.ended.is_none()) {
                     s.ended = Some(ScheduleEnd::Deleted {
                         event_id: c.event_id.clone(),
@@ -548,20 +787,26 @@ impl KeyTimeline {
                     .filter(|b| b.deletion_status != "SUCCESS")
                     .cloned()
                     .collect();
-                self.orphaned_key_material = if !failed.is_empty() {
+                let reason = if !failed.is_empty() {
                     Some(OrphanReason::BackingKeyNotDeleted {
                         backing_keys: failed,
                     })
-                } else if in_cloudhsm
-                    && self.custom_key_store.as_ref().and_then(|s| s.connected) == Some(false)
-                {
+                } else if in_cloudhsm && self.key_store_disconnected() {
                     Some(OrphanReason::KeyStoreDisconnected)
                 } else {
                     None
                 };
+                // DeleteKey and KMS's own deletion event report one deletion: what either
+                // says of orphaned material stands.
+                self.orphaned_key_material = match (self.orphaned_key_material.take(), reason) {
+                    (_, Some(r @ OrphanReason::BackingKeyNotDeleted { .. })) => Some(r),
+                    (Some(old), _) => Some(old),
+                    (None, new) => new,
+                };
                 self.deletion_date.get_or_insert(c.event_time);
-                self.deleted_by_event = Some(c.event_id.clone());
-                self.set_state(KeyState::Deleted);
+                self.deleted_by_event.get_or_insert_with(|| c.event_id.clone());
+                self.state = KeyState::Deleted;
+                self.state_before_unavailable = None;
             }
             KeyEventKind::Disabled => self.set_state(KeyState::Disabled),
             KeyEventKind::Enabled => self.set_state(KeyState::Enabled),
@@ -575,13 +820,44 @@ impl KeyTimeline {
                     self.set_state(KeyState::PendingImport);
                 }
             }
+            KeyEventKind::ReplicaCreated { replica_region } => {
+                self.multi_region = true;
+                self.primary_region
+                    .get_or_insert_with(|| self.key_arn.region().to_owned());
+                self.related_keys.entry(replica_region.clone()).or_default();
+            }
+            KeyEventKind::PrimaryRegionUpdated { primary_region } => {
+                self.multi_region = true;
+                self.primary_region = Some(primary_region.clone());
+            }
             KeyEventKind::CallFailed { .. } => {}
         }
         self.push_entry(c, EntryDetail::Lifecycle(e.kind.clone()));
     }
 
+    /// The principal pages are grouped by: for a cross-account call, the calling account,
+    /// which both copies of the call name (the key owner's copy may not name the role).
+    pub fn paging_principal(&self, c: &EventContext) -> Principal {
+        match c.caller_account.as_deref() {
+            Some(caller) if caller != self.key_arn.account() => {
+                Principal(format!("account:{caller}"))
+            }
+            _ => c.principal.clone(),
+        }
+    }
+
     fn apply_use(&mut self, c: &EventContext, operation: &str, outcome: &UsageOutcome) {
         let succeeded = matches!(outcome, UsageOutcome::Succeeded);
+        let rejected = matches!(outcome, UsageOutcome::RejectedPendingDeletion);
+        let late_after_cancel = rejected
+            && !self.state.is_pending_deletion()
+            && self.schedules.last().is_some_and(|s| match &s.ended {
+                Some(ScheduleEnd::Cancelled { at, .. }) => {
+                    c.event_time.millis() - at.millis() <= EVENTUAL_CONSISTENCY_MS
+                }
+                _ => false,
+            });
+        let is_use = succeeded || (rejected && !late_after_cancel);
         match self.usage.binary_search_by(|u| {
             (&u.principal, u.operation.as_str()).cmp(&(&c.principal, operation))
         }) {
@@ -591,6 +867,12 @@ impl KeyTimeline {
                     u.successes += 1;
                 } else {
                     u.failures += 1;
+                }
+                if rejected {
+                    u.rejected_pending_deletion += 1;
+                }
+                if is_use {
+                    u.last_used = u.last_used.max(Some(c.event_time));
                 }
                 u.last_seen = u.last_seen.max(c.event_time);
                 u.first_seen = u.first_seen.min(c.event_time);
@@ -602,23 +884,39 @@ impl KeyTimeline {
                     operation: operation.to_owned(),
                     successes: u64::from(succeeded),
                     failures: u64::from(!succeeded),
+                    rejected_pending_deletion: u64::from(rejected),
+                    last_used: is_use.then_some(c.event_time),
                     first_seen: c.event_time,
                     last_seen: c.event_time,
                 },
             ),
         }
+        if late_after_cancel {
+            self.push_entry(
+                c,
+                EntryDetail::RejectedAfterCancel {
+                    operation: operation.to_owned(),
+                    source_ip: c.source_ip.clone(),
+                },
+            );
+            return;
+        }
         if let Some(s) = self.schedules.last_mut().filter(|s| s.ended.is_none()) {
-            s.uses_during_window += 1;
+            if is_use {
+                s.uses_during_window += 1;
+            } else {
+                s.failed_attempts_during_window += 1;
+            }
         }
 
-        let rejected = matches!(outcome, UsageOutcome::RejectedPendingDeletion);
         let pending = rejected || (succeeded && self.state.is_pending_deletion());
         if !pending {
             return;
         }
         if !self.state.is_pending_deletion() && self.state != KeyState::Deleted {
             // A rejection proves the state even when the schedule record was never seen.
-            self.set_state(KeyState::PendingDeletion);
+            self.state = KeyState::PendingDeletion;
+            self.state_before_unavailable = None;
         }
         let kept = self.pending_uses - self.pending_use_entries_dropped;
         self.pending_uses += 1;
@@ -629,20 +927,21 @@ impl KeyTimeline {
             .map_or_else(|| "unscheduled".to_owned(), |s| s.event_id.clone());
         let minute =
             Timestamp::from_millis(c.event_time.millis().div_euclid(MINUTE_MS) * MINUTE_MS);
+        let principal = self.paging_principal(c);
         let use_ = PendingUse {
             operation: operation.to_owned(),
             rejected,
             context: c.clone(),
         };
         let found = self.pending_use_buckets.iter().rposition(|b| {
-            b.minute == minute && b.principal == c.principal && b.schedule == schedule
+            b.minute == minute && b.principal == principal && b.schedule == schedule
         });
         match found {
             Some(i) => self.pending_use_buckets[i].count += 1,
             None if self.pending_use_buckets.len() < MAX_PENDING_USE_BUCKETS => {
                 self.pending_use_buckets.push(PendingUseBucket {
                     schedule,
-                    principal: c.principal.clone(),
+                    principal,
                     minute,
                     count: 1,
                     first: use_,
@@ -664,4 +963,27 @@ impl KeyTimeline {
             self.pending_use_entries_dropped += 1;
         }
     }
+}
+
+/// Whether two events are copies of one call (a cross-account call recorded in the caller's
+/// and the key owner's account).
+fn same_call(a: &KmsEvent, b: &KmsEvent) -> bool {
+    let (at, acall, _) = a.order_key();
+    let (bt, bcall, _) = b.order_key();
+    let same_key = matches!((a, b), (KmsEvent::Key(x), KmsEvent::Key(y)) if x.key == y.key);
+    same_key && at == bt && acall == bcall && a.context().shared_event_id.is_some()
+}
+
+/// The events of one multi-Region key that its related keys fold too: their lifecycle, not
+/// their usage.
+pub fn is_multi_region_family_event(kind: &KeyEventKind) -> bool {
+    matches!(
+        kind,
+        KeyEventKind::Created { .. }
+            | KeyEventKind::DeletionScheduled { .. }
+            | KeyEventKind::DeletionCancelled
+            | KeyEventKind::Deleted { .. }
+            | KeyEventKind::ReplicaCreated { .. }
+            | KeyEventKind::PrimaryRegionUpdated { .. }
+    )
 }

@@ -3,6 +3,7 @@
 //! each alert once.
 
 use crate::{RecordToAppend, Store, StoreError, StreamId};
+use keywatch_core::timeline::is_multi_region_family_event;
 use keywatch_core::{
     evaluate_clock, evaluate_events_unless, normalise, Alert, AlertConfig, KeyArn, KeyStoreRef,
     KeyTimeline, KmsEvent, Normalised, Timestamp,
@@ -126,15 +127,30 @@ impl<S: Store> Projector<S> {
             .unwrap_or_else(|| KeyTimeline::new(key.clone())))
     }
 
-    /// Rebuilds a key's timeline from the event log (its stream and its key store's).
+    /// Rebuilds a key's timeline from the event log: its stream, its custom key store's, and
+    /// those of its related multi-Region keys.
     pub fn rebuild(&self, key: &KeyArn) -> Result<KeyTimeline, StoreError> {
         let mut events = self.stream_events(&StreamId::Key(key.clone()))?;
+        for related in self.related_keys(key)? {
+            events.extend(self.stream_events(&StreamId::Key(related))?);
+        }
         let mut timeline = KeyTimeline::fold(key.clone(), events.iter());
         if let Some(ks) = timeline.key_store_ref() {
             events.extend(self.stream_events(&StreamId::KeyStore(ks))?);
             timeline = KeyTimeline::fold(key.clone(), events.iter());
         }
         Ok(timeline)
+    }
+
+    /// The related multi-Region keys (same key ID, account and partition, other Regions) that
+    /// the store knows.
+    fn related_keys(&self, key: &KeyArn) -> Result<Vec<KeyArn>, StoreError> {
+        if !key.is_multi_region() {
+            return Ok(Vec::new());
+        }
+        let mut keys = self.store.find_keys(key.key_id())?;
+        keys.retain(|k| key.is_related_multi_region_key(k));
+        Ok(keys)
     }
 
     fn stream_events(&self, stream: &StreamId) -> Result<Vec<KmsEvent>, StoreError> {
@@ -234,6 +250,34 @@ impl<S: Store> Projector<S> {
                 }
             }
         }
+        // A multi-Region key's lifecycle is folded by its related keys too (a primary waits
+        // for its replicas' deletion).
+        let mut related_events: Vec<(KeyArn, (&KmsEvent, bool))> = Vec::new();
+        for (key, events) in &per_key {
+            let family: Vec<(&KmsEvent, bool)> = events
+                .iter()
+                .filter(|(e, _)| {
+                    matches!(e, KmsEvent::Key(k) if is_multi_region_family_event(&k.kind))
+                })
+                .copied()
+                .collect();
+            if family.is_empty() {
+                continue;
+            }
+            let mut related: BTreeSet<KeyArn> = self.related_keys(key)?.into_iter().collect();
+            related.extend(
+                per_key
+                    .keys()
+                    .filter(|k| key.is_related_multi_region_key(k))
+                    .cloned(),
+            );
+            for r in related {
+                related_events.extend(family.iter().map(|e| (r.clone(), *e)));
+            }
+        }
+        for (key, e) in related_events {
+            per_key.entry(key).or_default().push(e);
+        }
         let mut affected: BTreeSet<KeyArn> = per_key.keys().cloned().collect();
         let stores: BTreeSet<&KeyStoreRef> = store_events
             .iter()
@@ -262,16 +306,39 @@ impl<S: Store> Projector<S> {
                 }
                 KmsEvent::Key(_) => false,
             }));
+            events.retain(|e| match e {
+                // A key store event for a key whose store is not known yet cannot matter
+                // now; if the batch names the store, the rebuild below folds it.
+                KmsEvent::KeyStore(_) => timeline.is_relevant(e),
+                KmsEvent::Key(_) => true,
+            });
             if events.is_empty() {
                 self.cache.insert(key, timeline);
                 continue;
             }
             events.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
-            if events.first().is_some_and(|e| timeline.follows(e)) {
-                for e in events {
-                    timeline.apply(e);
+            events.dedup_by(|a, b| a.order_key() == b.order_key());
+            let knew_key_store = timeline.key_store_ref().is_some();
+            // A multi-Region key new to keywatch whose related keys it already knows: their
+            // lifecycle so far counts too.
+            let first_of_family = timeline.last_applied.is_none()
+                && key.is_multi_region()
+                && !self.related_keys(&key)?.is_empty();
+            let mut in_order = true;
+            for e in events {
+                if !timeline.follows(e) {
+                    // Late, or the second copy of a cross-account call: fold from the log.
+                    in_order = false;
+                    break;
                 }
-            } else {
+                timeline.apply(e);
+            }
+            // The first record naming the key's custom key store: the store's earlier events
+            // (a disconnect seen before) count too.
+            if !in_order
+                || first_of_family
+                || (!knew_key_store && timeline.key_store_ref().is_some())
+            {
                 timeline = self.rebuild(&key)?;
                 outcome.rebuilds += 1;
             }
