@@ -175,12 +175,7 @@ fn documented_schedule_key_deletion_shapes() {
     // period begins only when its last replica is deleted.
     assert_eq!(
         kinds[1],
-        (
-            30,
-            "none".into(),
-            "PendingReplicaDeletion".into(),
-            false
-        )
+        (30, "none".into(), "PendingReplicaDeletion".into(), false)
     );
     // CloudHSM: "Nov 2, 2021, 11:25:25 PM".
     assert_eq!(

@@ -509,7 +509,11 @@ fn lifecycle_alerts(t: &KeyTimeline, out: &mut Vec<Alert>) {
         .custom_key_store
         .as_ref()
         .filter(|s| s.key_store_type == KeyStoreType::Cloudhsm);
-    for (risk, store) in t.orphan_risks.iter().filter_map(|r| cloudhsm.map(|s| (r, s))) {
+    for (risk, store) in t
+        .orphan_risks
+        .iter()
+        .filter_map(|r| cloudhsm.map(|s| (r, s)))
+    {
         let mut a = Alert::base(
             t,
             AlertKind::KeyStoreDisconnectedPendingDeletion,
@@ -527,9 +531,10 @@ fn lifecycle_alerts(t: &KeyTimeline, out: &mut Vec<Alert>) {
             .cloudhsm_cluster_id
             .as_deref()
             .unwrap_or("its CloudHSM cluster");
-        let when = a
-            .deletion_date
-            .map_or_else(|| "before the deletion".to_owned(), |d| format!("before {d}"));
+        let when = a.deletion_date.map_or_else(
+            || "before the deletion".to_owned(),
+            |d| format!("before {d}"),
+        );
         a.summary = format!(
             "CloudHSM key store {} is disconnected while KMS key {} is pending deletion: if it is still disconnected when the waiting period ends, KMS deletes the key but cannot delete its key material from {cluster}",
             store.custom_key_store_id,

@@ -65,7 +65,9 @@ impl KeyArn {
     /// Builds the ARN of a key ID in an account and Region, in the Region's partition.
     pub fn from_parts(region: &str, account: &str, key_id: &str) -> Self {
         let partition = partition_of_region(region);
-        KeyArn(format!("arn:{partition}:kms:{region}:{account}:key/{key_id}"))
+        KeyArn(format!(
+            "arn:{partition}:kms:{region}:{account}:key/{key_id}"
+        ))
     }
 
     /// The partition (`aws`, `aws-cn`, `aws-us-gov`, …).
@@ -195,8 +197,11 @@ impl Principal {
         let name = match id.identity_type.as_deref() {
             Some("AssumedRole") | Some("FederatedUser") => issuer.or_else(|| non_empty(&id.arn)),
             Some("IAMUser") => non_empty(&id.arn),
-            Some("Root") => non_empty(&id.arn)
-                .or_else(|| account.as_ref().map(|a| format!("arn:{partition}:iam::{a}:root"))),
+            Some("Root") => non_empty(&id.arn).or_else(|| {
+                account
+                    .as_ref()
+                    .map(|a| format!("arn:{partition}:iam::{a}:root"))
+            }),
             Some("AWSService") => non_empty(&id.invoked_by),
             Some("AWSAccount") => account.as_ref().map(|a| format!("account:{a}")),
             _ => None,
@@ -572,7 +577,9 @@ pub fn normalise_record(r: &CloudTrailRecord<'_>) -> Result<Normalised, RecordEr
         .ok_or(RecordError::Missing("eventName"))?;
     let error_code = r.error_code.as_deref().filter(|s| !s.is_empty());
     let rejected_pending_deletion = error_code.is_some()
-        && r.error_message.as_deref().is_some_and(is_pending_deletion_message)
+        && r.error_message
+            .as_deref()
+            .is_some_and(is_pending_deletion_message)
         && KEY_OPERATIONS.contains(&event_name);
     let is_usage = USAGE_OPERATIONS.contains(&event_name) || rejected_pending_deletion;
     let is_key_store = matches!(
@@ -750,11 +757,10 @@ pub fn normalise_record(r: &CloudTrailRecord<'_>) -> Result<Normalised, RecordEr
 /// KMS's own EventBridge event at the end of a waiting period: evidence that the key is
 /// deleted, with the event's `id` as its event ID.
 fn normalise_kms_deletion_event(r: &CloudTrailRecord<'_>) -> Result<Normalised, RecordError> {
-    let event_id = r
-        .id
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .ok_or(RecordError::Missing("id"))?;
+    let event_id =
+        r.id.as_deref()
+            .filter(|s| !s.is_empty())
+            .ok_or(RecordError::Missing("id"))?;
     let time_text = r.time.as_deref().ok_or(RecordError::Missing("time"))?;
     let event_time = Timestamp::parse_rfc3339(time_text)
         .ok_or_else(|| RecordError::BadEventTime(time_text.to_owned()))?;

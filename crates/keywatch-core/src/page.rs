@@ -119,9 +119,8 @@ pub fn page(alert: &Alert) -> Page {
     );
     line(
         "Not uses:",
-        a.failed_attempts.map(|n| {
-            format!("{n} failed call(s) (access denied, throttling, invalid requests)")
-        }),
+        a.failed_attempts
+            .map(|n| format!("{n} failed call(s) (access denied, throttling, invalid requests)")),
     );
     line("Deleted on:", a.deletion_date.map(|d| d.to_string()));
     line("Scheduled:", a.scheduled_by.clone());

@@ -384,7 +384,8 @@ impl KeyTimeline {
     pub fn fold<'a>(key_arn: KeyArn, events: impl IntoIterator<Item = &'a KmsEvent>) -> Self {
         let mut sorted: Vec<&KmsEvent> = events.into_iter().collect();
         sorted.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
-        sorted.dedup_by(|a, b| a.order_key() == b.order_key());
+        // The same record delivered twice; one record's events for several keys all stay.
+        sorted.dedup_by(|a, b| a.order_key() == b.order_key() && same_stream(a, b));
         let mut timeline = KeyTimeline::new(key_arn);
         // A key lives in one custom key store for life: knowing it from the start lets the
         // key store's events before the first record that names it count too.
@@ -505,7 +506,9 @@ impl KeyTimeline {
         };
         if let Some(store) = self.custom_key_store.as_mut() {
             if let Some(cluster) = &e.cloudhsm_cluster_id {
-                store.cloudhsm_cluster_id.get_or_insert_with(|| cluster.clone());
+                store
+                    .cloudhsm_cluster_id
+                    .get_or_insert_with(|| cluster.clone());
                 store.key_store_type = KeyStoreType::Cloudhsm;
             }
             if connected.is_some() {
@@ -713,14 +716,13 @@ impl KeyTimeline {
                 self.origin = Some(origin.clone());
                 self.multi_region = *multi_region;
                 self.created_at.get_or_insert(c.event_time);
-                let state = key_state
-                    .as_deref()
-                    .and_then(KeyState::parse)
-                    .unwrap_or(if origin == "EXTERNAL" {
+                let state = key_state.as_deref().and_then(KeyState::parse).unwrap_or(
+                    if origin == "EXTERNAL" {
                         KeyState::PendingImport
                     } else {
                         KeyState::Enabled
-                    });
+                    },
+                );
                 self.set_state(state);
             }
             KeyEventKind::DeletionScheduled {
@@ -804,7 +806,8 @@ impl KeyTimeline {
                     (None, new) => new,
                 };
                 self.deletion_date.get_or_insert(c.event_time);
-                self.deleted_by_event.get_or_insert_with(|| c.event_id.clone());
+                self.deleted_by_event
+                    .get_or_insert_with(|| c.event_id.clone());
                 self.state = KeyState::Deleted;
                 self.state_before_unavailable = None;
             }
@@ -962,6 +965,15 @@ impl KeyTimeline {
         } else {
             self.pending_use_entries_dropped += 1;
         }
+    }
+}
+
+/// Whether two events belong to the same key's or key store's stream.
+fn same_stream(a: &KmsEvent, b: &KmsEvent) -> bool {
+    match (a, b) {
+        (KmsEvent::Key(x), KmsEvent::Key(y)) => x.key == y.key,
+        (KmsEvent::KeyStore(x), KmsEvent::KeyStore(y)) => x.key_store == y.key_store,
+        _ => false,
     }
 }
 

@@ -256,9 +256,9 @@ impl<S: Store> Projector<S> {
         for (key, events) in &per_key {
             let family: Vec<(&KmsEvent, bool)> = events
                 .iter()
-                .filter(|(e, _)| {
-                    matches!(e, KmsEvent::Key(k) if is_multi_region_family_event(&k.kind))
-                })
+                .filter(
+                    |(e, _)| matches!(e, KmsEvent::Key(k) if is_multi_region_family_event(&k.kind)),
+                )
                 .copied()
                 .collect();
             if family.is_empty() {

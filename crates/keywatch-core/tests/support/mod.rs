@@ -217,3 +217,126 @@ pub fn history() -> impl Strategy<Value = Vec<Value>> {
             out
         })
 }
+
+/// Another key in the same account and Region.
+pub const OTHER_KEY: &str =
+    "arn:aws:kms:us-east-1:111122223333:key/0987dcba-09fe-87dc-65ba-ab0987654321";
+/// A partner account that calls KEY across accounts.
+pub const PARTNER_ACCOUNT: &str = "444455556666";
+pub const PARTNER_ROLE: &str = "arn:aws:iam::444455556666:role/partner-app";
+
+/// ReEncrypt from `source` to `destination`, as the KMS guide shows it (both keys in
+/// `resources`).
+pub fn reencrypt(time: &str, id: &str, source: &str, destination: &str) -> Value {
+    with(
+        call("ReEncrypt", time, id, assumed_role(APP_ROLE)),
+        json!({
+            "requestParameters": {"sourceEncryptionAlgorithm": "SYMMETRIC_DEFAULT", "destinationKeyId": destination,
+                                  "destinationEncryptionAlgorithm": "SYMMETRIC_DEFAULT"},
+            "resources": [{"accountId": ACCOUNT, "type": "AWS::KMS::Key", "ARN": source},
+                          {"accountId": ACCOUNT, "type": "AWS::KMS::Key", "ARN": destination}],
+            "readOnly": true
+        }),
+    )
+}
+
+/// The two copies of one cross-account Decrypt of KEY by PARTNER_ROLE: the caller's (in the
+/// partner account) and the key owner's (which names the calling account only).
+pub fn cross_account_decrypt(time: &str, shared: &str, error: Option<&str>) -> (Value, Value) {
+    let partner_identity = json!({
+        "type": "AssumedRole", "principalId": "AROAPARTNER:session-9",
+        "arn": "arn:aws:sts::444455556666:assumed-role/partner-app/session-9",
+        "accountId": PARTNER_ACCOUNT, "accessKeyId": "ASIAPARTNER",
+        "sessionContext": {"sessionIssuer": {"type": "Role", "principalId": "AROAPARTNER",
+            "arn": PARTNER_ROLE, "accountId": PARTNER_ACCOUNT, "userName": "partner-app"}}
+    });
+    let mut caller = with(
+        call(
+            "Decrypt",
+            time,
+            &format!("{shared}-caller"),
+            partner_identity,
+        ),
+        json!({"recipientAccountId": PARTNER_ACCOUNT, "sharedEventID": shared,
+               "sourceIPAddress": "198.51.100.7"}),
+    );
+    let mut owner = with(
+        call(
+            "Decrypt",
+            time,
+            &format!("{shared}-owner"),
+            json!({"type": "AWSAccount", "principalId": "AROAPARTNER:session-9", "accountId": PARTNER_ACCOUNT}),
+        ),
+        json!({"recipientAccountId": ACCOUNT, "sharedEventID": shared, "sourceIPAddress": "198.51.100.7"}),
+    );
+    if let Some(message) = error {
+        for r in [&mut caller, &mut owner] {
+            r["errorCode"] = json!("KMSInvalidStateException");
+            r["errorMessage"] = json!(message);
+        }
+    }
+    (caller, owner)
+}
+
+/// A call that failed for a reason other than the key's state.
+pub fn failed(name: &str, time: &str, id: &str, code: &str) -> Value {
+    with(
+        call(name, time, id, assumed_role(APP_ROLE)),
+        json!({"errorCode": code, "errorMessage": format!("User is not authorized to perform kms:{name}")}),
+    )
+}
+
+/// KMS's own EventBridge event when it deletes a key at the end of its waiting period.
+pub fn kms_deletion_event(time: &str, id: &str, key: &str) -> Value {
+    let key_id = key.rsplit_once("key/").map(|(_, k)| k).unwrap_or(key);
+    json!({
+        "version": "0", "id": id, "detail-type": "KMS CMK Deletion", "source": "aws.kms",
+        "account": ACCOUNT, "time": time, "region": REGION, "resources": [key],
+        "detail": {"key-id": key_id}
+    })
+}
+
+/// A multi-Region key: the primary in us-east-1, a replica in us-west-2.
+pub const MRK_PRIMARY: &str =
+    "arn:aws:kms:us-east-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab";
+pub const MRK_REPLICA: &str =
+    "arn:aws:kms:us-west-2:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab";
+
+/// Re-targets a KEY record at another key (ARN in `resources`, request and response, Region).
+pub fn on_key(mut record: Value, key: &str) -> Value {
+    let region = key.split(':').nth(3).unwrap_or(REGION).to_owned();
+    let text = record.to_string().replace(KEY, key);
+    record = serde_json::from_str(&text).expect("record JSON");
+    record["awsRegion"] = json!(region);
+    record
+}
+
+pub fn replicate_key(time: &str, id: &str) -> Value {
+    with(
+        on_key(call("ReplicateKey", time, id, iam_user(ADMIN)), MRK_PRIMARY),
+        json!({
+            "requestParameters": {"keyId": "mrk-1234abcd12ab34cd56ef1234567890ab", "replicaRegion": "us-west-2"},
+            "responseElements": {"replicaKeyMetadata": {"aWSAccountId": ACCOUNT, "keyId": "mrk-1234abcd12ab34cd56ef1234567890ab",
+                "arn": MRK_REPLICA, "keyState": "Creating", "origin": "AWS_KMS", "multiRegion": true,
+                "multiRegionConfiguration": {"multiRegionKeyType": "REPLICA",
+                    "primaryKey": {"arn": MRK_PRIMARY, "region": "us-east-1"}}}}
+        }),
+    )
+}
+
+/// ScheduleKeyDeletion of a multi-Region primary that still has replicas, as the KMS guide
+/// shows it: PendingReplicaDeletion and no deletionDate.
+pub fn schedule_primary_with_replicas(time: &str, id: &str, days: u32) -> Value {
+    with(
+        on_key(
+            call("ScheduleKeyDeletion", time, id, iam_user(ADMIN)),
+            MRK_PRIMARY,
+        ),
+        json!({"requestParameters": {"pendingWindowInDays": days, "keyId": "mrk-1234abcd12ab34cd56ef1234567890ab"},
+               "responseElements": {"keyId": MRK_PRIMARY, "keyState": "PendingReplicaDeletion", "pendingWindowInDays": days}}),
+    )
+}
+
+pub fn fold_key(key: &str, records: &[Value]) -> KeyTimeline {
+    KeyTimeline::fold(KeyArn::parse(key).expect("key ARN"), events(records).iter())
+}
