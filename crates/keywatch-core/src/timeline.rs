@@ -341,6 +341,10 @@ pub struct KeyTimeline {
     /// Disconnections of the key's custom key store during a waiting period.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub orphan_risks: Vec<OrphanRisk>,
+    /// When deletion was last cancelled (CancelKeyDeletion), whether or not the schedule's
+    /// record was seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_at: Option<Timestamp>,
     /// The DeleteKey eventID, once deleted.
     pub deleted_by_event: Option<String>,
     /// Events folded.
@@ -372,6 +376,7 @@ impl KeyTimeline {
             pending_use_entries_dropped: 0,
             orphaned_key_material: None,
             orphan_risks: Vec::new(),
+            cancelled_at: None,
             deleted_by_event: None,
             event_count: 0,
             last_applied: None,
@@ -383,9 +388,9 @@ impl KeyTimeline {
     /// which names the caller's principal, is preferred.
     pub fn fold<'a>(key_arn: KeyArn, events: impl IntoIterator<Item = &'a KmsEvent>) -> Self {
         let mut sorted: Vec<&KmsEvent> = events.into_iter().collect();
-        sorted.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+        sorted.sort_by(|a, b| (a.order_key(), stream_of(a)).cmp(&(b.order_key(), stream_of(b))));
         // The same record delivered twice; one record's events for several keys all stay.
-        sorted.dedup_by(|a, b| a.order_key() == b.order_key() && same_stream(a, b));
+        sorted.dedup_by(|a, b| a.order_key() == b.order_key() && stream_of(a) == stream_of(b));
         let mut timeline = KeyTimeline::new(key_arn);
         // A key lives in one custom key store for life: knowing it from the start lets the
         // key store's events before the first record that names it count too.
@@ -767,6 +772,7 @@ impl KeyTimeline {
                     });
                 }
                 self.deletion_date = None;
+                self.cancelled_at = Some(c.event_time);
                 self.set_state(KeyState::Disabled);
             }
             KeyEventKind::Deleted {
@@ -854,12 +860,9 @@ impl KeyTimeline {
         let rejected = matches!(outcome, UsageOutcome::RejectedPendingDeletion);
         let late_after_cancel = rejected
             && !self.state.is_pending_deletion()
-            && self.schedules.last().is_some_and(|s| match &s.ended {
-                Some(ScheduleEnd::Cancelled { at, .. }) => {
-                    c.event_time.millis() - at.millis() <= EVENTUAL_CONSISTENCY_MS
-                }
-                _ => false,
-            });
+            && self
+                .cancelled_at
+                .is_some_and(|at| c.event_time.millis() - at.millis() <= EVENTUAL_CONSISTENCY_MS);
         let is_use = succeeded || (rejected && !late_after_cancel);
         match self.usage.binary_search_by(|u| {
             (&u.principal, u.operation.as_str()).cmp(&(&c.principal, operation))
@@ -968,12 +971,16 @@ impl KeyTimeline {
     }
 }
 
-/// Whether two events belong to the same key's or key store's stream.
-fn same_stream(a: &KmsEvent, b: &KmsEvent) -> bool {
-    match (a, b) {
-        (KmsEvent::Key(x), KmsEvent::Key(y)) => x.key == y.key,
-        (KmsEvent::KeyStore(x), KmsEvent::KeyStore(y)) => x.key_store == y.key_store,
-        _ => false,
+/// The stream an event belongs to: a key's, or a custom key store's.
+fn stream_of(e: &KmsEvent) -> (u8, &str, &str, &str) {
+    match e {
+        KmsEvent::Key(k) => (0, k.key.as_str(), "", ""),
+        KmsEvent::KeyStore(s) => (
+            1,
+            &s.key_store.account,
+            &s.key_store.region,
+            &s.key_store.custom_key_store_id,
+        ),
     }
 }
 

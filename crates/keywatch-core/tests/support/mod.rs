@@ -167,8 +167,51 @@ pub fn kinds(alerts: &[Alert]) -> Vec<AlertKind> {
     alerts.iter().map(|a| a.kind).collect()
 }
 
+/// What else a history may hold beyond creation, uses, schedule and its end: a CloudHSM key
+/// store (0 none, 1 named from creation, 2 named only by DeleteKey) with a disconnect and maybe
+/// a reconnect, cross-account copies, calls denied for other reasons, ReEncrypt with another
+/// key, KMS's deletion event, and a rejection just after a cancel.
+#[derive(Clone, Debug)]
+pub struct Extras {
+    pub key_store: u8,
+    pub disconnect_at: u32,
+    pub reconnect: bool,
+    pub cross_account: Vec<(u32, u8)>,
+    pub denied: Vec<u32>,
+    pub reencrypt: bool,
+    pub kms_deletion_event: bool,
+    pub late_rejection: bool,
+}
+
+fn extras() -> impl Strategy<Value = Extras> {
+    (
+        0u8..3,
+        0u32..5000,
+        any::<bool>(),
+        prop::collection::vec((0u32..3000, 0u8..3), 0..3),
+        prop::collection::vec(0u32..5000, 0..3),
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(key_store, disconnect_at, reconnect, cross_account, denied, reencrypt, kms, late)| {
+                Extras {
+                    key_store,
+                    disconnect_at,
+                    reconnect,
+                    cross_account,
+                    denied,
+                    reencrypt,
+                    kms_deletion_event: kms,
+                    late_rejection: late,
+                }
+            },
+        )
+}
+
 /// A consistent key history: creation, uses, maybe a schedule with rejected uses (and a
-/// few that still succeed), then maybe a cancellation or the deletion.
+/// few that still succeed), then maybe a cancellation or the deletion; with [`Extras`].
 pub fn history() -> impl Strategy<Value = Vec<Value>> {
     (
         prop::collection::vec((0u32..3, 0u32..600), 0..8),
@@ -177,8 +220,9 @@ pub fn history() -> impl Strategy<Value = Vec<Value>> {
             prop::collection::vec((0u32..3, 0u32..3000, any::<bool>()), 0..12),
         )),
         0u8..3,
+        extras(),
     )
-        .prop_map(|(before, during, end)| {
+        .prop_map(|(before, during, end, x)| {
             let roles = [
                 "arn:aws:iam::111122223333:role/a",
                 "arn:aws:iam::111122223333:role/b",
@@ -190,13 +234,39 @@ pub fn history() -> impl Strategy<Value = Vec<Value>> {
                 )
                 .to_string()
             };
-            let mut out = vec![create_key(&t(0), "create", "AWS_KMS", None, None, None)];
+            let store = (x.key_store == 1).then_some("cks-hsm");
+            let cluster = (x.key_store == 1).then_some("cluster-1a23b4cdefg");
+            let origin = if x.key_store == 1 { "AWS_CLOUDHSM" } else { "AWS_KMS" };
+            let mut out = vec![create_key(&t(0), "create", origin, store, cluster, None)];
+            if x.key_store > 0 {
+                out.push(key_store_call("ConnectCustomKeyStore", &t(0), "connect", "cks-hsm"));
+                out.push(key_store_call(
+                    "DisconnectCustomKeyStore",
+                    &t(x.disconnect_at),
+                    "disconnect",
+                    "cks-hsm",
+                ));
+                if x.reconnect {
+                    out.push(key_store_call(
+                        "ConnectCustomKeyStore",
+                        &t(x.disconnect_at + 7),
+                        "reconnect",
+                        "cks-hsm",
+                    ));
+                }
+            }
             for (i, (who, m)) in before.iter().enumerate() {
                 out.push(decrypt(
                     &t(1 + m),
                     &format!("before-{i}"),
                     roles[*who as usize],
                 ));
+            }
+            for (i, m) in x.denied.iter().enumerate() {
+                out.push(failed("Decrypt", &t(1 + m), &format!("denied-{i}"), "AccessDeniedException"));
+            }
+            if x.reencrypt {
+                out.push(reencrypt(&t(300), "re-before", OTHER_KEY, KEY));
             }
             if let Some((days, uses)) = during {
                 out.push(schedule(&t(1000), "sched", 7 * days, None));
@@ -208,9 +278,45 @@ pub fn history() -> impl Strategy<Value = Vec<Value>> {
                         rejected("Decrypt", &time, &id, roles[*who as usize])
                     });
                 }
+                let message = format!("{KEY} is pending deletion.");
+                for (i, (m, copies)) in x.cross_account.iter().enumerate() {
+                    let (caller, owner) =
+                        cross_account_decrypt(&t(1001 + m), &format!("shared-{i}"), Some(&message));
+                    match copies {
+                        0 => out.push(caller),
+                        1 => out.push(owner),
+                        _ => out.extend([caller, owner]),
+                    }
+                }
+                if x.reencrypt {
+                    out.push(with(
+                        reencrypt(&t(1500), "re-during", OTHER_KEY, KEY),
+                        serde_json::json!({"errorCode": "KMSInvalidStateException", "errorMessage": message}),
+                    ));
+                }
+                let end_at = 1000 + 7 * days * 1440;
                 match end {
-                    1 => out.push(cancel(&t(5000), "cancel")),
-                    2 => out.push(delete_key(&t(5000), "delete", serde_json::json!({}))),
+                    1 => {
+                        out.push(cancel(&t(5000), "cancel"));
+                        if x.late_rejection {
+                            out.push(rejected("Decrypt", &t(5000) .replace(":00Z", ":30Z"), "late", roles[0]));
+                        }
+                    }
+                    2 => {
+                        let additional = if x.key_store == 2 {
+                            serde_json::json!({"customKeyStoreId": "cks-hsm", "clusterId": "cluster-1a23b4cdefg",
+                                "backingKeysDeletionStatus": "[{\"keyHandle\":\"01\",\"backingKeyId\":\"b\",\"deletionStatus\":\"SUCCESS\"}]"})
+                        } else {
+                            serde_json::json!({})
+                        };
+                        out.push(delete_key(&t(end_at), "delete", additional));
+                        if x.kms_deletion_event {
+                            out.push(kms_deletion_event(&t(end_at), "kms-deletion", KEY));
+                        }
+                    }
+                    _ if x.kms_deletion_event => {
+                        out.push(kms_deletion_event(&t(end_at), "kms-deletion", KEY));
+                    }
                     _ => {}
                 }
             }
