@@ -445,6 +445,25 @@ impl KmsEvent {
         }
     }
 
+    /// The stream the event belongs to: a key's, or a custom key store's.
+    pub fn stream(&self) -> (u8, &str, &str, &str) {
+        match self {
+            KmsEvent::Key(k) => (0, k.key.as_str(), "", ""),
+            KmsEvent::KeyStore(s) => (
+                1,
+                &s.key_store.account,
+                &s.key_store.region,
+                &s.key_store.custom_key_store_id,
+            ),
+        }
+    }
+
+    /// The total order a fold applies events in: [`Self::order_key`], then the stream (one
+    /// record's events for several keys).
+    pub fn fold_order(&self) -> ((Timestamp, &str, &str), (u8, &str, &str, &str)) {
+        (self.order_key(), self.stream())
+    }
+
     /// The fold order: (eventTime, call, eventID). The two copies of a cross-account call
     /// share a call id (`sharedEventID`), so they sort together.
     pub fn order_key(&self) -> (Timestamp, &str, &str) {

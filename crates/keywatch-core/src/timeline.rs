@@ -388,9 +388,9 @@ impl KeyTimeline {
     /// which names the caller's principal, is preferred.
     pub fn fold<'a>(key_arn: KeyArn, events: impl IntoIterator<Item = &'a KmsEvent>) -> Self {
         let mut sorted: Vec<&KmsEvent> = events.into_iter().collect();
-        sorted.sort_by(|a, b| (a.order_key(), stream_of(a)).cmp(&(b.order_key(), stream_of(b))));
+        sorted.sort_by(|a, b| a.fold_order().cmp(&b.fold_order()));
         // The same record delivered twice; one record's events for several keys all stay.
-        sorted.dedup_by(|a, b| a.order_key() == b.order_key() && stream_of(a) == stream_of(b));
+        sorted.dedup_by(|a, b| a.fold_order() == b.fold_order());
         let mut timeline = KeyTimeline::new(key_arn);
         // A key lives in one custom key store for life: knowing it from the start lets the
         // key store's events before the first record that names it count too.
@@ -968,19 +968,6 @@ impl KeyTimeline {
         } else {
             self.pending_use_entries_dropped += 1;
         }
-    }
-}
-
-/// The stream an event belongs to: a key's, or a custom key store's.
-fn stream_of(e: &KmsEvent) -> (u8, &str, &str, &str) {
-    match e {
-        KmsEvent::Key(k) => (0, k.key.as_str(), "", ""),
-        KmsEvent::KeyStore(s) => (
-            1,
-            &s.key_store.account,
-            &s.key_store.region,
-            &s.key_store.custom_key_store_id,
-        ),
     }
 }
 

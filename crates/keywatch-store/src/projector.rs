@@ -130,8 +130,17 @@ impl<S: Store> Projector<S> {
     /// Rebuilds a key's timeline from the event log: its stream, its custom key store's, and
     /// those of its related multi-Region keys.
     pub fn rebuild(&self, key: &KeyArn) -> Result<KeyTimeline, StoreError> {
+        self.rebuild_with(key, &BTreeSet::new())
+    }
+
+    /// [`Self::rebuild`], with keys of the batch in hand that the store may not list yet.
+    fn rebuild_with(
+        &self,
+        key: &KeyArn,
+        batch_keys: &BTreeSet<KeyArn>,
+    ) -> Result<KeyTimeline, StoreError> {
         let mut events = self.stream_events(&StreamId::Key(key.clone()))?;
-        for related in self.related_keys(key)? {
+        for related in self.related_keys(key, batch_keys)? {
             events.extend(self.stream_events(&StreamId::Key(related))?);
         }
         let mut timeline = KeyTimeline::fold(key.clone(), events.iter());
@@ -144,11 +153,16 @@ impl<S: Store> Projector<S> {
 
     /// The related multi-Region keys (same key ID, account and partition, other Regions) that
     /// the store knows.
-    fn related_keys(&self, key: &KeyArn) -> Result<Vec<KeyArn>, StoreError> {
+    fn related_keys(
+        &self,
+        key: &KeyArn,
+        batch_keys: &BTreeSet<KeyArn>,
+    ) -> Result<BTreeSet<KeyArn>, StoreError> {
         if !key.is_multi_region() {
-            return Ok(Vec::new());
+            return Ok(BTreeSet::new());
         }
-        let mut keys = self.store.find_keys(key.key_id())?;
+        let mut keys: BTreeSet<KeyArn> = self.store.find_keys(key.key_id())?.into_iter().collect();
+        keys.extend(batch_keys.iter().cloned());
         keys.retain(|k| key.is_related_multi_region_key(k));
         Ok(keys)
     }
@@ -252,6 +266,7 @@ impl<S: Store> Projector<S> {
         }
         // A multi-Region key's lifecycle is folded by its related keys too (a primary waits
         // for its replicas' deletion).
+        let batch_keys: BTreeSet<KeyArn> = per_key.keys().cloned().collect();
         let mut related_events: Vec<(KeyArn, (&KmsEvent, bool))> = Vec::new();
         for (key, events) in &per_key {
             let family: Vec<(&KmsEvent, bool)> = events
@@ -264,14 +279,7 @@ impl<S: Store> Projector<S> {
             if family.is_empty() {
                 continue;
             }
-            let mut related: BTreeSet<KeyArn> = self.related_keys(key)?.into_iter().collect();
-            related.extend(
-                per_key
-                    .keys()
-                    .filter(|k| key.is_related_multi_region_key(k))
-                    .cloned(),
-            );
-            for r in related {
+            for r in self.related_keys(key, &batch_keys)? {
                 related_events.extend(family.iter().map(|e| (r.clone(), *e)));
             }
         }
@@ -316,22 +324,26 @@ impl<S: Store> Projector<S> {
                 self.cache.insert(key, timeline);
                 continue;
             }
-            events.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
-            events.dedup_by(|a, b| a.order_key() == b.order_key());
+            events.sort_by(|a, b| a.fold_order().cmp(&b.fold_order()));
             let knew_key_store = timeline.key_store_ref().is_some();
             // A multi-Region key new to keywatch whose related keys it already knows: their
             // lifecycle so far counts too.
             let first_of_family = timeline.last_applied.is_none()
                 && key.is_multi_region()
-                && !self.related_keys(&key)?.is_empty();
+                && !self.related_keys(&key, &batch_keys)?.is_empty();
             let mut in_order = true;
+            let mut previous: Option<&KmsEvent> = None;
             for e in events {
-                if !timeline.follows(e) {
+                // One record's events for several keys (ReplicateKey names the primary and
+                // its new replica) apply together.
+                let same_record = previous.is_some_and(|p| p.order_key() == e.order_key());
+                if !same_record && !timeline.follows(e) {
                     // Late, or the second copy of a cross-account call: fold from the log.
                     in_order = false;
                     break;
                 }
                 timeline.apply(e);
+                previous = Some(e);
             }
             // The first record naming the key's custom key store: the store's earlier events
             // (a disconnect seen before) count too.
@@ -339,7 +351,7 @@ impl<S: Store> Projector<S> {
                 || first_of_family
                 || (!knew_key_store && timeline.key_store_ref().is_some())
             {
-                timeline = self.rebuild(&key)?;
+                timeline = self.rebuild_with(&key, &batch_keys)?;
                 outcome.rebuilds += 1;
             }
             touched.push(timeline);

@@ -4,7 +4,7 @@
 #[path = "../../keywatch-core/tests/support/mod.rs"]
 mod support;
 
-use keywatch_core::{normalise, AlertConfig, KeyArn, Normalised, Timestamp};
+use keywatch_core::{normalise, AlertConfig, KeyArn, KeyTimeline, Normalised, Timestamp};
 use keywatch_store::{NormalisedRecord, Projector, SqliteStore, Store};
 use proptest::prelude::*;
 use serde_json::Value;
@@ -430,4 +430,114 @@ fn a_write_conflict_is_retried_and_loses_nothing() {
         .expect("retried past two conflicts");
     assert_eq!(out.alerts.len(), 2);
     assert_eq!(p.store().conflicts, 0);
+}
+
+fn multi_region_family() -> Vec<Value> {
+    let mut create = on_key(
+        create_key(
+            "2026-01-01T00:00:00Z",
+            "create-p",
+            "AWS_KMS",
+            None,
+            None,
+            None,
+        ),
+        MRK_PRIMARY,
+    );
+    create["responseElements"]["keyMetadata"]["multiRegion"] = serde_json::json!(true);
+    vec![
+        create,
+        replicate_key("2026-01-02T00:00:00Z", "replicate"),
+        schedule_primary_with_replicas("2026-11-01T00:00:00Z", "sched-p", 30),
+        on_key(
+            rejected("Decrypt", "2026-11-01T10:00:00Z", "use-p", APP_ROLE),
+            MRK_PRIMARY,
+        ),
+        on_key(
+            schedule(
+                "2026-11-02T00:00:00Z",
+                "sched-r",
+                7,
+                Some("Nov 9, 2026, 12:00:00 AM"),
+            ),
+            MRK_REPLICA,
+        ),
+        on_key(
+            delete_key("2026-11-09T00:00:00Z", "del-r", serde_json::json!(null)),
+            MRK_REPLICA,
+        ),
+    ]
+}
+
+/// Projects batches and returns the primary's timeline and the alerts raised.
+fn project_primary(batches: &[Vec<Value>]) -> (KeyTimeline, Vec<String>) {
+    let store = SqliteStore::in_memory().expect("in-memory store");
+    let mut p = Projector::new(store, AlertConfig::default());
+    let mut raised = Vec::new();
+    for b in batches {
+        let outcome = p.process(&normalised(b), as_of()).expect("projection");
+        raised.extend(outcome.alerts.into_iter().map(|a| a.alert_id));
+    }
+    let key = KeyArn::parse(MRK_PRIMARY).expect("key");
+    let t = p
+        .store()
+        .load_timeline(&key)
+        .expect("load")
+        .expect("timeline");
+    raised.sort();
+    (t, raised)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #[test]
+    fn a_primary_learns_its_replicas_deletion_whatever_the_batching(
+        (shuffled, cuts) in (Just(multi_region_family()).prop_shuffle(), prop::collection::vec(0usize..7, 0..4))
+    ) {
+        let (reference, reference_alerts) = project_primary(&[multi_region_family()]);
+        prop_assert_eq!(reference.state, keywatch_core::KeyState::PendingDeletion);
+        prop_assert_eq!(reference.deletion_date, Some(ts("2026-12-09T00:00:00Z")));
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(shuffled.len())).collect();
+        cuts.sort_unstable();
+        let mut batches = Vec::new();
+        let mut start = 0;
+        for c in cuts.into_iter().chain([shuffled.len()]) {
+            batches.push(shuffled[start..c.max(start)].to_vec());
+            start = c.max(start);
+        }
+        let (timeline, alerts) = project_primary(&batches);
+        prop_assert_eq!(reference, timeline);
+        prop_assert_eq!(reference_alerts, alerts);
+    }
+}
+
+#[test]
+fn a_key_store_disconnect_delivered_before_the_record_naming_the_store_still_orphans() {
+    let disconnect = key_store_call(
+        "DisconnectCustomKeyStore",
+        "2026-11-07T00:00:00Z",
+        "disconnect",
+        "cks-hsm",
+    );
+    let rest = vec![
+        decrypt("2026-10-01T00:00:00Z", "use", APP_ROLE),
+        schedule("2026-11-01T00:00:00Z", "sched", 7, None),
+        delete_key(
+            "2026-11-08T00:00:00Z",
+            "del",
+            serde_json::json!({"customKeyStoreId": "cks-hsm", "clusterId": "cluster-1a23b4cdefg",
+                   "backingKeysDeletionStatus": "[{\"keyHandle\":\"01\",\"backingKeyId\":\"b\",\"deletionStatus\":\"SUCCESS\"}]"}),
+        ),
+    ];
+    let store = SqliteStore::in_memory().expect("in-memory store");
+    let mut p = Projector::new(store, AlertConfig::default());
+    let mut kinds = Vec::new();
+    for batch in [vec![disconnect], rest] {
+        let outcome = p.process(&normalised(&batch), as_of()).expect("projection");
+        kinds.extend(outcome.alerts.into_iter().map(|a| a.kind));
+    }
+    assert!(
+        kinds.contains(&keywatch_core::AlertKind::OrphanedKeyMaterial),
+        "{kinds:?}"
+    );
 }
