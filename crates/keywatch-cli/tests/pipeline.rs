@@ -7,35 +7,9 @@
 
 use base64::Engine;
 use keywatch_kafka::{EventLogConsumer, KafkaSettings};
-use keywatch_testkit::{moto, paged_alerts, service, subscribed_queue};
-use std::io::{Read, Write};
+use keywatch_testkit::{invoke, moto, paged_alerts, service, subscribed_queue};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// POSTs to the Lambda runtime emulator; returns (status line, body).
-fn invoke(addr: &str, function: &str, body: &[u8]) -> (String, String) {
-    let mut s = std::net::TcpStream::connect(addr).expect("emulator");
-    // The first invocation of a function compiles it.
-    s.set_read_timeout(Some(std::time::Duration::from_secs(600)))
-        .expect("timeout");
-    let head = format!(
-        "POST /2015-03-31/functions/{function}/invocations HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes())
-        .and_then(|()| s.write_all(body))
-        .expect("send");
-    let mut response = String::new();
-    s.read_to_string(&mut response).expect("response");
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head.lines().next().unwrap_or_default().to_owned();
-    // The emulator may answer chunked; the JSON object is what lies between the braces.
-    let body = match (body.find('{'), body.rfind('}')) {
-        (Some(a), Some(b)) => body[a..=b].to_owned(),
-        _ => body.to_owned(),
-    };
-    (status, body)
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn eventbridge_to_ingest_to_kafka_to_projector_to_sns_pages_what_replay_raises() {
@@ -60,16 +34,27 @@ async fn eventbridge_to_ingest_to_kafka_to_projector_to_sns_pages_what_replay_ra
         envelopes.lines().count() as u64,
         "every KMS record acknowledged"
     );
-    // KMS's own deletion notification carries no CloudTrail record: accepted, skipped.
-    let cmk = r#"{"version":"0","id":"n","detail-type":"KMS CMK Deletion","source":"aws.kms","account":"111122223333","time":"2026-11-09T15:00:00Z","region":"us-east-1","resources":["arn:aws:kms:us-east-1:111122223333:key/2222bbbb-22bb-22bb-22bb-222222222222"],"detail":{"key-id":"2222bbbb-22bb-22bb-22bb-222222222222"}}"#;
+    // KMS's own deletion event is evidence that a key is deleted: on the log too.
+    let cmk = r#"{"version":"0","id":"kms-deletion-n","detail-type":"KMS CMK Deletion","source":"aws.kms","account":"111122223333","time":"2026-11-09T15:00:00Z","region":"us-east-1","resources":["arn:aws:kms:us-east-1:111122223333:key/2222bbbb-22bb-22bb-22bb-222222222222"],"detail":{"key-id":"2222bbbb-22bb-22bb-22bb-222222222222"}}"#;
     let (status, body) = invoke(&lambda, "keywatch-ingest", cmk.as_bytes());
     assert!(
-        status.contains("200") && body.contains(r#""skipped":1"#),
+        status.contains("200") && body.contains(r#""published":1"#),
         "{status}: {body}"
     );
+    published += 1;
+    let ours: std::collections::BTreeSet<String> = envelopes
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|e| e["detail"]["eventID"].as_str().map(str::to_owned))
+        .chain(["kms-deletion-n".to_owned()])
+        .collect();
+    let inputs = tempfile::tempdir().expect("temp dir");
+    let cmk_file = inputs.path().join("kms-deletion.json");
+    std::fs::write(&cmk_file, cmk).expect("write");
 
     let config = moto().await;
-    let reference = replay_alerts(&samples);
+    let reference = replay_alerts(&[samples.as_path(), cmk_file.as_path()]);
     assert!(reference
         .iter()
         .any(|(k, _)| k == "pending_deletion_key_used"));
@@ -86,11 +71,21 @@ async fn eventbridge_to_ingest_to_kafka_to_projector_to_sns_pages_what_replay_ra
     let settings = KafkaSettings::plaintext(brokers.clone(), topic.clone());
     let consumer = EventLogConsumer::new(&settings, "keywatch-lambda-esm").expect("consumer");
     let mut consumed = Vec::new();
+    // Only this test's records: other tests put theirs on the same topic.
+    let is_ours = |c: &keywatch_kafka::Consumed| {
+        serde_json::from_slice::<serde_json::Value>(&c.payload).is_ok_and(|v| {
+            [&v["eventID"], &v["id"]]
+                .iter()
+                .any(|id| id.as_str().is_some_and(|id| ours.contains(id)))
+        })
+    };
     for _ in 0..60 {
         consumed.extend(
             consumer
                 .poll_batch(10_000, std::time::Duration::from_millis(500))
-                .expect("poll"),
+                .expect("poll")
+                .into_iter()
+                .filter(is_ours),
         );
         if consumed.len() >= published as usize {
             break;
@@ -220,10 +215,10 @@ fn event_driven(mut alerts: Vec<(String, String)>) -> Vec<(String, String)> {
 }
 
 /// The reference: what `keywatch replay` raises for the same records.
-fn replay_alerts(samples: &Path) -> Vec<(String, String)> {
+fn replay_alerts(inputs: &[&Path]) -> Vec<(String, String)> {
     let replay = Command::new(env!("CARGO_BIN_EXE_keywatch"))
         .args(["replay", "--in-memory", "--format", "json"])
-        .arg(samples)
+        .args(inputs)
         .output()
         .expect("keywatch replay");
     assert!(replay.status.success());

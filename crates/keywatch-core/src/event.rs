@@ -436,6 +436,11 @@ pub enum KmsEvent {
     KeyStore(KeyStoreEvent),
 }
 
+/// (eventTime, call id, eventID): the order of events in a fold.
+pub type OrderKey<'a> = (Timestamp, &'a str, &'a str);
+/// A stream in sortable form: (0, key ARN, "", "") or (1, account, Region, key store ID).
+pub type StreamOrder<'a> = (u8, &'a str, &'a str, &'a str);
+
 impl KmsEvent {
     /// The context of either kind.
     pub fn context(&self) -> &EventContext {
@@ -446,7 +451,7 @@ impl KmsEvent {
     }
 
     /// The stream the event belongs to: a key's, or a custom key store's.
-    pub fn stream(&self) -> (u8, &str, &str, &str) {
+    pub fn stream(&self) -> StreamOrder<'_> {
         match self {
             KmsEvent::Key(k) => (0, k.key.as_str(), "", ""),
             KmsEvent::KeyStore(s) => (
@@ -460,13 +465,13 @@ impl KmsEvent {
 
     /// The total order a fold applies events in: [`Self::order_key`], then the stream (one
     /// record's events for several keys).
-    pub fn fold_order(&self) -> ((Timestamp, &str, &str), (u8, &str, &str, &str)) {
+    pub fn fold_order(&self) -> (OrderKey<'_>, StreamOrder<'_>) {
         (self.order_key(), self.stream())
     }
 
     /// The fold order: (eventTime, call, eventID). The two copies of a cross-account call
     /// share a call id (`sharedEventID`), so they sort together.
-    pub fn order_key(&self) -> (Timestamp, &str, &str) {
+    pub fn order_key(&self) -> OrderKey<'_> {
         let c = self.context();
         (c.event_time, c.call_id(), &c.event_id)
     }

@@ -1,13 +1,14 @@
 //! Ingest: CloudTrail records for KMS onto the event log. Accepts whatever the reader
 //! accepts (EventBridge envelopes of "AWS API Call via CloudTrail" and "AWS Service Event via
-//! CloudTrail", CloudTrail log files…), validates and normalises each record with the core,
+//! CloudTrail", KMS's own "KMS CMK Deletion" event, CloudTrail log files, gzip or not…),
+//! validates and normalises each record with the core,
 //! and produces the unmodified record keyed by key ARN. An invocation succeeds only when the
 //! broker acknowledged every record; invalid records are logged with the reason and counted,
 //! not retried.
 
 use keywatch_core::{normalise, Normalised, Timestamp};
 use keywatch_kafka::{message_keys, EventLogProducer, KafkaError, KafkaSettings};
-use keywatch_reader::{read_bytes, Item};
+use keywatch_reader::{read_stream, Item};
 
 /// Loads the AWS SDK configuration from the environment.
 pub async fn sdk_config() -> aws_config::SdkConfig {
@@ -65,8 +66,8 @@ pub async fn sasl_credentials(
 pub struct IngestOutcome {
     /// KMS records acknowledged by the broker.
     pub published: usize,
-    /// Records from other services, untracked KMS calls and envelopes without a record
-    /// (such as KMS's own "KMS CMK Deletion" notification).
+    /// Records from other services, untracked KMS calls and EventBridge events of other
+    /// detail-types.
     pub skipped: usize,
     /// Invalid records (logged with the reason).
     pub rejected: usize,
@@ -79,10 +80,12 @@ struct Accepted {
     keys: Vec<String>,
 }
 
-/// Splits a payload into the KMS records to publish, counting the rest.
+/// Splits a payload (gzip or not) into the KMS records to publish, counting the rest. A
+/// payload that cannot be read to its end (a truncated gzip) keeps the records read before
+/// the fault and counts the rest as one rejection, logged with the reason.
 fn accept(payload: &[u8], source: &str, outcome: &mut IngestOutcome) -> Vec<Accepted> {
     let mut accepted = Vec::new();
-    read_bytes(payload, source, &mut |item| match item {
+    let read = read_stream(payload, source, &mut |item| match item {
         Item::Record { json, origin } => match normalise(&json) {
             Ok(Normalised::Kms { event_id, events }) => accepted.push(Accepted {
                 event_id,
@@ -104,6 +107,10 @@ fn accept(payload: &[u8], source: &str, outcome: &mut IngestOutcome) -> Vec<Acce
             tracing::info!(origin = %origin, what = %what, "no CloudTrail record in this event");
         }
     });
+    if let Err(e) = read {
+        outcome.rejected += 1;
+        tracing::warn!(origin = %source, reason = %e, "input unreadable past this point");
+    }
     accepted
 }
 
@@ -161,8 +168,24 @@ mod tests {
             r#"{"key-id":"1234abcd-12ab-34cd-56ef-1234567890ab"}"#,
             "KMS CMK Deletion",
         );
-        assert!(accept(deletion.as_bytes(), "eb", &mut o).is_empty());
-        assert_eq!(o.skipped, 1);
+        let a = accept(deletion.as_bytes(), "eb", &mut o);
+        assert_eq!(a.len(), 1, "KMS's deletion event goes on the log");
+        assert_eq!(
+            a[0].keys,
+            ["arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"]
+        );
+        assert_eq!(o.skipped, 0);
+        // A gzipped log file, truncated: the records before the fault are kept, the fault is
+        // counted.
+        let file = format!(r#"{{"Records":[{record}]}}"#);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, file.as_bytes()).expect("gzip");
+        let gz = gz.finish().expect("gzip");
+        let mut o = IngestOutcome::default();
+        assert_eq!(accept(&gz, "s3", &mut o).len(), 1, "gzip is read");
+        let mut o = IngestOutcome::default();
+        assert!(accept(&gz[..gz.len() / 2], "s3", &mut o).is_empty());
+        assert_eq!(o.rejected, 1, "a truncated object is reported, not dropped");
         let mut o = IngestOutcome::default();
         let no_id = envelope(
             r#"{"eventSource":"kms.amazonaws.com","eventTime":"2026-11-01T00:00:00Z"}"#,

@@ -30,6 +30,10 @@ pub const CLOUDTRAIL_DETAIL_TYPES: &[&str] = &[
     "AWS Console Sign In via CloudTrail",
 ];
 
+/// The detail-type of KMS's own event when it deletes a key at the end of its waiting
+/// period: passed on whole, as a record.
+pub const KMS_KEY_DELETION_EVENT: &str = "KMS CMK Deletion";
+
 /// An input that cannot be read at all.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -89,7 +93,7 @@ pub enum Item {
         origin: Origin,
     },
     /// A well-formed envelope that holds no CloudTrail record (another EventBridge
-    /// detail-type, a KMS CMK Deletion notification…): counted, not an error.
+    /// detail-type): counted, not an error.
     Skipped {
         /// What it was.
         what: String,
@@ -422,6 +426,15 @@ fn classify(raw: &RawValue, origin: Origin, depth: u8, sink: &mut dyn FnMut(Item
             )),
         }
     } else if let (Some(detail_type), Some(_)) = (probe.detail_type.as_deref(), probe.detail) {
+        if detail_type == KMS_KEY_DELETION_EVENT {
+            // KMS's own event at the end of a waiting period: itself the record (the core
+            // reads it as evidence that the key is deleted).
+            sink(Item::Record {
+                json: text.to_owned(),
+                origin,
+            });
+            return;
+        }
         if !CLOUDTRAIL_DETAIL_TYPES.contains(&detail_type) {
             sink(Item::Skipped {
                 what: format!("EventBridge event \"{detail_type}\""),

@@ -129,3 +129,48 @@ pub async fn paged_alerts(
         })
         .collect()
 }
+
+/// POSTs `body` to a function of the Lambda runtime emulator at `addr` (KEYWATCH_TEST_LAMBDA);
+/// returns (status line, JSON body).
+pub fn invoke(addr: &str, function: &str, body: &[u8]) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("emulator");
+    // The first invocation of a function compiles it.
+    s.set_read_timeout(Some(std::time::Duration::from_secs(600)))
+        .expect("timeout");
+    let head = format!(
+        "POST /2015-03-31/functions/{function}/invocations HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes())
+        .and_then(|()| s.write_all(body))
+        .expect("send");
+    let mut response = String::new();
+    s.read_to_string(&mut response).expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    // The emulator may answer chunked; the JSON object is what lies between the braces.
+    let body = match (body.find('{'), body.rfind('}')) {
+        (Some(a), Some(b)) => body[a..=b].to_owned(),
+        _ => body.to_owned(),
+    };
+    (status, body)
+}
+
+/// The public CloudTrail corpus file `sub` (KEYWATCH_CORPUS, else `../shared/cloudtrail-corpus`
+/// beside the repository); panics, saying the test is not passed, when it is absent.
+pub fn corpus(sub: &str) -> std::path::PathBuf {
+    let root = std::env::var_os("KEYWATCH_CORPUS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../../shared/cloudtrail-corpus")
+        });
+    let p = root.join(sub);
+    assert!(
+        p.exists(),
+        "the public CloudTrail corpus is not at {} (set KEYWATCH_CORPUS): this test needs it and is NOT passed",
+        p.display()
+    );
+    p
+}

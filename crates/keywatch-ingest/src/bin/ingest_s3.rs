@@ -1,8 +1,9 @@
 //! `keywatch-ingest-s3`: S3 ObjectCreated notifications for CloudTrail log files (backfill,
 //! and organisations that route KMS usage through S3 rather than EventBridge). Reads each
-//! object (gzip) and puts its KMS records on the event log like `keywatch-ingest`. Fails the
-//! invocation when an object cannot be read or the broker does not acknowledge, so that the
-//! notification is retried.
+//! object (CloudTrail writes them gzipped, `.json.gz`; plain JSON is read too) and puts its
+//! KMS records on the event log like `keywatch-ingest`. Fails the invocation when an object
+//! cannot be fetched or the broker does not acknowledge, so that the notification is
+//! retried; an object whose content is damaged is logged and counted as rejected.
 
 use aws_lambda_events::event::s3::S3Event;
 use keywatch_ingest::{ingest, IngestOutcome};
@@ -17,17 +18,38 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let settings = keywatch_ingest::kafka_settings_from_env().await?;
     let producer = EventLogProducer::new(&settings)?;
-    let s3 = aws_sdk_s3::Client::new(&keywatch_ingest::sdk_config().await);
+    let config = keywatch_ingest::sdk_config().await;
+    // A custom endpoint (an S3-compatible server) is addressed by path, not by bucket host.
+    let s3_config = aws_sdk_s3::config::Builder::from(&config)
+        .force_path_style(config.endpoint_url().is_some())
+        .build();
+    let s3 = aws_sdk_s3::Client::from_conf(s3_config);
     let (producer, s3) = (&producer, &s3);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<S3Event>| async move {
         let mut total = IngestOutcome::default();
         for record in event.payload.records {
             let (Some(bucket), Some(key)) = (record.s3.bucket.name, record.s3.object.key) else {
+                total.rejected += 1;
+                tracing::warn!(
+                    event_name = record.event_name.as_deref().unwrap_or_default(),
+                    "S3 notification record without a bucket or object key: nothing to read"
+                );
                 continue;
             };
             // S3 event keys are URL-encoded (spaces as '+').
             let key = percent_decode(&key.replace('+', " "));
-            let object = s3.get_object().bucket(&bucket).key(&key).send().await?;
+            let object = s3
+                .get_object()
+                .bucket(&bucket)
+                .key(&key)
+                .send()
+                .await
+                .map_err(|e| {
+                    Error::from(format!(
+                        "cannot read s3://{bucket}/{key}: {}",
+                        aws_sdk_s3::error::DisplayErrorContext(e)
+                    ))
+                })?;
             if object.content_length().unwrap_or(0) > MAX_OBJECT {
                 return Err(Error::from(format!(
                     "s3://{bucket}/{key} is larger than {MAX_OBJECT} bytes"
