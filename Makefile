@@ -58,6 +58,7 @@ lint: tools
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(VENV)/bin/cfn-lint infra/template.yaml
+	$(VENV)/bin/python scripts/check_template.py infra/template.yaml
 
 ## Generates a corpus of >= 1 million records and measures keywatch beside zcat and DuckDB.
 bench: build
