@@ -91,7 +91,10 @@ fn every_kms_developer_guide_example_parses_into_the_right_event() {
             | "Sign"
             | "Verify"
             | "GenerateMac"
-            | "VerifyMac" => {
+            | "VerifyMac"
+            | "CreateGrant"
+            | "ReplicateKey"
+            | "UpdatePrimaryRegion" => {
                 let events = key_events(record);
                 assert!(!events.is_empty(), "{page} {name}: no key event");
                 for e in &events {
@@ -106,7 +109,12 @@ fn every_kms_developer_guide_example_parses_into_the_right_event() {
                         | (KeyEventKind::Disabled, "DisableKey")
                         | (KeyEventKind::Enabled, "EnableKey")
                         | (KeyEventKind::KeyMaterialImported, "ImportKeyMaterial")
-                        | (KeyEventKind::KeyMaterialDeleted, "DeleteImportedKeyMaterial") => true,
+                        | (KeyEventKind::KeyMaterialDeleted, "DeleteImportedKeyMaterial")
+                        | (KeyEventKind::ReplicaCreated { .. }, "ReplicateKey")
+                        | (KeyEventKind::Created { .. }, "ReplicateKey")
+                        | (KeyEventKind::PrimaryRegionUpdated { .. }, "UpdatePrimaryRegion") => {
+                            true
+                        }
                         _ => false,
                     };
                     assert!(ok, "{page} {name}: {:?}", e.kind);
@@ -320,4 +328,46 @@ fn a_real_delivered_file_yields_attributed_kms_usage() {
     assert_eq!(kms, 13);
     let t = Timestamp::parse_rfc3339("2023-07-10T12:07:55Z");
     assert!(t.is_some());
+}
+
+/// AWS's ReEncrypt example names its source and destination keys in `resources`: both are
+/// used. AWS's ReplicateKey example creates the replica in another Region.
+#[test]
+fn documented_reencrypt_uses_both_keys_and_replicate_key_names_the_replica() {
+    let ex = devguide_examples();
+    let (_, reencrypt) = ex
+        .iter()
+        .find(|(p, r)| p == "ct-reencrypt.md" && r["eventName"] == "ReEncrypt")
+        .expect("the ReEncrypt example");
+    let keys: Vec<String> = key_events(reencrypt)
+        .iter()
+        .map(|e| {
+            assert!(matches!(e.kind, KeyEventKind::Used { .. }), "{:?}", e.kind);
+            e.key.key_id().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "0987dcba-09fe-87dc-65ba-ab0987654321",
+            "1234abcd-12ab-34cd-56ef-1234567890ab"
+        ]
+    );
+    let (_, replicate) = ex
+        .iter()
+        .find(|(p, r)| p == "ct-replicate-key.md" && r["eventName"] == "ReplicateKey")
+        .expect("the ReplicateKey example");
+    let events = key_events(replicate);
+    assert!(events.iter().any(|e| matches!(
+        &e.kind,
+        KeyEventKind::ReplicaCreated { replica_region } if replica_region == "us-west-2"
+    )));
+    assert!(events.iter().any(|e| e.key.region() == "us-west-2"
+        && matches!(
+            e.kind,
+            KeyEventKind::Created {
+                multi_region: true,
+                ..
+            }
+        )));
 }

@@ -109,12 +109,27 @@ async fn consume<S: Store>(
             last_record = Instant::now();
             let mut records = Vec::with_capacity(batch.len());
             for c in &batch {
-                let json = String::from_utf8_lossy(&c.payload).into_owned();
+                // Not UTF-8 is not a CloudTrail record: rejected, as the projector function
+                // does, rather than read lossily.
+                let json = match std::str::from_utf8(&c.payload) {
+                    Ok(json) => json.to_owned(),
+                    Err(e) => {
+                        counts.records_rejected += 1;
+                        tracing::warn!(partition = c.partition, offset = c.offset, reason = %e, "record rejected: not UTF-8");
+                        continue;
+                    }
+                };
                 match normalise(&json) {
                     Ok(Normalised::Kms { event_id, events }) => {
                         records.push(NormalisedRecord::new(event_id, json, events))
                     }
-                    Ok(_) => {}
+                    Ok(_) => {
+                        tracing::debug!(
+                            partition = c.partition,
+                            offset = c.offset,
+                            "not a KMS record keywatch tracks; skipped"
+                        );
+                    }
                     Err(e) => {
                         counts.records_rejected += 1;
                         tracing::warn!(partition = c.partition, offset = c.offset, reason = %e, "record rejected");

@@ -694,6 +694,14 @@ pub fn normalise_record(r: &CloudTrailRecord<'_>) -> Result<Normalised, RecordEr
     let keys = key_arns(r, &request, &response, account, region)
         .map_err(|e| malformed(event_name, "resources", e))?;
     if keys.is_empty() {
+        // A use, a rejection as pending deletion or a lifecycle change whose key cannot be
+        // told (no key ARN, only an alias) would vanish: reject it, with the reason. A call
+        // that failed for another reason names no key to keep.
+        if error_code.is_none() || rejected_pending_deletion {
+            return Err(RecordError::Missing(
+                "the key (resources[].ARN, or a key ARN or ID in requestParameters.keyId)",
+            ));
+        }
         return untracked();
     }
     let mut events = Vec::with_capacity(keys.len() + 1);

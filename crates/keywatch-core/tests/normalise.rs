@@ -70,13 +70,23 @@ fn key_identity_falls_back_from_resources_to_response_to_request_to_key_id() {
         only_event(&mrk).key.as_str(),
         "arn:aws:kms:eu-west-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab"
     );
-    // An alias with no resolvable key is a KMS record keywatch cannot attribute: not an error.
+    // A use whose key cannot be told (an alias, nothing else) would vanish unseen: it is
+    // rejected, with the reason, and goes to quarantine.
     let alias_only = no_resources(with(
         decrypt("2026-11-01T00:00:00Z", "e", APP_ROLE),
         json!({"requestParameters": {"keyId": "alias/app"}}),
     ));
-    assert_eq!(
+    assert!(matches!(
         normalise(&alias_only.to_string()),
+        Err(keywatch_core::RecordError::Missing(what)) if what.contains("resources")
+    ));
+    // A call denied for another reason names no key to keep: untracked, not an error.
+    let denied = with(
+        alias_only,
+        json!({"errorCode": "AccessDeniedException", "errorMessage": "not authorized"}),
+    );
+    assert_eq!(
+        normalise(&denied.to_string()),
         Ok(Normalised::KmsUntracked {
             event_id: "e".into()
         })

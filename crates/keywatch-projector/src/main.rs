@@ -17,6 +17,7 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 struct Outcome {
     records: usize,
     new_records: usize,
+    skipped: usize,
     rejected: u64,
     alerts: usize,
     sent: usize,
@@ -35,6 +36,7 @@ async fn handle(f: &Function, event: KafkaEvent) -> Result<Outcome, Error> {
     let mut counts = BatchMetrics::default();
     let mut records = Vec::new();
     let mut total = 0;
+    let mut skipped = 0;
     for (partition, batch) in &event.records {
         for r in batch {
             total += 1;
@@ -49,7 +51,10 @@ async fn handle(f: &Function, event: KafkaEvent) -> Result<Outcome, Error> {
                 Ok((Ok(Normalised::Kms { event_id, events }), json)) => {
                     records.push(NormalisedRecord::new(event_id, json, events))
                 }
-                Ok((Ok(_), _)) => {}
+                Ok((Ok(_), _)) => {
+                    skipped += 1;
+                    tracing::debug!(partition = %partition, offset = r.offset, "not a KMS record keywatch tracks; skipped");
+                }
                 Ok((Err(e), _)) => {
                     counts.records_rejected += 1;
                     tracing::warn!(partition = %partition, offset = r.offset, reason = %e, "record rejected");
@@ -77,6 +82,8 @@ async fn handle(f: &Function, event: KafkaEvent) -> Result<Outcome, Error> {
     tracing::info!(
         records = total,
         new = outcome.new_records,
+        skipped,
+        rejected = counts.records_rejected,
         alerts = outcome.alerts.len(),
         sent = delivery.sent,
         left = delivery.failed,
@@ -85,6 +92,7 @@ async fn handle(f: &Function, event: KafkaEvent) -> Result<Outcome, Error> {
     Ok(Outcome {
         records: total,
         new_records: outcome.new_records,
+        skipped,
         rejected: counts.records_rejected,
         alerts: outcome.alerts.len(),
         sent: delivery.sent,
