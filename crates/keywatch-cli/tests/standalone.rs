@@ -140,6 +140,7 @@ async fn run_pages_once_per_alert_whatever_the_delivery() {
         ("deletion_cancelled", 1),
         ("deletion_scheduled", 6),
         ("key_deleted", 3),
+        ("key_store_disconnected_pending_deletion", 1),
         ("orphaned_key_material", 1),
         ("pending_deletion_key_used", 4),
     ]
@@ -210,7 +211,7 @@ async fn pages_wait_in_the_outbox_while_sns_is_unreachable_and_go_out_once() {
         String::from_utf8_lossy(&up.stderr)
     );
     let sent = pages(&a).await;
-    assert_eq!(event_driven(&sent).values().sum::<usize>(), 15);
+    assert_eq!(event_driven(&sent).values().sum::<usize>(), 16);
     let up_again = keywatch_run(&brokers, &topic, &group, &db, &a.topic_arn, &endpoint);
     assert!(up_again.status.success());
     assert!(pages(&a).await.is_empty(), "sent once");
@@ -246,7 +247,7 @@ async fn run_on_dynamodb_pages_the_same() {
     let paged = pages(&a).await;
     assert_eq!(
         event_driven(&paged).values().sum::<usize>(),
-        15,
+        16,
         "{:?}",
         event_driven(&paged)
     );
