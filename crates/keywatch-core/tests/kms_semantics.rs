@@ -13,17 +13,7 @@ const AS_OF: &str = "2026-11-02T00:00:00Z";
 
 fn scheduled(key: &str) -> Vec<serde_json::Value> {
     vec![
-        on_key(
-            create_key(
-                "2026-01-01T00:00:00Z",
-                "create",
-                "AWS_KMS",
-                None,
-                None,
-                None,
-            ),
-            key,
-        ),
+        on_key(aws_kms_key("2026-01-01T00:00:00Z", "create"), key),
         on_key(
             schedule(
                 "2026-11-01T00:00:00Z",
@@ -37,10 +27,7 @@ fn scheduled(key: &str) -> Vec<serde_json::Value> {
 }
 
 fn enabled(key: &str, id: &str) -> serde_json::Value {
-    on_key(
-        create_key("2026-01-01T00:00:00Z", id, "AWS_KMS", None, None, None),
-        key,
-    )
+    on_key(aws_kms_key("2026-01-01T00:00:00Z", id), key)
 }
 
 fn evaluate_at(t: &keywatch_core::KeyTimeline, at: &str) -> Vec<keywatch_core::Alert> {
@@ -151,29 +138,9 @@ fn the_two_copies_of_a_cross_account_call_are_one_use_and_one_page_whichever_arr
 
 // 3. Multi-Region keys.
 
-fn multi_region_family() -> Vec<serde_json::Value> {
-    let mut create = on_key(
-        create_key(
-            "2026-01-01T00:00:00Z",
-            "create-p",
-            "AWS_KMS",
-            None,
-            None,
-            None,
-        ),
-        MRK_PRIMARY,
-    );
-    create["responseElements"]["keyMetadata"]["multiRegion"] = json!(true);
-    vec![
-        create,
-        replicate_key("2026-01-02T00:00:00Z", "replicate"),
-        schedule_primary_with_replicas("2026-11-01T00:00:00Z", "sched-p", 30),
-    ]
-}
-
 #[test]
 fn a_primary_with_replicas_gets_no_deletion_date_and_no_countdown_until_its_last_replica_goes() {
-    let given = multi_region_family();
+    let given = multi_region_primary();
     let primary = fold_key(MRK_PRIMARY, &given);
     assert_eq!(primary.state, KeyState::PendingReplicaDeletion);
     assert_eq!(primary.deletion_date, None);
@@ -217,7 +184,7 @@ fn a_primary_with_replicas_gets_no_deletion_date_and_no_countdown_until_its_last
 #[test]
 fn uses_of_a_primary_pending_replica_deletion_still_page() {
     let alerts = {
-        let given = multi_region_family();
+        let given = multi_region_primary();
         let before: Vec<String> = evaluate_at(&fold_key(MRK_PRIMARY, &given), AS_OF)
             .into_iter()
             .map(|a| a.alert_id)
@@ -243,7 +210,7 @@ fn uses_of_a_primary_pending_replica_deletion_still_page() {
 
 #[test]
 fn update_primary_region_is_tracked() {
-    let mut all = multi_region_family();
+    let mut all = multi_region_primary();
     all.push(with(
         on_key(
             call("UpdatePrimaryRegion", "2026-10-01T00:00:00Z", "upr", iam_user(ADMIN)),
@@ -320,17 +287,6 @@ fn a_rejection_just_after_cancel_is_shown_but_the_key_stays_cancelled() {
 }
 
 // 6. Keys in a disconnected custom key store are Unavailable.
-
-fn hsm_key() -> serde_json::Value {
-    create_key(
-        "2026-01-01T00:00:00Z",
-        "create",
-        "AWS_CLOUDHSM",
-        Some("cks-hsm"),
-        Some("cluster-1a23b4cdefg"),
-        None,
-    )
-}
 
 fn store(name: &str, time: &str, id: &str) -> serde_json::Value {
     key_store_call(name, time, id, "cks-hsm")

@@ -307,14 +307,7 @@ fn deletion_is_reported_and_an_xks_key_says_its_external_key_is_untouched() {
 
 fn cloudhsm_key() -> Vec<serde_json::Value> {
     vec![
-        create_key(
-            "2026-01-01T00:00:00Z",
-            "create",
-            "AWS_CLOUDHSM",
-            Some("cks-hsm"),
-            Some("cluster-1a23b4cdefg"),
-            None,
-        ),
+        hsm_key(),
         key_store_call(
             "ConnectCustomKeyStore",
             "2026-01-01T00:00:00Z",
@@ -389,14 +382,7 @@ fn a_clean_cloudhsm_deletion_orphans_nothing() {
 #[test]
 fn a_key_store_disconnect_makes_its_keys_unavailable_until_reconnected() {
     let mut given = vec![
-        create_key(
-            "2026-01-01T00:00:00Z",
-            "create",
-            "AWS_CLOUDHSM",
-            Some("cks-hsm"),
-            Some("cluster-1a23b4cdefg"),
-            None,
-        ),
+        hsm_key(),
         key_store_call(
             "DisconnectCustomKeyStore",
             "2026-02-01T00:00:00Z",

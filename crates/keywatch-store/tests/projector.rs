@@ -30,9 +30,9 @@ fn as_of() -> Timestamp {
     ts("2026-12-01T00:00:00Z")
 }
 
-/// Runs batches through a fresh in-memory projector; returns the final timeline (as JSON)
-/// and every alert id raised, failing if any id is raised twice.
-fn project(batches: &[Vec<Value>]) -> (Value, Vec<String>) {
+/// Runs batches through a fresh in-memory projector (and a sweep when `sweep`); returns
+/// `key`'s final timeline and every alert id raised, sorted.
+fn project_key(batches: &[Vec<Value>], key: &str, sweep: bool) -> (KeyTimeline, Vec<String>) {
     let store = SqliteStore::in_memory().expect("in-memory store");
     let mut p = Projector::new(store, AlertConfig::default());
     let mut raised = Vec::new();
@@ -40,23 +40,31 @@ fn project(batches: &[Vec<Value>]) -> (Value, Vec<String>) {
         let outcome = p.process(&normalised(b), as_of()).expect("projection");
         raised.extend(outcome.alerts.into_iter().map(|a| a.alert_id));
     }
-    raised.extend(
-        p.sweep(as_of())
-            .expect("sweep")
-            .into_iter()
-            .map(|a| a.alert_id),
-    );
-    let key = KeyArn::parse(KEY).expect("key");
+    if sweep {
+        raised.extend(
+            p.sweep(as_of())
+                .expect("sweep")
+                .into_iter()
+                .map(|a| a.alert_id),
+        );
+    }
+    let key = KeyArn::parse(key).expect("key");
     let t = p
         .store()
         .load_timeline(&key)
         .expect("load")
         .expect("timeline stored");
+    (t, raised)
+}
+
+/// KEY's timeline (as JSON) and every alert id raised, failing if any id is raised twice.
+fn project(batches: &[Vec<Value>]) -> (Value, Vec<String>) {
+    let (t, raised) = project_key(batches, KEY, true);
     (serde_json::to_value(t).expect("timeline JSON"), raised)
 }
 
-/// Whether a CancelKeyDeletion or a key store record arrives in a later batch than a record
-/// it precedes.
+/// Whether a CancelKeyDeletion, a key store record or a DeleteKey arrives in a later batch
+/// than a record it precedes.
 fn has_late_context(batches: &[Vec<Value>]) -> bool {
     let time = |r: &Value| r["eventTime"].as_str().unwrap_or_default().to_owned();
     batches.iter().enumerate().any(|(i, b)| {
@@ -432,23 +440,10 @@ fn a_write_conflict_is_retried_and_loses_nothing() {
     assert_eq!(p.store().conflicts, 0);
 }
 
+/// The primary's history, then its replica scheduled, used around, and deleted.
 fn multi_region_family() -> Vec<Value> {
-    let mut create = on_key(
-        create_key(
-            "2026-01-01T00:00:00Z",
-            "create-p",
-            "AWS_KMS",
-            None,
-            None,
-            None,
-        ),
-        MRK_PRIMARY,
-    );
-    create["responseElements"]["keyMetadata"]["multiRegion"] = serde_json::json!(true);
-    vec![
-        create,
-        replicate_key("2026-01-02T00:00:00Z", "replicate"),
-        schedule_primary_with_replicas("2026-11-01T00:00:00Z", "sched-p", 30),
+    let mut records = multi_region_primary();
+    records.extend([
         on_key(
             rejected("Decrypt", "2026-11-01T10:00:00Z", "use-p", APP_ROLE),
             MRK_PRIMARY,
@@ -466,24 +461,13 @@ fn multi_region_family() -> Vec<Value> {
             delete_key("2026-11-09T00:00:00Z", "del-r", serde_json::json!(null)),
             MRK_REPLICA,
         ),
-    ]
+    ]);
+    records
 }
 
-/// Projects batches and returns the primary's timeline and the alerts raised.
+/// Projects batches and returns the primary's timeline and the alerts raised, sorted.
 fn project_primary(batches: &[Vec<Value>]) -> (KeyTimeline, Vec<String>) {
-    let store = SqliteStore::in_memory().expect("in-memory store");
-    let mut p = Projector::new(store, AlertConfig::default());
-    let mut raised = Vec::new();
-    for b in batches {
-        let outcome = p.process(&normalised(b), as_of()).expect("projection");
-        raised.extend(outcome.alerts.into_iter().map(|a| a.alert_id));
-    }
-    let key = KeyArn::parse(MRK_PRIMARY).expect("key");
-    let t = p
-        .store()
-        .load_timeline(&key)
-        .expect("load")
-        .expect("timeline");
+    let (t, mut raised) = project_key(batches, MRK_PRIMARY, false);
     raised.sort();
     (t, raised)
 }

@@ -446,3 +446,42 @@ pub fn schedule_primary_with_replicas(time: &str, id: &str, days: u32) -> Value 
 pub fn fold_key(key: &str, records: &[Value]) -> KeyTimeline {
     KeyTimeline::fold(KeyArn::parse(key).expect("key ARN"), events(records).iter())
 }
+
+/// A multi-Region primary created, replicated to us-west-2, and scheduled for deletion while
+/// it has that replica (PendingReplicaDeletion).
+pub fn multi_region_primary() -> Vec<Value> {
+    let mut create = on_key(
+        create_key(
+            "2026-01-01T00:00:00Z",
+            "create-p",
+            "AWS_KMS",
+            None,
+            None,
+            None,
+        ),
+        MRK_PRIMARY,
+    );
+    create["responseElements"]["keyMetadata"]["multiRegion"] = json!(true);
+    vec![
+        create,
+        replicate_key("2026-01-02T00:00:00Z", "replicate"),
+        schedule_primary_with_replicas("2026-11-01T00:00:00Z", "sched-p", 30),
+    ]
+}
+
+/// CreateKey of KEY, an AWS_KMS key outside any custom key store.
+pub fn aws_kms_key(time: &str, id: &str) -> Value {
+    create_key(time, id, "AWS_KMS", None, None, None)
+}
+
+/// CreateKey of KEY in the CloudHSM key store cks-hsm (cluster-1a23b4cdefg).
+pub fn hsm_key() -> Value {
+    create_key(
+        "2026-01-01T00:00:00Z",
+        "create",
+        "AWS_CLOUDHSM",
+        Some("cks-hsm"),
+        Some("cluster-1a23b4cdefg"),
+        None,
+    )
+}
