@@ -3,6 +3,9 @@ SHELL := /bin/bash
 CARGO ?= cargo
 DEMO_DB := target/demo/keywatch.db
 DEMO_AS_OF := 2026-11-23T12:00:00Z
+DEMO_KEYS := 1111aaaa-11aa-11aa-11aa-111111111111 2222bbbb-22bb-22bb-22bb-222222222222 \
+	3333cccc-33cc-33cc-33cc-333333333333 4444dddd-44dd-44dd-44dd-444444444444 \
+	5555eeee-55ee-55ee-55ee-555555555555 6666ffff-66ff-66ff-66ff-666666666666
 CORPUS ?= $(abspath ../shared/cloudtrail-corpus)
 VENV := .venv
 KAFKA_PORT ?= 19092
@@ -31,6 +34,12 @@ demo: build
 	./target/release/keywatch keys --db $(DEMO_DB)
 	@echo
 	./target/release/keywatch timeline 1111aaaa-11aa-11aa-11aa-111111111111 --db $(DEMO_DB)
+	@echo
+	@echo "Before you delete a key: keywatch preflight (exit 0 safe, 3 in use)"
+	@for key in $(DEMO_KEYS); do \
+	  echo; echo "$$ keywatch preflight $$key"; \
+	  ./target/release/keywatch preflight $$key --db $(DEMO_DB) --as-of $(DEMO_AS_OF); echo "(exit status $$?)"; \
+	done
 
 ## Everything the tests need is installed here; the corpus tests read ../shared in place.
 ## The services are started on loopback for the run and stopped afterwards, pass or fail.

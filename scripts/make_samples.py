@@ -8,6 +8,9 @@ A small organisation's week around several KMS key deletions, as of 2026-11-23:
   xks      - external key store key deleted (its external key is untouched)
   reports  - scheduled, then cancelled and re-enabled
   archive  - scheduled in October, deletion never seen (overdue)
+The orders key's calls carry the encryption contexts of the services that make them (S3
+objects in two buckets, a DynamoDB table, a Secrets Manager secret, an EBS volume's grant),
+so keywatch can say what the key protects.
 Output: s3/ (an S3-delivered .json.gz log file) and eventbridge.jsonl (EventBridge envelopes).
 Run: python3 scripts/make_samples.py   (deterministic; the outputs are committed)
 """
@@ -64,9 +67,23 @@ def kms(name, time, key, ident, req=None, resp=None, extra=None, ip="10.0.12.7",
     return r
 
 
-def rejected(name, time, key, ident, **kw):
-    return kms(name, time, key, ident, extra={"errorCode": "KMSInvalidStateException",
-                                              "errorMessage": f"{ARN[key]} is pending deletion."}, **kw)
+def rejected(name, time, key, ident, req=None, **kw):
+    return kms(name, time, key, ident, req=req, extra={"errorCode": "KMSInvalidStateException",
+                                                       "errorMessage": f"{ARN[key]} is pending deletion."}, **kw)
+
+
+def context(key, ctx):
+    """requestParameters of a call whose encryption context names what it protects."""
+    return {"keyId": ARN[key], "encryptionAlgorithm": "SYMMETRIC_DEFAULT", "encryptionContext": ctx}
+
+
+def s3_object(bucket, path):
+    return {"aws:s3:arn": f"arn:aws:s3:::{bucket}/{path}"}
+
+
+ORDERS_TABLE = {"aws:dynamodb:tableName": "orders", "aws:dynamodb:subscriberId": ACCOUNT}
+ORDERS_SECRET = {"SecretARN": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:orders/db-password-Ab12Cd",
+                 "SecretVersionId": "EXAMPLE1-90ab-cdef-fedc-ba987EXAMPLE"}
 
 
 def create(time, key, origin="AWS_KMS", store=None, cluster=None, xks=None):
@@ -132,19 +149,30 @@ records = [
     key_store("ConnectCustomKeyStore", "2026-01-10T08:00:00Z", "cks-1a2b3c4d5e6f7a8b9"),
     kms("Decrypt", "2026-08-01T10:00:00Z", "legacy", role(BATCH_ROLE)),
 ]
+records.append(kms("CreateGrant", "2026-11-01T07:00:00Z", "orders", role(ORDERS_ROLE, "ec2.amazonaws.com"),
+                   req={"keyId": ARN["orders"], "granteePrincipal": f"{ACCOUNT}:aws:ec2-infrastructure:i-0a1b2c3d4e5f60718",
+                        "constraints": {"encryptionContextSubset": {"aws:ebs:id": "vol-0a1b2c3d4e5f60718"}},
+                        "operations": ["Decrypt"]}, ip="ec2.amazonaws.com", agent="ec2.amazonaws.com"))
 for day in range(1, 17):
-    records.append(kms("Decrypt", f"2026-11-{day:02d}T08:15:00Z", "orders", role(ORDERS_ROLE)))
-    records.append(kms("GenerateDataKey", f"2026-11-{day:02d}T08:16:00Z", "orders", role(ORDERS_ROLE)))
+    records.append(kms("Decrypt", f"2026-11-{day:02d}T08:15:00Z", "orders", role(ORDERS_ROLE, "s3.amazonaws.com"),
+                       req=context("orders", s3_object("orders-prod", f"2026/11/{day:02d}/orders.json")),
+                       ip="s3.amazonaws.com", agent="s3.amazonaws.com"))
+    table_or_secret = ORDERS_TABLE if day % 2 else ORDERS_SECRET
+    records.append(kms("GenerateDataKey", f"2026-11-{day:02d}T08:16:00Z", "orders", role(ORDERS_ROLE),
+                       req=dict(context("orders", table_or_secret), keySpec="AES_256")))
     records.append(noise(f"2026-11-{day:02d}T08:17:00Z", "s3.amazonaws.com", "GetObject"))
     records.append(noise(f"2026-11-{day:02d}T08:18:00Z", "ec2.amazonaws.com", "DescribeInstances"))
 records += [
     schedule("2026-11-17T09:00:00Z", "orders", 7, "Nov 24, 2026, 9:00:00 AM"),
-    kms("GenerateDataKey", "2026-11-17T09:00:20Z", "orders", role(ORDERS_ROLE)),
-    rejected("Decrypt", "2026-11-17T10:05:11Z", "orders", role(ORDERS_ROLE)),
+    kms("GenerateDataKey", "2026-11-17T09:00:20Z", "orders", role(ORDERS_ROLE),
+        req=dict(context("orders", ORDERS_TABLE), keySpec="AES_256")),
+    rejected("Decrypt", "2026-11-17T10:05:11Z", "orders", role(ORDERS_ROLE),
+             req=context("orders", s3_object("orders-prod", "2026/11/17/orders.json"))),
     rejected("Decrypt", "2026-11-17T10:06:40Z", "orders", role(ORDERS_ROLE)),
     rejected("Decrypt", "2026-11-17T10:31:02Z", "orders", role(ORDERS_ROLE)),
     rejected("Decrypt", "2026-11-17T13:15:45Z", "orders", role(ORDERS_ROLE)),
     rejected("Decrypt", "2026-11-18T02:00:09Z", "orders", role(BATCH_ROLE, "s3.amazonaws.com"),
+             req=context("orders", s3_object("orders-archive", "2026/11/17/orders.json.gz")),
              ip="s3.amazonaws.com", agent="s3.amazonaws.com"),
     schedule("2026-11-02T15:00:00Z", "legacy", 7, "Nov 9, 2026, 3:00:00 PM", who="bob"),
     delete("2026-11-09T15:00:00Z", "legacy"),

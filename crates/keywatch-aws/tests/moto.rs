@@ -34,6 +34,8 @@ fn alert(id: &str) -> Alert {
         scheduled_by: None,
         usage: Vec::new(),
         last_use: None,
+        protects: Vec::new(),
+        verdict: None,
         custom_key_store_id: None,
         rescue_command: Some(format!(
             "aws kms cancel-key-deletion --key-id {key} --region us-east-1"

@@ -99,6 +99,22 @@ enum Command {
         #[arg(long, default_value_t = 15)]
         sweep_minutes: u64,
     },
+    /// Is this key safe to delete? Its use, what it protects, and a verdict from what the
+    /// store has seen. Exit status: 0 safe (or already deleted), 3 in use.
+    Preflight {
+        /// Key ARN or key ID.
+        key: String,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// How many days without use count as unused.
+        #[arg(long, default_value_t = keywatch_core::preflight::DEFAULT_PREFLIGHT_DAYS, value_name = "N")]
+        days: u32,
+        /// The clock (RFC 3339); default now.
+        #[arg(long, value_name = "RFC3339")]
+        as_of: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
     /// Lists the keys keywatch knows, with state, deletion date and last use.
     Keys {
         #[command(flatten)]
@@ -121,7 +137,41 @@ fn open_existing(args: &StoreArgs) -> Result<SqliteStore> {
     SqliteStore::open(&args.db).with_context(|| format!("opening store {}", args.db.display()))
 }
 
-fn run(cli: Cli) -> Result<()> {
+/// The one key that `key` (an ARN or a key ID) names in the store.
+fn find_one_key(
+    db: &SqliteStore,
+    key: &str,
+    store: &StoreArgs,
+) -> Result<keywatch_core::KeyTimeline> {
+    let found = db.find_keys(key)?;
+    let arn = match found.as_slice() {
+        [] => bail!("no key {key} in {}", store.db.display()),
+        [one] => one.clone(),
+        many => bail!(
+            "{key} names {} keys (a multi-Region key has one per Region); pass one ARN:\n  {}",
+            many.len(),
+            many.iter()
+                .map(|k| k.to_string())
+                .collect::<Vec<_>>()
+                .join("\n  ")
+        ),
+    };
+    db.load_timeline(&arn)?
+        .context("timeline vanished while reading")
+}
+
+fn parse_as_of(as_of: Option<String>) -> Result<Timestamp> {
+    match as_of {
+        Some(s) => Timestamp::parse_rfc3339(&s)
+            .with_context(|| format!("--as-of {s:?} is not an RFC 3339 instant")),
+        None => Ok(Timestamp::now()),
+    }
+}
+
+/// Exit status of `preflight` for a key in use.
+const EXIT_IN_USE: u8 = 3;
+
+fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Replay {
             store,
@@ -132,11 +182,7 @@ fn run(cli: Cli) -> Result<()> {
             suppress_minutes,
             paths,
         } => {
-            let as_of = match as_of {
-                Some(s) => Timestamp::parse_rfc3339(&s)
-                    .with_context(|| format!("--as-of {s:?} is not an RFC 3339 instant"))?,
-                None => Timestamp::now(),
-            };
+            let as_of = parse_as_of(as_of)?;
             let db = if in_memory {
                 SqliteStore::in_memory()?
             } else {
@@ -151,6 +197,7 @@ fn run(cli: Cli) -> Result<()> {
                 suppress_minutes,
                 paths,
             })
+            .map(|()| ExitCode::SUCCESS)
         }
         Command::Run {
             brokers,
@@ -172,28 +219,38 @@ fn run(cli: Cli) -> Result<()> {
             batch,
             exit_when_idle,
             sweep_minutes,
-        }),
+        })
+        .map(|()| ExitCode::SUCCESS),
         Command::Timeline { key, store, format } => {
             let db = open_existing(&store)?;
-            let found = db.find_keys(&key)?;
-            let arn = match found.as_slice() {
-                [] => bail!("no key {key} in {}", store.db.display()),
-                [one] => one.clone(),
-                many => bail!(
-                    "{key} names {} keys (a multi-Region key has one per Region); pass one ARN:\n  {}",
-                    many.len(),
-                    many.iter().map(|k| k.to_string()).collect::<Vec<_>>().join("\n  ")
-                ),
-            };
-            let timeline = db
-                .load_timeline(&arn)?
-                .context("timeline vanished while reading")?;
+            let timeline = find_one_key(&db, &key, &store)?;
             if format == Format::Json {
                 println!("{}", serde_json::to_string_pretty(&timeline)?);
             } else {
                 print!("{}", render::timeline(&timeline));
             }
-            Ok(())
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Preflight {
+            key,
+            store,
+            days,
+            as_of,
+            format,
+        } => {
+            let as_of = parse_as_of(as_of)?;
+            let db = open_existing(&store)?;
+            let timeline = find_one_key(&db, &key, &store)?;
+            let report = keywatch_core::preflight::preflight(&timeline, as_of, days);
+            if format == Format::Json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", render::preflight(&report));
+            }
+            Ok(match report.verdict {
+                keywatch_core::preflight::Verdict::InUse => ExitCode::from(EXIT_IN_USE),
+                _ => ExitCode::SUCCESS,
+            })
         }
         Command::Keys {
             store,
@@ -209,7 +266,7 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 print!("{}", render::keys(&keys));
             }
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
@@ -223,7 +280,7 @@ fn main() -> ExitCode {
         )
         .init();
     match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("keywatch: {e:#}");
             ExitCode::FAILURE

@@ -1,6 +1,9 @@
 //! Text for people: alerts, timelines, key lists.
 
 use keywatch_core::alert::Alert;
+use keywatch_core::page::{sanitise, MAX_FIELD};
+use keywatch_core::preflight::Preflight;
+use keywatch_core::protects::{describe, BlastRadius};
 use keywatch_core::timeline::{EntryDetail, KeyTimeline, OrphanReason, ScheduleEnd};
 use keywatch_core::KeyEventKind;
 use keywatch_store::KeySummary;
@@ -236,6 +239,90 @@ pub fn timeline(t: &KeyTimeline) -> String {
             );
         }
     }
+    blast_radius(&mut s, &t.blast_radius);
+    s
+}
+
+/// What the key protects, for a person (values from records, sanitised).
+fn blast_radius(s: &mut String, b: &BlastRadius) {
+    if b.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "\nProtects (from the encryption context of its calls)");
+    let _ = writeln!(
+        s,
+        "  {:<16} {:>9}  {:<20}  {:<20}  resource (principals)",
+        "type", "calls", "first", "last"
+    );
+    for u in &b.resources {
+        let principals: Vec<String> = u.principals.iter().map(|p| clean(&p.0)).collect();
+        let _ = writeln!(
+            s,
+            "  {:<16} {:>9}  {:<20}  {:<20}  {} ({})",
+            u.resource.resource_type.singular(),
+            u.count,
+            u.first_seen,
+            u.last_seen,
+            clean(&u.resource.id),
+            principals.join(", ")
+        );
+    }
+    if b.more_resources {
+        let _ = writeln!(s, "  … and more resources than keywatch keeps");
+    }
+    if !b.other_context_keys.is_empty() {
+        let keys: Vec<String> = b
+            .other_context_keys
+            .iter()
+            .map(|(k, n)| format!("{} ×{n}", clean(k)))
+            .collect();
+        let _ = writeln!(s, "  other encryption context keys: {}", keys.join(", "));
+    }
+}
+
+fn clean(v: &str) -> String {
+    sanitise(v, MAX_FIELD)
+}
+
+/// `keywatch preflight` for a person.
+pub fn preflight(p: &Preflight) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "Key:        {}", p.key_arn);
+    let _ = writeln!(s, "State:      {}", p.state.as_str());
+    let _ = writeln!(
+        s,
+        "Last use:   {}{}",
+        or_dash(p.last_use),
+        p.last_used_by
+            .as_ref()
+            .map(|by| format!(" by {}", clean(&by.0)))
+            .unwrap_or_default()
+    );
+    if !p.principals.is_empty() {
+        let _ = writeln!(s, "Used by:");
+        for (who, n) in p.principals.iter().take(10) {
+            let _ = writeln!(s, "  {n:>9}  {}", clean(&who.0));
+        }
+    }
+    if p.protects.is_empty() {
+        let _ = writeln!(
+            s,
+            "Protects:   nothing seen in its calls' encryption context"
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "Protects:   {}",
+            sanitise(&describe(&p.protects), 4 * MAX_FIELD)
+        );
+        if p.protects_more {
+            let _ = writeln!(s, "            … and more than keywatch keeps");
+        }
+    }
+    for n in &p.notes {
+        let _ = writeln!(s, "Note:       {}", clean(n));
+    }
+    let _ = writeln!(s, "\n{}", sanitise(&p.verdict_line, 4 * MAX_FIELD));
     s
 }
 

@@ -4,6 +4,8 @@
 
 use crate::event::KeyEventKind;
 use crate::event::Principal;
+use crate::preflight::{age, verdict, DEFAULT_PREFLIGHT_DAYS};
+use crate::protects::{describe, ProtectedSummary};
 use crate::time::{Timestamp, DAY_MS, HOUR_MS};
 use crate::timeline::{
     EntryDetail, KeyState, KeyStoreType, KeyTimeline, OrphanReason, PendingUseBucket, ScheduleEnd,
@@ -194,6 +196,12 @@ pub struct Alert {
     /// The last use before the schedule.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub last_use: Option<Timestamp>,
+    /// What the key protects: the resources its calls' encryption contexts named, by type.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub protects: Vec<ProtectedSummary>,
+    /// Is the key safe to delete (`keywatch preflight`'s verdict at the schedule).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub verdict: Option<String>,
     /// `cks-…` of the key's custom key store.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub custom_key_store_id: Option<String>,
@@ -299,6 +307,8 @@ impl Alert {
             scheduled_by: None,
             usage: Vec::new(),
             last_use: None,
+            protects: Vec::new(),
+            verdict: None,
             custom_key_store_id: t
                 .custom_key_store
                 .as_ref()
@@ -307,6 +317,15 @@ impl Alert {
             remediation: None,
             timeline_command: format!("keywatch timeline {}", t.key_arn),
         }
+    }
+}
+
+/// "; protects 2 S3 buckets (a, b), 1 secret (c)", or nothing.
+fn protects_clause(protects: &[ProtectedSummary]) -> String {
+    if protects.is_empty() {
+        String::new()
+    } else {
+        format!("; protects {}", describe(protects))
     }
 }
 
@@ -393,8 +412,24 @@ fn lifecycle_alerts(t: &KeyTimeline, out: &mut Vec<Alert>) {
                 s.window_days
             ),
         };
+        a.protects = t.blast_radius.summary(Some(s.scheduled_at));
+        let last_user = s
+            .usage_before
+            .iter()
+            .filter_map(|u| u.last_used.map(|at| (at, &u.principal)))
+            .max_by(|x, y| x.0.cmp(&y.0).then_with(|| y.1.cmp(x.1)));
+        a.verdict = Some(
+            verdict(
+                last_user,
+                &a.protects,
+                s.scheduled_at,
+                DEFAULT_PREFLIGHT_DAYS,
+            )
+            .1,
+        );
+        let protects = protects_clause(&a.protects);
         a.summary = format!(
-            "{} scheduled deletion of KMS key {} {when}; {used}",
+            "{} scheduled deletion of KMS key {} {when}; {used}{protects}",
             s.scheduled_by,
             label(t),
         );
@@ -639,8 +674,10 @@ fn pending_use_alerts(
             ),
             None => u.context.principal.to_string(),
         };
+        a.protects = t.blast_radius.summary(None);
+        let protects = protects_clause(&a.protects);
         a.summary = format!(
-            "{who} {} KMS key {} pending deletion ({gone}){via}: {} use(s) in this window, {} so far; to keep it: {}",
+            "{who} {} KMS key {} pending deletion ({gone}){via}: {} use(s) in this window, {} so far{protects}; to keep it: {}",
             if u.rejected { format!("tried {} on", u.operation) } else { format!("used {} on", u.operation) },
             label(t),
             in_window,
@@ -675,12 +712,22 @@ fn time_driven_alerts(t: &KeyTimeline, as_of: Timestamp, out: &mut Vec<Alert>) {
             (s.failed_attempts_during_window > 0).then_some(s.failed_attempts_during_window);
         a.rescue_command = Some(rescue_command(t));
         a.usage = summarise_usage(&t.usage);
+        a.protects = t.blast_radius.summary(None);
+        let last = t
+            .usage
+            .iter()
+            .filter_map(|u| u.last_used.map(|at| (at, &u.principal)))
+            .max_by(|x, y| x.0.cmp(&y.0).then_with(|| y.1.cmp(x.1)));
+        let last = last
+            .map(|(at, p)| format!("; last used {} by {p}", age(at, as_of)))
+            .unwrap_or_default();
         a.summary = format!(
-            "KMS key {} will be deleted on {} (in {} h) and was used {} time(s) during its waiting period; to keep it: {}",
+            "KMS key {} will be deleted on {} (in {} h) and was used {} time(s) during its waiting period{last}{}; to keep it: {}",
             label(t),
             deletion_date,
             due_in / HOUR_MS,
             s.uses_during_window,
+            protects_clause(&a.protects),
             rescue_command(t)
         );
         out.push(a);

@@ -1,5 +1,6 @@
 //! Normalisation: one CloudTrail record in, the KMS events it means out.
 
+use crate::protects::{read_encryption_context, ContextResources};
 use crate::record::{
     nested, AdditionalEventData, BackingKeyDeletion, CloudTrailRecord, RequestParameters, Resource,
     ResponseElements, UserIdentity,
@@ -327,6 +328,9 @@ pub enum KeyEventKind {
         /// The external key the call reports (XKS), if any.
         #[serde(default)]
         xks_key_id: Option<String>,
+        /// What the call's encryption context names (the resource the key protects).
+        #[serde(default, skip_serializing_if = "ContextResources::is_empty")]
+        protects: ContextResources,
     },
     /// ReplicateKey: a replica of this multi-Region primary key was created in a Region.
     ReplicaCreated {
@@ -714,7 +718,11 @@ pub fn normalise_record(r: &CloudTrailRecord<'_>) -> Result<Normalised, RecordEr
             .map(|k| message.contains(k.as_str()) || message.contains(k.key_id()))
             .collect();
         let any_named = named.iter().any(|n| *n);
+        let destination = request.destination_key_id.as_deref();
         for (key, named) in keys.into_iter().zip(named) {
+            let is_destination =
+                destination.is_some_and(|d| d == key.as_str() || d == key.key_id());
+            let protects = encryption_context_of(&request, event_name, is_destination);
             let outcome = match error_code {
                 None => UsageOutcome::Succeeded,
                 Some(_) if rejected_pending_deletion && (named || !any_named) => {
@@ -732,6 +740,7 @@ pub fn normalise_record(r: &CloudTrailRecord<'_>) -> Result<Normalised, RecordEr
                     outcome,
                     custom_key_store_id: additional.custom_key_store_id.clone(),
                     xks_key_id: additional.xks_key_id.clone(),
+                    protects,
                 },
             }));
         }
@@ -784,6 +793,29 @@ pub fn normalise_record(r: &CloudTrailRecord<'_>) -> Result<Normalised, RecordEr
         event_id: event_id.to_owned(),
         events,
     })
+}
+
+/// The encryption context that names what a call protects: ReEncrypt's source context for
+/// its source key and destination context for its destination key, CreateGrant's
+/// constraints, else `encryptionContext`.
+fn encryption_context_of(
+    request: &RequestParameters,
+    event_name: &str,
+    is_destination: bool,
+) -> ContextResources {
+    let context = match event_name {
+        "ReEncrypt" if is_destination => request.destination_encryption_context.as_ref(),
+        "ReEncrypt" => request.source_encryption_context.as_ref(),
+        "CreateGrant" => request.constraints.as_ref().and_then(|c| {
+            c.get("encryptionContextSubset")
+                .or_else(|| c.get("encryptionContextEquals"))
+        }),
+        _ => request.encryption_context.as_ref(),
+    };
+    context
+        .and_then(|c| c.as_object())
+        .map(read_encryption_context)
+        .unwrap_or_default()
 }
 
 /// KMS's own EventBridge event at the end of a waiting period: evidence that the key is

@@ -7,6 +7,8 @@
 pub mod alert;
 pub mod event;
 pub mod page;
+pub mod preflight;
+pub mod protects;
 pub mod record;
 pub mod time;
 pub mod timeline;

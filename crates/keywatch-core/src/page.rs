@@ -63,6 +63,12 @@ pub fn sanitised(alert: &Alert) -> Alert {
     a.operation = s(&alert.operation);
     a.scheduled_by = s(&alert.scheduled_by);
     a.caller_account = s(&alert.caller_account);
+    a.verdict = s(&alert.verdict);
+    for p in &mut a.protects {
+        for e in &mut p.examples {
+            *e = sanitise(e, MAX_FIELD);
+        }
+    }
     a.summary = sanitise(&alert.summary, 4 * MAX_FIELD);
     a
 }
@@ -122,6 +128,11 @@ pub fn page(alert: &Alert) -> Page {
         a.failed_attempts
             .map(|n| format!("{n} failed call(s) (access denied, throttling, invalid requests)")),
     );
+    line(
+        "Protects:",
+        (!a.protects.is_empty()).then(|| crate::protects::describe(&a.protects)),
+    );
+    line("Verdict:", a.verdict.clone());
     line("Deleted on:", a.deletion_date.map(|d| d.to_string()));
     line("Scheduled:", a.scheduled_by.clone());
     line("When:", Some(a.event_time.to_string()));

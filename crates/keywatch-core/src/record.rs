@@ -140,6 +140,19 @@ pub struct RequestParameters {
     /// UpdatePrimaryRegion's new primary Region.
     #[serde(default)]
     pub primary_region: Option<String>,
+    /// The encryption context of Encrypt, Decrypt, GenerateDataKey*… (read only when an
+    /// object).
+    #[serde(default)]
+    pub encryption_context: Option<serde_json::Value>,
+    /// ReEncrypt's source encryption context.
+    #[serde(default)]
+    pub source_encryption_context: Option<serde_json::Value>,
+    /// ReEncrypt's destination encryption context.
+    #[serde(default)]
+    pub destination_encryption_context: Option<serde_json::Value>,
+    /// CreateGrant's constraints (`encryptionContextSubset`, `encryptionContextEquals`).
+    #[serde(default)]
+    pub constraints: Option<serde_json::Value>,
 }
 
 /// The union of the `responseElements` fields keywatch reads.

@@ -5,6 +5,7 @@ use crate::event::{
     BackingKeyStatus, EventContext, KeyArn, KeyEvent, KeyEventKind, KeyStoreChange, KeyStoreEvent,
     KeyStoreRef, KmsEvent, Principal, UsageOutcome,
 };
+use crate::protects::BlastRadius;
 use crate::time::{Timestamp, DAY_MS};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -328,6 +329,9 @@ pub struct KeyTimeline {
     pub entries: Vec<TimelineEntry>,
     /// Usage per principal and operation.
     pub usage: Vec<UsageRollup>,
+    /// What the key protects: the resources its calls' encryption contexts named.
+    #[serde(default, skip_serializing_if = "BlastRadius::is_empty")]
+    pub blast_radius: BlastRadius,
     /// Every deletion schedule, in order.
     pub schedules: Vec<DeletionSchedule>,
     /// Pending-deletion uses, per principal per minute.
@@ -370,6 +374,7 @@ impl KeyTimeline {
             custom_key_store: None,
             entries: Vec::new(),
             usage: Vec::new(),
+            blast_radius: BlastRadius::default(),
             schedules: Vec::new(),
             pending_use_buckets: Vec::new(),
             pending_uses: 0,
@@ -707,8 +712,14 @@ impl KeyTimeline {
         self.note_key_store_of(&e.kind);
         match &e.kind {
             KeyEventKind::Used {
-                operation, outcome, ..
+                operation,
+                outcome,
+                protects,
+                ..
             } => {
+                if !protects.is_empty() {
+                    self.blast_radius.note(protects, &c.principal, c.event_time);
+                }
                 self.apply_use(c, operation, outcome);
                 return;
             }

@@ -1,0 +1,176 @@
+//! "Is this key safe to delete?" from what keywatch has seen of it: AWS's advice is to
+//! examine a key's past usage before scheduling its deletion, because every ciphertext under
+//! it dies with it.
+
+use crate::event::Principal;
+use crate::protects::{describe, ProtectedSummary};
+use crate::time::{Timestamp, DAY_MS, HOUR_MS};
+use crate::timeline::{KeyState, KeyStoreType, KeyTimeline};
+use serde::{Deserialize, Serialize};
+
+/// How many days without use keywatch asks for by default.
+pub const DEFAULT_PREFLIGHT_DAYS: u32 = 30;
+
+/// The answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Unused for the period asked and protects nothing seen.
+    Safe,
+    /// Used within the period, or protects resources whose data would be lost.
+    InUse,
+    /// Already deleted: nothing left to decide.
+    Deleted,
+}
+
+/// What `keywatch preflight` reports for a key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preflight {
+    /// The key.
+    pub key_arn: String,
+    /// Its state.
+    pub state: KeyState,
+    /// The answer.
+    pub verdict: Verdict,
+    /// The answer in one line.
+    pub verdict_line: String,
+    /// The last use (a call that succeeded or was rejected as pending deletion).
+    pub last_use: Option<Timestamp>,
+    /// Who used it last.
+    pub last_used_by: Option<Principal>,
+    /// Who used it, most first: (principal, uses).
+    pub principals: Vec<(Principal, u64)>,
+    /// What its calls' encryption contexts named.
+    pub protects: Vec<ProtectedSummary>,
+    /// More resources were seen than keywatch keeps.
+    pub protects_more: bool,
+    /// Facts about its custom key store, its multi-Region replicas and its deletion.
+    pub notes: Vec<String>,
+}
+
+/// "3 h ago", "12 days ago".
+pub fn age(from: Timestamp, to: Timestamp) -> String {
+    let ms = (to.millis() - from.millis()).max(0);
+    if ms < 2 * DAY_MS {
+        format!("{} h ago", ms / HOUR_MS)
+    } else {
+        format!("{} days ago", ms / DAY_MS)
+    }
+}
+
+/// The verdict from the last use, who made it, and what the key protects, as of a time.
+pub fn verdict(
+    last_use: Option<(Timestamp, &Principal)>,
+    protects: &[ProtectedSummary],
+    as_of: Timestamp,
+    days: u32,
+) -> (Verdict, String) {
+    let window_ms = i64::from(days) * DAY_MS;
+    let recent = last_use.filter(|(t, _)| as_of.millis() - t.millis() <= window_ms);
+    let used = last_use.map_or_else(
+        || "no use seen".to_owned(),
+        |(t, p)| format!("last used {} by {p}", age(t, as_of)),
+    );
+    match (recent, protects.is_empty()) {
+        (Some(_), true) => (Verdict::InUse, format!("IN USE: {used}")),
+        (Some(_), false) => (
+            Verdict::InUse,
+            format!("IN USE: {used}; protects {}", describe(protects)),
+        ),
+        (None, false) => (
+            Verdict::InUse,
+            format!(
+                "IN USE: protects {} ({used}): their ciphertext dies with the key",
+                describe(protects)
+            ),
+        ),
+        (None, true) => {
+            let unused = last_use.map_or(i64::from(days), |(t, _)| {
+                (as_of.millis() - t.millis()) / DAY_MS
+            });
+            let never = if last_use.is_none() {
+                " (no use seen at all)"
+            } else {
+                ""
+            };
+            (
+                Verdict::Safe,
+                format!("unused for {unused} days, protects nothing seen{never}"),
+            )
+        }
+    }
+}
+
+/// The preflight of a key as of `as_of`, asking for `days` without use.
+pub fn preflight(t: &KeyTimeline, as_of: Timestamp, days: u32) -> Preflight {
+    let mut principals: Vec<(Principal, u64)> = Vec::new();
+    for u in &t.usage {
+        let uses = u.successes + u.rejected_pending_deletion;
+        match principals.iter_mut().find(|(p, _)| *p == u.principal) {
+            Some((_, n)) => *n += uses,
+            None => principals.push((u.principal.clone(), uses)),
+        }
+    }
+    principals.retain(|(_, n)| *n > 0);
+    principals.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let last = t
+        .usage
+        .iter()
+        .filter_map(|u| u.last_used.map(|at| (at, &u.principal)))
+        .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(a.1)));
+    let protects = t.blast_radius.summary(None);
+    let (mut verdict, mut line) = verdict(last, &protects, as_of, days);
+    if t.state == KeyState::Deleted {
+        verdict = Verdict::Deleted;
+        line = "ALREADY DELETED: nothing left to decide".to_owned();
+    }
+    let mut notes = Vec::new();
+    if let Some(s) = &t.custom_key_store {
+        notes.push(match s.key_store_type {
+            KeyStoreType::External => format!(
+                "in external key store {}: deleting the KMS key leaves the external key {} in your external key manager",
+                s.custom_key_store_id,
+                s.xks_key_id.as_deref().unwrap_or("(id unknown)")
+            ),
+            KeyStoreType::Cloudhsm => format!(
+                "in CloudHSM key store {}: keep it connected until the deletion, or the key material is orphaned in {}; cluster backups keep the material",
+                s.custom_key_store_id,
+                s.cloudhsm_cluster_id.as_deref().unwrap_or("its cluster")
+            ),
+        });
+    }
+    if t.multi_region || !t.related_keys.is_empty() {
+        let regions: Vec<&str> = t
+            .related_keys
+            .iter()
+            .filter(|(_, r)| r.deleted_at.is_none())
+            .map(|(region, _)| region.as_str())
+            .collect();
+        notes.push(if regions.is_empty() {
+            "multi-Region key; no live related key seen".to_owned()
+        } else {
+            format!(
+                "multi-Region key with related keys in {}: a primary with replicas waits for their deletion (PendingReplicaDeletion)",
+                regions.join(", ")
+            )
+        });
+    }
+    if t.state.is_pending_deletion() {
+        notes.push(match t.deletion_date {
+            Some(d) => format!("already pending deletion, to be deleted on {d}"),
+            None => "already pending deletion, waiting for its replicas".to_owned(),
+        });
+    }
+    Preflight {
+        key_arn: t.key_arn.to_string(),
+        state: t.state,
+        verdict,
+        verdict_line: line,
+        last_use: last.map(|(at, _)| at),
+        last_used_by: last.map(|(_, p)| p.clone()),
+        principals,
+        protects,
+        protects_more: t.blast_radius.more_resources,
+        notes,
+    }
+}
