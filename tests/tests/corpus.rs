@@ -371,3 +371,65 @@ fn documented_reencrypt_uses_both_keys_and_replicate_key_names_the_replica() {
             }
         )));
 }
+
+/// The resource types the encryption contexts of a corpus file's KMS calls name, over all
+/// its keys.
+fn protected_types(files: &[PathBuf]) -> std::collections::BTreeSet<String> {
+    let mut events = Vec::new();
+    for file in files {
+        read_path(file, &mut |item| {
+            if let Item::Record { json, .. } = item {
+                if let Ok(Normalised::Kms { events: e, .. }) = normalise(&json) {
+                    events.extend(e);
+                }
+            }
+        })
+        .expect("readable");
+    }
+    let keys: std::collections::BTreeSet<keywatch_core::KeyArn> = events
+        .iter()
+        .filter_map(|e| match e {
+            KmsEvent::Key(k) => Some(k.key.clone()),
+            KmsEvent::KeyStore(_) => None,
+        })
+        .collect();
+    keys.into_iter()
+        .flat_map(|k| {
+            keywatch_core::KeyTimeline::fold(k, events.iter())
+                .blast_radius
+                .resources
+                .into_iter()
+                .map(|u| serde_json::to_value(u.resource.resource_type).expect("type"))
+                .filter_map(|v| v.as_str().map(str::to_owned))
+        })
+        .collect()
+}
+
+/// Real calls from Secrets Manager and Parameter Store (the Invictus files, a real account's
+/// delivered logs) and AWS's documented S3 and EBS examples name what their keys
+/// protect.
+#[test]
+fn real_and_documented_encryption_contexts_name_what_keys_protect() {
+    let real = protected_types(&expand_paths(&[corpus("invictus-aws_dataset")]).expect("files"));
+    assert!(
+        real.contains("secret") && real.contains("ssm_parameter"),
+        "{real:?}"
+    );
+    let dir = tempfile_dir();
+    let lines: Vec<String> = devguide_examples()
+        .into_iter()
+        .map(|(_, r)| r.to_string())
+        .collect();
+    let file = dir.join("devguide.jsonl");
+    std::fs::write(&file, lines.join("\n")).expect("write");
+    let documented = protected_types(&[file]);
+    for t in ["s3_bucket", "ebs_volume"] {
+        assert!(documented.contains(t), "{t} missing from {documented:?}");
+    }
+}
+
+fn tempfile_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("keywatch-corpus-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}

@@ -205,3 +205,61 @@ fn timeline_by_key_id_and_keys_by_state() {
     let unknown = keywatch(&["timeline", "no-such-key", "--db", db]);
     assert!(!unknown.status.success());
 }
+
+/// `keywatch preflight` on the demo data: a verdict for every key, and the exit status
+/// scripts rely on (0 safe or already deleted, 3 in use).
+#[test]
+fn preflight_answers_for_every_demo_key_with_its_exit_status() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("k.db");
+    assert!(replay(&db, &[], &[&samples()]).status.success());
+    let db = db.to_str().expect("utf-8 path");
+    let expected = [
+        ("1111aaaa-11aa-11aa-11aa-111111111111", 3, "in_use"),
+        ("2222bbbb-22bb-22bb-22bb-222222222222", 0, "deleted"),
+        ("3333cccc-33cc-33cc-33cc-333333333333", 0, "deleted"),
+        ("4444dddd-44dd-44dd-44dd-444444444444", 0, "deleted"),
+        ("5555eeee-55ee-55ee-55ee-555555555555", 0, "safe"),
+        ("6666ffff-66ff-66ff-66ff-666666666666", 0, "safe"),
+    ];
+    for (key, code, verdict) in expected {
+        let out = keywatch(&[
+            "preflight",
+            key,
+            "--db",
+            db,
+            "--as-of",
+            AS_OF,
+            "--format",
+            "json",
+        ]);
+        assert_eq!(out.status.code(), Some(code), "{key}: {}", stdout(&out));
+        let report: Value = serde_json::from_str(&stdout(&out)).expect("preflight JSON");
+        assert_eq!(report["verdict"], verdict, "{key}");
+    }
+    // The key that pages protects two S3 buckets, a table, a secret and an EBS volume.
+    let text = keywatch(&["preflight", ORDERS, "--db", db, "--as-of", AS_OF]);
+    let text = stdout(&text);
+    assert!(
+        text.contains("2 S3 buckets (orders-archive, orders-prod)")
+            && text.contains("1 EBS volume (vol-0a1b2c3d4e5f60718)")
+            && text
+                .lines()
+                .last()
+                .is_some_and(|l| l.starts_with("IN USE:")),
+        "{text}"
+    );
+    let safe = keywatch(&[
+        "preflight",
+        "5555eeee-55ee-55ee-55ee-555555555555",
+        "--db",
+        db,
+        "--as-of",
+        AS_OF,
+    ]);
+    assert!(
+        stdout(&safe).contains("protects nothing seen"),
+        "{}",
+        stdout(&safe)
+    );
+}

@@ -148,6 +148,27 @@ async fn run_pages_once_per_alert_whatever_the_delivery() {
     .map(|(k, n)| (k.to_owned(), n))
     .collect();
     assert_eq!(event_driven(&first), expected);
+    // Pages through SNS carry what the key protects, for machines (the JSON SQS gets).
+    for p in first
+        .iter()
+        .filter(|p| p["kind"] == "pending_deletion_key_used")
+    {
+        let types: Vec<&str> = p["protects"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t["resource_type"].as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(types.contains(&"s3_bucket"), "{p}");
+        assert!(
+            p["summary"]
+                .as_str()
+                .is_some_and(|s| s.contains("protects")),
+            "{p}"
+        );
+    }
     let mut ids: Vec<&str> = first
         .iter()
         .filter_map(|p| p["alert_id"].as_str())

@@ -255,12 +255,16 @@ pub fn history() -> impl Strategy<Value = Vec<Value>> {
                     ));
                 }
             }
+            let buckets = ["orders-prod", "orders-archive", "reports"];
             for (i, (who, m)) in before.iter().enumerate() {
-                out.push(decrypt(
-                    &t(1 + m),
-                    &format!("before-{i}"),
-                    roles[*who as usize],
-                ));
+                let mut use_ = decrypt(&t(1 + m), &format!("before-{i}"), roles[*who as usize]);
+                // Some calls name what they protect (S3 objects of a bucket).
+                if i % 2 == 0 {
+                    use_["requestParameters"]["encryptionContext"] = serde_json::json!({
+                        "aws:s3:arn": format!("arn:aws:s3:::{}/object-{i}", buckets[*who as usize])
+                    });
+                }
+                out.push(use_);
             }
             for (i, m) in x.denied.iter().enumerate() {
                 out.push(failed("Decrypt", &t(1 + m), &format!("denied-{i}"), "AccessDeniedException"));
