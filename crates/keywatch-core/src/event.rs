@@ -11,6 +11,23 @@ use std::fmt;
 
 /// The `eventSource` of every KMS record.
 pub const KMS_EVENT_SOURCE: &str = "kms.amazonaws.com";
+/// The waiting periods ScheduleKeyDeletion accepts.
+pub const PENDING_WINDOW_DAYS: std::ops::RangeInclusive<u32> = 7..=30;
+/// The earliest plausible eventTime (CloudTrail began in 2013, KMS in 2014).
+const EARLIEST_EVENT_TIME_MS: i64 = 1_356_998_400_000; // 2013-01-01
+/// The latest plausible eventTime: later is a crafted or broken record, not a use to believe.
+const LATEST_EVENT_TIME_MS: i64 = 4_102_444_800_000; // 2100-01-01
+
+fn check_plausible(t: Timestamp, text: &str) -> Result<(), RecordError> {
+    if (EARLIEST_EVENT_TIME_MS..LATEST_EVENT_TIME_MS).contains(&t.millis()) {
+        Ok(())
+    } else {
+        Err(RecordError::BadEventTime(format!(
+            "{text} (implausible: before 2013 or after 2099)"
+        )))
+    }
+}
+
 /// AWS's default waiting period for ScheduleKeyDeletion.
 pub const DEFAULT_PENDING_WINDOW_DAYS: u32 = 30;
 
@@ -43,10 +60,13 @@ pub enum RecordError {
 pub struct KeyArn(String);
 
 impl KeyArn {
-    /// Parses `arn:<partition>:kms:<region>:<account>:key/<key-id>`.
+    /// Parses `arn:<partition>:kms:<region>:<account>:key/<key-id>`, strictly: a known
+    /// partition, a Region of lower-case letters, digits and dashes, a 12-digit account and a
+    /// key ID (a UUID or an `mrk-` ID). Anything else (an alias ARN, a crafted value) is not a
+    /// key ARN, so that what keywatch prints from one (the rescue command) is always plain.
     pub fn parse(s: &str) -> Option<Self> {
         let mut parts = s.splitn(6, ':');
-        let (arn, _partition, service, region, account, resource) = (
+        let (arn, partition, service, region, account, resource) = (
             parts.next()?,
             parts.next()?,
             parts.next()?,
@@ -56,17 +76,19 @@ impl KeyArn {
         );
         let key_id = resource.strip_prefix("key/")?;
         (arn == "arn"
+            && PARTITIONS.contains(&partition)
             && service == "kms"
-            && !region.is_empty()
-            && !account.is_empty()
-            && !key_id.is_empty())
+            && is_region(region)
+            && is_account(account)
+            && is_key_id(key_id))
         .then(|| KeyArn(s.to_owned()))
     }
 
-    /// Builds the ARN of a key ID in an account and Region, in the Region's partition.
-    pub fn from_parts(region: &str, account: &str, key_id: &str) -> Self {
+    /// Builds the ARN of a key ID in an account and Region, in the Region's partition; none
+    /// when a part is not valid.
+    pub fn from_parts(region: &str, account: &str, key_id: &str) -> Option<Self> {
         let partition = partition_of_region(region);
-        KeyArn(format!(
+        KeyArn::parse(&format!(
             "arn:{partition}:kms:{region}:{account}:key/{key_id}"
         ))
     }
@@ -120,6 +142,32 @@ impl fmt::Display for KeyArn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// The AWS partitions.
+pub const PARTITIONS: &[&str] = &[
+    "aws",
+    "aws-cn",
+    "aws-us-gov",
+    "aws-iso",
+    "aws-iso-b",
+    "aws-iso-e",
+    "aws-iso-f",
+    "aws-eusc",
+];
+
+/// An AWS Region's shape: `us-east-1`, `cn-north-1`, `us-gov-west-1`…
+pub fn is_region(s: &str) -> bool {
+    (4..=32).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// A 12-digit AWS account ID.
+pub fn is_account(s: &str) -> bool {
+    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// The partition of an AWS Region: `aws-cn` for China, `aws-us-gov` for GovCloud (US),
@@ -594,6 +642,7 @@ pub fn normalise_record(r: &CloudTrailRecord<'_>) -> Result<Normalised, RecordEr
     if r.event_source.as_deref() != Some(KMS_EVENT_SOURCE) {
         return Ok(Normalised::NotKms);
     }
+    check_plausible(event_time, event_time_text)?;
     let untracked = || {
         Ok(Normalised::KmsUntracked {
             event_id: event_id.to_owned(),
@@ -828,6 +877,7 @@ fn normalise_kms_deletion_event(r: &CloudTrailRecord<'_>) -> Result<Normalised, 
     let time_text = r.time.as_deref().ok_or(RecordError::Missing("time"))?;
     let event_time = Timestamp::parse_rfc3339(time_text)
         .ok_or_else(|| RecordError::BadEventTime(time_text.to_owned()))?;
+    check_plausible(event_time, time_text)?;
     let bad = |field, e: &dyn fmt::Display| malformed(KMS_KEY_DELETION_EVENT, field, e);
     let resources: Vec<String> = match r.resources {
         Some(raw) if raw.get() != "null" => {
@@ -847,7 +897,7 @@ fn normalise_kms_deletion_event(r: &CloudTrailRecord<'_>) -> Result<Normalised, 
                 .key_id
                 .as_deref()
                 .filter(|id| is_key_id(id) && !account.is_empty() && !region.is_empty())
-                .map(|id| KeyArn::from_parts(region, account, id))
+                .and_then(|id| KeyArn::from_parts(region, account, id))
         })
         .ok_or(RecordError::Missing("resources (the deleted key's ARN)"))?;
     let context = EventContext {
@@ -913,6 +963,12 @@ fn lifecycle_kind(
             let window_days = as_u32(&request.pending_window_in_days)
                 .or_else(|| as_u32(&response.pending_window_in_days))
                 .unwrap_or(DEFAULT_PENDING_WINDOW_DAYS);
+            if !PENDING_WINDOW_DAYS.contains(&window_days) {
+                return Err((
+                    "pendingWindowInDays",
+                    format!("{window_days} is outside the 7 to 30 days KMS accepts"),
+                ));
+            }
             let reported = match &response.deletion_date {
                 None | Some(serde_json::Value::Null) => None,
                 Some(serde_json::Value::String(s)) => {
@@ -1001,11 +1057,24 @@ fn key_arns(
     response: &ResponseElements,
     account: &str,
     region: &str,
-) -> Result<Vec<KeyArn>, serde_json::Error> {
+) -> Result<Vec<KeyArn>, String> {
     let resources: Vec<Resource> = match r.resources {
-        Some(raw) if raw.get() != "null" => serde_json::from_str(raw.get())?,
+        Some(raw) if raw.get() != "null" => {
+            serde_json::from_str(raw.get()).map_err(|e| e.to_string())?
+        }
         _ => Vec::new(),
     };
+    // A resource that says it is a KMS key but whose ARN is not one is a malformed (or
+    // crafted) record: rejected with the reason, not guessed around.
+    if let Some(bad) = resources
+        .iter()
+        .filter(|res| res.resource_type.as_deref() == Some("AWS::KMS::Key"))
+        .filter_map(|res| res.arn.as_deref())
+        .find(|arn| KeyArn::parse(arn).is_none())
+    {
+        let shown: String = bad.chars().take(200).collect();
+        return Err(format!("{shown:?} is not a valid KMS key ARN"));
+    }
     let mut keys: Vec<KeyArn> = resources
         .iter()
         .filter(|res| {
@@ -1033,7 +1102,7 @@ fn key_arns(
                     .iter()
                     .flatten()
                     .find(|id| is_key_id(id) && !account.is_empty() && !region.is_empty())
-                    .map(|id| KeyArn::from_parts(region, account, id))
+                    .and_then(|id| KeyArn::from_parts(region, account, id))
             })
     };
     let key = resolve(&[

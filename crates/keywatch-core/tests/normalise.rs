@@ -167,3 +167,57 @@ fn a_failed_lifecycle_call_changes_nothing() {
     assert!(matches!(e.kind, KeyEventKind::CallFailed { .. }));
     assert_eq!(timeline(&[failed]).state, keywatch_core::KeyState::Unknown);
 }
+
+/// A crafted key ARN never reaches the rescue command: the record is rejected, naming why.
+#[test]
+fn key_arns_are_validated_strictly_where_they_are_first_read() {
+    let crafted = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab ; touch /tmp/pwned";
+    let r = with(
+        rejected("Decrypt", "2026-11-01T10:00:00Z", "evil", APP_ROLE),
+        json!({"resources": [{"accountId": ACCOUNT, "type": "AWS::KMS::Key", "ARN": crafted}]}),
+    );
+    match normalise(&r.to_string()) {
+        Err(keywatch_core::RecordError::Malformed { field, reason, .. }) => {
+            assert_eq!(field, "resources");
+            assert!(reason.contains("not a valid KMS key ARN"), "{reason}");
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    for bad in [
+        "arn:aws:kms:us-east-1:1111:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        "arn:evil:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        "arn:aws:kms:US EAST:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        "arn:aws:kms:us-east-1:111122223333:key/not-a-key-id",
+        "arn:aws:kms:us-east-1:111122223333:alias/app",
+    ] {
+        assert_eq!(keywatch_core::KeyArn::parse(bad), None, "{bad}");
+    }
+    // A bad awsRegion does not make an ARN out of a bare key ID either.
+    let mut r = decrypt("2026-11-01T00:00:00Z", "r", APP_ROLE);
+    r["resources"] = json!(null);
+    r["requestParameters"] = json!({"keyId": "1234abcd-12ab-34cd-56ef-1234567890ab"});
+    r["awsRegion"] = json!("us-east-1$(reboot)");
+    assert!(normalise(&r.to_string()).is_err());
+}
+
+/// Implausible values are rejected with the reason, not believed.
+#[test]
+fn implausible_times_and_waiting_periods_are_rejected() {
+    let mut future = decrypt("2026-11-01T00:00:00Z", "f", APP_ROLE);
+    future["eventTime"] = json!("9999-12-31T23:59:59Z");
+    assert!(matches!(
+        normalise(&future.to_string()),
+        Err(keywatch_core::RecordError::BadEventTime(t)) if t.contains("implausible")
+    ));
+    for days in [0, 6, 31, 3650] {
+        let s = schedule("2026-11-01T00:00:00Z", "s", days, None);
+        match normalise(&s.to_string()) {
+            Err(keywatch_core::RecordError::Malformed { field, reason, .. }) => {
+                assert_eq!(field, "pendingWindowInDays");
+                assert!(reason.contains("7 to 30"), "{reason}");
+            }
+            other => panic!("{days} days: {other:?}"),
+        }
+    }
+    assert!(normalise(&schedule("2026-11-01T00:00:00Z", "s", 7, None).to_string()).is_ok());
+}

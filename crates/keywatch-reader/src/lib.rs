@@ -267,12 +267,22 @@ pub fn read_bytes(bytes: &[u8], name: &str, sink: &mut dyn FnMut(Item)) {
         }
     };
     let mut stream = serde_json::Deserializer::from_str(text).into_iter::<&RawValue>();
+    // Line numbers are counted on from the previous value, not from the start: linear in the
+    // input, however many values it holds.
+    let mut cursor = (0usize, 1u64);
+    let mut line_at = |offset: usize| {
+        let (from, line) = cursor;
+        let offset = offset.max(from);
+        let line = line + line_of(&bytes[from..], offset - from) - 1;
+        cursor = (offset, line);
+        line
+    };
     loop {
         let start = stream.byte_offset();
         match stream.next() {
             None => return,
             Some(Ok(raw)) => {
-                let line = line_of(bytes, start + leading_ws(&text[start..]));
+                let line = line_at(start + leading_ws(&text[start..]));
                 classify(
                     raw,
                     Origin {
