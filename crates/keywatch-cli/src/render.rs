@@ -1,13 +1,12 @@
 //! Text for people: alerts, timelines, key lists.
 
 use keywatch_core::alert::Alert;
-use keywatch_core::page::{sanitise, MAX_FIELD};
+use keywatch_core::page::{is_unsafe_char, sanitise, MAX_FIELD};
 use keywatch_core::preflight::Preflight;
 use keywatch_core::protects::{describe, BlastRadius};
 use keywatch_core::timeline::{EntryDetail, KeyTimeline, OrphanReason, ScheduleEnd};
 use keywatch_core::KeyEventKind;
 use keywatch_store::KeySummary;
-use std::fmt::Write as _;
 use std::io::{self, Write};
 
 /// One alert: a JSON line, or a short block of text.
@@ -16,6 +15,8 @@ pub fn alert(out: &mut impl Write, a: &Alert, json: bool) -> io::Result<()> {
         serde_json::to_writer(&mut *out, a)?;
         return writeln!(out);
     }
+    // Values from records, cleaned of control characters and bounded.
+    let a = &keywatch_core::page::sanitised(a);
     writeln!(
         out,
         "[{}] {} {} {}",
@@ -51,41 +52,45 @@ fn or_dash<T: ToString>(v: Option<T>) -> String {
 /// A key's timeline for a person.
 pub fn timeline(t: &KeyTimeline) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "KMS key   {}", t.key_arn);
-    let _ = writeln!(s, "state     {}", t.state.as_str());
+    put(&mut s, format!("KMS key   {}", t.key_arn));
+    put(&mut s, format!("state     {}", t.state.as_str()));
     if let Some(d) = t.deletion_date {
-        let _ = writeln!(s, "deletion  {d}");
+        put(&mut s, format!("deletion  {d}"));
     }
     if let Some(o) = &t.origin {
-        let _ = writeln!(
-            s,
-            "origin    {o}{}",
-            if t.multi_region {
-                " (multi-Region)"
-            } else {
-                ""
-            }
+        put(
+            &mut s,
+            format!(
+                "origin    {o}{}",
+                if t.multi_region {
+                    " (multi-Region)"
+                } else {
+                    ""
+                }
+            ),
         );
     }
     if let Some(ks) = &t.custom_key_store {
-        let _ = writeln!(
-            s,
-            "key store {} ({:?}{}{}{})",
-            ks.custom_key_store_id,
-            ks.key_store_type,
-            ks.cloudhsm_cluster_id
-                .as_deref()
-                .map(|c| format!(", cluster {c}"))
-                .unwrap_or_default(),
-            ks.xks_key_id
-                .as_deref()
-                .map(|x| format!(", external key {x}"))
-                .unwrap_or_default(),
-            match ks.connected {
-                Some(true) => ", connected",
-                Some(false) => ", disconnected",
-                None => "",
-            }
+        put(
+            &mut s,
+            format!(
+                "key store {} ({:?}{}{}{})",
+                ks.custom_key_store_id,
+                ks.key_store_type,
+                ks.cloudhsm_cluster_id
+                    .as_deref()
+                    .map(|c| format!(", cluster {c}"))
+                    .unwrap_or_default(),
+                ks.xks_key_id
+                    .as_deref()
+                    .map(|x| format!(", external key {x}"))
+                    .unwrap_or_default(),
+                match ks.connected {
+                    Some(true) => ", connected",
+                    Some(false) => ", disconnected",
+                    None => "",
+                }
+            ),
         );
     }
     if let Some(o) = &t.orphaned_key_material {
@@ -93,12 +98,12 @@ pub fn timeline(t: &KeyTimeline) -> String {
             OrphanReason::BackingKeyNotDeleted { .. } => "backing key not deleted",
             OrphanReason::KeyStoreDisconnected => "key store disconnected at deletion",
         };
-        let _ = writeln!(
-            s,
-            "WARNING   key material may remain in the CloudHSM cluster: {why}"
+        put(
+            &mut s,
+            format!("WARNING   key material may remain in the CloudHSM cluster: {why}"),
         );
     }
-    let _ = writeln!(s, "\nTimeline ({} events)", t.event_count);
+    put(&mut s, format!("\nTimeline ({} events)", t.event_count));
     for e in &t.entries {
         let what = match &e.detail {
             EntryDetail::Lifecycle(KeyEventKind::Created { origin, .. }) => {
@@ -193,17 +198,21 @@ pub fn timeline(t: &KeyTimeline) -> String {
                 change,
             } => format!("key store {custom_key_store_id} {change:?}").to_lowercase(),
         };
-        let _ = writeln!(
-            s,
-            "  {}  {:<28} {:<60} {}",
-            e.event_time, e.event_name, what, e.principal
+        put(
+            &mut s,
+            format!(
+                "  {}  {:<28} {:<60} {}",
+                e.event_time, e.event_name, what, e.principal
+            ),
         );
     }
     if t.pending_use_entries_dropped > 0 {
-        let _ = writeln!(
-            s,
-            "  … and {} more uses while pending deletion",
-            t.pending_use_entries_dropped
+        put(
+            &mut s,
+            format!(
+                "  … and {} more uses while pending deletion",
+                t.pending_use_entries_dropped
+            ),
         );
     }
     for sch in &t.schedules {
@@ -212,9 +221,7 @@ pub fn timeline(t: &KeyTimeline) -> String {
             Some(ScheduleEnd::Cancelled { at, .. }) => format!("cancelled {at}"),
             Some(ScheduleEnd::Deleted { at, .. }) => format!("deleted {at}"),
         };
-        let _ = writeln!(
-            s,
-            "\nSchedule {} by {}: {} days to {}, {end}; {} use(s) during the window; last use before: {}",
+        put(&mut s, format!("\nSchedule {} by {}: {} days to {}, {end}; {} use(s) during the window; last use before: {}",
             sch.scheduled_at,
             sch.scheduled_by,
             sch.window_days,
@@ -222,20 +229,24 @@ pub fn timeline(t: &KeyTimeline) -> String {
                 .map_or_else(|| "(waits for its replicas' deletion)".to_owned(), |d| d.to_string()),
             sch.uses_during_window,
             or_dash(sch.last_use_before)
-        );
+        ));
     }
     if !t.usage.is_empty() {
-        let _ = writeln!(s, "\nUsage");
-        let _ = writeln!(
-            s,
-            "  {:<22} {:>9} {:>9}  {:<20}  {:<20}  principal",
-            "operation", "ok", "failed", "first", "last"
+        put(&mut s, format!("\nUsage"));
+        put(
+            &mut s,
+            format!(
+                "  {:<22} {:>9} {:>9}  {:<20}  {:<20}  principal",
+                "operation", "ok", "failed", "first", "last"
+            ),
         );
         for u in &t.usage {
-            let _ = writeln!(
-                s,
-                "  {:<22} {:>9} {:>9}  {:<20}  {:<20}  {}",
-                u.operation, u.successes, u.failures, u.first_seen, u.last_seen, u.principal
+            put(
+                &mut s,
+                format!(
+                    "  {:<22} {:>9} {:>9}  {:<20}  {:<20}  {}",
+                    u.operation, u.successes, u.failures, u.first_seen, u.last_seen, u.principal
+                ),
             );
         }
     }
@@ -248,27 +259,34 @@ fn blast_radius(s: &mut String, b: &BlastRadius) {
     if b.is_empty() {
         return;
     }
-    let _ = writeln!(s, "\nProtects (from the encryption context of its calls)");
-    let _ = writeln!(
+    put(
         s,
-        "  {:<16} {:>9}  {:<20}  {:<20}  resource (principals)",
-        "type", "calls", "first", "last"
+        format!("\nProtects (from the encryption context of its calls)"),
+    );
+    put(
+        s,
+        format!(
+            "  {:<16} {:>9}  {:<20}  {:<20}  resource (principals)",
+            "type", "calls", "first", "last"
+        ),
     );
     for u in &b.resources {
         let principals: Vec<String> = u.principals.iter().map(|p| clean(&p.0)).collect();
-        let _ = writeln!(
+        put(
             s,
-            "  {:<16} {:>9}  {:<20}  {:<20}  {} ({})",
-            u.resource.resource_type.singular(),
-            u.count,
-            u.first_seen,
-            u.last_seen,
-            clean(&u.resource.id),
-            principals.join(", ")
+            format!(
+                "  {:<16} {:>9}  {:<20}  {:<20}  {} ({})",
+                u.resource.resource_type.singular(),
+                u.count,
+                u.first_seen,
+                u.last_seen,
+                clean(&u.resource.id),
+                principals.join(", ")
+            ),
         );
     }
     if b.more_resources {
-        let _ = writeln!(s, "  … and more resources than keywatch keeps");
+        put(s, format!("  … and more resources than keywatch keeps"));
     }
     if !b.other_context_keys.is_empty() {
         let keys: Vec<String> = b
@@ -276,7 +294,10 @@ fn blast_radius(s: &mut String, b: &BlastRadius) {
             .iter()
             .map(|(k, n)| format!("{} ×{n}", clean(k)))
             .collect();
-        let _ = writeln!(s, "  other encryption context keys: {}", keys.join(", "));
+        put(
+            s,
+            format!("  other encryption context keys: {}", keys.join(", ")),
+        );
     }
 }
 
@@ -287,42 +308,52 @@ fn clean(v: &str) -> String {
 /// `keywatch preflight` for a person.
 pub fn preflight(p: &Preflight) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "Key:        {}", p.key_arn);
-    let _ = writeln!(s, "State:      {}", p.state.as_str());
-    let _ = writeln!(
-        s,
-        "Last use:   {}{}",
-        or_dash(p.last_use),
-        p.last_used_by
-            .as_ref()
-            .map(|by| format!(" by {}", clean(&by.0)))
-            .unwrap_or_default()
+    put(&mut s, format!("Key:        {}", p.key_arn));
+    put(&mut s, format!("State:      {}", p.state.as_str()));
+    put(
+        &mut s,
+        format!(
+            "Last use:   {}{}",
+            or_dash(p.last_use),
+            p.last_used_by
+                .as_ref()
+                .map(|by| format!(" by {}", clean(&by.0)))
+                .unwrap_or_default()
+        ),
     );
     if !p.principals.is_empty() {
-        let _ = writeln!(s, "Used by:");
+        put(&mut s, format!("Used by:"));
         for (who, n) in p.principals.iter().take(10) {
-            let _ = writeln!(s, "  {n:>9}  {}", clean(&who.0));
+            put(&mut s, format!("  {n:>9}  {}", clean(&who.0)));
         }
     }
     if p.protects.is_empty() {
-        let _ = writeln!(
-            s,
-            "Protects:   nothing seen in its calls' encryption context"
+        put(
+            &mut s,
+            format!("Protects:   nothing seen in its calls' encryption context"),
         );
     } else {
-        let _ = writeln!(
-            s,
-            "Protects:   {}",
-            sanitise(&describe(&p.protects), 4 * MAX_FIELD)
+        put(
+            &mut s,
+            format!(
+                "Protects:   {}",
+                sanitise(&describe(&p.protects), 4 * MAX_FIELD)
+            ),
         );
         if p.protects_more {
-            let _ = writeln!(s, "            … and more than keywatch keeps");
+            put(
+                &mut s,
+                format!("            … and more than keywatch keeps"),
+            );
         }
     }
     for n in &p.notes {
-        let _ = writeln!(s, "Note:       {}", clean(n));
+        put(&mut s, format!("Note:       {}", clean(n)));
     }
-    let _ = writeln!(s, "\n{}", sanitise(&p.verdict_line, 4 * MAX_FIELD));
+    put(
+        &mut s,
+        format!("\n{}", sanitise(&p.verdict_line, 4 * MAX_FIELD)),
+    );
     s
 }
 
@@ -333,18 +364,40 @@ pub fn keys(keys: &[KeySummary]) -> String {
         "state", "deletion date", "last use"
     );
     for k in keys {
-        let _ = writeln!(
-            s,
-            "{:<24} {:<22} {:<22} {}{}",
-            k.state,
-            or_dash(k.deletion_date),
-            or_dash(k.last_use),
-            k.key_arn,
-            k.custom_key_store_id
-                .as_deref()
-                .map(|c| format!(" ({c})"))
-                .unwrap_or_default()
+        put(
+            &mut s,
+            format!(
+                "{:<24} {:<22} {:<22} {}{}",
+                k.state,
+                or_dash(k.deletion_date),
+                or_dash(k.last_use),
+                k.key_arn,
+                k.custom_key_store_id
+                    .as_deref()
+                    .map(|c| format!(" ({c})"))
+                    .unwrap_or_default()
+            ),
         );
     }
     s
 }
+
+/// Writes one line for a person: whatever came from a record (a principal, a user agent, a
+/// key store ID) cannot add lines, move the cursor, clear the screen or set a link or a window
+/// title, because control characters are removed from the whole line.
+fn put(s: &mut String, line: String) {
+    // Leading newlines of the format are blank lines of the layout.
+    let body = line.trim_start_matches('\n');
+    for _ in 0..line.len() - body.len() {
+        s.push('\n');
+    }
+    s.extend(
+        body.chars()
+            .take(MAX_LINE)
+            .map(|c| if is_unsafe_char(c) { ' ' } else { c }),
+    );
+    s.push('\n');
+}
+
+/// The longest line printed.
+const MAX_LINE: usize = 4096;

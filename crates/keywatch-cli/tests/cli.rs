@@ -263,3 +263,58 @@ fn preflight_answers_for_every_demo_key_with_its_exit_status() {
         stdout(&safe)
     );
 }
+
+/// Values from records reach the terminal cleaned: no escape sequences, bells or carriage
+/// returns, and a newline in a user agent or principal cannot print a fake alert line.
+#[test]
+fn text_output_carries_no_control_characters_from_records() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("k.db");
+    let evil_agent = "curl\u{1b}]0;pwned\u{7}\u{1b}[2J\r\n[CRITICAL] all clear\u{202e}";
+    let key = ORDERS;
+    let record = serde_json::json!({
+        "eventVersion": "1.08", "eventTime": "2026-11-20T10:00:00Z", "eventSource": "kms.amazonaws.com",
+        "eventName": "Decrypt", "awsRegion": "us-east-1", "sourceIPAddress": "10.0.0.1\n[CRITICAL] fake",
+        "userAgent": evil_agent, "eventID": "evil-1", "recipientAccountId": "111122223333",
+        "userIdentity": {"type": "AssumedRole", "accountId": "111122223333",
+            "sessionContext": {"sessionIssuer": {"arn": "arn:aws:iam::111122223333:role/x\n[CRITICAL] spoofed"}}},
+        "errorCode": "KMSInvalidStateException", "errorMessage": format!("{key} is pending deletion."),
+        "resources": [{"type": "AWS::KMS::Key", "ARN": key}]
+    });
+    let file = dir.path().join("evil.json");
+    std::fs::write(&file, record.to_string()).expect("write");
+    let db_text = db.to_str().expect("utf-8 path");
+    let outputs = [
+        keywatch(&[
+            "replay",
+            "--db",
+            db_text,
+            "--as-of",
+            AS_OF,
+            samples().to_str().expect("path"),
+            file.to_str().expect("path"),
+        ]),
+        keywatch(&["timeline", key, "--db", db_text]),
+        keywatch(&["keys", "--db", db_text]),
+        keywatch(&["preflight", key, "--db", db_text, "--as-of", AS_OF]),
+    ];
+    for out in &outputs {
+        let text = stdout(out);
+        assert!(!text.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+        for c in ['\u{1b}', '\u{7}', '\r', '\u{202e}'] {
+            assert!(!text.contains(c), "{c:?} in {text}");
+        }
+        for line in text.lines() {
+            assert!(
+                !line.starts_with("[CRITICAL] all clear")
+                    && !line.starts_with("[CRITICAL] fake")
+                    && !line.starts_with("[CRITICAL] spoofed"),
+                "a fake line: {line}"
+            );
+        }
+    }
+    assert!(
+        stdout(&outputs[0]).contains("all clear"),
+        "the value is shown, cleaned"
+    );
+}

@@ -22,11 +22,17 @@ pub struct Page {
     pub attributes: Vec<(&'static str, String)>,
 }
 
+/// Control characters (ESC, BEL, CR, LF…) and the bidirectional overrides that can make a
+/// line read other than it is.
+pub fn is_unsafe_char(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
 /// Removes control characters and bounds the length (on a character boundary, marked "…").
 pub fn sanitise(value: &str, max: usize) -> String {
     let clean: String = value
         .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| if is_unsafe_char(c) { ' ' } else { c })
         .collect();
     let clean = clean.trim();
     if clean.chars().count() <= max {
@@ -64,6 +70,10 @@ pub fn sanitised(alert: &Alert) -> Alert {
     a.scheduled_by = s(&alert.scheduled_by);
     a.caller_account = s(&alert.caller_account);
     a.verdict = s(&alert.verdict);
+    a.remediation = alert
+        .remediation
+        .as_deref()
+        .map(|r| sanitise(r, 4 * MAX_FIELD));
     for p in &mut a.protects {
         for e in &mut p.examples {
             *e = sanitise(e, MAX_FIELD);
