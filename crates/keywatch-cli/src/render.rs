@@ -232,7 +232,7 @@ pub fn timeline(t: &KeyTimeline) -> String {
         ));
     }
     if !t.usage.is_empty() {
-        put(&mut s, format!("\nUsage"));
+        put(&mut s, "\nUsage");
         put(
             &mut s,
             format!(
@@ -259,10 +259,7 @@ fn blast_radius(s: &mut String, b: &BlastRadius) {
     if b.is_empty() {
         return;
     }
-    put(
-        s,
-        format!("\nProtects (from the encryption context of its calls)"),
-    );
+    put(s, "\nProtects (from the encryption context of its calls)");
     put(
         s,
         format!(
@@ -286,7 +283,7 @@ fn blast_radius(s: &mut String, b: &BlastRadius) {
         );
     }
     if b.more_resources {
-        put(s, format!("  … and more resources than keywatch keeps"));
+        put(s, "  … and more resources than keywatch keeps");
     }
     if !b.other_context_keys.is_empty() {
         let keys: Vec<String> = b
@@ -322,7 +319,7 @@ pub fn preflight(p: &Preflight) -> String {
         ),
     );
     if !p.principals.is_empty() {
-        put(&mut s, format!("Used by:"));
+        put(&mut s, "Used by:");
         for (who, n) in p.principals.iter().take(10) {
             put(&mut s, format!("  {n:>9}  {}", clean(&who.0)));
         }
@@ -330,7 +327,7 @@ pub fn preflight(p: &Preflight) -> String {
     if p.protects.is_empty() {
         put(
             &mut s,
-            format!("Protects:   nothing seen in its calls' encryption context"),
+            "Protects:   nothing seen in its calls' encryption context",
         );
     } else {
         put(
@@ -341,10 +338,7 @@ pub fn preflight(p: &Preflight) -> String {
             ),
         );
         if p.protects_more {
-            put(
-                &mut s,
-                format!("            … and more than keywatch keeps"),
-            );
+            put(&mut s, "            … and more than keywatch keeps");
         }
     }
     for n in &p.notes {
@@ -385,7 +379,8 @@ pub fn keys(keys: &[KeySummary]) -> String {
 /// Writes one line for a person: whatever came from a record (a principal, a user agent, a
 /// key store ID) cannot add lines, move the cursor, clear the screen or set a link or a window
 /// title, because control characters are removed from the whole line.
-fn put(s: &mut String, line: String) {
+fn put(s: &mut String, line: impl AsRef<str>) {
+    let line = line.as_ref();
     // Leading newlines of the format are blank lines of the layout.
     let body = line.trim_start_matches('\n');
     for _ in 0..line.len() - body.len() {
