@@ -197,7 +197,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 suppress_minutes,
                 paths,
             })
-            .map(|()| ExitCode::SUCCESS)
+            .map(|outcome| {
+                if outcome.unreadable > 0 {
+                    ExitCode::FAILURE
+                } else {
+                    ExitCode::SUCCESS
+                }
+            })
         }
         Command::Run {
             brokers,

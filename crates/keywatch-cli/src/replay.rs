@@ -4,7 +4,7 @@ use crate::render;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use keywatch_core::{normalise, AlertConfig, Normalised, Timestamp};
-use keywatch_reader::{expand_paths, read_path, Item, Origin};
+use keywatch_reader::{list_inputs, read_path, Item, Origin};
 use keywatch_store::{NormalisedRecord, Projector, SqliteStore, Store};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -109,6 +109,8 @@ struct Totals {
     duplicates: u64,
     rebuilds: u64,
     alerts: u64,
+    /// Inputs that could not be read, or not to their end.
+    unreadable: u64,
 }
 
 /// The run's state: the projector, the batch it has not taken yet, where alerts and rejected
@@ -158,6 +160,28 @@ impl<W: Write> Replay<W> {
         Ok(())
     }
 
+    /// Reports an input that cannot be read (or not to its end): on stderr, and in the
+    /// quarantine file with its path and reason.
+    fn unreadable(&mut self, path: &str, reason: &str, progress: &ProgressBar) -> Result<()> {
+        self.totals.unreadable += 1;
+        progress.suspend(|| eprintln!("keywatch: cannot read {path}: {reason}"));
+        if let Some(q) = self.quarantine.as_mut() {
+            let entry = Rejection {
+                reason: format!("input unreadable: {reason}"),
+                origin: Origin {
+                    file: path.to_owned(),
+                    line: None,
+                    record_index: None,
+                },
+                record: None,
+                text: None,
+            };
+            serde_json::to_writer(&mut *q, &entry)?;
+            q.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+
     /// Projects the queued records and prints the alerts they raise.
     fn flush(&mut self) -> Result<()> {
         if self.batch.is_empty() {
@@ -195,8 +219,15 @@ impl<W: Write> Replay<W> {
     }
 }
 
-pub fn run(opts: Options) -> Result<()> {
-    let files = expand_paths(&opts.paths)?;
+/// What a run ends with: whether every input could be read.
+pub struct Outcome {
+    /// Inputs that could not be read, or not to their end.
+    pub unreadable: u64,
+}
+
+pub fn run(opts: Options) -> Result<Outcome> {
+    let inputs = list_inputs(&opts.paths);
+    let files = inputs.files;
     let quarantine = match &opts.quarantine {
         Some(p) => {
             Some(BufWriter::new(File::create(p).with_context(|| {
@@ -227,6 +258,9 @@ pub fn run(opts: Options) -> Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
 
+    for (path, reason) in &inputs.unreadable {
+        replay.unreadable(path, reason, &progress)?;
+    }
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .min(files.len().max(1));
@@ -254,9 +288,9 @@ pub fn run(opts: Options) -> Result<()> {
                 expected += 1;
                 progress.inc(1);
                 if let Some(e) = result.error.take() {
-                    // An input that cannot be read stops the run, after what was read is stored.
-                    replay.finish()?;
-                    anyhow::bail!("{e}");
+                    // What was read before the fault is kept; the other inputs go on.
+                    let path = files[expected - 1].display().to_string();
+                    replay.unreadable(&path, &e, &progress)?;
                 }
                 replay.take(result, &progress)?;
                 progress.set_message(format!(
@@ -293,5 +327,17 @@ pub fn run(opts: Options) -> Result<()> {
         totals.duplicates,
         totals.rebuilds,
     );
-    Ok(())
+    if totals.unreadable > 0 {
+        eprintln!(
+            "keywatch: {} input(s) could not be read (or not to their end): see above{}",
+            totals.unreadable,
+            opts.quarantine
+                .as_ref()
+                .map(|p| format!(" and {}", p.display()))
+                .unwrap_or_default()
+        );
+    }
+    Ok(Outcome {
+        unreadable: totals.unreadable,
+    })
 }

@@ -318,3 +318,104 @@ fn text_output_carries_no_control_characters_from_records() {
         "the value is shown, cleaned"
     );
 }
+
+/// One bad input never stops the run: a truncated gzip, a gzip with trailing junk, a link to
+/// a directory, a loop of links, a dangling link and a FIFO are each reported with their path
+/// and reason, what was decoded is kept, the other inputs are processed, and the exit status
+/// says at the end that something was unreadable.
+#[cfg(unix)]
+#[test]
+fn each_unreadable_input_is_reported_and_the_rest_is_processed() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let inputs = dir.path().join("inputs");
+    std::fs::create_dir(&inputs).expect("mkdir");
+    // Three whole records in a delivered log file, gzipped; then cut in the third record.
+    let record = |id: &str| {
+        serde_json::json!({"eventVersion": "1.08", "eventTime": "2026-11-20T10:00:00Z",
+            "eventSource": "kms.amazonaws.com", "eventName": "Decrypt", "awsRegion": "us-east-1",
+            "eventID": id, "recipientAccountId": "111122223333",
+            "userIdentity": {"type": "IAMUser", "arn": "arn:aws:iam::111122223333:user/u", "accountId": "111122223333"},
+            "resources": [{"type": "AWS::KMS::Key", "ARN": ORDERS}]})
+    };
+    let file =
+        serde_json::json!({"Records": [record("t-1"), record("t-2"), record("t-3")]}).to_string();
+    let cut = file.find("t-3").expect("third record");
+    let gz = |bytes: &[u8]| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(bytes).expect("gzip");
+        e.finish().expect("gzip")
+    };
+    // A truncated gzip stream: whole up to the cut, then stops mid-member.
+    let mut truncated = gz(&file.as_bytes()[..cut]);
+    truncated.truncate(truncated.len() - 8); // no CRC/length trailer: an unexpected end
+    std::fs::write(inputs.join("a-truncated.json.gz"), truncated).expect("write");
+    let mut junk = gz(serde_json::json!({"Records": [record("j-1")]})
+        .to_string()
+        .as_bytes());
+    junk.extend_from_slice(b"this is not gzip");
+    std::fs::write(inputs.join("b-junk.json.gz"), junk).expect("write");
+    std::fs::write(
+        inputs.join("c-good.json"),
+        serde_json::json!({"Records": [record("g-1")]}).to_string(),
+    )
+    .expect("write");
+    let sub = dir.path().join("elsewhere");
+    std::fs::create_dir(&sub).expect("mkdir");
+    std::fs::write(
+        sub.join("d-linked.json"),
+        serde_json::json!({"Records": [record("l-1")]}).to_string(),
+    )
+    .expect("write");
+    std::os::unix::fs::symlink(&sub, inputs.join("d-link-to-dir")).expect("symlink");
+    std::os::unix::fs::symlink(&inputs, inputs.join("e-loop")).expect("symlink");
+    std::os::unix::fs::symlink(dir.path().join("nothing"), inputs.join("f-dangling"))
+        .expect("symlink");
+    let fifo = inputs.join("g-fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo")
+        .success());
+
+    let quarantine = dir.path().join("q.jsonl");
+    let db = dir.path().join("k.db");
+    let started = std::time::Instant::now();
+    let out = replay(
+        &db,
+        &["--quarantine", quarantine.to_str().expect("path")],
+        &[&inputs],
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "no hang"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("could not be read"), "{stderr}");
+    let q = std::fs::read_to_string(&quarantine).expect("quarantine");
+    for (name, why) in [
+        ("a-truncated.json.gz", ""),
+        ("b-junk.json.gz", ""),
+        ("e-loop", "loop"),
+        ("f-dangling", "dangling"),
+        ("g-fifo", "not a regular file"),
+    ] {
+        assert!(
+            q.lines().any(|l| l.contains(name) && l.contains(why)),
+            "{name} ({why}) not reported in:\n{q}"
+        );
+    }
+    // Every whole record was kept: two of the truncated file, the junk file's, the good
+    // file's and the one behind the link to a directory.
+    let t = keywatch(&[
+        "timeline",
+        ORDERS,
+        "--db",
+        db.to_str().expect("path"),
+        "--format",
+        "json",
+    ]);
+    let t: Value = serde_json::from_str(&stdout(&t)).expect("timeline JSON");
+    assert_eq!(t["usage"][0]["successes"], 5, "{}", t["usage"]);
+}

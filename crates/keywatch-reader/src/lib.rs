@@ -45,6 +45,14 @@ pub enum ReadError {
         /// The cause.
         source: io::Error,
     },
+    /// An input that is not a readable file (a loop of links, a dangling link, a FIFO…).
+    #[error("cannot read {path}: {reason}")]
+    Unreadable {
+        /// The input.
+        path: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Where a record came from.
@@ -102,50 +110,74 @@ pub enum Item {
     },
 }
 
-/// Lists the files below the paths (directories recursively, in name order); `-` is stdin.
-pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ReadError> {
-    let mut out = Vec::new();
+/// The inputs a run reads, and those it cannot.
+#[derive(Debug, Default)]
+pub struct Inputs {
+    /// Regular files (and `-`), directories' files in name order.
+    pub files: Vec<PathBuf>,
+    /// Inputs that cannot be read, each with the reason: missing paths, dangling links,
+    /// loops of links, unreadable directories, FIFOs, sockets and devices.
+    pub unreadable: Vec<(String, String)>,
+}
+
+/// Lists the files below the paths: directories recursively (symbolic links followed, each
+/// directory once, loops reported), in name order; `-` is stdin. Nothing here stops the
+/// listing: what cannot be read is listed with its reason.
+pub fn list_inputs(paths: &[PathBuf]) -> Inputs {
+    let mut inputs = Inputs::default();
     for p in paths {
         if p.as_os_str() == "-" {
-            out.push(p.clone());
+            inputs.files.push(p.clone());
             continue;
         }
-        let meta = std::fs::metadata(p).map_err(|source| ReadError::Io {
-            path: p.display().to_string(),
-            source,
-        })?;
-        if meta.is_dir() {
-            let mut stack = vec![p.clone()];
-            let mut files = Vec::new();
-            while let Some(dir) = stack.pop() {
-                let entries = std::fs::read_dir(&dir).map_err(|source| ReadError::Io {
-                    path: dir.display().to_string(),
-                    source,
-                })?;
-                for entry in entries {
-                    let entry = entry.map_err(|source| ReadError::Io {
-                        path: dir.display().to_string(),
-                        source,
-                    })?;
-                    let path = entry.path();
-                    let ft = entry.file_type().map_err(|source| ReadError::Io {
-                        path: path.display().to_string(),
-                        source,
-                    })?;
-                    if ft.is_dir() {
-                        stack.push(path);
-                    } else if !entry.file_name().to_string_lossy().starts_with('.') {
-                        files.push(path);
-                    }
+        let walk = walkdir::WalkDir::new(p)
+            .follow_links(true)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+        for entry in walk {
+            match entry {
+                Ok(e) if e.file_type().is_dir() => {}
+                Ok(e) if e.file_type().is_file() => inputs.files.push(e.into_path()),
+                Ok(e) => inputs.unreadable.push((
+                    e.path().display().to_string(),
+                    "not a regular file (a FIFO, socket or device); pipe it to `keywatch replay -` instead".to_owned(),
+                )),
+                Err(err) => {
+                    let path = err
+                        .path()
+                        .unwrap_or(p.as_path())
+                        .display()
+                        .to_string();
+                    let reason = match (err.loop_ancestor(), err.io_error()) {
+                        (Some(ancestor), _) => {
+                            format!("a loop of symbolic links back to {}", ancestor.display())
+                        }
+                        (None, Some(io)) if io.kind() == io::ErrorKind::NotFound => {
+                            if std::fs::symlink_metadata(&path).is_ok() {
+                                "a symbolic link to nothing (dangling)".to_owned()
+                            } else {
+                                "no such file or directory".to_owned()
+                            }
+                        }
+                        (None, Some(io)) => io.to_string(),
+                        (None, None) => err.to_string(),
+                    };
+                    inputs.unreadable.push((path, reason));
                 }
             }
-            files.sort();
-            out.extend(files);
-        } else {
-            out.push(p.clone());
         }
     }
-    Ok(out)
+    inputs
+}
+
+/// [`list_inputs`], failing on the first input that cannot be read.
+pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ReadError> {
+    let inputs = list_inputs(paths);
+    match inputs.unreadable.into_iter().next() {
+        Some((path, reason)) => Err(ReadError::Unreadable { path, reason }),
+        None => Ok(inputs.files),
+    }
 }
 
 /// Reads one file (or `-` for stdin), gzip or not, and hands every item to `sink`.
@@ -190,7 +222,11 @@ fn read_plain_limited<R: BufRead>(
     sink: &mut dyn FnMut(Item),
 ) -> io::Result<()> {
     let mut buf = Vec::new();
-    (&mut input).take(limit as u64 + 1).read_to_end(&mut buf)?;
+    if let Err(e) = (&mut input).take(limit as u64 + 1).read_to_end(&mut buf) {
+        // A truncated gzip, trailing junk: keep every whole record read before the fault.
+        salvage(&buf, name, sink);
+        return Err(e);
+    }
     if buf.len() <= limit {
         read_bytes(&buf, name, sink);
         return Ok(());
@@ -215,6 +251,51 @@ fn read_plain_limited<R: BufRead>(
         }
         line_no += 1;
         read_line(&line, name, line_no, sink);
+    }
+}
+
+/// What can be read from the start of an input cut short: the whole records of a
+/// `{"Records":[…` file, else its whole lines.
+fn salvage(buf: &[u8], name: &str, sink: &mut dyn FnMut(Item)) {
+    let text = String::from_utf8_lossy(buf);
+    let head: String = text
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .take(12)
+        .collect();
+    if !head.starts_with("{\"Records\":[") {
+        // JSON Lines or one value per line: every complete line.
+        let complete = match buf.iter().rposition(|b| *b == b'\n') {
+            Some(end) => &buf[..end],
+            None => return,
+        };
+        read_bytes(complete, name, sink);
+        return;
+    }
+    let Some(open) = text.find('[') else { return };
+    let mut rest = &text[open + 1..];
+    let mut index = 0u64;
+    loop {
+        rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == ',');
+        let mut values = serde_json::Deserializer::from_str(rest).into_iter::<&RawValue>();
+        match values.next() {
+            Some(Ok(raw)) => {
+                let consumed = values.byte_offset();
+                classify(
+                    raw,
+                    Origin {
+                        file: name.to_owned(),
+                        line: Some(1),
+                        record_index: Some(index),
+                    },
+                    0,
+                    sink,
+                );
+                index += 1;
+                rest = &rest[consumed..];
+            }
+            _ => return,
+        }
     }
 }
 
