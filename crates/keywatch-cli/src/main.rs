@@ -1,6 +1,7 @@
 //! `keywatch`: replay CloudTrail archives into per-key KMS timelines and alerts on an
 //! embedded store, and show what it knows.
 
+mod outbox;
 mod render;
 mod replay;
 mod run;

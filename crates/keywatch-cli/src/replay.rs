@@ -1,6 +1,6 @@
 //! `keywatch replay`: read inputs on every core, project them in input order, print alerts.
 
-use crate::render;
+use crate::outbox;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use keywatch_core::{normalise, AlertConfig, Normalised, Timestamp};
@@ -194,16 +194,16 @@ impl<W: Write> Replay<W> {
         self.print(&outcome.alerts)
     }
 
-    /// Prints alerts; printed is delivered, so they leave the outbox.
+    /// Prints alerts; written and flushed is delivered, so they leave the outbox.
     fn print(&mut self, alerts: &[keywatch_core::Alert]) -> Result<()> {
         self.totals.alerts += alerts.len() as u64;
-        for a in alerts {
-            render::alert(&mut self.out, a, self.json)?;
-        }
-        self.out.flush()?;
-        let ids: Vec<&str> = alerts.iter().map(|a| a.alert_id.as_str()).collect();
-        self.projector.mark_sent(&ids, self.as_of)?;
-        Ok(())
+        outbox::deliver(
+            &mut self.projector,
+            &mut self.out,
+            alerts,
+            self.json,
+            self.as_of,
+        )
     }
 
     /// Projects what is left, raises the time-driven alerts and flushes every output.
@@ -258,6 +258,16 @@ pub fn run(opts: Options) -> Result<Outcome> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
 
+    // What an earlier run raised but could not write goes out first.
+    let leftovers = outbox::deliver_leftovers(
+        &mut replay.projector,
+        &mut replay.out,
+        replay.json,
+        replay.as_of,
+    )?;
+    if leftovers > 0 {
+        eprintln!("keywatch: {leftovers} alert(s) raised by an earlier run and never delivered, delivered now");
+    }
     for (path, reason) in &inputs.unreadable {
         replay.unreadable(path, reason, &progress)?;
     }

@@ -2,7 +2,7 @@
 //! on-premises). Consumes the event log, folds it into the store, pages through SNS, and
 //! commits offsets only after the timelines and the outbox are written.
 
-use crate::render;
+use crate::{outbox, render};
 use anyhow::{bail, Context, Result};
 use keywatch_aws::{BatchMetrics, Metrics, Notifier, SnsPager};
 use keywatch_core::{normalise, AlertConfig, Normalised, Timestamp};
@@ -150,11 +150,12 @@ async fn consume<S: Store>(
             folded_since_sweep = false;
         }
         counts.count_alerts(&alerts);
-        for a in &alerts {
-            render::alert(&mut stdout.lock(), a, true)?;
-        }
         match &notifier {
             Some(n) => {
+                // Also shown on stdout, as a log of what was raised.
+                for a in &alerts {
+                    render::alert(&mut stdout.lock(), a, true)?;
+                }
                 let d = n.deliver(&mut projector, now).await?;
                 if d.failed > 0 {
                     tracing::warn!(
@@ -164,9 +165,9 @@ async fn consume<S: Store>(
                 }
             }
             None => {
-                // Without a topic, stdout is where alerts go: printed is delivered.
-                let ids: Vec<&str> = alerts.iter().map(|a| a.alert_id.as_str()).collect();
-                projector.mark_sent(&ids, now)?;
+                // Without a topic, stdout is the sink: written and flushed is delivered, and
+                // what an earlier round or run could not write goes first.
+                outbox::deliver_leftovers(&mut projector, &mut stdout.lock(), true, now)?;
             }
         }
         if let Some(m) = &metrics {

@@ -419,3 +419,114 @@ fn each_unreadable_input_is_reported_and_the_rest_is_processed() {
     let t: Value = serde_json::from_str(&stdout(&t)).expect("timeline JSON");
     assert_eq!(t["usage"][0]["successes"], 5, "{}", t["usage"]);
 }
+
+/// The alert ids of a JSON replay output.
+fn alert_ids(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|a| a["alert_id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Standard output is a sink of the outbox: alerts a run raised but could not write (a full
+/// disk, a pipe closed by `head`) are delivered by the next run, so none is lost.
+#[cfg(unix)]
+#[test]
+fn alerts_a_run_could_not_write_are_delivered_by_the_next() {
+    use std::io::Read as _;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clean = replay(&dir.path().join("clean.db"), &[], &[&samples()]);
+    let mut expected = alert_ids(&stdout(&clean));
+    expected.sort();
+    assert!(expected.len() > 5);
+
+    // 1. A full disk: nothing is written, nothing is lost.
+    let db = dir.path().join("full.db");
+    let full = Command::new(env!("CARGO_BIN_EXE_keywatch"))
+        .args([
+            "replay",
+            "--db",
+            db.to_str().expect("path"),
+            "--as-of",
+            AS_OF,
+            "--format",
+            "json",
+        ])
+        .arg(samples())
+        .stdout(std::fs::File::create("/dev/full").expect("/dev/full"))
+        .output()
+        .expect("run keywatch");
+    assert!(!full.status.success(), "writing to a full disk fails");
+    let next = replay(&db, &[], &[&samples()]);
+    assert!(
+        next.status.success(),
+        "{}",
+        String::from_utf8_lossy(&next.stderr)
+    );
+    let mut got = alert_ids(&stdout(&next));
+    got.sort();
+    assert_eq!(
+        got, expected,
+        "the next run delivers what the first could not"
+    );
+    assert!(String::from_utf8_lossy(&next.stderr).contains("never delivered"));
+
+    // 2. A pipe closed after the first line (`| head -1`), with more output than a pipe
+    // holds: the run fails on the broken pipe, and the next run delivers every alert.
+    let many = dir.path().join("many.jsonl");
+    let lines: Vec<String> = (0..400)
+        .map(|i| {
+            serde_json::json!({"eventVersion": "1.08", "eventTime": "2026-11-19T10:00:00Z",
+                "eventSource": "kms.amazonaws.com", "eventName": "Decrypt", "awsRegion": "us-east-1",
+                "eventID": format!("many-{i}"), "recipientAccountId": "111122223333",
+                "userIdentity": {"type": "IAMUser", "arn": format!("arn:aws:iam::111122223333:user/u{i}"), "accountId": "111122223333"},
+                "errorCode": "KMSInvalidStateException", "errorMessage": format!("{ORDERS} is pending deletion."),
+                "resources": [{"type": "AWS::KMS::Key", "ARN": ORDERS}]})
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&many, lines.join("\n")).expect("write");
+    let clean = replay(&dir.path().join("clean2.db"), &[], &[&samples(), &many]);
+    let mut expected = alert_ids(&stdout(&clean));
+    expected.sort();
+    assert!(expected.len() > 400, "{}", expected.len());
+    let db = dir.path().join("pipe.db");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keywatch"))
+        .args([
+            "replay",
+            "--db",
+            db.to_str().expect("path"),
+            "--as-of",
+            AS_OF,
+            "--format",
+            "json",
+        ])
+        .arg(samples())
+        .arg(&many)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut first = [0u8; 1];
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_exact(&mut first)
+        .expect("some output");
+    // The reader is gone: later writes fail with a broken pipe.
+    assert!(
+        !child.wait().expect("exit").success(),
+        "the broken pipe is noticed"
+    );
+    let again = replay(&db, &[], &[&samples(), &many]);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let mut got = alert_ids(&stdout(&again));
+    got.sort();
+    assert_eq!(got, expected, "every alert is delivered by the next run");
+}
