@@ -58,6 +58,12 @@ enum Command {
         /// Page once per key per principal per this many minutes of pending-deletion use.
         #[arg(long, default_value_t = 60, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         suppress_minutes: u32,
+        /// Reject (and skip) a record larger than this many bytes.
+        #[arg(long, default_value_t = keywatch_reader::DEFAULT_MAX_RECORD_BYTES, value_name = "BYTES")]
+        max_record_bytes: usize,
+        /// Read an input only up to this many bytes after decompression, and report it.
+        #[arg(long, default_value_t = keywatch_reader::DEFAULT_MAX_INPUT_BYTES, value_name = "BYTES")]
+        max_input_bytes: u64,
         /// Inputs.
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
@@ -181,6 +187,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             format,
             quarantine,
             suppress_minutes,
+            max_record_bytes,
+            max_input_bytes,
             paths,
         } => {
             let as_of = parse_as_of(as_of)?;
@@ -196,6 +204,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 json: format == Format::Json,
                 quarantine,
                 suppress_minutes,
+                limits: keywatch_reader::Limits {
+                    max_record_bytes,
+                    max_input_bytes,
+                },
                 paths,
             })
             .map(|outcome| {

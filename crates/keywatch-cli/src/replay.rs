@@ -4,7 +4,7 @@ use crate::outbox;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use keywatch_core::{normalise, AlertConfig, Normalised, Timestamp};
-use keywatch_reader::{list_inputs, read_path, Item, Origin};
+use keywatch_reader::{list_inputs, read_path_limited, Item, Limits, Origin};
 use keywatch_store::{NormalisedRecord, Projector, SqliteStore, Store};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -22,6 +22,7 @@ pub struct Options {
     pub json: bool,
     pub quarantine: Option<PathBuf>,
     pub suppress_minutes: u32,
+    pub limits: Limits,
     pub paths: Vec<PathBuf>,
 }
 
@@ -68,9 +69,21 @@ struct FileResult {
     error: Option<String>,
 }
 
-fn read_file(path: &std::path::Path) -> FileResult {
+fn read_file(path: &std::path::Path, limits: Limits) -> FileResult {
     let mut out = FileResult::default();
-    let result = read_path(path, &mut |item| match item {
+    let result = read_path_limited(path, limits, &mut |item| match item {
+        Item::Record { json, origin } if json.len() > limits.max_record_bytes => {
+            out.records += 1;
+            let preview: String = json.chars().take(1024).collect();
+            out.rejected.push(Rejection::new(
+                format!(
+                    "record larger than {} bytes (--max-record-bytes): skipped",
+                    limits.max_record_bytes
+                ),
+                origin,
+                preview,
+            ));
+        }
         Item::Record { json, origin } => {
             out.records += 1;
             match normalise(&json) {
@@ -279,11 +292,11 @@ pub fn run(opts: Options) -> Result<Outcome> {
     std::thread::scope(|scope| -> Result<()> {
         for _ in 0..workers {
             let tx = tx.clone();
-            let (next, files) = (&next, &files);
+            let (next, files, limits) = (&next, &files, opts.limits);
             scope.spawn(move || loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(path) = files.get(i) else { return };
-                if tx.send((i, read_file(path))).is_err() {
+                if tx.send((i, read_file(path, limits))).is_err() {
                     return;
                 }
             });

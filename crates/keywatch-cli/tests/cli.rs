@@ -530,3 +530,61 @@ fn alerts_a_run_could_not_write_are_delivered_by_the_next() {
     got.sort();
     assert_eq!(got, expected, "every alert is delivered by the next run");
 }
+
+/// Records over --max-record-bytes are quarantined with the reason, the rest processed; the
+/// defaults are in --help.
+#[test]
+fn oversized_records_are_quarantined_and_the_limits_are_documented() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let record = |id: &str, pad: usize| {
+        serde_json::json!({"eventVersion": "1.08", "eventTime": "2026-11-20T10:00:00Z",
+            "eventSource": "kms.amazonaws.com", "eventName": "Decrypt", "awsRegion": "us-east-1",
+            "eventID": id, "recipientAccountId": "111122223333", "pad": "p".repeat(pad),
+            "userIdentity": {"type": "IAMUser", "arn": "arn:aws:iam::111122223333:user/u", "accountId": "111122223333"},
+            "resources": [{"type": "AWS::KMS::Key", "ARN": ORDERS}]})
+        .to_string()
+    };
+    let file = dir.path().join("in.jsonl");
+    std::fs::write(
+        &file,
+        [
+            record("small", 10),
+            record("huge", 100_000),
+            record("small-2", 10),
+        ]
+        .join("\n"),
+    )
+    .expect("write");
+    let quarantine = dir.path().join("q.jsonl");
+    let out = replay(
+        &dir.path().join("k.db"),
+        &[
+            "--max-record-bytes",
+            "10000",
+            "--quarantine",
+            quarantine.to_str().expect("path"),
+        ],
+        &[&file],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let q = std::fs::read_to_string(&quarantine).expect("quarantine");
+    assert_eq!(q.lines().count(), 1, "{q}");
+    assert!(
+        q.contains("larger than 10000 bytes") && q.len() < 5_000,
+        "{q}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("3 records read"));
+    let help = stdout(&keywatch(&["replay", "--help"]));
+    assert!(
+        help.contains("--max-record-bytes") && help.contains("[default: 4194304]"),
+        "{help}"
+    );
+    assert!(
+        help.contains("--max-input-bytes") && help.contains("[default: 17179869184]"),
+        "{help}"
+    );
+}

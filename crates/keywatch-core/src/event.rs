@@ -11,6 +11,21 @@ use std::fmt;
 
 /// The `eventSource` of every KMS record.
 pub const KMS_EVENT_SOURCE: &str = "kms.amazonaws.com";
+/// The longest value keywatch keeps of a free-text field of a record (a principal, a user
+/// agent, an error message): longer is cut, so that one crafted record cannot make a
+/// megabyte alert.
+pub const MAX_VALUE_CHARS: usize = 1024;
+
+/// The longest eventID accepted (CloudTrail's are UUIDs).
+const MAX_EVENT_ID_LEN: usize = 128;
+
+fn bounded(s: &str) -> String {
+    match s.char_indices().nth(MAX_VALUE_CHARS) {
+        Some((end, _)) => format!("{}…", &s[..end]),
+        None => s.to_owned(),
+    }
+}
+
 /// The waiting periods ScheduleKeyDeletion accepts.
 pub const PENDING_WINDOW_DAYS: std::ops::RangeInclusive<u32> = 7..=30;
 /// The earliest plausible eventTime (CloudTrail began in 2013, KMS in 2014).
@@ -633,6 +648,22 @@ pub fn normalise_record(r: &CloudTrailRecord<'_>) -> Result<Normalised, RecordEr
         .as_deref()
         .filter(|s| !s.is_empty())
         .ok_or(RecordError::Missing("eventID"))?;
+    if event_id.len() > MAX_EVENT_ID_LEN {
+        return Err(RecordError::Malformed {
+            event_name: r
+                .event_name
+                .as_deref()
+                .unwrap_or("?")
+                .chars()
+                .take(64)
+                .collect(),
+            field: "eventID",
+            reason: format!(
+                "{} bytes long: not a CloudTrail eventID (at most {MAX_EVENT_ID_LEN})",
+                event_id.len()
+            ),
+        });
+    }
     let event_time_text = r
         .event_time
         .as_deref()
@@ -697,11 +728,13 @@ pub fn normalise_record(r: &CloudTrailRecord<'_>) -> Result<Normalised, RecordEr
         event_id: event_id.to_owned(),
         event_time,
         event_name: event_name.to_owned(),
-        principal: Principal::from_identity(&identity, partition_of_region(region)),
-        source_ip: r.source_ip_address.as_deref().map(str::to_owned),
-        user_agent: r.user_agent.as_deref().map(str::to_owned),
-        invoked_by: identity.invoked_by.clone(),
-        error_message: r.error_message.as_deref().map(str::to_owned),
+        principal: Principal(bounded(
+            &Principal::from_identity(&identity, partition_of_region(region)).0,
+        )),
+        source_ip: r.source_ip_address.as_deref().map(bounded),
+        user_agent: r.user_agent.as_deref().map(bounded),
+        invoked_by: identity.invoked_by.as_deref().map(bounded),
+        error_message: r.error_message.as_deref().map(bounded),
         caller_account: non_empty(identity.account_id.as_deref()),
         shared_event_id: non_empty(r.shared_event_id.as_deref()),
         caller_is_account: identity.identity_type.as_deref() == Some("AWSAccount"),

@@ -221,3 +221,29 @@ fn implausible_times_and_waiting_periods_are_rejected() {
     }
     assert!(normalise(&schedule("2026-11-01T00:00:00Z", "s", 7, None).to_string()).is_ok());
 }
+
+/// One crafted record cannot make a megabyte alert: free-text values are bounded, and an
+/// eventID that is no eventID is rejected.
+#[test]
+fn oversized_values_are_bounded_or_rejected() {
+    let mut r = rejected("Decrypt", "2026-11-01T10:00:00Z", "big", APP_ROLE);
+    r["userAgent"] = json!("a".repeat(300_000));
+    let Ok(Normalised::Kms { events, .. }) = normalise(&r.to_string()) else {
+        panic!("a KMS record");
+    };
+    let ua = events[0].context().user_agent.clone().unwrap_or_default();
+    assert!(
+        ua.chars().count() <= keywatch_core::event::MAX_VALUE_CHARS + 1,
+        "{}",
+        ua.len()
+    );
+    let mut r = decrypt("2026-11-01T10:00:00Z", "x", APP_ROLE);
+    r["eventID"] = json!("e".repeat(1_000_000));
+    assert!(matches!(
+        normalise(&r.to_string()),
+        Err(keywatch_core::RecordError::Malformed {
+            field: "eventID",
+            ..
+        })
+    ));
+}

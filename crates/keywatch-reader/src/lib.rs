@@ -23,6 +23,60 @@ use std::path::{Path, PathBuf};
 pub const WHOLE_READ_LIMIT: usize = 256 * 1024 * 1024;
 const MAX_NESTING: u8 = 4;
 
+/// Bounds on one input, whatever it holds: a record (a line of JSON Lines) larger than
+/// `max_record_bytes` is rejected with the reason and skipped without being held; an input
+/// that decompresses to more than `max_input_bytes` is read up to there and reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest record (CloudTrail's own limit is 256 KiB).
+    pub max_record_bytes: usize,
+    /// The largest input after decompression.
+    pub max_input_bytes: u64,
+}
+
+/// Default largest record: 4 MiB.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 4 * 1024 * 1024;
+/// Default largest input after decompression: 16 GiB.
+pub const DEFAULT_MAX_INPUT_BYTES: u64 = 16 * 1024 * 1024 * 1024;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            max_input_bytes: DEFAULT_MAX_INPUT_BYTES,
+        }
+    }
+}
+
+/// A reader that fails once more than `left` bytes came through it.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+    max: u64,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            // One byte more tells a source of exactly `max` bytes from a larger one.
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(io::Error::other(format!(
+                    "larger than {} bytes after decompression (--max-input-bytes); read up to there",
+                    self.max
+                ))),
+            };
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
 /// EventBridge detail-types that carry a CloudTrail record in `detail`.
 pub const CLOUDTRAIL_DETAIL_TYPES: &[&str] = &[
     "AWS API Call via CloudTrail",
@@ -182,6 +236,15 @@ pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ReadError> {
 
 /// Reads one file (or `-` for stdin), gzip or not, and hands every item to `sink`.
 pub fn read_path(path: &Path, sink: &mut dyn FnMut(Item)) -> Result<(), ReadError> {
+    read_path_limited(path, Limits::default(), sink)
+}
+
+/// [`read_path`] within `limits`.
+pub fn read_path_limited(
+    path: &Path,
+    limits: Limits,
+    sink: &mut dyn FnMut(Item),
+) -> Result<(), ReadError> {
     let name = path.display().to_string();
     let io_err = |source| ReadError::Io {
         path: name.clone(),
@@ -189,36 +252,55 @@ pub fn read_path(path: &Path, sink: &mut dyn FnMut(Item)) -> Result<(), ReadErro
     };
     if path.as_os_str() == "-" {
         let stdin = io::stdin();
-        read_stream(stdin.lock(), &name, sink).map_err(io_err)
+        read_stream_limited(stdin.lock(), &name, limits, sink).map_err(io_err)
     } else {
         let file = File::open(path).map_err(io_err)?;
-        read_stream(BufReader::with_capacity(256 * 1024, file), &name, sink).map_err(io_err)
+        read_stream_limited(
+            BufReader::with_capacity(256 * 1024, file),
+            &name,
+            limits,
+            sink,
+        )
+        .map_err(io_err)
     }
 }
 
 /// Reads a stream (gzip or not) named `name` and hands every item to `sink`.
-pub fn read_stream<R: BufRead>(
-    mut input: R,
-    name: &str,
-    sink: &mut dyn FnMut(Item),
-) -> io::Result<()> {
-    let head = input.fill_buf()?;
-    if head.starts_with(&[0x1f, 0x8b]) {
-        let decoder = BufReader::with_capacity(256 * 1024, MultiGzDecoder::new(input));
-        read_plain(decoder, name, sink)
-    } else {
-        read_plain(input, name, sink)
-    }
+pub fn read_stream<R: BufRead>(input: R, name: &str, sink: &mut dyn FnMut(Item)) -> io::Result<()> {
+    read_stream_limited(input, name, Limits::default(), sink)
 }
 
-fn read_plain<R: BufRead>(input: R, name: &str, sink: &mut dyn FnMut(Item)) -> io::Result<()> {
-    read_plain_limited(input, name, WHOLE_READ_LIMIT, sink)
+/// [`read_stream`] within `limits`.
+pub fn read_stream_limited<R: BufRead>(
+    mut input: R,
+    name: &str,
+    limits: Limits,
+    sink: &mut dyn FnMut(Item),
+) -> io::Result<()> {
+    let (left, max) = (limits.max_input_bytes, limits.max_input_bytes);
+    let head = input.fill_buf()?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        let inner = MultiGzDecoder::new(input);
+        let decoder = BufReader::with_capacity(256 * 1024, Capped { inner, left, max });
+        read_plain_limited(decoder, name, WHOLE_READ_LIMIT, limits, sink)
+    } else {
+        let plain = BufReader::with_capacity(
+            256 * 1024,
+            Capped {
+                inner: input,
+                left,
+                max,
+            },
+        );
+        read_plain_limited(plain, name, WHOLE_READ_LIMIT, limits, sink)
+    }
 }
 
 fn read_plain_limited<R: BufRead>(
     mut input: R,
     name: &str,
     limit: usize,
+    limits: Limits,
     sink: &mut dyn FnMut(Item),
 ) -> io::Result<()> {
     let mut buf = Vec::new();
@@ -234,24 +316,91 @@ fn read_plain_limited<R: BufRead>(
     // Too large to hold: it must be JSON Lines. Finish the partial last line, then stream.
     let mut line_no = 0u64;
     let mut rest = Vec::new();
-    input.read_until(b'\n', &mut rest)?;
-    buf.extend_from_slice(&rest);
-    // The buffer now ends at a line end: its last "line" after the final newline is empty.
-    let complete = buf.strip_suffix(b"\n").unwrap_or(&buf);
+    let partial_too_long = read_line_bounded(&mut input, &mut rest, limits.max_record_bytes)?;
+    let last_start = buf.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let oversized_last = partial_too_long || buf.len() - last_start > limits.max_record_bytes;
+    if !oversized_last {
+        buf.extend_from_slice(&rest);
+    }
+    let complete = if oversized_last {
+        &buf[..last_start.saturating_sub(1)]
+    } else {
+        // The buffer now ends at a line end: its last "line" after the final newline is empty.
+        buf.strip_suffix(b"\n").unwrap_or(&buf)
+    };
     for line in complete.split(|b| *b == b'\n') {
         line_no += 1;
-        read_line(line, name, line_no, sink);
+        if line.len() > limits.max_record_bytes {
+            sink(too_large(line, name, line_no, limits));
+        } else {
+            read_line(line, name, line_no, sink);
+        }
+    }
+    if oversized_last {
+        line_no += 1;
+        sink(too_large(&buf[last_start..], name, line_no, limits));
     }
     drop(buf);
     let mut line = Vec::new();
     loop {
         line.clear();
-        if input.read_until(b'\n', &mut line)? == 0 {
+        let too_long = read_line_bounded(&mut input, &mut line, limits.max_record_bytes)?;
+        if line.is_empty() && !too_long {
             return Ok(());
         }
         line_no += 1;
-        read_line(&line, name, line_no, sink);
+        if too_long {
+            sink(too_large(&line, name, line_no, limits));
+        } else {
+            read_line(&line, name, line_no, sink);
+        }
     }
+}
+
+/// Reads one line (up to and without needing more than `max` bytes of memory); returns
+/// whether it was longer than `max`, in which case `line` holds its first `max` bytes and the
+/// rest was skipped.
+fn read_line_bounded<R: BufRead>(
+    input: &mut R,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<bool> {
+    let mut too_long = false;
+    loop {
+        let available = input.fill_buf()?;
+        if available.is_empty() {
+            return Ok(too_long);
+        }
+        let (chunk, done) = match available.iter().position(|b| *b == b'\n') {
+            Some(i) => (&available[..=i], true),
+            None => (available, false),
+        };
+        let room = max.saturating_sub(line.len());
+        if chunk.len() > room {
+            too_long = true;
+        }
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let used = chunk.len();
+        input.consume(used);
+        if done {
+            return Ok(too_long);
+        }
+    }
+}
+
+fn too_large(line: &[u8], name: &str, line_no: u64, limits: Limits) -> Item {
+    reject(
+        format!(
+            "record larger than {} bytes (--max-record-bytes): skipped",
+            limits.max_record_bytes
+        ),
+        &line[..line.len().min(1024)],
+        Origin {
+            file: name.to_owned(),
+            line: Some(line_no),
+            record_index: None,
+        },
+    )
 }
 
 /// What can be read from the start of an input cut short: the whole records of a

@@ -162,7 +162,10 @@ fn a_source_over_the_whole_read_limit_is_streamed_as_json_lines() {
     let lines = format!("{REC_A}\n{REC_B}\n{{broken\n{REC_A}\n");
     let mut items = Vec::new();
     // A limit that cuts the first line in two: the reader must finish that line and stream on.
-    read_plain_limited(lines.as_bytes(), "big", 40, &mut |i| items.push(i)).expect("in memory");
+    read_plain_limited(lines.as_bytes(), "big", 40, Limits::default(), &mut |i| {
+        items.push(i)
+    })
+    .expect("in memory");
     assert_eq!(event_ids(&items), ["a", "b", "a"]);
     let rejected_lines: Vec<_> = items
         .iter()
@@ -172,4 +175,62 @@ fn a_source_over_the_whole_read_limit_is_streamed_as_json_lines() {
         })
         .collect();
     assert_eq!(rejected_lines, [3]);
+}
+
+#[test]
+fn an_oversized_record_is_rejected_without_being_held_and_the_next_ones_are_read() {
+    let small = Limits {
+        max_record_bytes: 300,
+        max_input_bytes: u64::MAX,
+    };
+    let huge = format!("{{\"eventID\":\"x\",\"pad\":\"{}\"}}", "y".repeat(5_000));
+    let lines = format!("{REC_A}\n{huge}\n{REC_B}\n");
+    let mut items = Vec::new();
+    // A whole-read limit of 40 bytes sends the input down the streaming path.
+    read_plain_limited(lines.as_bytes(), "big", 40, small, &mut |i| items.push(i))
+        .expect("in memory");
+    assert_eq!(event_ids(&items), ["a", "b"]);
+    let rejected: Vec<_> = items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Rejected {
+                reason,
+                text,
+                origin,
+            } => Some((reason, text.len(), origin.line)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rejected.len(), 1);
+    assert!(
+        rejected[0].0.contains("larger than 300 bytes"),
+        "{}",
+        rejected[0].0
+    );
+    assert!(rejected[0].1 <= 1024, "only a preview is kept");
+    assert_eq!(rejected[0].2, Some(2));
+}
+
+#[test]
+fn a_gzip_bomb_is_read_up_to_the_input_limit_and_reported() {
+    // 64 MiB of zeros compress to some 64 KiB.
+    let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+    let zeros = vec![0u8; 1024 * 1024];
+    for _ in 0..64 {
+        gz.write_all(&zeros).expect("gzip");
+    }
+    let bomb = gz.finish().expect("gzip");
+    let limits = Limits {
+        max_record_bytes: 1024,
+        max_input_bytes: 8 * 1024 * 1024,
+    };
+    let mut items = Vec::new();
+    let err = read_stream_limited(&bomb[..], "bomb.gz", limits, &mut |i| items.push(i))
+        .expect_err("over the limit");
+    assert!(err.to_string().contains("--max-input-bytes"), "{err}");
+    assert!(event_ids(&items).is_empty());
+    // A file within the limits reads as before.
+    let mut items = Vec::new();
+    read_stream_limited(REC_A.as_bytes(), "ok", limits, &mut |i| items.push(i)).expect("read");
+    assert_eq!(event_ids(&items), ["a"]);
 }
