@@ -588,3 +588,129 @@ fn oversized_records_are_quarantined_and_the_limits_are_documented() {
         "{help}"
     );
 }
+
+/// kill -9 at moments spread over a replay, again and again, then a run to the end: every
+/// alert of a clean run is delivered (at least once, across the runs' outputs), and the
+/// store ends as a clean run's does.
+#[cfg(unix)]
+#[test]
+fn kill_9_mid_replay_loses_no_alert_and_leaves_the_store_consistent() {
+    use std::io::Read as _;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().expect("temp dir");
+    // 200 keys, each scheduled for deletion and then used by a few principals: many pages.
+    let input = dir.path().join("org.jsonl");
+    let mut lines = Vec::new();
+    for k in 0..200 {
+        let key =
+            format!("arn:aws:kms:us-east-1:111122223333:key/{k:08x}-0000-4000-8000-000000000000");
+        let base = serde_json::json!({"eventVersion": "1.08", "eventSource": "kms.amazonaws.com",
+            "awsRegion": "us-east-1", "recipientAccountId": "111122223333",
+            "resources": [{"type": "AWS::KMS::Key", "ARN": key}]});
+        let mut schedule = base.clone();
+        schedule["eventName"] = "ScheduleKeyDeletion".into();
+        schedule["eventTime"] = "2026-11-01T00:00:00Z".into();
+        schedule["eventID"] = format!("s-{k}").into();
+        schedule["userIdentity"] = serde_json::json!({"type": "IAMUser", "arn": "arn:aws:iam::111122223333:user/admin", "accountId": "111122223333"});
+        schedule["requestParameters"] = serde_json::json!({"keyId": key, "pendingWindowInDays": 7});
+        lines.push(schedule.to_string());
+        for u in 0..5 {
+            let mut r = base.clone();
+            r["eventName"] = "Decrypt".into();
+            r["eventTime"] = format!("2026-11-02T0{u}:00:00Z").into();
+            r["eventID"] = format!("u-{k}-{u}").into();
+            r["userIdentity"] = serde_json::json!({"type": "IAMUser", "arn": format!("arn:aws:iam::111122223333:user/app{u}"), "accountId": "111122223333"});
+            r["errorCode"] = "KMSInvalidStateException".into();
+            r["errorMessage"] = format!("{key} is pending deletion.").into();
+            lines.push(r.to_string());
+        }
+    }
+    // One file per 100 lines: replay commits in many steps.
+    for (i, chunk) in lines.chunks(100).enumerate() {
+        std::fs::write(
+            dir.path().join(format!("part-{i:03}.jsonl")),
+            chunk.join("\n"),
+        )
+        .expect("write");
+    }
+    std::fs::remove_file(&input).ok();
+    let parts: Vec<PathBuf> = (0..lines.len().div_ceil(100))
+        .map(|i| dir.path().join(format!("part-{i:03}.jsonl")))
+        .collect();
+    let part_refs: Vec<&Path> = parts.iter().map(PathBuf::as_path).collect();
+    let clean_db = dir.path().join("clean.db");
+    let clean = replay(&clean_db, &["--suppress-minutes", "60"], &part_refs);
+    let mut expected = alert_ids(&stdout(&clean));
+    expected.sort();
+    assert!(expected.len() >= 1000, "{}", expected.len());
+
+    let db = dir.path().join("killed.db");
+    let mut delivered: Vec<String> = Vec::new();
+    for round in 0..8u64 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_keywatch"))
+            .args([
+                "replay",
+                "--db",
+                db.to_str().expect("path"),
+                "--as-of",
+                AS_OF,
+                "--format",
+                "json",
+            ])
+            .args(&parts)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let mut out = child.stdout.take().expect("stdout");
+        let reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = out.read_to_string(&mut text);
+            text
+        });
+        std::thread::sleep(std::time::Duration::from_millis(15 + round * 37 % 200));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        delivered.extend(alert_ids(&reader.join().expect("reader")));
+    }
+    let last = replay(&db, &[], &part_refs);
+    assert!(
+        last.status.success(),
+        "{}",
+        String::from_utf8_lossy(&last.stderr)
+    );
+    delivered.extend(alert_ids(&stdout(&last)));
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|id| !delivered.contains(id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} alerts lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(3)]
+    );
+    // The store ends as a clean run's: the same keys, states and timelines.
+    let keys = |db: &Path| {
+        stdout(&keywatch(&[
+            "keys",
+            "--db",
+            db.to_str().expect("path"),
+            "--format",
+            "json",
+        ]))
+    };
+    assert_eq!(keys(&db), keys(&clean_db));
+    let one = "arn:aws:kms:us-east-1:111122223333:key/00000063-0000-4000-8000-000000000000";
+    let timeline = |db: &Path| {
+        stdout(&keywatch(&[
+            "timeline",
+            one,
+            "--db",
+            db.to_str().expect("path"),
+            "--format",
+            "json",
+        ]))
+    };
+    assert_eq!(timeline(&db), timeline(&clean_db));
+}
