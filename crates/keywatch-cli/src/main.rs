@@ -175,6 +175,22 @@ fn parse_as_of(as_of: Option<String>) -> Result<Timestamp> {
     }
 }
 
+/// Writes to standard output (a closed pipe is an error the caller ends quietly on).
+fn emit(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
+}
+
+/// Whether an error is standard output's reader going away (`| head`).
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 /// Exit status of `preflight` for a key in use.
 const EXIT_IN_USE: u8 = 3;
 
@@ -244,9 +260,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let db = open_existing(&store)?;
             let timeline = find_one_key(&db, &key, &store)?;
             if format == Format::Json {
-                println!("{}", serde_json::to_string_pretty(&timeline)?);
+                emit(&format!("{}\n", serde_json::to_string_pretty(&timeline)?))?;
             } else {
-                print!("{}", render::timeline(&timeline));
+                emit(&render::timeline(&timeline))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -262,9 +278,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let timeline = find_one_key(&db, &key, &store)?;
             let report = keywatch_core::preflight::preflight(&timeline, as_of, days);
             if format == Format::Json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                emit(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
             } else {
-                print!("{}", render::preflight(&report));
+                emit(&render::preflight(&report))?;
             }
             Ok(match report.verdict {
                 keywatch_core::preflight::Verdict::InUse => ExitCode::from(EXIT_IN_USE),
@@ -280,10 +296,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let keys = db.list_keys(state.as_deref())?;
             if format == Format::Json {
                 for k in keys {
-                    println!("{}", serde_json::to_string(&k)?);
+                    emit(&format!("{}\n", serde_json::to_string(&k)?))?;
                 }
             } else {
-                print!("{}", render::keys(&keys));
+                emit(&render::keys(&keys))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -300,6 +316,9 @@ fn main() -> ExitCode {
         .init();
     match run(Cli::parse()) {
         Ok(code) => code,
+        // The reader of our output went away (`| head`): what was not written stays in the
+        // outbox for the next run; end quietly, as ripgrep and fd do.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("keywatch: {e:#}");
             ExitCode::FAILURE

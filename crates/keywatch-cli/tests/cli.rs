@@ -516,9 +516,11 @@ fn alerts_a_run_could_not_write_are_delivered_by_the_next() {
         .read_exact(&mut first)
         .expect("some output");
     // The reader is gone: later writes fail with a broken pipe.
+    // A closed pipe ends the run quietly (as `| head` expects); what was not written stays
+    // in the outbox.
     assert!(
-        !child.wait().expect("exit").success(),
-        "the broken pipe is noticed"
+        child.wait().expect("exit").success(),
+        "a broken pipe ends quietly"
     );
     let again = replay(&db, &[], &[&samples(), &many]);
     assert!(
