@@ -26,7 +26,8 @@ struct Cli {
 enum Format {
     /// For people.
     Text,
-    /// For scripts: JSON (Lines, for lists).
+    /// For scripts: JSON (Lines, for lists; `jsonl` is accepted too).
+    #[value(alias = "jsonl")]
     Json,
 }
 
@@ -126,8 +127,8 @@ enum Command {
     Keys {
         #[command(flatten)]
         store: StoreArgs,
-        /// Only keys in this state (Enabled, Disabled, PendingDeletion, Deleted, …).
-        #[arg(long)]
+        /// Only keys in this state (any case).
+        #[arg(long, ignore_case = true, value_parser = clap::builder::PossibleValuesParser::new(KEY_STATES))]
         state: Option<String>,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
@@ -174,6 +175,18 @@ fn parse_as_of(as_of: Option<String>) -> Result<Timestamp> {
         None => Ok(Timestamp::now()),
     }
 }
+
+/// AWS's key states, and Deleted and Unknown.
+const KEY_STATES: [&str; 8] = [
+    "Enabled",
+    "Disabled",
+    "PendingDeletion",
+    "PendingReplicaDeletion",
+    "PendingImport",
+    "Unavailable",
+    "Deleted",
+    "Unknown",
+];
 
 /// Writes to standard output (a closed pipe is an error the caller ends quietly on).
 fn emit(text: &str) -> std::io::Result<()> {
@@ -293,6 +306,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             format,
         } => {
             let db = open_existing(&store)?;
+            // The spelling AWS uses, whatever case was typed.
+            let state = state.and_then(|s| {
+                KEY_STATES
+                    .iter()
+                    .find(|k| k.eq_ignore_ascii_case(&s))
+                    .map(|k| (*k).to_owned())
+            });
             let keys = db.list_keys(state.as_deref())?;
             if format == Format::Json {
                 for k in keys {

@@ -716,3 +716,45 @@ fn kill_9_mid_replay_loses_no_alert_and_leaves_the_store_consistent() {
     };
     assert_eq!(timeline(&db), timeline(&clean_db));
 }
+
+/// Choices are validated and case-insensitive, `jsonl` is accepted, and `| head -1` ends quietly.
+#[cfg(unix)]
+#[test]
+fn choices_are_validated_case_insensitively_and_a_closed_pipe_is_quiet() {
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("k.db");
+    assert!(replay(&db, &[], &[&samples()]).status.success());
+    let db = db.to_str().expect("path");
+    let pending = keywatch(&[
+        "keys",
+        "--db",
+        db,
+        "--state",
+        "pendingdeletion",
+        "--format",
+        "jsonl",
+    ]);
+    assert!(pending.status.success());
+    let keys = json_lines(&pending);
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(keys.iter().all(|k| k["state"] == "PendingDeletion"));
+    let bogus = keywatch(&["keys", "--db", db, "--state", "bogus"]);
+    assert_eq!(bogus.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bogus.stderr).contains("possible values"));
+    // `keywatch keys | head -1` with a reader that reads nothing and leaves.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keywatch"))
+        .args(["timeline", ORDERS, "--db", db])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("exit");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}
