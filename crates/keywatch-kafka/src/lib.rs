@@ -269,6 +269,9 @@ impl EventLogConsumer {
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "6000")
+            // Notice a topic that appears (or reappears after a broker lost it) within
+            // seconds, not librdkafka's default five minutes.
+            .set("topic.metadata.refresh.interval.ms", "5000")
             .create()
             .map_err(|e| KafkaError::Config(e.to_string()))?;
         consumer
