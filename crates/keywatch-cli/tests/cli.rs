@@ -29,6 +29,19 @@ fn json_lines(o: &Output) -> Vec<Value> {
         .collect()
 }
 
+/// A Decrypt of the orders key on 2026-11-20, as CloudTrail writes it, with `extra` fields.
+fn orders_decrypt(id: &str, extra: Value) -> Value {
+    let mut r = serde_json::json!({"eventVersion": "1.08", "eventTime": "2026-11-20T10:00:00Z",
+        "eventSource": "kms.amazonaws.com", "eventName": "Decrypt", "awsRegion": "us-east-1",
+        "eventID": id, "recipientAccountId": "111122223333",
+        "userIdentity": {"type": "IAMUser", "arn": "arn:aws:iam::111122223333:user/u", "accountId": "111122223333"},
+        "resources": [{"type": "AWS::KMS::Key", "ARN": ORDERS}]});
+    if let (Some(r), Some(extra)) = (r.as_object_mut(), extra.as_object()) {
+        r.extend(extra.clone());
+    }
+    r
+}
+
 fn replay(db: &Path, extra: &[&str], inputs: &[&Path]) -> Output {
     let mut args = vec![
         "replay",
@@ -331,13 +344,7 @@ fn each_unreadable_input_is_reported_and_the_rest_is_processed() {
     let inputs = dir.path().join("inputs");
     std::fs::create_dir(&inputs).expect("mkdir");
     // Three whole records in a delivered log file, gzipped; then cut in the third record.
-    let record = |id: &str| {
-        serde_json::json!({"eventVersion": "1.08", "eventTime": "2026-11-20T10:00:00Z",
-            "eventSource": "kms.amazonaws.com", "eventName": "Decrypt", "awsRegion": "us-east-1",
-            "eventID": id, "recipientAccountId": "111122223333",
-            "userIdentity": {"type": "IAMUser", "arn": "arn:aws:iam::111122223333:user/u", "accountId": "111122223333"},
-            "resources": [{"type": "AWS::KMS::Key", "ARN": ORDERS}]})
-    };
+    let record = |id: &str| orders_decrypt(id, serde_json::json!({}));
     let file =
         serde_json::json!({"Records": [record("t-1"), record("t-2"), record("t-3")]}).to_string();
     let cut = file.find("t-3").expect("third record");
@@ -539,12 +546,7 @@ fn alerts_a_run_could_not_write_are_delivered_by_the_next() {
 fn oversized_records_are_quarantined_and_the_limits_are_documented() {
     let dir = tempfile::tempdir().expect("temp dir");
     let record = |id: &str, pad: usize| {
-        serde_json::json!({"eventVersion": "1.08", "eventTime": "2026-11-20T10:00:00Z",
-            "eventSource": "kms.amazonaws.com", "eventName": "Decrypt", "awsRegion": "us-east-1",
-            "eventID": id, "recipientAccountId": "111122223333", "pad": "p".repeat(pad),
-            "userIdentity": {"type": "IAMUser", "arn": "arn:aws:iam::111122223333:user/u", "accountId": "111122223333"},
-            "resources": [{"type": "AWS::KMS::Key", "ARN": ORDERS}]})
-        .to_string()
+        orders_decrypt(id, serde_json::json!({"pad": "p".repeat(pad)})).to_string()
     };
     let file = dir.path().join("in.jsonl");
     std::fs::write(
