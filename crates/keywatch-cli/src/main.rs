@@ -31,6 +31,27 @@ enum Format {
     Json,
 }
 
+/// A severity threshold for `--fail-on`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum FailOn {
+    Info,
+    Medium,
+    High,
+    Critical,
+}
+
+impl FailOn {
+    fn severity(self) -> keywatch_core::Severity {
+        use keywatch_core::Severity;
+        match self {
+            FailOn::Info => Severity::Info,
+            FailOn::Medium => Severity::Medium,
+            FailOn::High => Severity::High,
+            FailOn::Critical => Severity::Critical,
+        }
+    }
+}
+
 /// Where the store lives.
 #[derive(clap::Args)]
 struct StoreArgs {
@@ -59,6 +80,10 @@ enum Command {
         /// Page once per key per principal per this many minutes of pending-deletion use.
         #[arg(long, default_value_t = 60, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         suppress_minutes: u32,
+        /// Exit with status 3 when this run raised an alert at or above this severity (for
+        /// CI and cron).
+        #[arg(long, value_enum, ignore_case = true, value_name = "SEVERITY")]
+        fail_on: Option<FailOn>,
         /// Reject (and skip) a record larger than this many bytes.
         #[arg(long, default_value_t = keywatch_reader::DEFAULT_MAX_RECORD_BYTES, value_name = "BYTES")]
         max_record_bytes: usize,
@@ -204,7 +229,8 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-/// Exit status of `preflight` for a key in use.
+/// Exit status of `preflight` for a key in use, and of `replay --fail-on` when an alert at or
+/// above the threshold was raised.
 const EXIT_IN_USE: u8 = 3;
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -216,6 +242,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             format,
             quarantine,
             suppress_minutes,
+            fail_on,
             max_record_bytes,
             max_input_bytes,
             paths,
@@ -240,8 +267,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 paths,
             })
             .map(|outcome| {
+                let failed = fail_on
+                    .zip(outcome.highest)
+                    .is_some_and(|(at, highest)| highest >= at.severity());
                 if outcome.unreadable > 0 {
                     ExitCode::FAILURE
+                } else if failed {
+                    ExitCode::from(EXIT_IN_USE)
                 } else {
                     ExitCode::SUCCESS
                 }

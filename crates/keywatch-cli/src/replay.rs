@@ -124,6 +124,8 @@ struct Totals {
     alerts: u64,
     /// Inputs that could not be read, or not to their end.
     unreadable: u64,
+    /// The highest severity of the alerts this run raised.
+    highest: Option<keywatch_core::Severity>,
 }
 
 /// The run's state: the projector, the batch it has not taken yet, where alerts and rejected
@@ -210,6 +212,11 @@ impl<W: Write> Replay<W> {
     /// Prints alerts; written and flushed is delivered, so they leave the outbox.
     fn print(&mut self, alerts: &[keywatch_core::Alert]) -> Result<()> {
         self.totals.alerts += alerts.len() as u64;
+        self.totals.highest = alerts
+            .iter()
+            .map(|a| a.severity)
+            .chain(self.totals.highest)
+            .max();
         outbox::deliver(
             &mut self.projector,
             &mut self.out,
@@ -236,6 +243,8 @@ impl<W: Write> Replay<W> {
 pub struct Outcome {
     /// Inputs that could not be read, or not to their end.
     pub unreadable: u64,
+    /// The highest severity of the alerts this run raised.
+    pub highest: Option<keywatch_core::Severity>,
 }
 
 pub fn run(opts: Options) -> Result<Outcome> {
@@ -362,5 +371,6 @@ pub fn run(opts: Options) -> Result<Outcome> {
     }
     Ok(Outcome {
         unreadable: totals.unreadable,
+        highest: totals.highest,
     })
 }

@@ -760,3 +760,40 @@ fn choices_are_validated_case_insensitively_and_a_closed_pipe_is_quiet() {
     );
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
 }
+
+/// `--fail-on SEVERITY` for CI and cron: exit 3 when this run raised an alert at or above it.
+#[test]
+fn fail_on_exits_3_when_an_alert_at_or_above_the_threshold_is_raised() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let critical = replay(
+        &dir.path().join("a.db"),
+        &["--fail-on", "CRITICAL"],
+        &[&samples()],
+    );
+    assert_eq!(
+        critical.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&critical.stderr)
+    );
+    // Nothing new on the second run: nothing to fail on.
+    let again = replay(
+        &dir.path().join("a.db"),
+        &["--fail-on", "info"],
+        &[&samples()],
+    );
+    assert_eq!(again.status.code(), Some(0));
+    // Only the legacy key's deletion (info) and its schedule (medium): below high.
+    let legacy: Vec<String> = std::fs::read_to_string(samples().join("eventbridge.jsonl"))
+        .expect("samples")
+        .lines()
+        .filter(|l| l.contains("2222bbbb-22bb-22bb-22bb-222222222222"))
+        .map(str::to_owned)
+        .collect();
+    let file = dir.path().join("legacy.jsonl");
+    std::fs::write(&file, legacy.join("\n")).expect("write");
+    let below = replay(&dir.path().join("b.db"), &["--fail-on", "high"], &[&file]);
+    assert_eq!(below.status.code(), Some(0), "{}", stdout(&below));
+    let at = replay(&dir.path().join("c.db"), &["--fail-on", "medium"], &[&file]);
+    assert_eq!(at.status.code(), Some(3), "{}", stdout(&at));
+}
