@@ -42,20 +42,20 @@ fn orders_decrypt(id: &str, extra: Value) -> Value {
     r
 }
 
+/// `keywatch replay --db DB --as-of AS_OF --format json`, inputs and options to add.
+fn replay_command(db: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_keywatch"));
+    c.args(["replay", "--db", db.to_str().expect("utf-8 path")])
+        .args(["--as-of", AS_OF, "--format", "json"]);
+    c
+}
+
 fn replay(db: &Path, extra: &[&str], inputs: &[&Path]) -> Output {
-    let mut args = vec![
-        "replay",
-        "--db",
-        db.to_str().expect("utf-8 path"),
-        "--as-of",
-        AS_OF,
-        "--format",
-        "json",
-    ];
-    args.extend_from_slice(extra);
-    let inputs: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
-    args.extend(inputs.iter().map(String::as_str));
-    keywatch(&args)
+    replay_command(db)
+        .args(extra)
+        .args(inputs)
+        .output()
+        .expect("run keywatch")
 }
 
 #[test]
@@ -450,16 +450,7 @@ fn alerts_a_run_could_not_write_are_delivered_by_the_next() {
 
     // 1. A full disk: nothing is written, nothing is lost.
     let db = dir.path().join("full.db");
-    let full = Command::new(env!("CARGO_BIN_EXE_keywatch"))
-        .args([
-            "replay",
-            "--db",
-            db.to_str().expect("path"),
-            "--as-of",
-            AS_OF,
-            "--format",
-            "json",
-        ])
+    let full = replay_command(&db)
         .arg(samples())
         .stdout(std::fs::File::create("/dev/full").expect("/dev/full"))
         .output()
@@ -499,16 +490,7 @@ fn alerts_a_run_could_not_write_are_delivered_by_the_next() {
     expected.sort();
     assert!(expected.len() > 400, "{}", expected.len());
     let db = dir.path().join("pipe.db");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keywatch"))
-        .args([
-            "replay",
-            "--db",
-            db.to_str().expect("path"),
-            "--as-of",
-            AS_OF,
-            "--format",
-            "json",
-        ])
+    let mut child = replay_command(&db)
         .arg(samples())
         .arg(&many)
         .stdout(Stdio::piped())
@@ -603,7 +585,6 @@ fn kill_9_mid_replay_loses_no_alert_and_leaves_the_store_consistent() {
     use std::process::Stdio;
     let dir = tempfile::tempdir().expect("temp dir");
     // 200 keys, each scheduled for deletion and then used by a few principals: many pages.
-    let input = dir.path().join("org.jsonl");
     let mut lines = Vec::new();
     for k in 0..200 {
         let key =
@@ -637,7 +618,6 @@ fn kill_9_mid_replay_loses_no_alert_and_leaves_the_store_consistent() {
         )
         .expect("write");
     }
-    std::fs::remove_file(&input).ok();
     let parts: Vec<PathBuf> = (0..lines.len().div_ceil(100))
         .map(|i| dir.path().join(format!("part-{i:03}.jsonl")))
         .collect();
@@ -651,16 +631,7 @@ fn kill_9_mid_replay_loses_no_alert_and_leaves_the_store_consistent() {
     let db = dir.path().join("killed.db");
     let mut delivered: Vec<String> = Vec::new();
     for round in 0..8u64 {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_keywatch"))
-            .args([
-                "replay",
-                "--db",
-                db.to_str().expect("path"),
-                "--as-of",
-                AS_OF,
-                "--format",
-                "json",
-            ])
+        let mut child = replay_command(&db)
             .args(&parts)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -7,6 +7,7 @@ use crate::event::Principal;
 use crate::preflight::{age, verdict, DEFAULT_PREFLIGHT_DAYS};
 use crate::protects::{describe, ProtectedSummary};
 use crate::time::{Timestamp, DAY_MS, HOUR_MS};
+use crate::timeline::last_user;
 use crate::timeline::{
     EntryDetail, KeyState, KeyStoreType, KeyTimeline, OrphanReason, PendingUseBucket, ScheduleEnd,
     UsageRollup,
@@ -413,11 +414,7 @@ fn lifecycle_alerts(t: &KeyTimeline, out: &mut Vec<Alert>) {
             ),
         };
         a.protects = t.blast_radius.summary(Some(s.scheduled_at));
-        let last_user = s
-            .usage_before
-            .iter()
-            .filter_map(|u| u.last_used.map(|at| (at, &u.principal)))
-            .max_by(|x, y| x.0.cmp(&y.0).then_with(|| y.1.cmp(x.1)));
+        let last_user = last_user(&s.usage_before);
         a.verdict = Some(
             verdict(
                 last_user,
@@ -713,11 +710,7 @@ fn time_driven_alerts(t: &KeyTimeline, as_of: Timestamp, out: &mut Vec<Alert>) {
         a.rescue_command = Some(rescue_command(t));
         a.usage = summarise_usage(&t.usage);
         a.protects = t.blast_radius.summary(None);
-        let last = t
-            .usage
-            .iter()
-            .filter_map(|u| u.last_used.map(|at| (at, &u.principal)))
-            .max_by(|x, y| x.0.cmp(&y.0).then_with(|| y.1.cmp(x.1)));
+        let last = last_user(&t.usage);
         let last = last
             .map(|(at, p)| format!("; last used {} by {p}", age(at, as_of)))
             .unwrap_or_default();

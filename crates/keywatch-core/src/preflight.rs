@@ -5,6 +5,7 @@
 use crate::event::Principal;
 use crate::protects::{describe, ProtectedSummary};
 use crate::time::{Timestamp, DAY_MS, HOUR_MS};
+use crate::timeline::last_user;
 use crate::timeline::{KeyState, KeyStoreType, KeyTimeline};
 use serde::{Deserialize, Serialize};
 
@@ -113,11 +114,7 @@ pub fn preflight(t: &KeyTimeline, as_of: Timestamp, days: u32) -> Preflight {
     }
     principals.retain(|(_, n)| *n > 0);
     principals.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    let last = t
-        .usage
-        .iter()
-        .filter_map(|u| u.last_used.map(|at| (at, &u.principal)))
-        .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(a.1)));
+    let last = last_user(&t.usage);
     let protects = t.blast_radius.summary(None);
     let (mut verdict, mut line) = verdict(last, &protects, as_of, days);
     if t.state == KeyState::Deleted {

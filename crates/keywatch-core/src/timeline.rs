@@ -441,12 +441,7 @@ impl KeyTimeline {
     /// The last use (a call that succeeded or was rejected as pending deletion) of any
     /// principal.
     pub fn last_use(&self) -> Option<Timestamp> {
-        self.usage.iter().filter_map(|u| u.last_used).max()
-    }
-
-    /// The last attempt of any principal, failed calls included.
-    pub fn last_attempt(&self) -> Option<Timestamp> {
-        self.usage.iter().map(|u| u.last_seen).max()
+        last_user(&self.usage).map(|(at, _)| at)
     }
 
     /// Whether the key's custom key store is disconnected, as last seen.
@@ -1003,4 +998,12 @@ pub fn is_multi_region_family_event(kind: &KeyEventKind) -> bool {
             | KeyEventKind::ReplicaCreated { .. }
             | KeyEventKind::PrimaryRegionUpdated { .. }
     )
+}
+
+/// The last use in a usage roll-up and who made it (the first principal by name on a tie).
+pub fn last_user(usage: &[UsageRollup]) -> Option<(Timestamp, &Principal)> {
+    usage
+        .iter()
+        .filter_map(|u| u.last_used.map(|at| (at, &u.principal)))
+        .max_by(|x, y| x.0.cmp(&y.0).then_with(|| y.1.cmp(x.1)))
 }
