@@ -14,7 +14,7 @@ setsid "$TANSU" broker --listener-url tcp://127.0.0.1:$KAFKA_PORT --advertised-l
   --storage-engine memory://tansu/ > "$RUN/tansu.log" 2>&1 & echo $! > "$RUN/tansu.pid"
 setsid .venv/bin/moto_server -H 127.0.0.1 -p $MOTO_PORT > "$RUN/moto.log" 2>&1 & echo $! > "$RUN/moto.pid"
 for port in $KAFKA_PORT $MOTO_PORT; do until (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null; do sleep 0.1; done; done
-export AWS_ENDPOINT_URL=http://127.0.0.1:$MOTO_PORT AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
+export AWS_ENDPOINT_URL=http://127.0.0.1:$MOTO_PORT AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 cargo build --release -p keywatch-ingest -p keywatch-projector -p keywatch-sweeper -p keywatch-cli 2>&1 | tail -1
 python3 bench/lambda_setup.py "$MOTO_PORT" "$RUN"
 export KEYWATCH_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT KEYWATCH_KAFKA_TOPIC=$TOPIC
