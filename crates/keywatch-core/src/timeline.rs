@@ -393,7 +393,13 @@ impl KeyTimeline {
     /// which names the caller's principal, is preferred.
     pub fn fold<'a>(key_arn: KeyArn, events: impl IntoIterator<Item = &'a KmsEvent>) -> Self {
         let mut sorted: Vec<&KmsEvent> = events.into_iter().collect();
-        sorted.sort_by(|a, b| a.fold_order().cmp(&b.fold_order()));
+        // Two different records claiming one eventID (a damaged or forged copy) sort by their
+        // content, so that which one is kept does not depend on the order they came in.
+        sorted.sort_by(|a, b| {
+            a.fold_order()
+                .cmp(&b.fold_order())
+                .then_with(|| content_order(a).cmp(&content_order(b)))
+        });
         // The same record delivered twice; one record's events for several keys all stay.
         sorted.dedup_by(|a, b| a.fold_order() == b.fold_order());
         let mut timeline = KeyTimeline::new(key_arn);
@@ -975,6 +981,11 @@ impl KeyTimeline {
             self.pending_use_entries_dropped += 1;
         }
     }
+}
+
+/// An event's whole content: orders events that share their place in a fold.
+fn content_order(e: &KmsEvent) -> Vec<u8> {
+    serde_json::to_vec(e).unwrap_or_default()
 }
 
 /// Whether two events are copies of one call (a cross-account call recorded in the caller's

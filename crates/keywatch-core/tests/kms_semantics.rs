@@ -553,3 +553,15 @@ fn disconnecting_a_cloudhsm_store_during_the_waiting_period_warns_before_the_del
         ]
     );
 }
+
+/// Found by the `normalise` fuzz target: two different records that claim one eventID (a
+/// damaged or forged copy) must fold the same whichever arrives first.
+#[test]
+fn two_different_records_with_one_event_id_fold_the_same_in_either_order() {
+    let genuine = decrypt("2026-11-01T10:00:00Z", "same-id", "app");
+    let forged = decrypt("2026-11-01T10:00:00Z", "same-id", "intruder");
+    let one = timeline(&[genuine.clone(), forged.clone()]);
+    let other = timeline(&[forged, genuine]);
+    assert_eq!(one, other);
+    assert_eq!(one.event_count, 1, "one eventID is one event");
+}

@@ -7,7 +7,7 @@
 //! records (that is `keywatch-core`'s job). Memory is bounded: a source is read whole only
 //! up to [`WHOLE_READ_LIMIT`]; beyond that it is read as JSON Lines, line by line.
 
-use aws_lambda_events::event::cloudwatch_logs::LogsEvent;
+use aws_lambda_events::event::cloudwatch_logs::LogData;
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use flate2::read::MultiGzDecoder;
 use serde::Deserialize;
@@ -570,6 +570,43 @@ struct Probe<'a> {
     detail: Option<&'a RawValue>,
 }
 
+/// The most a CloudWatch Logs subscription payload may decompress to. CloudWatch Logs
+/// sends batches of at most 1 MiB of log events; more is a gzip bomb, not a batch.
+pub const MAX_AWSLOGS_BYTES: u64 = 16 * 1024 * 1024;
+
+#[derive(Deserialize)]
+struct AwsLogsEnvelope<'a> {
+    #[serde(borrow)]
+    awslogs: AwsLogsData<'a>,
+}
+
+#[derive(Deserialize)]
+struct AwsLogsData<'a> {
+    #[serde(borrow)]
+    data: Cow<'a, str>,
+}
+
+/// A CloudWatch Logs subscription payload (`{"awslogs":{"data":base64 of gzip}}`), decoded
+/// within [`MAX_AWSLOGS_BYTES`].
+fn decode_awslogs(text: &str) -> Result<LogData, String> {
+    use base64::Engine;
+    let envelope: AwsLogsEnvelope = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let gzip = base64::engine::general_purpose::STANDARD
+        .decode(envelope.awslogs.data.as_bytes())
+        .map_err(|e| format!("data is not base64: {e}"))?;
+    let mut json = Vec::new();
+    MultiGzDecoder::new(gzip.as_slice())
+        .take(MAX_AWSLOGS_BYTES + 1)
+        .read_to_end(&mut json)
+        .map_err(|e| format!("data is not gzip: {e}"))?;
+    if json.len() as u64 > MAX_AWSLOGS_BYTES {
+        return Err(format!(
+            "data decompresses to more than {MAX_AWSLOGS_BYTES} bytes"
+        ));
+    }
+    serde_json::from_slice(&json).map_err(|e| e.to_string())
+}
+
 /// One element of `aws cloudtrail lookup-events` output.
 #[derive(Deserialize)]
 struct LookupEvent {
@@ -645,9 +682,9 @@ fn classify(raw: &RawValue, origin: Origin, depth: u8, sink: &mut dyn FnMut(Item
             }
         }
     } else if probe.awslogs.is_some() {
-        match serde_json::from_str::<LogsEvent>(text) {
-            Ok(logs) => {
-                for (i, entry) in logs.aws_logs.data.log_events.into_iter().enumerate() {
+        match decode_awslogs(text) {
+            Ok(data) => {
+                for (i, entry) in data.log_events.into_iter().enumerate() {
                     let o = indexed(i);
                     match serde_json::from_str::<&RawValue>(&entry.message) {
                         Ok(r) => emit_record(r, o, sink),

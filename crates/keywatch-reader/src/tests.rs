@@ -117,6 +117,22 @@ fn cloudwatch_logs_subscription_payload() {
 }
 
 #[test]
+fn a_cloudwatch_logs_payload_that_decompresses_past_its_bound_is_rejected_and_the_next_read() {
+    // 20 MiB of spaces inside valid JSON: a few KiB of gzip.
+    let padding = " ".repeat(20 * 1024 * 1024);
+    let bomb = format!(r#"{{"messageType":"DATA_MESSAGE",{padding}"logEvents":[]}}"#);
+    let encoded = base64::engine::general_purpose::STANDARD.encode(gzip(bomb.as_bytes()));
+    let input = format!("{{\"awslogs\":{{\"data\":\"{encoded}\"}}}}\n{REC_A}\n");
+    let items = read(input.as_bytes());
+    assert_eq!(event_ids(&items), ["a"]);
+    assert!(
+        items.iter().any(|i| matches!(i, Item::Rejected { reason, .. }
+            if reason.contains("decompresses to more than 16777216 bytes"))),
+        "{items:?}"
+    );
+}
+
+#[test]
 fn lookup_events_output() {
     let out = serde_json::json!({"Events": [
         {"EventId": "a", "EventName": "Decrypt", "CloudTrailEvent": REC_A},
