@@ -111,6 +111,38 @@ async fn put_item(
 /// Records appended at once: a batch of 10,000 would take minutes one request at a time.
 const APPEND_CONCURRENCY: usize = 64;
 
+/// Attempts per DynamoDB request unless `AWS_MAX_ATTEMPTS` says otherwise: DynamoDB
+/// throttles in bursts (a hot partition, on-demand scaling), and AWS's advice is to retry
+/// them with backoff; the SDK's general default of 3 gives up within a second.
+pub const DYNAMODB_MAX_ATTEMPTS: u32 = 10;
+
+/// The SDK configuration for keywatch's table: [`DYNAMODB_MAX_ATTEMPTS`] with backoff from
+/// 50 ms, and a retry quota of its own that refills over time, so that a stretch of throttling
+/// cannot use up the quota for good (the SDK's default bucket only refills on successes).
+fn throttle_tolerant(config: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Config {
+    use aws_sdk_dynamodb::config::retry::{RetryConfig, RetryPartition, TokenBucket};
+    let mut builder = aws_sdk_dynamodb::config::Builder::from(config);
+    if std::env::var_os("AWS_MAX_ATTEMPTS").is_none() {
+        builder = builder.retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(DYNAMODB_MAX_ATTEMPTS)
+                .with_initial_backoff(std::time::Duration::from_millis(50)),
+        );
+    }
+    builder
+        .retry_partition(
+            RetryPartition::custom("keywatch-dynamodb")
+                .token_bucket(
+                    TokenBucket::builder()
+                        .capacity(5000)
+                        .refill_rate(50.0)
+                        .build(),
+                )
+                .build(),
+        )
+        .build()
+}
+
 impl DynamoStore {
     /// A store in `table`, calling DynamoDB through `config` on the current Tokio runtime.
     pub fn new(
@@ -120,7 +152,7 @@ impl DynamoStore {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| db("the DynamoDB store needs a Tokio runtime"))?;
         Ok(DynamoStore {
-            client: Client::new(config),
+            client: Client::from_conf(throttle_tolerant(config)),
             table: table.into(),
             runtime,
             versions: Mutex::new(HashMap::new()),

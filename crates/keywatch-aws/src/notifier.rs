@@ -1,6 +1,7 @@
 //! Drains the alert outbox: sends each unsent alert and marks it sent once SNS accepted it.
-//! An alert SNS refused stays in the outbox for the next call: never lost, never sent twice
-//! once accepted.
+//! An alert SNS refused stays in the outbox for the next call: never lost. Once SNS accepted
+//! it, marking it sent is retried (a throttled table, a moment's outage); only if the store
+//! stays unavailable through all of that is the page sent again later (at least once).
 
 use crate::SnsPager;
 use keywatch_core::Timestamp;
@@ -8,6 +9,9 @@ use keywatch_store::{Projector, Store, StoreError};
 
 /// How many outbox alerts one call sends at most.
 pub const OUTBOX_BATCH: usize = 500;
+
+/// Attempts at recording a page SNS accepted as sent, 100 ms apart and doubling (≈ 3 s).
+pub const MARK_SENT_ATTEMPTS: u32 = 6;
 
 /// What one delivery did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -40,7 +44,7 @@ impl Notifier {
         for alert in projector.unsent(OUTBOX_BATCH)? {
             match self.pager.send(&alert).await {
                 Ok(()) => {
-                    projector.mark_sent(&[alert.alert_id.as_str()], now)?;
+                    mark_sent(projector, &alert.alert_id, now).await?;
                     delivery.sent += 1;
                 }
                 Err(e) => {
@@ -51,4 +55,26 @@ impl Notifier {
         }
         Ok(delivery)
     }
+}
+
+/// Records a page SNS accepted, retrying the store: a page marked sent is never sent again.
+async fn mark_sent<S: Store>(
+    projector: &mut Projector<S>,
+    alert_id: &str,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let mut pause = std::time::Duration::from_millis(100);
+    for _ in 1..MARK_SENT_ATTEMPTS {
+        match projector.mark_sent(&[alert_id], now) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(%alert_id, error = %e, retry_in = ?pause, "page sent but not yet marked sent; retrying");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+        }
+    }
+    projector.mark_sent(&[alert_id], now).inspect_err(|e| {
+        tracing::error!(%alert_id, error = %e, "page sent but not marked sent: it will be sent again");
+    })
 }

@@ -14,6 +14,39 @@ use std::time::{Duration, Instant};
 /// How long `--exit-when-idle` waits for the consumer group to assign partitions.
 const JOIN_PATIENCE: Duration = Duration::from_secs(60);
 
+/// How long a failing store (a throttled table, a full disk) is retried before the run gives
+/// up with an error; the batch in hand is not committed, so it is read again after a restart.
+const STORE_PATIENCE: Duration = Duration::from_secs(300);
+
+/// Runs `work` against the store until it succeeds, backing off from 0.5 s to 30 s, for up to
+/// [`STORE_PATIENCE`]. A failed unit of work leaves nothing half-applied that a retry would
+/// not heal (the projector redoes a batch whose records the log already has).
+async fn retry_store<T>(
+    what: &str,
+    mut work: impl FnMut() -> std::result::Result<T, keywatch_store::StoreError>,
+) -> Result<T> {
+    let since = Instant::now();
+    let mut pause = Duration::from_millis(500);
+    loop {
+        match work() {
+            Ok(t) => return Ok(t),
+            Err(e) if since.elapsed() + pause <= STORE_PATIENCE => {
+                tracing::warn!(error = %e, retry_in = ?pause, "store failed {what}; the batch is kept and tried again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "store failing for {} s while {what}; giving up (the batch was not committed: it is read again on restart)",
+                        since.elapsed().as_secs()
+                    )
+                })
+            }
+        }
+    }
+}
+
 pub struct Options {
     pub brokers: String,
     pub topic: String,
@@ -181,7 +214,9 @@ async fn consume<S: Store>(
                     }
                 }
             }
-            alerts.extend(projector.process(&records, now)?.alerts);
+            let outcome =
+                retry_store("projecting a batch", || projector.process(&records, now)).await?;
+            alerts.extend(outcome.alerts);
         }
         // Time-driven alerts: every --sweep-minutes, and as soon as a backlog is caught up.
         folded_since_sweep |= !batch.is_empty();
@@ -190,7 +225,7 @@ async fn consume<S: Store>(
             || last_sweep
                 .is_none_or(|t| t.elapsed() >= Duration::from_secs(opts.sweep_minutes * 60))
         {
-            alerts.extend(projector.sweep(now)?);
+            alerts.extend(retry_store("sweeping", || projector.sweep(now)).await?);
             last_sweep = Some(Instant::now());
             folded_since_sweep = false;
         }
@@ -201,12 +236,14 @@ async fn consume<S: Store>(
                 for a in &alerts {
                     render::alert(&mut stdout.lock(), a, true)?;
                 }
-                let d = n.deliver(&mut projector, now).await?;
-                if d.failed > 0 {
-                    tracing::warn!(
+                match n.deliver(&mut projector, now).await {
+                    Ok(d) if d.failed > 0 => tracing::warn!(
                         failed = d.failed,
                         "pages left in the outbox; retried next round"
-                    );
+                    ),
+                    Ok(_) => {}
+                    // The outbox is in the store: what was not sent is sent next round.
+                    Err(e) => tracing::warn!(error = %e, "outbox not read; retried next round"),
                 }
             }
             None => {

@@ -6,7 +6,7 @@
 use keywatch_core::{normalise, Normalised};
 use keywatch_kafka::{ensure_topic, message_keys, EventLogProducer, KafkaSettings};
 use keywatch_reader::{expand_paths, read_path, Item};
-use keywatch_testkit::{moto, paged_alerts, service, subscribed_queue, unique};
+use keywatch_testkit::{moto, paged_alerts, service, subscribed_queue, unique, FaultProxy};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
@@ -77,7 +77,22 @@ fn keywatch_run(
     sns: &str,
     aws_endpoint: &str,
 ) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_keywatch"))
+    keywatch_command(brokers, topic, group, db, sns, aws_endpoint)
+        .output()
+        .expect("run keywatch")
+}
+
+/// `keywatch run` until idle for 3 s, with the SDK's retries off.
+fn keywatch_command(
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    db: &str,
+    sns: &str,
+    aws_endpoint: &str,
+) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keywatch"));
+    command
         .args([
             "run",
             "--brokers",
@@ -98,9 +113,8 @@ fn keywatch_run(
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_REGION", "us-east-1")
-        .env("AWS_MAX_ATTEMPTS", "1")
-        .output()
-        .expect("run keywatch")
+        .env("AWS_MAX_ATTEMPTS", "1");
+    command
 }
 
 /// Pages by kind for the alerts that do not depend on the clock.
@@ -271,6 +285,79 @@ async fn run_on_dynamodb_pages_the_same() {
         16,
         "{:?}",
         event_driven(&paged)
+    );
+}
+
+/// The alert IDs a clean replay of the samples raises, but for the clock-driven ones.
+fn replayed_alert_ids() -> Vec<String> {
+    let samples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../samples");
+    let replay = Command::new(env!("CARGO_BIN_EXE_keywatch"))
+        .args(["replay", "--in-memory", "--format", "json"])
+        .arg(samples)
+        .output()
+        .expect("replay");
+    let mut ids: Vec<String> = String::from_utf8_lossy(&replay.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|a| a["kind"] != "deletion_imminent" && a["kind"] != "deletion_overdue")
+        .filter_map(|a| a["alert_id"].as_str().map(str::to_owned))
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// DynamoDB throttling, from a proxy in front of moto that answers
+/// ProvisionedThroughputExceededException to 1 of every 3 requests (the SDK's retries absorb
+/// those) and to every request for 40 s from part-way through a batch (longer than the SDK's
+/// retries: the store fails with part of the batch written). `keywatch run` keeps the batch,
+/// backs off, tries again, and pages exactly what a clean replay raises, each alert once.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_on_a_throttled_dynamodb_pages_each_alert_once() {
+    let brokers = service("KEYWATCH_TEST_KAFKA");
+    let endpoint = service("KEYWATCH_TEST_AWS_ENDPOINT");
+    let topic = unique("keywatch-events");
+    let settings = KafkaSettings::plaintext(brokers.clone(), topic.clone());
+    ensure_topic(&settings, 3).await.expect("topic");
+    produce(&settings, &sample_records()).await;
+    let a = aws(&endpoint).await;
+    let table = unique("keywatch-throttled");
+    keywatch_aws::DynamoStore::create_table(&moto().await, &table)
+        .await
+        .expect("table");
+    let proxy = FaultProxy::start(&endpoint, 1, 3, (60, std::time::Duration::from_secs(40)));
+    let out = tokio::task::block_in_place(|| {
+        keywatch_command(
+            &brokers,
+            &topic,
+            &unique("g"),
+            &format!("dynamodb:{table}"),
+            &a.topic_arn,
+            &proxy.url(),
+        )
+        // The SDK's default: three attempts.
+        .env_remove("AWS_MAX_ATTEMPTS")
+        .output()
+        .expect("run keywatch")
+    });
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let counts = proxy.counts();
+    assert!(counts["throttled"] >= 20, "the proxy throttled: {counts:?}");
+    assert!(
+        stderr.contains("store failed"),
+        "the outage outlasted the SDK's retries and reached keywatch: {stderr}"
+    );
+    let mut paged: Vec<String> = pages(&a)
+        .await
+        .iter()
+        .filter(|p| p["kind"] != "deletion_imminent" && p["kind"] != "deletion_overdue")
+        .filter_map(|p| p["alert_id"].as_str().map(str::to_owned))
+        .collect();
+    paged.sort();
+    assert_eq!(
+        paged,
+        replayed_alert_ids(),
+        "requests: {counts:?}\n{stderr}"
     );
 }
 

@@ -126,7 +126,9 @@ fn a_cloudwatch_logs_payload_that_decompresses_past_its_bound_is_rejected_and_th
     let items = read(input.as_bytes());
     assert_eq!(event_ids(&items), ["a"]);
     assert!(
-        items.iter().any(|i| matches!(i, Item::Rejected { reason, .. }
+        items
+            .iter()
+            .any(|i| matches!(i, Item::Rejected { reason, .. }
             if reason.contains("decompresses to more than 16777216 bytes"))),
         "{items:?}"
     );

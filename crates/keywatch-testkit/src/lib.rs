@@ -174,3 +174,67 @@ pub fn corpus(sub: &str) -> std::path::PathBuf {
     );
     p
 }
+
+/// scripts/fault_proxy.py on a free loopback port in front of an AWS endpoint (moto): it
+/// forwards every request, throttles DynamoDB in a fixed pattern, and counts requests by
+/// operation. Stopped when dropped.
+pub struct FaultProxy {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl FaultProxy {
+    /// In front of `upstream`, throttling the first `n` of every `m` DynamoDB requests and,
+    /// from the `outage.0`-th DynamoDB request on, all of them for `outage.1`.
+    pub fn start(upstream: &str, n: u32, m: u32, outage: (u32, std::time::Duration)) -> Self {
+        use std::io::BufRead as _;
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fault_proxy.py");
+        let mut child = std::process::Command::new("python3")
+            .arg(script)
+            .args(["--upstream", upstream, "--throttle", &format!("{n}/{m}")])
+            .args([
+                "--outage",
+                &format!("{}+{}", outage.0, outage.1.as_secs_f64()),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 for scripts/fault_proxy.py");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("proxy stdout");
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("the proxy says where it listens");
+        let port = line
+            .trim()
+            .strip_prefix("listening on ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line from the fault proxy: {line:?}"));
+        FaultProxy { child, port }
+    }
+
+    /// The endpoint URL to give the code under test.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Requests seen so far by operation (`DynamoDB_20120810.PutItem`, `Publish`…), and
+    /// `throttled`.
+    pub fn counts(&self) -> std::collections::BTreeMap<String, u64> {
+        use std::io::{Read as _, Write as _};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("proxy");
+        s.write_all(b"GET /__proxy/counts HTTP/1.1\r\nHost: proxy\r\nConnection: close\r\n\r\n")
+            .expect("ask the proxy");
+        let mut response = String::new();
+        s.read_to_string(&mut response).expect("proxy answer");
+        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("proxy counts {body:?}: {e}"))
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
