@@ -785,7 +785,7 @@ pub fn normalise_record(r: &CloudTrailRecord<'_>) -> Result<Normalised, RecordEr
         // that failed for another reason names no key to keep.
         if error_code.is_none() || rejected_pending_deletion {
             return Err(RecordError::Missing(
-                "the key (resources[].ARN, or a key ARN or ID in requestParameters.keyId)",
+                "key ARN or key ID (in resources[].ARN or requestParameters.keyId)",
             ));
         }
         return untracked();
