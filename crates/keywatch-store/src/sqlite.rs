@@ -39,10 +39,14 @@ CREATE TABLE IF NOT EXISTS alerts (
     severity  TEXT NOT NULL,
     key_arn   TEXT NOT NULL,
     raised_at INTEGER NOT NULL,
-    sent_at   INTEGER, -- NULL while in the outbox
+    sent_at   INTEGER, -- no longer written: the outbox table says what is unsent
     json      TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS alerts_unsent ON alerts (raised_at) WHERE sent_at IS NULL;
+-- The alerts not yet delivered: narrow, so that marking a thousand alerts delivered writes a
+-- few pages (not every page of the alerts, which a full disk may not have room for).
+CREATE TABLE IF NOT EXISTS outbox (
+    alert_id TEXT PRIMARY KEY
+) WITHOUT ROWID;
 "#;
 
 /// keywatch's store in SQLite.
@@ -78,7 +82,27 @@ impl SqliteStore {
     }
 
     fn init(conn: Connection) -> Result<Self, StoreError> {
+        let exists = |name: &str| {
+            conn.query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                [name],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)
+            .map_err(db)
+        };
+        let (had_alerts, had_outbox) = (exists("alerts")?, exists("outbox")?);
         conn.execute_batch(SCHEMA).map_err(db)?;
+        if had_alerts && !had_outbox {
+            // A store from before the outbox table: its unsent alerts move there.
+            conn.execute_batch(
+                "BEGIN;
+                 INSERT OR IGNORE INTO outbox (alert_id) SELECT alert_id FROM alerts WHERE sent_at IS NULL;
+                 DROP INDEX IF EXISTS alerts_unsent;
+                 COMMIT;",
+            )
+            .map_err(db)?;
+        }
         Ok(SqliteStore {
             conn,
             stream_ids: HashMap::new(),
@@ -260,7 +284,8 @@ impl Store for SqliteStore {
         let mut q = self
             .conn
             .prepare_cached(
-                "SELECT json FROM alerts WHERE sent_at IS NULL ORDER BY raised_at, alert_id LIMIT ?1",
+                "SELECT a.json FROM outbox o JOIN alerts a ON a.alert_id = o.alert_id
+                 ORDER BY a.raised_at, a.alert_id LIMIT ?1",
             )
             .map_err(db)?;
         let rows = q
@@ -279,17 +304,31 @@ impl Store for SqliteStore {
         .collect()
     }
 
-    fn mark_sent(&mut self, alert_ids: &[&str], at: Timestamp) -> Result<(), StoreError> {
-        let mut q = self
-            .conn
-            .prepare_cached(
-                "UPDATE alerts SET sent_at = ?2 WHERE alert_id = ?1 AND sent_at IS NULL",
-            )
-            .map_err(db)?;
-        for id in alert_ids {
-            q.execute(params![id, at.millis()]).map_err(db)?;
+    fn mark_sent(&mut self, alert_ids: &[&str], _at: Timestamp) -> Result<(), StoreError> {
+        // One transaction for them all (inside a batch, the batch's).
+        let own = self.conn.is_autocommit();
+        if own {
+            self.conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
         }
-        Ok(())
+        let deleted = (|| {
+            let mut q = self
+                .conn
+                .prepare_cached("DELETE FROM outbox WHERE alert_id = ?1")
+                .map_err(db)?;
+            for id in alert_ids {
+                q.execute([id]).map_err(db)?;
+            }
+            Ok(())
+        })();
+        if own {
+            match &deleted {
+                Ok(()) => self.conn.execute_batch("COMMIT").map_err(db)?,
+                Err(_) => {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                }
+            }
+        }
+        deleted
     }
 
     fn record_alerts(
@@ -306,6 +345,10 @@ impl Store for SqliteStore {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .map_err(db)?;
+            let mut outbox = self
+                .conn
+                .prepare_cached("INSERT OR IGNORE INTO outbox (alert_id) VALUES (?1)")
+                .map_err(db)?;
             for a in alerts {
                 let json = serde_json::to_string(a).map_err(|e| StoreError::Corrupt {
                     what: "alert",
@@ -321,6 +364,9 @@ impl Store for SqliteStore {
                         json
                     ])
                     .map_err(db)?;
+                if n == 1 {
+                    outbox.execute([&a.alert_id]).map_err(db)?;
+                }
                 fresh.push(n == 1);
             }
         }

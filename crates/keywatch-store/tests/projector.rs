@@ -369,6 +369,50 @@ fn raised_alerts_wait_in_the_outbox_until_marked_sent() {
     assert_eq!(left, [unsent[1].clone()]);
 }
 
+/// A store written before the outbox had a table of its own (unsent alerts were those with
+/// no `sent_at`) keeps its unsent alerts when opened by this version.
+#[test]
+fn a_store_from_before_the_outbox_table_keeps_its_unsent_alerts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("old.db");
+    let mut p = Projector::new(
+        SqliteStore::open(&path).expect("store"),
+        AlertConfig::default(),
+    );
+    let out = p
+        .process(
+            &normalised(&[
+                schedule("2026-11-01T00:00:00Z", "sched", 7, None),
+                rejected("Decrypt", "2026-11-01T10:00:00Z", "use-1", APP_ROLE),
+            ]),
+            as_of(),
+        )
+        .expect("batch");
+    let sent = out.alerts[0].alert_id.clone();
+    let unsent = out.alerts[1].alert_id.clone();
+    drop(p);
+    // Back to the old layout: one alert marked sent, the other not, no outbox table.
+    let old = rusqlite::Connection::open(&path).expect("open");
+    old.execute_batch(&format!(
+        "DROP TABLE outbox;
+         UPDATE alerts SET sent_at = 1 WHERE alert_id = '{sent}';
+         CREATE INDEX alerts_unsent ON alerts (raised_at) WHERE sent_at IS NULL;"
+    ))
+    .expect("old layout");
+    drop(old);
+    let p = Projector::new(
+        SqliteStore::open(&path).expect("reopen"),
+        AlertConfig::default(),
+    );
+    let left: Vec<String> = p
+        .unsent(10)
+        .expect("outbox")
+        .into_iter()
+        .map(|a| a.alert_id)
+        .collect();
+    assert_eq!(left, [unsent]);
+}
+
 fn three_records() -> Vec<NormalisedRecord> {
     normalised(&[
         create_key(
