@@ -310,7 +310,16 @@ fn read_plain_limited<R: BufRead>(
         return Err(e);
     }
     if buf.len() <= limit {
-        read_bytes(&buf, name, sink);
+        // Whole files (`{"Records":[…]}`, one pretty-printed record…): the same record limit.
+        let max = limits.max_record_bytes;
+        read_bytes(&buf, name, &mut |item| match item {
+            Item::Record { json, origin } if json.len() > max => sink(reject(
+                format!("record larger than {max} bytes (--max-record-bytes): skipped"),
+                &json.as_bytes()[..json.len().min(1024)],
+                origin,
+            )),
+            other => sink(other),
+        });
         return Ok(());
     }
     // Too large to hold: it must be JSON Lines. Finish the partial last line, then stream.

@@ -134,6 +134,29 @@ fn a_cloudwatch_logs_payload_that_decompresses_past_its_bound_is_rejected_and_th
     );
 }
 
+/// Found by the reader fuzz target: the record limit held for JSON Lines only.
+#[test]
+fn the_record_limit_holds_for_records_inside_whole_files_too() {
+    let big = format!(
+        r#"{{"eventVersion":"1.08","eventID":"big","eventSource":"kms.amazonaws.com","pad":"{}"}}"#,
+        "x".repeat(4096)
+    );
+    let file = format!("{{\"Records\":[{REC_A},{big}]}}");
+    let limits = Limits {
+        max_record_bytes: 2048,
+        ..Limits::default()
+    };
+    let mut items = Vec::new();
+    read_stream_limited(file.as_bytes(), "input", limits, &mut |i| items.push(i))
+        .expect("in-memory read");
+    assert_eq!(event_ids(&items), ["a"]);
+    assert!(
+        items.iter().any(|i| matches!(i, Item::Rejected { reason, origin, .. }
+            if reason.contains("larger than 2048 bytes") && origin.record_index == Some(1))),
+        "{items:?}"
+    );
+}
+
 #[test]
 fn lookup_events_output() {
     let out = serde_json::json!({"Events": [
