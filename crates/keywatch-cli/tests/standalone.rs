@@ -361,6 +361,139 @@ async fn run_on_a_throttled_dynamodb_pages_each_alert_once() {
     );
 }
 
+/// 100 keys, each scheduled for deletion and then used by a few principals: 600 records,
+/// 500 pages, as (eventID, record JSON, message keys).
+fn many_pages() -> Vec<(String, String, Vec<String>)> {
+    let mut out = Vec::new();
+    for k in 0..100 {
+        let key =
+            format!("arn:aws:kms:us-east-1:111122223333:key/{k:08x}-0000-4000-8000-00000000000a");
+        let base = serde_json::json!({"eventVersion": "1.08", "eventSource": "kms.amazonaws.com",
+            "awsRegion": "us-east-1", "recipientAccountId": "111122223333",
+            "resources": [{"type": "AWS::KMS::Key", "ARN": key}]});
+        let mut records = Vec::new();
+        let mut schedule = base.clone();
+        schedule["eventName"] = "ScheduleKeyDeletion".into();
+        schedule["eventTime"] = "2026-11-01T00:00:00Z".into();
+        schedule["eventID"] = format!("kill-s-{k}").into();
+        schedule["userIdentity"] = serde_json::json!({"type": "IAMUser", "arn": "arn:aws:iam::111122223333:user/admin", "accountId": "111122223333"});
+        schedule["requestParameters"] = serde_json::json!({"keyId": key, "pendingWindowInDays": 7});
+        records.push(schedule);
+        for u in 0..5 {
+            let mut r = base.clone();
+            r["eventName"] = "Decrypt".into();
+            r["eventTime"] = format!("2026-11-02T0{u}:00:00Z").into();
+            r["eventID"] = format!("kill-u-{k}-{u}").into();
+            r["userIdentity"] = serde_json::json!({"type": "IAMUser", "arn": format!("arn:aws:iam::111122223333:user/app{u}"), "accountId": "111122223333"});
+            r["errorCode"] = "KMSInvalidStateException".into();
+            r["errorMessage"] = format!("{key} is pending deletion.").into();
+            records.push(r);
+        }
+        for r in records {
+            let json = r.to_string();
+            if let Ok(Normalised::Kms { event_id, events }) = normalise(&json) {
+                out.push((event_id, json, message_keys(&events)));
+            }
+        }
+    }
+    out
+}
+
+/// `kill -9` of `keywatch run` while its pages go out (up to 5 kills, each a fixed delay after
+/// the run's first page), then a run to the end: every page a clean replay raises reaches SNS, and a page goes out
+/// twice at most once per kill (the instant between SNS accepting it and the store recording
+/// that: at least once, as the README's "Reliability" says).
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_of_run_loses_no_page() {
+    let brokers = service("KEYWATCH_TEST_KAFKA");
+    let endpoint = service("KEYWATCH_TEST_AWS_ENDPOINT");
+    let topic = unique("keywatch-kill");
+    let settings = KafkaSettings::plaintext(brokers.clone(), topic.clone());
+    ensure_topic(&settings, 3).await.expect("topic");
+    let records = many_pages();
+    produce(&settings, &records).await;
+    let a = aws(&endpoint).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("k.db").display().to_string();
+    let group = unique("keywatch-kill");
+    let file = dir.path().join("records.jsonl");
+    let lines: Vec<&str> = records.iter().map(|(_, json, _)| json.as_str()).collect();
+    std::fs::write(&file, lines.join("\n")).expect("records file");
+    let replay = Command::new(env!("CARGO_BIN_EXE_keywatch"))
+        .args(["replay", "--in-memory", "--format", "json"])
+        .arg(&file)
+        .output()
+        .expect("replay");
+    let event_driven_ids = |alerts: Vec<serde_json::Value>| -> Vec<String> {
+        alerts
+            .iter()
+            .filter(|a| a["kind"] != "deletion_imminent" && a["kind"] != "deletion_overdue")
+            .filter_map(|a| a["alert_id"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let mut expected = event_driven_ids(
+        String::from_utf8_lossy(&replay.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect(),
+    );
+    expected.sort();
+    assert!(expected.len() >= 500, "{}", expected.len());
+    // Each kill comes this many milliseconds after the run's next page reaches the queue
+    // (joining the group takes seconds; the kills must land while pages go out).
+    let kills = [150u64, 400, 50, 700, 250];
+    let mut paged_so_far: Vec<serde_json::Value> = Vec::new();
+    let mut progress = Vec::new();
+    for after in kills {
+        if paged_so_far.len() >= expected.len() {
+            break;
+        }
+        let mut child = keywatch_command(&brokers, &topic, &group, &db, &a.topic_arn, &endpoint)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("keywatch run");
+        let waiting = std::time::Instant::now();
+        loop {
+            let got = pages(&a).await;
+            let any = !got.is_empty();
+            paged_so_far.extend(got);
+            if any || waiting.elapsed() > std::time::Duration::from_secs(30) {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(after)).await;
+        child.kill().expect("kill -9");
+        child.wait().expect("reaped");
+        paged_so_far.extend(pages(&a).await);
+        progress.push(paged_so_far.len());
+    }
+    let out = tokio::task::block_in_place(|| {
+        keywatch_run(&brokers, &topic, &group, &db, &a.topic_arn, &endpoint)
+    });
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    assert!(
+        progress.iter().any(|n| *n > 0 && *n < expected.len()),
+        "a kill landed while pages were going out: pages after each kill {progress:?}"
+    );
+    paged_so_far.extend(pages(&a).await);
+    let mut paged = event_driven_ids(paged_so_far);
+    let n = paged.len();
+    paged.sort();
+    paged.dedup();
+    assert_eq!(paged, expected, "every page, after {} kills", kills.len());
+    assert!(
+        n - paged.len() <= kills.len(),
+        "{} pages went out twice",
+        n - paged.len()
+    );
+}
+
 /// A tansu broker of this test's own on a free loopback port (memory storage: a restart
 /// forgets every record and offset, as a lost broker would).
 struct OwnBroker {

@@ -151,7 +151,9 @@ fn the_record_limit_holds_for_records_inside_whole_files_too() {
         .expect("in-memory read");
     assert_eq!(event_ids(&items), ["a"]);
     assert!(
-        items.iter().any(|i| matches!(i, Item::Rejected { reason, origin, .. }
+        items
+            .iter()
+            .any(|i| matches!(i, Item::Rejected { reason, origin, .. }
             if reason.contains("larger than 2048 bytes") && origin.record_index == Some(1))),
         "{items:?}"
     );
