@@ -26,10 +26,20 @@ KW=$(measure keywatch ./target/release/keywatch replay --db bench/corpus/bench.d
 ZC=$(measure zcat sh -c "zcat $CORPUS/*.json.gz")
 DQ=$(measure duckdb "$VENV/bin/python" bench/duckdb_query.py "$CORPUS")
 
-python3 - "$RECORDS" "$FILES" "$BYTES" "$KW" "$ZC" "$DQ" <<'PY'
+# Memory as the input grows: the same replay on SCALE times the corpus (generated alike).
+SCALE=${SCALE:-10}
+BIG=bench/corpus/$((RECORDS * SCALE))
+if [ ! -d "$BIG" ]; then python3 bench/gen.py "$BIG" $((RECORDS * SCALE)); fi
+rm -f bench/corpus/big.db*
+KWB=$(measure "keywatch-${SCALE}x" ./target/release/keywatch replay --db bench/corpus/big.db --as-of 2026-12-01T00:00:00Z --format json "$BIG")
+STORE=$(du -cb bench/corpus/bench.db* | tail -1 | cut -f1)
+
+python3 - "$RECORDS" "$FILES" "$BYTES" "$SCALE" "$STORE" "$KWB" "$KW" "$ZC" "$DQ" <<'PY'
 import sys
 records, files, size = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-rows = [s.split() for s in sys.argv[4:]]
+scale, store = int(sys.argv[4]), int(sys.argv[5])
+big = sys.argv[6].split()
+rows = [s.split() for s in sys.argv[7:]]
 base = {r[0]: float(r[1]) for r in rows}
 print(f"corpus: {records:,} records in {files} files, {size/2**20:.0f} MiB gzip")
 print(f"{'tool':<10} {'seconds':>8} {'records/s':>12} {'peak RSS':>10}  ratio to keywatch")
@@ -38,4 +48,9 @@ for name, secs, rss in rows:
     print(f"{name:<10} {secs:8.2f} {records/secs:12,.0f} {int(rss)/1024:8.0f} MiB  {secs/base['keywatch']:.2f}x")
 print(f"keywatch vs zcat: {base['zcat']/base['keywatch']:.2f} (>= 1 means keywatch is no slower than zcat alone)")
 print(f"keywatch vs DuckDB: {base['duckdb']/base['keywatch']:.2f}x faster")
+rss1 = int(rows[0][2]) / 1024
+rssn = int(big[2]) / 1024
+print(f"peak RSS of replay: {rss1:.0f} MiB for {records:,} records, {rssn:.0f} MiB for {records*scale:,} "
+      f"({scale}x the input): {rssn/rss1:.2f}x the memory (1.00 is flat)")
+print(f"store on disk: {store/2**20:.0f} MiB for {size/2**20:.0f} MiB of gzip input ({store/size:.2f}x)")
 PY
