@@ -494,11 +494,14 @@ async fn kill_9_of_run_loses_no_page() {
     );
 }
 
-/// A tansu broker of this test's own on a free loopback port (memory storage: a restart
-/// forgets every record and offset, as a lost broker would).
+/// A tansu broker of this test's own on a free loopback port, its log in a bucket of the moto
+/// server (tansu's S3 storage), so that a restart keeps records and committed offsets.
 struct OwnBroker {
     port: u16,
     child: Option<std::process::Child>,
+    /// The moto server's bucket (KEYWATCH_TEST_AWS_ENDPOINT) holding the log, which so
+    /// survives a restart, as a Kafka broker's log does.
+    bucket: String,
 }
 
 impl OwnBroker {
@@ -519,12 +522,33 @@ impl OwnBroker {
         path
     }
 
+    /// A broker whose log is kept in a new bucket of the moto server.
     fn start() -> Self {
+        use std::io::{Read as _, Write as _};
+        let endpoint = service("KEYWATCH_TEST_AWS_ENDPOINT");
+        let bucket = unique("tansu-log");
+        let mut s =
+            std::net::TcpStream::connect(endpoint.trim_start_matches("http://")).expect("moto");
+        write!(
+            s,
+            "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .expect("create bucket");
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).expect("moto answer");
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "bucket {bucket}: {answer}"
+        );
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let mut b = OwnBroker { port, child: None };
+        let mut b = OwnBroker {
+            port,
+            child: None,
+            bucket,
+        };
         b.restart();
         b
     }
@@ -543,16 +567,23 @@ impl OwnBroker {
     fn restart(&mut self) {
         self.stop();
         let url = format!("tcp://{}", self.addr());
+        let mut command = Command::new(Self::binary());
+        command.args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ]);
+        command
+            .args(["--storage-engine", &format!("s3://{}/", self.bucket)])
+            .env("AWS_ENDPOINT", service("KEYWATCH_TEST_AWS_ENDPOINT"))
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_DEFAULT_REGION", "us-east-1");
         self.child = Some(
-            Command::new(Self::binary())
-                .args([
-                    "broker",
-                    "--listener-url",
-                    &url,
-                    "--advertised-listener-url",
-                    &url,
-                ])
-                .args(["--storage-engine", "memory://tansu/"])
+            command
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .spawn()
@@ -577,9 +608,11 @@ impl Drop for OwnBroker {
 /// `keywatch run` rides out a broker restart: it keeps polling, rejoins its group, and pages
 /// exactly what a clean replay of the same records raises.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "flaky: passes alone (3 of 3 here) but fails about 2 runs in 3 beside the other \
-            tests, when tansu (memory storage, so a restart forgets the log and the group) \
-            comes back; kept to finish, run with `cargo test -- --ignored`"]
+#[ignore = "open defect: with the log kept across the restart (tansu on S3 storage in moto; a \
+            fresh consumer group reads back all 103 records, offsets 0-102), the run pages 15 \
+            of the 16 event-driven alerts: the deletion_scheduled of key 6666ffff… is missing. \
+            Replaying the same records split in two at any point does not lose it, so the \
+            cause lies in how run batches or rejoins after the outage; run with --ignored"]
 async fn run_rides_out_a_broker_restart() {
     use std::io::BufRead as _;
     let mut broker = OwnBroker::start();
@@ -630,17 +663,13 @@ async fn run_rides_out_a_broker_restart() {
     rx.recv_timeout(std::time::Duration::from_secs(60))
         .expect("a first alert from the first half");
     std::thread::sleep(std::time::Duration::from_secs(2));
-    // …then the broker goes away and comes back. tansu keeps its log in memory only, so it
-    // comes back empty, having forgotten the group, its member and its offsets: the records
-    // are produced again, with the second half. The run must not exit, must join the group
-    // afresh and page what a clean replay raises, each alert once.
+    // …then the broker goes away for a few seconds and comes back with its log; the second
+    // half is produced. The run must not exit, must carry on (or rejoin its group) and page
+    // what a clean replay raises, each alert once.
     broker.stop();
     std::thread::sleep(std::time::Duration::from_secs(3));
     broker.restart();
-    ensure_topic(&settings, 1)
-        .await
-        .expect("topic after the restart");
-    produce(&settings, &records).await;
+    produce(&settings, &records[half..]).await;
     let out = tokio::task::block_in_place(|| run.wait_with_output()).expect("run exits when idle");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
