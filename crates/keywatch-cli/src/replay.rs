@@ -72,18 +72,7 @@ struct FileResult {
 fn read_file(path: &std::path::Path, limits: Limits) -> FileResult {
     let mut out = FileResult::default();
     let result = read_path_limited(path, limits, &mut |item| match item {
-        Item::Record { json, origin } if json.len() > limits.max_record_bytes => {
-            out.records += 1;
-            let preview: String = json.chars().take(1024).collect();
-            out.rejected.push(Rejection::new(
-                format!(
-                    "record larger than {} bytes (--max-record-bytes): skipped",
-                    limits.max_record_bytes
-                ),
-                origin,
-                preview,
-            ));
-        }
+        // Records over --max-record-bytes come as rejections from the reader, in every shape.
         Item::Record { json, origin } => {
             out.records += 1;
             match normalise(&json) {
