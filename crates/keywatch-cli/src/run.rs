@@ -216,6 +216,15 @@ async fn consume<S: Store>(
             }
             let outcome =
                 retry_store("projecting a batch", || projector.process(&records, now)).await?;
+            tracing::debug!(
+                records = batch.len(),
+                first = ?batch.first().map(|c| (c.partition, c.offset)),
+                last = ?batch.last().map(|c| (c.partition, c.offset)),
+                new = outcome.new_records,
+                duplicates = outcome.duplicate_records,
+                alerts = outcome.alerts.len(),
+                "batch projected"
+            );
             alerts.extend(outcome.alerts);
         }
         // Time-driven alerts: every --sweep-minutes, and as soon as a backlog is caught up.
