@@ -137,7 +137,18 @@ async fn consume<S: Store>(
         .zip(sdk)
         .map(|(_, sdk)| Metrics::new(sdk));
     ensure_topic(settings, 6).await?;
-    let mut consumer = EventLogConsumer::new(settings, &opts.group)?;
+    // One static member id for this process, kept by every client it creates: unique to the
+    // process (pid and start time), so that two runs never fence each other.
+    let instance_id = format!(
+        "keywatch-run-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    );
+    let mut consumer =
+        EventLogConsumer::with_instance_id(settings, &opts.group, Some(&instance_id))?;
     let stdout = std::io::stdout();
     let started = Instant::now();
     let mut last_record = Instant::now();
@@ -159,10 +170,11 @@ async fn consume<S: Store>(
                 backoff = (backoff * 2).clamp(Duration::from_millis(500), Duration::from_secs(30));
                 tracing::warn!(brokers = %opts.brokers, error = %e, retry_in = ?backoff, "event log unavailable; retrying");
                 tokio::time::sleep(backoff).await;
-                // A new client joins the group afresh: after a broker restart the old one may
-                // hold a member id and a position the broker no longer knows. Offsets come
-                // from the group (records read again are ignored by the store).
-                match EventLogConsumer::new(settings, &opts.group) {
+                // A new client: after a broker restart the old one may never get through again.
+                // It takes the old one's place as the same static member, and reads on from the
+                // group's offsets (records read again are ignored by the store).
+                match EventLogConsumer::with_instance_id(settings, &opts.group, Some(&instance_id))
+                {
                     Ok(fresh) => consumer = fresh,
                     Err(e) => tracing::warn!(error = %e, "cannot create a new consumer yet"),
                 }

@@ -262,9 +262,23 @@ pub struct EventLogConsumer {
 impl EventLogConsumer {
     /// Joins `group` and subscribes to the settings' topic.
     pub fn new(settings: &KafkaSettings, group: &str) -> Result<Self, KafkaError> {
+        Self::with_instance_id(settings, group, None)
+    }
+
+    /// [`Self::new`] as a static member of the group (`group.instance.id`): a client created
+    /// again with the same id (after a broker restart) takes the place of the one before at
+    /// once, instead of joining while the group waits for a member that will never rejoin.
+    pub fn with_instance_id(
+        settings: &KafkaSettings,
+        group: &str,
+        instance_id: Option<&str>,
+    ) -> Result<Self, KafkaError> {
         use rdkafka::consumer::Consumer;
-        let consumer: rdkafka::consumer::BaseConsumer = settings
-            .client_config()
+        let mut config = settings.client_config();
+        if let Some(id) = instance_id {
+            config.set("group.instance.id", id);
+        }
+        let consumer: rdkafka::consumer::BaseConsumer = config
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
