@@ -13,9 +13,8 @@ use std::process::Command;
 
 /// The bundled samples as (eventID, record JSON, message keys).
 fn sample_records() -> Vec<(String, String, Vec<String>)> {
-    let samples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../samples");
     let mut out = Vec::new();
-    for f in expand_paths(&[samples]).expect("samples") {
+    for f in expand_paths(&[samples_dir()]).expect("samples") {
         read_path(&f, &mut |item| {
             if let Item::Record { json, .. } = item {
                 if let Ok(Normalised::Kms { event_id, events }) = normalise(&json) {
@@ -288,22 +287,41 @@ async fn run_on_dynamodb_pages_the_same() {
     );
 }
 
-/// The alert IDs a clean replay of the samples raises, but for the clock-driven ones.
-fn replayed_alert_ids() -> Vec<String> {
-    let samples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../samples");
-    let replay = Command::new(env!("CARGO_BIN_EXE_keywatch"))
-        .args(["replay", "--in-memory", "--format", "json"])
-        .arg(samples)
-        .output()
-        .expect("replay");
-    let mut ids: Vec<String> = String::from_utf8_lossy(&replay.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+/// The IDs of the alerts that do not depend on the clock (not deletion_imminent or
+/// deletion_overdue), in the order given.
+fn event_driven_ids<'a>(alerts: impl IntoIterator<Item = &'a serde_json::Value>) -> Vec<String> {
+    alerts
+        .into_iter()
         .filter(|a| a["kind"] != "deletion_imminent" && a["kind"] != "deletion_overdue")
         .filter_map(|a| a["alert_id"].as_str().map(str::to_owned))
-        .collect();
+        .collect()
+}
+
+/// Alert JSON lines, parsed.
+fn alert_lines<S: AsRef<str>>(lines: impl IntoIterator<Item = S>) -> Vec<serde_json::Value> {
+    lines
+        .into_iter()
+        .filter_map(|l| serde_json::from_str(l.as_ref()).ok())
+        .collect()
+}
+
+/// The event-driven alert IDs a clean replay of `input` raises, sorted.
+fn replayed_alert_ids(input: &std::path::Path) -> Vec<String> {
+    let replay = Command::new(env!("CARGO_BIN_EXE_keywatch"))
+        .args(["replay", "--in-memory", "--format", "json"])
+        .arg(input)
+        .output()
+        .expect("replay");
+    let mut ids = event_driven_ids(&alert_lines(
+        String::from_utf8_lossy(&replay.stdout).lines(),
+    ));
     ids.sort();
     ids
+}
+
+/// The bundled samples.
+fn samples_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../samples")
 }
 
 /// DynamoDB throttling, from a proxy in front of moto that answers
@@ -356,7 +374,7 @@ async fn run_on_a_throttled_dynamodb_pages_each_alert_once() {
     paged.sort();
     assert_eq!(
         paged,
-        replayed_alert_ids(),
+        replayed_alert_ids(&samples_dir()),
         "requests: {counts:?}\n{stderr}"
     );
 }
@@ -419,25 +437,7 @@ async fn kill_9_of_run_loses_no_page() {
     let file = dir.path().join("records.jsonl");
     let lines: Vec<&str> = records.iter().map(|(_, json, _)| json.as_str()).collect();
     std::fs::write(&file, lines.join("\n")).expect("records file");
-    let replay = Command::new(env!("CARGO_BIN_EXE_keywatch"))
-        .args(["replay", "--in-memory", "--format", "json"])
-        .arg(&file)
-        .output()
-        .expect("replay");
-    let event_driven_ids = |alerts: Vec<serde_json::Value>| -> Vec<String> {
-        alerts
-            .iter()
-            .filter(|a| a["kind"] != "deletion_imminent" && a["kind"] != "deletion_overdue")
-            .filter_map(|a| a["alert_id"].as_str().map(str::to_owned))
-            .collect()
-    };
-    let mut expected = event_driven_ids(
-        String::from_utf8_lossy(&replay.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect(),
-    );
-    expected.sort();
+    let expected = replayed_alert_ids(&file);
     assert!(expected.len() >= 500, "{}", expected.len());
     // Each kill comes this many milliseconds after the run's next page reaches the queue
     // (joining the group takes seconds; the kills must land while pages go out).
@@ -482,7 +482,7 @@ async fn kill_9_of_run_loses_no_page() {
         "a kill landed while pages were going out: pages after each kill {progress:?}"
     );
     paged_so_far.extend(pages(&a).await);
-    let mut paged = event_driven_ids(paged_so_far);
+    let mut paged = event_driven_ids(&paged_so_far);
     let n = paged.len();
     paged.sort();
     paged.dedup();
@@ -676,27 +676,10 @@ async fn run_rides_out_a_broker_restart() {
         "run must not exit on the outage: {stderr}"
     );
     let printed = reader.join().expect("stdout reader");
-    let mut paged: Vec<String> = printed
-        .iter()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|a| a["kind"] != "deletion_imminent" && a["kind"] != "deletion_overdue")
-        .filter_map(|a| a["alert_id"].as_str().map(str::to_owned))
-        .collect();
+    let mut paged = event_driven_ids(&alert_lines(&printed));
     paged.sort();
     // The reference: a clean replay of the same records.
-    let samples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../samples");
-    let replay = Command::new(env!("CARGO_BIN_EXE_keywatch"))
-        .args(["replay", "--in-memory", "--format", "json"])
-        .arg(samples)
-        .output()
-        .expect("replay");
-    let mut expected: Vec<String> = String::from_utf8_lossy(&replay.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|a| a["kind"] != "deletion_imminent" && a["kind"] != "deletion_overdue")
-        .filter_map(|a| a["alert_id"].as_str().map(str::to_owned))
-        .collect();
-    expected.sort();
+    let expected = replayed_alert_ids(&samples_dir());
     assert_eq!(
         paged, expected,
         "pages after the restart: {stderr}\nprinted: {printed:?}"
