@@ -24,7 +24,7 @@ fn samples() -> Vec<NormalisedRecord> {
         read_path(&f, &mut |item| {
             if let Item::Record { json, .. } = item {
                 if let Ok(Normalised::Kms { event_id, events }) = normalise(&json) {
-                    out.push(NormalisedRecord::new(event_id, json, events));
+                    out.push(NormalisedRecord::new(event_id, &json, events));
                 }
             }
         })

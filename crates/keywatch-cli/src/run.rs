@@ -202,14 +202,14 @@ async fn consume<S: Store>(
                 // Not UTF-8 is not a CloudTrail record: rejected, as the projector function
                 // does, rather than read lossily.
                 let json = match std::str::from_utf8(&c.payload) {
-                    Ok(json) => json.to_owned(),
+                    Ok(json) => json,
                     Err(e) => {
                         counts.records_rejected += 1;
                         tracing::warn!(partition = c.partition, offset = c.offset, reason = %e, "record rejected: not UTF-8");
                         continue;
                     }
                 };
-                match normalise(&json) {
+                match normalise(json) {
                     Ok(Normalised::Kms { event_id, events }) => {
                         records.push(NormalisedRecord::new(event_id, json, events))
                     }

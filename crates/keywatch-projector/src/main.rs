@@ -49,7 +49,7 @@ async fn handle(f: &Function, event: KafkaEvent) -> Result<Outcome, Error> {
                 .and_then(|v| String::from_utf8(v.unwrap_or_default()).map_err(|e| e.to_string()));
             match decoded.map(|json| (normalise(&json), json)) {
                 Ok((Ok(Normalised::Kms { event_id, events }), json)) => {
-                    records.push(NormalisedRecord::new(event_id, json, events))
+                    records.push(NormalisedRecord::new(event_id, &json, events))
                 }
                 Ok((Ok(_), _)) => {
                     skipped += 1;

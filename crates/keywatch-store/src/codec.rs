@@ -1,5 +1,6 @@
 //! How a CloudTrail record is kept in the event log: raw deflate with a preset dictionary of
-//! the text every KMS record shares, about 4× smaller than the JSON. The first byte names
+//! the text every KMS record shares, about 4× smaller than the JSON. (The DynamoDB store
+//! keeps timelines' JSON this way too.) The first byte names
 //! the format, so that stored records stay readable when a better one is added.
 
 use crate::StoreError;
@@ -52,7 +53,11 @@ fn deflate(c: &mut Compress, mut input: &[u8]) -> Option<Vec<u8>> {
             .compress_vec(input, &mut out, FlushCompress::Finish)
             .ok()?
         {
-            Status::StreamEnd => return Some(out),
+            Status::StreamEnd => {
+                // A batch holds many of these: keep no spare capacity.
+                out.shrink_to_fit();
+                return Some(out);
+            }
             _ => input = &input[(c.total_in() - before) as usize..],
         }
     }
