@@ -4,7 +4,8 @@
 //! |---|---|---|
 //! | a CloudTrail record (encoded) | `rec#<eventID>` | `rec` |
 //! | a stream entry | `stream#<stream>` | `<eventTime ms, 15 digits>#<eventID>` |
-//! | a timeline (JSON, `version`) | `key#<arn>` | `timeline` |
+//! | a timeline (encoded JSON, `version`, `parts`) | `key#<arn>` | `timeline` |
+//! | the rest of a large timeline | `key#<arn>` | `timeline#<version, 12 digits>#<writer>#<part, 4 digits>` |
 //! | the key list | `keys` | `<arn>` |
 //! | keys by key ID | `keyid#<id>` | `<arn>` |
 //! | keys pending deletion | `pending` | `<arn>` |
@@ -27,7 +28,9 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 use keywatch_core::{Alert, KeyArn, KeyState, KeyStoreRef, KeyTimeline, Timestamp};
-use keywatch_store::{decode_record, KeySummary, RecordToAppend, Store, StoreError, StreamId};
+use keywatch_store::{
+    decode_record, encode_record, KeySummary, RecordToAppend, Store, StoreError, StreamId,
+};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
@@ -39,8 +42,9 @@ pub struct DynamoStore {
     client: Client,
     table: String,
     runtime: tokio::runtime::Handle,
-    /// The `version` of each timeline as last read or written.
-    versions: Mutex<HashMap<String, i64>>,
+    /// The `version` of each timeline as last read or written, and where its parts beyond
+    /// the head are.
+    versions: Mutex<HashMap<String, (i64, TimelineParts)>>,
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -107,6 +111,51 @@ async fn put_item(
         Err(e) => Err(err(e)),
     }
 }
+
+/// DynamoDB refuses an item over 400 KB (names and values together), and a busy key's
+/// timeline is larger than that as JSON even encoded: its encoded body is kept in parts of at
+/// most this many bytes, the first in the `timeline` item, the rest in items of their own.
+const TIMELINE_PART_BYTES: usize = 300 * 1024;
+
+/// Where the parts of one saved timeline are: their sort keys' prefix, unique to the writer
+/// and version (two writers racing for one version must not write over each other's parts),
+/// and how many there are.
+#[derive(Clone, Debug, Default)]
+struct TimelineParts {
+    prefix: String,
+    count: usize,
+}
+
+impl TimelineParts {
+    /// Parts for a new version, written by this process.
+    fn new(version: i64, count: usize) -> Self {
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        TimelineParts {
+            prefix: format!(
+                "timeline#{version:012}#{:x}-{nanos:x}-{n:x}#",
+                std::process::id()
+            ),
+            count,
+        }
+    }
+
+    /// The sort key of part `i` (from 1).
+    fn sk(&self, i: usize) -> String {
+        format!("{}{i:04}", self.prefix)
+    }
+
+    fn sort_keys(&self) -> impl Iterator<Item = String> + '_ {
+        (1..=self.count).map(|i| self.sk(i))
+    }
+}
+
+/// How often a timeline is read again when its parts changed under the reader (a writer
+/// saved a newer version between the head and the parts).
+const TIMELINE_READ_ATTEMPTS: usize = 3;
 
 /// Records appended at once: a batch of 10,000 would take minutes one request at a time.
 const APPEND_CONCURRENCY: usize = 64;
@@ -267,6 +316,42 @@ impl DynamoStore {
         Ok(out.item().is_some_and(|i| i.contains_key("sent_at")))
     }
 
+    /// The parts beyond the head of a timeline whose sort keys begin with `prefix`, in order.
+    fn timeline_parts(&self, pk: &str, prefix: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.block(async {
+            let mut out = Vec::new();
+            let mut start: Option<Item> = None;
+            loop {
+                let page = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                    .expression_attribute_values(":pk", s(pk))
+                    .expression_attribute_values(":prefix", s(prefix))
+                    .consistent_read(true)
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(err)?;
+                for item in page.items() {
+                    let body = item
+                        .get("body")
+                        .and_then(|b| b.as_b().ok())
+                        .ok_or_else(|| StoreError::Corrupt {
+                            what: "timeline part",
+                            reason: format!("{pk}: no body"),
+                        })?;
+                    out.push(body.as_ref().to_vec());
+                }
+                match page.last_evaluated_key() {
+                    Some(k) => start = Some(k.clone()),
+                    None => return Ok(out),
+                }
+            }
+        })
+    }
+
     fn arns(&self, pk: &str) -> Result<Vec<KeyArn>, StoreError> {
         self.query(pk, None)?
             .iter()
@@ -421,61 +506,129 @@ impl Store for DynamoStore {
     }
 
     fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, StoreError> {
-        let out = self
-            .block(
-                self.client
-                    .get_item()
-                    .table_name(&self.table)
-                    .key("pk", s(format!("key#{key}")))
-                    .key("sk", s("timeline"))
-                    .consistent_read(true)
-                    .send(),
-            )
-            .map_err(err)?;
-        let Some(item) = out.item() else {
-            return Ok(None);
-        };
-        let version = number(item, "version").unwrap_or(0);
-        self.versions
-            .lock()
-            .map_err(db)?
-            .insert(key.to_string(), version);
-        let json = text(item, "json").unwrap_or_default();
-        serde_json::from_str(json)
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt {
-                what: "timeline",
-                reason: e.to_string(),
-            })
+        let pk = format!("key#{key}");
+        for _ in 0..TIMELINE_READ_ATTEMPTS {
+            let out = self
+                .block(
+                    self.client
+                        .get_item()
+                        .table_name(&self.table)
+                        .key("pk", s(&pk))
+                        .key("sk", s("timeline"))
+                        .consistent_read(true)
+                        .send(),
+                )
+                .map_err(err)?;
+            let Some(item) = out.item() else {
+                return Ok(None);
+            };
+            let version = number(item, "version").unwrap_or(0);
+            let parts = TimelineParts {
+                prefix: text(item, "parts_prefix").unwrap_or_default().to_owned(),
+                count: number(item, "parts").unwrap_or(0).max(0) as usize,
+            };
+            let json = match (
+                text(item, "json"),
+                item.get("body").and_then(|b| b.as_b().ok()),
+            ) {
+                // Written before timelines were encoded.
+                (Some(json), _) => json.to_owned(),
+                (None, Some(head)) => {
+                    let mut body = head.as_ref().to_vec();
+                    let rest = if parts.count == 0 {
+                        Vec::new()
+                    } else {
+                        self.timeline_parts(&pk, &parts.prefix)?
+                    };
+                    if rest.len() != parts.count {
+                        continue; // a newer version replaced these parts meanwhile
+                    }
+                    for part in rest {
+                        body.extend_from_slice(&part);
+                    }
+                    decode_record(&body)?
+                }
+                (None, None) => {
+                    return Err(StoreError::Corrupt {
+                        what: "timeline",
+                        reason: format!("{key}: no body"),
+                    })
+                }
+            };
+            self.versions
+                .lock()
+                .map_err(db)?
+                .insert(key.to_string(), (version, parts));
+            return serde_json::from_str(&json)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt {
+                    what: "timeline",
+                    reason: e.to_string(),
+                });
+        }
+        Err(StoreError::Corrupt {
+            what: "timeline",
+            reason: format!("{key}: its parts kept changing while read"),
+        })
     }
 
     fn save_timelines(&mut self, timelines: &[&KeyTimeline]) -> Result<(), StoreError> {
         for t in timelines {
             let arn_text = t.key_arn.to_string();
-            let known = self.versions.lock().map_err(db)?.get(&arn_text).copied();
+            let pk = format!("key#{arn_text}");
+            let known = self.versions.lock().map_err(db)?.get(&arn_text).cloned();
             let json = serde_json::to_string(t).map_err(|e| StoreError::Corrupt {
                 what: "timeline",
                 reason: e.to_string(),
             })?;
-            let version = known.unwrap_or(0) + 1;
+            let body = encode_record(&json);
+            let mut chunks = body.chunks(TIMELINE_PART_BYTES);
+            let head = chunks.next().unwrap_or_default();
+            let rest: Vec<&[u8]> = chunks.collect();
+            let version = known.as_ref().map_or(0, |(v, _)| *v) + 1;
+            let parts = TimelineParts::new(version, rest.len());
+            // The parts first, under sort keys of their own: readers look for them only once
+            // the head names them.
+            for (i, part) in rest.iter().enumerate() {
+                self.put(
+                    [
+                        ("pk".to_owned(), s(&pk)),
+                        ("sk".to_owned(), s(parts.sk(i + 1))),
+                        ("body".to_owned(), AttributeValue::B(part.to_vec().into())),
+                    ]
+                    .into(),
+                    None,
+                )?;
+            }
             let item: Item = [
-                ("pk".to_owned(), s(format!("key#{arn_text}"))),
+                ("pk".to_owned(), s(&pk)),
                 ("sk".to_owned(), s("timeline")),
-                ("json".to_owned(), s(json)),
+                ("body".to_owned(), AttributeValue::B(head.to_vec().into())),
+                ("parts".to_owned(), n(rest.len() as i64)),
+                ("parts_prefix".to_owned(), s(&parts.prefix)),
                 ("version".to_owned(), n(version)),
             ]
             .into();
-            let condition = match known {
-                Some(v) => ("version = :v", [(":v".to_owned(), n(v))].into()),
+            let condition = match &known {
+                Some((v, _)) => ("version = :v", [(":v".to_owned(), n(*v))].into()),
                 None => ("attribute_not_exists(pk)", Item::new()),
             };
             if !self.put(item, Some(condition))? {
+                // Another writer's version stands: this one's parts are nobody's.
+                for sk in parts.sort_keys() {
+                    self.delete(&pk, &sk)?;
+                }
                 return Err(StoreError::Conflict(format!("timeline of {arn_text}")));
             }
             self.versions
                 .lock()
                 .map_err(db)?
-                .insert(arn_text.clone(), version);
+                .insert(arn_text.clone(), (version, parts));
+            if let Some((_, old)) = known {
+                for sk in old.sort_keys() {
+                    self.delete(&pk, &sk)?;
+                }
+            }
 
             // The indexes.
             let mut summary: Item = [

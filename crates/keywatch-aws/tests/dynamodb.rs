@@ -149,3 +149,114 @@ async fn a_timeline_saved_by_another_writer_is_a_conflict() {
         "a read a version b replaced"
     );
 }
+
+/// A key pending deletion that a thousand callers keep trying, each in a minute of its own:
+/// its timeline (a page bucket and a usage roll-up per caller) is far over DynamoDB's 400 KB
+/// item limit as JSON. It must still be saved and read back whole, or the projector stops on
+/// exactly the key that needs paging.
+fn busy_pending_key(callers: usize) -> (KeyArn, Vec<NormalisedRecord>) {
+    let key = "arn:aws:kms:us-east-1:111122223333:key/0b5e55ed-1111-4222-8333-444455556666";
+    let base = serde_json::json!({"eventVersion": "1.08", "eventSource": "kms.amazonaws.com",
+        "awsRegion": "us-east-1", "recipientAccountId": "111122223333",
+        "resources": [{"type": "AWS::KMS::Key", "ARN": key}]});
+    let mut lines = Vec::new();
+    let mut schedule = base.clone();
+    schedule["eventName"] = "ScheduleKeyDeletion".into();
+    schedule["eventTime"] = "2026-11-01T00:00:00Z".into();
+    schedule["eventID"] = "schedule-busy".into();
+    schedule["userIdentity"] = serde_json::json!({"type": "IAMUser",
+        "arn": "arn:aws:iam::111122223333:user/admin", "accountId": "111122223333"});
+    schedule["requestParameters"] = serde_json::json!({"keyId": key, "pendingWindowInDays": 30});
+    lines.push(schedule);
+    // A cheap deterministic scramble, so that the callers' names do not compress away.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut scramble = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for i in 0..callers {
+        let mut r = base.clone();
+        let (day, minute) = (2 + i / 1440, i % 1440);
+        r["eventName"] = "Decrypt".into();
+        r["eventTime"] =
+            format!("2026-11-{day:02}T{:02}:{:02}:00Z", minute / 60, minute % 60).into();
+        r["eventID"] = format!("use-{i}-{:016x}", scramble()).into();
+        r["userIdentity"] = serde_json::json!({"type": "AssumedRole",
+            "arn": format!("arn:aws:sts::111122223333:assumed-role/app-{:016x}/s-{:016x}", scramble(), scramble()),
+            "accountId": "111122223333"});
+        r["sourceIPAddress"] =
+            format!("10.{}.{}.{}", i % 250, (i / 250) % 250, scramble() % 250).into();
+        r["userAgent"] = format!("aws-sdk-go/{:x}", scramble()).into();
+        r["errorCode"] = "KMSInvalidStateException".into();
+        r["errorMessage"] = format!("{key} is pending deletion.").into();
+        lines.push(r);
+    }
+    let records = lines
+        .iter()
+        .map(|r| {
+            let json = r.to_string();
+            match normalise(&json) {
+                Ok(Normalised::Kms { event_id, events }) => {
+                    NormalisedRecord::new(event_id, &json, events)
+                }
+                other => panic!("not a tracked KMS record: {other:?}"),
+            }
+        })
+        .collect();
+    (KeyArn::parse(key).expect("arn"), records)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_timeline_over_dynamodbs_item_limit_is_saved_and_read_back_whole() {
+    let config = moto().await;
+    let table = table(&config).await;
+    let (key, records) = busy_pending_key(3_000);
+    let mut timeline = keywatch_core::KeyTimeline::new(key.clone());
+    for r in &records {
+        for e in &r.events {
+            timeline.apply(e);
+        }
+    }
+    let json = serde_json::to_string(&timeline).expect("json");
+    let encoded = keywatch_store::encode_record(&json).len();
+    assert!(
+        encoded > 400 * 1024,
+        "the test needs a timeline over 400 KB even encoded: {encoded} bytes ({} as JSON)",
+        json.len()
+    );
+
+    let mut store = DynamoStore::new(&config, &table).expect("store");
+    store.save_timelines(&[&timeline]).expect("saved");
+    let fresh = DynamoStore::new(&config, &table).expect("another reader");
+    let back = fresh.load_timeline(&key).expect("read").expect("stored");
+    assert_eq!(back, timeline, "read back whole");
+
+    // Saved again (it grows), and again by a writer that read it: versions still hold.
+    let mut writer = DynamoStore::new(&config, &table).expect("writer");
+    let mut grown = writer.load_timeline(&key).expect("read").expect("stored");
+    let more = busy_pending_key(3_500).1;
+    for r in &more[3_001..] {
+        for e in &r.events {
+            grown.apply(e);
+        }
+    }
+    writer.save_timelines(&[&grown]).expect("saved again");
+    assert_eq!(
+        fresh.load_timeline(&key).expect("read").expect("stored"),
+        grown
+    );
+    assert!(
+        matches!(
+            store.save_timelines(&[&timeline]),
+            Err(StoreError::Conflict(_))
+        ),
+        "a writer that read the older version conflicts"
+    );
+    assert_eq!(
+        fresh.load_timeline(&key).expect("read").expect("stored"),
+        grown,
+        "a conflicting write leaves the saved timeline as it was"
+    );
+}
