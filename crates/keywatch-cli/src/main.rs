@@ -7,7 +7,7 @@ mod replay;
 mod run;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use keywatch_core::Timestamp;
 use keywatch_store::{SqliteStore, Store};
 use std::path::PathBuf;
@@ -15,10 +15,51 @@ use std::process::ExitCode;
 
 /// Watches AWS KMS keys through their deletion, from CloudTrail records.
 #[derive(Parser)]
-#[command(name = "keywatch", version, about)]
+#[command(name = "keywatch", version)]
 struct Cli {
+    /// Colour in text output: auto (only on a terminal, and not when NO_COLOR is set),
+    /// always, never.
+    #[arg(long, global = true, value_enum, ignore_case = true, default_value_t = ColorWhen::Auto, value_name = "WHEN")]
+    color: ColorWhen,
+    /// Print only results, alerts and errors: no progress bar, no summary, warnings only.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    /// Log lines (stderr) as text or as JSON objects, one per line.
+    #[arg(long, global = true, value_enum, ignore_case = true, default_value_t = LogFormat::Text, env = "KEYWATCH_LOG_FORMAT", value_name = "FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// When to colour text output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ColorWhen {
+    /// On a terminal, unless NO_COLOR is set (and not empty).
+    Auto,
+    /// Always, even in pipes and files.
+    Always,
+    /// Never.
+    Never,
+}
+
+impl ColorWhen {
+    /// Whether to colour, for an output that is (or is not) a terminal, with NO_COLOR's value.
+    fn colour(self, terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+        match self {
+            ColorWhen::Always => true,
+            ColorWhen::Never => false,
+            ColorWhen::Auto => terminal && no_color.is_none_or(|v| v.is_empty()),
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// For people.
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
 }
 
 /// Output format.
@@ -69,10 +110,11 @@ enum Command {
         /// Use a throwaway store in memory instead of --db.
         #[arg(long, conflicts_with = "db")]
         in_memory: bool,
-        /// The clock for time-driven alerts (RFC 3339); default now.
-        #[arg(long, value_name = "RFC3339")]
+        /// The clock for time-driven alerts: an RFC 3339 instant, a date, or now-7d (s, m, h,
+        /// d, w); default now.
+        #[arg(long, value_name = "WHEN")]
         as_of: Option<String>,
-        #[arg(long, value_enum, default_value_t = Format::Text)]
+        #[arg(long, value_enum, ignore_case = true, default_value_t = Format::Text)]
         format: Format,
         /// Write rejected records here, one JSON line each with the reason and origin.
         #[arg(long, value_name = "FILE")]
@@ -100,7 +142,7 @@ enum Command {
         key: String,
         #[command(flatten)]
         store: StoreArgs,
-        #[arg(long, value_enum, default_value_t = Format::Text)]
+        #[arg(long, value_enum, ignore_case = true, default_value_t = Format::Text)]
         format: Format,
     },
     /// Runs the projector as a Kafka consumer: folds the event log into the store and pages.
@@ -131,6 +173,9 @@ enum Command {
         /// How often to evaluate the time-driven alerts.
         #[arg(long, default_value_t = 15)]
         sweep_minutes: u64,
+        /// Create the topic when it does not exist, with this many partitions (default 6).
+        #[arg(long, value_name = "PARTITIONS", num_args = 0..=1, default_missing_value = "6", value_parser = clap::value_parser!(i32).range(1..))]
+        create_topic: Option<i32>,
     },
     /// Is this key safe to delete? Its use, what it protects, and a verdict from what the
     /// store has seen. Exit status: 0 safe (or already deleted), 3 in use.
@@ -142,10 +187,10 @@ enum Command {
         /// How many days without use count as unused.
         #[arg(long, default_value_t = keywatch_core::preflight::DEFAULT_PREFLIGHT_DAYS, value_name = "N")]
         days: u32,
-        /// The clock (RFC 3339); default now.
-        #[arg(long, value_name = "RFC3339")]
+        /// The clock: an RFC 3339 instant, a date, or now-7d (s, m, h, d, w); default now.
+        #[arg(long, value_name = "WHEN")]
         as_of: Option<String>,
-        #[arg(long, value_enum, default_value_t = Format::Text)]
+        #[arg(long, value_enum, ignore_case = true, default_value_t = Format::Text)]
         format: Format,
     },
     /// Lists the keys keywatch knows, with state, deletion date and last use.
@@ -155,9 +200,16 @@ enum Command {
         /// Only keys in this state (any case).
         #[arg(long, ignore_case = true, value_parser = clap::builder::PossibleValuesParser::new(KEY_STATES))]
         state: Option<String>,
-        #[arg(long, value_enum, default_value_t = Format::Text)]
+        #[arg(long, value_enum, ignore_case = true, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Prints a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum, ignore_case = true)]
+        shell: clap_complete::Shell,
+    },
+    /// Prints the manual page (roff): `keywatch man > keywatch.1`.
+    Man,
 }
 
 fn open_existing(args: &StoreArgs) -> Result<SqliteStore> {
@@ -195,8 +247,9 @@ fn find_one_key(
 
 fn parse_as_of(as_of: Option<String>) -> Result<Timestamp> {
     match as_of {
-        Some(s) => Timestamp::parse_rfc3339(&s)
-            .with_context(|| format!("--as-of {s:?} is not an RFC 3339 instant")),
+        Some(s) => Timestamp::parse_as_of(&s, Timestamp::now()).with_context(|| {
+            format!("--as-of {s:?} is not an RFC 3339 instant, a date (2026-11-01) or now-N with s, m, h, d or w")
+        }),
         None => Ok(Timestamp::now()),
     }
 }
@@ -234,6 +287,11 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 const EXIT_IN_USE: u8 = 3;
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    use std::io::IsTerminal;
+    let colour = cli.color.colour(
+        std::io::stdout().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     match cli.command {
         Command::Replay {
             store,
@@ -257,7 +315,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             replay::run(replay::Options {
                 store: db,
                 as_of,
-                json: format == Format::Json,
+                format: match format {
+                    Format::Json => render::AlertFormat::Json,
+                    Format::Text => render::AlertFormat::Text { colour },
+                },
+                quiet: cli.quiet,
                 quarantine,
                 suppress_minutes,
                 limits: keywatch_reader::Limits {
@@ -289,6 +351,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             batch,
             exit_when_idle,
             sweep_minutes,
+            create_topic,
         } => run::run(run::Options {
             brokers,
             topic,
@@ -299,6 +362,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             batch,
             exit_when_idle,
             sweep_minutes,
+            create_topic,
         })
         .map(|()| ExitCode::SUCCESS),
         Command::Timeline { key, store, format } => {
@@ -355,22 +419,54 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "keywatch", &mut out);
+            emit(&String::from_utf8_lossy(&out))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut out)?;
+            emit(&String::from_utf8_lossy(&out))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Log lines on stderr: KEYWATCH_LOG filters (default info, warn with --quiet); as JSON
+/// objects with `--log-format json`; coloured only where text output is.
+fn init_logging(cli: &Cli) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYWATCH_LOG")
+        .unwrap_or_else(|_| if cli.quiet { "warn" } else { "info" }.into());
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match cli.log_format {
+        LogFormat::Json => builder.json().with_current_span(false).init(),
+        LogFormat::Text => builder
+            .with_ansi(cli.color.colour(
+                std::io::stderr().is_terminal(),
+                std::env::var_os("NO_COLOR").as_deref(),
+            ))
+            .init(),
     }
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KEYWATCH_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let json_logs = cli.log_format == LogFormat::Json;
+    match run(cli) {
         Ok(code) => code,
         // The reader of our output went away (`| head`): what was not written stays in the
         // outbox for the next run; end quietly, as ripgrep and fd do.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) if json_logs => {
+            tracing::error!(error = format!("{e:#}"), "keywatch failed");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("keywatch: {e:#}");
             ExitCode::FAILURE

@@ -2,7 +2,7 @@
 //! written and flushed, and every run first delivers what an earlier run raised but could not
 //! write (a closed pipe, a full disk, a kill between the store's commit and the write).
 
-use crate::render;
+use crate::render::{self, AlertFormat};
 use anyhow::Result;
 use keywatch_core::{Alert, Timestamp};
 use keywatch_store::{Projector, Store};
@@ -17,11 +17,11 @@ pub fn deliver<S: Store>(
     projector: &mut Projector<S>,
     out: &mut impl Write,
     alerts: &[Alert],
-    json: bool,
+    format: AlertFormat,
     at: Timestamp,
 ) -> Result<()> {
     for a in alerts {
-        render::alert(out, a, json)?;
+        render::alert(out, a, format)?;
     }
     out.flush()?;
     let ids: Vec<&str> = alerts.iter().map(|a| a.alert_id.as_str()).collect();
@@ -33,7 +33,7 @@ pub fn deliver<S: Store>(
 pub fn deliver_leftovers<S: Store>(
     projector: &mut Projector<S>,
     out: &mut impl Write,
-    json: bool,
+    format: AlertFormat,
     at: Timestamp,
 ) -> Result<usize> {
     let mut delivered = 0;
@@ -43,7 +43,7 @@ pub fn deliver_leftovers<S: Store>(
             return Ok(delivered);
         }
         left.sort_by(|a, b| (a.event_time, &a.alert_id).cmp(&(b.event_time, &b.alert_id)));
-        deliver(projector, out, &left, json, at)?;
+        deliver(projector, out, &left, format, at)?;
         delivered += left.len();
     }
 }

@@ -5,26 +5,50 @@ use keywatch_core::page::{is_unsafe_char, sanitise, MAX_FIELD};
 use keywatch_core::preflight::Preflight;
 use keywatch_core::protects::{describe, BlastRadius};
 use keywatch_core::timeline::{EntryDetail, KeyTimeline, OrphanReason, ScheduleEnd};
-use keywatch_core::KeyEventKind;
+use keywatch_core::{KeyEventKind, Severity};
 use keywatch_store::KeySummary;
 use std::io::{self, Write};
 
-/// One alert: a JSON line, or a short block of text.
-pub fn alert(out: &mut impl Write, a: &Alert, json: bool) -> io::Result<()> {
-    if json {
-        serde_json::to_writer(&mut *out, a)?;
-        return writeln!(out);
+/// How alerts are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AlertFormat {
+    /// One JSON object per line.
+    Json,
+    /// A short block of text each, the severity coloured or not.
+    Text {
+        /// Whether to colour (ANSI SGR codes).
+        colour: bool,
+    },
+}
+
+/// The ANSI colour (SGR parameters) of a severity: critical red, high yellow, medium cyan.
+fn severity_colour(s: Severity) -> &'static str {
+    match s {
+        Severity::Critical => "1;31",
+        Severity::High => "1;33",
+        Severity::Medium => "36",
+        Severity::Info => "2",
     }
+}
+
+/// One alert: a JSON line, or a short block of text.
+pub fn alert(out: &mut impl Write, a: &Alert, format: AlertFormat) -> io::Result<()> {
+    let colour = match format {
+        AlertFormat::Json => {
+            serde_json::to_writer(&mut *out, a)?;
+            return writeln!(out);
+        }
+        AlertFormat::Text { colour } => colour,
+    };
     // Values from records, cleaned of control characters and bounded.
     let a = &keywatch_core::page::sanitised(a);
-    writeln!(
-        out,
-        "[{}] {} {} {}",
-        a.severity.as_str().to_uppercase(),
-        a.event_time,
-        a.kind,
-        a.key_arn
-    )?;
+    let tag = format!("[{}]", a.severity.as_str().to_uppercase());
+    let tag = if colour {
+        format!("\x1b[{}m{tag}\x1b[0m", severity_colour(a.severity))
+    } else {
+        tag
+    };
+    writeln!(out, "{} {} {} {}", tag, a.event_time, a.kind, a.key_arn)?;
     writeln!(out, "    {}", a.summary)?;
     if let Some(ip) = &a.source_ip {
         writeln!(

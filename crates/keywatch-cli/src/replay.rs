@@ -1,6 +1,7 @@
 //! `keywatch replay`: read inputs on every core, project them in input order, print alerts.
 
 use crate::outbox;
+use crate::render::AlertFormat;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use keywatch_core::{normalise, AlertConfig, Normalised, Timestamp};
@@ -19,7 +20,9 @@ const BATCH: usize = 50_000;
 pub struct Options {
     pub store: SqliteStore,
     pub as_of: Timestamp,
-    pub json: bool,
+    pub format: AlertFormat,
+    /// No progress bar and no summary.
+    pub quiet: bool,
     pub quarantine: Option<PathBuf>,
     pub suppress_minutes: u32,
     pub limits: Limits,
@@ -123,7 +126,7 @@ struct Replay<W: Write> {
     projector: Projector<SqliteStore>,
     batch: Vec<NormalisedRecord>,
     as_of: Timestamp,
-    json: bool,
+    format: AlertFormat,
     out: W,
     quarantine: Option<BufWriter<File>>,
     shown_rejections: usize,
@@ -210,7 +213,7 @@ impl<W: Write> Replay<W> {
             &mut self.projector,
             &mut self.out,
             alerts,
-            self.json,
+            self.format,
             self.as_of,
         )
     }
@@ -256,14 +259,20 @@ pub fn run(opts: Options) -> Result<Outcome> {
         ),
         batch: Vec::with_capacity(BATCH),
         as_of: opts.as_of,
-        json: opts.json,
+        format: opts.format,
         out: std::io::stdout().lock(),
         quarantine,
         shown_rejections: 0,
         totals: Totals::default(),
     };
-    let progress =
-        ProgressBar::with_draw_target(Some(files.len() as u64), ProgressDrawTarget::stderr());
+    let progress = ProgressBar::with_draw_target(
+        Some(files.len() as u64),
+        if opts.quiet {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr()
+        },
+    );
     progress.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} files {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -273,10 +282,10 @@ pub fn run(opts: Options) -> Result<Outcome> {
     let leftovers = outbox::deliver_leftovers(
         &mut replay.projector,
         &mut replay.out,
-        replay.json,
+        replay.format,
         replay.as_of,
     )?;
-    if leftovers > 0 {
+    if leftovers > 0 && !opts.quiet {
         eprintln!("keywatch: {leftovers} alert(s) raised by an earlier run and never delivered, delivered now");
     }
     for (path, reason) in &inputs.unreadable {
@@ -326,7 +335,8 @@ pub fn run(opts: Options) -> Result<Outcome> {
     progress.finish_and_clear();
     let keys = replay.projector.store().key_count()?;
     let totals = &replay.totals;
-    eprintln!(
+    if !opts.quiet {
+        eprintln!(
         "keywatch: {} files, {} records read: {} KMS ({} tracked), {} from other services, {} envelopes without a record; {} keys; {} alerts raised; {} rejected{}; {} duplicates; {} timelines rebuilt for late records",
         totals.files,
         totals.records,
@@ -348,6 +358,7 @@ pub fn run(opts: Options) -> Result<Outcome> {
         totals.duplicates,
         totals.rebuilds,
     );
+    }
     if totals.unreadable > 0 {
         eprintln!(
             "keywatch: {} input(s) could not be read (or not to their end): see above{}",

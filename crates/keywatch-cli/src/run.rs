@@ -2,13 +2,16 @@
 //! on-premises). Consumes the event log, folds it into the store, pages through SNS, and
 //! commits offsets only after the timelines and the outbox are written.
 
-use crate::{outbox, render};
+use crate::outbox;
+use crate::render::{self, AlertFormat};
 use anyhow::{bail, Context, Result};
 use keywatch_aws::{BatchMetrics, Metrics, Notifier, SnsPager};
 use keywatch_core::{normalise, AlertConfig, Normalised, Timestamp};
-use keywatch_kafka::{ensure_topic, EventLogConsumer, KafkaSettings};
+use keywatch_kafka::{ensure_topic, topic_partitions, EventLogConsumer, KafkaSettings};
 use keywatch_store::{NormalisedRecord, Projector, SqliteStore, Store};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long `--exit-when-idle` waits for the consumer group to assign partitions.
@@ -57,7 +60,31 @@ pub struct Options {
     pub batch: usize,
     pub exit_when_idle: Option<u64>,
     pub sweep_minutes: u64,
+    /// Create the topic (with this many partitions) when it does not exist.
+    pub create_topic: Option<i32>,
 }
+
+/// Sets the returned flag on SIGTERM or SIGINT: the loop then finishes the batch in hand,
+/// commits its offsets and exits (as a container stop or a Ctrl-C asks).
+fn stop_on_signal() -> Result<Arc<AtomicBool>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    let flag = stop.clone();
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "stopping after the batch in hand");
+        flag.store(true, Ordering::SeqCst);
+    });
+    Ok(stop)
+}
+
+/// How long `run` waits for a broker to answer before saying it cannot reach any.
+const BROKER_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Where the timelines live.
 enum StoreSpec {
@@ -136,7 +163,23 @@ async fn consume<S: Store>(
         .as_ref()
         .zip(sdk)
         .map(|(_, sdk)| Metrics::new(sdk));
-    ensure_topic(settings, 6).await?;
+    // Fail fast, naming the brokers, rather than wait in silence for one that never answers.
+    match tokio::task::block_in_place(|| topic_partitions(settings, BROKER_PATIENCE))? {
+        Some(partitions) => {
+            tracing::info!(brokers = %settings.brokers, topic = %settings.topic, partitions, "connected")
+        }
+        None => match opts.create_topic {
+            Some(partitions) => {
+                ensure_topic(settings, partitions).await?;
+                tracing::info!(topic = %settings.topic, partitions, "topic created");
+            }
+            None => bail!(
+                "topic {} does not exist on {} (pass --create-topic to create it)",
+                settings.topic,
+                settings.brokers
+            ),
+        },
+    }
     // One static member id for this process, kept by every client it creates: unique to the
     // process (pid and start time), so that two runs never fence each other.
     let instance_id = format!(
@@ -149,6 +192,7 @@ async fn consume<S: Store>(
     );
     let mut consumer =
         EventLogConsumer::with_instance_id(settings, &opts.group, Some(&instance_id))?;
+    let stop = stop_on_signal()?;
     let stdout = std::io::stdout();
     let started = Instant::now();
     let mut last_record = Instant::now();
@@ -178,11 +222,12 @@ async fn consume<S: Store>(
                     Ok(fresh) => consumer = fresh,
                     Err(e) => tracing::warn!(error = %e, "cannot create a new consumer yet"),
                 }
-                if opts
-                    .exit_when_idle
-                    .is_some_and(|s| last_record.elapsed() >= Duration::from_secs(s))
+                if stop.load(Ordering::SeqCst)
+                    || opts
+                        .exit_when_idle
+                        .is_some_and(|s| last_record.elapsed() >= Duration::from_secs(s))
                 {
-                    tracing::info!("idle; exiting");
+                    tracing::info!("exiting");
                     return Ok(());
                 }
                 continue;
@@ -255,7 +300,7 @@ async fn consume<S: Store>(
             Some(n) => {
                 // Also shown on stdout, as a log of what was raised.
                 for a in &alerts {
-                    render::alert(&mut stdout.lock(), a, true)?;
+                    render::alert(&mut stdout.lock(), a, AlertFormat::Json)?;
                 }
                 match n.deliver(&mut projector, now).await {
                     Ok(d) if d.failed > 0 => tracing::warn!(
@@ -270,7 +315,12 @@ async fn consume<S: Store>(
             None => {
                 // Without a topic, stdout is the sink: written and flushed is delivered, and
                 // what an earlier round or run could not write goes first.
-                outbox::deliver_leftovers(&mut projector, &mut stdout.lock(), true, now)?;
+                outbox::deliver_leftovers(
+                    &mut projector,
+                    &mut stdout.lock(),
+                    AlertFormat::Json,
+                    now,
+                )?;
             }
         }
         if let Some(m) = &metrics {
@@ -285,6 +335,10 @@ async fn consume<S: Store>(
         // the store ignores.
         if let Err(e) = consumer.commit(&settings.topic, &batch) {
             tracing::warn!(error = %e, records = batch.len(), "offsets not committed; the records may be redelivered");
+        }
+        if stop.load(Ordering::SeqCst) {
+            tracing::info!(records = batch.len(), "last batch committed; exiting");
+            return Ok(());
         }
         if opts
             .exit_when_idle

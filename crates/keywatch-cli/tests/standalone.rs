@@ -90,6 +90,20 @@ fn keywatch_command(
     sns: &str,
     aws_endpoint: &str,
 ) -> Command {
+    let mut command = keywatch_until_stopped(brokers, topic, group, db, sns, aws_endpoint);
+    command.args(["--exit-when-idle", "3"]);
+    command
+}
+
+/// `keywatch run` until a signal stops it, with the SDK's retries off.
+fn keywatch_until_stopped(
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    db: &str,
+    sns: &str,
+    aws_endpoint: &str,
+) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_keywatch"));
     command
         .args([
@@ -107,7 +121,7 @@ fn keywatch_command(
             "KEYWATCH_TABLE",
             db.strip_prefix("dynamodb:").unwrap_or_default(),
         )
-        .args(["--sns-topic-arn", sns, "--exit-when-idle", "3"])
+        .args(["--sns-topic-arn", sns])
         .env("AWS_ENDPOINT_URL", aws_endpoint)
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
@@ -683,5 +697,146 @@ async fn run_rides_out_a_broker_restart() {
     assert_eq!(
         paged, expected,
         "pages after the restart: {stderr}\nprinted: {printed:?}"
+    );
+}
+
+/// SIGTERM (a container stop) while pages go out: `run` finishes the batch in hand, commits
+/// its offsets and exits 0 within seconds; a run after it in the same group reads nothing
+/// again, and together they page every alert once.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_ends_run_cleanly_after_the_batch_in_hand() {
+    let brokers = service("KEYWATCH_TEST_KAFKA");
+    let endpoint = service("KEYWATCH_TEST_AWS_ENDPOINT");
+    let topic = unique("keywatch-term");
+    let settings = KafkaSettings::plaintext(brokers.clone(), topic.clone());
+    ensure_topic(&settings, 3).await.expect("topic");
+    let records = many_pages();
+    produce(&settings, &records).await;
+    let a = aws(&endpoint).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("k.db").display().to_string();
+    let group = unique("keywatch-term");
+    let file = dir.path().join("records.jsonl");
+    let lines: Vec<&str> = records.iter().map(|(_, json, _)| json.as_str()).collect();
+    std::fs::write(&file, lines.join("\n")).expect("records file");
+    let expected = replayed_alert_ids(&file);
+
+    // No --exit-when-idle: only the signal ends it.
+    let child = keywatch_until_stopped(&brokers, &topic, &group, &db, &a.topic_arn, &endpoint)
+        .env("KEYWATCH_LOG", "keywatch=info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("keywatch run");
+    let mut paged_so_far = Vec::new();
+    let waiting = std::time::Instant::now();
+    while paged_so_far.is_empty() && waiting.elapsed() < std::time::Duration::from_secs(60) {
+        paged_so_far.extend(pages(&a).await);
+    }
+    assert!(!paged_so_far.is_empty(), "run paged");
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(term.success());
+    let signalled = std::time::Instant::now();
+    let out = tokio::task::block_in_place(|| child.wait_with_output()).expect("exits");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        signalled.elapsed() < std::time::Duration::from_secs(15),
+        "exited within seconds of SIGTERM: {:?}",
+        signalled.elapsed()
+    );
+    assert!(err.contains("SIGTERM") && err.contains("exiting"), "{err}");
+
+    // The next run in the group reads on from the committed offsets.
+    let next = tokio::task::block_in_place(|| {
+        keywatch_command(&brokers, &topic, &group, &db, &a.topic_arn, &endpoint)
+            .env("KEYWATCH_LOG", "keywatch=debug")
+            .output()
+            .expect("run again")
+    });
+    assert!(
+        next.status.success(),
+        "{}",
+        String::from_utf8_lossy(&next.stderr)
+    );
+    paged_so_far.extend(pages(&a).await);
+    let mut paged = event_driven_ids(&paged_so_far);
+    let n = paged.len();
+    paged.sort();
+    paged.dedup();
+    assert_eq!(paged, expected, "every page once, across the signal");
+    assert_eq!(
+        n,
+        paged.len(),
+        "none twice: the pages of the last batch were sent before exit"
+    );
+}
+
+/// `run` creates the event log topic only when asked (`--create-topic`), and logs JSON lines
+/// with `--log-format json`.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_creates_a_topic_only_when_asked_and_logs_json_when_asked() {
+    let brokers = service("KEYWATCH_TEST_KAFKA");
+    let topic = unique("keywatch-new");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_keywatch"))
+            .args([
+                "--log-format",
+                "json",
+                "run",
+                "--brokers",
+                &brokers,
+                "--topic",
+                &topic,
+            ])
+            .args(["--group", &unique("g"), "--exit-when-idle", "1"])
+            .arg("--store")
+            .arg(format!("sqlite:{}", dir.path().join("k.db").display()))
+            .args(extra)
+            .env("KEYWATCH_LOG", "keywatch=info")
+            .env_remove("AWS_ENDPOINT_URL")
+            .output()
+            .expect("run")
+    };
+    let json_lines = |out: &std::process::Output| -> Vec<serde_json::Value> {
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter(|l| !l.starts_with('%')) // librdkafka's own log lines
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    };
+    let refused = tokio::task::block_in_place(|| run(&[]));
+    assert_eq!(refused.status.code(), Some(1));
+    let logged = json_lines(&refused);
+    assert!(
+        logged.iter().any(|l| l["fields"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&topic) && e.contains("--create-topic"))),
+        "{logged:?}"
+    );
+    let created = tokio::task::block_in_place(|| run(&["--create-topic", "2"]));
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let logged = json_lines(&created);
+    assert!(
+        logged
+            .iter()
+            .any(|l| l["fields"]["message"] == "topic created" && l["fields"]["partitions"] == 2),
+        "{logged:?}"
+    );
+    let settings = KafkaSettings::plaintext(brokers.clone(), topic.clone());
+    assert_eq!(
+        tokio::task::block_in_place(|| {
+            keywatch_kafka::topic_partitions(&settings, std::time::Duration::from_secs(10))
+        })
+        .expect("broker"),
+        Some(2)
     );
 }

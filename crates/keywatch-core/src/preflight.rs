@@ -29,6 +29,9 @@ pub enum Verdict {
 pub struct Preflight {
     /// The key.
     pub key_arn: String,
+    /// The clock the answer is for.
+    #[serde(default)]
+    pub as_of: Timestamp,
     /// Its state.
     pub state: KeyState,
     /// The answer.
@@ -159,6 +162,7 @@ pub fn preflight(t: &KeyTimeline, as_of: Timestamp, days: u32) -> Preflight {
         });
     }
     Preflight {
+        as_of,
         key_arn: t.key_arn.to_string(),
         state: t.state,
         verdict,

@@ -44,6 +44,44 @@ impl Timestamp {
         parse_locale_date(s)
     }
 
+    /// Parses a clock as people give one (`--as-of`): an RFC 3339 instant, a date (midnight
+    /// UTC), `now`, or `now` plus or minus whole seconds, minutes, hours, days or weeks
+    /// (`now-7d`, `now+36h`, `now-90m`), counted from `now`.
+    pub fn parse_as_of(s: &str, now: Timestamp) -> Option<Self> {
+        let s = s.trim();
+        if let Some(t) = Self::parse_rfc3339(s) {
+            return Some(t);
+        }
+        if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+            return Some(Timestamp(
+                d.and_time(NaiveTime::MIN).and_utc().timestamp_millis(),
+            ));
+        }
+        let rest = s.strip_prefix("now")?;
+        if rest.is_empty() {
+            return Some(now);
+        }
+        let sign = match rest.as_bytes()[0] {
+            b'+' => 1,
+            b'-' => -1,
+            _ => return None,
+        };
+        let rest = &rest[1..];
+        let unit_at = rest.len().checked_sub(1)?;
+        let (amount, unit) = rest.split_at(unit_at);
+        let amount: i64 = amount.parse().ok()?;
+        let unit_ms = match unit {
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => HOUR_MS,
+            "d" => DAY_MS,
+            "w" => 7 * DAY_MS,
+            _ => return None,
+        };
+        let delta = amount.checked_mul(unit_ms)?.checked_mul(sign)?;
+        now.0.checked_add(delta).map(Timestamp)
+    }
+
     /// The current wall-clock time.
     pub fn now() -> Self {
         Timestamp(Utc::now().timestamp_millis())
@@ -123,6 +161,37 @@ fn month_number(name: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn as_of_takes_instants_dates_and_times_relative_to_now() {
+        let now = Timestamp::parse_rfc3339("2026-11-29T12:30:00Z").expect("now");
+        let at = |s| Timestamp::parse_as_of(s, now).map(|t| t.to_string());
+        assert_eq!(
+            at("2026-11-01T08:00:00+01:00").as_deref(),
+            Some("2026-11-01T07:00:00Z")
+        );
+        assert_eq!(at("2026-11-01").as_deref(), Some("2026-11-01T00:00:00Z"));
+        assert_eq!(at("now").as_deref(), Some("2026-11-29T12:30:00Z"));
+        assert_eq!(at("now-7d").as_deref(), Some("2026-11-22T12:30:00Z"));
+        assert_eq!(at("now+36h").as_deref(), Some("2026-12-01T00:30:00Z"));
+        assert_eq!(at("now-90m").as_deref(), Some("2026-11-29T11:00:00Z"));
+        assert_eq!(at("now-2w").as_deref(), Some("2026-11-15T12:30:00Z"));
+        assert_eq!(at("now-30s").as_deref(), Some("2026-11-29T12:29:30Z"));
+        for bad in [
+            "",
+            "now-",
+            "now-d",
+            "now-7",
+            "now-7y",
+            "now*7d",
+            "yesterday",
+            "2026-13-01",
+            "now-99999999999999999999d",
+            "now-9223372036854775807w",
+        ] {
+            assert_eq!(at(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn deletion_dates_in_every_documented_shape() {

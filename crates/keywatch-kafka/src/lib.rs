@@ -26,6 +26,16 @@ pub enum KafkaError {
         /// Why.
         reason: String,
     },
+    /// No broker answered.
+    #[error("cannot reach the Kafka broker(s) at {brokers} within {seconds} s ({reason}); check --brokers (KEYWATCH_KAFKA_BROKERS), the network path and the security settings")]
+    Unreachable {
+        /// The bootstrap servers tried.
+        brokers: String,
+        /// How long we waited.
+        seconds: u64,
+        /// What the client said.
+        reason: String,
+    },
     /// Any other client error.
     #[error("Kafka: {0}")]
     Client(String),
@@ -347,6 +357,33 @@ impl EventLogConsumer {
             .commit(&list, CommitMode::Sync)
             .map_err(|e| KafkaError::Client(e.to_string()))
     }
+}
+
+/// How many partitions the event log topic has (`None`: it does not exist), asking the
+/// brokers for at most `timeout`; [`KafkaError::Unreachable`] names them when none answers.
+/// Asks for every topic's metadata, so that a broker that creates topics on first mention
+/// does not create this one. Blocks for up to `timeout`.
+pub fn topic_partitions(
+    settings: &KafkaSettings,
+    timeout: std::time::Duration,
+) -> Result<Option<usize>, KafkaError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = settings
+        .client_config()
+        .create()
+        .map_err(|e| KafkaError::Config(e.to_string()))?;
+    let metadata = consumer
+        .fetch_metadata(None, timeout)
+        .map_err(|e| KafkaError::Unreachable {
+            brokers: settings.brokers.clone(),
+            seconds: timeout.as_secs(),
+            reason: e.to_string(),
+        })?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == settings.topic && t.error().is_none())
+        .map(|t| t.partitions().len()))
 }
 
 /// Creates the topic if it does not exist (for local runs and tests; in AWS the topic is
