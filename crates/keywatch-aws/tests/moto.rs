@@ -10,6 +10,7 @@ use keywatch_testkit::{envelopes, moto, subscribed_queue};
 fn alert(id: &str) -> Alert {
     let key = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
     Alert {
+        schema_version: keywatch_core::alert::ALERT_SCHEMA_VERSION,
         alert_id: id.into(),
         kind: AlertKind::PendingDeletionKeyUsed,
         severity: Severity::Critical,

@@ -131,9 +131,20 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// The version of the alert's JSON form (`schema/alert.schema.json`). Fields are only ever
+/// added within a version; a change that removes or retypes one makes a new version.
+pub const ALERT_SCHEMA_VERSION: u32 = 1;
+
+fn alert_schema_version() -> u32 {
+    ALERT_SCHEMA_VERSION
+}
+
 /// An alert: what on-call needs to act.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Alert {
+    /// The version of this JSON form ([`ALERT_SCHEMA_VERSION`]).
+    #[serde(default = "alert_schema_version")]
+    pub schema_version: u32,
     /// Deterministic identity: the same condition always gives the same id.
     pub alert_id: String,
     /// What it is about.
@@ -284,6 +295,7 @@ fn summarise_usage(rollups: &[UsageRollup]) -> Vec<UsageSummary> {
 impl Alert {
     fn base(t: &KeyTimeline, kind: AlertKind, severity: Severity, id_parts: &[&str]) -> Self {
         Alert {
+            schema_version: ALERT_SCHEMA_VERSION,
             alert_id: alert_id(kind, t.key_arn.as_str(), id_parts),
             kind,
             severity,
