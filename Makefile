@@ -23,7 +23,7 @@ TEST_ENV := KEYWATCH_CORPUS="$(CORPUS)" \
 	PATH="$(abspath $(VENV))/bin:$$PATH"
 
 .PHONY: demo test lint build bench bench-lambda samples clean tools services-start services-stop \
-	fuzz fuzz-smoke fuzz-seeds deny deny-advisories
+	fuzz fuzz-smoke fuzz-seeds deny deny-advisories browser screenshot
 
 build:
 	$(CARGO) build --release --bin keywatch
@@ -36,6 +36,9 @@ demo: build
 	./target/release/keywatch keys --db $(DEMO_DB)
 	@echo
 	./target/release/keywatch timeline 1111aaaa-11aa-11aa-11aa-111111111111 --db $(DEMO_DB)
+	./target/release/keywatch timeline 1111aaaa-11aa-11aa-11aa-111111111111 --db $(DEMO_DB) --as-of $(DEMO_AS_OF) --format html > target/demo/1111aaaa.html
+	./target/release/keywatch report --db $(DEMO_DB) --as-of $(DEMO_AS_OF) > target/demo/report.html
+	@echo "The key's story as a picture: open target/demo/1111aaaa.html (every key at risk: target/demo/report.html)"
 	@echo
 	@echo "Before you delete a key: keywatch preflight (exit 0 safe, 3 in use)"
 	@for key in $(DEMO_KEYS); do \
@@ -45,7 +48,7 @@ demo: build
 
 ## Everything the tests need is installed here; the corpus tests read ../shared in place.
 ## The services are started on loopback for the run and stopped afterwards, pass or fail.
-test: lint deny tools
+test: lint deny tools browser
 	@test -d "$(CORPUS)" || { echo "error: the CloudTrail corpus is not at $(CORPUS); the corpus tests need it (set CORPUS=…)"; exit 1; }
 	$(CARGO) build --workspace --all-targets --locked
 	$(SERVICE_PORTS) scripts/services.sh start
@@ -103,6 +106,21 @@ fuzz: $(CARGO_FUZZ) fuzz-seeds
 	    $(FUZZ_FLAGS) -runs=$(FUZZ_RUNS) > target/fuzz-logs/$$t.log 2>&1 & pids="$$pids $$!"; \
 	done; status=0; for p in $$pids; do wait $$p || status=1; done; \
 	for t in $(FUZZ_TARGETS); do echo "$$t:"; grep -E "^Done|^stat::|SUMMARY|panicked" target/fuzz-logs/$$t.log; done; exit $$status
+
+## Headless Chromium from Debian's packages, for the tests of what people look at.
+browser:
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update >/dev/null && $$SUDO apt-get install -y --no-install-recommends chromium >/dev/null; }; }
+	@chromium --version
+
+## The README's picture: the demo key's page, rendered by headless Chromium.
+screenshot: demo browser
+	chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+	  --disable-background-networking --disable-component-update --disable-sync --hide-scrollbars \
+	  --user-data-dir=target/demo/chromium --window-size=1280,720 \
+	  --screenshot=$(abspath docs/key-timeline.png) file://$(abspath target/demo/1111aaaa.html)
 
 services-start: tools
 	$(SERVICE_PORTS) scripts/services.sh start

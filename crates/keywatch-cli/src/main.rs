@@ -1,6 +1,7 @@
 //! `keywatch`: replay CloudTrail archives into per-key KMS timelines and alerts on an
 //! embedded store, and show what it knows.
 
+mod html;
 mod outbox;
 mod render;
 mod replay;
@@ -72,6 +73,17 @@ enum Format {
     Json,
 }
 
+/// Output format of `keywatch timeline`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum TimelineFormat {
+    /// For people, in a terminal.
+    Text,
+    /// For scripts.
+    Json,
+    /// A self-contained page with the timeline as a picture (`> key.html`).
+    Html,
+}
+
 /// A severity threshold for `--fail-on`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum FailOn {
@@ -136,14 +148,26 @@ enum Command {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
-    /// Shows one key's timeline (by key ARN or key ID).
+    /// Shows one key's timeline (by key ARN or key ID); `--format html > key.html` draws it.
     Timeline {
         /// Key ARN or key ID.
         key: String,
         #[command(flatten)]
         store: StoreArgs,
-        #[arg(long, value_enum, ignore_case = true, default_value_t = Format::Text)]
-        format: Format,
+        #[arg(long, value_enum, ignore_case = true, default_value_t = TimelineFormat::Text)]
+        format: TimelineFormat,
+        /// The clock for the verdict on the HTML page; default now.
+        #[arg(long, value_name = "WHEN")]
+        as_of: Option<String>,
+    },
+    /// Writes one self-contained HTML page (`> report.html`) with the timeline of every key at
+    /// risk: pending deletion, possibly orphaned key material, or a high or critical page.
+    Report {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The clock for the verdicts: an RFC 3339 instant, a date, or now-7d; default now.
+        #[arg(long, value_name = "WHEN")]
+        as_of: Option<String>,
     },
     /// Runs the projector as a Kafka consumer: folds the event log into the store and pages.
     Run {
@@ -252,6 +276,28 @@ fn parse_as_of(as_of: Option<String>) -> Result<Timestamp> {
         }),
         None => Ok(Timestamp::now()),
     }
+}
+
+/// What the HTML page of a key needs beside its timeline: its uses counted from the event
+/// log, its pages, and the preflight verdict.
+fn drawn(
+    db: &SqliteStore,
+    timeline: &keywatch_core::KeyTimeline,
+    as_of: Timestamp,
+) -> Result<(
+    html::UsageGrid,
+    Vec<keywatch_core::Alert>,
+    keywatch_core::preflight::Preflight,
+)> {
+    let alerts = db.alerts_for_key(&timeline.key_arn)?;
+    let span = html::Span::of(timeline, &alerts);
+    let grid = html::UsageGrid::from_event_log(db, timeline, span)?;
+    let preflight = keywatch_core::preflight::preflight(
+        timeline,
+        as_of,
+        keywatch_core::preflight::DEFAULT_PREFLIGHT_DAYS,
+    );
+    Ok((grid, alerts, preflight))
 }
 
 /// AWS's key states, and Deleted and Unknown.
@@ -365,14 +411,50 @@ fn run(cli: Cli) -> Result<ExitCode> {
             create_topic,
         })
         .map(|()| ExitCode::SUCCESS),
-        Command::Timeline { key, store, format } => {
+        Command::Timeline {
+            key,
+            store,
+            format,
+            as_of,
+        } => {
+            let as_of = parse_as_of(as_of)?;
             let db = open_existing(&store)?;
             let timeline = find_one_key(&db, &key, &store)?;
-            if format == Format::Json {
-                emit(&format!("{}\n", serde_json::to_string_pretty(&timeline)?))?;
-            } else {
-                emit(&render::timeline(&timeline))?;
+            match format {
+                TimelineFormat::Json => {
+                    emit(&format!("{}\n", serde_json::to_string_pretty(&timeline)?))?
+                }
+                TimelineFormat::Text => emit(&render::timeline(&timeline))?,
+                TimelineFormat::Html => {
+                    let (grid, alerts, preflight) = drawn(&db, &timeline, as_of)?;
+                    emit(&html::key_page(&timeline, &grid, &alerts, &preflight))?
+                }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report { store, as_of } => {
+            let as_of = parse_as_of(as_of)?;
+            let db = open_existing(&store)?;
+            let mut keys = Vec::new();
+            for summary in db.list_keys(None)? {
+                let Some(arn) = keywatch_core::KeyArn::parse(&summary.key_arn) else {
+                    continue;
+                };
+                let Some(timeline) = db.load_timeline(&arn)? else {
+                    continue;
+                };
+                let alerts = db.alerts_for_key(&arn)?;
+                let at_risk = timeline.state.is_pending_deletion()
+                    || timeline.orphaned_key_material.is_some()
+                    || alerts
+                        .iter()
+                        .any(|a| a.severity >= keywatch_core::Severity::High);
+                if at_risk {
+                    let (grid, alerts, preflight) = drawn(&db, &timeline, as_of)?;
+                    keys.push((timeline, grid, alerts, preflight));
+                }
+            }
+            emit(&html::report_page(&keys, as_of))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Preflight {

@@ -4,7 +4,7 @@ use keywatch_core::alert::Alert;
 use keywatch_core::page::{is_unsafe_char, sanitise, MAX_FIELD};
 use keywatch_core::preflight::Preflight;
 use keywatch_core::protects::{describe, BlastRadius};
-use keywatch_core::timeline::{EntryDetail, KeyTimeline, OrphanReason, ScheduleEnd};
+use keywatch_core::timeline::{EntryDetail, KeyTimeline, OrphanReason, ScheduleEnd, TimelineEntry};
 use keywatch_core::{KeyEventKind, Severity};
 use keywatch_store::KeySummary;
 use std::io::{self, Write};
@@ -73,6 +73,103 @@ fn or_dash<T: ToString>(v: Option<T>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
 
+/// What a timeline entry says, in a few words.
+pub fn entry_text(e: &TimelineEntry) -> String {
+    match &e.detail {
+        EntryDetail::Lifecycle(KeyEventKind::Created { origin, .. }) => {
+            format!("created, origin {origin}")
+        }
+        EntryDetail::Lifecycle(KeyEventKind::DeletionScheduled {
+            window_days,
+            deletion_date,
+            key_state,
+            ..
+        }) => {
+            match deletion_date {
+                Some(d) => format!("deletion scheduled: {key_state}, {window_days}-day window, deleted on {d}"),
+                None => format!("deletion scheduled: {key_state}, {window_days}-day window from its last replica's deletion"),
+            }
+        }
+        EntryDetail::Lifecycle(KeyEventKind::DeletionCancelled) => {
+            "deletion cancelled (key now Disabled)".into()
+        }
+        EntryDetail::Lifecycle(KeyEventKind::Deleted { backing_keys, .. })
+            if !backing_keys.is_empty() =>
+        {
+            format!(
+                "deleted; backing keys: {}",
+                backing_keys
+                    .iter()
+                    .map(|b| b.deletion_status.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+        EntryDetail::Lifecycle(KeyEventKind::Deleted { .. }) => "deleted".into(),
+        EntryDetail::Lifecycle(KeyEventKind::Disabled) => "disabled".into(),
+        EntryDetail::Lifecycle(KeyEventKind::Enabled) => "enabled".into(),
+        EntryDetail::Lifecycle(KeyEventKind::KeyMaterialImported) => {
+            "key material imported".into()
+        }
+        EntryDetail::Lifecycle(KeyEventKind::KeyMaterialDeleted) => {
+            "imported key material deleted".into()
+        }
+        EntryDetail::Lifecycle(KeyEventKind::CallFailed { error_code }) => {
+            format!("failed: {error_code}")
+        }
+        EntryDetail::Lifecycle(KeyEventKind::ReplicaCreated { replica_region }) => {
+            format!("replica created in {replica_region}")
+        }
+        EntryDetail::Lifecycle(KeyEventKind::PrimaryRegionUpdated { primary_region }) => {
+            format!("primary Region is now {primary_region}")
+        }
+        EntryDetail::RelatedKey { key_arn, change } => {
+            let what = match change {
+                KeyEventKind::Created { .. } => "created",
+                KeyEventKind::DeletionScheduled { .. } => "deletion scheduled",
+                KeyEventKind::DeletionCancelled => "deletion cancelled",
+                KeyEventKind::Deleted { .. } => "deleted",
+                KeyEventKind::ReplicaCreated { .. } => "replicated",
+                KeyEventKind::PrimaryRegionUpdated { .. } => "primary Region updated",
+                _ => "changed",
+            };
+            format!("related multi-Region key {what}: {key_arn}")
+        }
+        EntryDetail::RejectedAfterCancel {
+            operation,
+            source_ip,
+        } => format!(
+            "{operation} rejected as pending deletion just after the cancel (eventual consistency) from {}",
+            or_dash(source_ip.as_deref())
+        ),
+        EntryDetail::Lifecycle(KeyEventKind::Used { operation, .. }) => {
+            format!("used: {operation}")
+        }
+        EntryDetail::UsedWhilePendingDeletion {
+            operation,
+            rejected,
+            source_ip,
+            invoked_by,
+        } => format!(
+            "USED WHILE PENDING DELETION: {operation}{} from {}{}",
+            if *rejected {
+                " (rejected)"
+            } else {
+                " (succeeded)"
+            },
+            or_dash(source_ip.as_deref()),
+            invoked_by
+                .as_deref()
+                .map(|v| format!(" via {v}"))
+                .unwrap_or_default()
+        ),
+        EntryDetail::KeyStore {
+            custom_key_store_id,
+            change,
+        } => format!("key store {custom_key_store_id} {change:?}").to_lowercase(),
+    }
+}
+
 /// A key's timeline for a person.
 pub fn timeline(t: &KeyTimeline) -> String {
     let mut s = String::new();
@@ -129,99 +226,7 @@ pub fn timeline(t: &KeyTimeline) -> String {
     }
     put(&mut s, format!("\nTimeline ({} events)", t.event_count));
     for e in &t.entries {
-        let what = match &e.detail {
-            EntryDetail::Lifecycle(KeyEventKind::Created { origin, .. }) => {
-                format!("created, origin {origin}")
-            }
-            EntryDetail::Lifecycle(KeyEventKind::DeletionScheduled {
-                window_days,
-                deletion_date,
-                key_state,
-                ..
-            }) => {
-                match deletion_date {
-                    Some(d) => format!("deletion scheduled: {key_state}, {window_days}-day window, deleted on {d}"),
-                    None => format!("deletion scheduled: {key_state}, {window_days}-day window from its last replica's deletion"),
-                }
-            }
-            EntryDetail::Lifecycle(KeyEventKind::DeletionCancelled) => {
-                "deletion cancelled (key now Disabled)".into()
-            }
-            EntryDetail::Lifecycle(KeyEventKind::Deleted { backing_keys, .. })
-                if !backing_keys.is_empty() =>
-            {
-                format!(
-                    "deleted; backing keys: {}",
-                    backing_keys
-                        .iter()
-                        .map(|b| b.deletion_status.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            }
-            EntryDetail::Lifecycle(KeyEventKind::Deleted { .. }) => "deleted".into(),
-            EntryDetail::Lifecycle(KeyEventKind::Disabled) => "disabled".into(),
-            EntryDetail::Lifecycle(KeyEventKind::Enabled) => "enabled".into(),
-            EntryDetail::Lifecycle(KeyEventKind::KeyMaterialImported) => {
-                "key material imported".into()
-            }
-            EntryDetail::Lifecycle(KeyEventKind::KeyMaterialDeleted) => {
-                "imported key material deleted".into()
-            }
-            EntryDetail::Lifecycle(KeyEventKind::CallFailed { error_code }) => {
-                format!("failed: {error_code}")
-            }
-            EntryDetail::Lifecycle(KeyEventKind::ReplicaCreated { replica_region }) => {
-                format!("replica created in {replica_region}")
-            }
-            EntryDetail::Lifecycle(KeyEventKind::PrimaryRegionUpdated { primary_region }) => {
-                format!("primary Region is now {primary_region}")
-            }
-            EntryDetail::RelatedKey { key_arn, change } => {
-                let what = match change {
-                    KeyEventKind::Created { .. } => "created",
-                    KeyEventKind::DeletionScheduled { .. } => "deletion scheduled",
-                    KeyEventKind::DeletionCancelled => "deletion cancelled",
-                    KeyEventKind::Deleted { .. } => "deleted",
-                    KeyEventKind::ReplicaCreated { .. } => "replicated",
-                    KeyEventKind::PrimaryRegionUpdated { .. } => "primary Region updated",
-                    _ => "changed",
-                };
-                format!("related multi-Region key {what}: {key_arn}")
-            }
-            EntryDetail::RejectedAfterCancel {
-                operation,
-                source_ip,
-            } => format!(
-                "{operation} rejected as pending deletion just after the cancel (eventual consistency) from {}",
-                or_dash(source_ip.as_deref())
-            ),
-            EntryDetail::Lifecycle(KeyEventKind::Used { operation, .. }) => {
-                format!("used: {operation}")
-            }
-            EntryDetail::UsedWhilePendingDeletion {
-                operation,
-                rejected,
-                source_ip,
-                invoked_by,
-            } => format!(
-                "USED WHILE PENDING DELETION: {operation}{} from {}{}",
-                if *rejected {
-                    " (rejected)"
-                } else {
-                    " (succeeded)"
-                },
-                or_dash(source_ip.as_deref()),
-                invoked_by
-                    .as_deref()
-                    .map(|v| format!(" via {v}"))
-                    .unwrap_or_default()
-            ),
-            EntryDetail::KeyStore {
-                custom_key_store_id,
-                change,
-            } => format!("key store {custom_key_store_id} {change:?}").to_lowercase(),
-        };
+        let what = entry_text(e);
         put(
             &mut s,
             format!(

@@ -76,6 +76,53 @@ impl SqliteStore {
         Self::init(conn)
     }
 
+    /// Calls `visit` with each record of a stream, decoded, in (eventTime, eventID) order,
+    /// one at a time: for reading a stream of any length in bounded memory.
+    pub fn visit_stream_records(
+        &self,
+        stream: &StreamId,
+        mut visit: impl FnMut(&str),
+    ) -> Result<(), StoreError> {
+        let mut q = self
+            .conn
+            .prepare_cached(
+                "SELECT r.record FROM streams n
+                 JOIN stream_events s ON s.stream_id = n.stream_id
+                 JOIN records r ON r.event_id = s.event_id
+                 WHERE n.name = ?1 ORDER BY s.event_time, s.event_id",
+            )
+            .map_err(db)?;
+        let mut rows = q.query([stream.as_text()]).map_err(db)?;
+        while let Some(row) = rows.next().map_err(db)? {
+            let bytes: Vec<u8> = row.get(0).map_err(db)?;
+            visit(&crate::decode_record(&bytes)?);
+        }
+        Ok(())
+    }
+
+    /// The alerts raised for a key, in the order they happened.
+    pub fn alerts_for_key(&self, key: &KeyArn) -> Result<Vec<Alert>, StoreError> {
+        let mut q = self
+            .conn
+            .prepare_cached("SELECT json FROM alerts WHERE key_arn = ?1")
+            .map_err(db)?;
+        let rows = q
+            .query_map([key.as_str()], |r| r.get::<_, String>(0))
+            .map_err(db)?;
+        let mut alerts = rows
+            .map(|r| {
+                r.map_err(db).and_then(|j| {
+                    serde_json::from_str::<Alert>(&j).map_err(|e| StoreError::Corrupt {
+                        what: "alert",
+                        reason: e.to_string(),
+                    })
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        alerts.sort_by(|a, b| (a.event_time, &a.alert_id).cmp(&(b.event_time, &b.alert_id)));
+        Ok(alerts)
+    }
+
     /// A throwaway store in memory.
     pub fn in_memory() -> Result<Self, StoreError> {
         Self::init(Connection::open_in_memory().map_err(db)?)
