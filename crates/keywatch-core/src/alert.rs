@@ -619,7 +619,12 @@ fn pending_use_alerts(
             j += 1;
         }
         if i == 0 || buckets[i - 1].principal != first.principal {
-            so_far = 0;
+            // Uses in buckets compacted away are older than every kept one.
+            so_far = t
+                .pending_uses_compacted
+                .get(&first.principal)
+                .copied()
+                .unwrap_or(0);
         }
         so_far += in_window;
         let u = &first.first;

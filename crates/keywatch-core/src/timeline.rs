@@ -12,8 +12,10 @@ use std::collections::BTreeMap;
 
 /// How many usage attempts while pending deletion are kept as individual entries.
 pub const MAX_PENDING_USE_ENTRIES: usize = 200;
-/// How many (principal, minute) buckets of pending-deletion use are kept for paging.
-pub const MAX_PENDING_USE_BUCKETS: usize = 20_000;
+/// How many (principal, minute) buckets of pending-deletion use a timeline keeps at rest
+/// ([`KeyTimeline::compact`]): the most recent ones. Folding never drops one, so that every
+/// minute a batch brings is paged before the projector compacts the timeline.
+pub const MAX_PENDING_USE_BUCKETS: usize = 2_000;
 /// Usage before a schedule within this many days makes `deletion_scheduled` high.
 pub const RECENT_USE_DAYS: i64 = 30;
 /// How long after CancelKeyDeletion a "… is pending deletion." rejection is read as KMS's
@@ -334,8 +336,12 @@ pub struct KeyTimeline {
     pub blast_radius: BlastRadius,
     /// Every deletion schedule, in order.
     pub schedules: Vec<DeletionSchedule>,
-    /// Pending-deletion uses, per principal per minute.
+    /// Pending-deletion uses, per principal per minute, in time order.
     pub pending_use_buckets: Vec<PendingUseBucket>,
+    /// Pending-deletion uses per principal in buckets compacted away (older than those kept),
+    /// so that a page's `uses_so_far` still counts from the first.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pending_uses_compacted: BTreeMap<Principal, u64>,
     /// Pending-deletion uses in all.
     pub pending_uses: u64,
     /// Pending-deletion uses not kept as entries (beyond the bound).
@@ -377,6 +383,7 @@ impl KeyTimeline {
             blast_radius: BlastRadius::default(),
             schedules: Vec::new(),
             pending_use_buckets: Vec::new(),
+            pending_uses_compacted: BTreeMap::new(),
             pending_uses: 0,
             pending_use_entries_dropped: 0,
             orphaned_key_material: None,
@@ -385,6 +392,27 @@ impl KeyTimeline {
             deleted_by_event: None,
             event_count: 0,
             last_applied: None,
+        }
+    }
+
+    /// Bounds the timeline at rest: keeps the most recent [`MAX_PENDING_USE_BUCKETS`] buckets
+    /// of pending-deletion use (whole minutes), counting the uses of older ones per principal
+    /// in [`KeyTimeline::pending_uses_compacted`]. Call it after the alerts of what was folded
+    /// have been evaluated: pages for the minutes it drops have been raised by then.
+    pub fn compact(&mut self) {
+        let len = self.pending_use_buckets.len();
+        if len <= MAX_PENDING_USE_BUCKETS {
+            return;
+        }
+        // Whole minutes go, so that a later use in a kept minute finds its bucket.
+        let cutoff = self.pending_use_buckets[len - MAX_PENDING_USE_BUCKETS].minute;
+        let keep_from = self
+            .pending_use_buckets
+            .iter()
+            .position(|b| b.minute >= cutoff)
+            .unwrap_or(len);
+        for b in self.pending_use_buckets.drain(..keep_from) {
+            *self.pending_uses_compacted.entry(b.principal).or_default() += b.count;
         }
     }
 
@@ -951,21 +979,22 @@ impl KeyTimeline {
             rejected,
             context: c.clone(),
         };
-        let found = self.pending_use_buckets.iter().rposition(|b| {
-            b.minute == minute && b.principal == principal && b.schedule == schedule
-        });
+        // Buckets are in time order: only this minute's, at the end, need looking at.
+        let found = self
+            .pending_use_buckets
+            .iter_mut()
+            .rev()
+            .take_while(|b| b.minute >= minute)
+            .find(|b| b.minute == minute && b.principal == principal && b.schedule == schedule);
         match found {
-            Some(i) => self.pending_use_buckets[i].count += 1,
-            None if self.pending_use_buckets.len() < MAX_PENDING_USE_BUCKETS => {
-                self.pending_use_buckets.push(PendingUseBucket {
-                    schedule,
-                    principal,
-                    minute,
-                    count: 1,
-                    first: use_,
-                });
-            }
-            None => {}
+            Some(b) => b.count += 1,
+            None => self.pending_use_buckets.push(PendingUseBucket {
+                schedule,
+                principal,
+                minute,
+                count: 1,
+                first: use_,
+            }),
         }
         if kept < MAX_PENDING_USE_ENTRIES as u64 {
             self.push_entry(

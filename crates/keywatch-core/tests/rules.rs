@@ -482,3 +482,74 @@ fn the_page_for_a_pending_deletion_use_is_short_to_read_and_safe() {
     assert!(p.attributes.contains(&("severity", "critical".to_owned())));
     assert!(p.attributes.contains(&("account", ACCOUNT.to_owned())));
 }
+
+/// A job that retries Decrypt every minute through a 30-day waiting period (43,200 uses)
+/// keeps paging once an hour to the end, with the uses so far counted from the first: the
+/// timeline keeps only its most recent minutes of detail, not the whole period, so there is
+/// no point after which the key goes quiet.
+#[test]
+fn a_key_used_every_minute_of_a_30_day_window_pages_every_hour_to_the_end() {
+    let mut given = vec![schedule(
+        "2026-11-01T00:00:00Z",
+        "sched",
+        30,
+        Some("Dec 1, 2026, 12:00:00 AM"),
+    )];
+    let start = ts("2026-11-01T00:00:30Z");
+    let minutes = 30 * 24 * 60;
+    for m in 0..minutes {
+        let at = start.plus_millis(m * 60_000).to_string();
+        given.push(rejected("Decrypt", &at, &format!("use-{m}"), APP_ROLE));
+    }
+    let t = timeline(&given);
+    assert_eq!(t.pending_uses, minutes as u64);
+    let pages: Vec<_> = evaluate(&t, ts("2026-12-01T00:00:00Z"), &AlertConfig::default())
+        .into_iter()
+        .filter(|a| a.kind == AlertKind::PendingDeletionKeyUsed)
+        .collect();
+    assert_eq!(pages.len(), 30 * 24, "one page an hour, every hour");
+    let last = pages
+        .iter()
+        .max_by_key(|a| a.event_time)
+        .expect("a last page");
+    assert_eq!(last.event_time.to_string(), "2026-11-30T23:00:30Z");
+    assert_eq!(last.uses_in_window, Some(60));
+    assert_eq!(
+        last.uses_so_far,
+        Some(minutes as u64),
+        "counted from the first use"
+    );
+
+    // At rest the timeline keeps only its most recent minutes (as the projector stores it):
+    // bounded, nothing paged again, and the next page still counts from the first use.
+    let mut at_rest = t.clone();
+    at_rest.compact();
+    assert!(at_rest.pending_use_buckets.len() <= keywatch_core::timeline::MAX_PENDING_USE_BUCKETS);
+    let raised: Vec<String> = pages.iter().map(|a| a.alert_id.clone()).collect();
+    let again: Vec<_> =
+        keywatch_core::alert::evaluate_events_unless(&at_rest, &AlertConfig::default(), &|id| {
+            raised.iter().any(|r| r == id)
+        })
+        .into_iter()
+        .filter(|a| a.kind == AlertKind::PendingDeletionKeyUsed)
+        .collect();
+    assert!(again.is_empty(), "nothing pages twice: {again:?}");
+    let next = events(&[rejected(
+        "Decrypt",
+        "2026-11-30T23:59:59Z",
+        "use-next",
+        APP_ROLE,
+    )]);
+    // Minute 23:59 already has a bucket: this use joins it; the hour's page is the same.
+    for e in &next {
+        at_rest.apply(e);
+    }
+    assert_eq!(at_rest.pending_uses, minutes as u64 + 1);
+    let page = keywatch_core::alert::evaluate_events(&at_rest, &AlertConfig::default())
+        .into_iter()
+        .filter(|a| a.kind == AlertKind::PendingDeletionKeyUsed)
+        .max_by_key(|a| a.event_time)
+        .expect("the last hour's page");
+    assert_eq!(page.uses_so_far, Some(minutes as u64 + 1));
+    assert_eq!(page.uses_in_window, Some(61));
+}

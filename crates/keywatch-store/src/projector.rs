@@ -354,13 +354,17 @@ impl<S: Store> Projector<S> {
             }
             touched.push(timeline);
         }
-        let refs: Vec<&KeyTimeline> = touched.iter().collect();
-        self.store.save_timelines(&refs)?;
-
+        // Alerts first, from the timelines as folded; then they are bounded for the store:
+        // every minute of use this batch brought has been paged before it is compacted away.
         let mut candidates: Vec<Alert> = touched
             .iter()
             .flat_map(|t| evaluate_events_unless(t, &self.config, &|id| self.raised.contains(id)))
             .collect();
+        for t in &mut touched {
+            t.compact();
+        }
+        let refs: Vec<&KeyTimeline> = touched.iter().collect();
+        self.store.save_timelines(&refs)?;
         outcome.alerts = self.raise(&mut candidates, as_of)?;
         if self.cache.len() + touched.len() > CACHE_LIMIT {
             self.cache.clear();

@@ -569,3 +569,62 @@ fn a_key_store_disconnect_delivered_before_the_record_naming_the_store_still_orp
         "{kinds:?}"
     );
 }
+
+/// One batch bringing more minutes of pending-deletion use than a timeline keeps at rest
+/// (3,000 minutes, one use each): every hour still pages, the stored timeline is bounded,
+/// and the next batch's pages count the uses from the first.
+#[test]
+fn a_batch_with_more_minutes_of_use_than_a_timeline_keeps_pages_every_hour() {
+    let uses = |from: i64, n: i64| -> Vec<Value> {
+        let start = ts("2026-11-01T01:00:30Z");
+        (from..from + n)
+            .map(|m| {
+                let at = start.plus_millis(m * 60_000).to_string();
+                rejected("Decrypt", &at, &format!("use-{m}"), APP_ROLE)
+            })
+            .collect()
+    };
+    let mut first = vec![schedule(
+        "2026-11-01T00:00:00Z",
+        "sched",
+        30,
+        Some("Dec 1, 2026, 12:00:00 AM"),
+    )];
+    first.extend(uses(0, 3_000));
+    let mut p = Projector::new(
+        SqliteStore::in_memory().expect("store"),
+        AlertConfig::default(),
+    );
+    let pages = |alerts: &[keywatch_core::Alert]| {
+        alerts
+            .iter()
+            .filter(|a| a.kind == keywatch_core::AlertKind::PendingDeletionKeyUsed)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let raised = pages(
+        &p.process(&normalised(&first), as_of())
+            .expect("batch")
+            .alerts,
+    );
+    assert_eq!(raised.len(), 50, "3,000 minutes are 50 hours: a page each");
+    let key = KeyArn::parse(KEY).expect("arn");
+    let stored = p
+        .store()
+        .load_timeline(&key)
+        .expect("load")
+        .expect("stored");
+    assert!(
+        stored.pending_use_buckets.len() <= keywatch_core::timeline::MAX_PENDING_USE_BUCKETS,
+        "{} buckets at rest",
+        stored.pending_use_buckets.len()
+    );
+    let next = pages(
+        &p.process(&normalised(&uses(3_000, 120)), as_of())
+            .expect("batch")
+            .alerts,
+    );
+    assert_eq!(next.len(), 2, "the next two hours page");
+    let last = next.iter().max_by_key(|a| a.event_time).expect("a page");
+    assert_eq!(last.uses_so_far, Some(3_120), "counted from the first use");
+}
