@@ -47,6 +47,77 @@ alarm = resources.get("PendingDeletionKeyUsageAlarm", {}).get("Properties", {})
 if "AlarmActions" not in alarm:
     problems.append("PendingDeletionKeyUsageAlarm must notify the paging topic")
 
+
+def of_type(kind):
+    return {name: r for name, r in resources.items() if r.get("Type") == kind}
+
+
+def sub_names(value):
+    """The resources a Fn::Sub string names (${Name})."""
+    if isinstance(value, dict) and "Fn::Sub" in value:
+        text = value["Fn::Sub"]
+        text = text[0] if isinstance(text, list) else text
+        import re
+
+        return set(re.findall(r"\$\{([A-Za-z0-9]+)\}", text))
+    return set()
+
+
+def alarms_on(namespace, metric, dimension_value):
+    found = []
+    for name, r in of_type("AWS::CloudWatch::Alarm").items():
+        props = r["Properties"]
+        if props.get("Namespace") != namespace or props.get("MetricName") != metric:
+            continue
+        dims = props.get("Dimensions", [])
+        if dimension_value is None or any(ref_name(d.get("Value")) == dimension_value for d in dims):
+            found.append(name)
+    return found
+
+
+functions = of_type("AWS::Serverless::Function")
+# Every function's logs expire; every function's errors and every queue's depth alarm.
+log_groups = {n for r in of_type("AWS::Logs::LogGroup").values() for n in sub_names(r["Properties"].get("LogGroupName"))
+              if r["Properties"].get("RetentionInDays")}
+for fn in functions:
+    if fn not in log_groups:
+        problems.append(f"{fn} has no log group with a retention")
+    if not alarms_on("AWS/Lambda", "Errors", fn):
+        problems.append(f"no alarm on {fn}'s errors")
+for queue in of_type("AWS::SQS::Queue"):
+    if not alarms_on("AWS/SQS", "ApproximateNumberOfMessagesVisible", queue):
+        problems.append(f"no alarm on the depth of {queue}")
+if not alarms_on("AWS/Lambda", "OffsetLag", "ProjectorFunction"):
+    problems.append("no alarm on the projector's Kafka offset lag")
+if not alarms_on("Keywatch", "RecordsRejected", None):
+    problems.append("no alarm on RecordsRejected")
+# Health alarms go to the operations topic, not to the pages about keys.
+for name, r in of_type("AWS::CloudWatch::Alarm").items():
+    actions = r["Properties"].get("AlarmActions", [])
+    if not actions:
+        problems.append(f"{name} notifies nobody")
+    elif name != "PendingDeletionKeyUsageAlarm" and "OperationsTopic" not in str(actions):
+        problems.append(f"{name} must notify the operations topic")
+# The event source mapping in a VPC: the EC2 actions Lambda documents.
+needed = {"ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs",
+          "ec2:DeleteNetworkInterface", "ec2:DescribeSubnets", "ec2:DescribeSecurityGroups"}
+granted = set()
+for policy in functions["ProjectorFunction"]["Properties"].get("Policies", []):
+    if isinstance(policy, dict):
+        for st in policy.get("Statement", []):
+            granted |= set(st.get("Action", []))
+if not needed <= granted:
+    problems.append(f"ProjectorFunction lacks {sorted(needed - granted)} for its Kafka event source in a VPC")
+outputs = template.get("Outputs", {})
+for wanted in ["AlertTopicArn", "OperationsTopicArn", "TableName", "IngestDeadLetterQueueUrl",
+               "ProjectorFailureQueueUrl", "SweeperDeadLetterQueueUrl", "IngestS3FunctionArn"]:
+    if wanted not in outputs:
+        problems.append(f"no output {wanted}")
+
 if problems:
     sys.exit("infra/template.yaml: " + "; ".join(problems))
-print("infra/template.yaml: the alarm can notify its encrypted topic")
+print(
+    "infra/template.yaml: the alarm can notify its encrypted topic; every function's logs "
+    "expire and its errors alarm; every queue's depth, the offset lag and rejected records "
+    "alarm to the operations topic; the VPC permissions and the outputs are there"
+)
