@@ -23,7 +23,7 @@ TEST_ENV := KEYWATCH_CORPUS="$(CORPUS)" \
 	PATH="$(abspath $(VENV))/bin:$$PATH"
 
 .PHONY: demo test lint build bench bench-lambda samples clean tools services-start services-stop \
-	fuzz fuzz-smoke fuzz-seeds deny deny-advisories browser screenshot
+	fuzz fuzz-smoke fuzz-seeds deny deny-advisories browser screenshot lean
 
 build:
 	$(CARGO) build --release --bin keywatch
@@ -48,7 +48,7 @@ demo: build
 
 ## Everything the tests need is installed here; the corpus tests read ../shared in place.
 ## The services are started on loopback for the run and stopped afterwards, pass or fail.
-test: lint deny tools browser
+test: lint deny tools browser lean
 	@test -d "$(CORPUS)" || { echo "error: the CloudTrail corpus is not at $(CORPUS); the corpus tests need it (set CORPUS=…)"; exit 1; }
 	$(CARGO) build --workspace --all-targets --locked
 	$(SERVICE_PORTS) scripts/services.sh start
@@ -106,6 +106,12 @@ fuzz: $(CARGO_FUZZ) fuzz-seeds
 	    $(FUZZ_FLAGS) -runs=$(FUZZ_RUNS) > target/fuzz-logs/$$t.log 2>&1 & pids="$$pids $$!"; \
 	done; status=0; for p in $$pids; do wait $$p || status=1; done; \
 	for t in $(FUZZ_TARGETS); do echo "$$t:"; grep -E "^Done|^stat::|SUMMARY|panicked" target/fuzz-logs/$$t.log; done; exit $$status
+
+## The CLI for replaying archives builds without librdkafka and the AWS SDK.
+lean:
+	@if $(CARGO) tree -p keywatch-cli --no-default-features -e normal --locked | grep -E "rdkafka|aws-(config|sdk)"; then \
+	  echo "error: keywatch-cli --no-default-features depends on the above"; exit 1; fi
+	$(CARGO) build -p keywatch-cli --no-default-features --locked
 
 ## Headless Chromium from Debian's packages, for the tests of what people look at.
 browser:

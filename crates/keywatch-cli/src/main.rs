@@ -5,6 +5,7 @@ mod html;
 mod outbox;
 mod render;
 mod replay;
+#[cfg(feature = "run")]
 mod run;
 
 use anyhow::{bail, Context, Result};
@@ -170,6 +171,7 @@ enum Command {
         as_of: Option<String>,
     },
     /// Runs the projector as a Kafka consumer: folds the event log into the store and pages.
+    #[cfg(feature = "run")]
     Run {
         /// Kafka bootstrap servers (host:port,…); security settings come from KEYWATCH_KAFKA_*.
         #[arg(long, env = "KEYWATCH_KAFKA_BROKERS")]
@@ -387,6 +389,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
             })
         }
+        #[cfg(feature = "run")]
         Command::Run {
             brokers,
             topic,
