@@ -108,6 +108,32 @@ for policy in functions["ProjectorFunction"]["Properties"].get("Policies", []):
             granted |= set(st.get("Action", []))
 if not needed <= granted:
     problems.append(f"ProjectorFunction lacks {sorted(needed - granted)} for its Kafka event source in a VPC")
+# Least privilege: only the DynamoDB actions the store calls, metrics in keywatch's namespace,
+# invocations bound to their source.
+allowed_dynamodb = {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query",
+                    "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
+for fn, r in functions.items():
+    for policy in r["Properties"].get("Policies", []):
+        text = str(policy)
+        for managed in ["DynamoDBCrudPolicy", "CloudWatchPutMetricPolicy", "AmazonS3ReadOnlyAccess"]:
+            if managed in text:
+                problems.append(f"{fn} uses {managed}: grant the actions it calls instead")
+        for st in policy.get("Statement", []) if isinstance(policy, dict) else []:
+            actions = set(st.get("Action", [])) if isinstance(st.get("Action"), list) else {st.get("Action")}
+            extra = {a for a in actions if str(a).startswith("dynamodb:")} - allowed_dynamodb
+            if extra:
+                problems.append(f"{fn} may {sorted(extra)}, which keywatch never calls")
+            if "cloudwatch:PutMetricData" in actions and "cloudwatch:namespace" not in str(st.get("Condition")):
+                problems.append(f"{fn}'s PutMetricData is not limited to keywatch's namespace")
+            if "s3:GetObject" in actions and ":::*" in str(st.get("Resource")):
+                problems.append(f"{fn} may read every bucket")
+for name, r in of_type("AWS::Lambda::Permission").items():
+    if "SourceArn" not in r["Properties"]:
+        problems.append(f"{name} is not bound to its source (SourceArn)")
+mapping = resources["ProjectorEventSource"]["Properties"]
+configs = str(mapping.get("SourceAccessConfigurations"))
+if configs.count("VPC_SUBNET") < 6 or configs.count("VPC_SECURITY_GROUP") < 6:
+    problems.append("the event source mapping must take every subnet and security group given (up to six)")
 outputs = template.get("Outputs", {})
 for wanted in ["AlertTopicArn", "OperationsTopicArn", "TableName", "IngestDeadLetterQueueUrl",
                "ProjectorFailureQueueUrl", "SweeperDeadLetterQueueUrl", "IngestS3FunctionArn"]:
@@ -119,5 +145,6 @@ if problems:
 print(
     "infra/template.yaml: the alarm can notify its encrypted topic; every function's logs "
     "expire and its errors alarm; every queue's depth, the offset lag and rejected records "
-    "alarm to the operations topic; the VPC permissions and the outputs are there"
+    "alarm to the operations topic; the VPC permissions and the outputs are there; "
+    "least privilege holds"
 )
