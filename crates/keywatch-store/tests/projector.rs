@@ -66,7 +66,15 @@ fn project(batches: &[Vec<Value>]) -> (Value, Vec<String>) {
 /// Whether a CancelKeyDeletion, a key store record or a DeleteKey arrives in a later batch
 /// than a record it precedes.
 fn has_late_context(batches: &[Vec<Value>]) -> bool {
-    let time = |r: &Value| r["eventTime"].as_str().unwrap_or_default().to_owned();
+    // CloudTrail records say `eventTime`; KMS's own EventBridge events ("KMS CMK Deletion")
+    // say `time`.
+    let time = |r: &Value| {
+        r["eventTime"]
+            .as_str()
+            .or_else(|| r["time"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
     batches.iter().enumerate().any(|(i, b)| {
         b.iter()
             .filter(|r| {
