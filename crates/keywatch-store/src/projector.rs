@@ -81,6 +81,8 @@ pub struct Projector<S: Store> {
 }
 
 const CACHE_LIMIT: usize = 50_000;
+/// Alert ids the projector remembers as raised, at most.
+const RAISED_CACHE_LIMIT: usize = 100_000;
 /// How often a batch is redone when another writer saved the same timeline first.
 const MAX_CONFLICT_RETRIES: usize = 5;
 
@@ -405,6 +407,11 @@ impl<S: Store> Projector<S> {
         candidates.dedup_by(|a, b| a.alert_id == b.alert_id);
         candidates.retain(|a| !self.raised.contains(&a.alert_id));
         let fresh = self.store.record_alerts(candidates, as_of)?;
+        // A cache, not the record (the store is): bounded, so that memory does not grow with
+        // every alert a long replay raises. Forgetting only means offering an id again.
+        if self.raised.len() + candidates.len() > RAISED_CACHE_LIMIT {
+            self.raised.clear();
+        }
         self.raised
             .extend(candidates.iter().map(|a| a.alert_id.clone()));
         Ok(candidates
