@@ -1,6 +1,8 @@
 //! `keywatch`: replay CloudTrail archives into per-key KMS timelines and alerts on an
 //! embedded store, and show what it knows.
 
+#[cfg(feature = "doctor")]
+mod doctor;
 mod html;
 mod outbox;
 mod render;
@@ -226,6 +228,21 @@ enum Command {
         /// Only keys in this state (any case).
         #[arg(long, ignore_case = true, value_parser = clap::builder::PossibleValuesParser::new(KEY_STATES))]
         state: Option<String>,
+        #[arg(long, value_enum, ignore_case = true, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Checks, with read access to an account, what keywatch depends on: a trail logging KMS
+    /// management events (read and write), EventBridge rules for KMS in the state that
+    /// delivers them, and the paging topic's subscriptions. Exit status: 0 all well, 3 a
+    /// problem found.
+    #[cfg(feature = "doctor")]
+    Doctor {
+        /// The paging topic to check.
+        #[arg(long, env = "KEYWATCH_SNS_TOPIC_ARN", value_name = "ARN")]
+        topic_arn: Option<String>,
+        /// Call AWS at this endpoint (a local test server, a private endpoint).
+        #[arg(long, value_name = "URL")]
+        endpoint_url: Option<String>,
         #[arg(long, value_enum, ignore_case = true, default_value_t = Format::Text)]
         format: Format,
     },
@@ -503,6 +520,48 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 emit(&render::keys(&keys))?;
             }
             Ok(ExitCode::SUCCESS)
+        }
+        #[cfg(feature = "doctor")]
+        Command::Doctor {
+            topic_arn,
+            endpoint_url,
+            format,
+        } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let findings = runtime.block_on(async {
+                let mut loader = aws_config::from_env();
+                if let Some(url) = &endpoint_url {
+                    loader = loader.endpoint_url(url);
+                }
+                let config = loader.load().await;
+                doctor::examine(&config, topic_arn.as_deref()).await
+            })?;
+            if format == Format::Json {
+                for f in &findings {
+                    emit(&format!("{}\n", serde_json::to_string(f)?))?;
+                }
+            } else {
+                let mut text = String::new();
+                for f in &findings {
+                    text.push_str(&format!(
+                        "{} {}: {}\n",
+                        if f.ok { "ok     " } else { "PROBLEM" },
+                        f.check,
+                        f.detail
+                    ));
+                    if let Some(fix) = &f.fix {
+                        text.push_str(&format!("        fix: {fix}\n"));
+                    }
+                }
+                emit(&text)?;
+            }
+            Ok(if findings.iter().all(|f| f.ok) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_IN_USE)
+            })
         }
         Command::Completions { shell } => {
             let mut out = Vec::new();
