@@ -155,8 +155,9 @@ pub fn page(alert: &Alert) -> Page {
         text.push_str(&format!("\nWhat to do:\n  {r}\n"));
     }
     text.push_str(&format!(
-        "\nThe key's history:\n  {}\n\nAlert {}\n",
-        a.timeline_command, a.alert_id
+        "\nThe key's history:\n  {cmd}\nand as a picture (one page, opens offline):\n  {cmd} --format html > key.html\n\nAlert {}\n",
+        a.alert_id,
+        cmd = a.timeline_command,
     ));
     let json = serde_json::to_string(&a).unwrap_or_else(|_| "{}".to_owned());
     Page {

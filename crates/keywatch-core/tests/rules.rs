@@ -474,6 +474,11 @@ fn the_page_for_a_pending_deletion_use_is_short_to_read_and_safe() {
     );
     assert!(p.text.contains("aws kms cancel-key-deletion --key-id"));
     assert!(p.text.contains(&format!("keywatch timeline {KEY}")));
+    assert!(
+        p.text
+            .contains(&format!("keywatch timeline {KEY} --format html > key.html")),
+        "the page points at the picture too"
+    );
     let json: serde_json::Value = serde_json::from_str(&p.json).expect("page JSON");
     assert!(json["user_agent"]
         .as_str()
