@@ -157,8 +157,138 @@ impl TimelineParts {
 /// saved a newer version between the head and the parts).
 const TIMELINE_READ_ATTEMPTS: usize = 3;
 
-/// Records appended at once: a batch of 10,000 would take minutes one request at a time.
-const APPEND_CONCURRENCY: usize = 64;
+/// Items in one BatchWriteItem request (DynamoDB's limit).
+const BATCH_WRITE_ITEMS: usize = 25;
+/// Keys in one BatchGetItem request (DynamoDB's limit).
+const BATCH_GET_KEYS: usize = 100;
+/// Batch requests in flight at once.
+const BATCH_CONCURRENCY: usize = 8;
+/// Rounds of a batch request's unprocessed items (DynamoDB returns them when throttling)
+/// before giving up; the SDK's own retries come first.
+const UNPROCESSED_ROUNDS: u32 = 12;
+
+/// Puts every item, 25 to a BatchWriteItem, [`BATCH_CONCURRENCY`] requests at a time,
+/// retrying what DynamoDB leaves unprocessed with backoff.
+async fn write_all(client: &Client, table: &str, items: Vec<Item>) -> Result<(), StoreError> {
+    use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+    let mut requests = Vec::with_capacity(items.len());
+    for item in items {
+        requests.push(
+            WriteRequest::builder()
+                .put_request(
+                    PutRequest::builder()
+                        .set_item(Some(item))
+                        .build()
+                        .map_err(db)?,
+                )
+                .build(),
+        );
+    }
+    let mut chunks = requests.chunks(BATCH_WRITE_ITEMS).map(<[_]>::to_vec);
+    loop {
+        let mut tasks = tokio::task::JoinSet::new();
+        for chunk in chunks.by_ref().take(BATCH_CONCURRENCY) {
+            let (client, table) = (client.clone(), table.to_owned());
+            tasks.spawn(async move {
+                let mut pending = chunk;
+                let mut pause = std::time::Duration::from_millis(50);
+                for _ in 0..UNPROCESSED_ROUNDS {
+                    let out = client
+                        .batch_write_item()
+                        .request_items(&table, pending)
+                        .send()
+                        .await
+                        .map_err(err)?;
+                    pending = out
+                        .unprocessed_items()
+                        .and_then(|m| m.get(&table))
+                        .cloned()
+                        .unwrap_or_default();
+                    if pending.is_empty() {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(5));
+                }
+                Err(StoreError::Database(format!(
+                    "{} item(s) still unprocessed after {UNPROCESSED_ROUNDS} rounds of BatchWriteItem",
+                    pending.len()
+                )))
+            });
+        }
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.map_err(db)??;
+        }
+    }
+}
+
+/// Which of these eventIDs the event log holds, 100 to a BatchGetItem (consistent reads).
+async fn stored_records(
+    client: &Client,
+    table: &str,
+    ids: &[&str],
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    let mut stored = std::collections::HashSet::new();
+    let mut chunks = ids.chunks(BATCH_GET_KEYS);
+    loop {
+        let mut tasks = tokio::task::JoinSet::new();
+        for chunk in chunks.by_ref().take(BATCH_CONCURRENCY) {
+            let mut keys = KeysAndAttributes::builder()
+                .projection_expression("pk")
+                .consistent_read(true);
+            for id in chunk {
+                keys = keys.keys(
+                    [
+                        ("pk".to_owned(), s(format!("rec#{id}"))),
+                        ("sk".to_owned(), s("rec")),
+                    ]
+                    .into(),
+                );
+            }
+            let mut request: HashMap<String, KeysAndAttributes> =
+                [(table.to_owned(), keys.build().map_err(db)?)].into();
+            let (client, table) = (client.clone(), table.to_owned());
+            tasks.spawn(async move {
+                let mut found = Vec::new();
+                let mut pause = std::time::Duration::from_millis(50);
+                for _ in 0..UNPROCESSED_ROUNDS {
+                    let out = client
+                        .batch_get_item()
+                        .set_request_items(Some(request))
+                        .send()
+                        .await
+                        .map_err(err)?;
+                    found.extend(
+                        out.responses()
+                            .and_then(|r| r.get(&table))
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|item| text(item, "pk"))
+                            .map(|pk| pk.trim_start_matches("rec#").to_owned()),
+                    );
+                    request = out.unprocessed_keys().cloned().unwrap_or_default();
+                    if request.is_empty() {
+                        return Ok(found);
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(5));
+                }
+                Err(StoreError::Database(format!(
+                    "keys still unprocessed after {UNPROCESSED_ROUNDS} rounds of BatchGetItem"
+                )))
+            });
+        }
+        if tasks.is_empty() {
+            return Ok(stored);
+        }
+        while let Some(done) = tasks.join_next().await {
+            stored.extend(done.map_err(db)??);
+        }
+    }
+}
 
 /// Attempts per DynamoDB request unless `AWS_MAX_ATTEMPTS` says otherwise: DynamoDB
 /// throttles in bursts (a hot partition, on-demand scaling), and AWS's advice is to retry
@@ -378,11 +508,44 @@ impl Store for DynamoStore {
     }
 
     fn append_records(&mut self, records: &[RecordToAppend<'_>]) -> Result<Vec<bool>, StoreError> {
-        let mut fresh = Vec::with_capacity(records.len());
-        for chunk in records.chunks(APPEND_CONCURRENCY) {
-            let mut tasks = tokio::task::JoinSet::new();
-            for (i, r) in chunk.iter().enumerate() {
-                let record: Item = [
+        // Which records the log already holds: one BatchGetItem per 100 (a record repeated
+        // within this call counts once, at its first place).
+        let mut ids: Vec<&str> = records.iter().map(|r| r.event_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let stored = self.block(stored_records(&self.client, &self.table, &ids))?;
+        let mut seen = std::collections::HashSet::new();
+        let fresh: Vec<bool> = records
+            .iter()
+            .map(|r| !stored.contains(r.event_id) && seen.insert(r.event_id))
+            .collect();
+        let new: Vec<&RecordToAppend<'_>> = records
+            .iter()
+            .zip(&fresh)
+            .filter(|(_, f)| **f)
+            .map(|(r, _)| r)
+            .collect();
+        // The stream entries first, then the records (25 to a BatchWriteItem): an entry
+        // repeated is harmless, and a stored record never lacks its entries.
+        let entries: Vec<Item> = new
+            .iter()
+            .flat_map(|r| {
+                r.streams.iter().map(move |stream| {
+                    [
+                        ("pk".to_owned(), s(format!("stream#{}", stream.as_text()))),
+                        (
+                            "sk".to_owned(),
+                            s(format!("{:015}#{}", r.event_time.millis(), r.event_id)),
+                        ),
+                    ]
+                    .into()
+                })
+            })
+            .collect();
+        let bodies: Vec<Item> = new
+            .iter()
+            .map(|r| {
+                [
                     ("pk".to_owned(), s(format!("rec#{}", r.event_id))),
                     ("sk".to_owned(), s("rec")),
                     ("t".to_owned(), n(r.event_time.millis())),
@@ -391,55 +554,11 @@ impl Store for DynamoStore {
                         AttributeValue::B(r.stored.to_vec().into()),
                     ),
                 ]
-                .into();
-                let entries: Vec<Item> = r
-                    .streams
-                    .iter()
-                    .map(|stream| {
-                        [
-                            ("pk".to_owned(), s(format!("stream#{}", stream.as_text()))),
-                            (
-                                "sk".to_owned(),
-                                s(format!("{:015}#{}", r.event_time.millis(), r.event_id)),
-                            ),
-                        ]
-                        .into()
-                    })
-                    .collect();
-                let (client, table) = (self.client.clone(), self.table.clone());
-                tasks.spawn_on(
-                    async move {
-                        // The stream entries first: harmless if repeated, and never missing
-                        // for a stored record.
-                        for entry in entries {
-                            put_item(&client, &table, entry, None).await?;
-                        }
-                        let new = put_item(
-                            &client,
-                            &table,
-                            record,
-                            Some(("attribute_not_exists(pk)", Item::new())),
-                        )
-                        .await?;
-                        Ok::<_, StoreError>((i, new))
-                    },
-                    &self.runtime,
-                );
-            }
-            let mut results = vec![false; chunk.len()];
-            let joined = self.block(async {
-                let mut out = Vec::new();
-                while let Some(r) = tasks.join_next().await {
-                    out.push(r.map_err(db).and_then(|r| r));
-                }
-                out
-            });
-            for r in joined {
-                let (i, new) = r?;
-                results[i] = new;
-            }
-            fresh.extend(results);
-        }
+                .into()
+            })
+            .collect();
+        self.block(write_all(&self.client, &self.table, entries))?;
+        self.block(write_all(&self.client, &self.table, bodies))?;
         Ok(fresh)
     }
 

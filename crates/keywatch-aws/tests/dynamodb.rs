@@ -260,3 +260,75 @@ async fn a_timeline_over_dynamodbs_item_limit_is_saved_and_read_back_whole() {
         "a conflicting write leaves the saved timeline as it was"
     );
 }
+
+/// Appending a batch to the event log takes batch requests, counted at the server's door
+/// (scripts/fault_proxy.py): one BatchGetItem per 100 records to tell new from known, and
+/// BatchWriteItem, 25 items each, for their stream entries and bodies. Before, it took two
+/// PutItems per record.
+#[tokio::test(flavor = "multi_thread")]
+async fn appending_records_takes_batch_requests_not_one_per_record() {
+    use keywatch_store::{RecordToAppend, StreamId};
+    let direct = moto().await;
+    let table = table(&direct).await;
+    let proxy = keywatch_testkit::FaultProxy::start(
+        &keywatch_testkit::service("KEYWATCH_TEST_AWS_ENDPOINT"),
+        0,
+        1,
+        (u32::MAX, std::time::Duration::ZERO),
+    );
+    let config = direct.to_builder().endpoint_url(proxy.url()).build();
+    let (key, records) = busy_pending_key(999);
+    let encoded: Vec<(String, Timestamp, Vec<u8>)> = records
+        .iter()
+        .map(|r| {
+            let json = serde_json::json!({"eventID": r.event_id}).to_string();
+            (
+                r.event_id.clone(),
+                r.event_time(),
+                keywatch_store::encode_record(&json),
+            )
+        })
+        .collect();
+    let to_append = |range: std::ops::Range<usize>| -> Vec<RecordToAppend<'_>> {
+        encoded[range]
+            .iter()
+            .map(|(id, at, stored)| RecordToAppend {
+                event_id: id,
+                event_time: *at,
+                stored,
+                streams: vec![StreamId::Key(key.clone())],
+            })
+            .collect()
+    };
+    let dynamodb_requests = |counts: &std::collections::BTreeMap<String, u64>| -> u64 {
+        counts
+            .iter()
+            .filter(|(op, _)| op.starts_with("DynamoDB_"))
+            .map(|(_, n)| n)
+            .sum()
+    };
+    let mut store = DynamoStore::new(&config, &table).expect("store");
+
+    let fresh = store
+        .append_records(&to_append(0..1_000))
+        .expect("appended");
+    assert!(fresh.iter().all(|f| *f), "all new");
+    let counts = proxy.counts();
+    let requests = dynamodb_requests(&counts);
+    assert!(
+        requests <= 100,
+        "{requests} DynamoDB requests for 1,000 records: {counts:?}"
+    );
+    assert_eq!(counts.get("DynamoDB_20120810.PutItem"), None, "{counts:?}");
+
+    // Known records are told apart from new ones, and cost only their lookups.
+    let mut again = to_append(500..1_000);
+    again.extend(to_append(0..10));
+    let fresh = store.append_records(&again).expect("appended again");
+    assert!(fresh.iter().all(|f| !f), "all known");
+    assert!(dynamodb_requests(&proxy.counts()) - requests <= 10);
+
+    // What was appended reads back, in (eventTime, eventID) order.
+    let stream = store.stream_records(&StreamId::Key(key)).expect("stream");
+    assert_eq!(stream.len(), 1_000);
+}
