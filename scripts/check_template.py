@@ -134,6 +134,8 @@ mapping = resources["ProjectorEventSource"]["Properties"]
 configs = str(mapping.get("SourceAccessConfigurations"))
 if configs.count("VPC_SUBNET") < 6 or configs.count("VPC_SECURITY_GROUP") < 6:
     problems.append("the event source mapping must take every subnet and security group given (up to six)")
+if "OnFailure" not in str(mapping.get("DestinationConfig")):
+    problems.append("the event source mapping needs an on-failure destination (it also caps retries at 10)")
 outputs = template.get("Outputs", {})
 for wanted in ["AlertTopicArn", "OperationsTopicArn", "TableName", "IngestDeadLetterQueueUrl",
                "ProjectorFailureQueueUrl", "SweeperDeadLetterQueueUrl", "IngestS3FunctionArn"]:
