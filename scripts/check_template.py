@@ -136,6 +136,10 @@ if configs.count("VPC_SUBNET") < 6 or configs.count("VPC_SECURITY_GROUP") < 6:
     problems.append("the event source mapping must take every subnet and security group given (up to six)")
 if "OnFailure" not in str(mapping.get("DestinationConfig")):
     problems.append("the event source mapping needs an on-failure destination (it also caps retries at 10)")
+for kind in ["AWS::DynamoDB::Table", "AWS::SQS::Queue", "AWS::SNS::Topic", "AWS::KMS::Key", "AWS::Logs::LogGroup"]:
+    for name, r in of_type(kind).items():
+        if "'application'" not in str(r["Properties"].get("Tags")):
+            problems.append(f"{name} lacks the tag application: keywatch")
 outputs = template.get("Outputs", {})
 for wanted in ["AlertTopicArn", "OperationsTopicArn", "TableName", "IngestDeadLetterQueueUrl",
                "ProjectorFailureQueueUrl", "SweeperDeadLetterQueueUrl", "IngestS3FunctionArn"]:
