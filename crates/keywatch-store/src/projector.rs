@@ -356,18 +356,22 @@ impl<S: Store> Projector<S> {
             }
             touched.push(timeline);
         }
-        // Alerts first, from the timelines as folded; then they are bounded for the store:
-        // every minute of use this batch brought has been paged before it is compacted away.
+        // Alerts first, from the timelines as folded, and recorded in the outbox before any
+        // timeline is saved: a store without atomic batches (DynamoDB) that fails between the
+        // two then folds the same events again on the retry and finds the alerts recorded,
+        // whereas a timeline saved first would hold the events and never raise their alerts.
+        // Then the timelines are bounded: every minute of use this batch brought has been
+        // paged before it is compacted away.
         let mut candidates: Vec<Alert> = touched
             .iter()
             .flat_map(|t| evaluate_events_unless(t, &self.config, &|id| self.raised.contains(id)))
             .collect();
+        outcome.alerts = self.raise(&mut candidates, as_of)?;
         for t in &mut touched {
             t.compact();
         }
         let refs: Vec<&KeyTimeline> = touched.iter().collect();
         self.store.save_timelines(&refs)?;
-        outcome.alerts = self.raise(&mut candidates, as_of)?;
         if self.cache.len() + touched.len() > CACHE_LIMIT {
             self.cache.clear();
         }

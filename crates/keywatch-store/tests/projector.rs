@@ -212,6 +212,8 @@ struct Flaky {
     atomic: bool,
     /// Saves that fail as if another writer got there first.
     conflicts: usize,
+    /// Recordings of alerts that fail (throttled, say).
+    failed_alert_writes: usize,
 }
 
 impl Store for Flaky {
@@ -302,6 +304,12 @@ impl Store for Flaky {
         a: &[keywatch_core::Alert],
         t: Timestamp,
     ) -> Result<Vec<bool>, keywatch_store::StoreError> {
+        if self.failed_alert_writes > 0 {
+            self.failed_alert_writes -= 1;
+            return Err(keywatch_store::StoreError::Database(
+                "throttled (test)".into(),
+            ));
+        }
         self.inner.record_alerts(a, t)
     }
 }
@@ -313,6 +321,7 @@ fn a_batch_that_fails_half_way_stores_nothing_and_its_retry_loses_nothing() {
         fail_saves: true,
         atomic: true,
         conflicts: 0,
+        failed_alert_writes: 0,
     };
     let mut p = Projector::new(store, AlertConfig::default());
     let records = normalised(&[
@@ -336,6 +345,7 @@ fn a_batch_that_fails_half_way_stores_nothing_and_its_retry_loses_nothing() {
             fail_saves: false,
             atomic: true,
             conflicts: 0,
+            failed_alert_writes: 0,
         },
         AlertConfig::default(),
     );
@@ -443,6 +453,7 @@ fn without_atomic_batches_records_kept_by_a_failed_batch_are_still_folded_on_ret
         fail_saves: true,
         atomic: false,
         conflicts: 0,
+        failed_alert_writes: 0,
     };
     let mut p = Projector::new(store, AlertConfig::default());
     assert!(p.process(&three_records(), as_of()).is_err());
@@ -455,14 +466,20 @@ fn without_atomic_batches_records_kept_by_a_failed_batch_are_still_folded_on_ret
         (0, 3),
         "the log kept them"
     );
-    assert_eq!(
-        out.alerts.len(),
-        2,
-        "and they were folded: schedule and page"
-    );
+    // The failed batch had recorded its alerts before its timeline save failed: they wait
+    // in the outbox for delivery, and the retry does not raise them twice.
+    assert!(out.alerts.is_empty());
+    let mut kinds: Vec<_> = p
+        .unsent(10)
+        .expect("outbox")
+        .iter()
+        .map(|a| a.kind.as_str())
+        .collect();
+    kinds.sort_unstable();
+    assert_eq!(kinds, ["deletion_scheduled", "pending_deletion_key_used"]);
     let key = KeyArn::parse(KEY).expect("key");
     let t = p.store().load_timeline(&key).expect("load").expect("saved");
-    assert_eq!(t.event_count, 3);
+    assert_eq!(t.event_count, 3, "and the events were folded");
     // A plain redelivery afterwards changes nothing.
     let again = p.process(&three_records(), as_of()).expect("redelivery");
     assert!(again.alerts.is_empty());
@@ -476,6 +493,30 @@ fn without_atomic_batches_records_kept_by_a_failed_batch_are_still_folded_on_ret
     );
 }
 
+/// Without atomic batches, recording a batch's alerts fails (throttled) after its records
+/// are stored: the retry still raises every alert. (When the timeline was saved before the
+/// alerts were recorded, the retry found its events folded already and raised nothing: the
+/// pages were lost.)
+#[test]
+fn without_atomic_batches_alerts_that_failed_to_record_are_raised_on_retry() {
+    let store = Flaky {
+        inner: SqliteStore::in_memory().expect("store"),
+        fail_saves: false,
+        atomic: false,
+        conflicts: 0,
+        failed_alert_writes: 1,
+    };
+    let mut p = Projector::new(store, AlertConfig::default());
+    assert!(p.process(&three_records(), as_of()).is_err());
+    let out = p.process(&three_records(), as_of()).expect("retry");
+    let mut kinds: Vec<_> = out.alerts.iter().map(|a| a.kind.as_str()).collect();
+    kinds.sort_unstable();
+    assert_eq!(kinds, ["deletion_scheduled", "pending_deletion_key_used"]);
+    let key = KeyArn::parse(KEY).expect("key");
+    let t = p.store().load_timeline(&key).expect("load").expect("saved");
+    assert_eq!(t.event_count, 3, "folded once");
+}
+
 #[test]
 fn a_write_conflict_is_retried_and_loses_nothing() {
     let store = Flaky {
@@ -483,6 +524,7 @@ fn a_write_conflict_is_retried_and_loses_nothing() {
         fail_saves: false,
         atomic: true,
         conflicts: 2,
+        failed_alert_writes: 0,
     };
     let mut p = Projector::new(store, AlertConfig::default());
     let out = p
