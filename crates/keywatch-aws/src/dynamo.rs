@@ -225,6 +225,15 @@ async fn write_all(client: &Client, table: &str, items: Vec<Item>) -> Result<(),
     }
 }
 
+/// The key of a record's item in the event log.
+fn record_key(event_id: &str) -> Item {
+    [
+        ("pk".to_owned(), s(format!("rec#{event_id}"))),
+        ("sk".to_owned(), s("rec")),
+    ]
+    .into()
+}
+
 /// Which of these eventIDs the event log holds, 100 to a BatchGetItem (consistent reads).
 async fn stored_records(
     client: &Client,
@@ -240,13 +249,7 @@ async fn stored_records(
                 .projection_expression("pk")
                 .consistent_read(true);
             for id in chunk {
-                keys = keys.keys(
-                    [
-                        ("pk".to_owned(), s(format!("rec#{id}"))),
-                        ("sk".to_owned(), s("rec")),
-                    ]
-                    .into(),
-                );
+                keys = keys.keys(record_key(id));
             }
             let mut request: HashMap<String, KeysAndAttributes> =
                 [(table.to_owned(), keys.build().map_err(db)?)].into();
@@ -385,29 +388,31 @@ impl DynamoStore {
         tokio::task::block_in_place(|| self.runtime.block_on(f))
     }
 
-    /// Every item of a partition, in sort key order.
-    fn query(&self, pk: &str, limit: Option<i32>) -> Result<Vec<Item>, StoreError> {
+    /// Every item of a partition (those whose sort key begins with `sk_prefix`, if given),
+    /// in sort key order, read consistently.
+    fn query(&self, pk: &str, sk_prefix: Option<&str>) -> Result<Vec<Item>, StoreError> {
         self.block(async {
             let mut out = Vec::new();
             let mut start: Option<Item> = None;
             loop {
-                let page = self
+                let mut request = self
                     .client
                     .query()
                     .table_name(&self.table)
-                    .key_condition_expression("pk = :pk")
                     .expression_attribute_values(":pk", s(pk))
-                    .set_exclusive_start_key(start.take())
-                    .set_limit(limit)
-                    .send()
-                    .await
-                    .map_err(err)?;
+                    .consistent_read(true)
+                    .set_exclusive_start_key(start.take());
+                request = match sk_prefix {
+                    Some(prefix) => request
+                        .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                        .expression_attribute_values(":prefix", s(prefix)),
+                    None => request.key_condition_expression("pk = :pk"),
+                };
+                let page = request.send().await.map_err(err)?;
                 out.extend(page.items().iter().cloned());
                 match page.last_evaluated_key() {
-                    Some(k) if limit.is_none_or(|l| (out.len() as i32) < l) => {
-                        start = Some(k.clone())
-                    }
-                    _ => return Ok(out),
+                    Some(k) => start = Some(k.clone()),
+                    None => return Ok(out),
                 }
             }
         })
@@ -448,38 +453,18 @@ impl DynamoStore {
 
     /// The parts beyond the head of a timeline whose sort keys begin with `prefix`, in order.
     fn timeline_parts(&self, pk: &str, prefix: &str) -> Result<Vec<Vec<u8>>, StoreError> {
-        self.block(async {
-            let mut out = Vec::new();
-            let mut start: Option<Item> = None;
-            loop {
-                let page = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                    .expression_attribute_values(":pk", s(pk))
-                    .expression_attribute_values(":prefix", s(prefix))
-                    .consistent_read(true)
-                    .set_exclusive_start_key(start.take())
-                    .send()
-                    .await
-                    .map_err(err)?;
-                for item in page.items() {
-                    let body = item
-                        .get("body")
-                        .and_then(|b| b.as_b().ok())
-                        .ok_or_else(|| StoreError::Corrupt {
-                            what: "timeline part",
-                            reason: format!("{pk}: no body"),
-                        })?;
-                    out.push(body.as_ref().to_vec());
-                }
-                match page.last_evaluated_key() {
-                    Some(k) => start = Some(k.clone()),
-                    None => return Ok(out),
-                }
-            }
-        })
+        self.query(pk, Some(prefix))?
+            .iter()
+            .map(|item| {
+                item.get("body")
+                    .and_then(|b| b.as_b().ok())
+                    .map(|b| b.as_ref().to_vec())
+                    .ok_or_else(|| StoreError::Corrupt {
+                        what: "timeline part",
+                        reason: format!("{pk}: no body"),
+                    })
+            })
+            .collect()
     }
 
     fn arns(&self, pk: &str) -> Result<Vec<KeyArn>, StoreError> {
@@ -545,16 +530,13 @@ impl Store for DynamoStore {
         let bodies: Vec<Item> = new
             .iter()
             .map(|r| {
-                [
-                    ("pk".to_owned(), s(format!("rec#{}", r.event_id))),
-                    ("sk".to_owned(), s("rec")),
-                    ("t".to_owned(), n(r.event_time.millis())),
-                    (
-                        "body".to_owned(),
-                        AttributeValue::B(r.stored.to_vec().into()),
-                    ),
-                ]
-                .into()
+                let mut item = record_key(r.event_id);
+                item.insert("t".to_owned(), n(r.event_time.millis()));
+                item.insert(
+                    "body".to_owned(),
+                    AttributeValue::B(r.stored.to_vec().into()),
+                );
+                item
             })
             .collect();
         self.block(write_all(&self.client, &self.table, entries))?;
@@ -573,16 +555,10 @@ impl Store for DynamoStore {
             })
             .collect();
         let mut bodies: HashMap<String, Vec<u8>> = HashMap::new();
-        for chunk in ids.chunks(100) {
+        for chunk in ids.chunks(BATCH_GET_KEYS) {
             let mut keys = KeysAndAttributes::builder();
             for id in chunk {
-                keys = keys.keys(
-                    [
-                        ("pk".to_owned(), s(format!("rec#{id}"))),
-                        ("sk".to_owned(), s("rec")),
-                    ]
-                    .into(),
-                );
+                keys = keys.keys(record_key(id));
             }
             let mut request: HashMap<String, KeysAndAttributes> =
                 [(self.table.clone(), keys.build().map_err(db)?)].into();

@@ -2,23 +2,12 @@
 //! wrong in each way keywatch cares about is told what is wrong, in plain words, with exit
 //! status 3; set right, it is told all is well. Without moto this test fails and says so.
 
-use keywatch_testkit::{service, unique};
+use keywatch_testkit::{moto_in, service, unique};
 use std::process::Command;
 
 /// A Region of this test's own on the shared moto server, so that no other test's trails or
 /// rules are seen.
 const REGION: &str = "eu-south-2";
-
-fn aws(endpoint: &str) -> aws_config::SdkConfig {
-    aws_config::SdkConfig::builder()
-        .behavior_version(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(REGION))
-        .endpoint_url(endpoint)
-        .credentials_provider(aws_sdk_sns::config::SharedCredentialsProvider::new(
-            aws_sdk_sns::config::Credentials::new("testing", "testing", None, None, "test"),
-        ))
-        .build()
-}
 
 fn doctor(endpoint: &str, topic: &str) -> (Option<i32>, Vec<serde_json::Value>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_keywatch"))
@@ -59,7 +48,7 @@ fn finding<'a>(findings: &'a [serde_json::Value], check: &str) -> &'a serde_json
 #[tokio::test]
 async fn doctor_says_what_is_wrong_and_then_that_all_is_well() {
     let endpoint = service("KEYWATCH_TEST_AWS_ENDPOINT");
-    let config = aws(&endpoint);
+    let config = moto_in(REGION).await;
     let s3 = aws_sdk_s3::Client::new(&config);
     let trail_bucket = unique("doctor-trail");
     s3.create_bucket()

@@ -211,20 +211,9 @@ impl Store for SqliteStore {
     }
 
     fn stream_records(&self, stream: &StreamId) -> Result<Vec<String>, StoreError> {
-        let mut q = self
-            .conn
-            .prepare_cached(
-                "SELECT r.record FROM streams n
-                 JOIN stream_events s ON s.stream_id = n.stream_id
-                 JOIN records r ON r.event_id = s.event_id
-                 WHERE n.name = ?1 ORDER BY s.event_time, s.event_id",
-            )
-            .map_err(db)?;
-        let rows = q
-            .query_map([stream.as_text()], |row| row.get::<_, Vec<u8>>(0))
-            .map_err(db)?;
-        rows.map(|r| r.map_err(db).and_then(|bytes| crate::decode_record(&bytes)))
-            .collect()
+        let mut out = Vec::new();
+        self.visit_stream_records(stream, |json| out.push(json.to_owned()))?;
+        Ok(out)
     }
 
     fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, StoreError> {

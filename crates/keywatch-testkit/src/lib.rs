@@ -29,9 +29,15 @@ pub fn unique(name: &str) -> String {
 
 /// AWS SDK configuration for the moto server at KEYWATCH_TEST_AWS_ENDPOINT.
 pub async fn moto() -> aws_config::SdkConfig {
+    moto_in("us-east-1").await
+}
+
+/// [`moto`] in another Region: a test's own corner of the shared server, where no other
+/// test's trails or rules are seen.
+pub async fn moto_in(region: &'static str) -> aws_config::SdkConfig {
     aws_config::from_env()
         .endpoint_url(service("KEYWATCH_TEST_AWS_ENDPOINT"))
-        .region(aws_config::Region::new("us-east-1"))
+        .region(aws_config::Region::new(region))
         .credentials_provider(Credentials::new(
             "testing",
             "testing",
