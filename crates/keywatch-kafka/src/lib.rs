@@ -56,13 +56,103 @@ pub struct KafkaSettings {
     pub sasl_username: Option<String>,
     /// SASL password.
     pub sasl_password: Option<String>,
+    /// TLS (with `SSL` and `SASL_SSL`): the brokers' CA and the client certificate.
+    pub tls: KafkaTls,
+}
+
+/// A PEM document: a file's path, or the text itself (as read from Secrets Manager).
+#[derive(Clone, PartialEq, Eq)]
+pub enum Pem {
+    /// A file holding PEM.
+    File(String),
+    /// PEM text.
+    Text(String),
+}
+
+impl std::fmt::Debug for Pem {
+    // A private key's text never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Pem::File(path) => f.debug_tuple("File").field(path).finish(),
+            Pem::Text(text) => write!(f, "Text({} bytes)", text.len()),
+        }
+    }
+}
+
+/// TLS to the brokers. Without a CA the system's trust store verifies the brokers; with a
+/// client certificate and key the client authenticates itself (mutual TLS, as MSK's and
+/// Lambda's `CLIENT_CERTIFICATE_TLS_AUTH`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KafkaTls {
+    /// CA certificate(s) that sign the brokers' certificates.
+    pub ca: Option<Pem>,
+    /// The client's certificate (chain), for mutual TLS.
+    pub certificate: Option<Pem>,
+    /// The client certificate's private key.
+    pub key: Option<Pem>,
+    /// The password of an encrypted private key.
+    pub key_password: Option<String>,
+}
+
+impl KafkaTls {
+    /// Reads `KEYWATCH_KAFKA_SSL_{CA,CERTIFICATE,KEY}_LOCATION` (files) or `…_PEM` (text),
+    /// and `KEYWATCH_KAFKA_SSL_KEY_PASSWORD`.
+    fn from_env(var: &impl Fn(&str) -> Option<String>) -> Result<Self, KafkaError> {
+        let pem = |what: &str| -> Result<Option<Pem>, KafkaError> {
+            let file = format!("KEYWATCH_KAFKA_SSL_{what}_LOCATION");
+            let text = format!("KEYWATCH_KAFKA_SSL_{what}_PEM");
+            let set = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
+            match (set(var(&file)), set(var(&text))) {
+                (Some(_), Some(_)) => Err(KafkaError::Config(format!(
+                    "{file} and {text} are both set: give one"
+                ))),
+                (Some(path), None) => Ok(Some(Pem::File(path))),
+                (None, Some(pem)) => Ok(Some(Pem::Text(pem))),
+                (None, None) => Ok(None),
+            }
+        };
+        let tls = KafkaTls {
+            ca: pem("CA")?,
+            certificate: pem("CERTIFICATE")?,
+            key: pem("KEY")?,
+            key_password: var("KEYWATCH_KAFKA_SSL_KEY_PASSWORD").filter(|p| !p.is_empty()),
+        };
+        if tls.certificate.is_some() != tls.key.is_some() {
+            return Err(KafkaError::Config(
+                "a client certificate needs its key: set both KEYWATCH_KAFKA_SSL_CERTIFICATE_* and KEYWATCH_KAFKA_SSL_KEY_*".into(),
+            ));
+        }
+        Ok(tls)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ca.is_none() && self.certificate.is_none() && self.key.is_none()
+    }
+
+    fn apply(&self, c: &mut ClientConfig) {
+        let mut set = |name: &str, pem: &Option<Pem>| match pem {
+            Some(Pem::File(path)) => {
+                c.set(format!("ssl.{name}.location"), path);
+            }
+            Some(Pem::Text(text)) => {
+                c.set(format!("ssl.{name}.pem"), text);
+            }
+            None => {}
+        };
+        set("ca", &self.ca);
+        set("certificate", &self.certificate);
+        set("key", &self.key);
+        if let Some(p) = &self.key_password {
+            c.set("ssl.key.password", p);
+        }
+    }
 }
 
 impl KafkaSettings {
     /// Reads `KEYWATCH_KAFKA_BROKERS`, `KEYWATCH_KAFKA_TOPIC` (default `keywatch-events`),
     /// `KEYWATCH_KAFKA_SECURITY_PROTOCOL` (default `PLAINTEXT`), `KEYWATCH_KAFKA_SASL_MECHANISM`,
-    /// `KEYWATCH_KAFKA_SASL_USERNAME`, `KEYWATCH_KAFKA_SASL_PASSWORD` through `var`, and
-    /// names the variable that is missing or wrong.
+    /// `KEYWATCH_KAFKA_SASL_USERNAME`, `KEYWATCH_KAFKA_SASL_PASSWORD` and the TLS settings
+    /// of [`KafkaTls`] through `var`, and names the variable that is missing or wrong.
     pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Self, KafkaError> {
         let brokers = var("KEYWATCH_KAFKA_BROKERS")
             .filter(|b| !b.trim().is_empty())
@@ -83,8 +173,15 @@ impl KafkaSettings {
             sasl_mechanism: var("KEYWATCH_KAFKA_SASL_MECHANISM"),
             sasl_username: var("KEYWATCH_KAFKA_SASL_USERNAME"),
             sasl_password: var("KEYWATCH_KAFKA_SASL_PASSWORD"),
+            tls: KafkaTls::from_env(&var)?,
             security_protocol,
         };
+        if !settings.security_protocol.ends_with("SSL") && !settings.tls.is_empty() {
+            return Err(KafkaError::Config(format!(
+                "KEYWATCH_KAFKA_SSL_* are set but KEYWATCH_KAFKA_SECURITY_PROTOCOL={} uses no TLS (SSL or SASL_SSL)",
+                settings.security_protocol
+            )));
+        }
         if settings.security_protocol.starts_with("SASL")
             && (settings.sasl_username.is_none() || settings.sasl_password.is_none())
         {
@@ -104,6 +201,7 @@ impl KafkaSettings {
             sasl_mechanism: None,
             sasl_username: None,
             sasl_password: None,
+            tls: KafkaTls::default(),
         }
     }
 
@@ -118,6 +216,7 @@ impl KafkaSettings {
         if let (Some(u), Some(p)) = (&self.sasl_username, &self.sasl_password) {
             c.set("sasl.username", u).set("sasl.password", p);
         }
+        self.tls.apply(&mut c);
         c
     }
 }
@@ -247,6 +346,88 @@ mod tests {
         let ok =
             KafkaSettings::from_env(env(&[("KEYWATCH_KAFKA_BROKERS", "b:9092")])).expect("valid");
         assert_eq!(ok.topic, "keywatch-events");
+    }
+
+    #[test]
+    fn tls_settings_are_read_checked_and_passed_to_the_client() {
+        let base = [
+            ("KEYWATCH_KAFKA_BROKERS", "b:9094"),
+            ("KEYWATCH_KAFKA_SECURITY_PROTOCOL", "SSL"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let vars: Vec<_> = base.iter().chain(extra).copied().collect();
+            KafkaSettings::from_env(env(&vars))
+        };
+        let err = with(&[("KEYWATCH_KAFKA_SSL_CERTIFICATE_LOCATION", "/c.pem")])
+            .expect_err("a certificate without its key");
+        assert!(err.to_string().contains("KEYWATCH_KAFKA_SSL_KEY_"), "{err}");
+        let err = with(&[
+            ("KEYWATCH_KAFKA_SSL_CA_LOCATION", "/ca.pem"),
+            ("KEYWATCH_KAFKA_SSL_CA_PEM", "-----BEGIN CERTIFICATE-----"),
+        ])
+        .expect_err("a file and a text for one PEM");
+        assert!(
+            err.to_string().contains("KEYWATCH_KAFKA_SSL_CA_PEM"),
+            "{err}"
+        );
+        let err = KafkaSettings::from_env(env(&[
+            ("KEYWATCH_KAFKA_BROKERS", "b:9092"),
+            ("KEYWATCH_KAFKA_SSL_CA_LOCATION", "/ca.pem"),
+        ]))
+        .expect_err("TLS files with PLAINTEXT");
+        assert!(err.to_string().contains("PLAINTEXT"), "{err}");
+
+        let ok = with(&[
+            ("KEYWATCH_KAFKA_SSL_CA_LOCATION", "/ca.pem"),
+            (
+                "KEYWATCH_KAFKA_SSL_CERTIFICATE_PEM",
+                "-----BEGIN CERTIFICATE-----",
+            ),
+            ("KEYWATCH_KAFKA_SSL_KEY_PEM", "-----BEGIN PRIVATE KEY-----"),
+            ("KEYWATCH_KAFKA_SSL_KEY_PASSWORD", "secret"),
+        ])
+        .expect("mutual TLS");
+        let config = ok.client_config();
+        assert_eq!(config.get("ssl.ca.location"), Some("/ca.pem"));
+        assert_eq!(
+            config.get("ssl.certificate.pem"),
+            Some("-----BEGIN CERTIFICATE-----")
+        );
+        assert_eq!(
+            config.get("ssl.key.pem"),
+            Some("-----BEGIN PRIVATE KEY-----")
+        );
+        assert_eq!(config.get("ssl.key.password"), Some("secret"));
+        assert!(
+            !format!("{ok:?}").contains("BEGIN PRIVATE KEY"),
+            "a key's text is not logged"
+        );
+    }
+
+    /// The deployed functions speak TLS (SASL/SCRAM over SSL, or mutual TLS): librdkafka must
+    /// be built with OpenSSL, or every client fails at creation.
+    #[test]
+    fn clients_can_be_made_for_every_protocol_the_template_offers() {
+        use rdkafka::consumer::BaseConsumer;
+        for (protocol, mechanism) in [
+            ("SASL_SSL", Some("SCRAM-SHA-512")),
+            ("SASL_SSL", Some("SCRAM-SHA-256")),
+            ("SSL", None),
+            ("PLAINTEXT", None),
+        ] {
+            let mut vars = vec![
+                ("KEYWATCH_KAFKA_BROKERS", "b:9094"),
+                ("KEYWATCH_KAFKA_SECURITY_PROTOCOL", protocol),
+                ("KEYWATCH_KAFKA_SASL_USERNAME", "user"),
+                ("KEYWATCH_KAFKA_SASL_PASSWORD", "password"),
+            ];
+            if let Some(m) = mechanism {
+                vars.push(("KEYWATCH_KAFKA_SASL_MECHANISM", m));
+            }
+            let settings = KafkaSettings::from_env(env(&vars)).expect("valid");
+            let made: Result<BaseConsumer, _> = settings.client_config().create();
+            assert!(made.is_ok(), "{protocol} {mechanism:?}: {:?}", made.err());
+        }
     }
 }
 

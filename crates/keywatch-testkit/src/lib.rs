@@ -244,3 +244,198 @@ impl Drop for FaultProxy {
         let _ = self.child.wait();
     }
 }
+
+/// Certificates for a mutual TLS test, made fresh: a CA, a broker certificate for 127.0.0.1
+/// and a client certificate, both signed by the CA. The CA and the client's certificate and
+/// key are PEM files (as `keywatch run` is given them); they live as long as this value.
+pub struct TestCertificates {
+    dir: tempfile::TempDir,
+    ca_der: tokio_rustls::rustls::pki_types::CertificateDer<'static>,
+    server_der: tokio_rustls::rustls::pki_types::CertificateDer<'static>,
+    server_key_der: Vec<u8>,
+    ca_pem: String,
+    client_certificate_pem: String,
+    client_key_pem: String,
+}
+
+impl TestCertificates {
+    /// A new CA and the two certificates it signs.
+    pub fn generate() -> Self {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+            KeyUsagePurpose,
+        };
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "keywatch test CA");
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca = ca.self_signed(&ca_key).expect("CA certificate");
+        let signed = |names: Vec<String>, usage: ExtendedKeyUsagePurpose| {
+            let key = KeyPair::generate().expect("key");
+            let mut params = CertificateParams::new(names.clone()).expect("parameters");
+            params
+                .distinguished_name
+                .push(DnType::CommonName, names[0].as_str());
+            params.extended_key_usages = vec![usage];
+            let cert = params.signed_by(&key, &ca, &ca_key).expect("signed");
+            (cert, key)
+        };
+        let (server, server_key) = signed(
+            vec!["127.0.0.1".into(), "localhost".into()],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        );
+        let (client, client_key) = signed(
+            vec!["keywatch-test-client".into()],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        );
+        let certs = TestCertificates {
+            dir: tempfile::tempdir().expect("temporary directory"),
+            ca_der: ca.der().clone(),
+            server_der: server.der().clone(),
+            server_key_der: server_key.serialize_der(),
+            ca_pem: ca.pem(),
+            client_certificate_pem: client.pem(),
+            client_key_pem: client_key.serialize_pem(),
+        };
+        for (name, pem) in [
+            ("ca.pem", &certs.ca_pem),
+            ("client.pem", &certs.client_certificate_pem),
+            ("client.key", &certs.client_key_pem),
+        ] {
+            std::fs::write(certs.dir.path().join(name), pem).expect("write a PEM file");
+        }
+        certs
+    }
+
+    /// The CA certificate's file.
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// The client certificate's file.
+    pub fn client_certificate_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("client.pem")
+    }
+
+    /// The client key's file (PKCS #8, unencrypted).
+    pub fn client_key_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("client.key")
+    }
+
+    /// The CA certificate as PEM text.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// The client certificate as PEM text.
+    pub fn client_certificate_pem(&self) -> &str {
+        &self.client_certificate_pem
+    }
+
+    /// The client key as PEM text.
+    pub fn client_key_pem(&self) -> &str {
+        &self.client_key_pem
+    }
+}
+
+/// A TLS front for a broker that speaks none (tansu): it listens at `listen`, completes the
+/// handshake only with clients whose certificate the test CA signed (mutual TLS), and
+/// forwards the plain bytes to `backend`. The backend must advertise `listen` as its
+/// address, so that clients come back through the front. Stopped when dropped.
+pub struct TlsFront {
+    runtime: Option<tokio::runtime::Runtime>,
+    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl TlsFront {
+    /// Starts the front with the broker certificate of `certs`.
+    pub fn start(listen: &str, backend: &str, certs: &TestCertificates) -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        use tokio_rustls::rustls;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(certs.ca_der.clone()).expect("the test CA");
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .expect("client certificate verifier");
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certs.server_key_der.clone().into());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(vec![certs.server_der.clone(), certs.ca_der.clone()], key)
+            .expect("server certificate");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        // Bound here, so that a busy address fails the test at once; served on the front's
+        // own runtime (the test may be inside another).
+        let listener = std::net::TcpListener::bind(listen)
+            .unwrap_or_else(|e| panic!("the TLS front cannot listen at {listen}: {e}"));
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let (refused, accepted) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (refused_count, accepted_count) = (refused.clone(), accepted.clone());
+        let backend = backend.to_owned();
+        runtime.spawn(async move {
+            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                return;
+            };
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, backend) = (acceptor.clone(), backend.clone());
+                let (refused, accepted) = (refused_count.clone(), accepted_count.clone());
+                tokio::spawn(async move {
+                    match acceptor.accept(tcp).await {
+                        Ok(mut tls) => {
+                            accepted.fetch_add(1, Ordering::SeqCst);
+                            if let Ok(mut plain) = tokio::net::TcpStream::connect(&backend).await {
+                                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                            }
+                        }
+                        Err(_) => {
+                            refused.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                });
+            }
+        });
+        TlsFront {
+            runtime: Some(runtime),
+            refused,
+            accepted,
+        }
+    }
+
+    /// Handshakes refused so far (no client certificate, or one the CA did not sign).
+    pub fn refused(&self) -> usize {
+        self.refused.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Handshakes completed so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! `keywatch-ingest`: the target of the EventBridge rules.
 //! Configuration: KEYWATCH_KAFKA_BROKERS, KEYWATCH_KAFKA_TOPIC and KEYWATCH_KAFKA_* security
-//! settings (the SASL credentials from the KEYWATCH_KAFKA_SECRET_ARN secret); an invalid one fails the cold start with a message that names it.
+//! settings (SASL credentials, client certificate and CA from the secrets `keywatch_ingest::kafka_settings`
+//! names); an invalid one fails the cold start with a message that names it.
 
 use keywatch_ingest::{ingest, IngestOutcome};
 use keywatch_kafka::EventLogProducer;
