@@ -840,3 +840,78 @@ async fn run_creates_a_topic_only_when_asked_and_logs_json_when_asked() {
         Some(2)
     );
 }
+
+/// `keywatch run` reads the event log over mutual TLS with the KEYWATCH_KAFKA_SSL_* files
+/// (the second tansu behind keywatch-testkit's TLS front), and pages what it pages over
+/// plaintext; without a client certificate it ends naming the brokers.
+#[tokio::test]
+async fn run_reads_the_event_log_over_mutual_tls() {
+    let backend = service("KEYWATCH_TEST_KAFKA_TLS_BACKEND");
+    let front_address = std::env::var("KEYWATCH_TEST_KAFKA_TLS").unwrap_or_else(|_| {
+        panic!(
+            "KEYWATCH_TEST_KAFKA_TLS is not set: this test needs the services `make test` starts"
+        )
+    });
+    let certs = keywatch_testkit::TestCertificates::generate();
+    let front = keywatch_testkit::TlsFront::start(&front_address, &backend, &certs);
+    let topic = unique("keywatch-run-tls");
+    let files = [
+        ("KEYWATCH_KAFKA_SSL_CA_LOCATION", certs.ca_file()),
+        (
+            "KEYWATCH_KAFKA_SSL_CERTIFICATE_LOCATION",
+            certs.client_certificate_file(),
+        ),
+        ("KEYWATCH_KAFKA_SSL_KEY_LOCATION", certs.client_key_file()),
+    ];
+    let settings = KafkaSettings::from_env(|k| match k {
+        "KEYWATCH_KAFKA_BROKERS" => Some(front_address.clone()),
+        "KEYWATCH_KAFKA_TOPIC" => Some(topic.clone()),
+        "KEYWATCH_KAFKA_SECURITY_PROTOCOL" => Some("SSL".into()),
+        _ => files
+            .iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, p)| p.display().to_string()),
+    })
+    .expect("TLS settings");
+    ensure_topic(&settings, 3).await.expect("topic");
+    produce(&settings, &sample_records()).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let run = |with_certificate: bool| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_keywatch"));
+        command
+            .args(["run", "--brokers", &front_address, "--topic", &topic])
+            .args(["--group", "tls", "--exit-when-idle", "3"])
+            .arg("--store")
+            .arg(format!("sqlite:{}", dir.path().join("k.db").display()))
+            .env("KEYWATCH_KAFKA_SECURITY_PROTOCOL", "SSL")
+            .env("KEYWATCH_KAFKA_SSL_CA_LOCATION", certs.ca_file())
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+        if with_certificate {
+            command.envs(files.iter().skip(1).map(|(k, v)| (k, v)));
+        }
+        command.output().expect("keywatch run")
+    };
+
+    let out = run(true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let alerts = alert_lines(String::from_utf8_lossy(&out.stdout).lines());
+    let used = alerts
+        .iter()
+        .filter(|a| a["kind"] == "pending_deletion_key_used")
+        .count();
+    assert_eq!(used, 4, "the pages of a plaintext run");
+
+    let refused_before = front.refused();
+    let out = run(false);
+    assert!(
+        !out.status.success(),
+        "a run without a client certificate ended well"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&front_address), "{stderr}");
+    assert!(front.refused() > refused_before);
+}
