@@ -220,12 +220,25 @@ for auth, (protocol, mechanism, access, secret_var) in expected.items():
                 if arn and f"'SecretArn': '{arn}'" not in policies:
                     problems.append(f"{what} {fn} may not read the secret {arn}")
 
+# The stack keeps the S3 ingest function's notification on the trail's bucket (a custom
+# resource: CloudFormation cannot change a bucket it does not own), after S3 may invoke it.
+notification = resources.get("IngestS3TrailBucketNotification", {})
+if notification.get("Type") != "Custom::TrailBucketNotification" or "IngestS3Permission" not in str(notification.get("DependsOn")):
+    problems.append("the trail bucket's notification must be a custom resource that depends on IngestS3Permission")
+elif ref_name(notification["Properties"].get("LambdaFunctionArn")) != "IngestS3Function":
+    problems.append("the trail bucket's notification must invoke IngestS3Function")
+role = resources.get("TrailBucketNotificationRole", {}).get("Properties", {})
+for policy in role.get("Policies", []):
+    for st in policy["PolicyDocument"]["Statement"]:
+        if "*" in str(st.get("Resource")) or "s3:PutBucketNotification" in st["Action"] and "TrailBucketName" not in str(st["Resource"]):
+            problems.append(f"TrailBucketNotificationRole's {st.get('Sid')} is not limited to its own resources")
+
 if problems:
     sys.exit("infra/template.yaml: " + "; ".join(problems))
 print(
     "infra/template.yaml: the alarm can notify its encrypted topic; every function's logs "
     "expire and its errors alarm; every queue's depth, the offset lag and rejected records "
     "alarm to the operations topic; the VPC permissions and the outputs are there; "
-    "least privilege holds; every Kafka authentication is spoken alike by the functions and "
+    "least privilege holds; the stack keeps the trail bucket's notification; every Kafka authentication is spoken alike by the functions and "
     "the event source mapping"
 )
