@@ -87,14 +87,14 @@ deploy-tools: tools
 
 ## cargo deny: licences, banned duplicates and sources (deny.toml says why each exception).
 ## Advisories need the RustSec database from GitHub, which this network does not reach:
-## `make deny-advisories` runs that part where it can.
+## `make deny-advisories` fetches it where it can, or reads a checkout given as ADVISORY_DB.
 CARGO_DENY := $(abspath $(VENV))/bin/cargo-deny
 $(CARGO_DENY): | $(VENV)/.installed
 	$(CARGO) install --quiet --locked --root $(VENV) cargo-deny --version 0.20.2 --no-default-features
 deny: $(CARGO_DENY)
 	$(CARGO_DENY) check licenses bans sources
 deny-advisories: $(CARGO_DENY)
-	$(CARGO_DENY) check advisories
+	scripts/deny_advisories.sh $(CARGO_DENY)
 
 ## The fuzzers (cargo fuzz, libFuzzer) for the reader and for normalisation, seeded from
 ## the CloudTrail corpus. No sanitizer: keywatch forbids unsafe code; the targets look for
