@@ -5,7 +5,8 @@ AWS's runtime and the emulators implement: GET .../invocation/next, POST .../res
   Duration (configuration, AWS SDK and Kafka clients);
 - each call: from handing out the event to receiving the response;
 - peak memory: the process's maximum resident set (VmHWM) after its calls.
-The projector gets one small batch, then one batch of 10,000 KMS records."""
+The projector gets one small batch, then one batch of 10,000 KMS records; its DynamoDB
+requests and estimated capacity units for that batch are counted at a proxy before moto."""
 import http.server, json, os, subprocess, sys, threading, time, uuid
 
 run = sys.argv[1]
@@ -54,7 +55,7 @@ threading.Thread(target=server.serve_forever, daemon=True).start()
 api = f"127.0.0.1:{server.server_address[1]}"
 
 
-def measure(fn, payloads):
+def measure(fn, payloads, env_extra=None, after_call=None):
     with lock:
         generation = state.get("generation", 0) + 1
         state.clear()
@@ -64,7 +65,7 @@ def measure(fn, payloads):
         lock.notify_all()
     env = dict(os.environ, AWS_LAMBDA_RUNTIME_API=api, AWS_LAMBDA_FUNCTION_NAME=fn,
                AWS_LAMBDA_FUNCTION_MEMORY_SIZE="1024", AWS_LAMBDA_FUNCTION_VERSION="$LATEST",
-               AWS_LAMBDA_LOG_FORMAT="JSON", AWS_LAMBDA_LOG_LEVEL="WARN")
+               AWS_LAMBDA_LOG_FORMAT="JSON", AWS_LAMBDA_LOG_LEVEL="WARN", **(env_extra or {}))
     start = time.monotonic()
     p = subprocess.Popen([f"target/release/{fn}"], env=env, stdout=subprocess.DEVNULL, stderr=open(f"{run}/{fn}.log", "w"))
     for n, payload in enumerate(payloads, start=1):
@@ -73,6 +74,8 @@ def measure(fn, payloads):
             lock.notify_all()
             while len(results) < n and p.poll() is None:
                 lock.wait(1)
+        if after_call:
+            after_call(n)
     peak = 0
     for line in open(f"/proc/{p.pid}/status"):
         if line.startswith("VmHWM:"):
@@ -94,12 +97,38 @@ rows = [
     ("keywatch-sweeper", [read("schedule.json"), read("schedule.json")]),
     ("keywatch-projector", [json.dumps(small), read("kafka.json")]),
 ]
+# The projector talks to moto through the counting proxy (scripts/fault_proxy.py, no faults):
+# its DynamoDB requests and estimated capacity units for the 10,000-record batch.
+proxy = subprocess.Popen([sys.executable, "scripts/fault_proxy.py", "--upstream", os.environ["AWS_ENDPOINT_URL"]],
+                         stdout=subprocess.PIPE, text=True)
+proxy_url = "http://127.0.0.1:" + proxy.stdout.readline().split()[-1]
+snapshots = []
+
+
+def proxy_counts(_n):
+    import urllib.request
+    snapshots.append(json.loads(urllib.request.urlopen(proxy_url + "/__proxy/counts").read()))
+
+
 print(f"{'function':<20} {'init s':>7} {'first call s':>12} {'second call s':>13} {'peak RSS MiB':>12}  second response")
 for fn, payloads in rows:
-    init, res, peak = measure(fn, payloads)
+    counting = fn == "keywatch-projector"
+    init, res, peak = measure(fn, payloads, {"AWS_ENDPOINT_URL": proxy_url} if counting else None,
+                              proxy_counts if counting else None)
     calls = [f"{d:.3f}" if kind == "response" else f"ERR {d:.3f}" for d, kind, _ in res]
     while len(calls) < 2:
         calls.append("-")
     last = res[-1][2][:110] if res else "(no response)"
     print(f"{fn:<20} {init:7.3f} {calls[0]:>12} {calls[1]:>13} {peak / 1024:12.1f}  {last}")
 print("(the projector's second call is one batch of 10,000 KMS records, against moto's DynamoDB and SNS)")
+proxy.terminate()
+if len(snapshots) == 2:
+    before, after = snapshots
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    ops = {k.split(".")[-1]: v for k, v in delta.items() if k.startswith("DynamoDB_") and v}
+    requests = sum(ops.values())
+    print(f"projector, one batch of 10,000 KMS records: {requests} DynamoDB requests "
+          f"({', '.join(f'{k} {v}' for k, v in sorted(ops.items()))}), aim <= 100: {requests / 100:.1f}x the aim; "
+          f"~{delta.get('write_units', 0)} write and ~{delta.get('read_units', 0)} read capacity units; "
+          f"SNS Publish {delta.get('Publish', 0)}, PublishBatch {delta.get('PublishBatch', 0)}, "
+          f"CloudWatch PutMetricData {delta.get('PutMetricData', 0)}")

@@ -4,6 +4,9 @@ and answers some DynamoDB requests as DynamoDB does when a table is over its thr
 (HTTP 400, ProvisionedThroughputExceededException), in a fixed pattern so that a run is
 repeatable. It also counts requests by operation (X-Amz-Target, or SNS/SQS Action).
 
+It also estimates the DynamoDB capacity units the requests consume (write_units, read_units
+in the counts), for the cost model.
+
 Usage: fault_proxy.py --upstream http://127.0.0.1:15000 [--throttle N/M] [--outage A:B]
   --throttle N/M   of every M DynamoDB requests, throttle the first N (default 0/1: none)
   --outage A+S     from the A-th DynamoDB request on, throttle every DynamoDB request
@@ -33,7 +36,46 @@ class State:
         self.outage_ends = None
         self.lock = threading.Lock()
         self.dynamodb_seen = 0
-        self.counts = {"throttled": 0}
+        self.counts = {"throttled": 0, "write_units": 0, "read_units": 0}
+
+
+def write_units(op, body):
+    """DynamoDB write capacity units a write request consumes, estimated from its JSON: one
+    per started KB of each item put (attribute names and values; the JSON's quotes and type
+    tags make it a slight overestimate), one per update or delete, twice that in a transaction."""
+    try:
+        request = json.loads(body or b"{}")
+    except ValueError:
+        return 0
+
+    def item(i):
+        return max(1, -(-len(json.dumps(i, separators=(",", ":"))) // 1024))
+
+    if op.endswith(".PutItem"):
+        return item(request.get("Item", {}))
+    if op.endswith(".UpdateItem") or op.endswith(".DeleteItem"):
+        return 1
+    if op.endswith(".BatchWriteItem"):
+        return sum(item(r["PutRequest"]["Item"]) if "PutRequest" in r else 1
+                   for rs in request.get("RequestItems", {}).values() for r in rs)
+    if op.endswith(".TransactWriteItems"):
+        return 2 * sum(item(t["Put"]["Item"]) if "Put" in t else 1 for t in request.get("TransactItems", []))
+    return 0
+
+
+def read_units(op, response):
+    """Read capacity units of a read, estimated from the size of its answer (strongly
+    consistent: one per started 4 KB; a batch's items are at least one each)."""
+    if not any(op.endswith(r) for r in (".GetItem", ".BatchGetItem", ".Query", ".Scan")):
+        return 0
+    units = max(1, -(-len(response) // 4096))
+    if op.endswith(".BatchGetItem"):
+        try:
+            answered = sum(len(v) for v in json.loads(response).get("Responses", {}).values())
+        except ValueError:
+            answered = 0
+        units = max(units, answered)
+    return units
 
 
 def handler(state):
@@ -77,6 +119,7 @@ def handler(state):
             with state.lock:
                 state.counts[op] = state.counts.get(op, 0) + 1
                 if op.startswith("DynamoDB_"):
+                    state.counts["write_units"] += write_units(op, body)
                     seen = state.dynamodb_seen
                     start, seconds = state.outage
                     if seconds and seen == start:
@@ -99,6 +142,9 @@ def handler(state):
             up.request(self.command, self.path, body=body or None, headers=headers)
             resp = up.getresponse()
             data = resp.read()
+            if op.startswith("DynamoDB_") and resp.status == 200:
+                with state.lock:
+                    state.counts["read_units"] += read_units(op, data)
             self.send_response(resp.status)
             for k, v in resp.getheaders():
                 if k.lower() not in ("connection", "keep-alive", "transfer-encoding", "content-length"):

@@ -200,6 +200,7 @@ async fn consume<S: Store>(
     let mut folded_since_sweep = false;
     tracing::info!(topic = %settings.topic, group = %opts.group, "consuming");
     let mut backoff = Duration::ZERO;
+    let mut assigned: Vec<i32> = Vec::new();
     loop {
         // The broker may restart, move the group coordinator or forget this member: log it,
         // back off, and poll again (librdkafka reconnects and rejoins); exit only when told to.
@@ -234,7 +235,13 @@ async fn consume<S: Store>(
             }
         };
         let now = Timestamp::now();
-        if !consumer.is_assigned() && started.elapsed() < JOIN_PATIENCE {
+        // A rebalance (a process joining or leaving the group) moves partitions: say so.
+        let partitions = consumer.assigned_partitions();
+        if partitions != assigned {
+            tracing::info!(topic = %settings.topic, ?partitions, "partitions assigned");
+            assigned = partitions;
+        }
+        if assigned.is_empty() && started.elapsed() < JOIN_PATIENCE {
             // Idle time counts from when the group has given us partitions.
             last_record = Instant::now();
         }

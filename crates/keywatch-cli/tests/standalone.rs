@@ -915,3 +915,122 @@ async fn run_reads_the_event_log_over_mutual_tls() {
     assert!(stderr.contains(&front_address), "{stderr}");
     assert!(front.refused() > refused_before);
 }
+
+/// Kafka partitions are the unit of parallelism: two `keywatch run` processes in one consumer
+/// group, on one DynamoDB table, share the topic's partitions. The second joins mid-stream:
+/// the group rebalances and moves partitions from the first, which has already folded the
+/// first half. Together they page exactly what one clean replay of the same records raises,
+/// each alert once, and each folds records of its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_runs_in_one_group_page_what_one_raises_across_a_rebalance() {
+    use std::io::BufRead as _;
+    let brokers = service("KEYWATCH_TEST_KAFKA");
+    let endpoint = service("KEYWATCH_TEST_AWS_ENDPOINT");
+    let topic = unique("keywatch-scale-out");
+    let settings = KafkaSettings::plaintext(brokers.clone(), topic.clone());
+    ensure_topic(&settings, 6).await.expect("topic");
+    let records = sample_records();
+    let half = records.len() / 2;
+    produce(&settings, &records[..half]).await;
+    let a = aws(&endpoint).await;
+    let table = unique("keywatch-scale-out");
+    keywatch_aws::DynamoStore::create_table(&moto().await, &table)
+        .await
+        .expect("table");
+    let db = format!("dynamodb:{table}");
+    let group = unique("keywatch-projector");
+
+    // Each run's log, as JSON lines, and a channel that hears of each line.
+    type Log = std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>;
+    let start = || {
+        let mut command =
+            keywatch_until_stopped(&brokers, &topic, &group, &db, &a.topic_arn, &endpoint);
+        let mut child = command
+            .args(["--exit-when-idle", "15", "--batch", "20"])
+            .env("KEYWATCH_LOG", "warn,keywatch=debug")
+            .env("KEYWATCH_LOG_FORMAT", "json")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("keywatch run");
+        let log: Log = Default::default();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let stderr = child.stderr.take().expect("stderr");
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let value =
+                    serde_json::from_str(&line).unwrap_or(serde_json::json!({ "text": line }));
+                lines.lock().expect("log").push(value);
+                let _ = tx.send(());
+            }
+        });
+        (child, log, rx)
+    };
+    let assigned = |log: &Log| -> Option<String> {
+        log.lock()
+            .expect("log")
+            .iter()
+            .rev()
+            .find(|l| l["fields"]["message"] == "partitions assigned")
+            .and_then(|l| l["fields"]["partitions"].as_str().map(str::to_owned))
+    };
+    let wait_for = |log: &Log, rx: &std::sync::mpsc::Receiver<()>, what: &dyn Fn(&str) -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !assigned(log).is_some_and(|p| what(&p)) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no such assignment in a minute: {:?}",
+                log.lock().expect("log")
+            );
+            let _ = rx.recv_timeout(std::time::Duration::from_secs(1));
+        }
+    };
+    let (first, first_log, first_rx) = start();
+    wait_for(&first_log, &first_rx, &|p| p == "[0, 1, 2, 3, 4, 5]");
+    let (second, second_log, second_rx) = start();
+    wait_for(&second_log, &second_rx, &|p| p != "[]");
+    wait_for(&first_log, &first_rx, &|p| p != "[0, 1, 2, 3, 4, 5]");
+    // The group has rebalanced; the rest arrives, some of it twice (the log may redeliver).
+    produce(&settings, &records[half..]).await;
+    produce(&settings, &records[..half / 2]).await;
+    for (name, run, log) in [
+        ("first", first, &first_log),
+        ("second", second, &second_log),
+    ] {
+        let out = run.wait_with_output().expect("run ends when idle");
+        assert!(
+            out.status.success(),
+            "the {name} run failed: {:?}",
+            log.lock().expect("log")
+        );
+        let folded: u64 = log
+            .lock()
+            .expect("log")
+            .iter()
+            .filter(|l| l["fields"]["message"] == "batch projected")
+            .filter_map(|l| l["fields"]["new"].as_u64())
+            .sum();
+        assert!(folded > 0, "the {name} run folded no new record");
+    }
+    let paged = pages(&a).await;
+    let mut ids = event_driven_ids(&paged);
+    let n = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(
+        ids.len(),
+        n,
+        "an alert paged twice: {:?}",
+        event_driven(&paged)
+    );
+    assert_eq!(
+        ids,
+        replayed_alert_ids(&samples_dir()),
+        "{:?}",
+        event_driven(&paged)
+    );
+}

@@ -510,11 +510,16 @@ impl EventLogConsumer {
         Ok(out)
     }
 
-    /// Whether the group has assigned this consumer any partition yet (joining takes a few
-    /// seconds).
-    pub fn is_assigned(&self) -> bool {
+    /// The partitions the group has given this consumer, sorted (empty before it joined).
+    pub fn assigned_partitions(&self) -> Vec<i32> {
         use rdkafka::consumer::Consumer;
-        self.consumer.assignment().is_ok_and(|a| a.count() > 0)
+        let mut partitions: Vec<i32> = self
+            .consumer
+            .assignment()
+            .map(|a| a.elements().iter().map(|e| e.partition()).collect())
+            .unwrap_or_default();
+        partitions.sort_unstable();
+        partitions
     }
 
     /// Commits, for each partition, the offset after the last record of `batch`.
