@@ -134,6 +134,10 @@ mapping = resources["ProjectorEventSource"]["Properties"]
 configs = str(mapping.get("SourceAccessConfigurations"))
 if configs.count("VPC_SUBNET") < 6 or configs.count("VPC_SECURITY_GROUP") < 6:
     problems.append("the event source mapping must take every subnet and security group given (up to six)")
+# Lambda's invoke payload is 6 MB; a KMS record takes about 2.06 KB of a Kafka event
+# (make bench-lambda: 10,000 records, 20.5 MB).
+if not 0 < mapping.get("BatchSize", 100) * 2057 <= 6 * 1024 * 1024:
+    problems.append(f"the event source mapping's BatchSize {mapping.get('BatchSize')} does not fit Lambda's 6 MB payload")
 if "OnFailure" not in str(mapping.get("DestinationConfig")):
     problems.append("the event source mapping needs an on-failure destination (it also caps retries at 10)")
 for kind in ["AWS::DynamoDB::Table", "AWS::SQS::Queue", "AWS::SNS::Topic", "AWS::KMS::Key", "AWS::Logs::LogGroup"]:
