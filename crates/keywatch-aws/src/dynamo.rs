@@ -849,6 +849,58 @@ impl Store for DynamoStore {
         Ok(())
     }
 
+    fn claim_for_sending(
+        &mut self,
+        alert_id: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let claimed = self.block(
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(format!("alert#{alert_id}")))
+                .key("sk", s("alert"))
+                .update_expression("SET sending_until = :until")
+                .condition_expression(
+                    "attribute_exists(pk) AND attribute_not_exists(sent_at) \
+                     AND (attribute_not_exists(sending_until) OR sending_until < :now)",
+                )
+                .expression_attribute_values(":until", n(until.millis()))
+                .expression_attribute_values(":now", n(now.millis()))
+                .send(),
+        );
+        match claimed {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                // Sent by another process (its outbox entry put back by a late duplicate
+                // of the alert): drop the entry. Claimed by another: leave it to that one.
+                if self.was_sent(alert_id)? {
+                    self.delete("outbox", alert_id)?;
+                }
+                Ok(false)
+            }
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    fn release_claim(&mut self, alert_id: &str) -> Result<(), StoreError> {
+        self.block(
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(format!("alert#{alert_id}")))
+                .key("sk", s("alert"))
+                .update_expression("REMOVE sending_until")
+                .send(),
+        )
+        .map(|_| ())
+        .map_err(err)
+    }
+
     fn record_alerts(
         &mut self,
         alerts: &[Alert],

@@ -1,4 +1,5 @@
-//! Drains the alert outbox: sends each unsent alert and marks it sent once SNS accepted it.
+//! Drains the alert outbox: claims each unsent alert (one process pages it, however many
+//! drain the outbox), sends it and marks it sent once SNS accepted it.
 //! An alert SNS refused stays in the outbox for the next call: never lost. Once SNS accepted
 //! it, marking it sent is retried (a throttled table, a moment's outage); only if the store
 //! stays unavailable through all of that is the page sent again later (at least once).
@@ -9,6 +10,10 @@ use keywatch_store::{Projector, Store, StoreError};
 
 /// How many outbox alerts one call sends at most.
 pub const OUTBOX_BATCH: usize = 500;
+
+/// How long a delivery holds its claim on an alert (milliseconds): another process sends the
+/// page only after that, should this one die between claiming and sending.
+pub const SENDING_CLAIM_MILLIS: i64 = 120_000;
 
 /// Attempts at recording a page SNS accepted as sent, 100 ms apart and doubling (≈ 3 s).
 pub const MARK_SENT_ATTEMPTS: u32 = 6;
@@ -42,6 +47,12 @@ impl Notifier {
     ) -> Result<Delivery, StoreError> {
         let mut delivery = Delivery::default();
         for alert in projector.unsent(OUTBOX_BATCH)? {
+            // Several processes may drain one outbox: only the one that claims the alert
+            // pages, and an alert already sent is only dropped from the outbox.
+            let until = now.plus_millis(SENDING_CLAIM_MILLIS);
+            if !projector.claim_for_sending(&alert.alert_id, now, until)? {
+                continue;
+            }
             match self.pager.send(&alert).await {
                 Ok(()) => {
                     mark_sent(projector, &alert.alert_id, now).await?;
@@ -49,6 +60,9 @@ impl Notifier {
                 }
                 Err(e) => {
                     tracing::warn!(alert_id = %alert.alert_id, error = %e, "page not sent; it stays in the outbox");
+                    if let Err(e) = projector.release_claim(&alert.alert_id) {
+                        tracing::warn!(alert_id = %alert.alert_id, error = %e, "claim not released; the page is tried again when it expires");
+                    }
                     delivery.failed += 1;
                 }
             }

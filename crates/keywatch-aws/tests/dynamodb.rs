@@ -332,3 +332,53 @@ async fn appending_records_takes_batch_requests_not_one_per_record() {
     let stream = store.stream_records(&StreamId::Key(key)).expect("stream");
     assert_eq!(stream.len(), 1_000);
 }
+
+/// Of two processes draining one outbox, one claims each alert; an alert sent is never
+/// claimed again; a claim expires, and a released claim can be taken at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_process_claims_each_alert_for_sending() {
+    let config = moto().await;
+    let table = table(&config).await;
+    let mut first = Projector::new(
+        DynamoStore::new(&config, &table).expect("store"),
+        AlertConfig::default(),
+    );
+    let mut second = Projector::new(
+        DynamoStore::new(&config, &table).expect("store"),
+        AlertConfig::default(),
+    );
+    let raised = first.process(&samples(), as_of()).expect("batch").alerts;
+    assert!(raised.len() >= 2, "the samples raise alerts");
+    let (a, b) = (raised[0].alert_id.as_str(), raised[1].alert_id.as_str());
+    let now = as_of();
+    let until = now.plus_millis(60_000);
+
+    assert!(first.claim_for_sending(a, now, until).expect("claim"));
+    assert!(
+        !second.claim_for_sending(a, now, until).expect("claim"),
+        "claimed twice"
+    );
+    // Sent and marked: never claimed again, however late.
+    first.mark_sent(&[a], now).expect("mark");
+    let later = now.plus_millis(600_000);
+    assert!(
+        !second
+            .claim_for_sending(a, later, later.plus_millis(60_000))
+            .expect("claim"),
+        "a sent alert claimed again"
+    );
+
+    // A claim expires (its holder died between claiming and sending)…
+    assert!(first.claim_for_sending(b, now, until).expect("claim"));
+    assert!(!second
+        .claim_for_sending(b, now.plus_millis(30_000), until)
+        .expect("claim"));
+    assert!(second
+        .claim_for_sending(b, until.plus_millis(1), until.plus_millis(60_000))
+        .expect("claim after expiry"));
+    // …and a released one is free at once.
+    second.release_claim(b).expect("release");
+    assert!(first
+        .claim_for_sending(b, now, until)
+        .expect("claim after release"));
+}

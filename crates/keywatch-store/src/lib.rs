@@ -111,6 +111,26 @@ pub trait Store {
     fn unsent_alerts(&self, limit: usize) -> Result<Vec<Alert>, StoreError>;
     /// Marks alerts as sent: the notification service accepted them.
     fn mark_sent(&mut self, alert_ids: &[&str], at: Timestamp) -> Result<(), StoreError>;
+    /// Claims an unsent alert for sending until `until`, so that of several processes
+    /// draining one outbox (consumers of one group, Lambda invocations) only one pages.
+    /// False when the alert was sent already (its stale outbox entry is dropped) or another
+    /// process holds a claim that has not expired at `now`. A store one process at a time
+    /// delivers from needs no claim: the default grants it.
+    fn claim_for_sending(
+        &mut self,
+        alert_id: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let _ = (alert_id, now, until);
+        Ok(true)
+    }
+    /// Gives up a claim (the notification service refused the page), so that the next
+    /// delivery tries again without waiting for the claim to expire.
+    fn release_claim(&mut self, alert_id: &str) -> Result<(), StoreError> {
+        let _ = alert_id;
+        Ok(())
+    }
     /// Records alerts as raised, unsent (into the outbox); returns, for each, whether it was
     /// new (not raised before).
     fn record_alerts(

@@ -112,6 +112,21 @@ impl<S: Store> Projector<S> {
         self.in_batch(|p| p.store.mark_sent(alert_ids, at))
     }
 
+    /// Claims an unsent alert for sending (see [`Store::claim_for_sending`]).
+    pub fn claim_for_sending(
+        &mut self,
+        alert_id: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.store.claim_for_sending(alert_id, now, until)
+    }
+
+    /// Gives up a claim on an alert not sent.
+    pub fn release_claim(&mut self, alert_id: &str) -> Result<(), StoreError> {
+        self.store.release_claim(alert_id)
+    }
+
     /// Gives the store back.
     pub fn into_store(self) -> S {
         self.store
