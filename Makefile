@@ -35,11 +35,7 @@ build: build-deps
 
 ## librdkafka is built with OpenSSL (Kafka over TLS, SASL/SCRAM): its headers, from Debian.
 build-deps:
-	@pkg-config --exists openssl 2>/dev/null || { \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  echo "installing libssl-dev and pkg-config (OpenSSL for librdkafka)"; \
-	  $$SUDO apt-get install -y --no-install-recommends libssl-dev pkg-config >/dev/null 2>&1 || \
-	  { $$SUDO apt-get update >/dev/null && $$SUDO apt-get install -y --no-install-recommends libssl-dev pkg-config >/dev/null; }; }
+	@pkg-config --exists openssl 2>/dev/null || scripts/apt_install.sh libssl-dev pkg-config
 	@pkg-config --exists openssl || { echo "error: OpenSSL's headers (Debian: libssl-dev) are missing"; exit 1; }
 
 ## Replays the bundled sample data on the embedded store and shows the key that pages.
@@ -138,10 +134,7 @@ lean:
 
 ## Headless Chromium from Debian's packages, for the tests of what people look at.
 browser:
-	@command -v chromium >/dev/null || { \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 || \
-	  { $$SUDO apt-get update >/dev/null && $$SUDO apt-get install -y --no-install-recommends chromium >/dev/null; }; }
+	@command -v chromium >/dev/null || scripts/apt_install.sh chromium
 	@chromium --version
 
 ## The README's picture: the demo key's page, rendered by headless Chromium.

@@ -436,6 +436,18 @@ impl DynamoStore {
         })
     }
 
+    /// An update of an alert's record.
+    fn alert_update(
+        &self,
+        alert_id: &str,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("alert#{alert_id}")))
+            .key("sk", s("alert"))
+    }
+
     fn was_sent(&self, alert_id: &str) -> Result<bool, StoreError> {
         let out = self
             .block(
@@ -834,11 +846,7 @@ impl Store for DynamoStore {
     fn mark_sent(&mut self, alert_ids: &[&str], at: Timestamp) -> Result<(), StoreError> {
         for id in alert_ids {
             self.block(
-                self.client
-                    .update_item()
-                    .table_name(&self.table)
-                    .key("pk", s(format!("alert#{id}")))
-                    .key("sk", s("alert"))
+                self.alert_update(id)
                     .update_expression("SET sent_at = :t")
                     .expression_attribute_values(":t", n(at.millis()))
                     .send(),
@@ -856,11 +864,7 @@ impl Store for DynamoStore {
         until: Timestamp,
     ) -> Result<bool, StoreError> {
         let claimed = self.block(
-            self.client
-                .update_item()
-                .table_name(&self.table)
-                .key("pk", s(format!("alert#{alert_id}")))
-                .key("sk", s("alert"))
+            self.alert_update(alert_id)
                 .update_expression("SET sending_until = :until")
                 .condition_expression(
                     "attribute_exists(pk) AND attribute_not_exists(sent_at) \
@@ -889,11 +893,7 @@ impl Store for DynamoStore {
 
     fn release_claim(&mut self, alert_id: &str) -> Result<(), StoreError> {
         self.block(
-            self.client
-                .update_item()
-                .table_name(&self.table)
-                .key("pk", s(format!("alert#{alert_id}")))
-                .key("sk", s("alert"))
+            self.alert_update(alert_id)
                 .update_expression("REMOVE sending_until")
                 .send(),
         )

@@ -846,14 +846,9 @@ async fn run_creates_a_topic_only_when_asked_and_logs_json_when_asked() {
 /// plaintext; without a client certificate it ends naming the brokers.
 #[tokio::test]
 async fn run_reads_the_event_log_over_mutual_tls() {
-    let backend = service("KEYWATCH_TEST_KAFKA_TLS_BACKEND");
-    let front_address = std::env::var("KEYWATCH_TEST_KAFKA_TLS").unwrap_or_else(|_| {
-        panic!(
-            "KEYWATCH_TEST_KAFKA_TLS is not set: this test needs the services `make test` starts"
-        )
-    });
     let certs = keywatch_testkit::TestCertificates::generate();
-    let front = keywatch_testkit::TlsFront::start(&front_address, &backend, &certs);
+    let front = keywatch_testkit::TlsFront::for_test_broker(&certs);
+    let front_address = front.address().to_owned();
     let topic = unique("keywatch-run-tls");
     let files = [
         ("KEYWATCH_KAFKA_SSL_CA_LOCATION", certs.ca_file()),

@@ -90,14 +90,9 @@ async fn sasl_credentials_come_from_the_secret_and_a_bad_secret_is_named() {
 #[tokio::test]
 async fn the_ingest_function_produces_over_mutual_tls_with_the_certificate_from_its_secret() {
     let config = keywatch_testkit::moto().await;
-    let backend = keywatch_testkit::service("KEYWATCH_TEST_KAFKA_TLS_BACKEND");
-    let front_address = std::env::var("KEYWATCH_TEST_KAFKA_TLS").unwrap_or_else(|_| {
-        panic!(
-            "KEYWATCH_TEST_KAFKA_TLS is not set: this test needs the services `make test` starts"
-        )
-    });
     let certs = keywatch_testkit::TestCertificates::generate();
-    let front = keywatch_testkit::TlsFront::start(&front_address, &backend, &certs);
+    let front = keywatch_testkit::TlsFront::for_test_broker(&certs);
+    let front_address = front.address().to_owned();
     let client = secret(
         &config,
         "keywatch_client_certificate",

@@ -9,18 +9,9 @@ use keywatch_kafka::{
 use keywatch_testkit::{TestCertificates, TlsFront};
 use std::time::Duration;
 
-fn front_address() -> String {
-    std::env::var("KEYWATCH_TEST_KAFKA_TLS").unwrap_or_else(|_| {
-        panic!(
-            "KEYWATCH_TEST_KAFKA_TLS is not set: this test needs the services `make test` starts"
-        )
-    })
-}
-
-fn tls_settings(topic: &str, vars: &[(&str, String)]) -> KafkaSettings {
-    let brokers = front_address();
+fn tls_settings(front: &TlsFront, topic: &str, vars: &[(&str, String)]) -> KafkaSettings {
     KafkaSettings::from_env(|k| match k {
-        "KEYWATCH_KAFKA_BROKERS" => Some(brokers.clone()),
+        "KEYWATCH_KAFKA_BROKERS" => Some(front.address().to_owned()),
         "KEYWATCH_KAFKA_TOPIC" => Some(topic.to_owned()),
         "KEYWATCH_KAFKA_SECURITY_PROTOCOL" => Some("SSL".into()),
         _ => vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()),
@@ -28,29 +19,31 @@ fn tls_settings(topic: &str, vars: &[(&str, String)]) -> KafkaSettings {
     .expect("valid TLS settings")
 }
 
+/// The TLS settings as files, as `keywatch run` is given them: the CA `trust` issued, and
+/// the client certificate and key of `client`.
+fn files(trust: &TestCertificates, client: &TestCertificates) -> Vec<(&'static str, String)> {
+    let path = |p: std::path::PathBuf| p.display().to_string();
+    vec![
+        ("KEYWATCH_KAFKA_SSL_CA_LOCATION", path(trust.ca_file())),
+        (
+            "KEYWATCH_KAFKA_SSL_CERTIFICATE_LOCATION",
+            path(client.client_certificate_file()),
+        ),
+        (
+            "KEYWATCH_KAFKA_SSL_KEY_LOCATION",
+            path(client.client_key_file()),
+        ),
+    ]
+}
+
 #[tokio::test]
 async fn the_event_log_runs_over_mutual_tls_and_refuses_clients_without_a_signed_certificate() {
-    let backend = keywatch_testkit::service("KEYWATCH_TEST_KAFKA_TLS_BACKEND");
     let certs = TestCertificates::generate();
-    let front = TlsFront::start(&front_address(), &backend, &certs);
+    let front = TlsFront::for_test_broker(&certs);
     let topic = keywatch_testkit::unique("keywatch-tls");
-    let path = |p: std::path::PathBuf| p.display().to_string();
 
     // Files, as `keywatch run` is given them.
-    let s = tls_settings(
-        &topic,
-        &[
-            ("KEYWATCH_KAFKA_SSL_CA_LOCATION", path(certs.ca_file())),
-            (
-                "KEYWATCH_KAFKA_SSL_CERTIFICATE_LOCATION",
-                path(certs.client_certificate_file()),
-            ),
-            (
-                "KEYWATCH_KAFKA_SSL_KEY_LOCATION",
-                path(certs.client_key_file()),
-            ),
-        ],
-    );
+    let s = tls_settings(&front, &topic, &files(&certs, &certs));
     ensure_topic(&s, 1).await.expect("topic, over mutual TLS");
     let producer = EventLogProducer::new(&s).expect("producer");
     let key =
@@ -70,6 +63,7 @@ async fn the_event_log_runs_over_mutual_tls_and_refuses_clients_without_a_signed
 
     // PEM text, as the ingest function reads it from Secrets Manager.
     let s = tls_settings(
+        &front,
         &topic,
         &[
             ("KEYWATCH_KAFKA_SSL_CA_PEM", certs.ca_pem().to_owned()),
@@ -110,12 +104,9 @@ async fn the_event_log_runs_over_mutual_tls_and_refuses_clients_without_a_signed
     );
 
     // No client certificate: the front refuses the handshake and the client says so.
-    let without = tls_settings(
-        &topic,
-        &[("KEYWATCH_KAFKA_SSL_CA_LOCATION", path(certs.ca_file()))],
-    );
+    let without = tls_settings(&front, &topic, &files(&certs, &certs)[..1]);
     match topic_partitions(&without, Duration::from_secs(5)) {
-        Err(KafkaError::Unreachable { brokers, .. }) => assert_eq!(brokers, front_address()),
+        Err(KafkaError::Unreachable { brokers, .. }) => assert_eq!(brokers, front.address()),
         other => panic!("a client without a certificate reached the broker: {other:?}"),
     }
     assert!(front.refused() > 0, "the front refused the handshake");
@@ -123,20 +114,7 @@ async fn the_event_log_runs_over_mutual_tls_and_refuses_clients_without_a_signed
     // A certificate another CA signed is refused too.
     let stranger = TestCertificates::generate();
     let refused_before = front.refused();
-    let foreign = tls_settings(
-        &topic,
-        &[
-            ("KEYWATCH_KAFKA_SSL_CA_LOCATION", path(certs.ca_file())),
-            (
-                "KEYWATCH_KAFKA_SSL_CERTIFICATE_LOCATION",
-                path(stranger.client_certificate_file()),
-            ),
-            (
-                "KEYWATCH_KAFKA_SSL_KEY_LOCATION",
-                path(stranger.client_key_file()),
-            ),
-        ],
-    );
+    let foreign = tls_settings(&front, &topic, &files(&certs, &stranger));
     assert!(
         topic_partitions(&foreign, Duration::from_secs(5)).is_err(),
         "a certificate from another CA reached the broker"
@@ -144,20 +122,7 @@ async fn the_event_log_runs_over_mutual_tls_and_refuses_clients_without_a_signed
     assert!(front.refused() > refused_before);
 
     // The client checks the broker too: a CA that did not sign the broker's certificate fails.
-    let distrusting = tls_settings(
-        &topic,
-        &[
-            ("KEYWATCH_KAFKA_SSL_CA_LOCATION", path(stranger.ca_file())),
-            (
-                "KEYWATCH_KAFKA_SSL_CERTIFICATE_LOCATION",
-                path(certs.client_certificate_file()),
-            ),
-            (
-                "KEYWATCH_KAFKA_SSL_KEY_LOCATION",
-                path(certs.client_key_file()),
-            ),
-        ],
-    );
+    let distrusting = tls_settings(&front, &topic, &files(&stranger, &certs));
     assert!(
         topic_partitions(&distrusting, Duration::from_secs(5)).is_err(),
         "the client trusted a broker its CA did not sign"

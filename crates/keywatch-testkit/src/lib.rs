@@ -349,12 +349,24 @@ impl TestCertificates {
 /// forwards the plain bytes to `backend`. The backend must advertise `listen` as its
 /// address, so that clients come back through the front. Stopped when dropped.
 pub struct TlsFront {
+    address: String,
     runtime: Option<tokio::runtime::Runtime>,
     refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl TlsFront {
+    /// The front `make test` provides for: at KEYWATCH_TEST_KAFKA_TLS, before the second
+    /// tansu at KEYWATCH_TEST_KAFKA_TLS_BACKEND (which advertises the front). Panics with a
+    /// clear message when either is missing.
+    pub fn for_test_broker(certs: &TestCertificates) -> Self {
+        let backend = service("KEYWATCH_TEST_KAFKA_TLS_BACKEND");
+        let listen = std::env::var("KEYWATCH_TEST_KAFKA_TLS").unwrap_or_else(|_| {
+            panic!("KEYWATCH_TEST_KAFKA_TLS is not set: this test needs the services `make test` starts")
+        });
+        Self::start(&listen, &backend, certs)
+    }
+
     /// Starts the front with the broker certificate of `certs`.
     pub fn start(listen: &str, backend: &str, certs: &TestCertificates) -> Self {
         use std::sync::atomic::{AtomicUsize, Ordering};
@@ -415,10 +427,16 @@ impl TlsFront {
             }
         });
         TlsFront {
+            address: listen.to_owned(),
             runtime: Some(runtime),
             refused,
             accepted,
         }
+    }
+
+    /// Where clients connect (`host:port`, the brokers to give them).
+    pub fn address(&self) -> &str {
+        &self.address
     }
 
     /// Handshakes refused so far (no client certificate, or one the CA did not sign).
