@@ -126,10 +126,14 @@ fuzz: $(CARGO_FUZZ) fuzz-seeds
 	done; status=0; for p in $$pids; do wait $$p || status=1; done; \
 	for t in $(FUZZ_TARGETS); do echo "$$t:"; grep -E "^Done|^stat::|SUMMARY|panicked" target/fuzz-logs/$$t.log; done; exit $$status
 
-## The CLI for replaying archives builds without librdkafka and the AWS SDK.
+## The CLI for replaying archives builds without librdkafka and the AWS SDK, and the Lambda
+## functions without SQLite.
 lean:
 	@if $(CARGO) tree -p keywatch-cli --no-default-features -e normal --locked | grep -E "rdkafka|aws-(config|sdk)"; then \
 	  echo "error: keywatch-cli --no-default-features depends on the above"; exit 1; fi
+	@for f in keywatch-ingest keywatch-projector keywatch-sweeper; do \
+	  if $(CARGO) tree -p $$f -e normal --locked | grep -E "rusqlite|keywatch-sqlite"; then \
+	    echo "error: the Lambda function $$f links SQLite (above)"; exit 1; fi; done
 	$(CARGO) build -p keywatch-cli --no-default-features --locked
 
 ## Headless Chromium from Debian's packages, for the tests of what people look at.

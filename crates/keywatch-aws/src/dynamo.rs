@@ -838,7 +838,7 @@ impl Store for DynamoStore {
                 })
             })
             .collect::<Result<_, _>>()?;
-        alerts.sort_by(|a, b| (a.event_time, &a.alert_id).cmp(&(b.event_time, &b.alert_id)));
+        keywatch_store::sort_oldest_first(&mut alerts);
         alerts.truncate(limit);
         Ok(alerts)
     }

@@ -5,7 +5,8 @@
 use keywatch_aws::DynamoStore;
 use keywatch_core::{normalise, AlertConfig, KeyArn, Normalised, Timestamp};
 use keywatch_reader::{expand_paths, read_path, Item};
-use keywatch_store::{NormalisedRecord, Projector, SqliteStore, Store, StoreError};
+use keywatch_sqlite::SqliteStore;
+use keywatch_store::{NormalisedRecord, Projector, Store, StoreError};
 use keywatch_testkit::{moto, unique};
 use std::path::PathBuf;
 

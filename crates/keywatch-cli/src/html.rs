@@ -10,7 +10,8 @@ use keywatch_core::page::sanitise;
 use keywatch_core::preflight::Preflight;
 use keywatch_core::timeline::{EntryDetail, KeyTimeline, ScheduleEnd};
 use keywatch_core::{KmsEvent, Normalised, Severity, Timestamp};
-use keywatch_store::{SqliteStore, StoreError, StreamId};
+use keywatch_sqlite::SqliteStore;
+use keywatch_store::{StoreError, StreamId};
 use std::collections::HashMap;
 use std::fmt::Write;
 

@@ -13,7 +13,8 @@ mod run;
 use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use keywatch_core::Timestamp;
-use keywatch_store::{SqliteStore, Store};
+use keywatch_sqlite::SqliteStore;
+use keywatch_store::Store;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -1,15 +1,16 @@
 //! Storage for keywatch behind the [`Store`] trait: the event log (CloudTrail records,
 //! stored once by eventID and indexed by stream), the timelines projected from it, and the
-//! alerts already raised. [`SqliteStore`] is the embedded default; [`Projector`] drives the
-//! core over any store.
+//! alerts already raised. [`Projector`] drives the core over any implementation of it:
+//! `keywatch-sqlite` (the embedded default), DynamoDB (`keywatch-aws`, the Lambda pipeline)
+//! and [`MemoryStore`] (tests and benchmarks).
 
 mod codec;
+mod memory;
 mod projector;
-mod sqlite;
 
 pub use codec::{decode_record, encode_record};
+pub use memory::MemoryStore;
 pub use projector::{BatchOutcome, NormalisedRecord, Projector};
-pub use sqlite::SqliteStore;
 
 use keywatch_core::{Alert, KeyArn, KeyStoreRef, KeyTimeline, Timestamp};
 
@@ -79,7 +80,7 @@ pub struct KeySummary {
     pub custom_key_store_id: Option<String>,
 }
 
-/// What keywatch keeps. Implementations: [`SqliteStore`]; DynamoDB in the Lambda pipeline.
+/// What keywatch keeps: the database port. Implementations: SQLite, DynamoDB, [`MemoryStore`].
 pub trait Store {
     /// Starts a unit of work: what a batch writes (records, timelines, alerts) becomes
     /// visible together at [`Store::commit_batch`], or not at all.
@@ -107,7 +108,7 @@ pub trait Store {
     fn key_count(&self) -> Result<u64, StoreError>;
     /// Every key, optionally only those in a state.
     fn list_keys(&self, state: Option<&str>) -> Result<Vec<KeySummary>, StoreError>;
-    /// Alerts recorded but not yet sent (the outbox), oldest first.
+    /// Alerts recorded but not yet sent (the outbox), oldest first ([`sort_oldest_first`]).
     fn unsent_alerts(&self, limit: usize) -> Result<Vec<Alert>, StoreError>;
     /// Marks alerts as sent: the notification service accepted them.
     fn mark_sent(&mut self, alert_ids: &[&str], at: Timestamp) -> Result<(), StoreError>;
@@ -138,4 +139,10 @@ pub trait Store {
         alerts: &[Alert],
         raised_at: Timestamp,
     ) -> Result<Vec<bool>, StoreError>;
+}
+
+/// Orders alerts oldest first, as every outbox is read and every list of alerts shown: by
+/// the `eventTime` of what raised them, then by id.
+pub fn sort_oldest_first(alerts: &mut [Alert]) {
+    alerts.sort_by(|a, b| (a.event_time, &a.alert_id).cmp(&(b.event_time, &b.alert_id)));
 }

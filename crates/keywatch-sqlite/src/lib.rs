@@ -1,7 +1,8 @@
-//! The embedded default store: one SQLite file (or memory).
+//! keywatch's embedded default database: the event log, timelines and alerts in one SQLite
+//! file (or in memory), behind [`keywatch_store::Store`]. The Lambda functions do not link it.
 
-use crate::{KeySummary, RecordToAppend, Store, StoreError, StreamId};
 use keywatch_core::{Alert, KeyArn, KeyStoreRef, KeyTimeline, Timestamp};
+use keywatch_store::{KeySummary, RecordToAppend, Store, StoreError, StreamId};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
 use std::path::Path;
@@ -95,7 +96,7 @@ impl SqliteStore {
         let mut rows = q.query([stream.as_text()]).map_err(db)?;
         while let Some(row) = rows.next().map_err(db)? {
             let bytes: Vec<u8> = row.get(0).map_err(db)?;
-            visit(&crate::decode_record(&bytes)?);
+            visit(&keywatch_store::decode_record(&bytes)?);
         }
         Ok(())
     }
@@ -119,7 +120,7 @@ impl SqliteStore {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        alerts.sort_by(|a, b| (a.event_time, &a.alert_id).cmp(&(b.event_time, &b.alert_id)));
+        keywatch_store::sort_oldest_first(&mut alerts);
         Ok(alerts)
     }
 
@@ -317,27 +318,26 @@ impl Store for SqliteStore {
     }
 
     fn unsent_alerts(&self, limit: usize) -> Result<Vec<Alert>, StoreError> {
+        // Oldest first means by the alert's eventTime (then id), as in every store: the
+        // outbox is read whole (it holds what one delivery could not send) and sorted here.
         let mut q = self
             .conn
-            .prepare_cached(
-                "SELECT a.json FROM outbox o JOIN alerts a ON a.alert_id = o.alert_id
-                 ORDER BY a.raised_at, a.alert_id LIMIT ?1",
-            )
+            .prepare_cached("SELECT a.json FROM outbox o JOIN alerts a ON a.alert_id = o.alert_id")
             .map_err(db)?;
-        let rows = q
-            .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
-                r.get::<_, String>(0)
-            })
-            .map_err(db)?;
-        rows.map(|r| {
-            r.map_err(db).and_then(|j| {
-                serde_json::from_str(&j).map_err(|e| StoreError::Corrupt {
-                    what: "alert",
-                    reason: e.to_string(),
+        let rows = q.query_map([], |r| r.get::<_, String>(0)).map_err(db)?;
+        let mut alerts = rows
+            .map(|r| {
+                r.map_err(db).and_then(|j| {
+                    serde_json::from_str::<Alert>(&j).map_err(|e| StoreError::Corrupt {
+                        what: "alert",
+                        reason: e.to_string(),
+                    })
                 })
             })
-        })
-        .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        keywatch_store::sort_oldest_first(&mut alerts);
+        alerts.truncate(limit);
+        Ok(alerts)
     }
 
     fn mark_sent(&mut self, alert_ids: &[&str], _at: Timestamp) -> Result<(), StoreError> {

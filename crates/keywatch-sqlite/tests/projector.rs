@@ -5,7 +5,8 @@
 mod support;
 
 use keywatch_core::{normalise, AlertConfig, KeyArn, KeyTimeline, Normalised, Timestamp};
-use keywatch_store::{NormalisedRecord, Projector, SqliteStore, Store};
+use keywatch_sqlite::SqliteStore;
+use keywatch_store::{NormalisedRecord, Projector, Store};
 use proptest::prelude::*;
 use serde_json::Value;
 use std::collections::BTreeSet;

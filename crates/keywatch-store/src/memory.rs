@@ -1,0 +1,283 @@
+//! A store in process memory: for tests and benchmarks, where no database should count.
+//! It keeps what the other stores keep, in the same encodings (records deflated, timelines
+//! and alerts as JSON), so that a batch costs the CPU it costs elsewhere, minus the I/O.
+
+use crate::{KeySummary, RecordToAppend, Store, StoreError, StreamId};
+use keywatch_core::{Alert, KeyArn, KeyStoreRef, KeyTimeline, Timestamp};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// A stored timeline: its JSON, and the columns the queries read.
+#[derive(Clone, Debug)]
+struct TimelineRow {
+    state: String,
+    key_store: Option<String>,
+    deletion_date: Option<Timestamp>,
+    last_use: Option<Timestamp>,
+    json: String,
+}
+
+/// How to take back one write of a batch being aborted.
+#[derive(Debug)]
+enum Undo {
+    Record(String),
+    StreamEvent(StreamId, (Timestamp, String)),
+    Timeline(KeyArn, Option<TimelineRow>),
+    Alert(String),
+    Outbox(String, bool),
+}
+
+/// keywatch's store in memory, gone with the process.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    records: HashMap<String, Vec<u8>>,
+    streams: HashMap<StreamId, BTreeSet<(Timestamp, String)>>,
+    timelines: BTreeMap<KeyArn, TimelineRow>,
+    /// Alert JSON by id.
+    alerts: HashMap<String, String>,
+    /// Unsent alerts, oldest first: by (eventTime, alert id).
+    outbox: BTreeSet<(Timestamp, String)>,
+    /// The undo log of the batch in progress, if one is.
+    batch: Option<Vec<Undo>>,
+}
+
+fn corrupt(what: &'static str) -> impl Fn(serde_json::Error) -> StoreError {
+    move |e| StoreError::Corrupt {
+        what,
+        reason: e.to_string(),
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn undo(&mut self, u: Undo) {
+        if let Some(log) = &mut self.batch {
+            log.push(u);
+        }
+    }
+
+    fn set_outbox(&mut self, entry: (Timestamp, String), present: bool) {
+        let was = if present {
+            !self.outbox.insert(entry.clone())
+        } else {
+            self.outbox.remove(&entry)
+        };
+        if was != present {
+            self.undo(Undo::Outbox(entry.1.clone(), was));
+        }
+    }
+
+    fn outbox_entry(&self, alert_id: &str) -> Result<Option<(Timestamp, String)>, StoreError> {
+        self.alerts
+            .get(alert_id)
+            .map(|json| {
+                let a: Alert = serde_json::from_str(json).map_err(corrupt("alert"))?;
+                Ok((a.event_time, a.alert_id))
+            })
+            .transpose()
+    }
+
+    fn arns(&self, keep: impl Fn(&KeyArn, &TimelineRow) -> bool) -> Vec<KeyArn> {
+        self.timelines
+            .iter()
+            .filter(|(k, row)| keep(k, row))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+}
+
+impl Store for MemoryStore {
+    fn begin_batch(&mut self) -> Result<(), StoreError> {
+        self.batch = Some(Vec::new());
+        Ok(())
+    }
+
+    fn commit_batch(&mut self) -> Result<(), StoreError> {
+        self.batch = None;
+        Ok(())
+    }
+
+    fn abort_batch(&mut self) {
+        let Some(log) = self.batch.take() else {
+            return;
+        };
+        for u in log.into_iter().rev() {
+            match u {
+                Undo::Record(id) => {
+                    self.records.remove(&id);
+                }
+                Undo::StreamEvent(stream, entry) => {
+                    if let Some(s) = self.streams.get_mut(&stream) {
+                        s.remove(&entry);
+                    }
+                }
+                Undo::Timeline(key, Some(row)) => {
+                    self.timelines.insert(key, row);
+                }
+                Undo::Timeline(key, None) => {
+                    self.timelines.remove(&key);
+                }
+                Undo::Alert(id) => {
+                    self.alerts.remove(&id);
+                }
+                Undo::Outbox(id, was) => {
+                    if let Ok(Some(entry)) = self.outbox_entry(&id) {
+                        if was {
+                            self.outbox.insert(entry);
+                        } else {
+                            self.outbox.remove(&entry);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn append_records(&mut self, records: &[RecordToAppend<'_>]) -> Result<Vec<bool>, StoreError> {
+        let mut fresh = Vec::with_capacity(records.len());
+        for r in records {
+            let new = !self.records.contains_key(r.event_id);
+            if new {
+                self.records
+                    .insert(r.event_id.to_owned(), r.stored.to_vec());
+                self.undo(Undo::Record(r.event_id.to_owned()));
+                for s in &r.streams {
+                    let entry = (r.event_time, r.event_id.to_owned());
+                    if self
+                        .streams
+                        .entry(s.clone())
+                        .or_default()
+                        .insert(entry.clone())
+                    {
+                        self.undo(Undo::StreamEvent(s.clone(), entry));
+                    }
+                }
+            }
+            fresh.push(new);
+        }
+        Ok(fresh)
+    }
+
+    fn stream_records(&self, stream: &StreamId) -> Result<Vec<String>, StoreError> {
+        let Some(entries) = self.streams.get(stream) else {
+            return Ok(Vec::new());
+        };
+        entries
+            .iter()
+            .map(|(_, id)| {
+                let bytes = self.records.get(id).ok_or_else(|| StoreError::Corrupt {
+                    what: "stream",
+                    reason: format!("{} lists {id}, which is not stored", stream.as_text()),
+                })?;
+                crate::decode_record(bytes)
+            })
+            .collect()
+    }
+
+    fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, StoreError> {
+        self.timelines
+            .get(key)
+            .map(|row| serde_json::from_str(&row.json).map_err(corrupt("timeline")))
+            .transpose()
+    }
+
+    fn save_timelines(&mut self, timelines: &[&KeyTimeline]) -> Result<(), StoreError> {
+        for t in timelines {
+            let row = TimelineRow {
+                state: t.state.as_str().to_owned(),
+                key_store: t.key_store_ref().map(|s| s.to_string()),
+                deletion_date: t.deletion_date,
+                last_use: t.last_use(),
+                json: serde_json::to_string(t).map_err(corrupt("timeline"))?,
+            };
+            let old = self.timelines.insert(t.key_arn.clone(), row);
+            self.undo(Undo::Timeline(t.key_arn.clone(), old));
+        }
+        Ok(())
+    }
+
+    fn keys_in_key_store(&self, key_store: &KeyStoreRef) -> Result<Vec<KeyArn>, StoreError> {
+        let wanted = key_store.to_string();
+        Ok(self.arns(|_, row| row.key_store.as_deref() == Some(wanted.as_str())))
+    }
+
+    fn find_keys(&self, key: &str) -> Result<Vec<KeyArn>, StoreError> {
+        Ok(self.arns(|k, _| k.as_str() == key || k.key_id() == key))
+    }
+
+    fn keys_pending_deletion(&self) -> Result<Vec<KeyArn>, StoreError> {
+        Ok(self.arns(|_, row| {
+            matches!(
+                row.state.as_str(),
+                "PendingDeletion" | "PendingReplicaDeletion"
+            )
+        }))
+    }
+
+    fn key_count(&self) -> Result<u64, StoreError> {
+        Ok(self.timelines.len() as u64)
+    }
+
+    fn list_keys(&self, state: Option<&str>) -> Result<Vec<KeySummary>, StoreError> {
+        Ok(self
+            .timelines
+            .iter()
+            .filter(|(_, row)| state.is_none_or(|s| row.state == s))
+            .map(|(k, row)| KeySummary {
+                key_arn: k.as_str().to_owned(),
+                state: row.state.clone(),
+                deletion_date: row.deletion_date,
+                last_use: row.last_use,
+                custom_key_store_id: row
+                    .key_store
+                    .as_deref()
+                    .and_then(|s| s.rsplit('/').next().map(str::to_owned)),
+            })
+            .collect())
+    }
+
+    fn unsent_alerts(&self, limit: usize) -> Result<Vec<Alert>, StoreError> {
+        self.outbox
+            .iter()
+            .take(limit)
+            .map(|(_, id)| {
+                let json = self.alerts.get(id).ok_or_else(|| StoreError::Corrupt {
+                    what: "outbox",
+                    reason: format!("{id} is not a stored alert"),
+                })?;
+                serde_json::from_str(json).map_err(corrupt("alert"))
+            })
+            .collect()
+    }
+
+    fn mark_sent(&mut self, alert_ids: &[&str], _at: Timestamp) -> Result<(), StoreError> {
+        for id in alert_ids {
+            if let Some(entry) = self.outbox_entry(id)? {
+                self.set_outbox(entry, false);
+            }
+        }
+        Ok(())
+    }
+
+    fn record_alerts(
+        &mut self,
+        alerts: &[Alert],
+        _raised_at: Timestamp,
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut fresh = Vec::with_capacity(alerts.len());
+        for a in alerts {
+            let new = !self.alerts.contains_key(&a.alert_id);
+            if new {
+                let json = serde_json::to_string(a).map_err(corrupt("alert"))?;
+                self.alerts.insert(a.alert_id.clone(), json);
+                self.undo(Undo::Alert(a.alert_id.clone()));
+                self.set_outbox((a.event_time, a.alert_id.clone()), true);
+            }
+            fresh.push(new);
+        }
+        Ok(fresh)
+    }
+}
