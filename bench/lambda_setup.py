@@ -1,5 +1,6 @@
 """Creates what the functions need in moto (table, topic) and writes the events to invoke:
-an EventBridge envelope, a scheduled event, and a KafkaEvent of 10,000 KMS records."""
+an EventBridge envelope, a scheduled event, a KafkaEvent of 10,000 KMS records, and 20,000
+KMS records one per line."""
 import base64, gzip, json, os, subprocess, sys, urllib.request, uuid, random
 port, run = sys.argv[1], sys.argv[2]
 def aws(target, service, body, version=None):
@@ -13,13 +14,16 @@ aws("DynamoDB_20120810.CreateTable", "dynamodb", {"TableName": "keywatch-bench",
     "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}]})
 urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/?Action=CreateTopic&Name=keywatch-bench", method="POST",
     headers={"Authorization": "AWS4-HMAC-SHA256 Credential=testing/20261123/us-east-1/sns/aws4_request, SignedHeaders=host, Signature=x"})).read()
-# 10,000 KMS records from the benchmark generator's shapes.
-corpus = "bench/corpus/lambda"
+# 20,000 KMS records from the benchmark generator's shapes: the first 10,000 for the
+# projector's KafkaEvent, all of them (two batches) for the CPU measure (batch_cpu).
+corpus = "bench/corpus/lambda-40000"
 if not os.path.isdir(corpus):
-    subprocess.run([sys.executable, "bench/gen.py", corpus, "20000"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "bench/gen.py", corpus, "40000"], check=True, stdout=subprocess.DEVNULL)
 records = []
 for f in sorted(os.listdir(corpus)):
     records += [r for r in json.load(gzip.open(os.path.join(corpus, f)))["Records"] if r["eventSource"] == "kms.amazonaws.com"]
+with open(f"{run}/records.jsonl", "w") as out:
+    out.writelines(json.dumps(r) + "\n" for r in records[:20000])
 records = records[:10000]
 b64 = lambda s: base64.b64encode(s.encode()).decode()
 kafka = {"eventSource": "SelfManagedKafka", "bootstrapServers": "127.0.0.1:9092", "records": {"keywatch-bench-0": [

@@ -2,9 +2,10 @@
 //! KEYWATCH_TEST_AWS_ENDPOINT names it). Without it these tests fail and say so.
 
 use aws_sdk_sns::config::Credentials;
-use keywatch_aws::{BatchMetrics, Metrics, SnsPager, NAMESPACE};
+use keywatch_aws::{Metrics, SnsPager, NAMESPACE};
 use keywatch_core::alert::{Alert, AlertKind, Severity};
 use keywatch_core::Timestamp;
+use keywatch_pipeline::{BatchMetrics, MetricsSink, Pager};
 use keywatch_testkit::{envelopes, moto, subscribed_queue};
 
 fn alert(id: &str) -> Alert {
@@ -51,10 +52,10 @@ async fn a_page_reaches_an_sqs_subscriber_with_subject_attributes_and_alert_json
     let config = moto().await;
     let (topic_arn, queue_url) = subscribed_queue(&config, "keywatch-pages-test").await;
 
-    SnsPager::new(&config, &topic_arn)
-        .send(&alert("a1"))
-        .await
-        .expect("published");
+    let results = SnsPager::new(&config, &topic_arn)
+        .send(&[alert("a1")])
+        .await;
+    assert!(matches!(results.as_slice(), [Ok(())]), "{results:?}");
 
     let received = envelopes(&config, &queue_url).await;
     assert_eq!(received.len(), 1, "exactly one page");
@@ -103,11 +104,60 @@ async fn an_unreachable_sns_is_an_error_naming_the_alert() {
         .retry_config(aws_config::retry::RetryConfig::disabled())
         .load()
         .await;
-    let err = SnsPager::new(&config, "arn:aws:sns:us-east-1:123456789012:nowhere")
-        .send(&alert("a2"))
-        .await
-        .expect_err("nothing listens on port 9");
-    assert_eq!(err.alert_id, "a2");
+    let results = SnsPager::new(&config, "arn:aws:sns:us-east-1:123456789012:nowhere")
+        .send(&[alert("a2"), alert("a3")])
+        .await;
+    let ids: Vec<&str> = results
+        .iter()
+        .map(|r| {
+            r.as_ref()
+                .expect_err("nothing listens on port 9")
+                .alert_id
+                .as_str()
+        })
+        .collect();
+    assert_eq!(ids, ["a2", "a3"]);
+}
+
+/// Pages go out in PublishBatch requests of ten at most: every one of three requests' worth
+/// arrives once, with its subject, attributes and alert JSON.
+#[tokio::test]
+async fn many_pages_are_published_in_batches_and_each_arrives_once() {
+    let config = moto().await;
+    let (topic_arn, queue_url) = subscribed_queue(&config, "keywatch-pages-batch").await;
+    let alerts: Vec<Alert> = (0..23).map(|i| alert(&format!("b{i:02}"))).collect();
+    let results = SnsPager::new(&config, &topic_arn).send(&alerts).await;
+    assert_eq!(results.len(), 23);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let mut got: Vec<String> = Vec::new();
+    for _ in 0..20 {
+        for envelope in envelopes(&config, &queue_url).await {
+            let alert: serde_json::Value =
+                serde_json::from_str(envelope["Message"].as_str().expect("message"))
+                    .expect("alert JSON");
+            let id = alert["alert_id"].as_str().expect("id").to_owned();
+            let sent = alerts
+                .iter()
+                .find(|a| a.alert_id == id)
+                .expect("one of ours");
+            assert_eq!(
+                envelope["Subject"],
+                keywatch_core::page::page(sent).subject.as_str(),
+                "every page keeps its subject"
+            );
+            assert_eq!(
+                envelope["MessageAttributes"]["kind"]["Value"],
+                "pending_deletion_key_used"
+            );
+            got.push(id);
+        }
+        if got.len() >= 23 {
+            break;
+        }
+    }
+    got.sort();
+    let want: Vec<String> = (0..23).map(|i| format!("b{i:02}")).collect();
+    assert_eq!(got, want, "each page once");
 }
 
 #[tokio::test]

@@ -1,49 +1,66 @@
-//! Standard output as a sink of the outbox: an alert counts as delivered only once it is
-//! written and flushed, and every run first delivers what an earlier run raised but could not
-//! write (a closed pipe, a full disk, a kill between the store's commit and the write).
+//! A stream (standard output) as the pipeline's pager: an alert counts as delivered only once
+//! it is written and flushed; what could not be written stays in the outbox, and the next
+//! delivery (this run's or a later one's) writes it first.
 
 use crate::render::{self, AlertFormat};
-use anyhow::Result;
-use keywatch_core::{Alert, Timestamp};
-use keywatch_store::{Projector, Store};
+use keywatch_core::Alert;
+use keywatch_pipeline::{PageError, Pager};
 use std::io::Write;
 
-/// How many alerts are taken from the outbox at once.
-const PAGE: usize = 1_000;
-
-/// Writes `alerts`, flushes, then marks them sent. A write that fails leaves them in the
-/// outbox for the next run (delivery to a stream is at least once).
-pub fn deliver<S: Store>(
-    projector: &mut Projector<S>,
-    out: &mut impl Write,
-    alerts: &[Alert],
+/// Writes alerts to a stream in a format.
+pub struct StreamPager<W: Write> {
+    out: W,
     format: AlertFormat,
-    at: Timestamp,
-) -> Result<()> {
-    for a in alerts {
-        render::alert(out, a, format)?;
-    }
-    out.flush()?;
-    let ids: Vec<&str> = alerts.iter().map(|a| a.alert_id.as_str()).collect();
-    projector.mark_sent(&ids, at)?;
-    Ok(())
+    /// Why the last send failed, for the caller to report (a broken pipe ends a run quietly).
+    failure: Option<std::io::Error>,
 }
 
-/// Delivers the alerts an earlier run raised but never wrote, oldest first; returns how many.
-pub fn deliver_leftovers<S: Store>(
-    projector: &mut Projector<S>,
-    out: &mut impl Write,
-    format: AlertFormat,
-    at: Timestamp,
-) -> Result<usize> {
-    let mut delivered = 0;
-    loop {
-        let mut left = projector.unsent(PAGE)?;
-        if left.is_empty() {
-            return Ok(delivered);
+impl<W: Write> StreamPager<W> {
+    /// A pager writing to `out`.
+    pub fn new(out: W, format: AlertFormat) -> Self {
+        StreamPager {
+            out,
+            format,
+            failure: None,
         }
-        left.sort_by(|a, b| (a.event_time, &a.alert_id).cmp(&(b.event_time, &b.alert_id)));
-        deliver(projector, out, &left, format, at)?;
-        delivered += left.len();
+    }
+
+    /// Why the last failed send failed, once.
+    pub fn take_failure(&mut self) -> Option<std::io::Error> {
+        self.failure.take()
+    }
+
+    /// Flushes the stream.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+impl<W: Write> Pager for StreamPager<W> {
+    /// A whole delivery round, written with one flush.
+    fn pages_per_send(&self) -> usize {
+        usize::MAX
+    }
+
+    /// Writes the alerts and flushes: all are delivered, or (a write or the flush failed)
+    /// none counts as delivered and all are written again later (at least once).
+    async fn send(&mut self, alerts: &[Alert]) -> Vec<Result<(), PageError>> {
+        let written = alerts
+            .iter()
+            .try_for_each(|a| render::alert(&mut self.out, a, self.format))
+            .and_then(|()| self.out.flush());
+        let results = alerts
+            .iter()
+            .map(|a| {
+                written.as_ref().map(|_| ()).map_err(|e| PageError {
+                    alert_id: a.alert_id.clone(),
+                    reason: format!("not written: {e}"),
+                })
+            })
+            .collect();
+        if let Err(e) = written {
+            self.failure = Some(e);
+        }
+        results
     }
 }

@@ -1,13 +1,15 @@
-//! `keywatch replay`: read inputs on every core, project them in input order, print alerts.
+//! `keywatch replay`: read inputs on every core, and drive the pipeline with them in input
+//! order: project each batch, then deliver its alerts to standard output.
 
-use crate::outbox;
+use crate::outbox::StreamPager;
 use crate::render::AlertFormat;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use keywatch_core::{normalise, AlertConfig, Normalised, Timestamp};
+use keywatch_pipeline::{NoMetrics, Pipeline};
 use keywatch_reader::{list_inputs, read_path_limited, Item, Limits, Origin};
 use keywatch_sqlite::SqliteStore;
-use keywatch_store::{NormalisedRecord, Projector, Store};
+use keywatch_store::{NormalisedRecord, Store};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -121,14 +123,14 @@ struct Totals {
     highest: Option<keywatch_core::Severity>,
 }
 
-/// The run's state: the projector, the batch it has not taken yet, where alerts and rejected
-/// records go, and the counts for the summary.
+/// The run's state: the pipeline (alerts go to `W`), the batch it has not taken yet, where
+/// rejected records go, and the counts for the summary.
 struct Replay<W: Write> {
-    projector: Projector<SqliteStore>,
+    pipeline: Pipeline<SqliteStore, StreamPager<W>, NoMetrics>,
+    /// Drives the pipeline's delivery (it waits between retries of the database).
+    runtime: tokio::runtime::Runtime,
     batch: Vec<NormalisedRecord>,
     as_of: Timestamp,
-    format: AlertFormat,
-    out: W,
     quarantine: Option<BufWriter<File>>,
     shown_rejections: usize,
     totals: Totals,
@@ -195,39 +197,54 @@ impl<W: Write> Replay<W> {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let outcome = self.projector.process(&self.batch, self.as_of)?;
+        let outcome = self.pipeline.project(&self.batch, self.as_of)?;
         self.batch.clear();
         self.totals.duplicates += outcome.duplicate_records as u64;
         self.totals.rebuilds += outcome.rebuilds as u64;
         self.print(&outcome.alerts)
     }
 
-    /// Prints alerts; written and flushed is delivered, so they leave the outbox.
-    fn print(&mut self, alerts: &[keywatch_core::Alert]) -> Result<()> {
-        self.totals.alerts += alerts.len() as u64;
-        self.totals.highest = alerts
+    /// Counts the alerts raised, and delivers the outbox (them, and anything an earlier
+    /// delivery could not write): written and flushed is delivered, so they leave it.
+    fn print(&mut self, raised: &[keywatch_core::Alert]) -> Result<()> {
+        self.totals.alerts += raised.len() as u64;
+        self.totals.highest = raised
             .iter()
             .map(|a| a.severity)
             .chain(self.totals.highest)
             .max();
-        outbox::deliver(
-            &mut self.projector,
-            &mut self.out,
-            alerts,
-            self.format,
-            self.as_of,
-        )
+        self.deliver().map(|_| ())
+    }
+
+    /// Delivers the whole outbox to the output; returns how many alerts it wrote.
+    fn deliver(&mut self) -> Result<usize> {
+        let delivery = self
+            .runtime
+            .block_on(self.pipeline.deliver_all(self.as_of))?;
+        if delivery.failed > 0 {
+            if let Some(e) = self.pipeline.pager_mut().take_failure() {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "writing alerts: {} stay in the store's outbox and a later run writes them first",
+                    delivery.failed
+                )));
+            }
+            bail!(
+                "{} alert(s) could not be written to the output; they stay in the store's outbox and a later run writes them first",
+                delivery.failed
+            );
+        }
+        Ok(delivery.sent)
     }
 
     /// Projects what is left, raises the time-driven alerts and flushes every output.
     fn finish(&mut self) -> Result<()> {
         self.flush()?;
-        let swept = self.projector.sweep(self.as_of)?;
+        let swept = self.pipeline.sweep(self.as_of)?;
         self.print(&swept)?;
         if let Some(q) = self.quarantine.as_mut() {
             q.flush()?;
         }
-        self.out.flush()?;
+        self.pipeline.pager_mut().flush()?;
         Ok(())
     }
 }
@@ -252,16 +269,20 @@ pub fn run(opts: Options) -> Result<Outcome> {
         None => None,
     };
     let mut replay = Replay {
-        projector: Projector::new(
+        pipeline: Pipeline::new(
             opts.store,
             AlertConfig {
                 suppress_minutes: opts.suppress_minutes,
             },
+            StreamPager::new(std::io::stdout().lock(), opts.format),
+            NoMetrics,
         ),
+        runtime: tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .context("starting the runtime")?,
         batch: Vec::with_capacity(BATCH),
         as_of: opts.as_of,
-        format: opts.format,
-        out: std::io::stdout().lock(),
         quarantine,
         shown_rejections: 0,
         totals: Totals::default(),
@@ -280,12 +301,7 @@ pub fn run(opts: Options) -> Result<Outcome> {
     );
 
     // What an earlier run raised but could not write goes out first.
-    let leftovers = outbox::deliver_leftovers(
-        &mut replay.projector,
-        &mut replay.out,
-        replay.format,
-        replay.as_of,
-    )?;
+    let leftovers = replay.deliver()?;
     if leftovers > 0 && !opts.quiet {
         eprintln!("keywatch: {leftovers} alert(s) raised by an earlier run and never delivered, delivered now");
     }
@@ -334,7 +350,7 @@ pub fn run(opts: Options) -> Result<Outcome> {
     })?;
     replay.finish()?;
     progress.finish_and_clear();
-    let keys = replay.projector.store().key_count()?;
+    let keys = replay.pipeline.projector().store().key_count()?;
     let totals = &replay.totals;
     if !opts.quiet {
         eprintln!(

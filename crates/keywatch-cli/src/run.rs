@@ -1,15 +1,20 @@
-//! `keywatch run`: the projector as a long-running Kafka consumer (for ECS, Kubernetes,
-//! on-premises). Consumes the event log, folds it into the store, pages through SNS, and
-//! commits offsets only after the timelines and the outbox are written.
+//! `keywatch run`: the pipeline as a long-running Kafka consumer (for ECS, Kubernetes,
+//! on-premises). A driver of the pipeline: consumes the event log, folds it into the
+//! database, pages through SNS (or writes to stdout), and commits offsets only after the
+//! timelines and the outbox are written.
 
-use crate::outbox;
+use crate::outbox::StreamPager;
 use crate::render::{self, AlertFormat};
 use anyhow::{bail, Context, Result};
-use keywatch_aws::{BatchMetrics, Metrics, Notifier, SnsPager};
-use keywatch_core::{normalise, AlertConfig, Normalised, Timestamp};
+use keywatch_aws::{Metrics, SnsPager};
+use keywatch_core::{Alert, AlertConfig, Timestamp};
 use keywatch_kafka::{ensure_topic, topic_partitions, EventLogConsumer, KafkaSettings};
+use keywatch_pipeline::{
+    decode_batch, BatchMetrics, MetricsError, MetricsSink, NoMetrics, PageError, Pager, Payload,
+    Pipeline,
+};
 use keywatch_sqlite::SqliteStore;
-use keywatch_store::{NormalisedRecord, Projector, Store};
+use keywatch_store::Store;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -105,6 +110,43 @@ fn store_spec(spec: &str) -> Result<StoreSpec> {
     }
 }
 
+/// Where pages go: SNS, or standard output when no topic is given.
+enum RunPager {
+    Sns(SnsPager),
+    Stdout(StreamPager<std::io::Stdout>),
+}
+
+impl Pager for RunPager {
+    fn pages_per_send(&self) -> usize {
+        match self {
+            RunPager::Sns(p) => p.pages_per_send(),
+            RunPager::Stdout(p) => p.pages_per_send(),
+        }
+    }
+
+    async fn send(&mut self, alerts: &[Alert]) -> Vec<Result<(), PageError>> {
+        match self {
+            RunPager::Sns(p) => p.send(alerts).await,
+            RunPager::Stdout(p) => p.send(alerts).await,
+        }
+    }
+}
+
+/// CloudWatch with SNS; nothing with stdout.
+enum RunMetrics {
+    CloudWatch(Metrics),
+    None(NoMetrics),
+}
+
+impl MetricsSink for RunMetrics {
+    async fn put(&self, metrics: &BatchMetrics) -> std::result::Result<(), MetricsError> {
+        match self {
+            RunMetrics::CloudWatch(m) => m.put(metrics).await,
+            RunMetrics::None(m) => m.put(metrics).await,
+        }
+    }
+}
+
 pub fn run(opts: Options) -> Result<()> {
     let settings = KafkaSettings::from_env(|k| match k {
         "KEYWATCH_KAFKA_BROKERS" => Some(opts.brokers.clone()),
@@ -123,47 +165,52 @@ pub fn run(opts: Options) -> Result<()> {
     runtime.block_on(async {
         // AWS configuration is loaded only for what needs it (DynamoDB, SNS): a run on SQLite
         // printing to stdout touches no AWS endpoint, not even the instance metadata service.
-        match spec {
-            StoreSpec::Sqlite(path) => {
-                let sdk = match opts.sns_topic_arn {
-                    Some(_) => Some(keywatch_aws::sdk_config().await),
-                    None => None,
-                };
-                let store = SqliteStore::open(&path)
-                    .with_context(|| format!("opening store {}", path.display()))?;
+        let sdk = match (&spec, &opts.sns_topic_arn) {
+            (StoreSpec::DynamoDb(_), _) | (_, Some(_)) => Some(keywatch_aws::sdk_config().await),
+            _ => None,
+        };
+        let (pager, metrics) = match (&opts.sns_topic_arn, &sdk) {
+            (Some(arn), Some(sdk)) => (
+                RunPager::Sns(SnsPager::new(sdk, arn)),
+                RunMetrics::CloudWatch(Metrics::new(sdk)),
+            ),
+            _ => (
+                RunPager::Stdout(StreamPager::new(std::io::stdout(), AlertFormat::Json)),
+                RunMetrics::None(NoMetrics),
+            ),
+        };
+        match (spec, sdk) {
+            (StoreSpec::DynamoDb(table), Some(sdk)) => {
+                let store = keywatch_aws::DynamoStore::new(&sdk, table)?;
                 consume(
-                    Projector::new(store, config),
+                    Pipeline::new(store, config, pager, metrics),
                     &settings,
-                    sdk.as_ref(),
                     &opts,
                 )
                 .await
             }
-            StoreSpec::DynamoDb(table) => {
-                let sdk = keywatch_aws::sdk_config().await;
-                let store = keywatch_aws::DynamoStore::new(&sdk, table)?;
-                consume(Projector::new(store, config), &settings, Some(&sdk), &opts).await
+            (StoreSpec::Sqlite(path), _) => {
+                let store = SqliteStore::open(&path)
+                    .with_context(|| format!("opening store {}", path.display()))?;
+                consume(
+                    Pipeline::new(store, config, pager, metrics),
+                    &settings,
+                    &opts,
+                )
+                .await
             }
+            (StoreSpec::DynamoDb(_), None) => unreachable!("the SDK is loaded for DynamoDB"),
         }
     })
 }
 
 async fn consume<S: Store>(
-    mut projector: Projector<S>,
+    mut pipeline: Pipeline<S, RunPager, RunMetrics>,
     settings: &KafkaSettings,
-    sdk: Option<&aws_config::SdkConfig>,
     opts: &Options,
 ) -> Result<()> {
-    let notifier = opts
-        .sns_topic_arn
-        .as_ref()
-        .zip(sdk)
-        .map(|(arn, sdk)| Notifier::new(SnsPager::new(sdk, arn)));
-    let metrics = opts
-        .sns_topic_arn
-        .as_ref()
-        .zip(sdk)
-        .map(|(_, sdk)| Metrics::new(sdk));
+    // With SNS paging, what was raised is also shown on stdout, as a log.
+    let echo = opts.sns_topic_arn.is_some();
     // Fail fast, naming the brokers, rather than wait in silence for one that never answers.
     match tokio::task::block_in_place(|| topic_partitions(settings, BROKER_PATIENCE))? {
         Some(partitions) => {
@@ -250,37 +297,16 @@ async fn consume<S: Store>(
         let mut alerts = Vec::new();
         if !batch.is_empty() {
             last_record = Instant::now();
-            let mut records = Vec::with_capacity(batch.len());
-            for c in &batch {
-                // Not UTF-8 is not a CloudTrail record: rejected, as the projector function
-                // does, rather than read lossily.
-                let json = match std::str::from_utf8(&c.payload) {
-                    Ok(json) => json,
-                    Err(e) => {
-                        counts.records_rejected += 1;
-                        tracing::warn!(partition = c.partition, offset = c.offset, reason = %e, "record rejected: not UTF-8");
-                        continue;
-                    }
-                };
-                match normalise(json) {
-                    Ok(Normalised::Kms { event_id, events }) => {
-                        records.push(NormalisedRecord::new(event_id, json, events))
-                    }
-                    Ok(_) => {
-                        tracing::debug!(
-                            partition = c.partition,
-                            offset = c.offset,
-                            "not a KMS record keywatch tracks; skipped"
-                        );
-                    }
-                    Err(e) => {
-                        counts.records_rejected += 1;
-                        tracing::warn!(partition = c.partition, offset = c.offset, reason = %e, "record rejected");
-                    }
-                }
-            }
-            let outcome =
-                retry_store("projecting a batch", || projector.process(&records, now)).await?;
+            let decoded = decode_batch(batch.iter().map(|c| Payload {
+                partition: c.partition.into(),
+                offset: c.offset,
+                value: Ok(c.payload.as_slice().into()),
+            }));
+            counts.records_rejected = decoded.rejected;
+            let outcome = retry_store("projecting a batch", || {
+                pipeline.project(&decoded.records, now)
+            })
+            .await?;
             tracing::debug!(
                 records = batch.len(),
                 first = ?batch.first().map(|c| (c.partition, c.offset)),
@@ -299,45 +325,35 @@ async fn consume<S: Store>(
             || last_sweep
                 .is_none_or(|t| t.elapsed() >= Duration::from_secs(opts.sweep_minutes * 60))
         {
-            alerts.extend(retry_store("sweeping", || projector.sweep(now)).await?);
+            alerts.extend(retry_store("sweeping", || pipeline.sweep(now)).await?);
             last_sweep = Some(Instant::now());
             folded_since_sweep = false;
         }
         counts.count_alerts(&alerts);
-        match &notifier {
-            Some(n) => {
-                // Also shown on stdout, as a log of what was raised.
-                for a in &alerts {
-                    render::alert(&mut stdout.lock(), a, AlertFormat::Json)?;
-                }
-                match n.deliver(&mut projector, now).await {
-                    Ok(d) if d.failed > 0 => tracing::warn!(
-                        failed = d.failed,
-                        "pages left in the outbox; retried next round"
-                    ),
-                    Ok(_) => {}
-                    // The outbox is in the store: what was not sent is sent next round.
-                    Err(e) => tracing::warn!(error = %e, "outbox not read; retried next round"),
-                }
-            }
-            None => {
-                // Without a topic, stdout is the sink: written and flushed is delivered, and
-                // what an earlier round or run could not write goes first.
-                outbox::deliver_leftovers(
-                    &mut projector,
-                    &mut stdout.lock(),
-                    AlertFormat::Json,
-                    now,
-                )?;
+        if echo {
+            for a in &alerts {
+                render::alert(&mut stdout.lock(), a, AlertFormat::Json)?;
             }
         }
-        if let Some(m) = &metrics {
-            if counts != BatchMetrics::default() {
-                if let Err(e) = m.put(&counts).await {
-                    tracing::warn!(error = %e, "metrics not put");
-                }
+        // The outbox is in the database: what is not delivered now is delivered next round,
+        // and what an earlier run could not deliver goes first.
+        match pipeline.deliver_all(now).await {
+            Ok(d) if d.failed > 0 => tracing::warn!(
+                failed = d.failed,
+                "pages left in the outbox; retried next round"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "outbox not read; retried next round"),
+        }
+        // Standard output that cannot be written (a closed pipe, a full disk) ends the run:
+        // the alerts stay in the outbox, the batch is not committed, and the next run
+        // delivers them first.
+        if let RunPager::Stdout(p) = pipeline.pager_mut() {
+            if let Some(e) = p.take_failure() {
+                return Err(e).context("writing alerts to standard output");
             }
         }
+        pipeline.put_metrics(&counts).await;
         // Timelines and outbox are written: now the broker may forget these records. A commit
         // that fails (a coordinator moving, a restart) only means they may come again, which
         // the store ignores.

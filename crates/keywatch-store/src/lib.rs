@@ -141,8 +141,15 @@ pub trait Store {
     ) -> Result<Vec<bool>, StoreError>;
 }
 
-/// Orders alerts oldest first, as every outbox is read and every list of alerts shown: by
-/// the `eventTime` of what raised them, then by id.
+/// Orders alerts oldest first, as a batch raises them, every outbox is read and every list
+/// of alerts is shown: by the `eventTime` of what raised them, then key, kind and id.
 pub fn sort_oldest_first(alerts: &mut [Alert]) {
-    alerts.sort_by(|a, b| (a.event_time, &a.alert_id).cmp(&(b.event_time, &b.alert_id)));
+    alerts.sort_by(|a, b| {
+        (a.event_time, &a.key_arn, a.kind, &a.alert_id).cmp(&(
+            b.event_time,
+            &b.key_arn,
+            b.kind,
+            &b.alert_id,
+        ))
+    });
 }

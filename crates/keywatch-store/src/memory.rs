@@ -16,6 +16,13 @@ struct TimelineRow {
     json: String,
 }
 
+/// An outbox entry, ordered as [`crate::sort_oldest_first`] orders alerts; the id last.
+type OutboxEntry = (Timestamp, String, keywatch_core::AlertKind, String);
+
+fn outbox_entry(a: &Alert) -> OutboxEntry {
+    (a.event_time, a.key_arn.clone(), a.kind, a.alert_id.clone())
+}
+
 /// How to take back one write of a batch being aborted.
 #[derive(Debug)]
 enum Undo {
@@ -34,8 +41,8 @@ pub struct MemoryStore {
     timelines: BTreeMap<KeyArn, TimelineRow>,
     /// Alert JSON by id.
     alerts: HashMap<String, String>,
-    /// Unsent alerts, oldest first: by (eventTime, alert id).
-    outbox: BTreeSet<(Timestamp, String)>,
+    /// Unsent alerts, oldest first ([`crate::sort_oldest_first`]).
+    outbox: BTreeSet<OutboxEntry>,
     /// The undo log of the batch in progress, if one is.
     batch: Option<Vec<Undo>>,
 }
@@ -59,23 +66,23 @@ impl MemoryStore {
         }
     }
 
-    fn set_outbox(&mut self, entry: (Timestamp, String), present: bool) {
+    fn set_outbox(&mut self, entry: OutboxEntry, present: bool) {
         let was = if present {
             !self.outbox.insert(entry.clone())
         } else {
             self.outbox.remove(&entry)
         };
         if was != present {
-            self.undo(Undo::Outbox(entry.1.clone(), was));
+            self.undo(Undo::Outbox(entry.3.clone(), was));
         }
     }
 
-    fn outbox_entry(&self, alert_id: &str) -> Result<Option<(Timestamp, String)>, StoreError> {
+    fn outbox_entry(&self, alert_id: &str) -> Result<Option<OutboxEntry>, StoreError> {
         self.alerts
             .get(alert_id)
             .map(|json| {
                 let a: Alert = serde_json::from_str(json).map_err(corrupt("alert"))?;
-                Ok((a.event_time, a.alert_id))
+                Ok(outbox_entry(&a))
             })
             .transpose()
     }
@@ -243,7 +250,7 @@ impl Store for MemoryStore {
         self.outbox
             .iter()
             .take(limit)
-            .map(|(_, id)| {
+            .map(|(_, _, _, id)| {
                 let json = self.alerts.get(id).ok_or_else(|| StoreError::Corrupt {
                     what: "outbox",
                     reason: format!("{id} is not a stored alert"),
@@ -274,7 +281,7 @@ impl Store for MemoryStore {
                 let json = serde_json::to_string(a).map_err(corrupt("alert"))?;
                 self.alerts.insert(a.alert_id.clone(), json);
                 self.undo(Undo::Alert(a.alert_id.clone()));
-                self.set_outbox((a.event_time, a.alert_id.clone()), true);
+                self.set_outbox(outbox_entry(a), true);
             }
             fresh.push(new);
         }

@@ -403,7 +403,11 @@ impl<S: Store> Projector<S> {
     fn sweep_keys(&mut self, as_of: Timestamp) -> Result<Vec<Alert>, StoreError> {
         let mut candidates = Vec::new();
         for key in self.store.keys_pending_deletion()? {
-            let timeline = self.timeline(&key)?;
+            // Read from the database, not the cache: another process (a consumer of the same
+            // group, a Lambda projector) may have folded the key since this one cached it.
+            let Some(timeline) = self.store.load_timeline(&key)? else {
+                continue;
+            };
             candidates.extend(evaluate_clock(&timeline, as_of));
             self.cache.insert(key, timeline);
         }
@@ -415,14 +419,7 @@ impl<S: Store> Projector<S> {
         candidates: &mut Vec<Alert>,
         as_of: Timestamp,
     ) -> Result<Vec<Alert>, StoreError> {
-        candidates.sort_by(|a, b| {
-            (a.event_time, &a.key_arn, a.kind, &a.alert_id).cmp(&(
-                b.event_time,
-                &b.key_arn,
-                b.kind,
-                &b.alert_id,
-            ))
-        });
+        crate::sort_oldest_first(candidates);
         candidates.dedup_by(|a, b| a.alert_id == b.alert_id);
         candidates.retain(|a| !self.raised.contains(&a.alert_id));
         let fresh = self.store.record_alerts(candidates, as_of)?;

@@ -1,0 +1,70 @@
+//! From event-log payloads to the records the projector takes: one decoding policy for every
+//! driver. A value that is not UTF-8 is not a CloudTrail record: it is rejected, never read
+//! lossily.
+
+use keywatch_core::{normalise, Normalised};
+use keywatch_store::NormalisedRecord;
+use std::borrow::Cow;
+
+/// One record of the event log as a driver received it.
+#[derive(Clone, Debug)]
+pub struct Payload<'a> {
+    /// Its partition (for the logs).
+    pub partition: i64,
+    /// Its offset in the partition (for the logs).
+    pub offset: i64,
+    /// Its value, or why the transport could not give it (a Lambda event's value that is
+    /// not base64). A record without a value is an empty value.
+    pub value: Result<Cow<'a, [u8]>, String>,
+}
+
+/// A batch of payloads, decoded and normalised.
+#[derive(Debug, Default)]
+pub struct DecodedBatch {
+    /// The KMS records keywatch tracks, in the order received.
+    pub records: Vec<NormalisedRecord>,
+    /// Payloads in the batch.
+    pub payloads: usize,
+    /// Records from other services, or KMS records keywatch does not track: skipped.
+    pub skipped: usize,
+    /// Payloads rejected (not UTF-8, not a CloudTrail record, invalid), each logged with its
+    /// partition, offset and reason.
+    pub rejected: u64,
+}
+
+/// Why a payload is rejected, or `None` when it is skipped.
+fn decode_one(payload: &Payload<'_>) -> Result<Option<NormalisedRecord>, String> {
+    let bytes = payload.value.as_deref().map_err(Clone::clone)?;
+    let json = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))?;
+    match normalise(json).map_err(|e| e.to_string())? {
+        Normalised::Kms { event_id, events } => {
+            Ok(Some(NormalisedRecord::new(event_id, json, events)))
+        }
+        Normalised::NotKms | Normalised::KmsUntracked { .. } => Ok(None),
+    }
+}
+
+/// Decodes and normalises a batch; a payload rejected is logged and counted, and the others
+/// go on.
+pub fn decode_batch<'a>(payloads: impl IntoIterator<Item = Payload<'a>>) -> DecodedBatch {
+    let mut batch = DecodedBatch::default();
+    for p in payloads {
+        batch.payloads += 1;
+        match decode_one(&p) {
+            Ok(Some(record)) => batch.records.push(record),
+            Ok(None) => {
+                batch.skipped += 1;
+                tracing::debug!(
+                    partition = p.partition,
+                    offset = p.offset,
+                    "not a KMS record keywatch tracks; skipped"
+                );
+            }
+            Err(reason) => {
+                batch.rejected += 1;
+                tracing::warn!(partition = p.partition, offset = p.offset, %reason, "record rejected");
+            }
+        }
+    }
+    batch
+}

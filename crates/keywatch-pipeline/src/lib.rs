@@ -1,0 +1,288 @@
+//! keywatch's application layer: the one batch use case every driver runs. A batch of the
+//! event log is decoded and normalised ([`decode_batch`]), projected into the database
+//! (the [`Projector`] over a [`Store`]), its alerts paged from the outbox through a
+//! [`Pager`], and its counts put to a [`MetricsSink`]. The time-driven alerts come from a
+//! sweep. `keywatch run`, `keywatch replay` and the projector and sweeper Lambda functions
+//! build one [`Pipeline`] per process (per cold start) and drive it, so that its caches live
+//! across batches and the use case is written once.
+
+mod decode;
+mod metrics;
+mod ports;
+
+pub use decode::{decode_batch, DecodedBatch, Payload};
+pub use metrics::BatchMetrics;
+pub use ports::{MetricsError, MetricsSink, NoMetrics, PageError, Pager};
+
+use keywatch_core::{Alert, AlertConfig, Timestamp};
+use keywatch_store::{BatchOutcome, NormalisedRecord, Projector, Store, StoreError};
+
+/// How many outbox alerts one delivery round takes.
+pub const OUTBOX_BATCH: usize = 500;
+
+/// How long a delivery holds its claim on an alert (milliseconds): another process sends the
+/// page only after that, should this one die between claiming and sending.
+pub const SENDING_CLAIM_MILLIS: i64 = 120_000;
+
+/// Attempts at recording pages the pager accepted as sent, 100 ms apart and doubling (≈ 3 s).
+pub const MARK_SENT_ATTEMPTS: u32 = 6;
+
+/// What one delivery did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// Pages the pager accepted.
+    pub sent: usize,
+    /// Pages that stay in the outbox (refused, or the service unreachable).
+    pub failed: usize,
+}
+
+/// What one batch did, end to end.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    /// Payloads in the batch.
+    pub payloads: usize,
+    /// Records new to the event log.
+    pub new_records: usize,
+    /// Records from other services or untracked KMS calls.
+    pub skipped: usize,
+    /// Payloads rejected.
+    pub rejected: u64,
+    /// Alerts raised for the first time.
+    pub alerts: usize,
+    /// What the delivery after it did.
+    pub delivery: Delivery,
+}
+
+/// The use case over a database `S`, a pager `P` and a metrics sink `M`.
+pub struct Pipeline<S: Store, P: Pager, M: MetricsSink> {
+    projector: Projector<S>,
+    pager: P,
+    metrics: M,
+}
+
+impl<S: Store, P: Pager, M: MetricsSink> Pipeline<S, P, M> {
+    /// A pipeline over `store` with rule settings `config`, paging through `pager` and
+    /// counting into `metrics`.
+    pub fn new(store: S, config: AlertConfig, pager: P, metrics: M) -> Self {
+        Pipeline {
+            projector: Projector::new(store, config),
+            pager,
+            metrics,
+        }
+    }
+
+    /// The projector (and through it the database), for reading.
+    pub fn projector(&self) -> &Projector<S> {
+        &self.projector
+    }
+
+    /// The pager.
+    pub fn pager_mut(&mut self) -> &mut P {
+        &mut self.pager
+    }
+
+    /// The metrics sink.
+    pub fn metrics(&self) -> &M {
+        &self.metrics
+    }
+
+    /// The whole use case for one batch of the event log: decode, project, deliver what the
+    /// outbox holds, put the counts. Fails only when the database does (the batch is then
+    /// to be retried); a page refused waits in the outbox, metrics not put are logged.
+    pub async fn handle_batch<'a>(
+        &mut self,
+        payloads: impl IntoIterator<Item = Payload<'a>>,
+        now: Timestamp,
+    ) -> Result<BatchReport, StoreError> {
+        let decoded = decode_batch(payloads);
+        let outcome = self.project(&decoded.records, now)?;
+        let mut counts = BatchMetrics {
+            records_rejected: decoded.rejected,
+            ..BatchMetrics::default()
+        };
+        counts.count_alerts(&outcome.alerts);
+        let delivery = self.deliver(now).await?;
+        self.put_metrics(&counts).await;
+        let report = BatchReport {
+            payloads: decoded.payloads,
+            new_records: outcome.new_records,
+            skipped: decoded.skipped,
+            rejected: decoded.rejected,
+            alerts: outcome.alerts.len(),
+            delivery,
+        };
+        tracing::info!(
+            payloads = report.payloads,
+            new = report.new_records,
+            skipped = report.skipped,
+            rejected = report.rejected,
+            alerts = report.alerts,
+            sent = report.delivery.sent,
+            left = report.delivery.failed,
+            "batch projected"
+        );
+        Ok(report)
+    }
+
+    /// The time-driven use case: sweep as of `now`, deliver the outbox, put the counts.
+    /// Returns the alerts the sweep raised and the delivery.
+    pub async fn handle_sweep(
+        &mut self,
+        now: Timestamp,
+    ) -> Result<(Vec<Alert>, Delivery), StoreError> {
+        let alerts = self.sweep(now)?;
+        let mut counts = BatchMetrics::default();
+        counts.count_alerts(&alerts);
+        let delivery = self.deliver(now).await?;
+        self.put_metrics(&counts).await;
+        tracing::info!(
+            alerts = alerts.len(),
+            sent = delivery.sent,
+            left = delivery.failed,
+            "swept"
+        );
+        Ok((alerts, delivery))
+    }
+
+    /// Projects records into the database (see [`Projector::process`]).
+    pub fn project(
+        &mut self,
+        records: &[NormalisedRecord],
+        now: Timestamp,
+    ) -> Result<BatchOutcome, StoreError> {
+        self.projector.process(records, now)
+    }
+
+    /// Raises the time-driven alerts as of `now` (see [`Projector::sweep`]).
+    pub fn sweep(&mut self, now: Timestamp) -> Result<Vec<Alert>, StoreError> {
+        self.projector.sweep(now)
+    }
+
+    /// Puts a batch's counts, unless there are none; a failure is logged, not returned (the
+    /// counts are not worth failing a batch for).
+    pub async fn put_metrics(&self, counts: &BatchMetrics) {
+        if counts.is_empty() {
+            return;
+        }
+        if let Err(e) = self.metrics.put(counts).await {
+            tracing::warn!(error = %e, "metrics not put");
+        }
+    }
+
+    /// Delivers one round of the outbox (up to [`OUTBOX_BATCH`] alerts, oldest first).
+    /// Several processes may drain one outbox: each alert is claimed first, and only the
+    /// process that claims it pages; an alert already sent only leaves the outbox.
+    pub async fn deliver(&mut self, now: Timestamp) -> Result<Delivery, StoreError> {
+        let unsent = self.projector.unsent(OUTBOX_BATCH)?;
+        self.deliver_alerts(unsent, now).await
+    }
+
+    /// Delivers the whole outbox: rounds until it is empty, a page is refused, or a round
+    /// sends nothing (the rest is claimed by another process).
+    pub async fn deliver_all(&mut self, now: Timestamp) -> Result<Delivery, StoreError> {
+        let mut total = Delivery::default();
+        loop {
+            let unsent = self.projector.unsent(OUTBOX_BATCH)?;
+            let full = unsent.len() == OUTBOX_BATCH;
+            let round = self.deliver_alerts(unsent, now).await?;
+            total.sent += round.sent;
+            total.failed += round.failed;
+            if !full || round.failed > 0 || round.sent == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn deliver_alerts(
+        &mut self,
+        alerts: Vec<Alert>,
+        now: Timestamp,
+    ) -> Result<Delivery, StoreError> {
+        let until = now.plus_millis(SENDING_CLAIM_MILLIS);
+        let mut delivery = Delivery::default();
+        // Claimed, sent and recorded a `send` at a time: should this process die, at most one
+        // send's pages go out again, and at most one send's claims wait for their lease.
+        for chunk in alerts.chunks(self.pager.pages_per_send().max(1)) {
+            let mut claimed = Vec::with_capacity(chunk.len());
+            for a in chunk {
+                if self.projector.claim_for_sending(&a.alert_id, now, until)? {
+                    claimed.push(a.clone());
+                }
+            }
+            if claimed.is_empty() {
+                continue;
+            }
+            let round = self.send_and_record(&claimed, now).await?;
+            delivery.sent += round.sent;
+            delivery.failed += round.failed;
+        }
+        Ok(delivery)
+    }
+
+    /// Sends claimed alerts in one `send`, records what was accepted as sent, and releases
+    /// the claims on what was refused.
+    async fn send_and_record(
+        &mut self,
+        claimed: &[Alert],
+        now: Timestamp,
+    ) -> Result<Delivery, StoreError> {
+        let mut delivery = Delivery::default();
+        let results = self.pager.send(claimed).await;
+        let mut accepted: Vec<&str> = Vec::with_capacity(claimed.len());
+        // A pager that answers for fewer alerts than it was given: the rest count as refused.
+        let mut results = results.into_iter();
+        let mut first_refusal: Option<PageError> = None;
+        for a in claimed {
+            match results.next().unwrap_or_else(|| {
+                Err(PageError {
+                    alert_id: a.alert_id.clone(),
+                    reason: "the pager gave no answer for it".into(),
+                })
+            }) {
+                Ok(()) => accepted.push(&a.alert_id),
+                Err(e) => {
+                    tracing::debug!(alert_id = %a.alert_id, error = %e, "page not sent");
+                    if let Err(e) = self.projector.release_claim(&a.alert_id) {
+                        tracing::warn!(alert_id = %a.alert_id, error = %e, "claim not released; the page is tried again when it expires");
+                    }
+                    first_refusal.get_or_insert(e);
+                    delivery.failed += 1;
+                }
+            }
+        }
+        // One line per round, not per page: a closed stream or an SNS outage refuses them all.
+        if let Some(e) = first_refusal {
+            tracing::warn!(pages = delivery.failed, first = %e, "pages not sent; they stay in the outbox");
+        }
+        if !accepted.is_empty() {
+            mark_sent(&mut self.projector, &accepted, now).await?;
+            tracing::debug!(pages = accepted.len(), "pages sent and recorded as sent");
+        }
+        delivery.sent = accepted.len();
+        Ok(delivery)
+    }
+}
+
+/// Records pages the pager accepted, retrying the database: a page marked sent is never sent
+/// again; only if the database stays unavailable through every attempt is a page sent again
+/// later (delivery is at least once).
+async fn mark_sent<S: Store>(
+    projector: &mut Projector<S>,
+    alert_ids: &[&str],
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let mut pause = std::time::Duration::from_millis(100);
+    for _ in 1..MARK_SENT_ATTEMPTS {
+        match projector.mark_sent(alert_ids, now) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(pages = alert_ids.len(), error = %e, retry_in = ?pause, "pages sent but not yet marked sent; retrying");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+        }
+    }
+    projector.mark_sent(alert_ids, now).inspect_err(|e| {
+        tracing::error!(pages = alert_ids.len(), error = %e, "pages sent but not marked sent: they will be sent again");
+    })
+}
