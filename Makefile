@@ -166,8 +166,9 @@ lint: tools $(CHECKOV)
 	$(VENV)/bin/python scripts/check_template.py infra/template.yaml
 	$(CHECKOV) -f infra/template.yaml --framework cloudformation --skip-download --quiet --compact
 
-## Generates a corpus of >= 1 million records and measures keywatch beside zcat and DuckDB.
-bench: build
+## Generates a corpus of >= 1 million records and measures keywatch beside zcat and DuckDB;
+## then produce-to-page latency beside the broker alone (tansu and moto on loopback).
+bench: build tools
 	bash bench/run.sh
 
 ## Cold start, peak memory and a 10,000-record projector batch of the Lambda functions,

@@ -2,7 +2,7 @@
 //! SOURCES.md for provenance). Read in place, never copied. Without it these tests fail and
 //! say so: they are not counted as passed.
 
-use keywatch_core::{normalise, KeyEventKind, KmsEvent, Normalised, Timestamp};
+use keywatch_core::{normalise, KeyEventKind, KeyOrigin, KmsEvent, Normalised, Timestamp};
 use keywatch_reader::{expand_paths, read_path, Item};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -230,7 +230,7 @@ fn documented_delete_key_with_backing_key_status() {
 #[test]
 fn documented_create_key_origins() {
     let ex = devguide_examples();
-    let origins: Vec<(String, Option<String>, Option<String>)> = ex
+    let origins: Vec<(KeyOrigin, Option<String>, Option<String>)> = ex
         .iter()
         .filter(|(p, _)| p == "ct-createkey.md")
         .map(|(_, r)| match &key_events(r)[0].kind {
@@ -247,14 +247,14 @@ fn documented_create_key_origins() {
             other => panic!("{other:?}"),
         })
         .collect();
-    assert!(origins.contains(&("EXTERNAL".into(), None, None)));
+    assert!(origins.contains(&(KeyOrigin::External, None, None)));
     assert!(origins.contains(&(
-        "AWS_CLOUDHSM".into(),
+        KeyOrigin::AwsCloudHsm,
         Some("cks-1234567890abcdef0".into()),
         None
     )));
     assert!(origins.contains(&(
-        "EXTERNAL_KEY_STORE".into(),
+        KeyOrigin::ExternalKeyStore,
         Some("cks-1234567890abcdef0".into()),
         Some("bb8562717f809024".into())
     )));

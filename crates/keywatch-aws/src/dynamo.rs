@@ -56,7 +56,7 @@ fn n(v: i64) -> AttributeValue {
 }
 
 fn db(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Database(e.to_string())
+    StoreError::Database(e.to_string().into())
 }
 
 fn err<E, R>(e: aws_sdk_dynamodb::error::SdkError<E, R>) -> StoreError
@@ -64,7 +64,12 @@ where
     E: std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    StoreError::Database(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
+    // The whole context in the message (the SDK's own Display says only "service error").
+    StoreError::Database(
+        aws_sdk_dynamodb::error::DisplayErrorContext(e)
+            .to_string()
+            .into(),
+    )
 }
 
 fn text<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
@@ -210,10 +215,13 @@ async fn write_all(client: &Client, table: &str, items: Vec<Item>) -> Result<(),
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(std::time::Duration::from_secs(5));
                 }
-                Err(StoreError::Database(format!(
+                Err(StoreError::Database(
+                format!(
                     "{} item(s) still unprocessed after {UNPROCESSED_ROUNDS} rounds of BatchWriteItem",
                     pending.len()
-                )))
+                )
+                .into(),
+                ))
             });
         }
         if tasks.is_empty() {
@@ -279,9 +287,12 @@ async fn stored_records(
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(std::time::Duration::from_secs(5));
                 }
-                Err(StoreError::Database(format!(
-                    "keys still unprocessed after {UNPROCESSED_ROUNDS} rounds of BatchGetItem"
-                )))
+                Err(StoreError::Database(
+                    format!(
+                        "keys still unprocessed after {UNPROCESSED_ROUNDS} rounds of BatchGetItem"
+                    )
+                    .into(),
+                ))
             });
         }
         if tasks.is_empty() {

@@ -15,7 +15,7 @@ fn alert(id: &str) -> Alert {
         alert_id: id.into(),
         kind: AlertKind::PendingDeletionKeyUsed,
         severity: Severity::Critical,
-        key_arn: key.into(),
+        key_arn: keywatch_core::KeyArn::parse(key).expect("key ARN"),
         account: "111122223333".into(),
         region: "us-east-1".into(),
         event_id: Some("use-1".into()),

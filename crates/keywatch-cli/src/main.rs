@@ -285,8 +285,7 @@ fn find_one_key(
                 .join("\n  ")
         ),
     };
-    db.load_timeline(&arn)?
-        .context("timeline vanished while reading")
+    keywatch_store::current_timeline(db, &arn)?.context("timeline vanished while reading")
 }
 
 fn parse_as_of(as_of: Option<String>) -> Result<Timestamp> {
@@ -461,7 +460,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let Some(arn) = keywatch_core::KeyArn::parse(&summary.key_arn) else {
                     continue;
                 };
-                let Some(timeline) = db.load_timeline(&arn)? else {
+                let Some(timeline) = keywatch_store::current_timeline(&db, &arn)? else {
                     continue;
                 };
                 let alerts = db.alerts_for_key(&arn)?;

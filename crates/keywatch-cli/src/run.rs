@@ -39,6 +39,12 @@ async fn retry_store<T>(
     loop {
         match work() {
             Ok(t) => return Ok(t),
+            // Stored data this version cannot read: waiting will not change it.
+            Err(e) if !e.is_retryable() => {
+                return Err(e).with_context(|| {
+                    format!("{what}; not retried (the batch was not committed: it is read again on restart)")
+                })
+            }
             Err(e) if since.elapsed() + pause <= STORE_PATIENCE => {
                 tracing::warn!(error = %e, retry_in = ?pause, "store failed {what}; the batch is kept and tried again");
                 tokio::time::sleep(pause).await;

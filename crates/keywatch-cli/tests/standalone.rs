@@ -885,11 +885,12 @@ async fn run_reads_the_event_log_over_mutual_tls() {
     ensure_topic(&settings, 3).await.expect("topic");
     produce(&settings, &sample_records()).await;
     let dir = tempfile::tempdir().expect("temp dir");
+    let group = unique("keywatch-run-tls");
     let run = |with_certificate: bool| {
         let mut command = Command::new(env!("CARGO_BIN_EXE_keywatch"));
         command
             .args(["run", "--brokers", &front_address, "--topic", &topic])
-            .args(["--group", "tls", "--exit-when-idle", "3"])
+            .args(["--group", &group, "--exit-when-idle", "3"])
             .arg("--store")
             .arg(format!("sqlite:{}", dir.path().join("k.db").display()))
             .env("KEYWATCH_KAFKA_SECURITY_PROTOCOL", "SSL")

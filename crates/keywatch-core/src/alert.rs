@@ -2,8 +2,8 @@
 //! Every alert has a deterministic `alert_id`, so whoever stores what was raised can raise
 //! each alert exactly once, whatever the order and batching of the events.
 
-use crate::event::KeyEventKind;
 use crate::event::Principal;
+use crate::event::{KeyArn, KeyEventKind};
 use crate::preflight::{age, verdict, DEFAULT_PREFLIGHT_DAYS};
 use crate::protects::{describe, ProtectedSummary};
 use crate::time::{Timestamp, DAY_MS, HOUR_MS};
@@ -152,7 +152,7 @@ pub struct Alert {
     /// How urgent.
     pub severity: Severity,
     /// The key.
-    pub key_arn: String,
+    pub key_arn: KeyArn,
     /// The key's account.
     pub account: String,
     /// The key's Region.
@@ -299,7 +299,7 @@ impl Alert {
             alert_id: alert_id(kind, t.key_arn.as_str(), id_parts),
             kind,
             severity,
-            key_arn: t.key_arn.to_string(),
+            key_arn: t.key_arn.clone(),
             account: t.key_arn.account().to_owned(),
             region: t.key_arn.region().to_owned(),
             event_id: None,

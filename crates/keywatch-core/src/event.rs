@@ -324,14 +324,74 @@ pub struct BackingKeyStatus {
     pub deletion_status: String,
 }
 
+/// Where a KMS key's material comes from (`Origin` in KeyMetadata), in AWS's spelling when
+/// serialised.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub enum KeyOrigin {
+    /// `AWS_KMS`: KMS made the material (the default).
+    #[default]
+    AwsKms,
+    /// `EXTERNAL`: imported material; the key waits in PendingImport until it arrives.
+    External,
+    /// `AWS_CLOUDHSM`: a CloudHSM key store's cluster holds the material.
+    AwsCloudHsm,
+    /// `EXTERNAL_KEY_STORE`: an external key manager holds the material (XKS).
+    ExternalKeyStore,
+    /// A spelling this version does not know, kept as it came.
+    Other(String),
+}
+
+impl KeyOrigin {
+    /// Reads AWS's spelling.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "AWS_KMS" => KeyOrigin::AwsKms,
+            "EXTERNAL" => KeyOrigin::External,
+            "AWS_CLOUDHSM" => KeyOrigin::AwsCloudHsm,
+            "EXTERNAL_KEY_STORE" => KeyOrigin::ExternalKeyStore,
+            other => KeyOrigin::Other(other.to_owned()),
+        }
+    }
+
+    /// AWS's spelling.
+    pub fn as_str(&self) -> &str {
+        match self {
+            KeyOrigin::AwsKms => "AWS_KMS",
+            KeyOrigin::External => "EXTERNAL",
+            KeyOrigin::AwsCloudHsm => "AWS_CLOUDHSM",
+            KeyOrigin::ExternalKeyStore => "EXTERNAL_KEY_STORE",
+            KeyOrigin::Other(s) => s,
+        }
+    }
+}
+
+impl std::fmt::Display for KeyOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for KeyOrigin {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyOrigin {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<str>::deserialize(d)?;
+        Ok(KeyOrigin::parse(&s))
+    }
+}
+
 /// What a KMS record means for one key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum KeyEventKind {
     /// CreateKey.
     Created {
-        /// `AWS_KMS`, `EXTERNAL`, `AWS_CLOUDHSM`, `EXTERNAL_KEY_STORE`.
-        origin: String,
+        /// Where the key's material comes from.
+        origin: KeyOrigin,
         /// The key state in the response (`Enabled`, `PendingImport`…).
         key_state: Option<String>,
         /// The custom key store, if any.
@@ -858,7 +918,11 @@ pub fn normalise_record(r: &CloudTrailRecord<'_>) -> Result<Normalised, RecordEr
                 key: replica,
                 context: context.clone(),
                 kind: KeyEventKind::Created {
-                    origin: meta.origin.unwrap_or_else(|| "AWS_KMS".to_owned()),
+                    origin: meta
+                        .origin
+                        .as_deref()
+                        .map(KeyOrigin::parse)
+                        .unwrap_or_default(),
                     key_state: Some("Enabled".to_owned()),
                     custom_key_store_id: None,
                     cloudhsm_cluster_id: None,
@@ -976,7 +1040,9 @@ fn lifecycle_kind(
             KeyEventKind::Created {
                 origin: meta_str(|m| &m.origin)
                     .or_else(|| request.origin.clone())
-                    .unwrap_or_else(|| "AWS_KMS".to_owned()),
+                    .as_deref()
+                    .map(KeyOrigin::parse)
+                    .unwrap_or_default(),
                 key_state: meta_str(|m| &m.key_state),
                 custom_key_store_id: meta_str(|m| &m.custom_key_store_id)
                     .or_else(|| request.custom_key_store_id.clone()),

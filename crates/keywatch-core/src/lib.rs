@@ -18,8 +18,8 @@ pub use alert::{
     AlertKind, Severity,
 };
 pub use event::{
-    normalise, normalise_record, KeyArn, KeyEvent, KeyEventKind, KeyStoreEvent, KeyStoreRef,
-    KmsEvent, Normalised, Principal, RecordError,
+    normalise, normalise_record, KeyArn, KeyEvent, KeyEventKind, KeyOrigin, KeyStoreEvent,
+    KeyStoreRef, KmsEvent, Normalised, Principal, RecordError,
 };
 pub use time::Timestamp;
-pub use timeline::{KeyState, KeyTimeline};
+pub use timeline::{KeyState, KeyTimeline, TIMELINE_FORMAT};

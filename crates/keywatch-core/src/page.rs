@@ -86,10 +86,10 @@ pub fn sanitised(alert: &Alert) -> Alert {
 /// Builds the page for an alert.
 pub fn page(alert: &Alert) -> Page {
     let a = sanitised(alert);
-    let key_id = a
-        .key_arn
-        .rsplit_once("key/")
-        .map_or(a.key_arn.as_str(), |(_, id)| id);
+    let key_id = match a.key_arn.key_id() {
+        "" => a.key_arn.as_str(),
+        id => id,
+    };
     // Keep the severity, what happened and where; shorten the key ID if it does not fit.
     let prefix = format!(
         "[{}] {}: ",

@@ -2,8 +2,8 @@
 //! key store) in (eventTime, eventID) order.
 
 use crate::event::{
-    BackingKeyStatus, EventContext, KeyArn, KeyEvent, KeyEventKind, KeyStoreChange, KeyStoreEvent,
-    KeyStoreRef, KmsEvent, Principal, UsageOutcome,
+    BackingKeyStatus, EventContext, KeyArn, KeyEvent, KeyEventKind, KeyOrigin, KeyStoreChange,
+    KeyStoreEvent, KeyStoreRef, KmsEvent, Principal, UsageOutcome,
 };
 use crate::protects::BlastRadius;
 use crate::time::{Timestamp, DAY_MS};
@@ -304,6 +304,11 @@ pub enum EntryDetail {
 /// A key's timeline, folded from its events.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyTimeline {
+    /// The form of this timeline as stored ([`TIMELINE_FORMAT`] when folded by this
+    /// version; 0 when stored by a version before the field). A store that finds another
+    /// form rebuilds the timeline from the event log rather than trust or fail to read it.
+    #[serde(default)]
+    pub format: u32,
     /// The key.
     pub key_arn: KeyArn,
     /// The state after the last event.
@@ -313,7 +318,7 @@ pub struct KeyTimeline {
     /// When the key is (or was) to be deleted, while pending deletion or deleted.
     pub deletion_date: Option<Timestamp>,
     /// `origin` from CreateKey.
-    pub origin: Option<String>,
+    pub origin: Option<KeyOrigin>,
     /// A multi-Region key.
     pub multi_region: bool,
     /// When the key was created (CreateKey), if seen.
@@ -364,10 +369,17 @@ pub struct KeyTimeline {
     pub last_applied: Option<(Timestamp, String)>,
 }
 
+/// The form of [`KeyTimeline`] this version folds and stores. Raise it whenever what a fold
+/// keeps changes in a way an older stored timeline would not show (a new field with no
+/// default that fits, a new rule over old entries): stored timelines of another form are
+/// then rebuilt from the event log.
+pub const TIMELINE_FORMAT: u32 = 1;
+
 impl KeyTimeline {
     /// An empty timeline for a key.
     pub fn new(key_arn: KeyArn) -> Self {
         KeyTimeline {
+            format: TIMELINE_FORMAT,
             key_arn,
             state: KeyState::Unknown,
             state_before_unavailable: None,
@@ -618,7 +630,7 @@ impl KeyTimeline {
                     cloudhsm_cluster_id.as_ref(),
                     xks_key_id.as_ref(),
                 );
-                if origin == "EXTERNAL_KEY_STORE" {
+                if *origin == KeyOrigin::ExternalKeyStore {
                     if let Some(s) = self.custom_key_store.as_mut() {
                         s.key_store_type = KeyStoreType::External;
                     }
@@ -762,7 +774,7 @@ impl KeyTimeline {
                 self.multi_region = *multi_region;
                 self.created_at.get_or_insert(c.event_time);
                 let state = key_state.as_deref().and_then(KeyState::parse).unwrap_or(
-                    if origin == "EXTERNAL" {
+                    if *origin == KeyOrigin::External {
                         KeyState::PendingImport
                     } else {
                         KeyState::Enabled

@@ -20,11 +20,7 @@ impl BatchMetrics {
         for a in alerts {
             *self.alerts_raised.entry(a.kind).or_default() += 1;
             if a.kind == AlertKind::PendingDeletionKeyUsed {
-                let key_id = a
-                    .key_arn
-                    .rsplit_once("key/")
-                    .map_or("", |(_, id)| id)
-                    .to_owned();
+                let key_id = a.key_arn.key_id().to_owned();
                 *self
                     .pending_deletion_key_usage
                     .entry((a.account.clone(), a.region.clone(), key_id))

@@ -46,7 +46,12 @@ async fn handle(pipeline: &Mutex<ProjectorPipeline>, event: KafkaEvent) -> Resul
         .lock()
         .await
         .handle_batch(payloads, Timestamp::now())
-        .await?;
+        .await
+        .inspect_err(|e| {
+            // The event source mapping retries the batch, then sends it to the on-failure
+            // destination; a failure that is not retryable will end there.
+            tracing::error!(error = %e, retryable = e.is_retryable(), "batch failed");
+        })?;
     Ok(Outcome {
         records: report.payloads,
         new_records: report.new_records,

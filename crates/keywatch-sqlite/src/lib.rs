@@ -58,7 +58,7 @@ pub struct SqliteStore {
 }
 
 fn db(e: rusqlite::Error) -> StoreError {
-    StoreError::Database(e.to_string())
+    StoreError::Database(Box::new(e))
 }
 
 impl SqliteStore {
@@ -395,7 +395,7 @@ impl Store for SqliteStore {
                         a.alert_id,
                         a.kind.as_str(),
                         a.severity.as_str(),
-                        a.key_arn,
+                        a.key_arn.as_str(),
                         raised_at.millis(),
                         json
                     ])

@@ -679,3 +679,92 @@ fn a_batch_with_more_minutes_of_use_than_a_timeline_keeps_pages_every_hour() {
     let last = next.iter().max_by_key(|a| a.event_time).expect("a page");
     assert_eq!(last.uses_so_far, Some(3_120), "counted from the first use");
 }
+
+/// A timeline stored by another version (another form, or one this version cannot read) is
+/// rebuilt from the event log, which every version reads, instead of trusted or failing: for
+/// the projector's next batch, for the sweep and for `keywatch timeline`.
+#[test]
+fn a_timeline_stored_by_another_version_is_rebuilt_from_the_event_log() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("k.db");
+    let mut p = Projector::new(
+        SqliteStore::open(&path).expect("store"),
+        AlertConfig::default(),
+    );
+    p.process(
+        &normalised(&[
+            create_key(
+                "2026-01-01T00:00:00Z",
+                "create",
+                "AWS_KMS",
+                None,
+                None,
+                None,
+            ),
+            schedule("2026-11-01T00:00:00Z", "sched", 7, None),
+        ]),
+        as_of(),
+    )
+    .expect("batch");
+    let key = KeyArn::parse(KEY).expect("key");
+    let folded = p
+        .store()
+        .load_timeline(&key)
+        .expect("load")
+        .expect("stored");
+    assert_eq!(folded.format, keywatch_core::TIMELINE_FORMAT);
+    drop(p);
+    let tamper = |json: &str| {
+        let db = rusqlite::Connection::open(&path).expect("open");
+        db.execute("UPDATE timelines SET json = ?1", [json])
+            .expect("tamper");
+    };
+    // An older form: no `format`, and a state this version would have folded otherwise.
+    let mut old = serde_json::to_value(&folded).expect("json");
+    old.as_object_mut().expect("object").remove("format");
+    old["state"] = "Enabled".into();
+    for stored in [old.to_string(), "{\"key_arn\": 42}".to_owned()] {
+        tamper(&stored);
+        let store = SqliteStore::open(&path).expect("reopen");
+        let current = keywatch_store::current_timeline(&store, &key)
+            .expect("read")
+            .expect("a timeline");
+        assert_eq!(
+            serde_json::to_value(&current).expect("json"),
+            serde_json::to_value(&folded).expect("json"),
+            "rebuilt as folded, from {stored}"
+        );
+        // The projector folds the next record onto the rebuilt timeline and stores it in
+        // this version's form.
+        let mut p = Projector::new(store, AlertConfig::default());
+        let out = p
+            .process(
+                &normalised(&[rejected(
+                    "Decrypt",
+                    "2026-11-01T10:00:00Z",
+                    "use-1",
+                    APP_ROLE,
+                )]),
+                as_of(),
+            )
+            .expect("batch");
+        assert_eq!(
+            out.alerts.len(),
+            1,
+            "the use of a key pending deletion pages"
+        );
+        let saved = p.store().load_timeline(&key).expect("load").expect("saved");
+        assert_eq!(saved.format, keywatch_core::TIMELINE_FORMAT);
+        assert!(saved.state.is_pending_deletion());
+        drop(p);
+        // Back to the batch before the use, for the next form tried.
+        let db = rusqlite::Connection::open(&path).expect("open");
+        db.execute_batch(
+            "DELETE FROM records WHERE event_id = 'use-1';
+             DELETE FROM stream_events WHERE event_id = 'use-1';
+             DELETE FROM alerts WHERE kind = 'pending_deletion_key_used';
+             DELETE FROM outbox;",
+        )
+        .expect("undo the use");
+    }
+}

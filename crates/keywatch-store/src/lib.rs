@@ -10,16 +10,20 @@ mod projector;
 
 pub use codec::{decode_record, encode_record};
 pub use memory::MemoryStore;
-pub use projector::{BatchOutcome, NormalisedRecord, Projector};
+pub use projector::{current_timeline, BatchOutcome, NormalisedRecord, Projector};
 
 use keywatch_core::{Alert, KeyArn, KeyStoreRef, KeyTimeline, Timestamp};
+
+/// The cause of a database failure, as the adapter reported it (rusqlite's error for SQLite,
+/// the SDK's error context for DynamoDB).
+pub type DatabaseFailure = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database failed.
+    /// The database failed (unreachable, throttled, full, locked…): trying again may succeed.
     #[error("database error: {0}")]
-    Database(String),
+    Database(#[source] DatabaseFailure),
     /// Another writer changed what this batch read (optimistic concurrency); redo the batch.
     #[error("write conflict on {0}")]
     Conflict(String),
@@ -31,6 +35,18 @@ pub enum StoreError {
         /// Why it failed.
         reason: String,
     },
+}
+
+impl StoreError {
+    /// Whether the same work may succeed when tried again: a database failure or a write
+    /// conflict may pass; stored data that cannot be read will not (retrying it only delays
+    /// the error).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Database(_) | StoreError::Conflict(_) => true,
+            StoreError::Corrupt { .. } => false,
+        }
+    }
 }
 
 /// An event stream: one key's events, or one custom key store's.

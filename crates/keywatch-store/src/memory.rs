@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 /// A stored timeline: its JSON, and the columns the queries read.
 #[derive(Clone, Debug)]
 struct TimelineRow {
-    state: String,
+    state: keywatch_core::KeyState,
     key_store: Option<String>,
     deletion_date: Option<Timestamp>,
     last_use: Option<Timestamp>,
@@ -17,7 +17,7 @@ struct TimelineRow {
 }
 
 /// An outbox entry, ordered as [`crate::sort_oldest_first`] orders alerts; the id last.
-type OutboxEntry = (Timestamp, String, keywatch_core::AlertKind, String);
+type OutboxEntry = (Timestamp, KeyArn, keywatch_core::AlertKind, String);
 
 fn outbox_entry(a: &Alert) -> OutboxEntry {
     (a.event_time, a.key_arn.clone(), a.kind, a.alert_id.clone())
@@ -194,7 +194,7 @@ impl Store for MemoryStore {
     fn save_timelines(&mut self, timelines: &[&KeyTimeline]) -> Result<(), StoreError> {
         for t in timelines {
             let row = TimelineRow {
-                state: t.state.as_str().to_owned(),
+                state: t.state,
                 key_store: t.key_store_ref().map(|s| s.to_string()),
                 deletion_date: t.deletion_date,
                 last_use: t.last_use(),
@@ -216,12 +216,7 @@ impl Store for MemoryStore {
     }
 
     fn keys_pending_deletion(&self) -> Result<Vec<KeyArn>, StoreError> {
-        Ok(self.arns(|_, row| {
-            matches!(
-                row.state.as_str(),
-                "PendingDeletion" | "PendingReplicaDeletion"
-            )
-        }))
+        Ok(self.arns(|_, row| row.state.is_pending_deletion()))
     }
 
     fn key_count(&self) -> Result<u64, StoreError> {
@@ -232,10 +227,10 @@ impl Store for MemoryStore {
         Ok(self
             .timelines
             .iter()
-            .filter(|(_, row)| state.is_none_or(|s| row.state == s))
+            .filter(|(_, row)| state.is_none_or(|s| row.state.as_str() == s))
             .map(|(k, row)| KeySummary {
                 key_arn: k.as_str().to_owned(),
-                state: row.state.clone(),
+                state: row.state.as_str().to_owned(),
                 deletion_date: row.deletion_date,
                 last_use: row.last_use,
                 custom_key_store_id: row

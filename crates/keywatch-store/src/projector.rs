@@ -6,7 +6,7 @@ use crate::{RecordToAppend, Store, StoreError, StreamId};
 use keywatch_core::timeline::is_multi_region_family_event;
 use keywatch_core::{
     evaluate_clock, evaluate_events_unless, normalise, Alert, AlertConfig, KeyArn, KeyStoreRef,
-    KeyTimeline, KmsEvent, Normalised, Timestamp,
+    KeyTimeline, KmsEvent, Normalised, Timestamp, TIMELINE_FORMAT,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -136,16 +136,13 @@ impl<S: Store> Projector<S> {
         if let Some(t) = self.cache.remove(key) {
             return Ok(t);
         }
-        Ok(self
-            .store
-            .load_timeline(key)?
-            .unwrap_or_else(|| KeyTimeline::new(key.clone())))
+        Ok(current_timeline(&self.store, key)?.unwrap_or_else(|| KeyTimeline::new(key.clone())))
     }
 
     /// Rebuilds a key's timeline from the event log: its stream, its custom key store's, and
     /// those of its related multi-Region keys.
     pub fn rebuild(&self, key: &KeyArn) -> Result<KeyTimeline, StoreError> {
-        self.rebuild_with(key, &BTreeSet::new())
+        rebuild(&self.store, key, &BTreeSet::new())
     }
 
     /// [`Self::rebuild`], with keys of the batch in hand that the store may not list yet.
@@ -154,49 +151,15 @@ impl<S: Store> Projector<S> {
         key: &KeyArn,
         batch_keys: &BTreeSet<KeyArn>,
     ) -> Result<KeyTimeline, StoreError> {
-        let mut events = self.stream_events(&StreamId::Key(key.clone()))?;
-        for related in self.related_keys(key, batch_keys)? {
-            events.extend(self.stream_events(&StreamId::Key(related))?);
-        }
-        let mut timeline = KeyTimeline::fold(key.clone(), events.iter());
-        if let Some(ks) = timeline.key_store_ref() {
-            events.extend(self.stream_events(&StreamId::KeyStore(ks))?);
-            timeline = KeyTimeline::fold(key.clone(), events.iter());
-        }
-        Ok(timeline)
+        rebuild(&self.store, key, batch_keys)
     }
 
-    /// The related multi-Region keys (same key ID, account and partition, other Regions) that
-    /// the store knows.
     fn related_keys(
         &self,
         key: &KeyArn,
         batch_keys: &BTreeSet<KeyArn>,
     ) -> Result<BTreeSet<KeyArn>, StoreError> {
-        if !key.is_multi_region() {
-            return Ok(BTreeSet::new());
-        }
-        let mut keys: BTreeSet<KeyArn> = self.store.find_keys(key.key_id())?.into_iter().collect();
-        keys.extend(batch_keys.iter().cloned());
-        keys.retain(|k| key.is_related_multi_region_key(k));
-        Ok(keys)
-    }
-
-    fn stream_events(&self, stream: &StreamId) -> Result<Vec<KmsEvent>, StoreError> {
-        let mut out = Vec::new();
-        for json in self.store.stream_records(stream)? {
-            match normalise(&json) {
-                Ok(Normalised::Kms { events, .. }) => out.extend(events),
-                Ok(_) => {}
-                Err(e) => {
-                    return Err(StoreError::Corrupt {
-                        what: "stored record",
-                        reason: e.to_string(),
-                    })
-                }
-            }
-        }
-        Ok(out)
+        related_keys(&self.store, key, batch_keys)
     }
 
     /// Projects a batch of records: stores the new ones, folds them into the timelines and
@@ -405,7 +368,7 @@ impl<S: Store> Projector<S> {
         for key in self.store.keys_pending_deletion()? {
             // Read from the database, not the cache: another process (a consumer of the same
             // group, a Lambda projector) may have folded the key since this one cached it.
-            let Some(timeline) = self.store.load_timeline(&key)? else {
+            let Some(timeline) = current_timeline(&self.store, &key)? else {
                 continue;
             };
             candidates.extend(evaluate_clock(&timeline, as_of));
@@ -437,4 +400,81 @@ impl<S: Store> Projector<S> {
             .map(|(a, _)| a)
             .collect())
     }
+}
+
+/// A key's timeline as stored, when it is of this version's form; else (stored by another
+/// version, or unreadable) rebuilt from the event log, which every version reads. `None`
+/// when the database has no timeline for the key.
+pub fn current_timeline<S: Store>(
+    store: &S,
+    key: &KeyArn,
+) -> Result<Option<KeyTimeline>, StoreError> {
+    let why = match store.load_timeline(key) {
+        Ok(Some(t)) if t.format == TIMELINE_FORMAT => return Ok(Some(t)),
+        Ok(None) => return Ok(None),
+        Ok(Some(t)) => format!(
+            "stored in form {}, this version folds {TIMELINE_FORMAT}",
+            t.format
+        ),
+        Err(StoreError::Corrupt {
+            what: "timeline",
+            reason,
+        }) => format!("unreadable: {reason}"),
+        Err(e) => return Err(e),
+    };
+    tracing::info!(key = %key, %why, "timeline rebuilt from the event log");
+    rebuild(store, key, &BTreeSet::new()).map(Some)
+}
+
+/// Folds a key's timeline from the event log: its stream, its custom key store's, and those
+/// of its related multi-Region keys (`batch_keys`: keys of a batch in hand that the database
+/// may not list yet).
+fn rebuild<S: Store>(
+    store: &S,
+    key: &KeyArn,
+    batch_keys: &BTreeSet<KeyArn>,
+) -> Result<KeyTimeline, StoreError> {
+    let mut events = stream_events(store, &StreamId::Key(key.clone()))?;
+    for related in related_keys(store, key, batch_keys)? {
+        events.extend(stream_events(store, &StreamId::Key(related))?);
+    }
+    let mut timeline = KeyTimeline::fold(key.clone(), events.iter());
+    if let Some(ks) = timeline.key_store_ref() {
+        events.extend(stream_events(store, &StreamId::KeyStore(ks))?);
+        timeline = KeyTimeline::fold(key.clone(), events.iter());
+    }
+    Ok(timeline)
+}
+
+/// The related multi-Region keys (same key ID, account and partition, other Regions) that the
+/// database knows, and those of the batch in hand.
+fn related_keys<S: Store>(
+    store: &S,
+    key: &KeyArn,
+    batch_keys: &BTreeSet<KeyArn>,
+) -> Result<BTreeSet<KeyArn>, StoreError> {
+    if !key.is_multi_region() {
+        return Ok(BTreeSet::new());
+    }
+    let mut keys: BTreeSet<KeyArn> = store.find_keys(key.key_id())?.into_iter().collect();
+    keys.extend(batch_keys.iter().cloned());
+    keys.retain(|k| key.is_related_multi_region_key(k));
+    Ok(keys)
+}
+
+fn stream_events<S: Store>(store: &S, stream: &StreamId) -> Result<Vec<KmsEvent>, StoreError> {
+    let mut out = Vec::new();
+    for json in store.stream_records(stream)? {
+        match normalise(&json) {
+            Ok(Normalised::Kms { events, .. }) => out.extend(events),
+            Ok(_) => {}
+            Err(e) => {
+                return Err(StoreError::Corrupt {
+                    what: "stored record",
+                    reason: e.to_string(),
+                })
+            }
+        }
+    }
+    Ok(out)
 }
