@@ -3,6 +3,10 @@
 //! `deletion_overdue`) of the keys pending deletion and sends whatever is still in the
 //! outbox. Configuration: KEYWATCH_TABLE, KEYWATCH_SNS_TOPIC_ARN.
 
+// The release build's layout of the handler's future (the pipeline's sweep and delivery,
+// the SDK's calls within) nests deeper than the default 128.
+#![recursion_limit = "256"]
+
 use keywatch_aws::{AlertingConfig, DynamoStore, Metrics, SnsPager};
 use keywatch_core::{AlertConfig, Timestamp};
 use keywatch_pipeline::Pipeline;
