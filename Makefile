@@ -28,7 +28,8 @@ TEST_ENV := KEYWATCH_CORPUS="$(CORPUS)" \
 	PATH="$(abspath $(VENV))/bin:$$PATH"
 
 .PHONY: demo test lint build bench bench-lambda samples clean tools services-start services-stop \
-	fuzz fuzz-smoke fuzz-seeds deploy-tools disk-check build-deps deny deny-advisories browser screenshot lean
+	fuzz fuzz-smoke fuzz-seeds deploy-tools disk-check build-deps deny deny-advisories browser screenshot lean \
+	release-functions
 
 build: build-deps
 	$(CARGO) build --release --bin keywatch
@@ -58,7 +59,7 @@ demo: build
 
 ## Everything the tests need is installed here; the corpus tests read ../shared in place.
 ## The services are started on loopback for the run and stopped afterwards, pass or fail.
-test: disk-check build-deps lint deny tools browser lean
+test: disk-check build-deps lint deny tools browser lean release-functions
 	@test -d "$(CORPUS)" || { echo "error: the CloudTrail corpus is not at $(CORPUS); the corpus tests need it (set CORPUS=…)"; exit 1; }
 	$(CARGO) build --workspace --all-targets --locked
 	$(SERVICE_PORTS) scripts/services.sh start
@@ -135,6 +136,11 @@ lean:
 	  if $(CARGO) tree -p $$f -e normal --locked | grep -E "rusqlite|keywatch-sqlite"; then \
 	    echo "error: the Lambda function $$f links SQLite (above)"; exit 1; fi; done
 	$(CARGO) build -p keywatch-cli --no-default-features --locked
+
+## The functions as they are deployed: release builds. A release build can fail where the
+## tests' debug builds compile (the sweeper's future once nested past the recursion limit).
+release-functions: build-deps
+	$(CARGO) build --release --locked -p keywatch-ingest -p keywatch-projector -p keywatch-sweeper
 
 ## Headless Chromium from Debian's packages, for the tests of what people look at.
 browser:

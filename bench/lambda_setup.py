@@ -14,17 +14,22 @@ aws("DynamoDB_20120810.CreateTable", "dynamodb", {"TableName": "keywatch-bench",
     "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}]})
 urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/?Action=CreateTopic&Name=keywatch-bench", method="POST",
     headers={"Authorization": "AWS4-HMAC-SHA256 Credential=testing/20261123/us-east-1/sns/aws4_request, SignedHeaders=host, Signature=x"})).read()
-# 20,000 KMS records from the benchmark generator's shapes: the first 10,000 for the
-# projector's KafkaEvent, all of them (two batches) for the CPU measure (batch_cpu).
-corpus = "bench/corpus/lambda-40000"
-if not os.path.isdir(corpus):
-    subprocess.run([sys.executable, "bench/gen.py", corpus, "40000"], check=True, stdout=subprocess.DEVNULL)
-records = []
-for f in sorted(os.listdir(corpus)):
-    records += [r for r in json.load(gzip.open(os.path.join(corpus, f)))["Records"] if r["eventSource"] == "kms.amazonaws.com"]
+def kms_records(n):
+    """The KMS records of a generated corpus of n records (gen.py: half of them KMS)."""
+    corpus = f"bench/corpus/lambda-{n}"
+    if not os.path.isdir(corpus):
+        subprocess.run([sys.executable, "bench/gen.py", corpus, str(n)], check=True, stdout=subprocess.DEVNULL)
+    out = []
+    for f in sorted(os.listdir(corpus)):
+        out += [r for r in json.load(gzip.open(os.path.join(corpus, f)))["Records"] if r["eventSource"] == "kms.amazonaws.com"]
+    return out
+# 20,000 KMS records one per line, for the CPU measure (batch_cpu: two batches of 10,000).
 with open(f"{run}/records.jsonl", "w") as out:
-    out.writelines(json.dumps(r) + "\n" for r in records[:20000])
-records = records[:10000]
+    out.writelines(json.dumps(r) + "\n" for r in kms_records(40000)[:20000])
+# The projector's KafkaEvent: 10,000 KMS records of a 20,000-record corpus, as in every earlier
+# measure (the generator spreads a corpus over the same weeks whatever its size, so the first
+# 10,000 of a larger one hold fewer of the keys' deletions).
+records = kms_records(20000)[:10000]
 b64 = lambda s: base64.b64encode(s.encode()).decode()
 kafka = {"eventSource": "SelfManagedKafka", "bootstrapServers": "127.0.0.1:9092", "records": {"keywatch-bench-0": [
     {"topic": "keywatch-bench", "partition": 0, "offset": i, "timestamp": 0, "timestampType": "CREATE_TIME",
