@@ -5,8 +5,9 @@
 //!
 //! Usage: `page_latency BROKERS AWS_ENDPOINT KEYWATCH_BINARY [PAGES] [NOISE_PER_PAGE]`.
 //! Each measured record is a ScheduleKeyDeletion of a key of its own (one page each),
-//! produced every 20 ms among NOISE_PER_PAGE Decrypt records of an enabled key, so that the
-//! run folds batches of the sizes it sees in production, not one record at a time.
+//! produced every 20 ms after NOISE_PER_PAGE Decrypt records of an enabled key (produced
+//! together, not one acknowledgement at a time), so that the run folds batches, not one
+//! record at a time.
 
 use keywatch_kafka::{ensure_topic, EventLogConsumer, EventLogProducer, KafkaSettings};
 use std::collections::HashMap;
@@ -162,7 +163,7 @@ async fn main() -> anyhow::Result<()> {
         .env("KEYWATCH_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .spawn()?;
-    let producer = EventLogProducer::new(&settings)?;
+    let producer = Arc::new(EventLogProducer::new(&settings)?);
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     // Until the run has joined its group: a first page, not measured.
     let (id, json) = schedule(0);
@@ -226,18 +227,27 @@ async fn main() -> anyhow::Result<()> {
     let busy = key(999_999);
     let started = Instant::now();
     for i in 1..=pages {
+        // The noise in flight together, as a busy account's ingest produces it; the page's
+        // record after it.
+        let mut in_flight = tokio::task::JoinSet::new();
         for n in 0..noise {
             let id = format!("use-{i}-{n}-{tag}");
             let json = record("Decrypt", &busy, &id, serde_json::json!({}));
-            producer
-                .publish(
-                    &id,
-                    &json,
-                    std::slice::from_ref(&busy),
-                    "bench",
-                    "2026-11-20T10:00:00Z",
-                )
-                .await?;
+            let (producer, busy) = (producer.clone(), busy.clone());
+            in_flight.spawn(async move {
+                producer
+                    .publish(
+                        &id,
+                        &json,
+                        std::slice::from_ref(&busy),
+                        "bench",
+                        "2026-11-20T10:00:00Z",
+                    )
+                    .await
+            });
+        }
+        while let Some(done) = in_flight.join_next().await {
+            done??;
         }
         let (id, json) = schedule(i);
         sent.insert(id.clone(), Instant::now());

@@ -185,8 +185,12 @@ pub fn run(opts: Options) -> Result<()> {
                 RunMetrics::None(NoMetrics),
             ),
         };
-        match (spec, sdk) {
-            (StoreSpec::DynamoDb(table), Some(sdk)) => {
+        match spec {
+            StoreSpec::DynamoDb(table) => {
+                let sdk = match sdk {
+                    Some(sdk) => sdk,
+                    None => keywatch_aws::sdk_config().await,
+                };
                 let store = keywatch_aws::DynamoStore::new(&sdk, table)?;
                 consume(
                     Pipeline::new(store, config, pager, metrics),
@@ -195,7 +199,7 @@ pub fn run(opts: Options) -> Result<()> {
                 )
                 .await
             }
-            (StoreSpec::Sqlite(path), _) => {
+            StoreSpec::Sqlite(path) => {
                 let store = SqliteStore::open(&path)
                     .with_context(|| format!("opening store {}", path.display()))?;
                 consume(
@@ -205,7 +209,6 @@ pub fn run(opts: Options) -> Result<()> {
                 )
                 .await
             }
-            (StoreSpec::DynamoDb(_), None) => unreachable!("the SDK is loaded for DynamoDB"),
         }
     })
 }

@@ -1044,3 +1044,64 @@ async fn two_runs_in_one_group_page_what_one_raises_across_a_rebalance() {
         event_driven(&paged)
     );
 }
+
+/// Stored data this version cannot read (a damaged event log) is not retried for minutes as
+/// a database outage is: the run ends at once, naming it, and leaves the batch uncommitted.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_ends_at_once_on_stored_data_it_cannot_read() {
+    let brokers = service("KEYWATCH_TEST_KAFKA");
+    let topic = unique("keywatch-damaged");
+    let settings = KafkaSettings::plaintext(brokers.clone(), topic.clone());
+    ensure_topic(&settings, 1).await.expect("topic");
+    let records = sample_records();
+    produce(&settings, &records).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("k.db");
+    let group = unique("keywatch-damaged");
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_keywatch"))
+            .args(["run", "--brokers", &brokers, "--topic", &topic])
+            .args(["--group", &group, "--exit-when-idle", "3"])
+            .arg("--store")
+            .arg(format!("sqlite:{}", db.display()))
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .output()
+            .expect("keywatch run")
+    };
+    let first = tokio::task::block_in_place(run);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    // Every stored record and timeline damaged; then one more record of a key already folded,
+    // whose timeline must be rebuilt from the (damaged) log.
+    let damaged = Command::new("python")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"UPDATE records SET record = x'ff'\"); c.execute(\"UPDATE timelines SET json = '{'\"); c.commit()",
+        ])
+        .arg(&db)
+        .status()
+        .expect("python from the project's .venv on PATH (make test sets it)");
+    assert!(damaged.success());
+    let (id, json, keys) = records[0].clone();
+    let late_id = format!("{id}-again");
+    produce(
+        &settings,
+        &[(late_id.clone(), json.replace(&id, &late_id), keys)],
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let second = tokio::task::block_in_place(run);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{stderr}");
+    assert!(stderr.contains("corrupt stored"), "{stderr}");
+    assert!(stderr.contains("not retried"), "{stderr}");
+    // Joining the group takes seconds; retrying would take five minutes.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+}

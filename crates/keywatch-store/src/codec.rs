@@ -22,7 +22,7 @@ thread_local! {
 
 fn corrupt(reason: impl ToString) -> StoreError {
     StoreError::Corrupt {
-        what: "stored record",
+        what: "record",
         reason: reason.to_string(),
     }
 }

@@ -470,7 +470,7 @@ fn stream_events<S: Store>(store: &S, stream: &StreamId) -> Result<Vec<KmsEvent>
             Ok(_) => {}
             Err(e) => {
                 return Err(StoreError::Corrupt {
-                    what: "stored record",
+                    what: "record",
                     reason: e.to_string(),
                 })
             }
