@@ -16,5 +16,9 @@ setsid .venv/bin/moto_server -H 127.0.0.1 -p $MOTO_PORT > "$RUN/moto.log" 2>&1 &
 for port in $KAFKA_PORT $MOTO_PORT; do until (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null; do sleep 0.1; done; done
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 cargo build -q --release -p keywatch-cli
-cargo run -q --release -p keywatch-cli --example page_latency -- \
-  127.0.0.1:$KAFKA_PORT http://127.0.0.1:$MOTO_PORT target/release/keywatch "${PAGES:-200}" "${NOISE:-50}"
+# Two loads: 50 records of noise per page (about 1,500 records/s here), then 500 (about
+# 14,000/s: the run's batches fill up).
+for noise in ${NOISE:-50 500}; do
+  cargo run -q --release -p keywatch-cli --example page_latency -- \
+    127.0.0.1:$KAFKA_PORT http://127.0.0.1:$MOTO_PORT target/release/keywatch "${PAGES:-200}" "$noise"
+done
