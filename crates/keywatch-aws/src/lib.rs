@@ -13,6 +13,25 @@ pub use dynamo::DynamoStore;
 pub use metrics::{Metrics, NAMESPACE};
 pub use pager::{SnsPager, MAX_BATCH_ENTRIES};
 
+/// The pipeline as the deployed functions run it: the DynamoDB database, SNS pages and
+/// CloudWatch metrics, all from `config`'s table and topic.
+pub type AwsPipeline = keywatch_pipeline::Pipeline<DynamoStore, SnsPager, Metrics>;
+
+/// Builds the deployed functions' pipeline (once per cold start).
+pub fn aws_pipeline(
+    sdk: &aws_config::SdkConfig,
+    config: &AlertingConfig,
+) -> Result<AwsPipeline, keywatch_store::StoreError> {
+    Ok(keywatch_pipeline::Pipeline::new(
+        DynamoStore::new(sdk, &config.table)?,
+        keywatch_core::AlertConfig {
+            suppress_minutes: config.suppress_minutes,
+        },
+        SnsPager::new(sdk, &config.sns_topic_arn),
+        Metrics::new(sdk),
+    ))
+}
+
 /// Loads the AWS SDK configuration from the environment, as every AWS tool does.
 pub async fn sdk_config() -> aws_config::SdkConfig {
     aws_config::load_from_env().await

@@ -9,9 +9,9 @@
 
 use aws_lambda_events::event::kafka::KafkaEvent;
 use base64::Engine;
-use keywatch_aws::{AlertingConfig, DynamoStore, Metrics, SnsPager};
-use keywatch_core::{AlertConfig, Timestamp};
-use keywatch_pipeline::{Payload, Pipeline};
+use keywatch_aws::{AlertingConfig, AwsPipeline};
+use keywatch_core::Timestamp;
+use keywatch_pipeline::Payload;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use tokio::sync::Mutex;
 
@@ -27,9 +27,7 @@ struct Outcome {
     left_in_outbox: usize,
 }
 
-type ProjectorPipeline = Pipeline<DynamoStore, SnsPager, Metrics>;
-
-async fn handle(pipeline: &Mutex<ProjectorPipeline>, event: KafkaEvent) -> Result<Outcome, Error> {
+async fn handle(pipeline: &Mutex<AwsPipeline>, event: KafkaEvent) -> Result<Outcome, Error> {
     let payloads = event.records.values().flatten().map(|r| Payload {
         partition: r.partition,
         offset: r.offset,
@@ -68,14 +66,7 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = AlertingConfig::from_env(|k| std::env::var(k).ok())?;
     let sdk = keywatch_aws::sdk_config().await;
-    let pipeline = Mutex::new(Pipeline::new(
-        DynamoStore::new(&sdk, &config.table)?,
-        AlertConfig {
-            suppress_minutes: config.suppress_minutes,
-        },
-        SnsPager::new(&sdk, &config.sns_topic_arn),
-        Metrics::new(&sdk),
-    ));
+    let pipeline = Mutex::new(keywatch_aws::aws_pipeline(&sdk, &config)?);
     let pipeline = &pipeline;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<KafkaEvent>| async move { handle(pipeline, event.payload).await },

@@ -103,13 +103,17 @@ impl SqliteStore {
 
     /// The alerts raised for a key, in the order they happened.
     pub fn alerts_for_key(&self, key: &KeyArn) -> Result<Vec<Alert>, StoreError> {
-        let mut q = self
-            .conn
-            .prepare_cached("SELECT json FROM alerts WHERE key_arn = ?1")
-            .map_err(db)?;
-        let rows = q
-            .query_map([key.as_str()], |r| r.get::<_, String>(0))
-            .map_err(db)?;
+        self.alerts_oldest_first("SELECT json FROM alerts WHERE key_arn = ?1", [key.as_str()])
+    }
+
+    /// The alerts a query's rows of alert JSON name, oldest first.
+    fn alerts_oldest_first(
+        &self,
+        sql: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<Alert>, StoreError> {
+        let mut q = self.conn.prepare_cached(sql).map_err(db)?;
+        let rows = q.query_map(args, |r| r.get::<_, String>(0)).map_err(db)?;
         let mut alerts = rows
             .map(|r| {
                 r.map_err(db).and_then(|j| {
@@ -320,22 +324,10 @@ impl Store for SqliteStore {
     fn unsent_alerts(&self, limit: usize) -> Result<Vec<Alert>, StoreError> {
         // Oldest first means by the alert's eventTime (then id), as in every store: the
         // outbox is read whole (it holds what one delivery could not send) and sorted here.
-        let mut q = self
-            .conn
-            .prepare_cached("SELECT a.json FROM outbox o JOIN alerts a ON a.alert_id = o.alert_id")
-            .map_err(db)?;
-        let rows = q.query_map([], |r| r.get::<_, String>(0)).map_err(db)?;
-        let mut alerts = rows
-            .map(|r| {
-                r.map_err(db).and_then(|j| {
-                    serde_json::from_str::<Alert>(&j).map_err(|e| StoreError::Corrupt {
-                        what: "alert",
-                        reason: e.to_string(),
-                    })
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        keywatch_store::sort_oldest_first(&mut alerts);
+        let mut alerts = self.alerts_oldest_first(
+            "SELECT a.json FROM outbox o JOIN alerts a ON a.alert_id = o.alert_id",
+            [],
+        )?;
         alerts.truncate(limit);
         Ok(alerts)
     }

@@ -2,34 +2,17 @@
 //! same timelines, key lists, alerts and outbox in both; and an aborted batch leaves either
 //! as it was. (Here, not in keywatch-store, because it needs both.)
 
+mod common;
 #[path = "../../keywatch-core/tests/support/mod.rs"]
 mod support;
 
-use keywatch_core::{normalise, AlertConfig, Normalised, Timestamp};
+use common::{as_of, normalised, Flaky};
+use keywatch_core::AlertConfig;
 use keywatch_sqlite::SqliteStore;
-use keywatch_store::{MemoryStore, NormalisedRecord, Projector, Store, StoreError, StreamId};
+use keywatch_store::{MemoryStore, Projector, Store, StreamId};
 use proptest::prelude::*;
 use serde_json::Value;
 use support::*;
-
-fn normalised(records: &[Value]) -> Vec<NormalisedRecord> {
-    records
-        .iter()
-        .filter_map(|r| {
-            let json = r.to_string();
-            match normalise(&json) {
-                Ok(Normalised::Kms { event_id, events }) => {
-                    Some(NormalisedRecord::new(event_id, &json, events))
-                }
-                _ => None,
-            }
-        })
-        .collect()
-}
-
-fn as_of() -> Timestamp {
-    ts("2026-12-01T00:00:00Z")
-}
 
 /// Everything a reader of the store can see, as JSON.
 fn contents(p: &Projector<impl Store>) -> Value {
@@ -109,80 +92,17 @@ proptest! {
     }
 }
 
-/// Fails the timeline save of every batch while `fail` is set.
-struct FailingSaves<S> {
-    inner: S,
-    fail: bool,
-}
-
-impl<S: Store> Store for FailingSaves<S> {
-    fn begin_batch(&mut self) -> Result<(), StoreError> {
-        self.inner.begin_batch()
-    }
-    fn commit_batch(&mut self) -> Result<(), StoreError> {
-        self.inner.commit_batch()
-    }
-    fn abort_batch(&mut self) {
-        self.inner.abort_batch()
-    }
-    fn append_records(
-        &mut self,
-        r: &[keywatch_store::RecordToAppend<'_>],
-    ) -> Result<Vec<bool>, StoreError> {
-        self.inner.append_records(r)
-    }
-    fn stream_records(&self, s: &StreamId) -> Result<Vec<String>, StoreError> {
-        self.inner.stream_records(s)
-    }
-    fn load_timeline(
-        &self,
-        k: &keywatch_core::KeyArn,
-    ) -> Result<Option<keywatch_core::KeyTimeline>, StoreError> {
-        self.inner.load_timeline(k)
-    }
-    fn save_timelines(&mut self, t: &[&keywatch_core::KeyTimeline]) -> Result<(), StoreError> {
-        if self.fail {
-            return Err(StoreError::Database("disk full (test)".into()));
-        }
-        self.inner.save_timelines(t)
-    }
-    fn keys_in_key_store(
-        &self,
-        s: &keywatch_core::KeyStoreRef,
-    ) -> Result<Vec<keywatch_core::KeyArn>, StoreError> {
-        self.inner.keys_in_key_store(s)
-    }
-    fn find_keys(&self, k: &str) -> Result<Vec<keywatch_core::KeyArn>, StoreError> {
-        self.inner.find_keys(k)
-    }
-    fn keys_pending_deletion(&self) -> Result<Vec<keywatch_core::KeyArn>, StoreError> {
-        self.inner.keys_pending_deletion()
-    }
-    fn key_count(&self) -> Result<u64, StoreError> {
-        self.inner.key_count()
-    }
-    fn list_keys(&self, s: Option<&str>) -> Result<Vec<keywatch_store::KeySummary>, StoreError> {
-        self.inner.list_keys(s)
-    }
-    fn unsent_alerts(&self, n: usize) -> Result<Vec<keywatch_core::Alert>, StoreError> {
-        self.inner.unsent_alerts(n)
-    }
-    fn mark_sent(&mut self, ids: &[&str], at: Timestamp) -> Result<(), StoreError> {
-        self.inner.mark_sent(ids, at)
-    }
-    fn record_alerts(
-        &mut self,
-        a: &[keywatch_core::Alert],
-        t: Timestamp,
-    ) -> Result<Vec<bool>, StoreError> {
-        self.inner.record_alerts(a, t)
-    }
-}
-
 /// A first batch, then a second that fails at its last write: the store must hold what the
 /// first left, in both implementations.
 fn after_an_aborted_batch(inner: impl Store) -> Value {
-    let mut p = Projector::new(FailingSaves { inner, fail: false }, AlertConfig::default());
+    let store = Flaky {
+        inner,
+        fail_saves: false,
+        atomic: true,
+        conflicts: 0,
+        failed_alert_writes: 0,
+    };
+    let mut p = Projector::new(store, AlertConfig::default());
     p.process(
         &normalised(&[
             create_key(
@@ -200,7 +120,7 @@ fn after_an_aborted_batch(inner: impl Store) -> Value {
     .expect("first batch");
     let before = contents(&p);
     let mut store = p.into_store();
-    store.fail = true;
+    store.fail_saves = true;
     let mut p = Projector::new(store, AlertConfig::default());
     let second = normalised(&[
         rejected("Decrypt", "2026-11-01T10:00:00Z", "use-1", APP_ROLE),
@@ -210,7 +130,7 @@ fn after_an_aborted_batch(inner: impl Store) -> Value {
     assert_eq!(contents(&p), before, "the aborted batch left writes behind");
     // Nothing of it was kept: its retry finds every record new.
     let mut store = p.into_store();
-    store.fail = false;
+    store.fail_saves = false;
     let mut p = Projector::new(store, AlertConfig::default());
     let retry = p.process(&second, as_of()).expect("retry");
     assert_eq!(retry.new_records, second.len());

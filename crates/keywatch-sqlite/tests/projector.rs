@@ -1,35 +1,18 @@
 //! The projector over the SQLite store: any order, duplication and batching of the same
 //! records gives the identical timeline and raises the identical alerts, each once.
 
+mod common;
 #[path = "../../keywatch-core/tests/support/mod.rs"]
 mod support;
 
-use keywatch_core::{normalise, AlertConfig, KeyArn, KeyTimeline, Normalised, Timestamp};
+use common::{as_of, normalised, Flaky};
+use keywatch_core::{AlertConfig, KeyArn, KeyTimeline};
 use keywatch_sqlite::SqliteStore;
 use keywatch_store::{NormalisedRecord, Projector, Store};
 use proptest::prelude::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use support::*;
-
-fn normalised(records: &[Value]) -> Vec<NormalisedRecord> {
-    records
-        .iter()
-        .map(|r| {
-            let json = r.to_string();
-            match normalise(&json) {
-                Ok(Normalised::Kms { event_id, events }) => {
-                    NormalisedRecord::new(event_id, &json, events)
-                }
-                other => panic!("expected a KMS record, got {other:?}"),
-            }
-        })
-        .collect()
-}
-
-fn as_of() -> Timestamp {
-    ts("2026-12-01T00:00:00Z")
-}
 
 /// Runs batches through a fresh in-memory projector (and a sweep when `sweep`); returns
 /// `key`'s final timeline and every alert id raised, sorted.
@@ -203,116 +186,6 @@ fn a_late_record_rebuilds_the_timeline_from_the_event_log() {
     let mut kinds: Vec<_> = out.alerts.iter().map(|a| a.kind.as_str()).collect();
     kinds.sort_unstable();
     assert_eq!(kinds, ["deletion_scheduled", "pending_deletion_key_used"]);
-}
-
-/// SQLite, failing `save_timelines` on demand: a batch that fails half-way.
-struct Flaky {
-    inner: SqliteStore,
-    fail_saves: bool,
-    /// Like DynamoDB: no unit of work, every write stands on its own.
-    atomic: bool,
-    /// Saves that fail as if another writer got there first.
-    conflicts: usize,
-    /// Recordings of alerts that fail (throttled, say).
-    failed_alert_writes: usize,
-}
-
-impl Store for Flaky {
-    fn begin_batch(&mut self) -> Result<(), keywatch_store::StoreError> {
-        if self.atomic {
-            self.inner.begin_batch()?;
-        }
-        Ok(())
-    }
-    fn commit_batch(&mut self) -> Result<(), keywatch_store::StoreError> {
-        if self.atomic {
-            self.inner.commit_batch()?;
-        }
-        Ok(())
-    }
-    fn abort_batch(&mut self) {
-        if self.atomic {
-            self.inner.abort_batch()
-        }
-    }
-    fn append_records(
-        &mut self,
-        r: &[keywatch_store::RecordToAppend<'_>],
-    ) -> Result<Vec<bool>, keywatch_store::StoreError> {
-        self.inner.append_records(r)
-    }
-    fn stream_records(
-        &self,
-        s: &keywatch_store::StreamId,
-    ) -> Result<Vec<String>, keywatch_store::StoreError> {
-        self.inner.stream_records(s)
-    }
-    fn load_timeline(
-        &self,
-        k: &KeyArn,
-    ) -> Result<Option<keywatch_core::KeyTimeline>, keywatch_store::StoreError> {
-        self.inner.load_timeline(k)
-    }
-    fn save_timelines(
-        &mut self,
-        t: &[&keywatch_core::KeyTimeline],
-    ) -> Result<(), keywatch_store::StoreError> {
-        if self.fail_saves {
-            return Err(keywatch_store::StoreError::Database(
-                "disk full (test)".into(),
-            ));
-        }
-        if self.conflicts > 0 {
-            self.conflicts -= 1;
-            return Err(keywatch_store::StoreError::Conflict(
-                "a timeline (test)".into(),
-            ));
-        }
-        self.inner.save_timelines(t)
-    }
-    fn keys_in_key_store(
-        &self,
-        s: &keywatch_core::KeyStoreRef,
-    ) -> Result<Vec<KeyArn>, keywatch_store::StoreError> {
-        self.inner.keys_in_key_store(s)
-    }
-    fn find_keys(&self, k: &str) -> Result<Vec<KeyArn>, keywatch_store::StoreError> {
-        self.inner.find_keys(k)
-    }
-    fn keys_pending_deletion(&self) -> Result<Vec<KeyArn>, keywatch_store::StoreError> {
-        self.inner.keys_pending_deletion()
-    }
-    fn key_count(&self) -> Result<u64, keywatch_store::StoreError> {
-        self.inner.key_count()
-    }
-    fn list_keys(
-        &self,
-        s: Option<&str>,
-    ) -> Result<Vec<keywatch_store::KeySummary>, keywatch_store::StoreError> {
-        self.inner.list_keys(s)
-    }
-    fn unsent_alerts(
-        &self,
-        limit: usize,
-    ) -> Result<Vec<keywatch_core::Alert>, keywatch_store::StoreError> {
-        self.inner.unsent_alerts(limit)
-    }
-    fn mark_sent(&mut self, ids: &[&str], at: Timestamp) -> Result<(), keywatch_store::StoreError> {
-        self.inner.mark_sent(ids, at)
-    }
-    fn record_alerts(
-        &mut self,
-        a: &[keywatch_core::Alert],
-        t: Timestamp,
-    ) -> Result<Vec<bool>, keywatch_store::StoreError> {
-        if self.failed_alert_writes > 0 {
-            self.failed_alert_writes -= 1;
-            return Err(keywatch_store::StoreError::Database(
-                "throttled (test)".into(),
-            ));
-        }
-        self.inner.record_alerts(a, t)
-    }
 }
 
 #[test]

@@ -7,9 +7,8 @@
 // the SDK's calls within) nests deeper than the default 128.
 #![recursion_limit = "256"]
 
-use keywatch_aws::{AlertingConfig, DynamoStore, Metrics, SnsPager};
-use keywatch_core::{AlertConfig, Timestamp};
-use keywatch_pipeline::Pipeline;
+use keywatch_aws::AlertingConfig;
+use keywatch_core::Timestamp;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use tokio::sync::Mutex;
 
@@ -25,14 +24,7 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = AlertingConfig::from_env(|k| std::env::var(k).ok())?;
     let sdk = keywatch_aws::sdk_config().await;
-    let pipeline = Mutex::new(Pipeline::new(
-        DynamoStore::new(&sdk, &config.table)?,
-        AlertConfig {
-            suppress_minutes: config.suppress_minutes,
-        },
-        SnsPager::new(&sdk, &config.sns_topic_arn),
-        Metrics::new(&sdk),
-    ));
+    let pipeline = Mutex::new(keywatch_aws::aws_pipeline(&sdk, &config)?);
     let pipeline = &pipeline;
     lambda_runtime::run(service_fn(
         move |_: LambdaEvent<serde::de::IgnoredAny>| async move {

