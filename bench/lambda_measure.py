@@ -19,7 +19,11 @@ class RuntimeApi(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):  # .../runtime/invocation/next
         with lock:
-            generation = state["generation"]
+            # The generation of the server that took the request, not the current one: a
+            # request of a function already stopped must never take the next one's event.
+            generation = self.server.generation
+            if state["generation"] != generation:
+                return
             if "first_next" not in state:
                 state["first_next"] = time.monotonic()
             while not events and state["generation"] == generation:
@@ -50,9 +54,6 @@ class RuntimeApi(http.server.BaseHTTPRequestHandler):
 
 
 state = {"generation": 0}
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RuntimeApi)
-threading.Thread(target=server.serve_forever, daemon=True).start()
-api = f"127.0.0.1:{server.server_address[1]}"
 
 
 def measure(fn, payloads, env_extra=None, after_call=None):
@@ -63,6 +64,12 @@ def measure(fn, payloads, env_extra=None, after_call=None):
         events.clear()
         results.clear()
         lock.notify_all()
+    # A Runtime API server of this function's own (a request the previous function left in
+    # flight goes to the previous server, and finds its generation over).
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RuntimeApi)
+    server.generation = generation
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    api = f"127.0.0.1:{server.server_address[1]}"
     env = dict(os.environ, AWS_LAMBDA_RUNTIME_API=api, AWS_LAMBDA_FUNCTION_NAME=fn,
                AWS_LAMBDA_FUNCTION_MEMORY_SIZE="1024", AWS_LAMBDA_FUNCTION_VERSION="$LATEST",
                AWS_LAMBDA_LOG_FORMAT="JSON", AWS_LAMBDA_LOG_LEVEL="WARN", **(env_extra or {}))
@@ -82,6 +89,8 @@ def measure(fn, payloads, env_extra=None, after_call=None):
             peak = int(line.split()[1])
     p.terminate()
     p.wait()
+    server.shutdown()
+    server.server_close()
     init = state.get("first_next", start) - start
     return init, list(results), peak
 
