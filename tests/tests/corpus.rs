@@ -101,7 +101,7 @@ fn every_kms_developer_guide_example_parses_into_the_right_event() {
                     assert_eq!(e.context.event_name, name);
                     let ok = match (&e.kind, name) {
                         (KeyEventKind::CallFailed { .. }, _) => record.get("errorCode").is_some(),
-                        (KeyEventKind::Used { operation, .. }, _) => operation == name,
+                        (KeyEventKind::Used { operation, .. }, _) => operation.as_str() == name,
                         (KeyEventKind::Created { .. }, "CreateKey")
                         | (KeyEventKind::DeletionScheduled { .. }, "ScheduleKeyDeletion")
                         | (KeyEventKind::DeletionCancelled, "CancelKeyDeletion")
@@ -213,7 +213,10 @@ fn documented_delete_key_with_backing_key_status() {
             cloudhsm_cluster_id,
             ..
         } => {
-            assert_eq!(backing_keys[0].deletion_status, "FAILURE");
+            assert_eq!(
+                backing_keys[0].deletion_status,
+                keywatch_core::event::BackingKeyDeletionStatus::Failure
+            );
             assert_eq!(cloudhsm_cluster_id.as_deref(), Some("cluster-1a23b4cdefg"));
         }
         other => panic!("{other:?}"),

@@ -23,7 +23,7 @@ fn alert(id: &str) -> Alert {
         principal: Some("arn:aws:iam::111122223333:role/app".into()),
         caller_account: None,
         summary: "arn:aws:iam::111122223333:role/app tried Decrypt".into(),
-        operation: Some("Decrypt".into()),
+        operation: Some(keywatch_core::KmsOperation::Decrypt),
         source_ip: Some("10.0.0.1".into()),
         user_agent: Some("agent\u{1b}[31m".into()),
         invoked_by: None,

@@ -640,7 +640,7 @@ fn lists(out: &mut String, t: &KeyTimeline, alerts: &[Alert]) {
             out,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&u.principal.0),
-            esc(&u.operation),
+            esc(u.operation.as_str()),
             u.successes,
             u.rejected_pending_deletion,
             u.failures - u.rejected_pending_deletion.min(u.failures),

@@ -3,7 +3,7 @@
 //! each alert exactly once, whatever the order and batching of the events.
 
 use crate::event::Principal;
-use crate::event::{KeyArn, KeyEventKind};
+use crate::event::{KeyArn, KeyEventKind, KmsOperation};
 use crate::preflight::{age, verdict, DEFAULT_PREFLIGHT_DAYS};
 use crate::protects::{describe, ProtectedSummary};
 use crate::time::{Timestamp, DAY_MS, HOUR_MS};
@@ -122,7 +122,7 @@ pub struct UsageSummary {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub failed_attempts: u64,
     /// Operations used.
-    pub operations: Vec<String>,
+    pub operations: Vec<KmsOperation>,
     /// Last attempt.
     pub last_seen: Timestamp,
 }
@@ -170,7 +170,7 @@ pub struct Alert {
     pub summary: String,
     /// The operation (pending_deletion_key_used).
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub operation: Option<String>,
+    pub operation: Option<KmsOperation>,
     /// `sourceIPAddress`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub source_ip: Option<String>,
@@ -663,7 +663,10 @@ fn pending_use_alerts(
         a.rejected = Some(u.rejected);
         a.uses_in_window = Some(in_window);
         a.uses_so_far = Some(so_far);
-        let schedule = t.schedules.iter().find(|s| s.event_id == first.schedule);
+        let schedule = t
+            .schedules
+            .iter()
+            .find(|s| first.schedule.as_ref() == Some(&s.event_id));
         a.deletion_date = schedule.and_then(|s| s.deletion_date);
         a.scheduled_by = schedule.map(|s| s.scheduled_by.to_string());
         a.rescue_command = Some(rescue_command(t));

@@ -280,23 +280,106 @@ impl Principal {
     }
 }
 
-/// The KMS operations that use a key's material.
-pub const USAGE_OPERATIONS: &[&str] = &[
-    "Decrypt",
-    "Encrypt",
-    "ReEncrypt",
-    "GenerateDataKey",
-    "GenerateDataKeyWithoutPlaintext",
-    "GenerateDataKeyPair",
-    "GenerateDataKeyPairWithoutPlaintext",
-    "Sign",
-    "Verify",
-    "GenerateMac",
-    "VerifyMac",
-    "DeriveSharedSecret",
-    "GetPublicKey",
-    "CreateGrant",
-];
+/// Declares [`KmsOperation`] from one list: each operation's name (AWS's spelling) and whether
+/// it uses the key's material.
+macro_rules! kms_operations {
+    ($($op:ident: $uses:literal),* $(,)?) => {
+        /// A KMS API operation that acts on an existing key, as listed in AWS's key states
+        /// table: any of them rejected with "… is pending deletion." is an attempt to use a
+        /// key pending deletion. Serialised in AWS's spelling (`Decrypt`, `Sign`, …).
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum KmsOperation {
+            $(
+                #[doc = concat!("`", stringify!($op), "`.")]
+                $op,
+            )*
+            /// An operation this version does not know (read back from a stored timeline),
+            /// kept as it came.
+            Other(String),
+        }
+
+        impl KmsOperation {
+            /// The operation an `eventName` names, if it acts on an existing key.
+            pub fn parse(event_name: &str) -> Option<Self> {
+                match event_name {
+                    $(stringify!($op) => Some(KmsOperation::$op),)*
+                    _ => None,
+                }
+            }
+
+            /// AWS's spelling.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(KmsOperation::$op => stringify!($op),)*
+                    KmsOperation::Other(s) => s,
+                }
+            }
+
+            /// Whether the operation uses the key's material (a use of the key, as opposed
+            /// to managing it).
+            pub fn uses_key_material(&self) -> bool {
+                match self {
+                    $(KmsOperation::$op => $uses,)*
+                    KmsOperation::Other(_) => false,
+                }
+            }
+        }
+    };
+}
+
+kms_operations! {
+    CancelKeyDeletion: false,
+    CreateAlias: false,
+    CreateGrant: true,
+    Decrypt: true,
+    DeleteImportedKeyMaterial: false,
+    DeriveSharedSecret: true,
+    DisableKey: false,
+    DisableKeyRotation: false,
+    EnableKey: false,
+    EnableKeyRotation: false,
+    Encrypt: true,
+    GenerateDataKey: true,
+    GenerateDataKeyPair: true,
+    GenerateDataKeyPairWithoutPlaintext: true,
+    GenerateDataKeyWithoutPlaintext: true,
+    GenerateMac: true,
+    GetKeyRotationStatus: false,
+    GetParametersForImport: false,
+    GetPublicKey: true,
+    ImportKeyMaterial: false,
+    ReEncrypt: true,
+    ReplicateKey: false,
+    RotateKeyOnDemand: false,
+    ScheduleKeyDeletion: false,
+    Sign: true,
+    TagResource: false,
+    UntagResource: false,
+    UpdateAlias: false,
+    UpdateKeyDescription: false,
+    UpdatePrimaryRegion: false,
+    Verify: true,
+    VerifyMac: true,
+}
+
+impl std::fmt::Display for KmsOperation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for KmsOperation {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for KmsOperation {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<str>::deserialize(d)?;
+        Ok(KmsOperation::parse(&s).unwrap_or_else(|| KmsOperation::Other(s.into_owned())))
+    }
+}
 
 /// How a usage attempt ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -320,8 +403,68 @@ pub struct BackingKeyStatus {
     pub key_handle: Option<String>,
     /// `backingKeyId`.
     pub backing_key_id: Option<String>,
-    /// `SUCCESS`, `FAILURE`, …
-    pub deletion_status: String,
+    /// Whether the cluster deleted it.
+    pub deletion_status: BackingKeyDeletionStatus,
+}
+
+/// `deletionStatus` of a backing key in DeleteKey's `backingKeysDeletionStatus`, in AWS's
+/// spelling when serialised.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum BackingKeyDeletionStatus {
+    /// `SUCCESS`: the key material is gone from the cluster (backups may still hold it).
+    Success,
+    /// `FAILURE`: the key material is still in the cluster (orphaned).
+    Failure,
+    /// No status reported (`UNKNOWN`): not known to be deleted.
+    Unknown,
+    /// A spelling this version does not know, kept as it came.
+    Other(String),
+}
+
+impl BackingKeyDeletionStatus {
+    /// Reads AWS's spelling.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "SUCCESS" => BackingKeyDeletionStatus::Success,
+            "FAILURE" => BackingKeyDeletionStatus::Failure,
+            "UNKNOWN" => BackingKeyDeletionStatus::Unknown,
+            other => BackingKeyDeletionStatus::Other(other.to_owned()),
+        }
+    }
+
+    /// AWS's spelling.
+    pub fn as_str(&self) -> &str {
+        match self {
+            BackingKeyDeletionStatus::Success => "SUCCESS",
+            BackingKeyDeletionStatus::Failure => "FAILURE",
+            BackingKeyDeletionStatus::Unknown => "UNKNOWN",
+            BackingKeyDeletionStatus::Other(s) => s,
+        }
+    }
+
+    /// Whether the cluster reported the backing key deleted.
+    pub fn is_deleted(&self) -> bool {
+        *self == BackingKeyDeletionStatus::Success
+    }
+}
+
+impl std::fmt::Display for BackingKeyDeletionStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for BackingKeyDeletionStatus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for BackingKeyDeletionStatus {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<str>::deserialize(d)?;
+        Ok(BackingKeyDeletionStatus::parse(&s))
+    }
 }
 
 /// Where a KMS key's material comes from (`Origin` in KeyMetadata), in AWS's spelling when
@@ -442,7 +585,7 @@ pub enum KeyEventKind {
     /// A use of the key's material.
     Used {
         /// The operation (`Decrypt`, `Sign`, …).
-        operation: String,
+        operation: KmsOperation,
         /// How it ended.
         #[serde(flatten)]
         outcome: UsageOutcome,
@@ -660,44 +803,6 @@ pub fn normalise(json: &str) -> Result<Normalised, RecordError> {
 /// its waiting period.
 pub const KMS_KEY_DELETION_EVENT: &str = "KMS CMK Deletion";
 
-/// The KMS operations that act on an existing key, as listed in AWS's key states table:
-/// any of them rejected with "… is pending deletion." is an attempt to use a key pending
-/// deletion.
-pub const KEY_OPERATIONS: &[&str] = &[
-    "CancelKeyDeletion",
-    "CreateAlias",
-    "CreateGrant",
-    "Decrypt",
-    "DeleteImportedKeyMaterial",
-    "DeriveSharedSecret",
-    "DisableKey",
-    "DisableKeyRotation",
-    "EnableKey",
-    "EnableKeyRotation",
-    "Encrypt",
-    "GenerateDataKey",
-    "GenerateDataKeyPair",
-    "GenerateDataKeyPairWithoutPlaintext",
-    "GenerateDataKeyWithoutPlaintext",
-    "GenerateMac",
-    "GetKeyRotationStatus",
-    "GetParametersForImport",
-    "GetPublicKey",
-    "ImportKeyMaterial",
-    "ReEncrypt",
-    "ReplicateKey",
-    "RotateKeyOnDemand",
-    "ScheduleKeyDeletion",
-    "Sign",
-    "TagResource",
-    "UntagResource",
-    "UpdateAlias",
-    "UpdateKeyDescription",
-    "UpdatePrimaryRegion",
-    "Verify",
-    "VerifyMac",
-];
-
 /// [`normalise`] on an already-decoded record.
 pub fn normalise_record(r: &CloudTrailRecord<'_>) -> Result<Normalised, RecordError> {
     if r.event_source.is_none() && r.detail_type.as_deref() == Some(KMS_KEY_DELETION_EVENT) {
@@ -744,12 +849,15 @@ pub fn normalise_record(r: &CloudTrailRecord<'_>) -> Result<Normalised, RecordEr
         .as_deref()
         .ok_or(RecordError::Missing("eventName"))?;
     let error_code = r.error_code.as_deref().filter(|s| !s.is_empty());
+    let operation = KmsOperation::parse(event_name);
     let rejected_pending_deletion = error_code.is_some()
         && r.error_message
             .as_deref()
             .is_some_and(is_pending_deletion_message)
-        && KEY_OPERATIONS.contains(&event_name);
-    let is_usage = USAGE_OPERATIONS.contains(&event_name) || rejected_pending_deletion;
+        && operation.is_some();
+    // The operation, when the record is a use of the key (or an attempt the key's state
+    // refused).
+    let usage = operation.filter(|o| o.uses_key_material() || rejected_pending_deletion);
     let is_key_store = matches!(
         event_name,
         "ConnectCustomKeyStore"
@@ -770,7 +878,7 @@ pub fn normalise_record(r: &CloudTrailRecord<'_>) -> Result<Normalised, RecordEr
             | "ReplicateKey"
             | "UpdatePrimaryRegion"
     );
-    if !(is_usage || is_key_store || is_lifecycle) {
+    if !(usage.is_some() || is_key_store || is_lifecycle) {
         return untracked();
     }
 
@@ -851,7 +959,7 @@ pub fn normalise_record(r: &CloudTrailRecord<'_>) -> Result<Normalised, RecordEr
         return untracked();
     }
     let mut events = Vec::with_capacity(keys.len() + 1);
-    if is_usage {
+    if let Some(operation) = usage {
         // A call on several keys (ReEncrypt, UpdateAlias) rejected because one key is pending
         // deletion names that key in its message: only that key was refused for its state.
         let message = context.error_message.as_deref().unwrap_or_default();
@@ -878,7 +986,7 @@ pub fn normalise_record(r: &CloudTrailRecord<'_>) -> Result<Normalised, RecordEr
                 key,
                 context: context.clone(),
                 kind: KeyEventKind::Used {
-                    operation: event_name.to_owned(),
+                    operation: operation.clone(),
                     outcome,
                     custom_key_store_id: additional.custom_key_store_id.clone(),
                     xks_key_id: additional.xks_key_id.clone(),
@@ -1142,7 +1250,10 @@ fn decode_backing_keys(v: &Option<serde_json::Value>) -> Result<Vec<BackingKeySt
         .map(|b| BackingKeyStatus {
             key_handle: b.key_handle,
             backing_key_id: b.backing_key_id,
-            deletion_status: b.deletion_status.unwrap_or_else(|| "UNKNOWN".to_owned()),
+            deletion_status: b.deletion_status.as_deref().map_or(
+                BackingKeyDeletionStatus::Unknown,
+                BackingKeyDeletionStatus::parse,
+            ),
         })
         .collect())
 }

@@ -3,6 +3,7 @@
 //! user agent…) are sanitised: control characters removed, lengths bounded.
 
 use crate::alert::{Alert, AlertKind};
+use crate::event::KmsOperation;
 
 /// SNS allows at most 100 characters in a subject.
 pub const MAX_SUBJECT: usize = 100;
@@ -66,7 +67,11 @@ pub fn sanitised(alert: &Alert) -> Alert {
     a.source_ip = s(&alert.source_ip);
     a.user_agent = s(&alert.user_agent);
     a.invoked_by = s(&alert.invoked_by);
-    a.operation = s(&alert.operation);
+    // Known operations are AWS's names; one read back from elsewhere is free text.
+    a.operation = alert.operation.as_ref().map(|o| match o {
+        KmsOperation::Other(text) => KmsOperation::Other(sanitise(text, MAX_FIELD)),
+        known => known.clone(),
+    });
     a.scheduled_by = s(&alert.scheduled_by);
     a.caller_account = s(&alert.caller_account);
     a.verdict = s(&alert.verdict);
@@ -120,7 +125,10 @@ pub fn page(alert: &Alert) -> Page {
             .as_ref()
             .map(|c| format!("caller {c}, key owner {} (cross-account)", a.account)),
     );
-    line("Operation:", a.operation.clone());
+    line(
+        "Operation:",
+        a.operation.as_ref().map(KmsOperation::to_string),
+    );
     line("From:", a.source_ip.clone());
     line("Via:", a.invoked_by.clone());
     line("User agent:", a.user_agent.clone());

@@ -3,7 +3,7 @@
 
 use crate::event::{
     BackingKeyStatus, EventContext, KeyArn, KeyEvent, KeyEventKind, KeyOrigin, KeyStoreChange,
-    KeyStoreEvent, KeyStoreRef, KmsEvent, Principal, UsageOutcome,
+    KeyStoreEvent, KeyStoreRef, KmsEvent, KmsOperation, Principal, UsageOutcome,
 };
 use crate::protects::BlastRadius;
 use crate::time::{Timestamp, DAY_MS};
@@ -107,7 +107,7 @@ pub struct UsageRollup {
     /// Who.
     pub principal: Principal,
     /// Which operation.
-    pub operation: String,
+    pub operation: KmsOperation,
     /// Calls that succeeded.
     pub successes: u64,
     /// Calls that failed (any error, including rejections as pending deletion).
@@ -221,7 +221,7 @@ pub struct RelatedKey {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingUse {
     /// The operation.
-    pub operation: String,
+    pub operation: KmsOperation,
     /// Whether KMS rejected it (it may still succeed under eventual consistency).
     pub rejected: bool,
     /// Who, from where, via what.
@@ -233,8 +233,10 @@ pub struct PendingUse {
 /// built, whatever the suppression window.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingUseBucket {
-    /// The schedule's eventID, or "unscheduled" when only rejections proved the state.
-    pub schedule: String,
+    /// The schedule's eventID; none when only rejections proved the state (stored as
+    /// `"unscheduled"`).
+    #[serde(with = "schedule_event_id")]
+    pub schedule: Option<String>,
     /// Who.
     pub principal: Principal,
     /// Start of the minute.
@@ -243,6 +245,22 @@ pub struct PendingUseBucket {
     pub count: u64,
     /// The first attempt in the minute.
     pub first: PendingUse,
+}
+
+/// A bucket's schedule as stored: its eventID, or `"unscheduled"`.
+mod schedule_event_id {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    const UNSCHEDULED: &str = "unscheduled";
+
+    pub fn serialize<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(v.as_deref().unwrap_or(UNSCHEDULED))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok((s != UNSCHEDULED).then_some(s))
+    }
 }
 
 /// One entry of the readable timeline.
@@ -269,7 +287,7 @@ pub enum EntryDetail {
     /// A use while pending deletion.
     UsedWhilePendingDeletion {
         /// The operation.
-        operation: String,
+        operation: KmsOperation,
         /// Rejected by KMS.
         rejected: bool,
         /// `sourceIPAddress`.
@@ -281,7 +299,7 @@ pub enum EntryDetail {
     /// eventual consistency. Shown, but the key stays cancelled (Disabled) and nobody is paged.
     RejectedAfterCancel {
         /// The operation.
-        operation: String,
+        operation: KmsOperation,
         /// `sourceIPAddress`.
         source_ip: Option<String>,
     },
@@ -844,7 +862,7 @@ impl KeyTimeline {
                     .is_some_and(|s| s.key_store_type == KeyStoreType::Cloudhsm);
                 let failed: Vec<BackingKeyStatus> = backing_keys
                     .iter()
-                    .filter(|b| b.deletion_status != "SUCCESS")
+                    .filter(|b| !b.deletion_status.is_deleted())
                     .cloned()
                     .collect();
                 let reason = if !failed.is_empty() {
@@ -907,7 +925,7 @@ impl KeyTimeline {
         }
     }
 
-    fn apply_use(&mut self, c: &EventContext, operation: &str, outcome: &UsageOutcome) {
+    fn apply_use(&mut self, c: &EventContext, operation: &KmsOperation, outcome: &UsageOutcome) {
         let succeeded = matches!(outcome, UsageOutcome::Succeeded);
         let rejected = matches!(outcome, UsageOutcome::RejectedPendingDeletion);
         let late_after_cancel = rejected
@@ -916,9 +934,10 @@ impl KeyTimeline {
                 .cancelled_at
                 .is_some_and(|at| c.event_time.millis() - at.millis() <= EVENTUAL_CONSISTENCY_MS);
         let is_use = succeeded || (rejected && !late_after_cancel);
-        match self.usage.binary_search_by(|u| {
-            (&u.principal, u.operation.as_str()).cmp(&(&c.principal, operation))
-        }) {
+        match self
+            .usage
+            .binary_search_by(|u| (&u.principal, &u.operation).cmp(&(&c.principal, operation)))
+        {
             Ok(i) => {
                 let u = &mut self.usage[i];
                 if succeeded {
@@ -939,7 +958,7 @@ impl KeyTimeline {
                 i,
                 UsageRollup {
                     principal: c.principal.clone(),
-                    operation: operation.to_owned(),
+                    operation: operation.clone(),
                     successes: u64::from(succeeded),
                     failures: u64::from(!succeeded),
                     rejected_pending_deletion: u64::from(rejected),
@@ -953,7 +972,7 @@ impl KeyTimeline {
             self.push_entry(
                 c,
                 EntryDetail::RejectedAfterCancel {
-                    operation: operation.to_owned(),
+                    operation: operation.clone(),
                     source_ip: c.source_ip.clone(),
                 },
             );
@@ -982,12 +1001,12 @@ impl KeyTimeline {
             .schedules
             .last()
             .filter(|s| s.ended.is_none())
-            .map_or_else(|| "unscheduled".to_owned(), |s| s.event_id.clone());
+            .map(|s| s.event_id.clone());
         let minute =
             Timestamp::from_millis(c.event_time.millis().div_euclid(MINUTE_MS) * MINUTE_MS);
         let principal = self.paging_principal(c);
         let use_ = PendingUse {
-            operation: operation.to_owned(),
+            operation: operation.clone(),
             rejected,
             context: c.clone(),
         };
@@ -1012,7 +1031,7 @@ impl KeyTimeline {
             self.push_entry(
                 c,
                 EntryDetail::UsedWhilePendingDeletion {
-                    operation: operation.to_owned(),
+                    operation: operation.clone(),
                     rejected,
                     source_ip: c.source_ip.clone(),
                     invoked_by: c.invoked_by.clone(),

@@ -5,7 +5,9 @@ mod support;
 
 use keywatch_core::alert::Severity;
 use keywatch_core::timeline::{EntryDetail, OrphanReason};
-use keywatch_core::{evaluate, normalise, AlertConfig, AlertKind, KeyState, Normalised};
+use keywatch_core::{
+    evaluate, normalise, AlertConfig, AlertKind, KeyState, KmsOperation, Normalised,
+};
 use serde_json::json;
 use support::*;
 
@@ -90,7 +92,7 @@ fn a_successful_reencrypt_uses_both_keys() {
     for key in [KEY, OTHER_KEY] {
         let t = fold_key(key, &records);
         assert_eq!(t.last_use(), Some(ts("2026-10-01T10:00:00Z")), "{key}");
-        assert_eq!(t.usage[0].operation, "ReEncrypt");
+        assert_eq!(t.usage[0].operation, KmsOperation::ReEncrypt);
     }
 }
 
@@ -344,7 +346,7 @@ fn a_create_grant_rejected_as_pending_deletion_pages() {
     );
     let alerts = when(&scheduled(KEY), grant, AS_OF);
     assert_eq!(kinds(&alerts), [AlertKind::PendingDeletionKeyUsed]);
-    assert_eq!(alerts[0].operation.as_deref(), Some("CreateGrant"));
+    assert_eq!(alerts[0].operation, Some(KmsOperation::CreateGrant));
 }
 
 #[test]

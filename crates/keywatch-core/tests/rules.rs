@@ -4,7 +4,7 @@ mod support;
 
 use keywatch_core::alert::Severity;
 use keywatch_core::timeline::OrphanReason;
-use keywatch_core::{evaluate, AlertConfig, AlertKind, KeyState};
+use keywatch_core::{evaluate, AlertConfig, AlertKind, KeyState, KmsOperation};
 use serde_json::json;
 use support::*;
 
@@ -42,7 +42,7 @@ fn a_rejected_use_of_a_pending_deletion_key_pages_with_what_on_call_needs() {
     let a = &alerts[0];
     assert_eq!(a.severity, Severity::Critical);
     assert_eq!(a.principal.as_deref(), Some(APP_ROLE));
-    assert_eq!(a.operation.as_deref(), Some("Decrypt"));
+    assert_eq!(a.operation, Some(KmsOperation::Decrypt));
     assert_eq!(a.source_ip.as_deref(), Some("192.0.2.10"));
     assert_eq!(a.user_agent.as_deref(), Some("aws-sdk-java/2.20"));
     assert_eq!(a.rejected, Some(true));

@@ -1,0 +1,91 @@
+//! KMS's names as types: AWS's spelling in and out, unknown spellings kept, and the JSON that
+//! stored timelines and alerts hold unchanged by the types.
+
+use keywatch_core::timeline::PendingUseBucket;
+use keywatch_core::{BackingKeyDeletionStatus, KmsOperation};
+
+#[test]
+fn operations_read_and_write_aws_spelling() {
+    for name in [
+        "Decrypt",
+        "GenerateDataKeyPairWithoutPlaintext",
+        "ScheduleKeyDeletion",
+    ] {
+        let op = KmsOperation::parse(name).expect(name);
+        assert_eq!(op.as_str(), name);
+        assert_eq!(serde_json::to_value(&op).expect("serialises"), name);
+    }
+    assert_eq!(
+        KmsOperation::parse("ListKeys"),
+        None,
+        "acts on no existing key"
+    );
+    assert_eq!(
+        KmsOperation::parse("decrypt"),
+        None,
+        "AWS's names are case-sensitive"
+    );
+}
+
+#[test]
+fn only_operations_on_key_material_are_uses() {
+    assert!(KmsOperation::Decrypt.uses_key_material());
+    assert!(KmsOperation::Sign.uses_key_material());
+    assert!(KmsOperation::CreateGrant.uses_key_material());
+    assert!(!KmsOperation::EnableKey.uses_key_material());
+    assert!(!KmsOperation::TagResource.uses_key_material());
+}
+
+#[test]
+fn an_operation_this_version_does_not_know_is_kept_as_it_came() {
+    let op: KmsOperation = serde_json::from_str("\"DecryptV2\"").expect("reads");
+    assert_eq!(op, KmsOperation::Other("DecryptV2".into()));
+    assert_eq!(
+        serde_json::to_string(&op).expect("serialises"),
+        "\"DecryptV2\""
+    );
+}
+
+#[test]
+fn backing_key_deletion_status_reads_aws_spelling() {
+    assert!(BackingKeyDeletionStatus::parse("SUCCESS").is_deleted());
+    for s in ["FAILURE", "UNKNOWN", "PENDING"] {
+        let status = BackingKeyDeletionStatus::parse(s);
+        assert!(!status.is_deleted(), "{s}");
+        assert_eq!(serde_json::to_value(&status).expect("serialises"), s);
+    }
+}
+
+#[test]
+fn a_bucket_proved_only_by_rejections_is_stored_as_unscheduled() {
+    let stored = serde_json::json!({
+        "schedule": "unscheduled",
+        "principal": "arn:aws:iam::111122223333:role/app",
+        "minute": "2026-11-01T10:00:00Z",
+        "count": 2,
+        "first": {
+            "operation": "Decrypt",
+            "rejected": true,
+            "event_id": "e1",
+            "event_time": "2026-11-01T10:00:05Z",
+            "event_name": "Decrypt",
+            "principal": "arn:aws:iam::111122223333:role/app"
+        }
+    });
+    let bucket: PendingUseBucket = match serde_json::from_value(stored.clone()) {
+        Ok(b) => b,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(bucket.schedule, None);
+    assert_eq!(bucket.first.operation, KmsOperation::Decrypt);
+    let again = serde_json::to_value(&bucket).expect("serialises");
+    assert_eq!(again["schedule"], "unscheduled");
+    assert_eq!(again["first"]["operation"], "Decrypt");
+
+    let mut scheduled = bucket;
+    scheduled.schedule = Some("5f5b2a8c-0000-4000-8000-000000000001".into());
+    let json = serde_json::to_value(&scheduled).expect("serialises");
+    assert_eq!(json["schedule"], "5f5b2a8c-0000-4000-8000-000000000001");
+    let back: PendingUseBucket = serde_json::from_value(json).expect("reads");
+    assert_eq!(back, scheduled);
+}
