@@ -9,8 +9,8 @@ use crate::protects::{describe, ProtectedSummary};
 use crate::time::{Timestamp, DAY_MS, HOUR_MS};
 use crate::timeline::last_user;
 use crate::timeline::{
-    EntryDetail, KeyState, KeyStoreType, KeyTimeline, OrphanReason, PendingUseBucket, ScheduleEnd,
-    UsageRollup,
+    DeletionSchedule, EntryDetail, KeyState, KeyStoreType, KeyTimeline, OrphanReason,
+    PendingUseBucket, ScheduleEnd, TimelineEntry, UsageRollup,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -389,80 +389,14 @@ pub fn evaluate_clock(t: &KeyTimeline, as_of: Timestamp) -> Vec<Alert> {
 
 fn lifecycle_alerts(t: &KeyTimeline, out: &mut Vec<Alert>) {
     for s in &t.schedules {
-        let severity = if s.used_in_prior_30_days {
-            Severity::High
-        } else {
-            Severity::Medium
-        };
-        let mut a = Alert::base(t, AlertKind::DeletionScheduled, severity, &[&s.event_id]);
-        a.event_id = Some(s.event_id.clone());
-        a.event_time = s.scheduled_at;
-        a.principal = Some(s.scheduled_by.to_string());
-        a.scheduled_by = Some(s.scheduled_by.to_string());
-        a.deletion_date = s.deletion_date;
-        a.window_days = Some(s.window_days);
-        a.usage = summarise_usage(&s.usage_before);
-        a.last_use = s.last_use_before;
-        a.rescue_command = Some(rescue_command(t));
-        let failed = failed_attempts_of(&s.usage_before);
-        a.failed_attempts = (failed > 0).then_some(failed);
-        let mut used = match s.last_use_before {
-            Some(last) if s.used_in_prior_30_days => {
-                format!("used in the 30 days before (last use {last})")
-            }
-            Some(last) => format!("last used {last}"),
-            None => "no use seen".to_owned(),
-        };
-        if failed > 0 {
-            used.push_str(&format!(
-                "; {failed} failed call(s) (access denied, throttling, invalid requests) are attempts, not uses, and do not count as use"
-            ));
-        }
-        let when = match s.deletion_date {
-            Some(date) => format!("in {} days, on {date}", s.window_days),
-            None => format!(
-                "as a multi-Region primary with replicas (PendingReplicaDeletion): its {}-day waiting period begins when its last replica is deleted",
-                s.window_days
-            ),
-        };
-        a.protects = t.blast_radius.summary(Some(s.scheduled_at));
-        let last_user = last_user(&s.usage_before);
-        a.verdict = Some(
-            verdict(
-                last_user,
-                &a.protects,
-                s.scheduled_at,
-                DEFAULT_PREFLIGHT_DAYS,
-            )
-            .1,
-        );
-        let protects = protects_clause(&a.protects);
-        a.summary = format!(
-            "{} scheduled deletion of KMS key {} {when}; {used}{protects}",
-            s.scheduled_by,
-            label(t),
-        );
-        out.push(a);
+        out.push(deletion_scheduled(t, s));
         if let Some(ScheduleEnd::Cancelled {
             event_id,
             at,
             principal,
         }) = &s.ended
         {
-            let mut a = Alert::base(t, AlertKind::DeletionCancelled, Severity::Info, &[event_id]);
-            a.event_id = Some(event_id.clone());
-            a.event_time = *at;
-            a.principal = Some(principal.to_string());
-            a.summary = format!(
-                "{principal} cancelled deletion of KMS key {}; the key is now Disabled (EnableKey to use it again)",
-                label(t)
-            );
-            if t.state == KeyState::Unavailable {
-                a.summary.push_str(
-                    "; its custom key store is disconnected, so it shows Unavailable until the store is connected again",
-                );
-            }
-            out.push(a);
+            out.push(deletion_cancelled(t, event_id, *at, principal));
         }
     }
     let deleted = t.entries.iter().find(|e| {
@@ -472,83 +406,181 @@ fn lifecycle_alerts(t: &KeyTimeline, out: &mut Vec<Alert>) {
         )
     });
     if let Some(e) = deleted {
-        // A key is deleted once, whether DeleteKey or KMS's own deletion event says so first.
-        let mut a = Alert::base(t, AlertKind::KeyDeleted, Severity::Info, &["deleted"]);
-        a.event_id = Some(e.event_id.clone());
-        a.event_time = e.event_time;
-        a.principal = Some(e.principal.to_string());
-        let store = t.custom_key_store.as_ref();
-        a.summary = format!("KMS deleted key {}", label(t));
-        if let Some(s) = store.filter(|s| {
-            s.key_store_type == KeyStoreType::Cloudhsm && t.orphaned_key_material.is_none()
-        }) {
-            let cluster = s
-                .cloudhsm_cluster_id
-                .as_deref()
-                .unwrap_or("its CloudHSM cluster");
-            let since = t
-                .created_at
-                .map(|c| format!(" (the key was created {c})"))
-                .unwrap_or_default();
-            a.summary.push_str(&format!(
-                "; its key material was deleted from {cluster}, but cluster backups made before the deletion still hold it{since}"
-            ));
-            a.remediation = Some(format!(
-                "Backups of {cluster} made before {} still hold the key material{since}: delete or expire them if the material must be gone for good.",
-                e.event_time
-            ));
-        }
-        if let Some(s) = store.filter(|s| s.key_store_type == KeyStoreType::External) {
-            let ext = s.xks_key_id.as_deref().unwrap_or("(unknown id)");
-            a.summary.push_str(&format!(
-                "; it was in external key store {}: the external key {ext} is untouched and still needs its own decision",
-                s.custom_key_store_id
-            ));
-            a.remediation = Some(format!(
-                "Decide in your external key manager whether to keep or destroy external key {ext}."
-            ));
-        }
-        out.push(a);
+        out.push(key_deleted(t, e));
         if let Some(reason) = &t.orphaned_key_material {
-            let mut a = Alert::base(
-                t,
-                AlertKind::OrphanedKeyMaterial,
-                Severity::High,
-                &["deleted"],
-            );
-            a.event_id = Some(e.event_id.clone());
-            a.event_time = e.event_time;
-            let cluster = store
-                .and_then(|s| s.cloudhsm_cluster_id.as_deref())
-                .unwrap_or("the CloudHSM cluster");
-            let why = match reason {
-                OrphanReason::BackingKeyNotDeleted { backing_keys } => format!(
-                    "DeleteKey reported backing key deletion status {}",
-                    backing_keys
-                        .iter()
-                        .map(|b| format!(
-                            "{} (key handle {})",
-                            b.deletion_status,
-                            b.key_handle.as_deref().unwrap_or("?")
-                        ))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                OrphanReason::KeyStoreDisconnected => {
-                    "the custom key store was disconnected when the key was deleted".to_owned()
-                }
-            };
-            a.summary = format!(
-                "KMS key {} deleted but its key material may remain in {cluster}: {why}",
-                label(t)
-            );
-            a.remediation = Some(format!(
-                "Delete the orphaned key material from {cluster} (find it by the key's label/backing key ID with the CloudHSM CLI). Cluster backups made before {} still hold it.",
-                t.deletion_date.unwrap_or(e.event_time)
-            ));
-            out.push(a);
+            out.push(orphaned_key_material(t, e, reason));
         }
     }
+    key_store_disconnected_pending_deletion(t, out);
+}
+
+/// A schedule: high when the key was used in the 30 days before it.
+fn deletion_scheduled(t: &KeyTimeline, s: &DeletionSchedule) -> Alert {
+    let severity = if s.used_in_prior_30_days {
+        Severity::High
+    } else {
+        Severity::Medium
+    };
+    let mut a = Alert::base(t, AlertKind::DeletionScheduled, severity, &[&s.event_id]);
+    a.event_id = Some(s.event_id.clone());
+    a.event_time = s.scheduled_at;
+    a.principal = Some(s.scheduled_by.to_string());
+    a.scheduled_by = Some(s.scheduled_by.to_string());
+    a.deletion_date = s.deletion_date;
+    a.window_days = Some(s.window_days);
+    a.usage = summarise_usage(&s.usage_before);
+    a.last_use = s.last_use_before;
+    a.rescue_command = Some(rescue_command(t));
+    let failed = failed_attempts_of(&s.usage_before);
+    a.failed_attempts = (failed > 0).then_some(failed);
+    let mut used = match s.last_use_before {
+        Some(last) if s.used_in_prior_30_days => {
+            format!("used in the 30 days before (last use {last})")
+        }
+        Some(last) => format!("last used {last}"),
+        None => "no use seen".to_owned(),
+    };
+    if failed > 0 {
+        used.push_str(&format!(
+            "; {failed} failed call(s) (access denied, throttling, invalid requests) are attempts, not uses, and do not count as use"
+        ));
+    }
+    let when = match s.deletion_date {
+        Some(date) => format!("in {} days, on {date}", s.window_days),
+        None => format!(
+            "as a multi-Region primary with replicas (PendingReplicaDeletion): its {}-day waiting period begins when its last replica is deleted",
+            s.window_days
+        ),
+    };
+    a.protects = t.blast_radius.summary(Some(s.scheduled_at));
+    let last_user = last_user(&s.usage_before);
+    a.verdict = Some(
+        verdict(
+            last_user,
+            &a.protects,
+            s.scheduled_at,
+            DEFAULT_PREFLIGHT_DAYS,
+        )
+        .1,
+    );
+    let protects = protects_clause(&a.protects);
+    a.summary = format!(
+        "{} scheduled deletion of KMS key {} {when}; {used}{protects}",
+        s.scheduled_by,
+        label(t),
+    );
+    a
+}
+
+/// CancelKeyDeletion: the key is rescued, and Disabled.
+fn deletion_cancelled(
+    t: &KeyTimeline,
+    event_id: &str,
+    at: Timestamp,
+    principal: &Principal,
+) -> Alert {
+    let mut a = Alert::base(t, AlertKind::DeletionCancelled, Severity::Info, &[event_id]);
+    a.event_id = Some(event_id.to_owned());
+    a.event_time = at;
+    a.principal = Some(principal.to_string());
+    a.summary = format!(
+        "{principal} cancelled deletion of KMS key {}; the key is now Disabled (EnableKey to use it again)",
+        label(t)
+    );
+    if t.state == KeyState::Unavailable {
+        a.summary.push_str(
+            "; its custom key store is disconnected, so it shows Unavailable until the store is connected again",
+        );
+    }
+    a
+}
+
+/// The key's deletion (`e`, its entry), once: whether DeleteKey or KMS's own deletion event
+/// says so first. In a custom key store, what is left of the material.
+fn key_deleted(t: &KeyTimeline, e: &TimelineEntry) -> Alert {
+    let mut a = Alert::base(t, AlertKind::KeyDeleted, Severity::Info, &["deleted"]);
+    a.event_id = Some(e.event_id.clone());
+    a.event_time = e.event_time;
+    a.principal = Some(e.principal.to_string());
+    let store = t.custom_key_store.as_ref();
+    a.summary = format!("KMS deleted key {}", label(t));
+    if let Some(s) = store
+        .filter(|s| s.key_store_type == KeyStoreType::Cloudhsm && t.orphaned_key_material.is_none())
+    {
+        let cluster = s
+            .cloudhsm_cluster_id
+            .as_deref()
+            .unwrap_or("its CloudHSM cluster");
+        let since = t
+            .created_at
+            .map(|c| format!(" (the key was created {c})"))
+            .unwrap_or_default();
+        a.summary.push_str(&format!(
+            "; its key material was deleted from {cluster}, but cluster backups made before the deletion still hold it{since}"
+        ));
+        a.remediation = Some(format!(
+            "Backups of {cluster} made before {} still hold the key material{since}: delete or expire them if the material must be gone for good.",
+            e.event_time
+        ));
+    }
+    if let Some(s) = store.filter(|s| s.key_store_type == KeyStoreType::External) {
+        let ext = s.xks_key_id.as_deref().unwrap_or("(unknown id)");
+        a.summary.push_str(&format!(
+            "; it was in external key store {}: the external key {ext} is untouched and still needs its own decision",
+            s.custom_key_store_id
+        ));
+        a.remediation = Some(format!(
+            "Decide in your external key manager whether to keep or destroy external key {ext}."
+        ));
+    }
+    a
+}
+
+/// Key material the deletion (`e`) may have left in a CloudHSM cluster.
+fn orphaned_key_material(t: &KeyTimeline, e: &TimelineEntry, reason: &OrphanReason) -> Alert {
+    let store = t.custom_key_store.as_ref();
+    let mut a = Alert::base(
+        t,
+        AlertKind::OrphanedKeyMaterial,
+        Severity::High,
+        &["deleted"],
+    );
+    a.event_id = Some(e.event_id.clone());
+    a.event_time = e.event_time;
+    let cluster = store
+        .and_then(|s| s.cloudhsm_cluster_id.as_deref())
+        .unwrap_or("the CloudHSM cluster");
+    let why = match reason {
+        OrphanReason::BackingKeyNotDeleted { backing_keys } => format!(
+            "DeleteKey reported backing key deletion status {}",
+            backing_keys
+                .iter()
+                .map(|b| format!(
+                    "{} (key handle {})",
+                    b.deletion_status,
+                    b.key_handle.as_deref().unwrap_or("?")
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        OrphanReason::KeyStoreDisconnected => {
+            "the custom key store was disconnected when the key was deleted".to_owned()
+        }
+    };
+    a.summary = format!(
+        "KMS key {} deleted but its key material may remain in {cluster}: {why}",
+        label(t)
+    );
+    a.remediation = Some(format!(
+        "Delete the orphaned key material from {cluster} (find it by the key's label/backing key ID with the CloudHSM CLI). Cluster backups made before {} still hold it.",
+        t.deletion_date.unwrap_or(e.event_time)
+    ));
+    a
+}
+
+/// A CloudHSM key store disconnected while one of its keys waits for deletion: if it is
+/// still disconnected when the waiting period ends, the material is left in the cluster.
+fn key_store_disconnected_pending_deletion(t: &KeyTimeline, out: &mut Vec<Alert>) {
     let cloudhsm = t
         .custom_key_store
         .as_ref()
@@ -627,7 +659,6 @@ fn pending_use_alerts(
                 .unwrap_or(0);
         }
         so_far += in_window;
-        let u = &first.first;
         let window_text = window.to_string();
         let window_len = window_ms.to_string();
         let id_parts = [first.principal.0.as_str(), &window_len, &window_text];
@@ -639,71 +670,87 @@ fn pending_use_alerts(
             i = j;
             continue;
         }
-        let mut a = Alert::base(
-            t,
-            AlertKind::PendingDeletionKeyUsed,
-            Severity::Critical,
-            &id_parts,
-        );
-        a.event_id = Some(u.context.event_id.clone());
-        a.event_time = u.context.event_time;
-        // The caller's principal when its copy of a cross-account call is known; the calling
-        // account otherwise.
-        a.principal = Some(u.context.principal.to_string());
-        let cross_account = u
-            .context
-            .caller_account
-            .as_deref()
-            .filter(|c| *c != t.key_arn.account());
-        a.caller_account = cross_account.map(str::to_owned);
-        a.operation = Some(u.operation.clone());
-        a.source_ip = u.context.source_ip.clone();
-        a.user_agent = u.context.user_agent.clone();
-        a.invoked_by = u.context.invoked_by.clone();
-        a.rejected = Some(u.rejected);
-        a.uses_in_window = Some(in_window);
-        a.uses_so_far = Some(so_far);
-        let schedule = t
-            .schedules
-            .iter()
-            .find(|s| first.schedule.as_ref() == Some(&s.event_id));
-        a.deletion_date = schedule.and_then(|s| s.deletion_date);
-        a.scheduled_by = schedule.map(|s| s.scheduled_by.to_string());
-        a.rescue_command = Some(rescue_command(t));
-        let via = u
-            .context
-            .invoked_by
-            .as_deref()
-            .map(|s| format!(" via {s}"))
-            .unwrap_or_default();
-        let gone = match (a.deletion_date, t.state) {
-            (Some(d), _) => format!("deleted on {d}"),
-            (None, KeyState::PendingReplicaDeletion) => {
-                "deletion waits for its replicas to be deleted".to_owned()
-            }
-            (None, _) => "deletion date unknown".to_owned(),
-        };
-        let who = match cross_account {
-            Some(caller) => format!(
-                "{} (account {caller}, cross-account; the key belongs to account {})",
-                u.context.principal,
-                t.key_arn.account()
-            ),
-            None => u.context.principal.to_string(),
-        };
-        a.protects = t.blast_radius.summary(None);
-        let protects = protects_clause(&a.protects);
-        a.summary = format!(
-            "{who} {} KMS key {} pending deletion ({gone}){via}: {} use(s) in this window, {} so far{protects}; to keep it: {}",
-            if u.rejected { format!("tried {} on", u.operation) } else { format!("used {} on", u.operation) },
-            label(t),
-            in_window,
-            so_far,
-            rescue_command(t)
-        );
-        out.push(a);
+        out.push(pending_deletion_key_used(
+            t, first, &id_parts, in_window, so_far,
+        ));
         i = j;
     }
+}
+
+/// A page for one principal's uses of the key pending deletion in one suppression window:
+/// `first` is the window's first bucket, `in_window` its uses, `so_far` the principal's uses
+/// since the first.
+fn pending_deletion_key_used(
+    t: &KeyTimeline,
+    first: &PendingUseBucket,
+    id_parts: &[&str],
+    in_window: u64,
+    so_far: u64,
+) -> Alert {
+    let u = &first.first;
+    let mut a = Alert::base(
+        t,
+        AlertKind::PendingDeletionKeyUsed,
+        Severity::Critical,
+        id_parts,
+    );
+    a.event_id = Some(u.context.event_id.clone());
+    a.event_time = u.context.event_time;
+    // The caller's principal when its copy of a cross-account call is known; the calling
+    // account otherwise.
+    a.principal = Some(u.context.principal.to_string());
+    let cross_account = u
+        .context
+        .caller_account
+        .as_deref()
+        .filter(|c| *c != t.key_arn.account());
+    a.caller_account = cross_account.map(str::to_owned);
+    a.operation = Some(u.operation.clone());
+    a.source_ip = u.context.source_ip.clone();
+    a.user_agent = u.context.user_agent.clone();
+    a.invoked_by = u.context.invoked_by.clone();
+    a.rejected = Some(u.rejected);
+    a.uses_in_window = Some(in_window);
+    a.uses_so_far = Some(so_far);
+    let schedule = t
+        .schedules
+        .iter()
+        .find(|s| first.schedule.as_ref() == Some(&s.event_id));
+    a.deletion_date = schedule.and_then(|s| s.deletion_date);
+    a.scheduled_by = schedule.map(|s| s.scheduled_by.to_string());
+    a.rescue_command = Some(rescue_command(t));
+    let via = u
+        .context
+        .invoked_by
+        .as_deref()
+        .map(|s| format!(" via {s}"))
+        .unwrap_or_default();
+    let gone = match (a.deletion_date, t.state) {
+        (Some(d), _) => format!("deleted on {d}"),
+        (None, KeyState::PendingReplicaDeletion) => {
+            "deletion waits for its replicas to be deleted".to_owned()
+        }
+        (None, _) => "deletion date unknown".to_owned(),
+    };
+    let who = match cross_account {
+        Some(caller) => format!(
+            "{} (account {caller}, cross-account; the key belongs to account {})",
+            u.context.principal,
+            t.key_arn.account()
+        ),
+        None => u.context.principal.to_string(),
+    };
+    a.protects = t.blast_radius.summary(None);
+    let protects = protects_clause(&a.protects);
+    a.summary = format!(
+        "{who} {} KMS key {} pending deletion ({gone}){via}: {} use(s) in this window, {} so far{protects}; to keep it: {}",
+        if u.rejected { format!("tried {} on", u.operation) } else { format!("used {} on", u.operation) },
+        label(t),
+        in_window,
+        so_far,
+        rescue_command(t)
+    );
+    a
 }
 
 fn time_driven_alerts(t: &KeyTimeline, as_of: Timestamp, out: &mut Vec<Alert>) {

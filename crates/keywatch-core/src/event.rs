@@ -1140,78 +1140,8 @@ fn lifecycle_kind(
     additional: AdditionalEventData,
 ) -> Result<KeyEventKind, (&'static str, String)> {
     Ok(match event_name {
-        "CreateKey" => {
-            let meta = response.key_metadata.as_ref();
-            let meta_str = |f: fn(&crate::record::KeyMetadata) -> &Option<String>| {
-                meta.and_then(|m| f(m).clone())
-            };
-            KeyEventKind::Created {
-                origin: meta_str(|m| &m.origin)
-                    .or_else(|| request.origin.clone())
-                    .as_deref()
-                    .map(KeyOrigin::parse)
-                    .unwrap_or_default(),
-                key_state: meta_str(|m| &m.key_state),
-                custom_key_store_id: meta_str(|m| &m.custom_key_store_id)
-                    .or_else(|| request.custom_key_store_id.clone()),
-                cloudhsm_cluster_id: meta_str(|m| &m.cloud_hsm_cluster_id)
-                    .or(additional.cluster_id),
-                xks_key_id: meta
-                    .and_then(|m| m.xks_key_configuration.as_ref())
-                    .and_then(|x| x.id.clone())
-                    .or_else(|| request.xks_key_id.clone()),
-                multi_region: meta
-                    .and_then(|m| m.multi_region)
-                    .or(request.multi_region)
-                    .unwrap_or(false),
-            }
-        }
-        "ScheduleKeyDeletion" => {
-            let window_days = as_u32(&request.pending_window_in_days)
-                .or_else(|| as_u32(&response.pending_window_in_days))
-                .unwrap_or(DEFAULT_PENDING_WINDOW_DAYS);
-            if !PENDING_WINDOW_DAYS.contains(&window_days) {
-                return Err((
-                    "pendingWindowInDays",
-                    format!("{window_days} is outside the 7 to 30 days KMS accepts"),
-                ));
-            }
-            let reported = match &response.deletion_date {
-                None | Some(serde_json::Value::Null) => None,
-                Some(serde_json::Value::String(s)) => {
-                    Some(Timestamp::parse_deletion_date(s).ok_or((
-                        "responseElements.deletionDate",
-                        format!("unreadable date {s:?}"),
-                    ))?)
-                }
-                Some(serde_json::Value::Number(n)) => n
-                    .as_f64()
-                    .map(|secs| Timestamp::from_millis((secs * 1000.0) as i64)),
-                Some(other) => {
-                    return Err((
-                        "responseElements.deletionDate",
-                        format!("unexpected {other}"),
-                    ))
-                }
-            };
-            let key_state = response
-                .key_state
-                .clone()
-                .unwrap_or_else(|| "PendingDeletion".to_owned());
-            let waits_for_replicas = key_state == "PendingReplicaDeletion";
-            KeyEventKind::DeletionScheduled {
-                window_days,
-                deletion_date: match reported {
-                    Some(date) => Some(date),
-                    None if waits_for_replicas => None,
-                    None => Some(event_time.plus_millis(i64::from(window_days) * DAY_MS)),
-                },
-                deletion_date_reported: reported.is_some(),
-                key_state,
-                custom_key_store_id: additional.custom_key_store_id,
-                cloudhsm_cluster_id: additional.cluster_id,
-            }
-        }
+        "CreateKey" => created(request, response, additional),
+        "ScheduleKeyDeletion" => deletion_scheduled(event_time, request, response, additional)?,
         "CancelKeyDeletion" => KeyEventKind::DeletionCancelled,
         "DeleteKey" => KeyEventKind::Deleted {
             backing_keys: decode_backing_keys(&additional.backing_keys_deletion_status)
@@ -1234,7 +1164,91 @@ fn lifecycle_kind(
                 .clone()
                 .ok_or(("requestParameters.primaryRegion", "absent".to_owned()))?,
         },
-        _ => KeyEventKind::KeyMaterialDeleted,
+        "DeleteImportedKeyMaterial" => KeyEventKind::KeyMaterialDeleted,
+        other => return Err(("eventName", format!("{other} is not a key lifecycle call"))),
+    })
+}
+
+/// CreateKey: the new key's origin, state, custom key store and multi-Region flag, from its
+/// `keyMetadata` (else the request).
+fn created(
+    request: &RequestParameters,
+    response: &ResponseElements,
+    additional: AdditionalEventData,
+) -> KeyEventKind {
+    let meta = response.key_metadata.as_ref();
+    let meta_str =
+        |f: fn(&crate::record::KeyMetadata) -> &Option<String>| meta.and_then(|m| f(m).clone());
+    KeyEventKind::Created {
+        origin: meta_str(|m| &m.origin)
+            .or_else(|| request.origin.clone())
+            .as_deref()
+            .map(KeyOrigin::parse)
+            .unwrap_or_default(),
+        key_state: meta_str(|m| &m.key_state),
+        custom_key_store_id: meta_str(|m| &m.custom_key_store_id)
+            .or_else(|| request.custom_key_store_id.clone()),
+        cloudhsm_cluster_id: meta_str(|m| &m.cloud_hsm_cluster_id).or(additional.cluster_id),
+        xks_key_id: meta
+            .and_then(|m| m.xks_key_configuration.as_ref())
+            .and_then(|x| x.id.clone())
+            .or_else(|| request.xks_key_id.clone()),
+        multi_region: meta
+            .and_then(|m| m.multi_region)
+            .or(request.multi_region)
+            .unwrap_or(false),
+    }
+}
+
+/// ScheduleKeyDeletion: the waiting period (7–30 days) and the deletion date, as reported or
+/// computed; none for a multi-Region primary that waits for its replicas.
+fn deletion_scheduled(
+    event_time: Timestamp,
+    request: &RequestParameters,
+    response: &ResponseElements,
+    additional: AdditionalEventData,
+) -> Result<KeyEventKind, (&'static str, String)> {
+    let window_days = as_u32(&request.pending_window_in_days)
+        .or_else(|| as_u32(&response.pending_window_in_days))
+        .unwrap_or(DEFAULT_PENDING_WINDOW_DAYS);
+    if !PENDING_WINDOW_DAYS.contains(&window_days) {
+        return Err((
+            "pendingWindowInDays",
+            format!("{window_days} is outside the 7 to 30 days KMS accepts"),
+        ));
+    }
+    let reported = match &response.deletion_date {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(Timestamp::parse_deletion_date(s).ok_or((
+            "responseElements.deletionDate",
+            format!("unreadable date {s:?}"),
+        ))?),
+        Some(serde_json::Value::Number(n)) => n
+            .as_f64()
+            .map(|secs| Timestamp::from_millis((secs * 1000.0) as i64)),
+        Some(other) => {
+            return Err((
+                "responseElements.deletionDate",
+                format!("unexpected {other}"),
+            ))
+        }
+    };
+    let key_state = response
+        .key_state
+        .clone()
+        .unwrap_or_else(|| "PendingDeletion".to_owned());
+    let waits_for_replicas = key_state == "PendingReplicaDeletion";
+    Ok(KeyEventKind::DeletionScheduled {
+        window_days,
+        deletion_date: match reported {
+            Some(date) => Some(date),
+            None if waits_for_replicas => None,
+            None => Some(event_time.plus_millis(i64::from(window_days) * DAY_MS)),
+        },
+        deletion_date_reported: reported.is_some(),
+        key_state,
+        custom_key_store_id: additional.custom_key_store_id,
+        cloudhsm_cluster_id: additional.cluster_id,
     })
 }
 

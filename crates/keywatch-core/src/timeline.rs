@@ -779,6 +779,7 @@ impl KeyTimeline {
                 if !protects.is_empty() {
                     self.blast_radius.note(protects, &c.principal, c.event_time);
                 }
+                // A use is counted, not listed as a lifecycle entry.
                 self.apply_use(c, operation, outcome);
                 return;
             }
@@ -787,106 +788,15 @@ impl KeyTimeline {
                 key_state,
                 multi_region,
                 ..
-            } => {
-                self.origin = Some(origin.clone());
-                self.multi_region = *multi_region;
-                self.created_at.get_or_insert(c.event_time);
-                let state = key_state.as_deref().and_then(KeyState::parse).unwrap_or(
-                    if *origin == KeyOrigin::External {
-                        KeyState::PendingImport
-                    } else {
-                        KeyState::Enabled
-                    },
-                );
-                self.set_state(state);
-            }
+            } => self.apply_created(c, origin, key_state.as_deref(), *multi_region),
             KeyEventKind::DeletionScheduled {
                 window_days,
                 deletion_date,
                 key_state,
                 ..
-            } => {
-                let last_use_before = self.last_use();
-                self.schedules.push(DeletionSchedule {
-                    event_id: c.event_id.clone(),
-                    scheduled_at: c.event_time,
-                    scheduled_by: c.principal.clone(),
-                    window_days: *window_days,
-                    deletion_date: *deletion_date,
-                    waiting_period_began: None,
-                    used_in_prior_30_days: last_use_before.is_some_and(|t| {
-                        t.millis() >= c.event_time.millis() - RECENT_USE_DAYS * DAY_MS
-                    }),
-                    last_use_before,
-                    usage_before: self.usage.clone(),
-                    uses_during_window: 0,
-                    failed_attempts_during_window: 0,
-                    ended: None,
-                });
-                self.deletion_date = *deletion_date;
-                self.set_state(KeyState::parse(key_state).unwrap_or(KeyState::PendingDeletion));
-                let cloudhsm = self
-                    .custom_key_store
-                    .as_ref()
-                    .is_some_and(|s| s.key_store_type == KeyStoreType::Cloudhsm);
-                if cloudhsm && self.key_store_disconnected() {
-                    self.note_orphan_risk(c.event_id.clone(), c);
-                }
-            }
-            KeyEventKind::DeletionCancelled => {
-                if let Some(s) = self.schedules.last_mut().filter(|s| s.ended.is_none()) {
-                    s.ended = Some(ScheduleEnd::Cancelled {
-                        event_id: c.event_id.clone(),
-                        at: c.event_time,
-                        principal: c.principal.clone(),
-                    });
-                }
-                self.deletion_date = None;
-                self.cancelled_at = Some(c.event_time);
-                self.set_state(KeyState::Disabled);
-            }
-            KeyEventKind::Deleted {
-                custom_key_store_id: _,
-                cloudhsm_cluster_id: _,
-                backing_keys,
-            } => {
-                if let Some(s) = self.schedules.last_mut().filter(|s| s.ended.is_none()) {
-                    s.ended = Some(ScheduleEnd::Deleted {
-                        event_id: c.event_id.clone(),
-                        at: c.event_time,
-                    });
-                }
-                let in_cloudhsm = self
-                    .custom_key_store
-                    .as_ref()
-                    .is_some_and(|s| s.key_store_type == KeyStoreType::Cloudhsm);
-                let failed: Vec<BackingKeyStatus> = backing_keys
-                    .iter()
-                    .filter(|b| !b.deletion_status.is_deleted())
-                    .cloned()
-                    .collect();
-                let reason = if !failed.is_empty() {
-                    Some(OrphanReason::BackingKeyNotDeleted {
-                        backing_keys: failed,
-                    })
-                } else if in_cloudhsm && self.key_store_disconnected() {
-                    Some(OrphanReason::KeyStoreDisconnected)
-                } else {
-                    None
-                };
-                // DeleteKey and KMS's own deletion event report one deletion: what either
-                // says of orphaned material stands.
-                self.orphaned_key_material = match (self.orphaned_key_material.take(), reason) {
-                    (_, Some(r @ OrphanReason::BackingKeyNotDeleted { .. })) => Some(r),
-                    (Some(old), _) => Some(old),
-                    (None, new) => new,
-                };
-                self.deletion_date.get_or_insert(c.event_time);
-                self.deleted_by_event
-                    .get_or_insert_with(|| c.event_id.clone());
-                self.state = KeyState::Deleted;
-                self.state_before_unavailable = None;
-            }
+            } => self.apply_deletion_scheduled(c, *window_days, *deletion_date, key_state),
+            KeyEventKind::DeletionCancelled => self.apply_deletion_cancelled(c),
+            KeyEventKind::Deleted { backing_keys, .. } => self.apply_deleted(c, backing_keys),
             KeyEventKind::Disabled => self.set_state(KeyState::Disabled),
             KeyEventKind::Enabled => self.set_state(KeyState::Enabled),
             KeyEventKind::KeyMaterialImported => {
@@ -914,6 +824,119 @@ impl KeyTimeline {
         self.push_entry(c, EntryDetail::Lifecycle(e.kind.clone()));
     }
 
+    /// CreateKey: the key's origin, and its first state (PendingImport for imported
+    /// material, unless the response says otherwise).
+    fn apply_created(
+        &mut self,
+        c: &EventContext,
+        origin: &KeyOrigin,
+        key_state: Option<&str>,
+        multi_region: bool,
+    ) {
+        self.origin = Some(origin.clone());
+        self.multi_region = multi_region;
+        self.created_at.get_or_insert(c.event_time);
+        let state =
+            key_state
+                .and_then(KeyState::parse)
+                .unwrap_or(if *origin == KeyOrigin::External {
+                    KeyState::PendingImport
+                } else {
+                    KeyState::Enabled
+                });
+        self.set_state(state);
+    }
+
+    /// ScheduleKeyDeletion: a new schedule, with what was known of the key's use before it.
+    fn apply_deletion_scheduled(
+        &mut self,
+        c: &EventContext,
+        window_days: u32,
+        deletion_date: Option<Timestamp>,
+        key_state: &str,
+    ) {
+        let last_use_before = self.last_use();
+        self.schedules.push(DeletionSchedule {
+            event_id: c.event_id.clone(),
+            scheduled_at: c.event_time,
+            scheduled_by: c.principal.clone(),
+            window_days,
+            deletion_date,
+            waiting_period_began: None,
+            used_in_prior_30_days: last_use_before
+                .is_some_and(|t| t.millis() >= c.event_time.millis() - RECENT_USE_DAYS * DAY_MS),
+            last_use_before,
+            usage_before: self.usage.clone(),
+            uses_during_window: 0,
+            failed_attempts_during_window: 0,
+            ended: None,
+        });
+        self.deletion_date = deletion_date;
+        self.set_state(KeyState::parse(key_state).unwrap_or(KeyState::PendingDeletion));
+        let cloudhsm = self
+            .custom_key_store
+            .as_ref()
+            .is_some_and(|s| s.key_store_type == KeyStoreType::Cloudhsm);
+        if cloudhsm && self.key_store_disconnected() {
+            self.note_orphan_risk(c.event_id.clone(), c);
+        }
+    }
+
+    /// CancelKeyDeletion: the running schedule ends and the key is Disabled.
+    fn apply_deletion_cancelled(&mut self, c: &EventContext) {
+        if let Some(s) = self.schedules.last_mut().filter(|s| s.ended.is_none()) {
+            s.ended = Some(ScheduleEnd::Cancelled {
+                event_id: c.event_id.clone(),
+                at: c.event_time,
+                principal: c.principal.clone(),
+            });
+        }
+        self.deletion_date = None;
+        self.cancelled_at = Some(c.event_time);
+        self.set_state(KeyState::Disabled);
+    }
+
+    /// DeleteKey (or KMS's deletion event): the key is gone; in a CloudHSM key store its
+    /// material may be left in the cluster.
+    fn apply_deleted(&mut self, c: &EventContext, backing_keys: &[BackingKeyStatus]) {
+        if let Some(s) = self.schedules.last_mut().filter(|s| s.ended.is_none()) {
+            s.ended = Some(ScheduleEnd::Deleted {
+                event_id: c.event_id.clone(),
+                at: c.event_time,
+            });
+        }
+        let in_cloudhsm = self
+            .custom_key_store
+            .as_ref()
+            .is_some_and(|s| s.key_store_type == KeyStoreType::Cloudhsm);
+        let failed: Vec<BackingKeyStatus> = backing_keys
+            .iter()
+            .filter(|b| !b.deletion_status.is_deleted())
+            .cloned()
+            .collect();
+        let reason = if !failed.is_empty() {
+            Some(OrphanReason::BackingKeyNotDeleted {
+                backing_keys: failed,
+            })
+        } else if in_cloudhsm && self.key_store_disconnected() {
+            Some(OrphanReason::KeyStoreDisconnected)
+        } else {
+            None
+        };
+        // DeleteKey and KMS's own deletion event report one deletion: what either says of
+        // orphaned material stands.
+        self.orphaned_key_material = match (self.orphaned_key_material.take(), reason) {
+            (_, Some(r @ OrphanReason::BackingKeyNotDeleted { .. })) => Some(r),
+            (Some(old), _) => Some(old),
+            (None, new) => new,
+        };
+        self.deletion_date.get_or_insert(c.event_time);
+        self.deleted_by_event
+            .get_or_insert_with(|| c.event_id.clone());
+        self.state = KeyState::Deleted;
+        self.state_before_unavailable = None;
+    }
+
     /// The principal pages are grouped by: for a cross-account call, the calling account,
     /// which both copies of the call name (the key owner's copy may not name the role).
     pub fn paging_principal(&self, c: &EventContext) -> Principal {
@@ -925,6 +948,8 @@ impl KeyTimeline {
         }
     }
 
+    /// A use of the key (or an attempt): counted per principal and operation, and, while
+    /// the key is pending deletion, kept for the pages.
     fn apply_use(&mut self, c: &EventContext, operation: &KmsOperation, outcome: &UsageOutcome) {
         let succeeded = matches!(outcome, UsageOutcome::Succeeded);
         let rejected = matches!(outcome, UsageOutcome::RejectedPendingDeletion);
@@ -934,6 +959,38 @@ impl KeyTimeline {
                 .cancelled_at
                 .is_some_and(|at| c.event_time.millis() - at.millis() <= EVENTUAL_CONSISTENCY_MS);
         let is_use = succeeded || (rejected && !late_after_cancel);
+        self.count_use(c, operation, succeeded, rejected, is_use);
+        if late_after_cancel {
+            self.push_entry(
+                c,
+                EntryDetail::RejectedAfterCancel {
+                    operation: operation.clone(),
+                    source_ip: c.source_ip.clone(),
+                },
+            );
+            return;
+        }
+        if let Some(s) = self.schedules.last_mut().filter(|s| s.ended.is_none()) {
+            if is_use {
+                s.uses_during_window += 1;
+            } else {
+                s.failed_attempts_during_window += 1;
+            }
+        }
+        if rejected || (succeeded && self.state.is_pending_deletion()) {
+            self.note_pending_use(c, operation, rejected);
+        }
+    }
+
+    /// Counts an attempt in the principal's roll-up for the operation.
+    fn count_use(
+        &mut self,
+        c: &EventContext,
+        operation: &KmsOperation,
+        succeeded: bool,
+        rejected: bool,
+        is_use: bool,
+    ) {
         match self
             .usage
             .binary_search_by(|u| (&u.principal, &u.operation).cmp(&(&c.principal, operation)))
@@ -968,28 +1025,12 @@ impl KeyTimeline {
                 },
             ),
         }
-        if late_after_cancel {
-            self.push_entry(
-                c,
-                EntryDetail::RejectedAfterCancel {
-                    operation: operation.clone(),
-                    source_ip: c.source_ip.clone(),
-                },
-            );
-            return;
-        }
-        if let Some(s) = self.schedules.last_mut().filter(|s| s.ended.is_none()) {
-            if is_use {
-                s.uses_during_window += 1;
-            } else {
-                s.failed_attempts_during_window += 1;
-            }
-        }
+    }
 
-        let pending = rejected || (succeeded && self.state.is_pending_deletion());
-        if !pending {
-            return;
-        }
+    /// A use while the key is pending deletion (or a rejection that proves it is): into the
+    /// principal's bucket for the minute, and an entry while fewer than
+    /// [`MAX_PENDING_USE_ENTRIES`] are kept.
+    fn note_pending_use(&mut self, c: &EventContext, operation: &KmsOperation, rejected: bool) {
         if !self.state.is_pending_deletion() && self.state != KeyState::Deleted {
             // A rejection proves the state even when the schedule record was never seen.
             self.state = KeyState::PendingDeletion;
@@ -1005,11 +1046,6 @@ impl KeyTimeline {
         let minute =
             Timestamp::from_millis(c.event_time.millis().div_euclid(MINUTE_MS) * MINUTE_MS);
         let principal = self.paging_principal(c);
-        let use_ = PendingUse {
-            operation: operation.clone(),
-            rejected,
-            context: c.clone(),
-        };
         // Buckets are in time order: only this minute's, at the end, need looking at.
         let found = self
             .pending_use_buckets
@@ -1024,7 +1060,11 @@ impl KeyTimeline {
                 principal,
                 minute,
                 count: 1,
-                first: use_,
+                first: PendingUse {
+                    operation: operation.clone(),
+                    rejected,
+                    context: c.clone(),
+                },
             }),
         }
         if kept < MAX_PENDING_USE_ENTRIES as u64 {
