@@ -808,27 +808,7 @@ pub fn normalise_record(r: &CloudTrailRecord<'_>) -> Result<Normalised, RecordEr
     if r.event_source.is_none() && r.detail_type.as_deref() == Some(KMS_KEY_DELETION_EVENT) {
         return normalise_kms_deletion_event(r);
     }
-    let event_id = r
-        .event_id
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .ok_or(RecordError::Missing("eventID"))?;
-    if event_id.len() > MAX_EVENT_ID_LEN {
-        return Err(RecordError::Malformed {
-            event_name: r
-                .event_name
-                .as_deref()
-                .unwrap_or("?")
-                .chars()
-                .take(64)
-                .collect(),
-            field: "eventID",
-            reason: format!(
-                "{} bytes long: not a CloudTrail eventID (at most {MAX_EVENT_ID_LEN})",
-                event_id.len()
-            ),
-        });
-    }
+    let event_id = event_id_of(r)?;
     let event_time_text = r
         .event_time
         .as_deref()
@@ -891,22 +871,7 @@ pub fn normalise_record(r: &CloudTrailRecord<'_>) -> Result<Normalised, RecordEr
     let additional: AdditionalEventData = nested(r.additional_event_data)
         .map_err(|e| malformed(event_name, "additionalEventData", e))?;
     let region = r.aws_region.as_deref().unwrap_or_default();
-    let non_empty = |s: Option<&str>| s.filter(|s| !s.is_empty()).map(str::to_owned);
-    let context = EventContext {
-        event_id: event_id.to_owned(),
-        event_time,
-        event_name: event_name.to_owned(),
-        principal: Principal(bounded(
-            &Principal::from_identity(&identity, partition_of_region(region)).0,
-        )),
-        source_ip: r.source_ip_address.as_deref().map(bounded),
-        user_agent: r.user_agent.as_deref().map(bounded),
-        invoked_by: identity.invoked_by.as_deref().map(bounded),
-        error_message: r.error_message.as_deref().map(bounded),
-        caller_account: non_empty(identity.account_id.as_deref()),
-        shared_event_id: non_empty(r.shared_event_id.as_deref()),
-        caller_is_account: identity.identity_type.as_deref() == Some("AWSAccount"),
-    };
+    let context = event_context(r, &identity, event_id, event_time, event_name);
     let account = r
         .recipient_account_id
         .as_deref()
@@ -914,34 +879,23 @@ pub fn normalise_record(r: &CloudTrailRecord<'_>) -> Result<Normalised, RecordEr
         .unwrap_or_default();
 
     if is_key_store {
-        let Some(id) = request
+        let key_store = request
             .custom_key_store_id
             .or(additional.custom_key_store_id)
             .or(response.custom_key_store_id)
-        else {
-            return untracked();
-        };
-        let change = match event_name {
-            "ConnectCustomKeyStore" => KeyStoreChange::Connected,
-            "DisconnectCustomKeyStore" => KeyStoreChange::Disconnected,
-            "CreateCustomKeyStore" => KeyStoreChange::Created,
-            _ => KeyStoreChange::Deleted,
-        };
-        if error_code.is_some() {
-            return untracked();
-        }
-        return Ok(Normalised::Kms {
-            event_id: event_id.to_owned(),
-            events: vec![KmsEvent::KeyStore(KeyStoreEvent {
-                key_store: KeyStoreRef {
-                    account: account.to_owned(),
-                    region: region.to_owned(),
-                    custom_key_store_id: id,
-                },
-                context,
-                change,
-                cloudhsm_cluster_id: additional.cluster_id,
-            })],
+            .map(|id| KeyStoreRef {
+                account: account.to_owned(),
+                region: region.to_owned(),
+                custom_key_store_id: id,
+            });
+        return Ok(match (key_store, error_code) {
+            (Some(key_store), None) => Normalised::Kms {
+                event_id: event_id.to_owned(),
+                events: vec![key_store_event(key_store, context, additional.cluster_id)],
+            },
+            _ => Normalised::KmsUntracked {
+                event_id: event_id.to_owned(),
+            },
         });
     }
 
@@ -958,88 +912,18 @@ pub fn normalise_record(r: &CloudTrailRecord<'_>) -> Result<Normalised, RecordEr
         }
         return untracked();
     }
-    let mut events = Vec::with_capacity(keys.len() + 1);
-    if let Some(operation) = usage {
-        // A call on several keys (ReEncrypt, UpdateAlias) rejected because one key is pending
-        // deletion names that key in its message: only that key was refused for its state.
-        let message = context.error_message.as_deref().unwrap_or_default();
-        let named: Vec<bool> = keys
-            .iter()
-            .map(|k| message.contains(k.as_str()) || message.contains(k.key_id()))
-            .collect();
-        let any_named = named.iter().any(|n| *n);
-        let destination = request.destination_key_id.as_deref();
-        for (key, named) in keys.into_iter().zip(named) {
-            let is_destination =
-                destination.is_some_and(|d| d == key.as_str() || d == key.key_id());
-            let protects = encryption_context_of(&request, event_name, is_destination);
-            let outcome = match error_code {
-                None => UsageOutcome::Succeeded,
-                Some(_) if rejected_pending_deletion && (named || !any_named) => {
-                    UsageOutcome::RejectedPendingDeletion
-                }
-                Some(code) => UsageOutcome::Failed {
-                    error_code: code.to_owned(),
-                },
-            };
-            events.push(KmsEvent::Key(KeyEvent {
-                key,
-                context: context.clone(),
-                kind: KeyEventKind::Used {
-                    operation: operation.clone(),
-                    outcome,
-                    custom_key_store_id: additional.custom_key_store_id.clone(),
-                    xks_key_id: additional.xks_key_id.clone(),
-                    protects,
-                },
-            }));
-        }
-    } else {
-        let replica = (event_name == "ReplicateKey" && error_code.is_none())
-            .then(|| {
-                response
-                    .replica_key_metadata
-                    .as_ref()
-                    .and_then(|m| m.arn.as_deref())
-                    .and_then(KeyArn::parse)
-            })
-            .flatten();
-        let kind = if let Some(code) = error_code {
-            KeyEventKind::CallFailed {
-                error_code: code.to_owned(),
-            }
-        } else {
-            lifecycle_kind(event_name, event_time, &request, &response, additional)
-                .map_err(|(field, reason)| malformed(event_name, field, reason))?
-        };
-        for key in keys.into_iter().filter(|k| Some(k) != replica.as_ref()) {
-            events.push(KmsEvent::Key(KeyEvent {
-                key,
-                context: context.clone(),
-                kind: kind.clone(),
-            }));
-        }
-        if let Some(replica) = replica {
-            // The replica begins here: a multi-Region key of the primary's origin.
-            let meta = response.replica_key_metadata.unwrap_or_default();
-            events.push(KmsEvent::Key(KeyEvent {
-                key: replica,
-                context: context.clone(),
-                kind: KeyEventKind::Created {
-                    origin: meta
-                        .origin
-                        .as_deref()
-                        .map(KeyOrigin::parse)
-                        .unwrap_or_default(),
-                    key_state: Some("Enabled".to_owned()),
-                    custom_key_store_id: None,
-                    cloudhsm_cluster_id: None,
-                    xks_key_id: None,
-                    multi_region: true,
-                },
-            }));
-        }
-    }
+    let events = match usage {
+        Some(operation) => use_events(
+            keys,
+            &context,
+            &operation,
+            error_code,
+            rejected_pending_deletion,
+            &request,
+            &additional,
+        ),
+        None => lifecycle_events(keys, &context, error_code, &request, response, additional)?,
+    };
     if events.is_empty() {
         return untracked();
     }
@@ -1047,6 +931,188 @@ pub fn normalise_record(r: &CloudTrailRecord<'_>) -> Result<Normalised, RecordEr
         event_id: event_id.to_owned(),
         events,
     })
+}
+
+/// The record's `eventID`: present, and of a plausible length.
+fn event_id_of<'r>(r: &'r CloudTrailRecord<'_>) -> Result<&'r str, RecordError> {
+    let event_id = r
+        .event_id
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .ok_or(RecordError::Missing("eventID"))?;
+    if event_id.len() > MAX_EVENT_ID_LEN {
+        return Err(RecordError::Malformed {
+            event_name: r
+                .event_name
+                .as_deref()
+                .unwrap_or("?")
+                .chars()
+                .take(64)
+                .collect(),
+            field: "eventID",
+            reason: format!(
+                "{} bytes long: not a CloudTrail eventID (at most {MAX_EVENT_ID_LEN})",
+                event_id.len()
+            ),
+        });
+    }
+    Ok(event_id)
+}
+
+/// Who called, from where and via what, with free text bounded.
+fn event_context(
+    r: &CloudTrailRecord<'_>,
+    identity: &UserIdentity,
+    event_id: &str,
+    event_time: Timestamp,
+    event_name: &str,
+) -> EventContext {
+    let region = r.aws_region.as_deref().unwrap_or_default();
+    let non_empty = |s: Option<&str>| s.filter(|s| !s.is_empty()).map(str::to_owned);
+    EventContext {
+        event_id: event_id.to_owned(),
+        event_time,
+        event_name: event_name.to_owned(),
+        principal: Principal(bounded(
+            &Principal::from_identity(identity, partition_of_region(region)).0,
+        )),
+        source_ip: r.source_ip_address.as_deref().map(bounded),
+        user_agent: r.user_agent.as_deref().map(bounded),
+        invoked_by: identity.invoked_by.as_deref().map(bounded),
+        error_message: r.error_message.as_deref().map(bounded),
+        caller_account: non_empty(identity.account_id.as_deref()),
+        shared_event_id: non_empty(r.shared_event_id.as_deref()),
+        caller_is_account: identity.identity_type.as_deref() == Some("AWSAccount"),
+    }
+}
+
+/// A key store's change (ConnectCustomKeyStore, DisconnectCustomKeyStore, …).
+fn key_store_event(
+    key_store: KeyStoreRef,
+    context: EventContext,
+    cloudhsm_cluster_id: Option<String>,
+) -> KmsEvent {
+    let change = match context.event_name.as_str() {
+        "ConnectCustomKeyStore" => KeyStoreChange::Connected,
+        "DisconnectCustomKeyStore" => KeyStoreChange::Disconnected,
+        "CreateCustomKeyStore" => KeyStoreChange::Created,
+        _ => KeyStoreChange::Deleted,
+    };
+    KmsEvent::KeyStore(KeyStoreEvent {
+        key_store,
+        context,
+        change,
+        cloudhsm_cluster_id,
+    })
+}
+
+/// A use of each key a call names (or an attempt), with how it ended for that key and
+/// what its encryption context says the key protects.
+fn use_events(
+    keys: Vec<KeyArn>,
+    context: &EventContext,
+    operation: &KmsOperation,
+    error_code: Option<&str>,
+    rejected_pending_deletion: bool,
+    request: &RequestParameters,
+    additional: &AdditionalEventData,
+) -> Vec<KmsEvent> {
+    let event_name = context.event_name.as_str();
+    let mut events = Vec::with_capacity(keys.len());
+    // A call on several keys (ReEncrypt, UpdateAlias) rejected because one key is pending
+    // deletion names that key in its message: only that key was refused for its state.
+    let message = context.error_message.as_deref().unwrap_or_default();
+    let named: Vec<bool> = keys
+        .iter()
+        .map(|k| message.contains(k.as_str()) || message.contains(k.key_id()))
+        .collect();
+    let any_named = named.iter().any(|n| *n);
+    let destination = request.destination_key_id.as_deref();
+    for (key, named) in keys.into_iter().zip(named) {
+        let is_destination = destination.is_some_and(|d| d == key.as_str() || d == key.key_id());
+        let protects = encryption_context_of(request, event_name, is_destination);
+        let outcome = match error_code {
+            None => UsageOutcome::Succeeded,
+            Some(_) if rejected_pending_deletion && (named || !any_named) => {
+                UsageOutcome::RejectedPendingDeletion
+            }
+            Some(code) => UsageOutcome::Failed {
+                error_code: code.to_owned(),
+            },
+        };
+        events.push(KmsEvent::Key(KeyEvent {
+            key,
+            context: context.clone(),
+            kind: KeyEventKind::Used {
+                operation: operation.clone(),
+                outcome,
+                custom_key_store_id: additional.custom_key_store_id.clone(),
+                xks_key_id: additional.xks_key_id.clone(),
+                protects,
+            },
+        }));
+    }
+    events
+}
+
+/// A lifecycle call's events: one per key it names (a failed call changes nothing but is
+/// kept), and for ReplicateKey the replica's creation.
+fn lifecycle_events(
+    keys: Vec<KeyArn>,
+    context: &EventContext,
+    error_code: Option<&str>,
+    request: &RequestParameters,
+    response: ResponseElements,
+    additional: AdditionalEventData,
+) -> Result<Vec<KmsEvent>, RecordError> {
+    let event_name = context.event_name.as_str();
+    let event_time = context.event_time;
+    let mut events = Vec::with_capacity(keys.len() + 1);
+    let replica = (event_name == "ReplicateKey" && error_code.is_none())
+        .then(|| {
+            response
+                .replica_key_metadata
+                .as_ref()
+                .and_then(|m| m.arn.as_deref())
+                .and_then(KeyArn::parse)
+        })
+        .flatten();
+    let kind = if let Some(code) = error_code {
+        KeyEventKind::CallFailed {
+            error_code: code.to_owned(),
+        }
+    } else {
+        lifecycle_kind(event_name, event_time, request, &response, additional)
+            .map_err(|(field, reason)| malformed(event_name, field, reason))?
+    };
+    for key in keys.into_iter().filter(|k| Some(k) != replica.as_ref()) {
+        events.push(KmsEvent::Key(KeyEvent {
+            key,
+            context: context.clone(),
+            kind: kind.clone(),
+        }));
+    }
+    if let Some(replica) = replica {
+        // The replica begins here: a multi-Region key of the primary's origin.
+        let meta = response.replica_key_metadata.unwrap_or_default();
+        events.push(KmsEvent::Key(KeyEvent {
+            key: replica,
+            context: context.clone(),
+            kind: KeyEventKind::Created {
+                origin: meta
+                    .origin
+                    .as_deref()
+                    .map(KeyOrigin::parse)
+                    .unwrap_or_default(),
+                key_state: Some("Enabled".to_owned()),
+                custom_key_store_id: None,
+                cloudhsm_cluster_id: None,
+                xks_key_id: None,
+                multi_region: true,
+            },
+        }));
+    }
+    Ok(events)
 }
 
 /// The encryption context that names what a call protects: ReEncrypt's source context for
