@@ -1,4 +1,4 @@
-//! The DynamoDB store, for the Lambda functions: one table (`pk`, `sk`), on demand.
+//! The DynamoDB database, for the Lambda functions: one table (`pk`, `sk`), on demand.
 //!
 //! | item | pk | sk |
 //! |---|---|---|
@@ -15,11 +15,11 @@
 //!
 //! Records and alerts are put with `attribute_not_exists(pk)`, so each is stored once;
 //! timelines are put with a `version` condition (optimistic concurrency: a conflict is
-//! [`StoreError::Conflict`] and the projector redoes the batch). DynamoDB has no unit of
+//! [`DatabaseError::Conflict`] and the projector redoes the batch). DynamoDB has no unit of
 //! work spanning a batch: each write stands alone, and the projector heals a batch that
 //! failed half-way (see `Projector::process`).
 //!
-//! The [`Store`] trait is synchronous; calls block in place on the Tokio runtime they are
+//! The [`Database`] trait is synchronous; calls block in place on the Tokio runtime they are
 //! made from, which must be multi-threaded (as `#[tokio::main]` and the Lambda runtime are).
 
 use aws_sdk_dynamodb::types::{
@@ -28,8 +28,8 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 use keywatch_core::{Alert, KeyArn, KeyState, KeyStoreRef, KeyTimeline, Timestamp};
-use keywatch_store::{
-    decode_record, encode_record, KeySummary, RecordToAppend, Store, StoreError, StreamId,
+use keywatch_database::{
+    decode_record, encode_record, Database, DatabaseError, KeySummary, RecordToAppend, StreamId,
 };
 use std::collections::HashMap;
 use std::future::Future;
@@ -37,8 +37,8 @@ use std::sync::Mutex;
 
 type Item = HashMap<String, AttributeValue>;
 
-/// keywatch's store in a DynamoDB table.
-pub struct DynamoStore {
+/// keywatch's database in a DynamoDB table.
+pub struct DynamoDatabase {
     client: Client,
     table: String,
     runtime: tokio::runtime::Handle,
@@ -55,17 +55,17 @@ fn n(v: i64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-fn db(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Database(e.to_string().into())
+fn db(e: impl std::fmt::Display) -> DatabaseError {
+    DatabaseError::Database(e.to_string().into())
 }
 
-fn err<E, R>(e: aws_sdk_dynamodb::error::SdkError<E, R>) -> StoreError
+fn err<E, R>(e: aws_sdk_dynamodb::error::SdkError<E, R>) -> DatabaseError
 where
     E: std::error::Error + 'static,
     R: std::fmt::Debug,
 {
     // The whole context in the message (the SDK's own Display says only "service error").
-    StoreError::Database(
+    DatabaseError::Database(
         aws_sdk_dynamodb::error::DisplayErrorContext(e)
             .to_string()
             .into(),
@@ -84,8 +84,8 @@ fn number(item: &Item, name: &str) -> Option<i64> {
         .and_then(|v| v.parse().ok())
 }
 
-fn arn(text: &str) -> Result<KeyArn, StoreError> {
-    KeyArn::parse(text).ok_or_else(|| StoreError::Corrupt {
+fn arn(text: &str) -> Result<KeyArn, DatabaseError> {
+    KeyArn::parse(text).ok_or_else(|| DatabaseError::Corrupt {
         what: "key ARN",
         reason: text.to_owned(),
     })
@@ -97,7 +97,7 @@ async fn put_item(
     table: &str,
     item: Item,
     condition: Option<(&str, Item)>,
-) -> Result<bool, StoreError> {
+) -> Result<bool, DatabaseError> {
     let mut req = client.put_item().table_name(table).set_item(Some(item));
     if let Some((expr, values)) = condition {
         req = req.condition_expression(expr);
@@ -174,7 +174,7 @@ const UNPROCESSED_ROUNDS: u32 = 12;
 
 /// Puts every item, 25 to a BatchWriteItem, [`BATCH_CONCURRENCY`] requests at a time,
 /// retrying what DynamoDB leaves unprocessed with backoff.
-async fn write_all(client: &Client, table: &str, items: Vec<Item>) -> Result<(), StoreError> {
+async fn write_all(client: &Client, table: &str, items: Vec<Item>) -> Result<(), DatabaseError> {
     use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
     let mut requests = Vec::with_capacity(items.len());
     for item in items {
@@ -215,7 +215,7 @@ async fn write_all(client: &Client, table: &str, items: Vec<Item>) -> Result<(),
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(std::time::Duration::from_secs(5));
                 }
-                Err(StoreError::Database(
+                Err(DatabaseError::Database(
                 format!(
                     "{} item(s) still unprocessed after {UNPROCESSED_ROUNDS} rounds of BatchWriteItem",
                     pending.len()
@@ -247,7 +247,7 @@ async fn stored_records(
     client: &Client,
     table: &str,
     ids: &[&str],
-) -> Result<std::collections::HashSet<String>, StoreError> {
+) -> Result<std::collections::HashSet<String>, DatabaseError> {
     let mut stored = std::collections::HashSet::new();
     let mut chunks = ids.chunks(BATCH_GET_KEYS);
     loop {
@@ -287,7 +287,7 @@ async fn stored_records(
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(std::time::Duration::from_secs(5));
                 }
-                Err(StoreError::Database(
+                Err(DatabaseError::Database(
                     format!(
                         "keys still unprocessed after {UNPROCESSED_ROUNDS} rounds of BatchGetItem"
                     )
@@ -336,15 +336,15 @@ fn throttle_tolerant(config: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Config
         .build()
 }
 
-impl DynamoStore {
-    /// A store in `table`, calling DynamoDB through `config` on the current Tokio runtime.
+impl DynamoDatabase {
+    /// A database in `table`, calling DynamoDB through `config` on the current Tokio runtime.
     pub fn new(
         config: &aws_config::SdkConfig,
         table: impl Into<String>,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<Self, DatabaseError> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| db("the DynamoDB store needs a Tokio runtime"))?;
-        Ok(DynamoStore {
+        Ok(DynamoDatabase {
             client: Client::from_conf(throttle_tolerant(config)),
             table: table.into(),
             runtime,
@@ -357,7 +357,7 @@ impl DynamoStore {
     pub async fn create_table(
         config: &aws_config::SdkConfig,
         table: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), DatabaseError> {
         let client = Client::new(config);
         let attr = |name: &str| {
             AttributeDefinition::builder()
@@ -401,7 +401,7 @@ impl DynamoStore {
 
     /// Every item of a partition (those whose sort key begins with `sk_prefix`, if given),
     /// in sort key order, read consistently.
-    fn query(&self, pk: &str, sk_prefix: Option<&str>) -> Result<Vec<Item>, StoreError> {
+    fn query(&self, pk: &str, sk_prefix: Option<&str>) -> Result<Vec<Item>, DatabaseError> {
         self.block(async {
             let mut out = Vec::new();
             let mut start: Option<Item> = None;
@@ -429,11 +429,11 @@ impl DynamoStore {
         })
     }
 
-    fn put(&self, item: Item, condition: Option<(&str, Item)>) -> Result<bool, StoreError> {
+    fn put(&self, item: Item, condition: Option<(&str, Item)>) -> Result<bool, DatabaseError> {
         self.block(put_item(&self.client, &self.table, item, condition))
     }
 
-    fn delete(&self, pk: &str, sk: &str) -> Result<(), StoreError> {
+    fn delete(&self, pk: &str, sk: &str) -> Result<(), DatabaseError> {
         self.block(async {
             self.client
                 .delete_item()
@@ -459,7 +459,7 @@ impl DynamoStore {
             .key("sk", s("alert"))
     }
 
-    fn was_sent(&self, alert_id: &str) -> Result<bool, StoreError> {
+    fn was_sent(&self, alert_id: &str) -> Result<bool, DatabaseError> {
         let out = self
             .block(
                 self.client
@@ -475,14 +475,14 @@ impl DynamoStore {
     }
 
     /// The parts beyond the head of a timeline whose sort keys begin with `prefix`, in order.
-    fn timeline_parts(&self, pk: &str, prefix: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+    fn timeline_parts(&self, pk: &str, prefix: &str) -> Result<Vec<Vec<u8>>, DatabaseError> {
         self.query(pk, Some(prefix))?
             .iter()
             .map(|item| {
                 item.get("body")
                     .and_then(|b| b.as_b().ok())
                     .map(|b| b.as_ref().to_vec())
-                    .ok_or_else(|| StoreError::Corrupt {
+                    .ok_or_else(|| DatabaseError::Corrupt {
                         what: "timeline part",
                         reason: format!("{pk}: no body"),
                     })
@@ -490,7 +490,7 @@ impl DynamoStore {
             .collect()
     }
 
-    fn arns(&self, pk: &str) -> Result<Vec<KeyArn>, StoreError> {
+    fn arns(&self, pk: &str) -> Result<Vec<KeyArn>, DatabaseError> {
         self.query(pk, None)?
             .iter()
             .filter_map(|i| text(i, "sk"))
@@ -499,12 +499,12 @@ impl DynamoStore {
     }
 }
 
-impl Store for DynamoStore {
-    fn begin_batch(&mut self) -> Result<(), StoreError> {
+impl Database for DynamoDatabase {
+    fn begin_batch(&mut self) -> Result<(), DatabaseError> {
         Ok(())
     }
 
-    fn commit_batch(&mut self) -> Result<(), StoreError> {
+    fn commit_batch(&mut self) -> Result<(), DatabaseError> {
         Ok(())
     }
 
@@ -515,7 +515,10 @@ impl Store for DynamoStore {
         }
     }
 
-    fn append_records(&mut self, records: &[RecordToAppend<'_>]) -> Result<Vec<bool>, StoreError> {
+    fn append_records(
+        &mut self,
+        records: &[RecordToAppend<'_>],
+    ) -> Result<Vec<bool>, DatabaseError> {
         // Which records the log already holds: one BatchGetItem per 100 (a record repeated
         // within this call counts once, at its first place).
         let mut ids: Vec<&str> = records.iter().map(|r| r.event_id).collect();
@@ -567,7 +570,7 @@ impl Store for DynamoStore {
         Ok(fresh)
     }
 
-    fn stream_records(&self, stream: &StreamId) -> Result<Vec<String>, StoreError> {
+    fn stream_records(&self, stream: &StreamId) -> Result<Vec<String>, DatabaseError> {
         let entries = self.query(&format!("stream#{}", stream.as_text()), None)?;
         let ids: Vec<String> = entries
             .iter()
@@ -614,7 +617,7 @@ impl Store for DynamoStore {
         }
         ids.iter()
             .map(|id| {
-                let body = bodies.get(id).ok_or_else(|| StoreError::Corrupt {
+                let body = bodies.get(id).ok_or_else(|| DatabaseError::Corrupt {
                     what: "stream",
                     reason: format!("entry for record {id}, which is not stored"),
                 })?;
@@ -623,7 +626,7 @@ impl Store for DynamoStore {
             .collect()
     }
 
-    fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, StoreError> {
+    fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, DatabaseError> {
         let pk = format!("key#{key}");
         for _ in 0..TIMELINE_READ_ATTEMPTS {
             let out = self
@@ -667,7 +670,7 @@ impl Store for DynamoStore {
                     decode_record(&body)?
                 }
                 (None, None) => {
-                    return Err(StoreError::Corrupt {
+                    return Err(DatabaseError::Corrupt {
                         what: "timeline",
                         reason: format!("{key}: no body"),
                     })
@@ -679,23 +682,23 @@ impl Store for DynamoStore {
                 .insert(key.to_string(), (version, parts));
             return serde_json::from_str(&json)
                 .map(Some)
-                .map_err(|e| StoreError::Corrupt {
+                .map_err(|e| DatabaseError::Corrupt {
                     what: "timeline",
                     reason: e.to_string(),
                 });
         }
-        Err(StoreError::Corrupt {
+        Err(DatabaseError::Corrupt {
             what: "timeline",
             reason: format!("{key}: its parts kept changing while read"),
         })
     }
 
-    fn save_timelines(&mut self, timelines: &[&KeyTimeline]) -> Result<(), StoreError> {
+    fn save_timelines(&mut self, timelines: &[&KeyTimeline]) -> Result<(), DatabaseError> {
         for t in timelines {
             let arn_text = t.key_arn.to_string();
             let pk = format!("key#{arn_text}");
             let known = self.versions.lock().map_err(db)?.get(&arn_text).cloned();
-            let json = serde_json::to_string(t).map_err(|e| StoreError::Corrupt {
+            let json = serde_json::to_string(t).map_err(|e| DatabaseError::Corrupt {
                 what: "timeline",
                 reason: e.to_string(),
             })?;
@@ -736,7 +739,7 @@ impl Store for DynamoStore {
                 for sk in parts.sort_keys() {
                     self.delete(&pk, &sk)?;
                 }
-                return Err(StoreError::Conflict(format!("timeline of {arn_text}")));
+                return Err(DatabaseError::Conflict(format!("timeline of {arn_text}")));
             }
             self.versions
                 .lock()
@@ -797,11 +800,11 @@ impl Store for DynamoStore {
         Ok(())
     }
 
-    fn keys_in_key_store(&self, key_store: &KeyStoreRef) -> Result<Vec<KeyArn>, StoreError> {
+    fn keys_in_key_store(&self, key_store: &KeyStoreRef) -> Result<Vec<KeyArn>, DatabaseError> {
         self.arns(&format!("cks#{key_store}"))
     }
 
-    fn find_keys(&self, key: &str) -> Result<Vec<KeyArn>, StoreError> {
+    fn find_keys(&self, key: &str) -> Result<Vec<KeyArn>, DatabaseError> {
         match KeyArn::parse(key) {
             Some(a) => Ok(self
                 .arns(&format!("keyid#{}", a.key_id()))?
@@ -812,15 +815,15 @@ impl Store for DynamoStore {
         }
     }
 
-    fn keys_pending_deletion(&self) -> Result<Vec<KeyArn>, StoreError> {
+    fn keys_pending_deletion(&self) -> Result<Vec<KeyArn>, DatabaseError> {
         self.arns("pending")
     }
 
-    fn key_count(&self) -> Result<u64, StoreError> {
+    fn key_count(&self) -> Result<u64, DatabaseError> {
         Ok(self.query("keys", None)?.len() as u64)
     }
 
-    fn list_keys(&self, state: Option<&str>) -> Result<Vec<KeySummary>, StoreError> {
+    fn list_keys(&self, state: Option<&str>) -> Result<Vec<KeySummary>, DatabaseError> {
         Ok(self
             .query("keys", None)?
             .iter()
@@ -837,24 +840,24 @@ impl Store for DynamoStore {
             .collect())
     }
 
-    fn unsent_alerts(&self, limit: usize) -> Result<Vec<Alert>, StoreError> {
+    fn unsent_alerts(&self, limit: usize) -> Result<Vec<Alert>, DatabaseError> {
         let mut alerts: Vec<Alert> = self
             .query("outbox", None)?
             .iter()
             .filter_map(|i| text(i, "json"))
             .map(|j| {
-                serde_json::from_str(j).map_err(|e| StoreError::Corrupt {
+                serde_json::from_str(j).map_err(|e| DatabaseError::Corrupt {
                     what: "alert",
                     reason: e.to_string(),
                 })
             })
             .collect::<Result<_, _>>()?;
-        keywatch_store::sort_oldest_first(&mut alerts);
+        keywatch_database::sort_oldest_first(&mut alerts);
         alerts.truncate(limit);
         Ok(alerts)
     }
 
-    fn mark_sent(&mut self, alert_ids: &[&str], at: Timestamp) -> Result<(), StoreError> {
+    fn mark_sent(&mut self, alert_ids: &[&str], at: Timestamp) -> Result<(), DatabaseError> {
         for id in alert_ids {
             self.block(
                 self.alert_update(id)
@@ -873,7 +876,7 @@ impl Store for DynamoStore {
         alert_id: &str,
         now: Timestamp,
         until: Timestamp,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, DatabaseError> {
         let claimed = self.block(
             self.alert_update(alert_id)
                 .update_expression("SET sending_until = :until")
@@ -902,7 +905,7 @@ impl Store for DynamoStore {
         }
     }
 
-    fn release_claim(&mut self, alert_id: &str) -> Result<(), StoreError> {
+    fn release_claim(&mut self, alert_id: &str) -> Result<(), DatabaseError> {
         self.block(
             self.alert_update(alert_id)
                 .update_expression("REMOVE sending_until")
@@ -916,10 +919,10 @@ impl Store for DynamoStore {
         &mut self,
         alerts: &[Alert],
         raised_at: Timestamp,
-    ) -> Result<Vec<bool>, StoreError> {
+    ) -> Result<Vec<bool>, DatabaseError> {
         let mut fresh = Vec::with_capacity(alerts.len());
         for a in alerts {
-            let json = serde_json::to_string(a).map_err(|e| StoreError::Corrupt {
+            let json = serde_json::to_string(a).map_err(|e| DatabaseError::Corrupt {
                 what: "alert",
                 reason: e.to_string(),
             })?;

@@ -1,6 +1,6 @@
 //! keywatch's AWS adapters of the pipeline's ports: SNS pages ([`SnsPager`], a
 //! `keywatch_pipeline::Pager`), CloudWatch metrics ([`Metrics`], a `MetricsSink`) and the
-//! DynamoDB database ([`DynamoStore`], a `keywatch_store::Store`). Endpoints come from the SDK's usual
+//! DynamoDB database ([`DynamoDatabase`], a `keywatch_database::Database`). Endpoints come from the SDK's usual
 //! configuration, including `AWS_ENDPOINT_URL` (which the tests point at a moto server).
 
 mod config;
@@ -9,21 +9,21 @@ mod metrics;
 mod pager;
 
 pub use config::{AlertingConfig, ConfigError};
-pub use dynamo::DynamoStore;
+pub use dynamo::DynamoDatabase;
 pub use metrics::{Metrics, NAMESPACE};
 pub use pager::{SnsPager, MAX_BATCH_ENTRIES};
 
 /// The pipeline as the deployed functions run it: the DynamoDB database, SNS pages and
 /// CloudWatch metrics, all from `config`'s table and topic.
-pub type AwsPipeline = keywatch_pipeline::Pipeline<DynamoStore, SnsPager, Metrics>;
+pub type AwsPipeline = keywatch_pipeline::Pipeline<DynamoDatabase, SnsPager, Metrics>;
 
 /// Builds the deployed functions' pipeline (once per cold start).
 pub fn aws_pipeline(
     sdk: &aws_config::SdkConfig,
     config: &AlertingConfig,
-) -> Result<AwsPipeline, keywatch_store::StoreError> {
+) -> Result<AwsPipeline, keywatch_database::DatabaseError> {
     Ok(keywatch_pipeline::Pipeline::new(
-        DynamoStore::new(sdk, &config.table)?,
+        DynamoDatabase::new(sdk, &config.table)?,
         keywatch_core::AlertConfig {
             suppress_minutes: config.suppress_minutes,
         },

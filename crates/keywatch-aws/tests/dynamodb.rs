@@ -2,17 +2,17 @@
 //! the same records give the same timelines and alerts as the SQLite store; the outbox;
 //! optimistic concurrency. Without moto these tests fail and say so.
 
-use keywatch_aws::DynamoStore;
+use keywatch_aws::DynamoDatabase;
 use keywatch_core::{normalise, AlertConfig, KeyArn, Normalised, Timestamp};
+use keywatch_database::{Database, DatabaseError, NormalisedRecord, Projector};
 use keywatch_reader::{expand_paths, read_path, Item};
-use keywatch_sqlite::SqliteStore;
-use keywatch_store::{NormalisedRecord, Projector, Store, StoreError};
+use keywatch_sqlite::SqliteDatabase;
 use keywatch_testkit::{moto, unique};
 use std::path::PathBuf;
 
 async fn table(config: &aws_config::SdkConfig) -> String {
     let name = unique("keywatch-test");
-    DynamoStore::create_table(config, &name)
+    DynamoDatabase::create_table(config, &name)
         .await
         .expect("table");
     name
@@ -45,7 +45,7 @@ async fn dynamodb_folds_the_same_timelines_and_alerts_as_sqlite() {
     let records = samples();
 
     let mut reference = Projector::new(
-        SqliteStore::in_memory().expect("sqlite"),
+        SqliteDatabase::in_memory().expect("sqlite"),
         AlertConfig::default(),
     );
     let mut expected: Vec<String> = reference
@@ -68,7 +68,7 @@ async fn dynamodb_folds_the_same_timelines_and_alerts_as_sqlite() {
     let third = shuffled.len() / 3;
     shuffled.extend(records[..third].iter().cloned());
     let mut p = Projector::new(
-        DynamoStore::new(&config, &table).expect("store"),
+        DynamoDatabase::new(&config, &table).expect("store"),
         AlertConfig::default(),
     );
     let mut got = Vec::new();
@@ -91,24 +91,27 @@ async fn dynamodb_folds_the_same_timelines_and_alerts_as_sqlite() {
     got.sort();
     assert_eq!(got, expected);
 
-    for k in reference.store().list_keys(None).expect("keys") {
+    for k in reference.database().list_keys(None).expect("keys") {
         let key = KeyArn::parse(&k.key_arn).expect("arn");
         let a = reference
-            .store()
+            .database()
             .load_timeline(&key)
             .expect("load")
             .expect("sqlite timeline");
         let b = p
-            .store()
+            .database()
             .load_timeline(&key)
             .expect("load")
             .expect("dynamodb timeline");
         assert_eq!(a, b, "timeline of {key}");
     }
-    assert_eq!(p.store().key_count().expect("count"), 6);
-    assert_eq!(p.store().keys_pending_deletion().expect("pending").len(), 2);
+    assert_eq!(p.database().key_count().expect("count"), 6);
     assert_eq!(
-        p.store()
+        p.database().keys_pending_deletion().expect("pending").len(),
+        2
+    );
+    assert_eq!(
+        p.database()
             .find_keys("1111aaaa-11aa-11aa-11aa-111111111111")
             .expect("find")
             .len(),
@@ -129,7 +132,7 @@ async fn a_timeline_saved_by_another_writer_is_a_conflict() {
     let table = table(&config).await;
     let records = samples();
     let mut first = Projector::new(
-        DynamoStore::new(&config, &table).expect("store"),
+        DynamoDatabase::new(&config, &table).expect("store"),
         AlertConfig::default(),
     );
     first
@@ -140,13 +143,13 @@ async fn a_timeline_saved_by_another_writer_is_a_conflict() {
         "arn:aws:kms:us-east-1:111122223333:key/1111aaaa-11aa-11aa-11aa-111111111111",
     )
     .expect("arn");
-    let mut a = DynamoStore::new(&config, &table).expect("a");
-    let mut b = DynamoStore::new(&config, &table).expect("b");
+    let mut a = DynamoDatabase::new(&config, &table).expect("a");
+    let mut b = DynamoDatabase::new(&config, &table).expect("b");
     let ta = a.load_timeline(&key).expect("load").expect("stored");
     let tb = b.load_timeline(&key).expect("load").expect("stored");
     b.save_timelines(&[&tb]).expect("b saves first");
     assert!(
-        matches!(a.save_timelines(&[&ta]), Err(StoreError::Conflict(_))),
+        matches!(a.save_timelines(&[&ta]), Err(DatabaseError::Conflict(_))),
         "a read a version b replaced"
     );
 }
@@ -221,21 +224,21 @@ async fn a_timeline_over_dynamodbs_item_limit_is_saved_and_read_back_whole() {
         }
     }
     let json = serde_json::to_string(&timeline).expect("json");
-    let encoded = keywatch_store::encode_record(&json).len();
+    let encoded = keywatch_database::encode_record(&json).len();
     assert!(
         encoded > 400 * 1024,
         "the test needs a timeline over 400 KB even encoded: {encoded} bytes ({} as JSON)",
         json.len()
     );
 
-    let mut store = DynamoStore::new(&config, &table).expect("store");
+    let mut store = DynamoDatabase::new(&config, &table).expect("store");
     store.save_timelines(&[&timeline]).expect("saved");
-    let fresh = DynamoStore::new(&config, &table).expect("another reader");
+    let fresh = DynamoDatabase::new(&config, &table).expect("another reader");
     let back = fresh.load_timeline(&key).expect("read").expect("stored");
     assert_eq!(back, timeline, "read back whole");
 
     // Saved again (it grows), and again by a writer that read it: versions still hold.
-    let mut writer = DynamoStore::new(&config, &table).expect("writer");
+    let mut writer = DynamoDatabase::new(&config, &table).expect("writer");
     let mut grown = writer.load_timeline(&key).expect("read").expect("stored");
     let more = busy_pending_key(3_500).1;
     for r in &more[3_001..] {
@@ -251,7 +254,7 @@ async fn a_timeline_over_dynamodbs_item_limit_is_saved_and_read_back_whole() {
     assert!(
         matches!(
             store.save_timelines(&[&timeline]),
-            Err(StoreError::Conflict(_))
+            Err(DatabaseError::Conflict(_))
         ),
         "a writer that read the older version conflicts"
     );
@@ -268,7 +271,7 @@ async fn a_timeline_over_dynamodbs_item_limit_is_saved_and_read_back_whole() {
 /// PutItems per record.
 #[tokio::test(flavor = "multi_thread")]
 async fn appending_records_takes_batch_requests_not_one_per_record() {
-    use keywatch_store::{RecordToAppend, StreamId};
+    use keywatch_database::{RecordToAppend, StreamId};
     let direct = moto().await;
     let table = table(&direct).await;
     let proxy = keywatch_testkit::FaultProxy::start(
@@ -286,7 +289,7 @@ async fn appending_records_takes_batch_requests_not_one_per_record() {
             (
                 r.event_id.clone(),
                 r.event_time(),
-                keywatch_store::encode_record(&json),
+                keywatch_database::encode_record(&json),
             )
         })
         .collect();
@@ -308,7 +311,7 @@ async fn appending_records_takes_batch_requests_not_one_per_record() {
             .map(|(_, n)| n)
             .sum()
     };
-    let mut store = DynamoStore::new(&config, &table).expect("store");
+    let mut store = DynamoDatabase::new(&config, &table).expect("store");
 
     let fresh = store
         .append_records(&to_append(0..1_000))
@@ -341,11 +344,11 @@ async fn one_process_claims_each_alert_for_sending() {
     let config = moto().await;
     let table = table(&config).await;
     let mut first = Projector::new(
-        DynamoStore::new(&config, &table).expect("store"),
+        DynamoDatabase::new(&config, &table).expect("store"),
         AlertConfig::default(),
     );
     let mut second = Projector::new(
-        DynamoStore::new(&config, &table).expect("store"),
+        DynamoDatabase::new(&config, &table).expect("store"),
         AlertConfig::default(),
     );
     let raised = first.process(&samples(), as_of()).expect("batch").alerts;

@@ -10,8 +10,8 @@ use keywatch_core::page::sanitise;
 use keywatch_core::preflight::Preflight;
 use keywatch_core::timeline::{EntryDetail, KeyTimeline, ScheduleEnd};
 use keywatch_core::{KmsEvent, Normalised, Severity, Timestamp};
-use keywatch_sqlite::SqliteStore;
-use keywatch_store::{StoreError, StreamId};
+use keywatch_database::{DatabaseError, StreamId};
+use keywatch_sqlite::SqliteDatabase;
 use std::collections::HashMap;
 use std::fmt::Write;
 
@@ -187,10 +187,10 @@ impl UsageGrid {
 
     /// Counts every use of `t`'s key in the store's event log, one record at a time.
     pub fn from_event_log(
-        store: &SqliteStore,
+        store: &SqliteDatabase,
         t: &KeyTimeline,
         span: Span,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<Self, DatabaseError> {
         let mut grid = UsageGrid::new(t, span);
         store.visit_stream_records(&StreamId::Key(t.key_arn.clone()), |json| {
             let Ok(Normalised::Kms { events, .. }) = keywatch_core::normalise(json) else {

@@ -13,8 +13,8 @@ mod run;
 use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use keywatch_core::Timestamp;
-use keywatch_sqlite::SqliteStore;
-use keywatch_store::Store;
+use keywatch_database::Database;
+use keywatch_sqlite::SqliteDatabase;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -256,19 +256,19 @@ enum Command {
     Man,
 }
 
-fn open_existing(args: &StoreArgs) -> Result<SqliteStore> {
+fn open_existing(args: &StoreArgs) -> Result<SqliteDatabase> {
     if !args.db.exists() {
         bail!(
             "no store at {} (run `keywatch replay` first, or pass --db)",
             args.db.display()
         );
     }
-    SqliteStore::open(&args.db).with_context(|| format!("opening store {}", args.db.display()))
+    SqliteDatabase::open(&args.db).with_context(|| format!("opening store {}", args.db.display()))
 }
 
 /// The one key that `key` (an ARN or a key ID) names in the store.
 fn find_one_key(
-    db: &SqliteStore,
+    db: &SqliteDatabase,
     key: &str,
     store: &StoreArgs,
 ) -> Result<keywatch_core::KeyTimeline> {
@@ -285,7 +285,7 @@ fn find_one_key(
                 .join("\n  ")
         ),
     };
-    keywatch_store::current_timeline(db, &arn)?.context("timeline vanished while reading")
+    keywatch_database::current_timeline(db, &arn)?.context("timeline vanished while reading")
 }
 
 fn parse_as_of(as_of: Option<String>) -> Result<Timestamp> {
@@ -300,7 +300,7 @@ fn parse_as_of(as_of: Option<String>) -> Result<Timestamp> {
 /// What the HTML page of a key needs beside its timeline: its uses counted from the event
 /// log, its pages, and the preflight verdict.
 fn drawn(
-    db: &SqliteStore,
+    db: &SqliteDatabase,
     timeline: &keywatch_core::KeyTimeline,
     as_of: Timestamp,
 ) -> Result<(
@@ -372,9 +372,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let as_of = parse_as_of(as_of)?;
             let db = if in_memory {
-                SqliteStore::in_memory()?
+                SqliteDatabase::in_memory()?
             } else {
-                SqliteStore::open(&store.db)
+                SqliteDatabase::open(&store.db)
                     .with_context(|| format!("opening store {}", store.db.display()))?
             };
             replay::run(replay::Options {
@@ -460,7 +460,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 let Some(arn) = keywatch_core::KeyArn::parse(&summary.key_arn) else {
                     continue;
                 };
-                let Some(timeline) = keywatch_store::current_timeline(&db, &arn)? else {
+                let Some(timeline) = keywatch_database::current_timeline(&db, &arn)? else {
                     continue;
                 };
                 let alerts = db.alerts_for_key(&arn)?;

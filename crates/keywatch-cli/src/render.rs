@@ -6,7 +6,7 @@ use keywatch_core::preflight::Preflight;
 use keywatch_core::protects::{describe, BlastRadius};
 use keywatch_core::timeline::{EntryDetail, KeyTimeline, OrphanReason, ScheduleEnd, TimelineEntry};
 use keywatch_core::{KeyEventKind, Severity};
-use keywatch_store::KeySummary;
+use keywatch_database::KeySummary;
 use std::io::{self, Write};
 
 /// How alerts are written.

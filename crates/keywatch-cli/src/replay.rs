@@ -6,10 +6,10 @@ use crate::render::AlertFormat;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use keywatch_core::{normalise, AlertConfig, Normalised, Timestamp};
+use keywatch_database::{Database, NormalisedRecord};
 use keywatch_pipeline::{NoMetrics, Pipeline};
 use keywatch_reader::{list_inputs, read_path_limited, Item, Limits, Origin};
-use keywatch_sqlite::SqliteStore;
-use keywatch_store::{NormalisedRecord, Store};
+use keywatch_sqlite::SqliteDatabase;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -21,7 +21,7 @@ use std::sync::mpsc;
 const BATCH: usize = 50_000;
 
 pub struct Options {
-    pub store: SqliteStore,
+    pub store: SqliteDatabase,
     pub as_of: Timestamp,
     pub format: AlertFormat,
     /// No progress bar and no summary.
@@ -126,7 +126,7 @@ struct Totals {
 /// The run's state: the pipeline (alerts go to `W`), the batch it has not taken yet, where
 /// rejected records go, and the counts for the summary.
 struct Replay<W: Write> {
-    pipeline: Pipeline<SqliteStore, StreamPager<W>, NoMetrics>,
+    pipeline: Pipeline<SqliteDatabase, StreamPager<W>, NoMetrics>,
     /// Drives the pipeline's delivery (it waits between retries of the database).
     runtime: tokio::runtime::Runtime,
     batch: Vec<NormalisedRecord>,
@@ -350,7 +350,7 @@ pub fn run(opts: Options) -> Result<Outcome> {
     })?;
     replay.finish()?;
     progress.finish_and_clear();
-    let keys = replay.pipeline.projector().store().key_count()?;
+    let keys = replay.pipeline.projector().database().key_count()?;
     let totals = &replay.totals;
     if !opts.quiet {
         eprintln!(

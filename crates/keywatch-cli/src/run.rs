@@ -8,13 +8,13 @@ use crate::render::{self, AlertFormat};
 use anyhow::{bail, Context, Result};
 use keywatch_aws::{Metrics, SnsPager};
 use keywatch_core::{Alert, AlertConfig, Timestamp};
+use keywatch_database::Database;
 use keywatch_kafka::{ensure_topic, topic_partitions, EventLogConsumer, KafkaSettings};
 use keywatch_pipeline::{
     decode_batch, BatchMetrics, MetricsError, MetricsSink, NoMetrics, PageError, Pager, Payload,
     Pipeline,
 };
-use keywatch_sqlite::SqliteStore;
-use keywatch_store::Store;
+use keywatch_sqlite::SqliteDatabase;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -32,7 +32,7 @@ const STORE_PATIENCE: Duration = Duration::from_secs(300);
 /// not heal (the projector redoes a batch whose records the log already has).
 async fn retry_store<T>(
     what: &str,
-    mut work: impl FnMut() -> std::result::Result<T, keywatch_store::StoreError>,
+    mut work: impl FnMut() -> std::result::Result<T, keywatch_database::DatabaseError>,
 ) -> Result<T> {
     let since = Instant::now();
     let mut pause = Duration::from_millis(500);
@@ -191,7 +191,7 @@ pub fn run(opts: Options) -> Result<()> {
                     Some(sdk) => sdk,
                     None => keywatch_aws::sdk_config().await,
                 };
-                let store = keywatch_aws::DynamoStore::new(&sdk, table)?;
+                let store = keywatch_aws::DynamoDatabase::new(&sdk, table)?;
                 consume(
                     Pipeline::new(store, config, pager, metrics),
                     &settings,
@@ -200,7 +200,7 @@ pub fn run(opts: Options) -> Result<()> {
                 .await
             }
             StoreSpec::Sqlite(path) => {
-                let store = SqliteStore::open(&path)
+                let store = SqliteDatabase::open(&path)
                     .with_context(|| format!("opening store {}", path.display()))?;
                 consume(
                     Pipeline::new(store, config, pager, metrics),
@@ -213,7 +213,7 @@ pub fn run(opts: Options) -> Result<()> {
     })
 }
 
-async fn consume<S: Store>(
+async fn consume<S: Database>(
     mut pipeline: Pipeline<S, RunPager, RunMetrics>,
     settings: &KafkaSettings,
     opts: &Options,

@@ -60,7 +60,7 @@ async fn eventbridge_to_ingest_to_kafka_to_projector_to_sns_pages_what_replay_ra
         .any(|(k, _)| k == "pending_deletion_key_used"));
 
     // 1. The projector function, as the Kafka event source mapping invokes it.
-    keywatch_aws::DynamoStore::create_table(&config, "keywatch-lambda")
+    keywatch_aws::DynamoDatabase::create_table(&config, "keywatch-lambda")
         .await
         .expect("table");
     let (lambda_topic_arn, lambda_queue) = subscribed_queue(&config, "keywatch-lambda-pages").await;

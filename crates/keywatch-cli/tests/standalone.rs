@@ -291,7 +291,7 @@ async fn run_on_dynamodb_pages_the_same() {
     let a = aws(&endpoint).await;
     let config = moto().await;
     let table = unique("keywatch-run");
-    keywatch_aws::DynamoStore::create_table(&config, &table)
+    keywatch_aws::DynamoDatabase::create_table(&config, &table)
         .await
         .expect("table");
     let out = keywatch_run(
@@ -368,7 +368,7 @@ async fn run_on_a_throttled_dynamodb_pages_each_alert_once() {
     produce(&settings, &sample_records()).await;
     let a = aws(&endpoint).await;
     let table = unique("keywatch-throttled");
-    keywatch_aws::DynamoStore::create_table(&moto().await, &table)
+    keywatch_aws::DynamoDatabase::create_table(&moto().await, &table)
         .await
         .expect("table");
     let proxy = FaultProxy::start(&endpoint, 1, 3, (60, std::time::Duration::from_secs(40)));
@@ -944,7 +944,7 @@ async fn two_runs_in_one_group_page_what_one_raises_across_a_rebalance() {
     produce(&settings, &records[..half]).await;
     let a = aws(&endpoint).await;
     let table = unique("keywatch-scale-out");
-    keywatch_aws::DynamoStore::create_table(&moto().await, &table)
+    keywatch_aws::DynamoDatabase::create_table(&moto().await, &table)
         .await
         .expect("table");
     let db = format!("dynamodb:{table}");

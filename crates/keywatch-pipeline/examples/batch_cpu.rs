@@ -8,9 +8,9 @@
 
 use keywatch_core::page::page;
 use keywatch_core::{Alert, AlertConfig, Timestamp};
+use keywatch_database::{Database, MemoryDatabase};
 use keywatch_pipeline::{NoMetrics, PageError, Pager, Payload, Pipeline};
-use keywatch_sqlite::SqliteStore;
-use keywatch_store::{MemoryStore, Store};
+use keywatch_sqlite::SqliteDatabase;
 use std::time::Instant;
 
 /// Renders each page as SNS would be given it, and sends nothing.
@@ -49,13 +49,18 @@ fn measure<T>(work: impl FnOnce() -> T) -> (f64, f64, T) {
     (cpu, wall.elapsed().as_secs_f64() * 1e3, out)
 }
 
-/// Runs the batches through a pipeline over `store`: per batch, (CPU ms, wall ms, alerts).
-fn run<S: Store>(store: S, batches: &[Vec<String>]) -> Vec<(f64, f64, usize)> {
+/// Runs the batches through a pipeline over `database`: per batch, (CPU ms, wall ms, alerts).
+fn run<S: Database>(database: S, batches: &[Vec<String>]) -> Vec<(f64, f64, usize)> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .expect("runtime");
-    let mut pipeline = Pipeline::new(store, AlertConfig::default(), RenderingPager(0), NoMetrics);
+    let mut pipeline = Pipeline::new(
+        database,
+        AlertConfig::default(),
+        RenderingPager(0),
+        NoMetrics,
+    );
     let now = Timestamp::parse_rfc3339("2026-12-01T00:00:00Z").unwrap_or_default();
     batches
         .iter()
@@ -95,9 +100,9 @@ fn main() {
             .filter(|r| serde_json::from_str::<serde_json::Value>(r).is_ok())
             .count()
     });
-    let memory = run(MemoryStore::new(), &batches);
+    let memory = run(MemoryDatabase::new(), &batches);
     let sqlite = run(
-        SqliteStore::in_memory().expect("SQLite in memory"),
+        SqliteDatabase::in_memory().expect("SQLite in memory"),
         &batches,
     );
     println!(

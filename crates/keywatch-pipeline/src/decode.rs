@@ -3,7 +3,7 @@
 //! lossily.
 
 use keywatch_core::{normalise, Normalised};
-use keywatch_store::NormalisedRecord;
+use keywatch_database::NormalisedRecord;
 use std::borrow::Cow;
 
 /// One record of the event log as a driver received it.

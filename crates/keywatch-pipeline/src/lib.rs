@@ -1,6 +1,6 @@
 //! keywatch's application layer: the one batch use case every driver runs. A batch of the
 //! event log is decoded and normalised ([`decode_batch`]), projected into the database
-//! (the [`Projector`] over a [`Store`]), its alerts paged from the outbox through a
+//! (the [`Projector`] over a [`Database`]), its alerts paged from the outbox through a
 //! [`Pager`], and its counts put to a [`MetricsSink`]. The time-driven alerts come from a
 //! sweep. `keywatch run`, `keywatch replay` and the projector and sweeper Lambda functions
 //! build one [`Pipeline`] per process (per cold start) and drive it, so that its caches live
@@ -15,7 +15,7 @@ pub use metrics::BatchMetrics;
 pub use ports::{MetricsError, MetricsSink, NoMetrics, PageError, Pager};
 
 use keywatch_core::{Alert, AlertConfig, Timestamp};
-use keywatch_store::{BatchOutcome, NormalisedRecord, Projector, Store, StoreError};
+use keywatch_database::{BatchOutcome, Database, DatabaseError, NormalisedRecord, Projector};
 
 /// How many outbox alerts one delivery round takes.
 pub const OUTBOX_BATCH: usize = 500;
@@ -54,18 +54,18 @@ pub struct BatchReport {
 }
 
 /// The use case over a database `S`, a pager `P` and a metrics sink `M`.
-pub struct Pipeline<S: Store, P: Pager, M: MetricsSink> {
+pub struct Pipeline<S: Database, P: Pager, M: MetricsSink> {
     projector: Projector<S>,
     pager: P,
     metrics: M,
 }
 
-impl<S: Store, P: Pager, M: MetricsSink> Pipeline<S, P, M> {
-    /// A pipeline over `store` with rule settings `config`, paging through `pager` and
+impl<S: Database, P: Pager, M: MetricsSink> Pipeline<S, P, M> {
+    /// A pipeline over `database` with rule settings `config`, paging through `pager` and
     /// counting into `metrics`.
-    pub fn new(store: S, config: AlertConfig, pager: P, metrics: M) -> Self {
+    pub fn new(database: S, config: AlertConfig, pager: P, metrics: M) -> Self {
         Pipeline {
-            projector: Projector::new(store, config),
+            projector: Projector::new(database, config),
             pager,
             metrics,
         }
@@ -93,7 +93,7 @@ impl<S: Store, P: Pager, M: MetricsSink> Pipeline<S, P, M> {
         &mut self,
         payloads: impl IntoIterator<Item = Payload<'a>>,
         now: Timestamp,
-    ) -> Result<BatchReport, StoreError> {
+    ) -> Result<BatchReport, DatabaseError> {
         let decoded = decode_batch(payloads);
         let outcome = self.project(&decoded.records, now)?;
         let mut counts = BatchMetrics {
@@ -129,7 +129,7 @@ impl<S: Store, P: Pager, M: MetricsSink> Pipeline<S, P, M> {
     pub async fn handle_sweep(
         &mut self,
         now: Timestamp,
-    ) -> Result<(Vec<Alert>, Delivery), StoreError> {
+    ) -> Result<(Vec<Alert>, Delivery), DatabaseError> {
         let alerts = self.sweep(now)?;
         let mut counts = BatchMetrics::default();
         counts.count_alerts(&alerts);
@@ -149,12 +149,12 @@ impl<S: Store, P: Pager, M: MetricsSink> Pipeline<S, P, M> {
         &mut self,
         records: &[NormalisedRecord],
         now: Timestamp,
-    ) -> Result<BatchOutcome, StoreError> {
+    ) -> Result<BatchOutcome, DatabaseError> {
         self.projector.process(records, now)
     }
 
     /// Raises the time-driven alerts as of `now` (see [`Projector::sweep`]).
-    pub fn sweep(&mut self, now: Timestamp) -> Result<Vec<Alert>, StoreError> {
+    pub fn sweep(&mut self, now: Timestamp) -> Result<Vec<Alert>, DatabaseError> {
         self.projector.sweep(now)
     }
 
@@ -172,14 +172,14 @@ impl<S: Store, P: Pager, M: MetricsSink> Pipeline<S, P, M> {
     /// Delivers one round of the outbox (up to [`OUTBOX_BATCH`] alerts, oldest first).
     /// Several processes may drain one outbox: each alert is claimed first, and only the
     /// process that claims it pages; an alert already sent only leaves the outbox.
-    pub async fn deliver(&mut self, now: Timestamp) -> Result<Delivery, StoreError> {
+    pub async fn deliver(&mut self, now: Timestamp) -> Result<Delivery, DatabaseError> {
         let unsent = self.projector.unsent(OUTBOX_BATCH)?;
         self.deliver_alerts(unsent, now).await
     }
 
     /// Delivers the whole outbox: rounds until it is empty, a page is refused, or a round
     /// sends nothing (the rest is claimed by another process).
-    pub async fn deliver_all(&mut self, now: Timestamp) -> Result<Delivery, StoreError> {
+    pub async fn deliver_all(&mut self, now: Timestamp) -> Result<Delivery, DatabaseError> {
         let mut total = Delivery::default();
         loop {
             let unsent = self.projector.unsent(OUTBOX_BATCH)?;
@@ -197,7 +197,7 @@ impl<S: Store, P: Pager, M: MetricsSink> Pipeline<S, P, M> {
         &mut self,
         alerts: Vec<Alert>,
         now: Timestamp,
-    ) -> Result<Delivery, StoreError> {
+    ) -> Result<Delivery, DatabaseError> {
         let until = now.plus_millis(SENDING_CLAIM_MILLIS);
         let mut delivery = Delivery::default();
         // Claimed, sent and recorded a `send` at a time: should this process die, at most one
@@ -225,7 +225,7 @@ impl<S: Store, P: Pager, M: MetricsSink> Pipeline<S, P, M> {
         &mut self,
         claimed: &[Alert],
         now: Timestamp,
-    ) -> Result<Delivery, StoreError> {
+    ) -> Result<Delivery, DatabaseError> {
         let mut delivery = Delivery::default();
         let results = self.pager.send(claimed).await;
         let mut accepted: Vec<&str> = Vec::with_capacity(claimed.len());
@@ -266,11 +266,11 @@ impl<S: Store, P: Pager, M: MetricsSink> Pipeline<S, P, M> {
 /// Records pages the pager accepted, retrying the database: a page marked sent is never sent
 /// again; only if the database stays unavailable through every attempt is a page sent again
 /// later (delivery is at least once).
-async fn mark_sent<S: Store>(
+async fn mark_sent<S: Database>(
     projector: &mut Projector<S>,
     alert_ids: &[&str],
     now: Timestamp,
-) -> Result<(), StoreError> {
+) -> Result<(), DatabaseError> {
     let mut pause = std::time::Duration::from_millis(100);
     for _ in 1..MARK_SENT_ATTEMPTS {
         match projector.mark_sent(alert_ids, now) {

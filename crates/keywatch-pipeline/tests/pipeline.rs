@@ -6,11 +6,11 @@
 mod support;
 
 use keywatch_core::{Alert, AlertConfig, AlertKind, Timestamp};
+use keywatch_database::MemoryDatabase;
 use keywatch_pipeline::{
     decode_batch, BatchMetrics, MetricsError, MetricsSink, PageError, Pager, Payload, Pipeline,
     OUTBOX_BATCH,
 };
-use keywatch_store::MemoryStore;
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use support::*;
@@ -57,11 +57,11 @@ impl MetricsSink for RecordingMetrics {
     }
 }
 
-type TestPipeline = Pipeline<MemoryStore, RecordingPager, RecordingMetrics>;
+type TestPipeline = Pipeline<MemoryDatabase, RecordingPager, RecordingMetrics>;
 
 fn pipeline() -> TestPipeline {
     Pipeline::new(
-        MemoryStore::new(),
+        MemoryDatabase::new(),
         AlertConfig::default(),
         RecordingPager::default(),
         RecordingMetrics::default(),

@@ -1,8 +1,8 @@
 //! keywatch's embedded default database: the event log, timelines and alerts in one SQLite
-//! file (or in memory), behind [`keywatch_store::Store`]. The Lambda functions do not link it.
+//! file (or in memory), behind [`keywatch_database::Database`]. The Lambda functions do not link it.
 
 use keywatch_core::{Alert, KeyArn, KeyStoreRef, KeyTimeline, Timestamp};
-use keywatch_store::{KeySummary, RecordToAppend, Store, StoreError, StreamId};
+use keywatch_database::{Database, DatabaseError, KeySummary, RecordToAppend, StreamId};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
 use std::path::Path;
@@ -50,20 +50,20 @@ CREATE TABLE IF NOT EXISTS outbox (
 ) WITHOUT ROWID;
 "#;
 
-/// keywatch's store in SQLite.
-pub struct SqliteStore {
+/// keywatch's database in SQLite.
+pub struct SqliteDatabase {
     conn: Connection,
     /// `streams` rows already known, by name.
     stream_ids: HashMap<String, i64>,
 }
 
-fn db(e: rusqlite::Error) -> StoreError {
-    StoreError::Database(Box::new(e))
+fn db(e: rusqlite::Error) -> DatabaseError {
+    DatabaseError::Database(Box::new(e))
 }
 
-impl SqliteStore {
-    /// Opens (creating if needed) a store file.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+impl SqliteDatabase {
+    /// Opens (creating if needed) a database file.
+    pub fn open(path: &Path) -> Result<Self, DatabaseError> {
         let conn = Connection::open(path).map_err(db)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db)?;
@@ -83,7 +83,7 @@ impl SqliteStore {
         &self,
         stream: &StreamId,
         mut visit: impl FnMut(&str),
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), DatabaseError> {
         let mut q = self
             .conn
             .prepare_cached(
@@ -96,13 +96,13 @@ impl SqliteStore {
         let mut rows = q.query([stream.as_text()]).map_err(db)?;
         while let Some(row) = rows.next().map_err(db)? {
             let bytes: Vec<u8> = row.get(0).map_err(db)?;
-            visit(&keywatch_store::decode_record(&bytes)?);
+            visit(&keywatch_database::decode_record(&bytes)?);
         }
         Ok(())
     }
 
     /// The alerts raised for a key, in the order they happened.
-    pub fn alerts_for_key(&self, key: &KeyArn) -> Result<Vec<Alert>, StoreError> {
+    pub fn alerts_for_key(&self, key: &KeyArn) -> Result<Vec<Alert>, DatabaseError> {
         self.alerts_oldest_first("SELECT json FROM alerts WHERE key_arn = ?1", [key.as_str()])
     }
 
@@ -111,29 +111,29 @@ impl SqliteStore {
         &self,
         sql: &str,
         args: impl rusqlite::Params,
-    ) -> Result<Vec<Alert>, StoreError> {
+    ) -> Result<Vec<Alert>, DatabaseError> {
         let mut q = self.conn.prepare_cached(sql).map_err(db)?;
         let rows = q.query_map(args, |r| r.get::<_, String>(0)).map_err(db)?;
         let mut alerts = rows
             .map(|r| {
                 r.map_err(db).and_then(|j| {
-                    serde_json::from_str::<Alert>(&j).map_err(|e| StoreError::Corrupt {
+                    serde_json::from_str::<Alert>(&j).map_err(|e| DatabaseError::Corrupt {
                         what: "alert",
                         reason: e.to_string(),
                     })
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        keywatch_store::sort_oldest_first(&mut alerts);
+        keywatch_database::sort_oldest_first(&mut alerts);
         Ok(alerts)
     }
 
-    /// A throwaway store in memory.
-    pub fn in_memory() -> Result<Self, StoreError> {
+    /// A throwaway database in memory.
+    pub fn in_memory() -> Result<Self, DatabaseError> {
         Self::init(Connection::open_in_memory().map_err(db)?)
     }
 
-    fn init(conn: Connection) -> Result<Self, StoreError> {
+    fn init(conn: Connection) -> Result<Self, DatabaseError> {
         let exists = |name: &str| {
             conn.query_row(
                 "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
@@ -146,7 +146,7 @@ impl SqliteStore {
         let (had_alerts, had_outbox) = (exists("alerts")?, exists("outbox")?);
         conn.execute_batch(SCHEMA).map_err(db)?;
         if had_alerts && !had_outbox {
-            // A store from before the outbox table: its unsent alerts move there.
+            // A database from before the outbox table: its unsent alerts move there.
             conn.execute_batch(
                 "BEGIN;
                  INSERT OR IGNORE INTO outbox (alert_id) SELECT alert_id FROM alerts WHERE sent_at IS NULL;
@@ -155,19 +155,19 @@ impl SqliteStore {
             )
             .map_err(db)?;
         }
-        Ok(SqliteStore {
+        Ok(SqliteDatabase {
             conn,
             stream_ids: HashMap::new(),
         })
     }
 }
 
-impl Store for SqliteStore {
-    fn begin_batch(&mut self) -> Result<(), StoreError> {
+impl Database for SqliteDatabase {
+    fn begin_batch(&mut self) -> Result<(), DatabaseError> {
         self.conn.execute_batch("BEGIN IMMEDIATE").map_err(db)
     }
 
-    fn commit_batch(&mut self) -> Result<(), StoreError> {
+    fn commit_batch(&mut self) -> Result<(), DatabaseError> {
         self.conn.execute_batch("COMMIT").map_err(db)
     }
 
@@ -178,7 +178,10 @@ impl Store for SqliteStore {
         self.stream_ids.clear();
     }
 
-    fn append_records(&mut self, records: &[RecordToAppend<'_>]) -> Result<Vec<bool>, StoreError> {
+    fn append_records(
+        &mut self,
+        records: &[RecordToAppend<'_>],
+    ) -> Result<Vec<bool>, DatabaseError> {
         let mut fresh = Vec::with_capacity(records.len());
         let mut ids: Vec<Vec<i64>> = Vec::with_capacity(records.len());
         for r in records {
@@ -215,13 +218,13 @@ impl Store for SqliteStore {
         Ok(fresh)
     }
 
-    fn stream_records(&self, stream: &StreamId) -> Result<Vec<String>, StoreError> {
+    fn stream_records(&self, stream: &StreamId) -> Result<Vec<String>, DatabaseError> {
         let mut out = Vec::new();
         self.visit_stream_records(stream, |json| out.push(json.to_owned()))?;
         Ok(out)
     }
 
-    fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, StoreError> {
+    fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, DatabaseError> {
         let json: Option<String> = self
             .conn
             .prepare_cached("SELECT json FROM timelines WHERE key_arn = ?1")
@@ -230,7 +233,7 @@ impl Store for SqliteStore {
             .optional()
             .map_err(db)?;
         json.map(|j| {
-            serde_json::from_str(&j).map_err(|e| StoreError::Corrupt {
+            serde_json::from_str(&j).map_err(|e| DatabaseError::Corrupt {
                 what: "timeline",
                 reason: e.to_string(),
             })
@@ -238,7 +241,7 @@ impl Store for SqliteStore {
         .transpose()
     }
 
-    fn save_timelines(&mut self, timelines: &[&KeyTimeline]) -> Result<(), StoreError> {
+    fn save_timelines(&mut self, timelines: &[&KeyTimeline]) -> Result<(), DatabaseError> {
         {
             let mut upsert = self
                 .conn
@@ -249,7 +252,7 @@ impl Store for SqliteStore {
                 )
                 .map_err(db)?;
             for t in timelines {
-                let json = serde_json::to_string(t).map_err(|e| StoreError::Corrupt {
+                let json = serde_json::to_string(t).map_err(|e| DatabaseError::Corrupt {
                     what: "timeline",
                     reason: e.to_string(),
                 })?;
@@ -269,35 +272,35 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn keys_in_key_store(&self, key_store: &KeyStoreRef) -> Result<Vec<KeyArn>, StoreError> {
+    fn keys_in_key_store(&self, key_store: &KeyStoreRef) -> Result<Vec<KeyArn>, DatabaseError> {
         self.arns(
             "SELECT key_arn FROM timelines WHERE custom_key_store = ?1 ORDER BY key_arn",
             [key_store.to_string()],
         )
     }
 
-    fn find_keys(&self, key: &str) -> Result<Vec<KeyArn>, StoreError> {
+    fn find_keys(&self, key: &str) -> Result<Vec<KeyArn>, DatabaseError> {
         self.arns(
             "SELECT key_arn FROM timelines WHERE key_arn = ?1 OR key_id = ?1 ORDER BY key_arn",
             [key],
         )
     }
 
-    fn keys_pending_deletion(&self) -> Result<Vec<KeyArn>, StoreError> {
+    fn keys_pending_deletion(&self) -> Result<Vec<KeyArn>, DatabaseError> {
         self.arns(
             "SELECT key_arn FROM timelines WHERE state IN ('PendingDeletion', 'PendingReplicaDeletion') ORDER BY key_arn",
             [],
         )
     }
 
-    fn key_count(&self) -> Result<u64, StoreError> {
+    fn key_count(&self) -> Result<u64, DatabaseError> {
         self.conn
             .query_row("SELECT COUNT(*) FROM timelines", [], |r| r.get::<_, i64>(0))
             .map(|n| n.max(0) as u64)
             .map_err(db)
     }
 
-    fn list_keys(&self, state: Option<&str>) -> Result<Vec<KeySummary>, StoreError> {
+    fn list_keys(&self, state: Option<&str>) -> Result<Vec<KeySummary>, DatabaseError> {
         let mut q = self
             .conn
             .prepare_cached(
@@ -321,8 +324,8 @@ impl Store for SqliteStore {
         rows.collect::<Result<_, _>>().map_err(db)
     }
 
-    fn unsent_alerts(&self, limit: usize) -> Result<Vec<Alert>, StoreError> {
-        // Oldest first means by the alert's eventTime (then id), as in every store: the
+    fn unsent_alerts(&self, limit: usize) -> Result<Vec<Alert>, DatabaseError> {
+        // Oldest first means by the alert's eventTime (then id), as in every database: the
         // outbox is read whole (it holds what one delivery could not send) and sorted here.
         let mut alerts = self.alerts_oldest_first(
             "SELECT a.json FROM outbox o JOIN alerts a ON a.alert_id = o.alert_id",
@@ -332,7 +335,7 @@ impl Store for SqliteStore {
         Ok(alerts)
     }
 
-    fn mark_sent(&mut self, alert_ids: &[&str], _at: Timestamp) -> Result<(), StoreError> {
+    fn mark_sent(&mut self, alert_ids: &[&str], _at: Timestamp) -> Result<(), DatabaseError> {
         // One transaction for them all (inside a batch, the batch's).
         let own = self.conn.is_autocommit();
         if own {
@@ -363,7 +366,7 @@ impl Store for SqliteStore {
         &mut self,
         alerts: &[Alert],
         raised_at: Timestamp,
-    ) -> Result<Vec<bool>, StoreError> {
+    ) -> Result<Vec<bool>, DatabaseError> {
         let mut fresh = Vec::with_capacity(alerts.len());
         {
             let mut insert = self
@@ -378,7 +381,7 @@ impl Store for SqliteStore {
                 .prepare_cached("INSERT OR IGNORE INTO outbox (alert_id) VALUES (?1)")
                 .map_err(db)?;
             for a in alerts {
-                let json = serde_json::to_string(a).map_err(|e| StoreError::Corrupt {
+                let json = serde_json::to_string(a).map_err(|e| DatabaseError::Corrupt {
                     what: "alert",
                     reason: e.to_string(),
                 })?;
@@ -402,9 +405,9 @@ impl Store for SqliteStore {
     }
 }
 
-impl SqliteStore {
+impl SqliteDatabase {
     /// The `streams` row of a stream, created if new.
-    fn stream_id(&mut self, stream: &StreamId) -> Result<i64, StoreError> {
+    fn stream_id(&mut self, stream: &StreamId) -> Result<i64, DatabaseError> {
         let name = stream.as_text();
         if let Some(id) = self.stream_ids.get(&name) {
             return Ok(*id);
@@ -422,13 +425,13 @@ impl SqliteStore {
         Ok(id)
     }
 
-    fn arns(&self, sql: &str, args: impl rusqlite::Params) -> Result<Vec<KeyArn>, StoreError> {
+    fn arns(&self, sql: &str, args: impl rusqlite::Params) -> Result<Vec<KeyArn>, DatabaseError> {
         let mut q = self.conn.prepare_cached(sql).map_err(db)?;
         let rows = q.query_map(args, |r| r.get::<_, String>(0)).map_err(db)?;
         let mut out = Vec::new();
         for text in rows {
             let text = text.map_err(db)?;
-            out.push(KeyArn::parse(&text).ok_or(StoreError::Corrupt {
+            out.push(KeyArn::parse(&text).ok_or(DatabaseError::Corrupt {
                 what: "key ARN",
                 reason: text,
             })?);

@@ -7,8 +7,8 @@ mod support;
 
 use common::{as_of, normalised, Flaky};
 use keywatch_core::{AlertConfig, KeyArn, KeyTimeline};
-use keywatch_sqlite::SqliteStore;
-use keywatch_store::{NormalisedRecord, Projector, Store};
+use keywatch_database::{Database, NormalisedRecord, Projector};
+use keywatch_sqlite::SqliteDatabase;
 use proptest::prelude::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -17,7 +17,7 @@ use support::*;
 /// Runs batches through a fresh in-memory projector (and a sweep when `sweep`); returns
 /// `key`'s final timeline and every alert id raised, sorted.
 fn project_key(batches: &[Vec<Value>], key: &str, sweep: bool) -> (KeyTimeline, Vec<String>) {
-    let store = SqliteStore::in_memory().expect("in-memory store");
+    let store = SqliteDatabase::in_memory().expect("in-memory store");
     let mut p = Projector::new(store, AlertConfig::default());
     let mut raised = Vec::new();
     for b in batches {
@@ -34,7 +34,7 @@ fn project_key(batches: &[Vec<Value>], key: &str, sweep: bool) -> (KeyTimeline, 
     }
     let key = KeyArn::parse(key).expect("key");
     let t = p
-        .store()
+        .database()
         .load_timeline(&key)
         .expect("load")
         .expect("timeline stored");
@@ -145,7 +145,7 @@ fn replaying_the_same_records_into_the_same_store_raises_nothing_new() {
     ];
     let run = || {
         let mut p = Projector::new(
-            SqliteStore::open(&db).expect("open"),
+            SqliteDatabase::open(&db).expect("open"),
             AlertConfig::default(),
         );
         let out = p
@@ -160,7 +160,7 @@ fn replaying_the_same_records_into_the_same_store_raises_nothing_new() {
 #[test]
 fn a_late_record_rebuilds_the_timeline_from_the_event_log() {
     let mut p = Projector::new(
-        SqliteStore::in_memory().expect("store"),
+        SqliteDatabase::in_memory().expect("store"),
         AlertConfig::default(),
     );
     let late = schedule("2026-11-01T00:00:00Z", "sched", 7, None);
@@ -191,7 +191,7 @@ fn a_late_record_rebuilds_the_timeline_from_the_event_log() {
 #[test]
 fn a_batch_that_fails_half_way_stores_nothing_and_its_retry_loses_nothing() {
     let store = Flaky {
-        inner: SqliteStore::in_memory().expect("store"),
+        inner: SqliteDatabase::in_memory().expect("store"),
         fail_saves: true,
         atomic: true,
         conflicts: 0,
@@ -211,11 +211,11 @@ fn a_batch_that_fails_half_way_stores_nothing_and_its_retry_loses_nothing() {
         rejected("Decrypt", "2026-11-01T10:00:00Z", "use-1", APP_ROLE),
     ]);
     assert!(p.process(&records, as_of()).is_err());
-    assert_eq!(p.store().key_count().expect("count"), 0);
+    assert_eq!(p.database().key_count().expect("count"), 0);
     // The records were not kept either: the retry sees them as new and folds them.
     let mut p = Projector::new(
         Flaky {
-            inner: p.into_store().inner,
+            inner: p.into_database().inner,
             fail_saves: false,
             atomic: true,
             conflicts: 0,
@@ -231,7 +231,7 @@ fn a_batch_that_fails_half_way_stores_nothing_and_its_retry_loses_nothing() {
 #[test]
 fn raised_alerts_wait_in_the_outbox_until_marked_sent() {
     let mut p = Projector::new(
-        SqliteStore::in_memory().expect("store"),
+        SqliteDatabase::in_memory().expect("store"),
         AlertConfig::default(),
     );
     let out = p
@@ -268,7 +268,7 @@ fn a_store_from_before_the_outbox_table_keeps_its_unsent_alerts() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("old.db");
     let mut p = Projector::new(
-        SqliteStore::open(&path).expect("store"),
+        SqliteDatabase::open(&path).expect("store"),
         AlertConfig::default(),
     );
     let out = p
@@ -293,7 +293,7 @@ fn a_store_from_before_the_outbox_table_keeps_its_unsent_alerts() {
     .expect("old layout");
     drop(old);
     let p = Projector::new(
-        SqliteStore::open(&path).expect("reopen"),
+        SqliteDatabase::open(&path).expect("reopen"),
         AlertConfig::default(),
     );
     let left: Vec<String> = p
@@ -323,7 +323,7 @@ fn three_records() -> Vec<NormalisedRecord> {
 #[test]
 fn without_atomic_batches_records_kept_by_a_failed_batch_are_still_folded_on_retry() {
     let store = Flaky {
-        inner: SqliteStore::in_memory().expect("store"),
+        inner: SqliteDatabase::in_memory().expect("store"),
         fail_saves: true,
         atomic: false,
         conflicts: 0,
@@ -331,7 +331,7 @@ fn without_atomic_batches_records_kept_by_a_failed_batch_are_still_folded_on_ret
     };
     let mut p = Projector::new(store, AlertConfig::default());
     assert!(p.process(&three_records(), as_of()).is_err());
-    let mut store = p.into_store();
+    let mut store = p.into_database();
     store.fail_saves = false;
     let mut p = Projector::new(store, AlertConfig::default());
     let out = p.process(&three_records(), as_of()).expect("retry");
@@ -352,13 +352,17 @@ fn without_atomic_batches_records_kept_by_a_failed_batch_are_still_folded_on_ret
     kinds.sort_unstable();
     assert_eq!(kinds, ["deletion_scheduled", "pending_deletion_key_used"]);
     let key = KeyArn::parse(KEY).expect("key");
-    let t = p.store().load_timeline(&key).expect("load").expect("saved");
+    let t = p
+        .database()
+        .load_timeline(&key)
+        .expect("load")
+        .expect("saved");
     assert_eq!(t.event_count, 3, "and the events were folded");
     // A plain redelivery afterwards changes nothing.
     let again = p.process(&three_records(), as_of()).expect("redelivery");
     assert!(again.alerts.is_empty());
     assert_eq!(
-        p.store()
+        p.database()
             .load_timeline(&key)
             .expect("load")
             .expect("saved")
@@ -374,7 +378,7 @@ fn without_atomic_batches_records_kept_by_a_failed_batch_are_still_folded_on_ret
 #[test]
 fn without_atomic_batches_alerts_that_failed_to_record_are_raised_on_retry() {
     let store = Flaky {
-        inner: SqliteStore::in_memory().expect("store"),
+        inner: SqliteDatabase::in_memory().expect("store"),
         fail_saves: false,
         atomic: false,
         conflicts: 0,
@@ -387,14 +391,18 @@ fn without_atomic_batches_alerts_that_failed_to_record_are_raised_on_retry() {
     kinds.sort_unstable();
     assert_eq!(kinds, ["deletion_scheduled", "pending_deletion_key_used"]);
     let key = KeyArn::parse(KEY).expect("key");
-    let t = p.store().load_timeline(&key).expect("load").expect("saved");
+    let t = p
+        .database()
+        .load_timeline(&key)
+        .expect("load")
+        .expect("saved");
     assert_eq!(t.event_count, 3, "folded once");
 }
 
 #[test]
 fn a_write_conflict_is_retried_and_loses_nothing() {
     let store = Flaky {
-        inner: SqliteStore::in_memory().expect("store"),
+        inner: SqliteDatabase::in_memory().expect("store"),
         fail_saves: false,
         atomic: true,
         conflicts: 2,
@@ -405,7 +413,7 @@ fn a_write_conflict_is_retried_and_loses_nothing() {
         .process(&three_records(), as_of())
         .expect("retried past two conflicts");
     assert_eq!(out.alerts.len(), 2);
-    assert_eq!(p.store().conflicts, 0);
+    assert_eq!(p.database().conflicts, 0);
 }
 
 /// The primary's history, then its replica scheduled, used around, and deleted.
@@ -481,7 +489,7 @@ fn a_key_store_disconnect_delivered_before_the_record_naming_the_store_still_orp
                    "backingKeysDeletionStatus": "[{\"keyHandle\":\"01\",\"backingKeyId\":\"b\",\"deletionStatus\":\"SUCCESS\"}]"}),
         ),
     ];
-    let store = SqliteStore::in_memory().expect("in-memory store");
+    let store = SqliteDatabase::in_memory().expect("in-memory store");
     let mut p = Projector::new(store, AlertConfig::default());
     let mut kinds = Vec::new();
     for batch in [vec![disconnect], rest] {
@@ -516,7 +524,7 @@ fn a_batch_with_more_minutes_of_use_than_a_timeline_keeps_pages_every_hour() {
     )];
     first.extend(uses(0, 3_000));
     let mut p = Projector::new(
-        SqliteStore::in_memory().expect("store"),
+        SqliteDatabase::in_memory().expect("store"),
         AlertConfig::default(),
     );
     let pages = |alerts: &[keywatch_core::Alert]| {
@@ -534,7 +542,7 @@ fn a_batch_with_more_minutes_of_use_than_a_timeline_keeps_pages_every_hour() {
     assert_eq!(raised.len(), 50, "3,000 minutes are 50 hours: a page each");
     let key = KeyArn::parse(KEY).expect("arn");
     let stored = p
-        .store()
+        .database()
         .load_timeline(&key)
         .expect("load")
         .expect("stored");
@@ -561,7 +569,7 @@ fn a_timeline_stored_by_another_version_is_rebuilt_from_the_event_log() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("k.db");
     let mut p = Projector::new(
-        SqliteStore::open(&path).expect("store"),
+        SqliteDatabase::open(&path).expect("store"),
         AlertConfig::default(),
     );
     p.process(
@@ -581,7 +589,7 @@ fn a_timeline_stored_by_another_version_is_rebuilt_from_the_event_log() {
     .expect("batch");
     let key = KeyArn::parse(KEY).expect("key");
     let folded = p
-        .store()
+        .database()
         .load_timeline(&key)
         .expect("load")
         .expect("stored");
@@ -598,8 +606,8 @@ fn a_timeline_stored_by_another_version_is_rebuilt_from_the_event_log() {
     old["state"] = "Enabled".into();
     for stored in [old.to_string(), "{\"key_arn\": 42}".to_owned()] {
         tamper(&stored);
-        let store = SqliteStore::open(&path).expect("reopen");
-        let current = keywatch_store::current_timeline(&store, &key)
+        let store = SqliteDatabase::open(&path).expect("reopen");
+        let current = keywatch_database::current_timeline(&store, &key)
             .expect("read")
             .expect("a timeline");
         assert_eq!(
@@ -626,7 +634,11 @@ fn a_timeline_stored_by_another_version_is_rebuilt_from_the_event_log() {
             1,
             "the use of a key pending deletion pages"
         );
-        let saved = p.store().load_timeline(&key).expect("load").expect("saved");
+        let saved = p
+            .database()
+            .load_timeline(&key)
+            .expect("load")
+            .expect("saved");
         assert_eq!(saved.format, keywatch_core::TIMELINE_FORMAT);
         assert!(saved.state.is_pending_deletion());
         drop(p);

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use keywatch_core::{normalise, KeyArn, Normalised, Timestamp};
-use keywatch_store::{NormalisedRecord, Store};
+use keywatch_database::{Database, NormalisedRecord};
 use serde_json::Value;
 
 pub fn normalised(records: &[Value]) -> Vec<NormalisedRecord> {
@@ -38,14 +38,14 @@ pub struct Flaky<S> {
     pub failed_alert_writes: usize,
 }
 
-impl<S: Store> Store for Flaky<S> {
-    fn begin_batch(&mut self) -> Result<(), keywatch_store::StoreError> {
+impl<S: Database> Database for Flaky<S> {
+    fn begin_batch(&mut self) -> Result<(), keywatch_database::DatabaseError> {
         if self.atomic {
             self.inner.begin_batch()?;
         }
         Ok(())
     }
-    fn commit_batch(&mut self) -> Result<(), keywatch_store::StoreError> {
+    fn commit_batch(&mut self) -> Result<(), keywatch_database::DatabaseError> {
         if self.atomic {
             self.inner.commit_batch()?;
         }
@@ -58,34 +58,34 @@ impl<S: Store> Store for Flaky<S> {
     }
     fn append_records(
         &mut self,
-        r: &[keywatch_store::RecordToAppend<'_>],
-    ) -> Result<Vec<bool>, keywatch_store::StoreError> {
+        r: &[keywatch_database::RecordToAppend<'_>],
+    ) -> Result<Vec<bool>, keywatch_database::DatabaseError> {
         self.inner.append_records(r)
     }
     fn stream_records(
         &self,
-        s: &keywatch_store::StreamId,
-    ) -> Result<Vec<String>, keywatch_store::StoreError> {
+        s: &keywatch_database::StreamId,
+    ) -> Result<Vec<String>, keywatch_database::DatabaseError> {
         self.inner.stream_records(s)
     }
     fn load_timeline(
         &self,
         k: &KeyArn,
-    ) -> Result<Option<keywatch_core::KeyTimeline>, keywatch_store::StoreError> {
+    ) -> Result<Option<keywatch_core::KeyTimeline>, keywatch_database::DatabaseError> {
         self.inner.load_timeline(k)
     }
     fn save_timelines(
         &mut self,
         t: &[&keywatch_core::KeyTimeline],
-    ) -> Result<(), keywatch_store::StoreError> {
+    ) -> Result<(), keywatch_database::DatabaseError> {
         if self.fail_saves {
-            return Err(keywatch_store::StoreError::Database(
+            return Err(keywatch_database::DatabaseError::Database(
                 "disk full (test)".into(),
             ));
         }
         if self.conflicts > 0 {
             self.conflicts -= 1;
-            return Err(keywatch_store::StoreError::Conflict(
+            return Err(keywatch_database::DatabaseError::Conflict(
                 "a timeline (test)".into(),
             ));
         }
@@ -94,41 +94,45 @@ impl<S: Store> Store for Flaky<S> {
     fn keys_in_key_store(
         &self,
         s: &keywatch_core::KeyStoreRef,
-    ) -> Result<Vec<KeyArn>, keywatch_store::StoreError> {
+    ) -> Result<Vec<KeyArn>, keywatch_database::DatabaseError> {
         self.inner.keys_in_key_store(s)
     }
-    fn find_keys(&self, k: &str) -> Result<Vec<KeyArn>, keywatch_store::StoreError> {
+    fn find_keys(&self, k: &str) -> Result<Vec<KeyArn>, keywatch_database::DatabaseError> {
         self.inner.find_keys(k)
     }
-    fn keys_pending_deletion(&self) -> Result<Vec<KeyArn>, keywatch_store::StoreError> {
+    fn keys_pending_deletion(&self) -> Result<Vec<KeyArn>, keywatch_database::DatabaseError> {
         self.inner.keys_pending_deletion()
     }
-    fn key_count(&self) -> Result<u64, keywatch_store::StoreError> {
+    fn key_count(&self) -> Result<u64, keywatch_database::DatabaseError> {
         self.inner.key_count()
     }
     fn list_keys(
         &self,
         s: Option<&str>,
-    ) -> Result<Vec<keywatch_store::KeySummary>, keywatch_store::StoreError> {
+    ) -> Result<Vec<keywatch_database::KeySummary>, keywatch_database::DatabaseError> {
         self.inner.list_keys(s)
     }
     fn unsent_alerts(
         &self,
         limit: usize,
-    ) -> Result<Vec<keywatch_core::Alert>, keywatch_store::StoreError> {
+    ) -> Result<Vec<keywatch_core::Alert>, keywatch_database::DatabaseError> {
         self.inner.unsent_alerts(limit)
     }
-    fn mark_sent(&mut self, ids: &[&str], at: Timestamp) -> Result<(), keywatch_store::StoreError> {
+    fn mark_sent(
+        &mut self,
+        ids: &[&str],
+        at: Timestamp,
+    ) -> Result<(), keywatch_database::DatabaseError> {
         self.inner.mark_sent(ids, at)
     }
     fn record_alerts(
         &mut self,
         a: &[keywatch_core::Alert],
         t: Timestamp,
-    ) -> Result<Vec<bool>, keywatch_store::StoreError> {
+    ) -> Result<Vec<bool>, keywatch_database::DatabaseError> {
         if self.failed_alert_writes > 0 {
             self.failed_alert_writes -= 1;
-            return Err(keywatch_store::StoreError::Database(
+            return Err(keywatch_database::DatabaseError::Database(
                 "throttled (test)".into(),
             ));
         }

@@ -1,6 +1,6 @@
 //! The in-memory store answers as SQLite does: the same records, in any batching, give the
 //! same timelines, key lists, alerts and outbox in both; and an aborted batch leaves either
-//! as it was. (Here, not in keywatch-store, because it needs both.)
+//! as it was. (Here, not in keywatch-database, because it needs both.)
 
 mod common;
 #[path = "../../keywatch-core/tests/support/mod.rs"]
@@ -8,15 +8,15 @@ mod support;
 
 use common::{as_of, normalised, Flaky};
 use keywatch_core::AlertConfig;
-use keywatch_sqlite::SqliteStore;
-use keywatch_store::{MemoryStore, Projector, Store, StreamId};
+use keywatch_database::{Database, MemoryDatabase, Projector, StreamId};
+use keywatch_sqlite::SqliteDatabase;
 use proptest::prelude::*;
 use serde_json::Value;
 use support::*;
 
 /// Everything a reader of the store can see, as JSON.
-fn contents(p: &Projector<impl Store>) -> Value {
-    let store = p.store();
+fn contents(p: &Projector<impl Database>) -> Value {
+    let store = p.database();
     let keys = store.list_keys(None).expect("keys");
     let timelines: Vec<Value> = keys
         .iter()
@@ -49,7 +49,7 @@ fn contents(p: &Projector<impl Store>) -> Value {
 
 /// Projects the batches, sweeps, marks the first unsent alert sent, and returns what the
 /// store holds and the alerts raised.
-fn run(store: impl Store, batches: &[Vec<Value>]) -> (Value, Vec<String>) {
+fn run(store: impl Database, batches: &[Vec<Value>]) -> (Value, Vec<String>) {
     let mut p = Projector::new(store, AlertConfig::default());
     let mut raised = Vec::new();
     for b in batches {
@@ -86,15 +86,15 @@ proptest! {
             batches.push(records[start..c.max(start)].to_vec());
             start = c.max(start);
         }
-        let sqlite = run(SqliteStore::in_memory().expect("sqlite"), &batches);
-        let memory = run(MemoryStore::new(), &batches);
+        let sqlite = run(SqliteDatabase::in_memory().expect("sqlite"), &batches);
+        let memory = run(MemoryDatabase::new(), &batches);
         prop_assert_eq!(sqlite, memory);
     }
 }
 
 /// A first batch, then a second that fails at its last write: the store must hold what the
 /// first left, in both implementations.
-fn after_an_aborted_batch(inner: impl Store) -> Value {
+fn after_an_aborted_batch(inner: impl Database) -> Value {
     let store = Flaky {
         inner,
         fail_saves: false,
@@ -119,7 +119,7 @@ fn after_an_aborted_batch(inner: impl Store) -> Value {
     )
     .expect("first batch");
     let before = contents(&p);
-    let mut store = p.into_store();
+    let mut store = p.into_database();
     store.fail_saves = true;
     let mut p = Projector::new(store, AlertConfig::default());
     let second = normalised(&[
@@ -129,7 +129,7 @@ fn after_an_aborted_batch(inner: impl Store) -> Value {
     assert!(p.process(&second, as_of()).is_err());
     assert_eq!(contents(&p), before, "the aborted batch left writes behind");
     // Nothing of it was kept: its retry finds every record new.
-    let mut store = p.into_store();
+    let mut store = p.into_database();
     store.fail_saves = false;
     let mut p = Projector::new(store, AlertConfig::default());
     let retry = p.process(&second, as_of()).expect("retry");
@@ -139,7 +139,7 @@ fn after_an_aborted_batch(inner: impl Store) -> Value {
 
 #[test]
 fn an_aborted_batch_leaves_the_memory_store_as_it_was() {
-    let sqlite = after_an_aborted_batch(SqliteStore::in_memory().expect("sqlite"));
-    let memory = after_an_aborted_batch(MemoryStore::new());
+    let sqlite = after_an_aborted_batch(SqliteDatabase::in_memory().expect("sqlite"));
+    let memory = after_an_aborted_batch(MemoryDatabase::new());
     assert_eq!(sqlite, memory);
 }

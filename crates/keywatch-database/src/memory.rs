@@ -1,8 +1,8 @@
-//! A store in process memory: for tests and benchmarks, where no database should count.
-//! It keeps what the other stores keep, in the same encodings (records deflated, timelines
+//! A database in process memory: for tests and benchmarks, where no database should count.
+//! It keeps what the other databases keep, in the same encodings (records deflated, timelines
 //! and alerts as JSON), so that a batch costs the CPU it costs elsewhere, minus the I/O.
 
-use crate::{KeySummary, RecordToAppend, Store, StoreError, StreamId};
+use crate::{Database, DatabaseError, KeySummary, RecordToAppend, StreamId};
 use keywatch_core::{Alert, KeyArn, KeyStoreRef, KeyTimeline, Timestamp};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -33,9 +33,9 @@ enum Undo {
     Outbox(String, bool),
 }
 
-/// keywatch's store in memory, gone with the process.
+/// keywatch's database in memory, gone with the process.
 #[derive(Debug, Default)]
-pub struct MemoryStore {
+pub struct MemoryDatabase {
     records: HashMap<String, Vec<u8>>,
     streams: HashMap<StreamId, BTreeSet<(Timestamp, String)>>,
     timelines: BTreeMap<KeyArn, TimelineRow>,
@@ -47,15 +47,15 @@ pub struct MemoryStore {
     batch: Option<Vec<Undo>>,
 }
 
-fn corrupt(what: &'static str) -> impl Fn(serde_json::Error) -> StoreError {
-    move |e| StoreError::Corrupt {
+fn corrupt(what: &'static str) -> impl Fn(serde_json::Error) -> DatabaseError {
+    move |e| DatabaseError::Corrupt {
         what,
         reason: e.to_string(),
     }
 }
 
-impl MemoryStore {
-    /// An empty store.
+impl MemoryDatabase {
+    /// An empty database.
     pub fn new() -> Self {
         Self::default()
     }
@@ -77,7 +77,7 @@ impl MemoryStore {
         }
     }
 
-    fn outbox_entry(&self, alert_id: &str) -> Result<Option<OutboxEntry>, StoreError> {
+    fn outbox_entry(&self, alert_id: &str) -> Result<Option<OutboxEntry>, DatabaseError> {
         self.alerts
             .get(alert_id)
             .map(|json| {
@@ -96,13 +96,13 @@ impl MemoryStore {
     }
 }
 
-impl Store for MemoryStore {
-    fn begin_batch(&mut self) -> Result<(), StoreError> {
+impl Database for MemoryDatabase {
+    fn begin_batch(&mut self) -> Result<(), DatabaseError> {
         self.batch = Some(Vec::new());
         Ok(())
     }
 
-    fn commit_batch(&mut self) -> Result<(), StoreError> {
+    fn commit_batch(&mut self) -> Result<(), DatabaseError> {
         self.batch = None;
         Ok(())
     }
@@ -143,7 +143,10 @@ impl Store for MemoryStore {
         }
     }
 
-    fn append_records(&mut self, records: &[RecordToAppend<'_>]) -> Result<Vec<bool>, StoreError> {
+    fn append_records(
+        &mut self,
+        records: &[RecordToAppend<'_>],
+    ) -> Result<Vec<bool>, DatabaseError> {
         let mut fresh = Vec::with_capacity(records.len());
         for r in records {
             let new = !self.records.contains_key(r.event_id);
@@ -168,14 +171,14 @@ impl Store for MemoryStore {
         Ok(fresh)
     }
 
-    fn stream_records(&self, stream: &StreamId) -> Result<Vec<String>, StoreError> {
+    fn stream_records(&self, stream: &StreamId) -> Result<Vec<String>, DatabaseError> {
         let Some(entries) = self.streams.get(stream) else {
             return Ok(Vec::new());
         };
         entries
             .iter()
             .map(|(_, id)| {
-                let bytes = self.records.get(id).ok_or_else(|| StoreError::Corrupt {
+                let bytes = self.records.get(id).ok_or_else(|| DatabaseError::Corrupt {
                     what: "stream",
                     reason: format!("{} lists {id}, which is not stored", stream.as_text()),
                 })?;
@@ -184,14 +187,14 @@ impl Store for MemoryStore {
             .collect()
     }
 
-    fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, StoreError> {
+    fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, DatabaseError> {
         self.timelines
             .get(key)
             .map(|row| serde_json::from_str(&row.json).map_err(corrupt("timeline")))
             .transpose()
     }
 
-    fn save_timelines(&mut self, timelines: &[&KeyTimeline]) -> Result<(), StoreError> {
+    fn save_timelines(&mut self, timelines: &[&KeyTimeline]) -> Result<(), DatabaseError> {
         for t in timelines {
             let row = TimelineRow {
                 state: t.state,
@@ -206,24 +209,24 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn keys_in_key_store(&self, key_store: &KeyStoreRef) -> Result<Vec<KeyArn>, StoreError> {
+    fn keys_in_key_store(&self, key_store: &KeyStoreRef) -> Result<Vec<KeyArn>, DatabaseError> {
         let wanted = key_store.to_string();
         Ok(self.arns(|_, row| row.key_store.as_deref() == Some(wanted.as_str())))
     }
 
-    fn find_keys(&self, key: &str) -> Result<Vec<KeyArn>, StoreError> {
+    fn find_keys(&self, key: &str) -> Result<Vec<KeyArn>, DatabaseError> {
         Ok(self.arns(|k, _| k.as_str() == key || k.key_id() == key))
     }
 
-    fn keys_pending_deletion(&self) -> Result<Vec<KeyArn>, StoreError> {
+    fn keys_pending_deletion(&self) -> Result<Vec<KeyArn>, DatabaseError> {
         Ok(self.arns(|_, row| row.state.is_pending_deletion()))
     }
 
-    fn key_count(&self) -> Result<u64, StoreError> {
+    fn key_count(&self) -> Result<u64, DatabaseError> {
         Ok(self.timelines.len() as u64)
     }
 
-    fn list_keys(&self, state: Option<&str>) -> Result<Vec<KeySummary>, StoreError> {
+    fn list_keys(&self, state: Option<&str>) -> Result<Vec<KeySummary>, DatabaseError> {
         Ok(self
             .timelines
             .iter()
@@ -241,12 +244,12 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    fn unsent_alerts(&self, limit: usize) -> Result<Vec<Alert>, StoreError> {
+    fn unsent_alerts(&self, limit: usize) -> Result<Vec<Alert>, DatabaseError> {
         self.outbox
             .iter()
             .take(limit)
             .map(|(_, _, _, id)| {
-                let json = self.alerts.get(id).ok_or_else(|| StoreError::Corrupt {
+                let json = self.alerts.get(id).ok_or_else(|| DatabaseError::Corrupt {
                     what: "outbox",
                     reason: format!("{id} is not a stored alert"),
                 })?;
@@ -255,7 +258,7 @@ impl Store for MemoryStore {
             .collect()
     }
 
-    fn mark_sent(&mut self, alert_ids: &[&str], _at: Timestamp) -> Result<(), StoreError> {
+    fn mark_sent(&mut self, alert_ids: &[&str], _at: Timestamp) -> Result<(), DatabaseError> {
         for id in alert_ids {
             if let Some(entry) = self.outbox_entry(id)? {
                 self.set_outbox(entry, false);
@@ -268,7 +271,7 @@ impl Store for MemoryStore {
         &mut self,
         alerts: &[Alert],
         _raised_at: Timestamp,
-    ) -> Result<Vec<bool>, StoreError> {
+    ) -> Result<Vec<bool>, DatabaseError> {
         let mut fresh = Vec::with_capacity(alerts.len());
         for a in alerts {
             let new = !self.alerts.contains_key(&a.alert_id);

@@ -2,7 +2,7 @@
 //! timelines (rebuilding a timeline from its stream when an event arrives late), and raises
 //! each alert once.
 
-use crate::{RecordToAppend, Store, StoreError, StreamId};
+use crate::{Database, DatabaseError, RecordToAppend, StreamId};
 use keywatch_core::timeline::is_multi_region_family_event;
 use keywatch_core::{
     evaluate_clock, evaluate_events_unless, normalise, Alert, AlertConfig, KeyArn, KeyStoreRef,
@@ -70,13 +70,13 @@ pub struct BatchOutcome {
     pub alerts: Vec<Alert>,
 }
 
-/// Drives the core over a store. Keeps the timelines it touched in memory (bounded).
-pub struct Projector<S: Store> {
-    store: S,
+/// Drives the core over a database. Keeps the timelines it touched in memory (bounded).
+pub struct Projector<S: Database> {
+    database: S,
     config: AlertConfig,
     cache: HashMap<KeyArn, KeyTimeline>,
     /// Ids this projector knows to be raised, so that a candidate raised before is not
-    /// serialised and offered to the store again on every batch.
+    /// serialised and offered to the database again on every batch.
     raised: HashSet<String>,
 }
 
@@ -86,80 +86,80 @@ const RAISED_CACHE_LIMIT: usize = 100_000;
 /// How often a batch is redone when another writer saved the same timeline first.
 const MAX_CONFLICT_RETRIES: usize = 5;
 
-impl<S: Store> Projector<S> {
-    /// A projector over `store` with rule settings `config`.
-    pub fn new(store: S, config: AlertConfig) -> Self {
+impl<S: Database> Projector<S> {
+    /// A projector over `database` with rule settings `config`.
+    pub fn new(database: S, config: AlertConfig) -> Self {
         Projector {
-            store,
+            database,
             config,
             cache: HashMap::new(),
             raised: HashSet::new(),
         }
     }
 
-    /// The store.
-    pub fn store(&self) -> &S {
-        &self.store
+    /// The database.
+    pub fn database(&self) -> &S {
+        &self.database
     }
 
     /// Alerts raised but not yet sent (the outbox), oldest first.
-    pub fn unsent(&self, limit: usize) -> Result<Vec<Alert>, StoreError> {
-        self.store.unsent_alerts(limit)
+    pub fn unsent(&self, limit: usize) -> Result<Vec<Alert>, DatabaseError> {
+        self.database.unsent_alerts(limit)
     }
 
     /// Records that the notification service accepted these alerts.
-    pub fn mark_sent(&mut self, alert_ids: &[&str], at: Timestamp) -> Result<(), StoreError> {
-        self.in_batch(|p| p.store.mark_sent(alert_ids, at))
+    pub fn mark_sent(&mut self, alert_ids: &[&str], at: Timestamp) -> Result<(), DatabaseError> {
+        self.in_batch(|p| p.database.mark_sent(alert_ids, at))
     }
 
-    /// Claims an unsent alert for sending (see [`Store::claim_for_sending`]).
+    /// Claims an unsent alert for sending (see [`Database::claim_for_sending`]).
     pub fn claim_for_sending(
         &mut self,
         alert_id: &str,
         now: Timestamp,
         until: Timestamp,
-    ) -> Result<bool, StoreError> {
-        self.store.claim_for_sending(alert_id, now, until)
+    ) -> Result<bool, DatabaseError> {
+        self.database.claim_for_sending(alert_id, now, until)
     }
 
     /// Gives up a claim on an alert not sent.
-    pub fn release_claim(&mut self, alert_id: &str) -> Result<(), StoreError> {
-        self.store.release_claim(alert_id)
+    pub fn release_claim(&mut self, alert_id: &str) -> Result<(), DatabaseError> {
+        self.database.release_claim(alert_id)
     }
 
-    /// Gives the store back.
-    pub fn into_store(self) -> S {
-        self.store
+    /// Gives the database back.
+    pub fn into_database(self) -> S {
+        self.database
     }
 
-    fn timeline(&mut self, key: &KeyArn) -> Result<KeyTimeline, StoreError> {
+    fn timeline(&mut self, key: &KeyArn) -> Result<KeyTimeline, DatabaseError> {
         if let Some(t) = self.cache.remove(key) {
             return Ok(t);
         }
-        Ok(current_timeline(&self.store, key)?.unwrap_or_else(|| KeyTimeline::new(key.clone())))
+        Ok(current_timeline(&self.database, key)?.unwrap_or_else(|| KeyTimeline::new(key.clone())))
     }
 
     /// Rebuilds a key's timeline from the event log: its stream, its custom key store's, and
     /// those of its related multi-Region keys.
-    pub fn rebuild(&self, key: &KeyArn) -> Result<KeyTimeline, StoreError> {
-        rebuild(&self.store, key, &BTreeSet::new())
+    pub fn rebuild(&self, key: &KeyArn) -> Result<KeyTimeline, DatabaseError> {
+        rebuild(&self.database, key, &BTreeSet::new())
     }
 
-    /// [`Self::rebuild`], with keys of the batch in hand that the store may not list yet.
+    /// [`Self::rebuild`], with keys of the batch in hand that the database may not list yet.
     fn rebuild_with(
         &self,
         key: &KeyArn,
         batch_keys: &BTreeSet<KeyArn>,
-    ) -> Result<KeyTimeline, StoreError> {
-        rebuild(&self.store, key, batch_keys)
+    ) -> Result<KeyTimeline, DatabaseError> {
+        rebuild(&self.database, key, batch_keys)
     }
 
     fn related_keys(
         &self,
         key: &KeyArn,
         batch_keys: &BTreeSet<KeyArn>,
-    ) -> Result<BTreeSet<KeyArn>, StoreError> {
-        related_keys(&self.store, key, batch_keys)
+    ) -> Result<BTreeSet<KeyArn>, DatabaseError> {
+        related_keys(&self.database, key, batch_keys)
     }
 
     /// Projects a batch of records: stores the new ones, folds them into the timelines and
@@ -169,12 +169,12 @@ impl<S: Store> Projector<S> {
         &mut self,
         batch: &[NormalisedRecord],
         as_of: Timestamp,
-    ) -> Result<BatchOutcome, StoreError> {
+    ) -> Result<BatchOutcome, DatabaseError> {
         // Another projector may have saved a timeline we read (optimistic concurrency): redo
         // the batch on fresh timelines. Records it already appended are folded as needed.
         for _ in 1..MAX_CONFLICT_RETRIES {
             match self.in_batch(|p| p.project(batch, as_of)) {
-                Err(StoreError::Conflict(what)) => {
+                Err(DatabaseError::Conflict(what)) => {
                     tracing::info!(%what, "write conflict; retrying the batch");
                     self.cache.clear();
                 }
@@ -184,16 +184,16 @@ impl<S: Store> Projector<S> {
         self.in_batch(|p| p.project(batch, as_of))
     }
 
-    /// Runs `work` as one unit of work of the store: all of it is stored, or none.
+    /// Runs `work` as one unit of work of the database: all of it is stored, or none.
     fn in_batch<T>(
         &mut self,
-        work: impl FnOnce(&mut Self) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        self.store.begin_batch()?;
-        match work(self).and_then(|t| self.store.commit_batch().map(|()| t)) {
+        work: impl FnOnce(&mut Self) -> Result<T, DatabaseError>,
+    ) -> Result<T, DatabaseError> {
+        self.database.begin_batch()?;
+        match work(self).and_then(|t| self.database.commit_batch().map(|()| t)) {
             Ok(t) => Ok(t),
             Err(e) => {
-                self.store.abort_batch();
+                self.database.abort_batch();
                 // Cached timelines may hold what was just discarded.
                 self.cache.clear();
                 self.raised.clear();
@@ -206,7 +206,7 @@ impl<S: Store> Projector<S> {
         &mut self,
         batch: &[NormalisedRecord],
         as_of: Timestamp,
-    ) -> Result<BatchOutcome, StoreError> {
+    ) -> Result<BatchOutcome, DatabaseError> {
         let mut outcome = BatchOutcome::default();
         let mut seen = BTreeSet::new();
         let unique: Vec<&NormalisedRecord> = batch
@@ -223,12 +223,12 @@ impl<S: Store> Projector<S> {
                 streams: r.streams(),
             })
             .collect();
-        let fresh = self.store.append_records(&to_append)?;
+        let fresh = self.database.append_records(&to_append)?;
         outcome.new_records = fresh.iter().filter(|f| **f).count();
         outcome.duplicate_records += unique.len() - outcome.new_records;
 
         // Group the events per key, marking those of records the log already had. Those are
-        // normally folded already; but a store without atomic batches (DynamoDB) can have
+        // normally folded already; but a database without atomic batches (DynamoDB) can have
         // appended a record and failed before saving the timeline, and then its events still
         // follow the timeline and must be folded now.
         let mut per_key: BTreeMap<KeyArn, Vec<(&KmsEvent, bool)>> = BTreeMap::new();
@@ -273,7 +273,7 @@ impl<S: Store> Projector<S> {
             })
             .collect();
         for s in stores {
-            affected.extend(self.store.keys_in_key_store(s)?);
+            affected.extend(self.database.keys_in_key_store(s)?);
         }
 
         let mut touched = Vec::with_capacity(affected.len());
@@ -335,7 +335,7 @@ impl<S: Store> Projector<S> {
             touched.push(timeline);
         }
         // Alerts first, from the timelines as folded, and recorded in the outbox before any
-        // timeline is saved: a store without atomic batches (DynamoDB) that fails between the
+        // timeline is saved: a database without atomic batches (DynamoDB) that fails between the
         // two then folds the same events again on the retry and finds the alerts recorded,
         // whereas a timeline saved first would hold the events and never raise their alerts.
         // Then the timelines are bounded: every minute of use this batch brought has been
@@ -349,7 +349,7 @@ impl<S: Store> Projector<S> {
             t.compact();
         }
         let refs: Vec<&KeyTimeline> = touched.iter().collect();
-        self.store.save_timelines(&refs)?;
+        self.database.save_timelines(&refs)?;
         if self.cache.len() + touched.len() > CACHE_LIMIT {
             self.cache.clear();
         }
@@ -359,16 +359,16 @@ impl<S: Store> Projector<S> {
     }
 
     /// Evaluates the time-driven alerts of every key pending deletion as of `as_of`.
-    pub fn sweep(&mut self, as_of: Timestamp) -> Result<Vec<Alert>, StoreError> {
+    pub fn sweep(&mut self, as_of: Timestamp) -> Result<Vec<Alert>, DatabaseError> {
         self.in_batch(|p| p.sweep_keys(as_of))
     }
 
-    fn sweep_keys(&mut self, as_of: Timestamp) -> Result<Vec<Alert>, StoreError> {
+    fn sweep_keys(&mut self, as_of: Timestamp) -> Result<Vec<Alert>, DatabaseError> {
         let mut candidates = Vec::new();
-        for key in self.store.keys_pending_deletion()? {
+        for key in self.database.keys_pending_deletion()? {
             // Read from the database, not the cache: another process (a consumer of the same
             // group, a Lambda projector) may have folded the key since this one cached it.
-            let Some(timeline) = current_timeline(&self.store, &key)? else {
+            let Some(timeline) = current_timeline(&self.database, &key)? else {
                 continue;
             };
             candidates.extend(evaluate_clock(&timeline, as_of));
@@ -381,12 +381,12 @@ impl<S: Store> Projector<S> {
         &mut self,
         candidates: &mut Vec<Alert>,
         as_of: Timestamp,
-    ) -> Result<Vec<Alert>, StoreError> {
+    ) -> Result<Vec<Alert>, DatabaseError> {
         crate::sort_oldest_first(candidates);
         candidates.dedup_by(|a, b| a.alert_id == b.alert_id);
         candidates.retain(|a| !self.raised.contains(&a.alert_id));
-        let fresh = self.store.record_alerts(candidates, as_of)?;
-        // A cache, not the record (the store is): bounded, so that memory does not grow with
+        let fresh = self.database.record_alerts(candidates, as_of)?;
+        // A cache, not the record (the database is): bounded, so that memory does not grow with
         // every alert a long replay raises. Forgetting only means offering an id again.
         if self.raised.len() + candidates.len() > RAISED_CACHE_LIMIT {
             self.raised.clear();
@@ -405,42 +405,42 @@ impl<S: Store> Projector<S> {
 /// A key's timeline as stored, when it is of this version's form; else (stored by another
 /// version, or unreadable) rebuilt from the event log, which every version reads. `None`
 /// when the database has no timeline for the key.
-pub fn current_timeline<S: Store>(
-    store: &S,
+pub fn current_timeline<S: Database>(
+    database: &S,
     key: &KeyArn,
-) -> Result<Option<KeyTimeline>, StoreError> {
-    let why = match store.load_timeline(key) {
+) -> Result<Option<KeyTimeline>, DatabaseError> {
+    let why = match database.load_timeline(key) {
         Ok(Some(t)) if t.format == TIMELINE_FORMAT => return Ok(Some(t)),
         Ok(None) => return Ok(None),
         Ok(Some(t)) => format!(
             "stored in form {}, this version folds {TIMELINE_FORMAT}",
             t.format
         ),
-        Err(StoreError::Corrupt {
+        Err(DatabaseError::Corrupt {
             what: "timeline",
             reason,
         }) => format!("unreadable: {reason}"),
         Err(e) => return Err(e),
     };
     tracing::info!(key = %key, %why, "timeline rebuilt from the event log");
-    rebuild(store, key, &BTreeSet::new()).map(Some)
+    rebuild(database, key, &BTreeSet::new()).map(Some)
 }
 
 /// Folds a key's timeline from the event log: its stream, its custom key store's, and those
 /// of its related multi-Region keys (`batch_keys`: keys of a batch in hand that the database
 /// may not list yet).
-fn rebuild<S: Store>(
-    store: &S,
+fn rebuild<S: Database>(
+    database: &S,
     key: &KeyArn,
     batch_keys: &BTreeSet<KeyArn>,
-) -> Result<KeyTimeline, StoreError> {
-    let mut events = stream_events(store, &StreamId::Key(key.clone()))?;
-    for related in related_keys(store, key, batch_keys)? {
-        events.extend(stream_events(store, &StreamId::Key(related))?);
+) -> Result<KeyTimeline, DatabaseError> {
+    let mut events = stream_events(database, &StreamId::Key(key.clone()))?;
+    for related in related_keys(database, key, batch_keys)? {
+        events.extend(stream_events(database, &StreamId::Key(related))?);
     }
     let mut timeline = KeyTimeline::fold(key.clone(), events.iter());
     if let Some(ks) = timeline.key_store_ref() {
-        events.extend(stream_events(store, &StreamId::KeyStore(ks))?);
+        events.extend(stream_events(database, &StreamId::KeyStore(ks))?);
         timeline = KeyTimeline::fold(key.clone(), events.iter());
     }
     Ok(timeline)
@@ -448,28 +448,31 @@ fn rebuild<S: Store>(
 
 /// The related multi-Region keys (same key ID, account and partition, other Regions) that the
 /// database knows, and those of the batch in hand.
-fn related_keys<S: Store>(
-    store: &S,
+fn related_keys<S: Database>(
+    database: &S,
     key: &KeyArn,
     batch_keys: &BTreeSet<KeyArn>,
-) -> Result<BTreeSet<KeyArn>, StoreError> {
+) -> Result<BTreeSet<KeyArn>, DatabaseError> {
     if !key.is_multi_region() {
         return Ok(BTreeSet::new());
     }
-    let mut keys: BTreeSet<KeyArn> = store.find_keys(key.key_id())?.into_iter().collect();
+    let mut keys: BTreeSet<KeyArn> = database.find_keys(key.key_id())?.into_iter().collect();
     keys.extend(batch_keys.iter().cloned());
     keys.retain(|k| key.is_related_multi_region_key(k));
     Ok(keys)
 }
 
-fn stream_events<S: Store>(store: &S, stream: &StreamId) -> Result<Vec<KmsEvent>, StoreError> {
+fn stream_events<S: Database>(
+    database: &S,
+    stream: &StreamId,
+) -> Result<Vec<KmsEvent>, DatabaseError> {
     let mut out = Vec::new();
-    for json in store.stream_records(stream)? {
+    for json in database.stream_records(stream)? {
         match normalise(&json) {
             Ok(Normalised::Kms { events, .. }) => out.extend(events),
             Ok(_) => {}
             Err(e) => {
-                return Err(StoreError::Corrupt {
+                return Err(DatabaseError::Corrupt {
                     what: "record",
                     reason: e.to_string(),
                 })

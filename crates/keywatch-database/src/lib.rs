@@ -1,15 +1,15 @@
-//! Storage for keywatch behind the [`Store`] trait: the event log (CloudTrail records,
+//! Storage for keywatch behind the [`Database`] trait: the event log (CloudTrail records,
 //! stored once by eventID and indexed by stream), the timelines projected from it, and the
 //! alerts already raised. [`Projector`] drives the core over any implementation of it:
 //! `keywatch-sqlite` (the embedded default), DynamoDB (`keywatch-aws`, the Lambda pipeline)
-//! and [`MemoryStore`] (tests and benchmarks).
+//! and [`MemoryDatabase`] (tests and benchmarks).
 
 mod codec;
 mod memory;
 mod projector;
 
 pub use codec::{decode_record, encode_record};
-pub use memory::MemoryStore;
+pub use memory::MemoryDatabase;
 pub use projector::{current_timeline, BatchOutcome, NormalisedRecord, Projector};
 
 use keywatch_core::{Alert, KeyArn, KeyStoreRef, KeyTimeline, Timestamp};
@@ -20,7 +20,7 @@ pub type DatabaseFailure = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub enum DatabaseError {
     /// The database failed (unreachable, throttled, full, locked…): trying again may succeed.
     #[error("database error: {0}")]
     Database(#[source] DatabaseFailure),
@@ -37,14 +37,14 @@ pub enum StoreError {
     },
 }
 
-impl StoreError {
+impl DatabaseError {
     /// Whether the same work may succeed when tried again: a database failure or a write
     /// conflict may pass; stored data that cannot be read will not (retrying it only delays
     /// the error).
     pub fn is_retryable(&self) -> bool {
         match self {
-            StoreError::Database(_) | StoreError::Conflict(_) => true,
-            StoreError::Corrupt { .. } => false,
+            DatabaseError::Database(_) | DatabaseError::Conflict(_) => true,
+            DatabaseError::Corrupt { .. } => false,
         }
     }
 }
@@ -96,55 +96,58 @@ pub struct KeySummary {
     pub custom_key_store_id: Option<String>,
 }
 
-/// What keywatch keeps: the database port. Implementations: SQLite, DynamoDB, [`MemoryStore`].
-pub trait Store {
+/// What keywatch keeps: the database port. Implementations: SQLite, DynamoDB, [`MemoryDatabase`].
+pub trait Database {
     /// Starts a unit of work: what a batch writes (records, timelines, alerts) becomes
-    /// visible together at [`Store::commit_batch`], or not at all.
-    fn begin_batch(&mut self) -> Result<(), StoreError>;
+    /// visible together at [`Database::commit_batch`], or not at all.
+    fn begin_batch(&mut self) -> Result<(), DatabaseError>;
     /// Makes the batch's writes durable.
-    fn commit_batch(&mut self) -> Result<(), StoreError>;
+    fn commit_batch(&mut self) -> Result<(), DatabaseError>;
     /// Discards the batch's writes.
     fn abort_batch(&mut self);
     /// Appends records not seen before and returns, for each, whether it was new.
-    fn append_records(&mut self, records: &[RecordToAppend<'_>]) -> Result<Vec<bool>, StoreError>;
+    fn append_records(
+        &mut self,
+        records: &[RecordToAppend<'_>],
+    ) -> Result<Vec<bool>, DatabaseError>;
     /// The records of a stream (for rebuilding a timeline), decoded, in (eventTime, eventID)
     /// order.
-    fn stream_records(&self, stream: &StreamId) -> Result<Vec<String>, StoreError>;
+    fn stream_records(&self, stream: &StreamId) -> Result<Vec<String>, DatabaseError>;
     /// A key's timeline.
-    fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, StoreError>;
+    fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, DatabaseError>;
     /// Saves timelines, replacing older versions.
-    fn save_timelines(&mut self, timelines: &[&KeyTimeline]) -> Result<(), StoreError>;
+    fn save_timelines(&mut self, timelines: &[&KeyTimeline]) -> Result<(), DatabaseError>;
     /// The keys whose timelines place them in a custom key store.
-    fn keys_in_key_store(&self, key_store: &KeyStoreRef) -> Result<Vec<KeyArn>, StoreError>;
+    fn keys_in_key_store(&self, key_store: &KeyStoreRef) -> Result<Vec<KeyArn>, DatabaseError>;
     /// Keys whose ARN or key ID is `key`.
-    fn find_keys(&self, key: &str) -> Result<Vec<KeyArn>, StoreError>;
+    fn find_keys(&self, key: &str) -> Result<Vec<KeyArn>, DatabaseError>;
     /// Keys pending deletion (for the time-driven alerts).
-    fn keys_pending_deletion(&self) -> Result<Vec<KeyArn>, StoreError>;
+    fn keys_pending_deletion(&self) -> Result<Vec<KeyArn>, DatabaseError>;
     /// How many keys have a timeline.
-    fn key_count(&self) -> Result<u64, StoreError>;
+    fn key_count(&self) -> Result<u64, DatabaseError>;
     /// Every key, optionally only those in a state.
-    fn list_keys(&self, state: Option<&str>) -> Result<Vec<KeySummary>, StoreError>;
+    fn list_keys(&self, state: Option<&str>) -> Result<Vec<KeySummary>, DatabaseError>;
     /// Alerts recorded but not yet sent (the outbox), oldest first ([`sort_oldest_first`]).
-    fn unsent_alerts(&self, limit: usize) -> Result<Vec<Alert>, StoreError>;
+    fn unsent_alerts(&self, limit: usize) -> Result<Vec<Alert>, DatabaseError>;
     /// Marks alerts as sent: the notification service accepted them.
-    fn mark_sent(&mut self, alert_ids: &[&str], at: Timestamp) -> Result<(), StoreError>;
+    fn mark_sent(&mut self, alert_ids: &[&str], at: Timestamp) -> Result<(), DatabaseError>;
     /// Claims an unsent alert for sending until `until`, so that of several processes
     /// draining one outbox (consumers of one group, Lambda invocations) only one pages.
     /// False when the alert was sent already (its stale outbox entry is dropped) or another
-    /// process holds a claim that has not expired at `now`. A store one process at a time
+    /// process holds a claim that has not expired at `now`. A database one process at a time
     /// delivers from needs no claim: the default grants it.
     fn claim_for_sending(
         &mut self,
         alert_id: &str,
         now: Timestamp,
         until: Timestamp,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, DatabaseError> {
         let _ = (alert_id, now, until);
         Ok(true)
     }
     /// Gives up a claim (the notification service refused the page), so that the next
     /// delivery tries again without waiting for the claim to expire.
-    fn release_claim(&mut self, alert_id: &str) -> Result<(), StoreError> {
+    fn release_claim(&mut self, alert_id: &str) -> Result<(), DatabaseError> {
         let _ = alert_id;
         Ok(())
     }
@@ -154,7 +157,7 @@ pub trait Store {
         &mut self,
         alerts: &[Alert],
         raised_at: Timestamp,
-    ) -> Result<Vec<bool>, StoreError>;
+    ) -> Result<Vec<bool>, DatabaseError>;
 }
 
 /// Orders alerts oldest first, as a batch raises them, every outbox is read and every list

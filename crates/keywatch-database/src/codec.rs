@@ -1,9 +1,9 @@
 //! How a CloudTrail record is kept in the event log: raw deflate with a preset dictionary of
-//! the text every KMS record shares, about 4× smaller than the JSON. (The DynamoDB store
+//! the text every KMS record shares, about 4× smaller than the JSON. (The DynamoDB database
 //! keeps timelines' JSON this way too.) The first byte names
 //! the format, so that stored records stay readable when a better one is added.
 
-use crate::StoreError;
+use crate::DatabaseError;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use std::cell::RefCell;
 
@@ -20,8 +20,8 @@ thread_local! {
     static DECOMPRESS: RefCell<Decompress> = RefCell::new(Decompress::new(false));
 }
 
-fn corrupt(reason: impl ToString) -> StoreError {
-    StoreError::Corrupt {
+fn corrupt(reason: impl ToString) -> DatabaseError {
+    DatabaseError::Corrupt {
         what: "record",
         reason: reason.to_string(),
     }
@@ -64,7 +64,7 @@ fn deflate(c: &mut Compress, mut input: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Decodes what [`encode_record`] made.
-pub fn decode_record(bytes: &[u8]) -> Result<String, StoreError> {
+pub fn decode_record(bytes: &[u8]) -> Result<String, DatabaseError> {
     match bytes.split_first() {
         Some((0, text)) => String::from_utf8(text.to_vec()).map_err(corrupt),
         Some((&FORMAT_DEFLATE_DICT_V1, packed)) => DECOMPRESS.with(|d| {
