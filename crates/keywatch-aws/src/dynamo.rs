@@ -2,8 +2,9 @@
 //!
 //! | item | pk | sk |
 //! |---|---|---|
-//! | a CloudTrail record (encoded) | `rec#<eventID>` | `rec` |
-//! | a stream entry | `stream#<stream>` | `<eventTime ms, 15 digits>#<eventID>` |
+//! | a segment of a stream: its records appended by one batch, deflated together | `stream#<stream>` | `seg#<last eventTime ms, 15 digits>#<first>#<writer>-<n>` |
+//! | a CloudTrail record, before segments (read, no longer written) | `rec#<eventID>` | `rec` |
+//! | its stream entry, likewise | `stream#<stream>` | `<eventTime ms, 15 digits>#<eventID>` |
 //! | a timeline (encoded JSON, `version`, `parts`) | `key#<arn>` | `timeline` |
 //! | the rest of a large timeline | `key#<arn>` | `timeline#<version, 12 digits>#<writer>#<part, 4 digits>` |
 //! | the key list | `keys` | `<arn>` |
@@ -13,7 +14,9 @@
 //! | a raised alert | `alert#<id>` | `alert` |
 //! | the outbox | `outbox` | `<alert id>` |
 //!
-//! Records and alerts are put with `attribute_not_exists(pk)`, so each is stored once;
+//! A record is stored once: one that follows its key's timeline is new (see
+//! [`RecordToAppend::unseen`]); any other is looked up in its streams' segments from its
+//! time on. Alerts are put with `attribute_not_exists(pk)`, so each is stored once;
 //! timelines are put with a `version` condition (optimistic concurrency: a conflict is
 //! [`DatabaseError::Conflict`] and the projector redoes the batch). DynamoDB has no unit of
 //! work spanning a batch: each write stands alone, and the projector heals a batch that
@@ -29,7 +32,8 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use keywatch_core::{Alert, KeyArn, KeyState, KeyStoreRef, KeyTimeline, Timestamp};
 use keywatch_database::{
-    decode_record, encode_record, Database, DatabaseError, KeySummary, RecordToAppend, StreamId,
+    decode_record, decode_segment, encode_record, encode_segment, Database, DatabaseError,
+    KeySummary, RecordToAppend, SegmentEntry, StreamId,
 };
 use std::collections::HashMap;
 use std::future::Future;
@@ -134,16 +138,8 @@ struct TimelineParts {
 impl TimelineParts {
     /// Parts for a new version, written by this process.
     fn new(version: i64, count: usize) -> Self {
-        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         TimelineParts {
-            prefix: format!(
-                "timeline#{version:012}#{:x}-{nanos:x}-{n:x}#",
-                std::process::id()
-            ),
+            prefix: format!("timeline#{version:012}#{}#", unique_writer_id()),
             count,
         }
     }
@@ -233,7 +229,99 @@ async fn write_all(client: &Client, table: &str, items: Vec<Item>) -> Result<(),
     }
 }
 
-/// The key of a record's item in the event log.
+/// Sort keys of segments begin so: `seg#<last record's eventTime, ms, 15 digits>#<first
+/// record's>#<writer>-<n>`.
+const SEGMENT_PREFIX: &str = "seg#";
+/// Records of one segment at most, in bytes of JSON, before compression.
+const SEGMENT_RAW_BYTES: usize = 1024 * 1024;
+/// A segment's body at most: DynamoDB refuses an item over 400 KB. A larger segment is
+/// split in two.
+const SEGMENT_MAX_BYTES: usize = 350 * 1024;
+
+/// Consecutive runs of entries of at most `limit` bytes of JSON each (at least one entry).
+fn chunk_by_size(entries: &[SegmentEntry], limit: usize) -> Vec<&[SegmentEntry]> {
+    let mut chunks = Vec::new();
+    let (mut start, mut size) = (0, 0);
+    for (i, e) in entries.iter().enumerate() {
+        if i > start && size + e.json.len() > limit {
+            chunks.push(&entries[start..i]);
+            (start, size) = (i, 0);
+        }
+        size += e.json.len();
+    }
+    if start < entries.len() {
+        chunks.push(&entries[start..]);
+    }
+    chunks
+}
+
+/// The items of a stream's segment of these entries (sorted), split while over
+/// [`SEGMENT_MAX_BYTES`].
+fn segment_items(
+    pk: &str,
+    writer: &str,
+    entries: &[SegmentEntry],
+    out: &mut Vec<Item>,
+) -> Result<(), DatabaseError> {
+    let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+        return Ok(());
+    };
+    let body = encode_segment(entries);
+    if body.len() > SEGMENT_MAX_BYTES {
+        if entries.len() == 1 {
+            return Err(DatabaseError::Database(
+                format!(
+                    "record {} is {} bytes even compressed: over DynamoDB's item limit",
+                    first.event_id,
+                    body.len()
+                )
+                .into(),
+            ));
+        }
+        let (a, b) = entries.split_at(entries.len() / 2);
+        segment_items(pk, writer, a, out)?;
+        return segment_items(pk, writer, b, out);
+    }
+    let sk = format!(
+        "{SEGMENT_PREFIX}{:015}#{:015}#{writer}-{}",
+        last.event_time.millis().max(0),
+        first.event_time.millis().max(0),
+        out.len()
+    );
+    out.push(
+        [
+            ("pk".to_owned(), s(pk)),
+            ("sk".to_owned(), s(sk)),
+            ("body".to_owned(), AttributeValue::B(body.into())),
+        ]
+        .into(),
+    );
+    Ok(())
+}
+
+/// The records of a segment item.
+fn segment_of(item: &Item) -> Result<Vec<SegmentEntry>, DatabaseError> {
+    match item.get("body") {
+        Some(AttributeValue::B(body)) => decode_segment(body.as_ref()),
+        _ => Err(DatabaseError::Corrupt {
+            what: "segment",
+            reason: format!("{}: no body", text(item, "sk").unwrap_or_default()),
+        }),
+    }
+}
+
+/// A name unique to this write of this process, so that two writers' segments (or parts)
+/// never share a sort key.
+fn unique_writer_id() -> String {
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{:x}-{nanos:x}-{n:x}", std::process::id())
+}
+
+/// The key of a record's item in the event log (before segments).
 fn record_key(event_id: &str) -> Item {
     [
         ("pk".to_owned(), s(format!("rec#{event_id}"))),
@@ -429,6 +517,41 @@ impl DynamoDatabase {
         })
     }
 
+    /// The segment items of a stream's partition; with `from`, only those holding records
+    /// of that time or later (a segment's sort key begins with its last record's time).
+    fn segments(&self, pk: &str, from: Option<Timestamp>) -> Result<Vec<Item>, DatabaseError> {
+        let Some(from) = from else {
+            return self.query(pk, Some(SEGMENT_PREFIX));
+        };
+        self.block(async {
+            let mut out = Vec::new();
+            let mut start: Option<Item> = None;
+            loop {
+                let page = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                    .expression_attribute_values(":pk", s(pk))
+                    .expression_attribute_values(
+                        ":from",
+                        s(format!("{SEGMENT_PREFIX}{:015}", from.millis().max(0))),
+                    )
+                    .expression_attribute_values(":to", s(format!("{SEGMENT_PREFIX}~")))
+                    .consistent_read(true)
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(err)?;
+                out.extend(page.items().iter().cloned());
+                match page.last_evaluated_key() {
+                    Some(k) => start = Some(k.clone()),
+                    None => return Ok(out),
+                }
+            }
+        })
+    }
+
     fn put(&self, item: Item, condition: Option<(&str, Item)>) -> Result<bool, DatabaseError> {
         self.block(put_item(&self.client, &self.table, item, condition))
     }
@@ -519,71 +642,84 @@ impl Database for DynamoDatabase {
         &mut self,
         records: &[RecordToAppend<'_>],
     ) -> Result<Vec<bool>, DatabaseError> {
-        // Which records the log already holds: one BatchGetItem per 100 (a record repeated
-        // within this call counts once, at its first place).
-        let mut ids: Vec<&str> = records.iter().map(|r| r.event_id).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let stored = self.block(stored_records(&self.client, &self.table, &ids))?;
+        // Records that follow their timelines are new; the others are looked up: in the
+        // segments of their streams from their time on, and as items of their own (how
+        // records were kept before segments).
+        let looked_up: Vec<&RecordToAppend<'_>> = records.iter().filter(|r| !r.unseen).collect();
+        let mut stored = std::collections::HashSet::new();
+        if !looked_up.is_empty() {
+            let mut ids: Vec<&str> = looked_up.iter().map(|r| r.event_id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            stored = self.block(stored_records(&self.client, &self.table, &ids))?;
+            let mut earliest: HashMap<&StreamId, Timestamp> = HashMap::new();
+            for r in &looked_up {
+                for stream in &r.streams {
+                    let at = earliest.entry(stream).or_insert(r.event_time);
+                    *at = (*at).min(r.event_time);
+                }
+            }
+            for (stream, from) in earliest {
+                let pk = format!("stream#{}", stream.as_text());
+                for item in self.segments(&pk, Some(from))? {
+                    stored.extend(segment_of(&item)?.into_iter().map(|e| e.event_id));
+                }
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         let fresh: Vec<bool> = records
             .iter()
             .map(|r| !stored.contains(r.event_id) && seen.insert(r.event_id))
             .collect();
-        let new: Vec<&RecordToAppend<'_>> = records
+        // The new records, a segment per stream (more where one would pass DynamoDB's item
+        // limit), 25 segments to a BatchWriteItem.
+        let mut per_stream: HashMap<&StreamId, Vec<SegmentEntry>> = HashMap::new();
+        for r in records
             .iter()
             .zip(&fresh)
             .filter(|(_, f)| **f)
             .map(|(r, _)| r)
-            .collect();
-        // The stream entries first, then the records (25 to a BatchWriteItem): an entry
-        // repeated is harmless, and a stored record never lacks its entries.
-        let entries: Vec<Item> = new
-            .iter()
-            .flat_map(|r| {
-                r.streams.iter().map(move |stream| {
-                    [
-                        ("pk".to_owned(), s(format!("stream#{}", stream.as_text()))),
-                        (
-                            "sk".to_owned(),
-                            s(format!("{:015}#{}", r.event_time.millis(), r.event_id)),
-                        ),
-                    ]
-                    .into()
-                })
-            })
-            .collect();
-        let bodies: Vec<Item> = new
-            .iter()
-            .map(|r| {
-                let mut item = record_key(r.event_id);
-                item.insert("t".to_owned(), n(r.event_time.millis()));
-                item.insert(
-                    "body".to_owned(),
-                    AttributeValue::B(r.stored.to_vec().into()),
-                );
-                item
-            })
-            .collect();
-        self.block(write_all(&self.client, &self.table, entries))?;
-        self.block(write_all(&self.client, &self.table, bodies))?;
+        {
+            let json = decode_record(r.stored)?;
+            for stream in &r.streams {
+                per_stream.entry(stream).or_default().push(SegmentEntry {
+                    event_time: r.event_time,
+                    event_id: r.event_id.to_owned(),
+                    json: json.clone(),
+                });
+            }
+        }
+        let writer = unique_writer_id();
+        let mut items = Vec::new();
+        for (stream, mut entries) in per_stream {
+            entries.sort_by(|a, b| (a.event_time, &a.event_id).cmp(&(b.event_time, &b.event_id)));
+            let pk = format!("stream#{}", stream.as_text());
+            for chunk in chunk_by_size(&entries, SEGMENT_RAW_BYTES) {
+                segment_items(&pk, &writer, chunk, &mut items)?;
+            }
+        }
+        self.block(write_all(&self.client, &self.table, items))?;
         Ok(fresh)
     }
 
     fn stream_records(&self, stream: &StreamId) -> Result<Vec<String>, DatabaseError> {
-        let entries = self.query(&format!("stream#{}", stream.as_text()), None)?;
-        let ids: Vec<String> = entries
-            .iter()
-            .filter_map(|e| {
-                text(e, "sk")
-                    .and_then(|sk| sk.split_once('#'))
-                    .map(|(_, id)| id.to_owned())
-            })
-            .collect();
+        let items = self.query(&format!("stream#{}", stream.as_text()), None)?;
+        let mut records: Vec<SegmentEntry> = Vec::new();
+        // Entries of records kept as items of their own (before segments): `<time>#<eventID>`.
+        let mut ids: Vec<(Timestamp, String)> = Vec::new();
+        for item in &items {
+            let sk = text(item, "sk").unwrap_or_default();
+            if sk.starts_with(SEGMENT_PREFIX) {
+                records.extend(segment_of(item)?);
+            } else if let Some((at, id)) = sk.split_once('#') {
+                let at = at.parse().map(Timestamp::from_millis).unwrap_or_default();
+                ids.push((at, id.to_owned()));
+            }
+        }
         let mut bodies: HashMap<String, Vec<u8>> = HashMap::new();
         for chunk in ids.chunks(BATCH_GET_KEYS) {
             let mut keys = KeysAndAttributes::builder();
-            for id in chunk {
+            for (_, id) in chunk {
                 keys = keys.keys(record_key(id));
             }
             let mut request: HashMap<String, KeysAndAttributes> =
@@ -615,15 +751,22 @@ impl Database for DynamoDatabase {
                 request = out.unprocessed_keys().cloned().unwrap_or_default();
             }
         }
-        ids.iter()
-            .map(|id| {
-                let body = bodies.get(id).ok_or_else(|| DatabaseError::Corrupt {
-                    what: "stream",
-                    reason: format!("entry for record {id}, which is not stored"),
-                })?;
-                decode_record(body)
-            })
-            .collect()
+        for (event_time, id) in ids {
+            let body = bodies.get(&id).ok_or_else(|| DatabaseError::Corrupt {
+                what: "stream",
+                reason: format!("entry for record {id}, which is not stored"),
+            })?;
+            records.push(SegmentEntry {
+                event_time,
+                json: decode_record(body)?,
+                event_id: id,
+            });
+        }
+        // In (eventTime, eventID) order, each record once (a batch retried after a failure
+        // may have stored a segment twice).
+        records.sort_by(|a, b| (a.event_time, &a.event_id).cmp(&(b.event_time, &b.event_id)));
+        records.dedup_by(|a, b| a.event_id == b.event_id);
+        Ok(records.into_iter().map(|r| r.json).collect())
     }
 
     fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, DatabaseError> {

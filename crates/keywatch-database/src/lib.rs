@@ -8,7 +8,7 @@ mod codec;
 mod memory;
 mod projector;
 
-pub use codec::{decode_record, encode_record};
+pub use codec::{decode_record, decode_segment, encode_record, encode_segment, SegmentEntry};
 pub use memory::MemoryDatabase;
 pub use projector::{current_timeline, BatchOutcome, NormalisedRecord, Projector};
 
@@ -79,6 +79,11 @@ pub struct RecordToAppend<'a> {
     pub stored: &'a [u8],
     /// The streams it belongs to.
     pub streams: Vec<StreamId>,
+    /// Known not to be in the event log already: each of its events follows its key's
+    /// timeline (so no batch folded it before), and none is a key store's. A database may
+    /// store such a record without looking it up. Only a batch that stored it and failed
+    /// before saving the timeline can have left a copy, and folds drop copies by eventID.
+    pub unseen: bool,
 }
 
 /// A key as listed by `keywatch keys`.

@@ -139,6 +139,25 @@ impl<S: Database> Projector<S> {
         Ok(current_timeline(&self.database, key)?.unwrap_or_else(|| KeyTimeline::new(key.clone())))
     }
 
+    /// Whether every event of a record follows its key's timeline as folded so far (loading
+    /// the timelines into the cache, where the fold finds them): then no earlier batch folded
+    /// it. A key store's event has no timeline of its own to tell.
+    fn follows_timelines(&mut self, record: &NormalisedRecord) -> Result<bool, DatabaseError> {
+        for e in &record.events {
+            let KmsEvent::Key(k) = e else {
+                return Ok(false);
+            };
+            if !self.cache.contains_key(&k.key) {
+                let timeline = self.timeline(&k.key)?;
+                self.cache.insert(k.key.clone(), timeline);
+            }
+            if !self.cache.get(&k.key).is_some_and(|t| t.follows(e)) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Rebuilds a key's timeline from the event log: its stream, its custom key store's, and
     /// those of its related multi-Region keys.
     pub fn rebuild(&self, key: &KeyArn) -> Result<KeyTimeline, DatabaseError> {
@@ -214,15 +233,16 @@ impl<S: Database> Projector<S> {
             .filter(|r| seen.insert(r.event_id.as_str()))
             .collect();
         outcome.duplicate_records = batch.len() - unique.len();
-        let to_append: Vec<RecordToAppend<'_>> = unique
-            .iter()
-            .map(|r| RecordToAppend {
+        let mut to_append: Vec<RecordToAppend<'_>> = Vec::with_capacity(unique.len());
+        for r in &unique {
+            to_append.push(RecordToAppend {
                 event_id: &r.event_id,
                 event_time: r.event_time(),
                 stored: &r.stored,
                 streams: r.streams(),
-            })
-            .collect();
+                unseen: self.follows_timelines(r)?,
+            });
+        }
         let fresh = self.database.append_records(&to_append)?;
         outcome.new_records = fresh.iter().filter(|f| **f).count();
         outcome.duplicate_records += unique.len() - outcome.new_records;
