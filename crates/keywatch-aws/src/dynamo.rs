@@ -25,9 +25,10 @@
 //! The [`Database`] trait is synchronous; calls block in place on the Tokio runtime they are
 //! made from, which must be multi-threaded (as `#[tokio::main]` and the Lambda runtime are).
 
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, KeysAndAttributes,
-    ScalarAttributeType,
+    AttributeDefinition, AttributeValue, BillingMode, Delete, KeySchemaElement, KeyType,
+    KeysAndAttributes, Put, ScalarAttributeType, TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
 use keywatch_core::{Alert, KeyArn, KeyState, KeyStoreRef, KeyTimeline, Timestamp};
@@ -390,6 +391,101 @@ async fn stored_records(
             stored.extend(done.map_err(db)??);
         }
     }
+}
+
+/// Actions in one TransactWriteItems request (DynamoDB's limit).
+const TRANSACT_ITEMS: usize = 100;
+/// Times a transaction cancelled by a conflicting one (another process writing the same
+/// items) is tried again.
+const TRANSACTION_CONFLICT_ROUNDS: u32 = 5;
+
+/// Writes groups of actions, as many whole groups to a TransactWriteItems as fit in 100
+/// actions. A group is one thing (an alert and its outbox entry); only its first action may
+/// carry a condition. Returns, for each group, whether its condition held (and it was
+/// written): a transaction cancelled by conditions is tried again without the groups whose
+/// condition failed, until it goes through.
+async fn transact_groups(
+    client: &Client,
+    groups: Vec<Vec<TransactWriteItem>>,
+) -> Result<Vec<bool>, DatabaseError> {
+    let mut held = vec![false; groups.len()];
+    let mut start = 0;
+    while start < groups.len() {
+        let mut end = start;
+        let mut actions = 0;
+        while end < groups.len() && actions + groups[end].len() <= TRANSACT_ITEMS {
+            actions += groups[end].len();
+            end += 1;
+        }
+        if end == start {
+            return Err(db("a group of writes over DynamoDB's transaction limit"));
+        }
+        let mut pending: Vec<usize> = (start..end).collect();
+        let mut conflicts = 0;
+        while !pending.is_empty() {
+            let items: Vec<TransactWriteItem> = pending
+                .iter()
+                .flat_map(|&g| groups[g].iter().cloned())
+                .collect();
+            match client
+                .transact_write_items()
+                .set_transact_items(Some(items))
+                .send()
+                .await
+            {
+                Ok(_) => {
+                    for &g in &pending {
+                        held[g] = true;
+                    }
+                    pending.clear();
+                }
+                Err(e) => {
+                    let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+                        e.as_service_error()
+                    else {
+                        return Err(err(e));
+                    };
+                    // One reason per action, in order: find the groups whose condition failed.
+                    let codes: Vec<&str> = cancelled
+                        .cancellation_reasons()
+                        .iter()
+                        .map(|r| r.code().unwrap_or("None"))
+                        .collect();
+                    let mut failed = std::collections::HashSet::new();
+                    let mut at = 0;
+                    let mut other = None;
+                    for &g in &pending {
+                        for code in codes.iter().skip(at).take(groups[g].len()) {
+                            match *code {
+                                "None" => {}
+                                "ConditionalCheckFailed" => {
+                                    failed.insert(g);
+                                }
+                                code => other = Some(code.to_owned()),
+                            }
+                        }
+                        at += groups[g].len();
+                    }
+                    if failed.is_empty() {
+                        conflicts += 1;
+                        if conflicts > TRANSACTION_CONFLICT_ROUNDS {
+                            return Err(db(format!(
+                                "transaction cancelled {conflicts} times ({})",
+                                other.unwrap_or_else(|| "no reason given".to_owned())
+                            )));
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(
+                            20 << conflicts.min(6),
+                        ))
+                        .await;
+                    }
+                    pending.retain(|g| !failed.contains(g));
+                }
+            }
+        }
+        start = end;
+    }
+    Ok(held)
 }
 
 /// Attempts per DynamoDB request unless `AWS_MAX_ATTEMPTS` says otherwise: DynamoDB
@@ -1001,27 +1097,63 @@ impl Database for DynamoDatabase {
     }
 
     fn mark_sent(&mut self, alert_ids: &[&str], at: Timestamp) -> Result<(), DatabaseError> {
-        for id in alert_ids {
-            self.block(
-                self.alert_update(id)
-                    .update_expression("SET sent_at = :t")
-                    .expression_attribute_values(":t", n(at.millis()))
-                    .send(),
-            )
-            .map_err(err)?;
-            self.delete("outbox", id)?;
+        // Each alert's sent mark and its outbox entry's removal, together: 50 alerts to a
+        // TransactWriteItems.
+        let mut ids = alert_ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut groups = Vec::with_capacity(ids.len());
+        for id in ids {
+            let sent = Update::builder()
+                .table_name(&self.table)
+                .key("pk", s(format!("alert#{id}")))
+                .key("sk", s("alert"))
+                .update_expression("SET sent_at = :t")
+                .expression_attribute_values(":t", n(at.millis()))
+                .build()
+                .map_err(db)?;
+            let dequeued = Delete::builder()
+                .table_name(&self.table)
+                .key("pk", s("outbox"))
+                .key("sk", s(id))
+                .build()
+                .map_err(db)?;
+            groups.push(vec![
+                TransactWriteItem::builder().update(sent).build(),
+                TransactWriteItem::builder().delete(dequeued).build(),
+            ]);
         }
-        Ok(())
+        let held = self.block(transact_groups(&self.client, groups))?;
+        if held.iter().all(|h| *h) {
+            Ok(())
+        } else {
+            Err(db("a sent mark without a condition was refused"))
+        }
     }
 
     fn claim_for_sending(
         &mut self,
-        alert_id: &str,
+        alert_ids: &[&str],
         now: Timestamp,
         until: Timestamp,
-    ) -> Result<bool, DatabaseError> {
-        let claimed = self.block(
-            self.alert_update(alert_id)
+    ) -> Result<Vec<bool>, DatabaseError> {
+        // Conditional claims, 100 to a TransactWriteItems; one that fails its condition is
+        // taken out and the rest tried again.
+        // An id given twice is claimed once, at its first place (a transaction may not
+        // name one item twice).
+        let mut seen = std::collections::HashSet::new();
+        let first: Vec<bool> = alert_ids.iter().map(|id| seen.insert(*id)).collect();
+        let mut groups = Vec::with_capacity(alert_ids.len());
+        for id in alert_ids
+            .iter()
+            .zip(&first)
+            .filter(|(_, f)| **f)
+            .map(|(id, _)| id)
+        {
+            let claim = Update::builder()
+                .table_name(&self.table)
+                .key("pk", s(format!("alert#{id}")))
+                .key("sk", s("alert"))
                 .update_expression("SET sending_until = :until")
                 .condition_expression(
                     "attribute_exists(pk) AND attribute_not_exists(sent_at) \
@@ -1029,23 +1161,25 @@ impl Database for DynamoDatabase {
                 )
                 .expression_attribute_values(":until", n(until.millis()))
                 .expression_attribute_values(":now", n(now.millis()))
-                .send(),
-        );
-        match claimed {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                // Sent by another process (its outbox entry put back by a late duplicate
-                // of the alert): drop the entry. Claimed by another: leave it to that one.
-                if self.was_sent(alert_id)? {
-                    self.delete("outbox", alert_id)?;
-                }
-                Ok(false)
-            }
-            Err(e) => Err(err(e)),
+                .build()
+                .map_err(db)?;
+            groups.push(vec![TransactWriteItem::builder().update(claim).build()]);
         }
+        let mut granted = self
+            .block(transact_groups(&self.client, groups))?
+            .into_iter();
+        let claimed: Vec<bool> = first
+            .iter()
+            .map(|f| *f && granted.next().unwrap_or(false))
+            .collect();
+        for (id, claimed) in alert_ids.iter().zip(&claimed) {
+            // Sent by another process (its outbox entry put back by a late duplicate of the
+            // alert): drop the entry. Claimed by another: leave it to that one.
+            if !claimed && self.was_sent(id)? {
+                self.delete("outbox", id)?;
+            }
+        }
+        Ok(claimed)
     }
 
     fn release_claim(&mut self, alert_id: &str) -> Result<(), DatabaseError> {
@@ -1063,8 +1197,23 @@ impl Database for DynamoDatabase {
         alerts: &[Alert],
         raised_at: Timestamp,
     ) -> Result<Vec<bool>, DatabaseError> {
-        let mut fresh = Vec::with_capacity(alerts.len());
-        for a in alerts {
+        // Each alert with its outbox entry, together and only if the alert is new: 50 alerts
+        // to a TransactWriteItems.
+        // An alert given twice is new once, at its first place (a transaction may not name
+        // one item twice).
+        let mut seen = std::collections::HashSet::new();
+        let first: Vec<bool> = alerts
+            .iter()
+            .map(|a| seen.insert(a.alert_id.as_str()))
+            .collect();
+        let mut groups = Vec::with_capacity(alerts.len());
+        let mut outboxes = Vec::with_capacity(alerts.len());
+        for a in alerts
+            .iter()
+            .zip(&first)
+            .filter(|(_, f)| **f)
+            .map(|(a, _)| a)
+        {
             let json = serde_json::to_string(a).map_err(|e| DatabaseError::Corrupt {
                 what: "alert",
                 reason: e.to_string(),
@@ -1083,13 +1232,35 @@ impl Database for DynamoDatabase {
                 ("json".to_owned(), s(json)),
             ]
             .into();
-            let new = self.put(record, Some(("attribute_not_exists(pk)", Item::new())))?;
-            // Queue it when new; and when raised before but never sent (a crash between the
-            // two puts), queue it again: the outbox item is the same, so this is idempotent.
-            if new || !self.was_sent(&a.alert_id)? {
+            let put = |item: Item, condition: Option<&str>| {
+                Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(item))
+                    .set_condition_expression(condition.map(str::to_owned))
+                    .build()
+                    .map(|p| TransactWriteItem::builder().put(p).build())
+                    .map_err(db)
+            };
+            groups.push(vec![
+                put(record, Some("attribute_not_exists(pk)"))?,
+                put(outbox.clone(), None)?,
+            ]);
+            outboxes.push(outbox);
+        }
+        let mut written = self
+            .block(transact_groups(&self.client, groups))?
+            .into_iter();
+        let fresh: Vec<bool> = first
+            .iter()
+            .map(|f| *f && written.next().unwrap_or(false))
+            .collect();
+        let firsts = alerts.iter().zip(&fresh).zip(&first).filter(|(_, f)| **f);
+        for (((a, new), _), outbox) in firsts.zip(outboxes) {
+            // Raised before but never sent (its outbox entry lost, or the page refused for
+            // good): queue it again; the outbox item is the same, so this is idempotent.
+            if !new && !self.was_sent(&a.alert_id)? {
                 self.put(outbox, None)?;
             }
-            fresh.push(new);
         }
         Ok(fresh)
     }

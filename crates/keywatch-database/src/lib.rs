@@ -136,19 +136,20 @@ pub trait Database {
     fn unsent_alerts(&self, limit: usize) -> Result<Vec<Alert>, DatabaseError>;
     /// Marks alerts as sent: the notification service accepted them.
     fn mark_sent(&mut self, alert_ids: &[&str], at: Timestamp) -> Result<(), DatabaseError>;
-    /// Claims an unsent alert for sending until `until`, so that of several processes
-    /// draining one outbox (consumers of one group, Lambda invocations) only one pages.
-    /// False when the alert was sent already (its stale outbox entry is dropped) or another
-    /// process holds a claim that has not expired at `now`. A database one process at a time
-    /// delivers from needs no claim: the default grants it.
+    /// Claims unsent alerts for sending until `until`, so that of several processes
+    /// draining one outbox (consumers of one group, Lambda invocations) only one pages each;
+    /// returns, for each, whether it is claimed. Not when the alert was sent already (its
+    /// stale outbox entry is dropped) or another process holds a claim that has not expired
+    /// at `now`. A database one process at a time delivers from needs no claim: the default
+    /// grants them all.
     fn claim_for_sending(
         &mut self,
-        alert_id: &str,
+        alert_ids: &[&str],
         now: Timestamp,
         until: Timestamp,
-    ) -> Result<bool, DatabaseError> {
-        let _ = (alert_id, now, until);
-        Ok(true)
+    ) -> Result<Vec<bool>, DatabaseError> {
+        let _ = (now, until);
+        Ok(vec![true; alert_ids.len()])
     }
     /// Gives up a claim (the notification service refused the page), so that the next
     /// delivery tries again without waiting for the claim to expire.

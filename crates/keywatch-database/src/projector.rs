@@ -112,14 +112,14 @@ impl<S: Database> Projector<S> {
         self.in_batch(|p| p.database.mark_sent(alert_ids, at))
     }
 
-    /// Claims an unsent alert for sending (see [`Database::claim_for_sending`]).
+    /// Claims unsent alerts for sending (see [`Database::claim_for_sending`]).
     pub fn claim_for_sending(
         &mut self,
-        alert_id: &str,
+        alert_ids: &[&str],
         now: Timestamp,
         until: Timestamp,
-    ) -> Result<bool, DatabaseError> {
-        self.database.claim_for_sending(alert_id, now, until)
+    ) -> Result<Vec<bool>, DatabaseError> {
+        self.database.claim_for_sending(alert_ids, now, until)
     }
 
     /// Gives up a claim on an alert not sent.

@@ -203,12 +203,14 @@ impl<S: Database, P: Pager, M: MetricsSink> Pipeline<S, P, M> {
         // Claimed, sent and recorded a `send` at a time: should this process die, at most one
         // send's pages go out again, and at most one send's claims wait for their lease.
         for chunk in alerts.chunks(self.pager.pages_per_send().max(1)) {
-            let mut claimed = Vec::with_capacity(chunk.len());
-            for a in chunk {
-                if self.projector.claim_for_sending(&a.alert_id, now, until)? {
-                    claimed.push(a.clone());
-                }
-            }
+            let ids: Vec<&str> = chunk.iter().map(|a| a.alert_id.as_str()).collect();
+            let granted = self.projector.claim_for_sending(&ids, now, until)?;
+            let claimed: Vec<Alert> = chunk
+                .iter()
+                .zip(granted)
+                .filter(|(_, granted)| *granted)
+                .map(|(a, _)| a.clone())
+                .collect();
             if claimed.is_empty() {
                 continue;
             }
