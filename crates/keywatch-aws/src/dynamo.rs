@@ -172,11 +172,30 @@ const UNPROCESSED_ROUNDS: u32 = 12;
 /// Puts every item, 25 to a BatchWriteItem, [`BATCH_CONCURRENCY`] requests at a time,
 /// retrying what DynamoDB leaves unprocessed with backoff.
 async fn write_all(client: &Client, table: &str, items: Vec<Item>) -> Result<(), DatabaseError> {
-    use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
-    let mut requests = Vec::with_capacity(items.len());
-    for item in items {
-        requests.push(
-            WriteRequest::builder()
+    let requests = items.into_iter().map(Write::Put).collect();
+    write_and_delete_all(client, table, requests).await
+}
+
+/// One write of a BatchWriteItem.
+enum Write {
+    /// Put this item.
+    Put(Item),
+    /// Delete the item of this key.
+    Delete(Item),
+}
+
+/// Puts and deletes items, 25 to a BatchWriteItem, [`BATCH_CONCURRENCY`] requests at a time,
+/// retrying what DynamoDB leaves unprocessed with backoff. No two writes may name one item.
+async fn write_and_delete_all(
+    client: &Client,
+    table: &str,
+    writes: Vec<Write>,
+) -> Result<(), DatabaseError> {
+    use aws_sdk_dynamodb::types::{DeleteRequest, PutRequest, WriteRequest};
+    let mut requests = Vec::with_capacity(writes.len());
+    for write in writes {
+        requests.push(match write {
+            Write::Put(item) => WriteRequest::builder()
                 .put_request(
                     PutRequest::builder()
                         .set_item(Some(item))
@@ -184,7 +203,15 @@ async fn write_all(client: &Client, table: &str, items: Vec<Item>) -> Result<(),
                         .map_err(db)?,
                 )
                 .build(),
-        );
+            Write::Delete(key) => WriteRequest::builder()
+                .delete_request(
+                    DeleteRequest::builder()
+                        .set_key(Some(key))
+                        .build()
+                        .map_err(db)?,
+                )
+                .build(),
+        });
     }
     let mut chunks = requests.chunks(BATCH_WRITE_ITEMS).map(<[_]>::to_vec);
     loop {
@@ -932,11 +959,94 @@ impl Database for DynamoDatabase {
         })
     }
 
+    fn load_timelines(&self, keys: &[KeyArn]) -> Result<Vec<Option<KeyTimeline>>, DatabaseError> {
+        // The heads, 100 to a BatchGetItem; a timeline in parts is read on its own.
+        let mut heads: HashMap<String, Item> = HashMap::new();
+        for chunk in keys.chunks(BATCH_GET_KEYS) {
+            let mut request = KeysAndAttributes::builder().consistent_read(true);
+            for key in chunk {
+                request = request.keys(
+                    [
+                        ("pk".to_owned(), s(format!("key#{key}"))),
+                        ("sk".to_owned(), s("timeline")),
+                    ]
+                    .into(),
+                );
+            }
+            let mut request: HashMap<String, KeysAndAttributes> =
+                [(self.table.clone(), request.build().map_err(db)?)].into();
+            while !request.is_empty() {
+                let out = self
+                    .block(
+                        self.client
+                            .batch_get_item()
+                            .set_request_items(Some(request))
+                            .send(),
+                    )
+                    .map_err(err)?;
+                for item in out
+                    .responses()
+                    .and_then(|r| r.get(&self.table))
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(pk) = text(item, "pk") {
+                        heads.insert(pk.to_owned(), item.clone());
+                    }
+                }
+                request = out.unprocessed_keys().cloned().unwrap_or_default();
+            }
+        }
+        keys.iter()
+            .map(|key| {
+                let Some(item) = heads.get(&format!("key#{key}")) else {
+                    return Ok(None);
+                };
+                let (Some(AttributeValue::B(head)), 0, None) = (
+                    item.get("body"),
+                    number(item, "parts").unwrap_or(0),
+                    text(item, "json"),
+                ) else {
+                    return self.load_timeline(key);
+                };
+                let timeline = decode_record(head.as_ref()).and_then(|json| {
+                    serde_json::from_str(&json).map_err(|e| DatabaseError::Corrupt {
+                        what: "timeline",
+                        reason: e.to_string(),
+                    })
+                })?;
+                let parts = TimelineParts {
+                    prefix: text(item, "parts_prefix").unwrap_or_default().to_owned(),
+                    count: 0,
+                };
+                self.versions.lock().map_err(db)?.insert(
+                    key.to_string(),
+                    (number(item, "version").unwrap_or(0), parts),
+                );
+                Ok(Some(timeline))
+            })
+            .collect()
+    }
+
     fn save_timelines(&mut self, timelines: &[&KeyTimeline]) -> Result<(), DatabaseError> {
+        // Each timeline's parts beyond its head first (BatchWriteItem), under sort keys of
+        // their own: readers look for them only once a head names them. Then the heads, each
+        // conditional on the version read (TransactWriteItems, 100 at a time). Then the old
+        // parts' removal and the indexes (BatchWriteItem).
+        struct Saving {
+            arn: String,
+            pk: String,
+            version: i64,
+            parts: TimelineParts,
+            old: Option<TimelineParts>,
+        }
+        let mut saving = Vec::with_capacity(timelines.len());
+        let mut part_items = Vec::new();
+        let mut heads = Vec::with_capacity(timelines.len());
         for t in timelines {
-            let arn_text = t.key_arn.to_string();
-            let pk = format!("key#{arn_text}");
-            let known = self.versions.lock().map_err(db)?.get(&arn_text).cloned();
+            let arn = t.key_arn.to_string();
+            let pk = format!("key#{arn}");
+            let known = self.versions.lock().map_err(db)?.get(&arn).cloned();
             let json = serde_json::to_string(t).map_err(|e| DatabaseError::Corrupt {
                 what: "timeline",
                 reason: e.to_string(),
@@ -947,18 +1057,15 @@ impl Database for DynamoDatabase {
             let rest: Vec<&[u8]> = chunks.collect();
             let version = known.as_ref().map_or(0, |(v, _)| *v) + 1;
             let parts = TimelineParts::new(version, rest.len());
-            // The parts first, under sort keys of their own: readers look for them only once
-            // the head names them.
             for (i, part) in rest.iter().enumerate() {
-                self.put(
+                part_items.push(
                     [
                         ("pk".to_owned(), s(&pk)),
                         ("sk".to_owned(), s(parts.sk(i + 1))),
                         ("body".to_owned(), AttributeValue::B(part.to_vec().into())),
                     ]
                     .into(),
-                    None,
-                )?;
+                );
             }
             let item: Item = [
                 ("pk".to_owned(), s(&pk)),
@@ -969,31 +1076,50 @@ impl Database for DynamoDatabase {
                 ("version".to_owned(), n(version)),
             ]
             .into();
-            let condition = match &known {
-                Some((v, _)) => ("version = :v", [(":v".to_owned(), n(*v))].into()),
-                None => ("attribute_not_exists(pk)", Item::new()),
+            let put = Put::builder().table_name(&self.table).set_item(Some(item));
+            let put = match &known {
+                Some((v, _)) => put
+                    .condition_expression("version = :v")
+                    .expression_attribute_values(":v", n(*v)),
+                None => put.condition_expression("attribute_not_exists(pk)"),
             };
-            if !self.put(item, Some(condition))? {
+            heads.push(vec![TransactWriteItem::builder()
+                .put(put.build().map_err(db)?)
+                .build()]);
+            saving.push(Saving {
+                arn,
+                pk,
+                version,
+                parts,
+                old: known.map(|(_, old)| old),
+            });
+        }
+        self.block(write_all(&self.client, &self.table, part_items))?;
+        let saved = self.block(transact_groups(&self.client, heads))?;
+
+        let mut writes = Vec::new();
+        let mut conflict = None;
+        for ((t, sv), saved) in timelines.iter().zip(saving).zip(saved) {
+            let key = |sk: String| -> Item {
+                [("pk".to_owned(), s(&sv.pk)), ("sk".to_owned(), s(sk))].into()
+            };
+            if !saved {
                 // Another writer's version stands: this one's parts are nobody's.
-                for sk in parts.sort_keys() {
-                    self.delete(&pk, &sk)?;
-                }
-                return Err(DatabaseError::Conflict(format!("timeline of {arn_text}")));
+                writes.extend(sv.parts.sort_keys().map(|sk| Write::Delete(key(sk))));
+                conflict.get_or_insert_with(|| format!("timeline of {}", sv.arn));
+                continue;
+            }
+            if let Some(old) = &sv.old {
+                writes.extend(old.sort_keys().map(|sk| Write::Delete(key(sk))));
             }
             self.versions
                 .lock()
                 .map_err(db)?
-                .insert(arn_text.clone(), (version, parts));
-            if let Some((_, old)) = known {
-                for sk in old.sort_keys() {
-                    self.delete(&pk, &sk)?;
-                }
-            }
-
+                .insert(sv.arn.clone(), (sv.version, sv.parts));
             // The indexes.
             let mut summary: Item = [
                 ("pk".to_owned(), s("keys")),
-                ("sk".to_owned(), s(arn_text.clone())),
+                ("sk".to_owned(), s(sv.arn.clone())),
                 ("state".to_owned(), s(t.state.as_str())),
             ]
             .into();
@@ -1005,38 +1131,38 @@ impl Database for DynamoDatabase {
             }
             if let Some(ks) = t.key_store_ref() {
                 summary.insert("cks".into(), s(ks.custom_key_store_id.clone()));
-                self.put(
+                writes.push(Write::Put(
                     [
                         ("pk".to_owned(), s(format!("cks#{ks}"))),
-                        ("sk".to_owned(), s(arn_text.clone())),
+                        ("sk".to_owned(), s(sv.arn.clone())),
                     ]
                     .into(),
-                    None,
-                )?;
+                ));
             }
-            self.put(summary, None)?;
-            self.put(
+            writes.push(Write::Put(summary));
+            writes.push(Write::Put(
                 [
                     ("pk".to_owned(), s(format!("keyid#{}", t.key_arn.key_id()))),
-                    ("sk".to_owned(), s(arn_text.clone())),
+                    ("sk".to_owned(), s(sv.arn.clone())),
                 ]
                 .into(),
-                None,
-            )?;
-            if t.state.is_pending_deletion() {
-                self.put(
-                    [
-                        ("pk".to_owned(), s("pending")),
-                        ("sk".to_owned(), s(arn_text.clone())),
-                    ]
-                    .into(),
-                    None,
-                )?;
+            ));
+            let pending: Item = [
+                ("pk".to_owned(), s("pending")),
+                ("sk".to_owned(), s(sv.arn.clone())),
+            ]
+            .into();
+            writes.push(if t.state.is_pending_deletion() {
+                Write::Put(pending)
             } else {
-                self.delete("pending", &arn_text)?;
-            }
+                Write::Delete(pending)
+            });
         }
-        Ok(())
+        self.block(write_and_delete_all(&self.client, &self.table, writes))?;
+        match conflict {
+            Some(what) => Err(DatabaseError::Conflict(what)),
+            None => Ok(()),
+        }
     }
 
     fn keys_in_key_store(&self, key_store: &KeyStoreRef) -> Result<Vec<KeyArn>, DatabaseError> {

@@ -656,3 +656,66 @@ async fn the_outbox_is_written_in_transactions_of_many_alerts() {
     assert_eq!(unsent.len(), 1);
     assert_eq!(unsent[0].alert_id, "outbox-test-new");
 }
+
+/// Timelines read together (a BatchGetItem for their heads) are those read one by one,
+/// including one in parts and one never saved; and what was read so is saved against the
+/// version read: another writer's newer version is a conflict.
+#[tokio::test(flavor = "multi_thread")]
+async fn timelines_read_together_are_those_read_alone() {
+    let config = moto().await;
+    let table = table(&config).await;
+    let mut writer = Projector::new(
+        DynamoDatabase::new(&config, &table).expect("db"),
+        AlertConfig::default(),
+    );
+    writer.process(&samples(), as_of()).expect("batch");
+    let (big_key, records) = busy_pending_key(3_000);
+    let mut big = keywatch_core::KeyTimeline::new(big_key.clone());
+    for r in &records {
+        for e in &r.events {
+            big.apply(e);
+        }
+    }
+    let mut db = DynamoDatabase::new(&config, &table).expect("db");
+    db.save_timelines(&[&big]).expect("saved");
+    let mut keys: Vec<KeyArn> = db
+        .list_keys(None)
+        .expect("keys")
+        .iter()
+        .map(|k| KeyArn::parse(&k.key_arn).expect("arn"))
+        .collect();
+    assert!(keys.len() > 3, "{keys:?}");
+    keys.push(
+        KeyArn::parse(
+            "arn:aws:kms:us-east-1:111122223333:key/00000000-0000-4000-8000-000000000000",
+        )
+        .expect("arn"),
+    );
+
+    let reader = DynamoDatabase::new(&config, &table).expect("db");
+    let together = reader.load_timelines(&keys).expect("read together");
+    let alone: Vec<_> = keys
+        .iter()
+        .map(|k| reader.load_timeline(k).expect("read alone"))
+        .collect();
+    assert_eq!(together, alone);
+    assert_eq!(together.last(), Some(&None), "never saved");
+    assert!(
+        together.iter().any(|t| t.as_ref() == Some(&big)),
+        "in parts"
+    );
+
+    // Saved against the version read together.
+    let mut first = DynamoDatabase::new(&config, &table).expect("db");
+    let mut second = DynamoDatabase::new(&config, &table).expect("db");
+    let read = first.load_timelines(&keys[..1]).expect("read");
+    second.load_timelines(&keys[..1]).expect("read");
+    let t = read[0].clone().expect("saved");
+    first
+        .save_timelines(&[&t])
+        .expect("saved on the version read");
+    assert!(matches!(
+        second.save_timelines(&[&t]),
+        Err(DatabaseError::Conflict(_))
+    ));
+}

@@ -371,7 +371,7 @@ async fn run_on_a_throttled_dynamodb_pages_each_alert_once() {
     keywatch_aws::DynamoDatabase::create_table(&moto().await, &table)
         .await
         .expect("table");
-    let proxy = FaultProxy::start(&endpoint, 1, 3, (60, std::time::Duration::from_secs(40)));
+    let proxy = FaultProxy::start(&endpoint, 1, 3, (20, std::time::Duration::from_secs(40)));
     let out = tokio::task::block_in_place(|| {
         keywatch_command(
             &brokers,

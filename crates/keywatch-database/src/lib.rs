@@ -120,6 +120,11 @@ pub trait Database {
     fn stream_records(&self, stream: &StreamId) -> Result<Vec<String>, DatabaseError>;
     /// A key's timeline.
     fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, DatabaseError>;
+    /// The timelines of several keys, in their order (a database that can read many at once
+    /// does so).
+    fn load_timelines(&self, keys: &[KeyArn]) -> Result<Vec<Option<KeyTimeline>>, DatabaseError> {
+        keys.iter().map(|k| self.load_timeline(k)).collect()
+    }
     /// Saves timelines, replacing older versions.
     fn save_timelines(&mut self, timelines: &[&KeyTimeline]) -> Result<(), DatabaseError>;
     /// The keys whose timelines place them in a custom key store.

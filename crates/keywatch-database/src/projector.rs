@@ -139,6 +139,42 @@ impl<S: Database> Projector<S> {
         Ok(current_timeline(&self.database, key)?.unwrap_or_else(|| KeyTimeline::new(key.clone())))
     }
 
+    /// Reads the timelines of the records' keys that the cache lacks, at once. A timeline of
+    /// another form, or one that cannot be read, is left to [`current_timeline`] (which
+    /// rebuilds it), as are all of them when the database cannot read them together.
+    fn load_timelines_of(&mut self, records: &[&NormalisedRecord]) -> Result<(), DatabaseError> {
+        let keys: BTreeSet<&KeyArn> = records
+            .iter()
+            .flat_map(|r| &r.events)
+            .filter_map(|e| match e {
+                KmsEvent::Key(k) if !self.cache.contains_key(&k.key) => Some(&k.key),
+                _ => None,
+            })
+            .collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<KeyArn> = keys.into_iter().cloned().collect();
+        let loaded = match self.database.load_timelines(&keys) {
+            Ok(loaded) => loaded,
+            Err(DatabaseError::Corrupt { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for (key, timeline) in keys.into_iter().zip(loaded) {
+            match timeline {
+                Some(t) if t.format == TIMELINE_FORMAT => {
+                    self.cache.insert(key, t);
+                }
+                Some(_) => {}
+                None => {
+                    let fresh = KeyTimeline::new(key.clone());
+                    self.cache.insert(key, fresh);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Whether every event of a record follows its key's timeline as folded so far (loading
     /// the timelines into the cache, where the fold finds them): then no earlier batch folded
     /// it. A key store's event has no timeline of its own to tell.
@@ -233,6 +269,7 @@ impl<S: Database> Projector<S> {
             .filter(|r| seen.insert(r.event_id.as_str()))
             .collect();
         outcome.duplicate_records = batch.len() - unique.len();
+        self.load_timelines_of(&unique)?;
         let mut to_append: Vec<RecordToAppend<'_>> = Vec::with_capacity(unique.len());
         for r in &unique {
             to_append.push(RecordToAppend {
