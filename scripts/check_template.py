@@ -108,10 +108,32 @@ for policy in functions["ProjectorFunction"]["Properties"].get("Policies", []):
             granted |= set(st.get("Action", []))
 if not needed <= granted:
     problems.append(f"ProjectorFunction lacks {sorted(needed - granted)} for its Kafka event source in a VPC")
-# Least privilege: only the DynamoDB actions the store calls, metrics in keywatch's namespace,
+# Least privilege: exactly the DynamoDB actions the database adapter calls, read from its
+# source (a TransactWriteItems needs the Put, Update and Delete it holds; CreateTable is
+# `keywatch run --create-table`'s, not the functions'), metrics in keywatch's namespace,
 # invocations bound to their source.
-allowed_dynamodb = {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query",
-                    "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
+import pathlib, re
+adapter = pathlib.Path(__file__).resolve().parent.parent / "crates/keywatch-aws/src/dynamo.rs"
+called = set(re.findall(r"\.(get_item|batch_get_item|query|scan|put_item|update_item|delete_item|"
+                        r"batch_write_item|transact_write_items|transact_get_items)\(\)",
+                        adapter.read_text()))
+iam = {"transact_write_items": ["PutItem", "UpdateItem", "DeleteItem"],
+       "transact_get_items": ["GetItem"]}
+allowed_dynamodb = set()
+for op in called:
+    for action in iam.get(op, ["".join(w.capitalize() for w in op.split("_"))]):
+        allowed_dynamodb.add(f"dynamodb:{action}")
+if not {"dynamodb:PutItem", "dynamodb:BatchWriteItem"} <= allowed_dynamodb:
+    problems.append(f"read no DynamoDB calls from {adapter}: {sorted(called)}")
+for fn in ["ProjectorFunction", "SweeperFunction"]:
+    granted = set()
+    for policy in functions[fn]["Properties"].get("Policies", []):
+        if isinstance(policy, dict):
+            for st in policy.get("Statement", []):
+                granted |= set(st.get("Action", []))
+    missing = allowed_dynamodb - granted
+    if missing:
+        problems.append(f"{fn} lacks {sorted(missing)}, which the database adapter calls")
 for fn, r in functions.items():
     for policy in r["Properties"].get("Policies", []):
         text = str(policy)
