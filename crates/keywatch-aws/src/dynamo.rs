@@ -123,9 +123,12 @@ async fn put_item(
 }
 
 /// DynamoDB refuses an item over 400 KB (names and values together), and a busy key's
-/// timeline is larger than that as JSON even encoded: its encoded body is kept in parts of at
-/// most this many bytes, the first in the `timeline` item, the rest in items of their own.
+/// timeline is larger than that as JSON even encoded: a body over [`TIMELINE_INLINE_BYTES`]
+/// is kept in parts of at most this many bytes, in items of their own beside the `timeline`
+/// item (the head), which names them. (Versions before kept the first part in the head.)
 const TIMELINE_PART_BYTES: usize = 300 * 1024;
+/// An encoded timeline body up to this size is kept in its head.
+const TIMELINE_INLINE_BYTES: usize = 8 * 1024;
 
 /// Where the parts of one saved timeline are: their sort keys' prefix, unique to the writer
 /// and version (two writers racing for one version must not write over each other's parts),
@@ -920,8 +923,9 @@ impl Database for DynamoDatabase {
             ) {
                 // Written before timelines were encoded.
                 (Some(json), _) => json.to_owned(),
-                (None, Some(head)) => {
-                    let mut body = head.as_ref().to_vec();
+                (None, head) if head.is_some() || parts.count > 0 => {
+                    // A large timeline's head holds no body: all of it is in its parts.
+                    let mut body = head.map(|h| h.as_ref().to_vec()).unwrap_or_default();
                     let rest = if parts.count == 0 {
                         Vec::new()
                     } else {
@@ -935,7 +939,7 @@ impl Database for DynamoDatabase {
                     }
                     decode_record(&body)?
                 }
-                (None, None) => {
+                (None, _) => {
                     return Err(DatabaseError::Corrupt {
                         what: "timeline",
                         reason: format!("{key}: no body"),
@@ -997,28 +1001,83 @@ impl Database for DynamoDatabase {
                 request = out.unprocessed_keys().cloned().unwrap_or_default();
             }
         }
+        // The parts of the timelines in parts, 100 to a BatchGetItem.
+        let mut part_keys: Vec<(String, String)> = Vec::new();
+        for item in heads.values() {
+            if let (Some(pk), Some(prefix), Some(count)) = (
+                text(item, "pk"),
+                text(item, "parts_prefix"),
+                number(item, "parts"),
+            ) {
+                let parts = TimelineParts {
+                    prefix: prefix.to_owned(),
+                    count: count.max(0) as usize,
+                };
+                part_keys.extend(parts.sort_keys().map(|sk| (pk.to_owned(), sk)));
+            }
+        }
+        let mut parts_read: HashMap<(String, String), Vec<u8>> = HashMap::new();
+        for chunk in part_keys.chunks(BATCH_GET_KEYS) {
+            let mut request = KeysAndAttributes::builder().consistent_read(true);
+            for (pk, sk) in chunk {
+                request = request.keys([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))].into());
+            }
+            let mut request: HashMap<String, KeysAndAttributes> =
+                [(self.table.clone(), request.build().map_err(db)?)].into();
+            while !request.is_empty() {
+                let out = self
+                    .block(
+                        self.client
+                            .batch_get_item()
+                            .set_request_items(Some(request))
+                            .send(),
+                    )
+                    .map_err(err)?;
+                for item in out
+                    .responses()
+                    .and_then(|r| r.get(&self.table))
+                    .into_iter()
+                    .flatten()
+                {
+                    if let (Some(pk), Some(sk), Some(AttributeValue::B(b))) =
+                        (text(item, "pk"), text(item, "sk"), item.get("body"))
+                    {
+                        parts_read.insert((pk.to_owned(), sk.to_owned()), b.clone().into_inner());
+                    }
+                }
+                request = out.unprocessed_keys().cloned().unwrap_or_default();
+            }
+        }
         keys.iter()
             .map(|key| {
-                let Some(item) = heads.get(&format!("key#{key}")) else {
+                let pk = format!("key#{key}");
+                let Some(item) = heads.get(&pk) else {
                     return Ok(None);
                 };
-                let (Some(AttributeValue::B(head)), 0, None) = (
-                    item.get("body"),
-                    number(item, "parts").unwrap_or(0),
-                    text(item, "json"),
-                ) else {
-                    return self.load_timeline(key);
+                if text(item, "json").is_some() {
+                    return self.load_timeline(key); // stored before timelines were encoded
+                }
+                let parts = TimelineParts {
+                    prefix: text(item, "parts_prefix").unwrap_or_default().to_owned(),
+                    count: number(item, "parts").unwrap_or(0).max(0) as usize,
                 };
-                let timeline = decode_record(head.as_ref()).and_then(|json| {
+                let mut body = match item.get("body") {
+                    Some(AttributeValue::B(head)) => head.as_ref().to_vec(),
+                    _ => Vec::new(),
+                };
+                for sk in parts.sort_keys() {
+                    match parts_read.get(&(pk.clone(), sk)) {
+                        Some(part) => body.extend_from_slice(part),
+                        // Replaced by a newer version meanwhile: read it on its own.
+                        None => return self.load_timeline(key),
+                    }
+                }
+                let timeline = decode_record(&body).and_then(|json| {
                     serde_json::from_str(&json).map_err(|e| DatabaseError::Corrupt {
                         what: "timeline",
                         reason: e.to_string(),
                     })
                 })?;
-                let parts = TimelineParts {
-                    prefix: text(item, "parts_prefix").unwrap_or_default().to_owned(),
-                    count: 0,
-                };
                 self.versions.lock().map_err(db)?.insert(
                     key.to_string(),
                     (number(item, "version").unwrap_or(0), parts),
@@ -1052,9 +1111,13 @@ impl Database for DynamoDatabase {
                 reason: e.to_string(),
             })?;
             let body = encode_record(&json);
-            let mut chunks = body.chunks(TIMELINE_PART_BYTES);
-            let head = chunks.next().unwrap_or_default();
-            let rest: Vec<&[u8]> = chunks.collect();
+            // A small body in the head; a large one only in parts, so that the head, written
+            // in a transaction (which costs twice the write units), stays small.
+            let (head, rest): (&[u8], Vec<&[u8]>) = if body.len() <= TIMELINE_INLINE_BYTES {
+                (&body, Vec::new())
+            } else {
+                (&[], body.chunks(TIMELINE_PART_BYTES).collect())
+            };
             let version = known.as_ref().map_or(0, |(v, _)| *v) + 1;
             let parts = TimelineParts::new(version, rest.len());
             for (i, part) in rest.iter().enumerate() {
@@ -1067,15 +1130,17 @@ impl Database for DynamoDatabase {
                     .into(),
                 );
             }
-            let item: Item = [
+            let mut item: Item = [
                 ("pk".to_owned(), s(&pk)),
                 ("sk".to_owned(), s("timeline")),
-                ("body".to_owned(), AttributeValue::B(head.to_vec().into())),
                 ("parts".to_owned(), n(rest.len() as i64)),
                 ("parts_prefix".to_owned(), s(&parts.prefix)),
                 ("version".to_owned(), n(version)),
             ]
             .into();
+            if !head.is_empty() {
+                item.insert("body".to_owned(), AttributeValue::B(head.to_vec().into()));
+            }
             let put = Put::builder().table_name(&self.table).set_item(Some(item));
             let put = match &known {
                 Some((v, _)) => put

@@ -719,3 +719,58 @@ async fn timelines_read_together_are_those_read_alone() {
         Err(DatabaseError::Conflict(_))
     ));
 }
+
+/// A large timeline as versions before kept it (the first part of its body in the head, the
+/// rest in parts) reads back whole, alone and together with others.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_timeline_kept_with_its_first_part_in_the_head_reads_back() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let config = moto().await;
+    let table = table(&config).await;
+    let (key, records) = busy_pending_key(3_000);
+    let mut timeline = keywatch_core::KeyTimeline::new(key.clone());
+    for r in &records {
+        for e in &r.events {
+            timeline.apply(e);
+        }
+    }
+    let body = keywatch_database::encode_record(&serde_json::to_string(&timeline).expect("json"));
+    let chunks: Vec<&[u8]> = body.chunks(300 * 1024).collect();
+    assert!(chunks.len() > 1, "the test needs a timeline in parts");
+    let client = aws_sdk_dynamodb::Client::new(&config);
+    let pk = format!("key#{key}");
+    let prefix = "timeline#000000000001#old-writer#";
+    for (i, part) in chunks[1..].iter().enumerate() {
+        client
+            .put_item()
+            .table_name(&table)
+            .item("pk", AttributeValue::S(pk.clone()))
+            .item("sk", AttributeValue::S(format!("{prefix}{:04}", i + 1)))
+            .item("body", AttributeValue::B(part.to_vec().into()))
+            .send()
+            .await
+            .expect("part");
+    }
+    client
+        .put_item()
+        .table_name(&table)
+        .item("pk", AttributeValue::S(pk))
+        .item("sk", AttributeValue::S("timeline".into()))
+        .item("body", AttributeValue::B(chunks[0].to_vec().into()))
+        .item("parts", AttributeValue::N((chunks.len() - 1).to_string()))
+        .item("parts_prefix", AttributeValue::S(prefix.into()))
+        .item("version", AttributeValue::N("1".into()))
+        .send()
+        .await
+        .expect("head");
+    let db = DynamoDatabase::new(&config, &table).expect("db");
+    assert_eq!(
+        db.load_timeline(&key).expect("alone"),
+        Some(timeline.clone())
+    );
+    assert_eq!(
+        db.load_timelines(std::slice::from_ref(&key))
+            .expect("together"),
+        vec![Some(timeline)]
+    );
+}
