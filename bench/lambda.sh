@@ -14,5 +14,7 @@ python3 bench/lambda_setup.py "$MOTO_PORT" "$RUN"
 export KEYWATCH_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT KEYWATCH_KAFKA_TOPIC=$TOPIC
 export KEYWATCH_TABLE=keywatch-bench KEYWATCH_SNS_TOPIC_ARN=arn:aws:sns:us-east-1:123456789012:keywatch-bench
 python3 bench/lambda_measure.py "$RUN"
-# The projector's use case without the network: CPU per 10,000-record batch.
+# The projector's use case without the network: CPU per 10,000-record batch, with the
+# services stopped so that they take no CPU from it.
+stop_bench_services
 cargo run -q --release -p keywatch-pipeline --example batch_cpu -- "$RUN/records.jsonl" 10000

