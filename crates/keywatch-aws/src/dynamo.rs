@@ -678,6 +678,36 @@ impl DynamoDatabase {
         })
     }
 
+    /// The items of these keys that exist, 100 keys to a BatchGetItem (consistent reads),
+    /// asking again for what DynamoDB leaves unprocessed.
+    fn get_all(&self, keys: Vec<Item>) -> Result<Vec<Item>, DatabaseError> {
+        let mut found = Vec::new();
+        for chunk in keys.chunks(BATCH_GET_KEYS) {
+            let request = KeysAndAttributes::builder()
+                .consistent_read(true)
+                .set_keys(Some(chunk.to_vec()))
+                .build()
+                .map_err(db)?;
+            let mut request: HashMap<String, KeysAndAttributes> =
+                [(self.table.clone(), request)].into();
+            while !request.is_empty() {
+                let out = self
+                    .block(
+                        self.client
+                            .batch_get_item()
+                            .set_request_items(Some(request))
+                            .send(),
+                    )
+                    .map_err(err)?;
+                if let Some(items) = out.responses().and_then(|r| r.get(&self.table)) {
+                    found.extend(items.iter().cloned());
+                }
+                request = out.unprocessed_keys().cloned().unwrap_or_default();
+            }
+        }
+        Ok(found)
+    }
+
     fn put(&self, item: Item, condition: Option<(&str, Item)>) -> Result<bool, DatabaseError> {
         self.block(put_item(&self.client, &self.table, item, condition))
     }
@@ -842,41 +872,17 @@ impl Database for DynamoDatabase {
                 ids.push((at, id.to_owned()));
             }
         }
-        let mut bodies: HashMap<String, Vec<u8>> = HashMap::new();
-        for chunk in ids.chunks(BATCH_GET_KEYS) {
-            let mut keys = KeysAndAttributes::builder();
-            for (_, id) in chunk {
-                keys = keys.keys(record_key(id));
-            }
-            let mut request: HashMap<String, KeysAndAttributes> =
-                [(self.table.clone(), keys.build().map_err(db)?)].into();
-            while !request.is_empty() {
-                let out = self
-                    .block(
-                        self.client
-                            .batch_get_item()
-                            .set_request_items(Some(request))
-                            .send(),
-                    )
-                    .map_err(err)?;
-                for item in out
-                    .responses()
-                    .and_then(|r| r.get(&self.table))
-                    .into_iter()
-                    .flatten()
-                {
-                    if let (Some(pk), Some(AttributeValue::B(b))) =
-                        (text(item, "pk"), item.get("body"))
-                    {
-                        bodies.insert(
-                            pk.trim_start_matches("rec#").to_owned(),
-                            b.clone().into_inner(),
-                        );
-                    }
-                }
-                request = out.unprocessed_keys().cloned().unwrap_or_default();
-            }
-        }
+        let bodies: HashMap<String, Vec<u8>> = self
+            .get_all(ids.iter().map(|(_, id)| record_key(id)).collect())?
+            .into_iter()
+            .filter_map(|item| match (text(&item, "pk"), item.get("body")) {
+                (Some(pk), Some(AttributeValue::B(b))) => Some((
+                    pk.trim_start_matches("rec#").to_owned(),
+                    b.clone().into_inner(),
+                )),
+                _ => None,
+            })
+            .collect();
         for (event_time, id) in ids {
             let body = bodies.get(&id).ok_or_else(|| DatabaseError::Corrupt {
                 what: "stream",
@@ -964,45 +970,23 @@ impl Database for DynamoDatabase {
     }
 
     fn load_timelines(&self, keys: &[KeyArn]) -> Result<Vec<Option<KeyTimeline>>, DatabaseError> {
-        // The heads, 100 to a BatchGetItem; a timeline in parts is read on its own.
-        let mut heads: HashMap<String, Item> = HashMap::new();
-        for chunk in keys.chunks(BATCH_GET_KEYS) {
-            let mut request = KeysAndAttributes::builder().consistent_read(true);
-            for key in chunk {
-                request = request.keys(
-                    [
-                        ("pk".to_owned(), s(format!("key#{key}"))),
-                        ("sk".to_owned(), s("timeline")),
-                    ]
-                    .into(),
-                );
-            }
-            let mut request: HashMap<String, KeysAndAttributes> =
-                [(self.table.clone(), request.build().map_err(db)?)].into();
-            while !request.is_empty() {
-                let out = self
-                    .block(
-                        self.client
-                            .batch_get_item()
-                            .set_request_items(Some(request))
-                            .send(),
-                    )
-                    .map_err(err)?;
-                for item in out
-                    .responses()
-                    .and_then(|r| r.get(&self.table))
-                    .into_iter()
-                    .flatten()
-                {
-                    if let Some(pk) = text(item, "pk") {
-                        heads.insert(pk.to_owned(), item.clone());
-                    }
-                }
-                request = out.unprocessed_keys().cloned().unwrap_or_default();
-            }
-        }
-        // The parts of the timelines in parts, 100 to a BatchGetItem.
-        let mut part_keys: Vec<(String, String)> = Vec::new();
+        // The heads, then the parts of the timelines in parts, 100 to a BatchGetItem.
+        let heads: HashMap<String, Item> = self
+            .get_all(
+                keys.iter()
+                    .map(|key| {
+                        [
+                            ("pk".to_owned(), s(format!("key#{key}"))),
+                            ("sk".to_owned(), s("timeline")),
+                        ]
+                        .into()
+                    })
+                    .collect(),
+            )?
+            .into_iter()
+            .filter_map(|item| text(&item, "pk").map(str::to_owned).map(|pk| (pk, item)))
+            .collect();
+        let mut part_keys: Vec<Item> = Vec::new();
         for item in heads.values() {
             if let (Some(pk), Some(prefix), Some(count)) = (
                 text(item, "pk"),
@@ -1013,41 +997,25 @@ impl Database for DynamoDatabase {
                     prefix: prefix.to_owned(),
                     count: count.max(0) as usize,
                 };
-                part_keys.extend(parts.sort_keys().map(|sk| (pk.to_owned(), sk)));
+                part_keys.extend(
+                    parts
+                        .sort_keys()
+                        .map(|sk| [("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))].into()),
+                );
             }
         }
-        let mut parts_read: HashMap<(String, String), Vec<u8>> = HashMap::new();
-        for chunk in part_keys.chunks(BATCH_GET_KEYS) {
-            let mut request = KeysAndAttributes::builder().consistent_read(true);
-            for (pk, sk) in chunk {
-                request = request.keys([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))].into());
-            }
-            let mut request: HashMap<String, KeysAndAttributes> =
-                [(self.table.clone(), request.build().map_err(db)?)].into();
-            while !request.is_empty() {
-                let out = self
-                    .block(
-                        self.client
-                            .batch_get_item()
-                            .set_request_items(Some(request))
-                            .send(),
-                    )
-                    .map_err(err)?;
-                for item in out
-                    .responses()
-                    .and_then(|r| r.get(&self.table))
-                    .into_iter()
-                    .flatten()
-                {
-                    if let (Some(pk), Some(sk), Some(AttributeValue::B(b))) =
-                        (text(item, "pk"), text(item, "sk"), item.get("body"))
-                    {
-                        parts_read.insert((pk.to_owned(), sk.to_owned()), b.clone().into_inner());
+        let parts_read: HashMap<(String, String), Vec<u8>> = self
+            .get_all(part_keys)?
+            .into_iter()
+            .filter_map(
+                |item| match (text(&item, "pk"), text(&item, "sk"), item.get("body")) {
+                    (Some(pk), Some(sk), Some(AttributeValue::B(b))) => {
+                        Some(((pk.to_owned(), sk.to_owned()), b.clone().into_inner()))
                     }
-                }
-                request = out.unprocessed_keys().cloned().unwrap_or_default();
-            }
-        }
+                    _ => None,
+                },
+            )
+            .collect();
         keys.iter()
             .map(|key| {
                 let pk = format!("key#{key}");

@@ -217,12 +217,8 @@ async fn a_timeline_over_dynamodbs_item_limit_is_saved_and_read_back_whole() {
     let config = moto().await;
     let table = table(&config).await;
     let (key, records) = busy_pending_key(3_000);
-    let mut timeline = keywatch_core::KeyTimeline::new(key.clone());
-    for r in &records {
-        for e in &r.events {
-            timeline.apply(e);
-        }
-    }
+    let timeline =
+        keywatch_core::KeyTimeline::fold(key.clone(), records.iter().flat_map(|r| &r.events));
     let json = serde_json::to_string(&timeline).expect("json");
     let encoded = keywatch_database::encode_record(&json).len();
     assert!(
@@ -670,12 +666,8 @@ async fn timelines_read_together_are_those_read_alone() {
     );
     writer.process(&samples(), as_of()).expect("batch");
     let (big_key, records) = busy_pending_key(3_000);
-    let mut big = keywatch_core::KeyTimeline::new(big_key.clone());
-    for r in &records {
-        for e in &r.events {
-            big.apply(e);
-        }
-    }
+    let big =
+        keywatch_core::KeyTimeline::fold(big_key.clone(), records.iter().flat_map(|r| &r.events));
     let mut db = DynamoDatabase::new(&config, &table).expect("db");
     db.save_timelines(&[&big]).expect("saved");
     let mut keys: Vec<KeyArn> = db
@@ -728,12 +720,8 @@ async fn a_timeline_kept_with_its_first_part_in_the_head_reads_back() {
     let config = moto().await;
     let table = table(&config).await;
     let (key, records) = busy_pending_key(3_000);
-    let mut timeline = keywatch_core::KeyTimeline::new(key.clone());
-    for r in &records {
-        for e in &r.events {
-            timeline.apply(e);
-        }
-    }
+    let timeline =
+        keywatch_core::KeyTimeline::fold(key.clone(), records.iter().flat_map(|r| &r.events));
     let body = keywatch_database::encode_record(&serde_json::to_string(&timeline).expect("json"));
     let chunks: Vec<&[u8]> = body.chunks(300 * 1024).collect();
     assert!(chunks.len() > 1, "the test needs a timeline in parts");
