@@ -762,3 +762,37 @@ async fn a_timeline_kept_with_its_first_part_in_the_head_reads_back() {
         vec![Some(timeline)]
     );
 }
+
+/// A batch retried after it stored its records but failed before saving their timelines
+/// stores them again, unseen as before: the stream reads each record once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_segment_stored_twice_by_a_retried_batch_reads_once() {
+    use keywatch_database::{RecordToAppend, StreamId};
+    let config = moto().await;
+    let table = table(&config).await;
+    let (key, records) = busy_pending_key(20);
+    let encoded: Vec<Vec<u8>> = records
+        .iter()
+        .map(|r| {
+            keywatch_database::encode_record(
+                &serde_json::json!({"eventID": r.event_id}).to_string(),
+            )
+        })
+        .collect();
+    let appended: Vec<RecordToAppend<'_>> = records
+        .iter()
+        .zip(&encoded)
+        .map(|(r, stored)| RecordToAppend {
+            event_id: &r.event_id,
+            event_time: r.event_time(),
+            stored,
+            streams: vec![StreamId::Key(key.clone())],
+            unseen: true,
+        })
+        .collect();
+    let mut db = DynamoDatabase::new(&config, &table).expect("db");
+    db.append_records(&appended).expect("first attempt");
+    db.append_records(&appended).expect("the retry");
+    let stream = db.stream_records(&StreamId::Key(key)).expect("stream");
+    assert_eq!(stream.len(), records.len(), "each record once");
+}
