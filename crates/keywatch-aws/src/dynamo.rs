@@ -836,12 +836,11 @@ impl Database for DynamoDatabase {
             .filter(|(_, f)| **f)
             .map(|(r, _)| r)
         {
-            let json = decode_record(r.stored)?;
             for stream in &r.streams {
                 per_stream.entry(stream).or_default().push(SegmentEntry {
                     event_time: r.event_time,
                     event_id: r.event_id.to_owned(),
-                    json: json.clone(),
+                    json: r.json.to_owned(),
                 });
             }
         }

@@ -25,7 +25,7 @@ fn samples() -> Vec<NormalisedRecord> {
         read_path(&f, &mut |item| {
             if let Item::Record { json, .. } = item {
                 if let Ok(Normalised::Kms { event_id, events }) = normalise(&json) {
-                    out.push(NormalisedRecord::new(event_id, &json, events));
+                    out.push(NormalisedRecord::new(event_id, json.as_str(), events));
                 }
             }
         })
@@ -203,7 +203,7 @@ fn busy_pending_key(callers: usize) -> (KeyArn, Vec<NormalisedRecord>) {
             let json = r.to_string();
             match normalise(&json) {
                 Ok(Normalised::Kms { event_id, events }) => {
-                    NormalisedRecord::new(event_id, &json, events)
+                    NormalisedRecord::new(event_id, json.as_str(), events)
                 }
                 other => panic!("not a tracked KMS record: {other:?}"),
             }
@@ -279,24 +279,20 @@ async fn appending_records_takes_batch_requests_not_one_per_record() {
     );
     let config = direct.to_builder().endpoint_url(proxy.url()).build();
     let (key, records) = busy_pending_key(1_999);
-    let encoded: Vec<(String, Timestamp, Vec<u8>)> = records
+    let encoded: Vec<(String, Timestamp, String)> = records
         .iter()
         .map(|r| {
             let json = serde_json::json!({"eventID": r.event_id}).to_string();
-            (
-                r.event_id.clone(),
-                r.event_time(),
-                keywatch_database::encode_record(&json),
-            )
+            (r.event_id.clone(), r.event_time(), json)
         })
         .collect();
     let to_append = |range: std::ops::Range<usize>, unseen: bool| -> Vec<RecordToAppend<'_>> {
         encoded[range]
             .iter()
-            .map(|(id, at, stored)| RecordToAppend {
+            .map(|(id, at, json)| RecordToAppend {
                 event_id: id,
                 event_time: *at,
-                stored,
+                json,
                 streams: vec![StreamId::Key(key.clone())],
                 unseen,
             })
@@ -372,7 +368,7 @@ async fn a_segment_over_the_item_limit_is_split() {
     let (key, records) = busy_pending_key(399);
     // 2 KB of hex noise each: 800 KB in all, over 350 KB even deflated.
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let encoded: Vec<(String, Timestamp, Vec<u8>, String)> = records
+    let encoded: Vec<(String, Timestamp, String)> = records
         .iter()
         .map(|r| {
             let noise: String = (0..128)
@@ -384,20 +380,15 @@ async fn a_segment_over_the_item_limit_is_split() {
                 })
                 .collect();
             let json = serde_json::json!({"eventID": r.event_id, "noise": noise}).to_string();
-            (
-                r.event_id.clone(),
-                r.event_time(),
-                keywatch_database::encode_record(&json),
-                json,
-            )
+            (r.event_id.clone(), r.event_time(), json)
         })
         .collect();
     let appended: Vec<RecordToAppend<'_>> = encoded
         .iter()
-        .map(|(id, at, stored, _)| RecordToAppend {
+        .map(|(id, at, json)| RecordToAppend {
             event_id: id,
             event_time: *at,
-            stored,
+            json,
             streams: vec![StreamId::Key(key.clone())],
             unseen: true,
         })
@@ -422,9 +413,9 @@ async fn a_segment_over_the_item_limit_is_split() {
     assert!(segments.count() > 1, "{} segment(s)", segments.count());
     let back = store.stream_records(&StreamId::Key(key)).expect("stream");
     assert_eq!(back.len(), encoded.len());
-    let mut expected: Vec<&(String, Timestamp, Vec<u8>, String)> = encoded.iter().collect();
+    let mut expected: Vec<&(String, Timestamp, String)> = encoded.iter().collect();
     expected.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
-    assert!(back.iter().zip(expected).all(|(b, e)| *b == e.3));
+    assert!(back.iter().zip(expected).all(|(b, e)| *b == e.2));
 }
 
 /// Records stored as items of their own, as versions before segments kept them, are still
@@ -466,17 +457,14 @@ async fn records_kept_before_segments_are_read_and_known() {
             .await
             .expect("record");
     }
-    let encoded: Vec<Vec<u8>> = records
-        .iter()
-        .map(|r| keywatch_database::encode_record(&json(r)))
-        .collect();
+    let texts: Vec<String> = records.iter().map(json).collect();
     let appended: Vec<RecordToAppend<'_>> = records
         .iter()
-        .zip(&encoded)
-        .map(|(r, stored)| RecordToAppend {
+        .zip(&texts)
+        .map(|(r, json)| RecordToAppend {
             event_id: &r.event_id,
             event_time: r.event_time(),
-            stored,
+            json,
             streams: vec![stream.clone()],
             unseen: false,
         })
@@ -771,21 +759,17 @@ async fn a_segment_stored_twice_by_a_retried_batch_reads_once() {
     let config = moto().await;
     let table = table(&config).await;
     let (key, records) = busy_pending_key(20);
-    let encoded: Vec<Vec<u8>> = records
+    let texts: Vec<String> = records
         .iter()
-        .map(|r| {
-            keywatch_database::encode_record(
-                &serde_json::json!({"eventID": r.event_id}).to_string(),
-            )
-        })
+        .map(|r| serde_json::json!({"eventID": r.event_id}).to_string())
         .collect();
     let appended: Vec<RecordToAppend<'_>> = records
         .iter()
-        .zip(&encoded)
-        .map(|(r, stored)| RecordToAppend {
+        .zip(&texts)
+        .map(|(r, json)| RecordToAppend {
             event_id: &r.event_id,
             event_time: r.event_time(),
-            stored,
+            json,
             streams: vec![StreamId::Key(key.clone())],
             unseen: true,
         })

@@ -85,7 +85,7 @@ fn read_file(path: &std::path::Path, limits: Limits) -> FileResult {
                 Ok(Normalised::NotKms) => out.not_kms += 1,
                 Ok(Normalised::KmsUntracked { .. }) => out.untracked += 1,
                 Ok(Normalised::Kms { event_id, events }) => {
-                    out.kms.push(NormalisedRecord::new(event_id, &json, events))
+                    out.kms.push(NormalisedRecord::new(event_id, json, events))
                 }
                 Err(e) => out
                     .rejected

@@ -119,15 +119,32 @@ pub struct SegmentEntry {
 
 /// Encodes records for one segment of the event log.
 pub fn encode_segment(entries: &[SegmentEntry]) -> Vec<u8> {
-    let mut raw = Vec::with_capacity(entries.iter().map(|e| e.json.len() + 64).sum());
-    for e in entries {
-        raw.extend_from_slice(&e.event_time.millis().to_le_bytes());
+    encode_segment_of(
+        entries
+            .iter()
+            .map(|e| (e.event_time, e.event_id.as_str(), e.json.as_str())),
+    )
+}
+
+/// Encodes records, given as (eventTime, eventID, JSON), for one segment of the event log:
+/// [`encode_segment`] without owning them.
+pub fn encode_segment_of<'a>(
+    entries: impl IntoIterator<Item = (Timestamp, &'a str, &'a str)> + Clone,
+) -> Vec<u8> {
+    let size = entries
+        .clone()
+        .into_iter()
+        .map(|(_, id, json)| 14 + id.len() + json.len())
+        .sum();
+    let mut raw = Vec::with_capacity(size);
+    for (event_time, event_id, json) in entries {
+        raw.extend_from_slice(&event_time.millis().to_le_bytes());
         // eventIDs are at most a few hundred bytes (the reader bounds them) and a record
         // far below 4 GiB, so the lengths fit.
-        raw.extend_from_slice(&(e.event_id.len() as u16).to_le_bytes());
-        raw.extend_from_slice(e.event_id.as_bytes());
-        raw.extend_from_slice(&(e.json.len() as u32).to_le_bytes());
-        raw.extend_from_slice(e.json.as_bytes());
+        raw.extend_from_slice(&(event_id.len() as u16).to_le_bytes());
+        raw.extend_from_slice(event_id.as_bytes());
+        raw.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        raw.extend_from_slice(json.as_bytes());
     }
     COMPRESS
         .with(|c| deflate(&mut c.borrow_mut(), FORMAT_SEGMENT_V1, &raw))

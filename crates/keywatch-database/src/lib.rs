@@ -8,7 +8,9 @@ mod codec;
 mod memory;
 mod projector;
 
-pub use codec::{decode_record, decode_segment, encode_record, encode_segment, SegmentEntry};
+pub use codec::{
+    decode_record, decode_segment, encode_record, encode_segment, encode_segment_of, SegmentEntry,
+};
 pub use memory::MemoryDatabase;
 pub use projector::{current_timeline, BatchOutcome, NormalisedRecord, Projector};
 
@@ -75,8 +77,8 @@ pub struct RecordToAppend<'a> {
     pub event_id: &'a str,
     /// `eventTime`.
     pub event_time: Timestamp,
-    /// The record, encoded by [`encode_record`].
-    pub stored: &'a [u8],
+    /// The record's JSON, as it came.
+    pub json: &'a str,
     /// The streams it belongs to.
     pub streams: Vec<StreamId>,
     /// Known not to be in the event log already: each of its events follows its key's

@@ -152,7 +152,7 @@ impl Database for MemoryDatabase {
             let new = !self.records.contains_key(r.event_id);
             if new {
                 self.records
-                    .insert(r.event_id.to_owned(), r.stored.to_vec());
+                    .insert(r.event_id.to_owned(), crate::encode_record(r.json));
                 self.undo(Undo::Record(r.event_id.to_owned()));
                 for s in &r.streams {
                     let entry = (r.event_time, r.event_id.to_owned());

@@ -17,20 +17,19 @@ pub struct NormalisedRecord {
     pub event_id: String,
     /// Its events (at least one).
     pub events: Vec<KmsEvent>,
-    /// The record as the event log keeps it ([`crate::encode_record`]).
-    stored: Vec<u8>,
+    /// The record's JSON, as it came: the event log keeps it, with the other new records
+    /// of its streams in the batch (a segment compresses them together far better than
+    /// each alone).
+    json: Box<str>,
 }
 
 impl NormalisedRecord {
-    /// A record (its JSON text, unmodified) and its events; encodes it for the event log
-    /// here, so that callers that normalise on several threads also encode there. The text
-    /// itself is not kept: a batch holds only the encoded record, a quarter of its size.
-    pub fn new(event_id: String, json: &str, events: Vec<KmsEvent>) -> Self {
-        let stored = crate::encode_record(json);
+    /// A record (its JSON text, unmodified) and its events.
+    pub fn new(event_id: String, json: impl Into<Box<str>>, events: Vec<KmsEvent>) -> Self {
         NormalisedRecord {
             event_id,
             events,
-            stored,
+            json: json.into(),
         }
     }
 
@@ -275,7 +274,7 @@ impl<S: Database> Projector<S> {
             to_append.push(RecordToAppend {
                 event_id: &r.event_id,
                 event_time: r.event_time(),
-                stored: &r.stored,
+                json: &r.json,
                 streams: r.streams(),
                 unseen: self.follows_timelines(r)?,
             });

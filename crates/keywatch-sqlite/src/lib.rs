@@ -2,27 +2,36 @@
 //! file (or in memory), behind [`keywatch_database::Database`]. The Lambda functions do not link it.
 
 use keywatch_core::{Alert, KeyArn, KeyStoreRef, KeyTimeline, Timestamp};
-use keywatch_database::{Database, DatabaseError, KeySummary, RecordToAppend, StreamId};
-use rusqlite::{params, Connection, OptionalExtension};
-use std::collections::HashMap;
+use keywatch_database::{
+    Database, DatabaseError, KeySummary, RecordToAppend, SegmentEntry, StreamId,
+};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{params, Connection};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS records (
-    event_id   TEXT PRIMARY KEY,
-    event_time INTEGER NOT NULL,
-    record     BLOB NOT NULL -- the CloudTrail record, see codec.rs
-);
+-- Every eventID the event log holds, so that a record is kept once: a UUID (what CloudTrail
+-- writes) as its 16 bytes, a BLOB; any other eventID as TEXT (the two never compare equal).
+CREATE TABLE IF NOT EXISTS event_ids (
+    event_id PRIMARY KEY
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS streams (
     stream_id INTEGER PRIMARY KEY,
     name      TEXT NOT NULL UNIQUE -- StreamId::as_text
 );
-CREATE TABLE IF NOT EXISTS stream_events (
+-- The event log: the new records of one stream in one batch, deflated together (a segment,
+-- see codec.rs), in (eventTime, eventID) order from first_time to last_time.
+CREATE TABLE IF NOT EXISTS segments (
+    segment_id INTEGER PRIMARY KEY,
     stream_id  INTEGER NOT NULL,
-    event_time INTEGER NOT NULL,
-    event_id   TEXT NOT NULL,
-    PRIMARY KEY (stream_id, event_time, event_id)
-) WITHOUT ROWID;
+    first_time INTEGER NOT NULL,
+    last_time  INTEGER NOT NULL,
+    body       BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS segments_by_stream ON segments (stream_id, first_time);
 CREATE TABLE IF NOT EXISTS timelines (
     key_arn          TEXT PRIMARY KEY,
     key_id           TEXT NOT NULL,
@@ -30,7 +39,7 @@ CREATE TABLE IF NOT EXISTS timelines (
     custom_key_store TEXT,
     deletion_date    INTEGER,
     last_use         INTEGER,
-    json             TEXT NOT NULL
+    json             NOT NULL -- deflated (a BLOB, see stored_json); TEXT before
 );
 CREATE INDEX IF NOT EXISTS timelines_by_key_id ON timelines (key_id);
 CREATE INDEX IF NOT EXISTS timelines_by_key_store ON timelines (custom_key_store);
@@ -41,7 +50,7 @@ CREATE TABLE IF NOT EXISTS alerts (
     key_arn   TEXT NOT NULL,
     raised_at INTEGER NOT NULL,
     sent_at   INTEGER, -- no longer written: the outbox table says what is unsent
-    json      TEXT NOT NULL
+    json      NOT NULL -- deflated (a BLOB, see stored_json); TEXT before
 );
 -- The alerts not yet delivered: narrow, so that marking a thousand alerts delivered writes a
 -- few pages (not every page of the alerts, which a full disk may not have room for).
@@ -78,7 +87,9 @@ impl SqliteDatabase {
     }
 
     /// Calls `visit` with each record of a stream, decoded, in (eventTime, eventID) order,
-    /// one at a time: for reading a stream of any length in bounded memory.
+    /// once each: for reading a stream of any length in bounded memory. Segments are read
+    /// in order of their first eventTime and merged; a record is passed on once no segment
+    /// still unread can hold an earlier one, so memory holds only segments that overlap.
     pub fn visit_stream_records(
         &self,
         stream: &StreamId,
@@ -87,16 +98,38 @@ impl SqliteDatabase {
         let mut q = self
             .conn
             .prepare_cached(
-                "SELECT r.record FROM streams n
-                 JOIN stream_events s ON s.stream_id = n.stream_id
-                 JOIN records r ON r.event_id = s.event_id
-                 WHERE n.name = ?1 ORDER BY s.event_time, s.event_id",
+                "SELECT s.first_time, s.body FROM streams n
+                 JOIN segments s ON s.stream_id = n.stream_id
+                 WHERE n.name = ?1 ORDER BY s.first_time, s.segment_id",
             )
             .map_err(db)?;
         let mut rows = q.query([stream.as_text()]).map_err(db)?;
+        let mut pending: BinaryHeap<Reverse<(i64, String, String)>> = BinaryHeap::new();
+        let mut last: Option<(i64, String)> = None;
+        let mut pass_on = |(time, id, json): (i64, String, String)| {
+            if last.as_ref().is_some_and(|(t, i)| *t == time && *i == id) {
+                return; // a copy
+            }
+            visit(&json);
+            last = Some((time, id));
+        };
         while let Some(row) = rows.next().map_err(db)? {
-            let bytes: Vec<u8> = row.get(0).map_err(db)?;
-            visit(&keywatch_database::decode_record(&bytes)?);
+            let first_time: i64 = row.get(0).map_err(db)?;
+            while pending
+                .peek()
+                .is_some_and(|Reverse((time, _, _))| *time < first_time)
+            {
+                if let Some(Reverse(entry)) = pending.pop() {
+                    pass_on(entry);
+                }
+            }
+            let body: Vec<u8> = row.get(1).map_err(db)?;
+            for e in keywatch_database::decode_segment(&body)? {
+                pending.push(Reverse((e.event_time.millis(), e.event_id, e.json)));
+            }
+        }
+        while let Some(Reverse(entry)) = pending.pop() {
+            pass_on(entry);
         }
         Ok(())
     }
@@ -113,17 +146,11 @@ impl SqliteDatabase {
         args: impl rusqlite::Params,
     ) -> Result<Vec<Alert>, DatabaseError> {
         let mut q = self.conn.prepare_cached(sql).map_err(db)?;
-        let rows = q.query_map(args, |r| r.get::<_, String>(0)).map_err(db)?;
-        let mut alerts = rows
-            .map(|r| {
-                r.map_err(db).and_then(|j| {
-                    serde_json::from_str::<Alert>(&j).map_err(|e| DatabaseError::Corrupt {
-                        what: "alert",
-                        reason: e.to_string(),
-                    })
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut rows = q.query(args).map_err(db)?;
+        let mut alerts = Vec::new();
+        while let Some(row) = rows.next().map_err(db)? {
+            alerts.push(read_json::<Alert>(row.get_ref(0).map_err(db)?, "alert")?);
+        }
         keywatch_database::sort_oldest_first(&mut alerts);
         Ok(alerts)
     }
@@ -144,7 +171,11 @@ impl SqliteDatabase {
             .map_err(db)
         };
         let (had_alerts, had_outbox) = (exists("alerts")?, exists("outbox")?);
+        let had_records = exists("records")?;
         conn.execute_batch(SCHEMA).map_err(db)?;
+        if had_records {
+            migrate_records_to_segments(&conn)?;
+        }
         if had_alerts && !had_outbox {
             // A database from before the outbox table: its unsent alerts move there.
             conn.execute_batch(
@@ -183,37 +214,44 @@ impl Database for SqliteDatabase {
         records: &[RecordToAppend<'_>],
     ) -> Result<Vec<bool>, DatabaseError> {
         let mut fresh = Vec::with_capacity(records.len());
-        let mut ids: Vec<Vec<i64>> = Vec::with_capacity(records.len());
-        for r in records {
-            let mut row = Vec::with_capacity(r.streams.len());
-            for s in &r.streams {
-                row.push(self.stream_id(s)?);
-            }
-            ids.push(row);
-        }
         {
             let mut insert = self
                 .conn
-                .prepare_cached("INSERT OR IGNORE INTO records (event_id, event_time, record) VALUES (?1, ?2, ?3)")
+                .prepare_cached("INSERT OR IGNORE INTO event_ids (event_id) VALUES (?1)")
                 .map_err(db)?;
-            let mut index = self
-                .conn
-                .prepare_cached("INSERT OR IGNORE INTO stream_events (stream_id, event_time, event_id) VALUES (?1, ?2, ?3)")
-                .map_err(db)?;
-            for (r, stream_ids) in records.iter().zip(&ids) {
-                let new = insert
-                    .execute(params![r.event_id, r.event_time.millis(), r.stored])
-                    .map_err(db)?
-                    == 1;
-                if new {
-                    for s in stream_ids {
-                        index
-                            .execute(params![s, r.event_time.millis(), r.event_id])
-                            .map_err(db)?;
-                    }
-                }
-                fresh.push(new);
+            for r in records {
+                fresh.push(insert.execute([EventIdKey::of(r.event_id)]).map_err(db)? == 1);
             }
+        }
+        // The new records, a segment per stream (more where one would pass SEGMENT_BYTES).
+        let mut per_stream: BTreeMap<i64, Vec<&RecordToAppend<'_>>> = BTreeMap::new();
+        for (r, _) in records.iter().zip(&fresh).filter(|(_, new)| **new) {
+            for s in &r.streams {
+                per_stream.entry(self.stream_id(s)?).or_default().push(r);
+            }
+        }
+        let mut segments: Vec<(i64, &[&RecordToAppend<'_>])> = Vec::new();
+        for (stream_id, entries) in &mut per_stream {
+            entries.sort_by(|a, b| (a.event_time, a.event_id).cmp(&(b.event_time, b.event_id)));
+            segments.extend(chunk_by_size(entries).into_iter().map(|c| (*stream_id, c)));
+        }
+        let bodies = encode_segments(&segments);
+        let mut insert = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO segments (stream_id, first_time, last_time, body) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .map_err(db)?;
+        for ((stream_id, entries), body) in segments.iter().zip(bodies) {
+            let time = |r: Option<&&RecordToAppend<'_>>| r.map(|r| r.event_time.millis());
+            insert
+                .execute(params![
+                    stream_id,
+                    time(entries.first()),
+                    time(entries.last()),
+                    body
+                ])
+                .map_err(db)?;
         }
         Ok(fresh)
     }
@@ -225,20 +263,15 @@ impl Database for SqliteDatabase {
     }
 
     fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, DatabaseError> {
-        let json: Option<String> = self
+        let mut q = self
             .conn
             .prepare_cached("SELECT json FROM timelines WHERE key_arn = ?1")
-            .map_err(db)?
-            .query_row([key.as_str()], |r| r.get(0))
-            .optional()
             .map_err(db)?;
-        json.map(|j| {
-            serde_json::from_str(&j).map_err(|e| DatabaseError::Corrupt {
-                what: "timeline",
-                reason: e.to_string(),
-            })
-        })
-        .transpose()
+        let mut rows = q.query([key.as_str()]).map_err(db)?;
+        match rows.next().map_err(db)? {
+            Some(row) => read_json(row.get_ref(0).map_err(db)?, "timeline").map(Some),
+            None => Ok(None),
+        }
     }
 
     fn save_timelines(&mut self, timelines: &[&KeyTimeline]) -> Result<(), DatabaseError> {
@@ -252,10 +285,7 @@ impl Database for SqliteDatabase {
                 )
                 .map_err(db)?;
             for t in timelines {
-                let json = serde_json::to_string(t).map_err(|e| DatabaseError::Corrupt {
-                    what: "timeline",
-                    reason: e.to_string(),
-                })?;
+                let json = stored_json(t, "timeline")?;
                 upsert
                     .execute(params![
                         t.key_arn.as_str(),
@@ -381,10 +411,7 @@ impl Database for SqliteDatabase {
                 .prepare_cached("INSERT OR IGNORE INTO outbox (alert_id) VALUES (?1)")
                 .map_err(db)?;
             for a in alerts {
-                let json = serde_json::to_string(a).map_err(|e| DatabaseError::Corrupt {
-                    what: "alert",
-                    reason: e.to_string(),
-                })?;
+                let json = stored_json(a, "alert")?;
                 let n = insert
                     .execute(params![
                         a.alert_id,
@@ -402,6 +429,231 @@ impl Database for SqliteDatabase {
             }
         }
         Ok(fresh)
+    }
+}
+
+/// A timeline's or an alert's JSON as the `json` columns keep it: deflated (codec.rs), a
+/// BLOB. A timeline is mostly repeated names and times, and is rewritten by every batch
+/// that touches its key: deflated, it is a fraction of the bytes to write.
+fn stored_json(
+    value: &impl serde::Serialize,
+    what: &'static str,
+) -> Result<Vec<u8>, DatabaseError> {
+    serde_json::to_string(value)
+        .map(|json| keywatch_database::encode_record(&json))
+        .map_err(|e| DatabaseError::Corrupt {
+            what,
+            reason: e.to_string(),
+        })
+}
+
+/// Reads what [`stored_json`] wrote, or the plain TEXT that versions before it wrote.
+fn read_json<T: serde::de::DeserializeOwned>(
+    value: ValueRef<'_>,
+    what: &'static str,
+) -> Result<T, DatabaseError> {
+    let corrupt = |reason: String| DatabaseError::Corrupt { what, reason };
+    match value {
+        ValueRef::Text(text) => serde_json::from_slice(text),
+        ValueRef::Blob(packed) => serde_json::from_str(&keywatch_database::decode_record(packed)?),
+        other => {
+            return Err(corrupt(format!(
+                "a {:?} where JSON belongs",
+                other.data_type()
+            )))
+        }
+    }
+    .map_err(|e| corrupt(e.to_string()))
+}
+
+/// The most record text a segment holds (before compression): a stream is read a segment
+/// at a time, and a segment this size still compresses as well as a longer one (deflate
+/// looks back only 32 KiB).
+const SEGMENT_BYTES: usize = 1 << 20;
+
+/// Below this much record text a batch's segments are encoded on the calling thread.
+const PARALLEL_BYTES: usize = 1 << 18;
+
+/// Consecutive runs of `records` of at most [`SEGMENT_BYTES`] of text (at least one record).
+fn chunk_by_size<'r, 'a>(
+    records: &'r [&'r RecordToAppend<'a>],
+) -> Vec<&'r [&'r RecordToAppend<'a>]> {
+    let mut chunks = Vec::new();
+    let (mut start, mut size) = (0, 0);
+    for (i, r) in records.iter().enumerate() {
+        if i > start && size + r.json.len() > SEGMENT_BYTES {
+            chunks.push(&records[start..i]);
+            (start, size) = (i, 0);
+        }
+        size += r.json.len();
+    }
+    if start < records.len() {
+        chunks.push(&records[start..]);
+    }
+    chunks
+}
+
+fn encode_segment(records: &[&RecordToAppend<'_>]) -> Vec<u8> {
+    keywatch_database::encode_segment_of(records.iter().map(|r| (r.event_time, r.event_id, r.json)))
+}
+
+/// The segments' bodies, in their order, deflated on every core when there is enough text
+/// (replay's projecting thread would otherwise compress every record alone).
+fn encode_segments(segments: &[(i64, &[&RecordToAppend<'_>])]) -> Vec<Vec<u8>> {
+    let text: usize = segments
+        .iter()
+        .flat_map(|(_, records)| records.iter().map(|r| r.json.len()))
+        .sum();
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(segments.len());
+    if threads <= 1 || text < PARALLEL_BYTES {
+        return segments.iter().map(|(_, r)| encode_segment(r)).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let mut bodies: Vec<Vec<u8>> = vec![Vec::new(); segments.len()];
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((_, records)) = segments.get(i) else {
+                            return done;
+                        };
+                        done.push((i, encode_segment(records)));
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            let done = worker
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            for (i, body) in done {
+                bodies[i] = body;
+            }
+        }
+    });
+    bodies
+}
+
+/// An eventID as `event_ids` keys it.
+enum EventIdKey<'a> {
+    /// A UUID in CloudTrail's form (lowercase hex), as its 16 bytes.
+    Uuid([u8; 16]),
+    /// Any other eventID, as it is.
+    Text(&'a str),
+}
+
+impl<'a> EventIdKey<'a> {
+    fn of(event_id: &'a str) -> Self {
+        let b = event_id.as_bytes();
+        let hex = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        let uuid = (|| {
+            if b.len() != 36 || [8, 13, 18, 23].iter().any(|&i| b[i] != b'-') {
+                return None;
+            }
+            let mut digits = b.iter().filter(|&&c| c != b'-').map(|&c| hex(c));
+            let mut out = [0u8; 16];
+            for byte in &mut out {
+                *byte = (digits.next()?? << 4) | digits.next()??;
+            }
+            Some(out)
+        })();
+        uuid.map_or(EventIdKey::Text(event_id), EventIdKey::Uuid)
+    }
+}
+
+impl rusqlite::ToSql for EventIdKey<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            EventIdKey::Uuid(bytes) => ToSqlOutput::Borrowed(ValueRef::Blob(bytes)),
+            EventIdKey::Text(text) => ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes())),
+        })
+    }
+}
+
+/// Moves a database's event log from the form before segments (a `records` row per record,
+/// deflated alone, and a `stream_events` index row per record and stream) into segments,
+/// in one transaction, then drops the old tables.
+fn migrate_records_to_segments(conn: &Connection) -> Result<(), DatabaseError> {
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
+    let moved = (|| {
+        let mut ids = conn
+            .prepare("INSERT OR IGNORE INTO event_ids (event_id) SELECT ?1")
+            .map_err(db)?;
+        let mut all = conn.prepare("SELECT event_id FROM records").map_err(db)?;
+        let mut rows = all.query([]).map_err(db)?;
+        while let Some(row) = rows.next().map_err(db)? {
+            let id: String = row.get(0).map_err(db)?;
+            ids.execute([EventIdKey::of(&id)]).map_err(db)?;
+        }
+        let streams: Vec<i64> = conn
+            .prepare("SELECT stream_id FROM streams")
+            .and_then(|mut q| q.query_map([], |r| r.get(0))?.collect())
+            .map_err(db)?;
+        let mut read = conn
+            .prepare(
+                "SELECT s.event_time, s.event_id, r.record FROM stream_events s
+                 JOIN records r ON r.event_id = s.event_id
+                 WHERE s.stream_id = ?1 ORDER BY s.event_time, s.event_id",
+            )
+            .map_err(db)?;
+        let mut insert = conn
+            .prepare(
+                "INSERT INTO segments (stream_id, first_time, last_time, body) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .map_err(db)?;
+        for stream_id in streams {
+            let mut entries: Vec<SegmentEntry> = Vec::new();
+            let mut size = 0;
+            let mut flush = |entries: &mut Vec<SegmentEntry>| -> Result<(), DatabaseError> {
+                if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
+                    insert
+                        .execute(params![
+                            stream_id,
+                            first.event_time.millis(),
+                            last.event_time.millis(),
+                            keywatch_database::encode_segment(entries)
+                        ])
+                        .map_err(db)?;
+                }
+                entries.clear();
+                Ok(())
+            };
+            let mut rows = read.query([stream_id]).map_err(db)?;
+            while let Some(row) = rows.next().map_err(db)? {
+                let stored: Vec<u8> = row.get(2).map_err(db)?;
+                let json = keywatch_database::decode_record(&stored)?;
+                if size + json.len() > SEGMENT_BYTES {
+                    flush(&mut entries)?;
+                    size = 0;
+                }
+                size += json.len();
+                entries.push(SegmentEntry {
+                    event_time: Timestamp::from_millis(row.get(0).map_err(db)?),
+                    event_id: row.get(1).map_err(db)?,
+                    json,
+                });
+            }
+            flush(&mut entries)?;
+        }
+        conn.execute_batch("DROP TABLE stream_events; DROP TABLE records;")
+            .map_err(db)
+    })();
+    match moved {
+        Ok(()) => conn.execute_batch("COMMIT").map_err(db),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
     }
 }
 

@@ -645,8 +645,8 @@ fn a_timeline_stored_by_another_version_is_rebuilt_from_the_event_log() {
         // Back to the batch before the use, for the next form tried.
         let db = rusqlite::Connection::open(&path).expect("open");
         db.execute_batch(
-            "DELETE FROM records WHERE event_id = 'use-1';
-             DELETE FROM stream_events WHERE event_id = 'use-1';
+            "DELETE FROM event_ids WHERE event_id = 'use-1';
+             DELETE FROM segments WHERE segment_id = (SELECT max(segment_id) FROM segments);
              DELETE FROM alerts WHERE kind = 'pending_deletion_key_used';
              DELETE FROM outbox;",
         )

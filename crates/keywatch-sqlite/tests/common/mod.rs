@@ -13,7 +13,7 @@ pub fn normalised(records: &[Value]) -> Vec<NormalisedRecord> {
             let json = r.to_string();
             match normalise(&json) {
                 Ok(Normalised::Kms { event_id, events }) => {
-                    NormalisedRecord::new(event_id, &json, events)
+                    NormalisedRecord::new(event_id, json.as_str(), events)
                 }
                 other => panic!("expected a KMS record, got {other:?}"),
             }

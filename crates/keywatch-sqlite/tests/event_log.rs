@@ -1,0 +1,243 @@
+//! The SQLite event log: records kept once each, in segments per stream and batch, read back
+//! in (eventTime, eventID) order; and a database from before segments moved into them.
+
+use keywatch_core::{KeyArn, KeyStoreRef, Timestamp};
+use keywatch_database::{encode_record, Database, RecordToAppend, StreamId};
+use keywatch_sqlite::SqliteDatabase;
+
+const KEY: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+
+fn key_stream() -> StreamId {
+    StreamId::Key(KeyArn::parse(KEY).expect("key ARN"))
+}
+
+fn key_store_stream() -> StreamId {
+    StreamId::KeyStore(KeyStoreRef {
+        account: "111122223333".into(),
+        region: "us-east-1".into(),
+        custom_key_store_id: "cks-1234567890abcdef0".into(),
+    })
+}
+
+/// A record as the database sees it: eventID, eventTime (seconds after a base) and text.
+struct Record {
+    id: String,
+    time: Timestamp,
+    json: String,
+}
+
+fn record(id: &str, second: i64) -> Record {
+    Record {
+        id: id.to_owned(),
+        time: Timestamp::from_millis(1_790_000_000_000 + second * 1000),
+        // Long enough that a few thousand pass a segment's size and the threshold for
+        // encoding on several threads.
+        json: format!(
+            r#"{{"eventID":"{id}","eventName":"Decrypt","padding":"{}"}}"#,
+            "x".repeat(600 + (second as usize % 7) * 50)
+        ),
+    }
+}
+
+fn append(db: &mut SqliteDatabase, records: &[Record], streams: &[StreamId]) -> Vec<bool> {
+    let to_append: Vec<RecordToAppend<'_>> = records
+        .iter()
+        .map(|r| RecordToAppend {
+            event_id: &r.id,
+            event_time: r.time,
+            json: &r.json,
+            streams: streams.to_vec(),
+            unseen: false,
+        })
+        .collect();
+    db.begin_batch().expect("begin");
+    let fresh = db.append_records(&to_append).expect("append");
+    db.commit_batch().expect("commit");
+    fresh
+}
+
+/// The records' texts in (eventTime, eventID) order, once each.
+fn in_order<'a>(records: impl IntoIterator<Item = &'a Record>) -> Vec<String> {
+    let mut all: Vec<&Record> = records.into_iter().collect();
+    all.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
+    all.dedup_by(|a, b| a.id == b.id);
+    all.into_iter().map(|r| r.json.clone()).collect()
+}
+
+fn segments(path: &std::path::Path) -> i64 {
+    rusqlite::Connection::open(path)
+        .expect("open")
+        .query_row("SELECT count(*) FROM segments", [], |r| r.get(0))
+        .expect("count")
+}
+
+#[test]
+fn stream_reads_merge_segments_in_time_order_once_each() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("keywatch.db");
+    let mut db = SqliteDatabase::open(&path).expect("open");
+    // A batch of 3,000 records two seconds apart: several segments, encoded on every core.
+    let first: Vec<Record> = (0..3000)
+        .map(|i| record(&format!("a-{i:05}"), 2 * i))
+        .collect();
+    assert!(append(&mut db, &first, &[key_stream()])
+        .iter()
+        .all(|new| *new));
+    let after_first = segments(&path);
+    assert!(
+        after_first >= 3,
+        "3,000 records of 600+ bytes in segments of 1 MiB: {after_first}"
+    );
+    // Late records between them, some also in a key store's stream, and the first batch
+    // again (nothing new, nothing stored).
+    let late: Vec<Record> = (0..500)
+        .map(|i| record(&format!("b-{i:05}"), 12 * i + 1))
+        .collect();
+    assert!(
+        append(&mut db, &late[..250], &[key_stream(), key_store_stream()])
+            .iter()
+            .all(|new| *new)
+    );
+    assert!(append(&mut db, &late[250..], &[key_stream()])
+        .iter()
+        .all(|new| *new));
+    let after_late = segments(&path);
+    assert!(append(&mut db, &first, &[key_stream()])
+        .iter()
+        .all(|new| !*new));
+    assert_eq!(
+        segments(&path),
+        after_late,
+        "a batch of copies stores nothing"
+    );
+    // A segment stored twice (as a crash between two writers could leave) reads once.
+    rusqlite::Connection::open(&path)
+        .expect("open")
+        .execute(
+            "INSERT INTO segments (stream_id, first_time, last_time, body)
+             SELECT stream_id, first_time, last_time, body FROM segments
+             WHERE segment_id = (SELECT max(segment_id) FROM segments)",
+            [],
+        )
+        .expect("copy a segment");
+
+    let db = SqliteDatabase::open(&path).expect("reopen");
+    assert_eq!(
+        db.stream_records(&key_stream()).expect("key stream"),
+        in_order(first.iter().chain(&late))
+    );
+    assert_eq!(
+        db.stream_records(&key_store_stream())
+            .expect("key store stream"),
+        in_order(&late[..250])
+    );
+    let mut visited = Vec::new();
+    db.visit_stream_records(&key_stream(), |json| visited.push(json.to_owned()))
+        .expect("visit");
+    assert_eq!(visited.len(), 3500);
+}
+
+#[test]
+fn event_ids_in_uuid_and_other_forms_are_told_apart() {
+    let mut db = SqliteDatabase::in_memory().expect("database");
+    // A UUID is kept as its 16 bytes: the first one's are the text ID beside it; the last
+    // is the third in capitals. All four are different records.
+    let ids = [
+        "30313233-3435-3637-3839-616263646566",
+        "0123456789abcdef",
+        "2f0c1d4e-8a5b-4c3d-9e2f-0123456789ab",
+        "2F0C1D4E-8A5B-4C3D-9E2F-0123456789AB",
+    ];
+    let records: Vec<Record> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| record(id, i as i64))
+        .collect();
+    assert_eq!(append(&mut db, &records, &[key_stream()]), [true; 4]);
+    assert_eq!(append(&mut db, &records, &[key_stream()]), [false; 4]);
+    assert_eq!(db.stream_records(&key_stream()).expect("read").len(), 4);
+}
+
+/// The event log's tables before segments, as that version created them.
+const SCHEMA_BEFORE_SEGMENTS: &str = "
+CREATE TABLE records (
+    event_id   TEXT PRIMARY KEY,
+    event_time INTEGER NOT NULL,
+    record     BLOB NOT NULL
+);
+CREATE TABLE streams (
+    stream_id INTEGER PRIMARY KEY,
+    name      TEXT NOT NULL UNIQUE
+);
+CREATE TABLE stream_events (
+    stream_id  INTEGER NOT NULL,
+    event_time INTEGER NOT NULL,
+    event_id   TEXT NOT NULL,
+    PRIMARY KEY (stream_id, event_time, event_id)
+) WITHOUT ROWID;
+";
+
+#[test]
+fn a_database_from_before_segments_is_moved_into_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("keywatch.db");
+    let old: Vec<Record> = (0..40)
+        .map(|i| record(&format!("2f0c1d4e-8a5b-4c3d-9e2f-{i:012}"), 40 - i))
+        .collect();
+    {
+        let conn = rusqlite::Connection::open(&path).expect("create");
+        conn.execute_batch(SCHEMA_BEFORE_SEGMENTS).expect("schema");
+        for (n, stream) in [key_stream(), key_store_stream()].iter().enumerate() {
+            conn.execute(
+                "INSERT INTO streams (stream_id, name) VALUES (?1, ?2)",
+                rusqlite::params![n as i64 + 1, stream.as_text()],
+            )
+            .expect("stream");
+        }
+        for (i, r) in old.iter().enumerate() {
+            conn.execute(
+                "INSERT INTO records VALUES (?1, ?2, ?3)",
+                rusqlite::params![r.id, r.time.millis(), encode_record(&r.json)],
+            )
+            .expect("record");
+            // Every record in the key's stream; every fourth in the key store's too.
+            for stream in if i % 4 == 0 { &[1, 2][..] } else { &[1][..] } {
+                conn.execute(
+                    "INSERT INTO stream_events VALUES (?1, ?2, ?3)",
+                    rusqlite::params![stream, r.time.millis(), r.id],
+                )
+                .expect("index");
+            }
+        }
+    }
+
+    let mut db = SqliteDatabase::open(&path).expect("open and move");
+    assert_eq!(
+        db.stream_records(&key_stream()).expect("key stream"),
+        in_order(&old)
+    );
+    assert_eq!(
+        db.stream_records(&key_store_stream())
+            .expect("key store stream"),
+        in_order(old.iter().step_by(4))
+    );
+    let tables: i64 = rusqlite::Connection::open(&path)
+        .expect("open")
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name IN ('records', 'stream_events')",
+            [],
+            |r| r.get(0),
+        )
+        .expect("tables");
+    assert_eq!(tables, 0, "the old tables are gone");
+    // The moved records are known; a new one joins them in order.
+    assert!(append(&mut db, &old, &[key_stream()])
+        .iter()
+        .all(|new| !*new));
+    let new = [record("new-1", 20)];
+    assert_eq!(append(&mut db, &new, &[key_stream()]), [true]);
+    assert_eq!(
+        db.stream_records(&key_stream()).expect("key stream"),
+        in_order(old.iter().chain(&new))
+    );
+}
