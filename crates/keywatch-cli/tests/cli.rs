@@ -643,7 +643,19 @@ fn a_full_disk_under_the_store_loses_no_alert() {
     let (mut filled, mut repeated) = (0, Vec::new());
     // Recording a thousand alerts delivered must take a few pages, not a disk's worth: then
     // the instant in which a repeat is possible is narrower than the steps between sizes.
-    for size in ["256k", "1m", "2m", "3m", "4m", "5m", "6m", "16m"] {
+    // Disks of an eighth to seven eighths of the clean run's store, and one with room.
+    let clean_store: u64 = std::fs::read_dir(dir.path())
+        .expect("temp dir")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("clean.db"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    let sizes: Vec<String> = (1..8)
+        .map(|eighths| format!("{}k", (clean_store * eighths / 8 / 1024).max(64)))
+        .chain(["16m".to_owned()])
+        .collect();
+    for size in &sizes {
         let mount = dir.path().join(format!("disk-{size}"));
         std::fs::create_dir(&mount).expect("mount point");
         let db = mount.join("k.db");

@@ -1079,7 +1079,7 @@ async fn run_ends_at_once_on_stored_data_it_cannot_read() {
     let damaged = Command::new("python")
         .args([
             "-c",
-            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"UPDATE records SET record = x'ff'\"); c.execute(\"UPDATE timelines SET json = '{'\"); c.commit()",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"UPDATE segments SET body = x'ff'\"); c.execute(\"UPDATE timelines SET json = '{'\"); c.commit()",
         ])
         .arg(&db)
         .status()
