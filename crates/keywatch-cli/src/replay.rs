@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 /// How many KMS records the projector takes at once.
-const BATCH: usize = 50_000;
+const BATCH: usize = 20_000;
 
 pub struct Options {
     pub store: SqliteDatabase,

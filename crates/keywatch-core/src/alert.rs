@@ -371,7 +371,7 @@ pub fn evaluate_events(t: &KeyTimeline, config: &AlertConfig) -> Vec<Alert> {
 pub fn evaluate_events_unless(
     t: &KeyTimeline,
     config: &AlertConfig,
-    raised: &dyn Fn(&str) -> bool,
+    raised: &(dyn Fn(&str) -> bool + Sync),
 ) -> Vec<Alert> {
     let mut alerts = Vec::new();
     lifecycle_alerts(t, &mut alerts);

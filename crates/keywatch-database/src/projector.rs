@@ -8,6 +8,7 @@ use keywatch_core::{
     evaluate_clock, evaluate_events_unless, normalise, Alert, AlertConfig, KeyArn, KeyStoreRef,
     KeyTimeline, KmsEvent, Normalised, Timestamp, TIMELINE_FORMAT,
 };
+use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// A KMS record with the events it means, ready for the projector.
@@ -54,6 +55,35 @@ impl NormalisedRecord {
         s.dedup();
         s
     }
+}
+
+/// A key's part of a batch: its timeline and the events to fold into it, in fold order.
+struct KeyFold<'e> {
+    timeline: KeyTimeline,
+    events: Vec<&'e KmsEvent>,
+    /// The timeline knew the key's custom key store before the batch.
+    knew_key_store: bool,
+    /// A multi-Region key new to keywatch, whose related keys keywatch knows.
+    first_of_family: bool,
+    /// Every event followed the timeline (else it is rebuilt from the log).
+    in_order: bool,
+}
+
+/// Applies events to a timeline in order; false (and the timeline half-folded) at the first
+/// that does not follow it: a late record, or the second copy of a cross-account call.
+fn fold_in_order(timeline: &mut KeyTimeline, events: &[&KmsEvent]) -> bool {
+    let mut previous: Option<&KmsEvent> = None;
+    for e in events {
+        // One record's events for several keys (ReplicateKey names the primary and its new
+        // replica) apply together.
+        let same_record = previous.is_some_and(|p| p.order_key() == e.order_key());
+        if !same_record && !timeline.follows(e) {
+            return false;
+        }
+        timeline.apply(e);
+        previous = Some(e);
+    }
+    true
 }
 
 /// What one batch did.
@@ -332,9 +362,12 @@ impl<S: Database> Projector<S> {
             affected.extend(self.database.keys_in_key_store(s)?);
         }
 
-        let mut touched = Vec::with_capacity(affected.len());
+        // The events each key folds, gathered here (the database is read one key at a time);
+        // folded on every core, since no key's fold depends on another's; then rebuilt from
+        // the log where an event came late.
+        let mut folds = Vec::with_capacity(affected.len());
         for key in affected {
-            let mut timeline = self.timeline(&key)?;
+            let timeline = self.timeline(&key)?;
             let mut events: Vec<&KmsEvent> = per_key
                 .remove(&key)
                 .unwrap_or_default()
@@ -359,33 +392,32 @@ impl<S: Database> Projector<S> {
                 continue;
             }
             events.sort_by(|a, b| a.fold_order().cmp(&b.fold_order()));
-            let knew_key_store = timeline.key_store_ref().is_some();
             // A multi-Region key new to keywatch whose related keys it already knows: their
             // lifecycle so far counts too.
             let first_of_family = timeline.last_applied.is_none()
                 && key.is_multi_region()
                 && !self.related_keys(&key, &batch_keys)?.is_empty();
-            let mut in_order = true;
-            let mut previous: Option<&KmsEvent> = None;
-            for e in events {
-                // One record's events for several keys (ReplicateKey names the primary and
-                // its new replica) apply together.
-                let same_record = previous.is_some_and(|p| p.order_key() == e.order_key());
-                if !same_record && !timeline.follows(e) {
-                    // Late, or the second copy of a cross-account call: fold from the log.
-                    in_order = false;
-                    break;
-                }
-                timeline.apply(e);
-                previous = Some(e);
-            }
+            folds.push(KeyFold {
+                knew_key_store: timeline.key_store_ref().is_some(),
+                timeline,
+                events,
+                first_of_family,
+                in_order: true,
+            });
+        }
+        folds
+            .par_iter_mut()
+            .for_each(|f| f.in_order = fold_in_order(&mut f.timeline, &f.events));
+        let mut touched = Vec::with_capacity(folds.len());
+        for f in folds {
+            let mut timeline = f.timeline;
             // The first record naming the key's custom key store: the store's earlier events
             // (a disconnect seen before) count too.
-            if !in_order
-                || first_of_family
-                || (!knew_key_store && timeline.key_store_ref().is_some())
+            if !f.in_order
+                || f.first_of_family
+                || (!f.knew_key_store && timeline.key_store_ref().is_some())
             {
-                timeline = self.rebuild_with(&key, &batch_keys)?;
+                timeline = self.rebuild_with(&timeline.key_arn.clone(), &batch_keys)?;
                 outcome.rebuilds += 1;
             }
             touched.push(timeline);
@@ -396,14 +428,13 @@ impl<S: Database> Projector<S> {
         // whereas a timeline saved first would hold the events and never raise their alerts.
         // Then the timelines are bounded: every minute of use this batch brought has been
         // paged before it is compacted away.
+        let (config, raised) = (&self.config, &self.raised);
         let mut candidates: Vec<Alert> = touched
-            .iter()
-            .flat_map(|t| evaluate_events_unless(t, &self.config, &|id| self.raised.contains(id)))
+            .par_iter()
+            .flat_map_iter(|t| evaluate_events_unless(t, config, &|id| raised.contains(id)))
             .collect();
         outcome.alerts = self.raise(&mut candidates, as_of)?;
-        for t in &mut touched {
-            t.compact();
-        }
+        touched.par_iter_mut().for_each(KeyTimeline::compact);
         let refs: Vec<&KeyTimeline> = touched.iter().collect();
         self.database.save_timelines(&refs)?;
         if self.cache.len() + touched.len() > CACHE_LIMIT {

@@ -5,12 +5,12 @@ use keywatch_core::{Alert, KeyArn, KeyStoreRef, KeyTimeline, Timestamp};
 use keywatch_database::{
     Database, DatabaseError, KeySummary, RecordToAppend, SegmentEntry, StreamId,
 };
+use rayon::prelude::*;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 const SCHEMA: &str = r#"
 -- Every eventID the event log holds, so that a record is kept once: a UUID (what CloudTrail
@@ -77,7 +77,7 @@ impl SqliteDatabase {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db)?;
         // A bigger page cache and rarer checkpoints: replays append hundreds of MB.
-        conn.pragma_update(None, "cache_size", "-65536")
+        conn.pragma_update(None, "cache_size", "-16384")
             .map_err(db)?;
         conn.pragma_update(None, "wal_autocheckpoint", "20000")
             .map_err(db)?;
@@ -275,6 +275,7 @@ impl Database for SqliteDatabase {
     }
 
     fn save_timelines(&mut self, timelines: &[&KeyTimeline]) -> Result<(), DatabaseError> {
+        let bodies = stored_jsons(timelines, "timeline")?;
         {
             let mut upsert = self
                 .conn
@@ -284,8 +285,7 @@ impl Database for SqliteDatabase {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )
                 .map_err(db)?;
-            for t in timelines {
-                let json = stored_json(t, "timeline")?;
+            for (t, json) in timelines.iter().zip(bodies) {
                 upsert
                     .execute(params![
                         t.key_arn.as_str(),
@@ -398,6 +398,7 @@ impl Database for SqliteDatabase {
         raised_at: Timestamp,
     ) -> Result<Vec<bool>, DatabaseError> {
         let mut fresh = Vec::with_capacity(alerts.len());
+        let bodies = stored_jsons(alerts, "alert")?;
         {
             let mut insert = self
                 .conn
@@ -410,8 +411,7 @@ impl Database for SqliteDatabase {
                 .conn
                 .prepare_cached("INSERT OR IGNORE INTO outbox (alert_id) VALUES (?1)")
                 .map_err(db)?;
-            for a in alerts {
-                let json = stored_json(a, "alert")?;
+            for (a, json) in alerts.iter().zip(bodies) {
                 let n = insert
                     .execute(params![
                         a.alert_id,
@@ -447,6 +447,14 @@ fn stored_json(
         })
 }
 
+/// [`stored_json`] of each value, in their order, on every core.
+fn stored_jsons<T: serde::Serialize + Sync>(
+    values: &[T],
+    what: &'static str,
+) -> Result<Vec<Vec<u8>>, DatabaseError> {
+    values.par_iter().map(|v| stored_json(v, what)).collect()
+}
+
 /// Reads what [`stored_json`] wrote, or the plain TEXT that versions before it wrote.
 fn read_json<T: serde::de::DeserializeOwned>(
     value: ValueRef<'_>,
@@ -471,9 +479,6 @@ fn read_json<T: serde::de::DeserializeOwned>(
 /// looks back only 32 KiB).
 const SEGMENT_BYTES: usize = 1 << 20;
 
-/// Below this much record text a batch's segments are encoded on the calling thread.
-const PARALLEL_BYTES: usize = 1 << 18;
-
 /// Consecutive runs of `records` of at most [`SEGMENT_BYTES`] of text (at least one record).
 fn chunk_by_size<'r, 'a>(
     records: &'r [&'r RecordToAppend<'a>],
@@ -497,47 +502,13 @@ fn encode_segment(records: &[&RecordToAppend<'_>]) -> Vec<u8> {
     keywatch_database::encode_segment_of(records.iter().map(|r| (r.event_time, r.event_id, r.json)))
 }
 
-/// The segments' bodies, in their order, deflated on every core when there is enough text
-/// (replay's projecting thread would otherwise compress every record alone).
+/// The segments' bodies, in their order, deflated on every core (replay's projecting thread
+/// would otherwise compress every record itself).
 fn encode_segments(segments: &[(i64, &[&RecordToAppend<'_>])]) -> Vec<Vec<u8>> {
-    let text: usize = segments
-        .iter()
-        .flat_map(|(_, records)| records.iter().map(|r| r.json.len()))
-        .sum();
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(segments.len());
-    if threads <= 1 || text < PARALLEL_BYTES {
-        return segments.iter().map(|(_, r)| encode_segment(r)).collect();
-    }
-    let next = AtomicUsize::new(0);
-    let mut bodies: Vec<Vec<u8>> = vec![Vec::new(); segments.len()];
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut done = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some((_, records)) = segments.get(i) else {
-                            return done;
-                        };
-                        done.push((i, encode_segment(records)));
-                    }
-                })
-            })
-            .collect();
-        for worker in workers {
-            let done = worker
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            for (i, body) in done {
-                bodies[i] = body;
-            }
-        }
-    });
-    bodies
+    segments
+        .par_iter()
+        .map(|(_, records)| encode_segment(records))
+        .collect()
 }
 
 /// An eventID as `event_ids` keys it.
