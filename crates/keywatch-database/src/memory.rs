@@ -1,10 +1,11 @@
 //! A database in process memory: for tests and benchmarks, where no database should count.
-//! It keeps what the other databases keep, in the same encodings (records deflated, timelines
-//! and alerts as JSON), so that a batch costs the CPU it costs elsewhere, minus the I/O.
+//! It keeps what the other databases keep, in the same encodings (a batch's records of a
+//! stream deflated together as a segment, timelines and alerts as JSON), so that a batch
+//! costs the CPU it costs elsewhere, minus the I/O.
 
 use crate::{Database, DatabaseError, KeySummary, RecordToAppend, StreamId};
 use keywatch_core::{Alert, KeyArn, KeyStoreRef, KeyTimeline, Timestamp};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// A stored timeline: its JSON, and the columns the queries read.
 #[derive(Clone, Debug)]
@@ -27,7 +28,7 @@ fn outbox_entry(a: &Alert) -> OutboxEntry {
 #[derive(Debug)]
 enum Undo {
     Record(String),
-    StreamEvent(StreamId, (Timestamp, String)),
+    Segment(StreamId),
     Timeline(KeyArn, Option<TimelineRow>),
     Alert(String),
     Outbox(String, bool),
@@ -36,8 +37,10 @@ enum Undo {
 /// keywatch's database in memory, gone with the process.
 #[derive(Debug, Default)]
 pub struct MemoryDatabase {
-    records: HashMap<String, Vec<u8>>,
-    streams: HashMap<StreamId, BTreeSet<(Timestamp, String)>>,
+    /// The eventIDs of the records kept.
+    event_ids: HashSet<String>,
+    /// The event log: each stream's segments ([`crate::encode_segment`]), in the order stored.
+    segments: HashMap<StreamId, Vec<Vec<u8>>>,
     timelines: BTreeMap<KeyArn, TimelineRow>,
     /// Alert JSON by id.
     alerts: HashMap<String, String>,
@@ -114,11 +117,11 @@ impl Database for MemoryDatabase {
         for u in log.into_iter().rev() {
             match u {
                 Undo::Record(id) => {
-                    self.records.remove(&id);
+                    self.event_ids.remove(&id);
                 }
-                Undo::StreamEvent(stream, entry) => {
-                    if let Some(s) = self.streams.get_mut(&stream) {
-                        s.remove(&entry);
+                Undo::Segment(stream) => {
+                    if let Some(s) = self.segments.get_mut(&stream) {
+                        s.pop();
                     }
                 }
                 Undo::Timeline(key, Some(row)) => {
@@ -148,43 +151,36 @@ impl Database for MemoryDatabase {
         records: &[RecordToAppend<'_>],
     ) -> Result<Vec<bool>, DatabaseError> {
         let mut fresh = Vec::with_capacity(records.len());
+        let mut per_stream: BTreeMap<&StreamId, Vec<&RecordToAppend<'_>>> = BTreeMap::new();
         for r in records {
-            let new = !self.records.contains_key(r.event_id);
+            let new = self.event_ids.insert(r.event_id.to_owned());
             if new {
-                self.records
-                    .insert(r.event_id.to_owned(), crate::encode_record(r.json));
                 self.undo(Undo::Record(r.event_id.to_owned()));
                 for s in &r.streams {
-                    let entry = (r.event_time, r.event_id.to_owned());
-                    if self
-                        .streams
-                        .entry(s.clone())
-                        .or_default()
-                        .insert(entry.clone())
-                    {
-                        self.undo(Undo::StreamEvent(s.clone(), entry));
-                    }
+                    per_stream.entry(s).or_default().push(r);
                 }
             }
             fresh.push(new);
+        }
+        for (stream, mut entries) in per_stream {
+            entries.sort_by(|a, b| (a.event_time, a.event_id).cmp(&(b.event_time, b.event_id)));
+            let body = crate::encode_segment_of(
+                entries.iter().map(|r| (r.event_time, r.event_id, r.json)),
+            );
+            self.segments.entry(stream.clone()).or_default().push(body);
+            self.undo(Undo::Segment(stream.clone()));
         }
         Ok(fresh)
     }
 
     fn stream_records(&self, stream: &StreamId) -> Result<Vec<String>, DatabaseError> {
-        let Some(entries) = self.streams.get(stream) else {
-            return Ok(Vec::new());
-        };
-        entries
-            .iter()
-            .map(|(_, id)| {
-                let bytes = self.records.get(id).ok_or_else(|| DatabaseError::Corrupt {
-                    what: "stream",
-                    reason: format!("{} lists {id}, which is not stored", stream.as_text()),
-                })?;
-                crate::decode_record(bytes)
-            })
-            .collect()
+        let mut entries = Vec::new();
+        for body in self.segments.get(stream).into_iter().flatten() {
+            entries.extend(crate::decode_segment(body)?);
+        }
+        entries.sort_by(|a, b| (a.event_time, &a.event_id).cmp(&(b.event_time, &b.event_id)));
+        entries.dedup_by(|a, b| a.event_id == b.event_id && a.event_time == b.event_time);
+        Ok(entries.into_iter().map(|e| e.json).collect())
     }
 
     fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, DatabaseError> {

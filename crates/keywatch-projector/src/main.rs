@@ -28,12 +28,13 @@ struct Outcome {
 }
 
 async fn handle(pipeline: &Mutex<AwsPipeline>, event: KafkaEvent) -> Result<Outcome, Error> {
-    let payloads = event.records.values().flatten().map(|r| Payload {
+    // Each record of the event is consumed as it is decoded, so that its base64 text is
+    // freed before the next: a batch near Lambda's 6 MB payload is not held twice.
+    let payloads = event.records.into_values().flatten().map(|r| Payload {
         partition: r.partition,
         offset: r.offset,
         value: r
             .value
-            .as_deref()
             .map(|v| base64::engine::general_purpose::STANDARD.decode(v))
             .transpose()
             .map(|v| v.unwrap_or_default().into())

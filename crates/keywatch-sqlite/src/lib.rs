@@ -213,14 +213,21 @@ impl Database for SqliteDatabase {
         &mut self,
         records: &[RecordToAppend<'_>],
     ) -> Result<Vec<bool>, DatabaseError> {
-        let mut fresh = Vec::with_capacity(records.len());
+        // In key order, so that consecutive inserts descend the index through pages still
+        // in the cache (eventIDs are random UUIDs); a stable sort keeps a repeated eventID's
+        // first record the new one.
+        let keys: Vec<EventIdKey<'_>> =
+            records.iter().map(|r| EventIdKey::of(r.event_id)).collect();
+        let mut order: Vec<usize> = (0..records.len()).collect();
+        order.sort_by(|a, b| keys[*a].cmp(&keys[*b]));
+        let mut fresh = vec![false; records.len()];
         {
             let mut insert = self
                 .conn
                 .prepare_cached("INSERT OR IGNORE INTO event_ids (event_id) VALUES (?1)")
                 .map_err(db)?;
-            for r in records {
-                fresh.push(insert.execute([EventIdKey::of(r.event_id)]).map_err(db)? == 1);
+            for i in order {
+                fresh[i] = insert.execute([&keys[i]]).map_err(db)? == 1;
             }
         }
         // The new records, a segment per stream (more where one would pass SEGMENT_BYTES).
@@ -511,12 +518,13 @@ fn encode_segments(segments: &[(i64, &[&RecordToAppend<'_>])]) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// An eventID as `event_ids` keys it.
+/// An eventID as `event_ids` keys it (ordered as SQLite orders them: text, then blobs).
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
 enum EventIdKey<'a> {
-    /// A UUID in CloudTrail's form (lowercase hex), as its 16 bytes.
-    Uuid([u8; 16]),
     /// Any other eventID, as it is.
     Text(&'a str),
+    /// A UUID in CloudTrail's form (lowercase hex), as its 16 bytes.
+    Uuid([u8; 16]),
 }
 
 impl<'a> EventIdKey<'a> {
