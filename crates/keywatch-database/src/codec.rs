@@ -1,7 +1,9 @@
-//! How a CloudTrail record is kept in the event log: raw deflate with a preset dictionary of
-//! the text every KMS record shares, about 4× smaller than the JSON. (The DynamoDB database
-//! keeps timelines' JSON this way too.) The first byte names
-//! the format, so that stored records stay readable when a better one is added.
+//! How the event log keeps CloudTrail records: a segment (format 2), several records of one
+//! stream deflated together, each in a fraction of what it takes alone. A record alone
+//! (format 1: raw deflate with a preset dictionary of the text every KMS record shares,
+//! about 4× smaller than the JSON) is what earlier versions kept, and how the databases keep
+//! timelines' and alerts' JSON. The first byte names the format, so that stored data stays
+//! readable when a better one is added.
 
 use crate::DatabaseError;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
