@@ -33,8 +33,8 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use keywatch_core::{Alert, KeyArn, KeyState, KeyStoreRef, KeyTimeline, Timestamp};
 use keywatch_database::{
-    decode_record, decode_segment, encode_record, encode_segment, Database, DatabaseError,
-    KeySummary, RecordToAppend, SegmentEntry, StreamId,
+    decode_record, decode_segment, encode_record, encode_records_segment, new_records_by_stream,
+    split_by_size, Database, DatabaseError, KeySummary, RecordToAppend, SegmentEntry, StreamId,
 };
 use std::collections::HashMap;
 use std::future::Future;
@@ -269,35 +269,18 @@ const SEGMENT_RAW_BYTES: usize = 1024 * 1024;
 /// split in two.
 const SEGMENT_MAX_BYTES: usize = 350 * 1024;
 
-/// Consecutive runs of entries of at most `limit` bytes of JSON each (at least one entry).
-fn chunk_by_size(entries: &[SegmentEntry], limit: usize) -> Vec<&[SegmentEntry]> {
-    let mut chunks = Vec::new();
-    let (mut start, mut size) = (0, 0);
-    for (i, e) in entries.iter().enumerate() {
-        if i > start && size + e.json.len() > limit {
-            chunks.push(&entries[start..i]);
-            (start, size) = (i, 0);
-        }
-        size += e.json.len();
-    }
-    if start < entries.len() {
-        chunks.push(&entries[start..]);
-    }
-    chunks
-}
-
 /// The items of a stream's segment of these entries (sorted), split while over
 /// [`SEGMENT_MAX_BYTES`].
 fn segment_items(
     pk: &str,
     writer: &str,
-    entries: &[SegmentEntry],
+    entries: &[&RecordToAppend<'_>],
     out: &mut Vec<Item>,
 ) -> Result<(), DatabaseError> {
     let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
         return Ok(());
     };
-    let body = encode_segment(entries);
+    let body = encode_records_segment(entries);
     if body.len() > SEGMENT_MAX_BYTES {
         if entries.len() == 1 {
             return Err(DatabaseError::Database(
@@ -829,27 +812,12 @@ impl Database for DynamoDatabase {
             .collect();
         // The new records, a segment per stream (more where one would pass DynamoDB's item
         // limit), 25 segments to a BatchWriteItem.
-        let mut per_stream: HashMap<&StreamId, Vec<SegmentEntry>> = HashMap::new();
-        for r in records
-            .iter()
-            .zip(&fresh)
-            .filter(|(_, f)| **f)
-            .map(|(r, _)| r)
-        {
-            for stream in &r.streams {
-                per_stream.entry(stream).or_default().push(SegmentEntry {
-                    event_time: r.event_time,
-                    event_id: r.event_id.to_owned(),
-                    json: r.json.to_owned(),
-                });
-            }
-        }
+        // Encoded from the batch's own text: no copy of a record is made.
         let writer = unique_writer_id();
         let mut items = Vec::new();
-        for (stream, mut entries) in per_stream {
-            entries.sort_by(|a, b| (a.event_time, &a.event_id).cmp(&(b.event_time, &b.event_id)));
+        for (stream, entries) in new_records_by_stream(records, &fresh) {
             let pk = format!("stream#{}", stream.as_text());
-            for chunk in chunk_by_size(&entries, SEGMENT_RAW_BYTES) {
+            for chunk in split_by_size(&entries, SEGMENT_RAW_BYTES) {
                 segment_items(&pk, &writer, chunk, &mut items)?;
             }
         }

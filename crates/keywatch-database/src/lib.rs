@@ -15,6 +15,7 @@ pub use memory::MemoryDatabase;
 pub use projector::{current_timeline, BatchOutcome, NormalisedRecord, Projector};
 
 use keywatch_core::{Alert, KeyArn, KeyStoreRef, KeyTimeline, Timestamp};
+use std::collections::BTreeMap;
 
 /// The cause of a database failure, as the adapter reported it (rusqlite's error for SQLite,
 /// the SDK's error context for DynamoDB).
@@ -86,6 +87,50 @@ pub struct RecordToAppend<'a> {
     /// store such a record without looking it up. Only a batch that stored it and failed
     /// before saving the timeline can have left a copy, and folds drop copies by eventID.
     pub unseen: bool,
+}
+
+/// The records of a batch found new (`fresh`, one flag per record), grouped by stream, each
+/// stream's in (eventTime, eventID) order: what the batch's segments of each stream hold.
+pub fn new_records_by_stream<'r, 'a>(
+    records: &'r [RecordToAppend<'a>],
+    fresh: &[bool],
+) -> BTreeMap<&'r StreamId, Vec<&'r RecordToAppend<'a>>> {
+    let mut per_stream: BTreeMap<&StreamId, Vec<&RecordToAppend<'a>>> = BTreeMap::new();
+    for (r, _) in records.iter().zip(fresh).filter(|(_, new)| **new) {
+        for s in &r.streams {
+            per_stream.entry(s).or_default().push(r);
+        }
+    }
+    for entries in per_stream.values_mut() {
+        entries.sort_by(|a, b| (a.event_time, a.event_id).cmp(&(b.event_time, b.event_id)));
+    }
+    per_stream
+}
+
+/// Consecutive runs of records of at most `limit` bytes of JSON each (at least one record):
+/// the segments a stream's new records make where a segment has a size limit.
+pub fn split_by_size<'r, 'a>(
+    records: &'r [&'r RecordToAppend<'a>],
+    limit: usize,
+) -> Vec<&'r [&'r RecordToAppend<'a>]> {
+    let mut chunks = Vec::new();
+    let (mut start, mut size) = (0, 0);
+    for (i, r) in records.iter().enumerate() {
+        if i > start && size + r.json.len() > limit {
+            chunks.push(&records[start..i]);
+            (start, size) = (i, 0);
+        }
+        size += r.json.len();
+    }
+    if start < records.len() {
+        chunks.push(&records[start..]);
+    }
+    chunks
+}
+
+/// Encodes records (in their order) as one segment of the event log ([`encode_segment`]).
+pub fn encode_records_segment(records: &[&RecordToAppend<'_>]) -> Vec<u8> {
+    encode_segment_of(records.iter().map(|r| (r.event_time, r.event_id, r.json)))
 }
 
 /// A key as listed by `keywatch keys`.

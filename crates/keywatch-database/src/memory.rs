@@ -151,22 +151,15 @@ impl Database for MemoryDatabase {
         records: &[RecordToAppend<'_>],
     ) -> Result<Vec<bool>, DatabaseError> {
         let mut fresh = Vec::with_capacity(records.len());
-        let mut per_stream: BTreeMap<&StreamId, Vec<&RecordToAppend<'_>>> = BTreeMap::new();
         for r in records {
             let new = self.event_ids.insert(r.event_id.to_owned());
             if new {
                 self.undo(Undo::Record(r.event_id.to_owned()));
-                for s in &r.streams {
-                    per_stream.entry(s).or_default().push(r);
-                }
             }
             fresh.push(new);
         }
-        for (stream, mut entries) in per_stream {
-            entries.sort_by(|a, b| (a.event_time, a.event_id).cmp(&(b.event_time, b.event_id)));
-            let body = crate::encode_segment_of(
-                entries.iter().map(|r| (r.event_time, r.event_id, r.json)),
-            );
+        for (stream, entries) in crate::new_records_by_stream(records, &fresh) {
+            let body = crate::encode_records_segment(&entries);
             self.segments.entry(stream.clone()).or_default().push(body);
             self.undo(Undo::Segment(stream.clone()));
         }

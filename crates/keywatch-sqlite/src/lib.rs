@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap};
 use std::path::Path;
 
 const SCHEMA: &str = r#"
@@ -231,16 +231,15 @@ impl Database for SqliteDatabase {
             }
         }
         // The new records, a segment per stream (more where one would pass SEGMENT_BYTES).
-        let mut per_stream: BTreeMap<i64, Vec<&RecordToAppend<'_>>> = BTreeMap::new();
-        for (r, _) in records.iter().zip(&fresh).filter(|(_, new)| **new) {
-            for s in &r.streams {
-                per_stream.entry(self.stream_id(s)?).or_default().push(r);
-            }
-        }
+        let per_stream = keywatch_database::new_records_by_stream(records, &fresh);
         let mut segments: Vec<(i64, &[&RecordToAppend<'_>])> = Vec::new();
-        for (stream_id, entries) in &mut per_stream {
-            entries.sort_by(|a, b| (a.event_time, a.event_id).cmp(&(b.event_time, b.event_id)));
-            segments.extend(chunk_by_size(entries).into_iter().map(|c| (*stream_id, c)));
+        for (stream, entries) in &per_stream {
+            let stream_id = self.stream_id(stream)?;
+            segments.extend(
+                keywatch_database::split_by_size(entries, SEGMENT_BYTES)
+                    .into_iter()
+                    .map(|c| (stream_id, c)),
+            );
         }
         let bodies = encode_segments(&segments);
         let mut insert = self
@@ -486,35 +485,12 @@ fn read_json<T: serde::de::DeserializeOwned>(
 /// looks back only 32 KiB).
 const SEGMENT_BYTES: usize = 1 << 20;
 
-/// Consecutive runs of `records` of at most [`SEGMENT_BYTES`] of text (at least one record).
-fn chunk_by_size<'r, 'a>(
-    records: &'r [&'r RecordToAppend<'a>],
-) -> Vec<&'r [&'r RecordToAppend<'a>]> {
-    let mut chunks = Vec::new();
-    let (mut start, mut size) = (0, 0);
-    for (i, r) in records.iter().enumerate() {
-        if i > start && size + r.json.len() > SEGMENT_BYTES {
-            chunks.push(&records[start..i]);
-            (start, size) = (i, 0);
-        }
-        size += r.json.len();
-    }
-    if start < records.len() {
-        chunks.push(&records[start..]);
-    }
-    chunks
-}
-
-fn encode_segment(records: &[&RecordToAppend<'_>]) -> Vec<u8> {
-    keywatch_database::encode_segment_of(records.iter().map(|r| (r.event_time, r.event_id, r.json)))
-}
-
 /// The segments' bodies, in their order, deflated on every core (replay's projecting thread
 /// would otherwise compress every record itself).
 fn encode_segments(segments: &[(i64, &[&RecordToAppend<'_>])]) -> Vec<Vec<u8>> {
     segments
         .par_iter()
-        .map(|(_, records)| encode_segment(records))
+        .map(|(_, records)| keywatch_database::encode_records_segment(records))
         .collect()
 }
 
