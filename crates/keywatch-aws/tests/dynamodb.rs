@@ -154,6 +154,26 @@ async fn a_timeline_saved_by_another_writer_is_a_conflict() {
     );
 }
 
+/// Records as a batch appends them to one stream, each with its text (`texts`, in step).
+fn to_append<'a>(
+    records: &'a [NormalisedRecord],
+    texts: &'a [String],
+    stream: &keywatch_database::StreamId,
+    unseen: bool,
+) -> Vec<keywatch_database::RecordToAppend<'a>> {
+    records
+        .iter()
+        .zip(texts)
+        .map(|(r, json)| keywatch_database::RecordToAppend {
+            event_id: &r.event_id,
+            event_time: r.event_time(),
+            json,
+            streams: vec![stream.clone()],
+            unseen,
+        })
+        .collect()
+}
+
 /// A key pending deletion that a thousand callers keep trying, each in a minute of its own:
 /// its timeline (a page bucket and a usage roll-up per caller) is far over DynamoDB's 400 KB
 /// item limit as JSON. It must still be saved and read back whole, or the projector stops on
@@ -268,7 +288,7 @@ async fn a_timeline_over_dynamodbs_item_limit_is_saved_and_read_back_whole() {
 /// segments it took two items per record, and before batching two PutItems.
 #[tokio::test(flavor = "multi_thread")]
 async fn appending_records_takes_batch_requests_not_one_per_record() {
-    use keywatch_database::{RecordToAppend, StreamId};
+    use keywatch_database::StreamId;
     let direct = moto().await;
     let table = table(&direct).await;
     let proxy = keywatch_testkit::FaultProxy::start(
@@ -279,24 +299,13 @@ async fn appending_records_takes_batch_requests_not_one_per_record() {
     );
     let config = direct.to_builder().endpoint_url(proxy.url()).build();
     let (key, records) = busy_pending_key(1_999);
-    let encoded: Vec<(String, Timestamp, String)> = records
+    let texts: Vec<String> = records
         .iter()
-        .map(|r| {
-            let json = serde_json::json!({"eventID": r.event_id}).to_string();
-            (r.event_id.clone(), r.event_time(), json)
-        })
+        .map(|r| serde_json::json!({"eventID": r.event_id}).to_string())
         .collect();
-    let to_append = |range: std::ops::Range<usize>, unseen: bool| -> Vec<RecordToAppend<'_>> {
-        encoded[range]
-            .iter()
-            .map(|(id, at, json)| RecordToAppend {
-                event_id: id,
-                event_time: *at,
-                json,
-                streams: vec![StreamId::Key(key.clone())],
-                unseen,
-            })
-            .collect()
+    let stream = StreamId::Key(key.clone());
+    let part = |range: std::ops::Range<usize>, unseen: bool| {
+        to_append(&records[range.clone()], &texts[range], &stream, unseen)
     };
     let dynamodb_requests = |counts: &std::collections::BTreeMap<String, u64>| -> u64 {
         counts
@@ -309,7 +318,7 @@ async fn appending_records_takes_batch_requests_not_one_per_record() {
 
     // Unseen: one segment, one request, no lookup.
     let fresh = store
-        .append_records(&to_append(0..1_000, true))
+        .append_records(&part(0..1_000, true))
         .expect("appended");
     assert!(fresh.iter().all(|f| *f), "all new");
     let counts = proxy.counts();
@@ -322,7 +331,7 @@ async fn appending_records_takes_batch_requests_not_one_per_record() {
 
     // Not known to be unseen: looked up, then stored.
     let fresh = store
-        .append_records(&to_append(1_000..2_000, false))
+        .append_records(&part(1_000..2_000, false))
         .expect("appended");
     assert!(fresh.iter().all(|f| *f), "all new");
     let requests = dynamodb_requests(&proxy.counts());
@@ -330,17 +339,17 @@ async fn appending_records_takes_batch_requests_not_one_per_record() {
     assert_eq!(proxy.counts().get("DynamoDB_20120810.PutItem"), None);
 
     // Known records are told apart from new ones, and cost only their lookups.
-    let mut again = to_append(500..1_500, false);
-    again.extend(to_append(0..10, false));
+    let mut again = part(500..1_500, false);
+    again.extend(part(0..10, false));
     let fresh = store.append_records(&again).expect("appended again");
     assert!(fresh.iter().all(|f| !f), "all known");
     assert!(dynamodb_requests(&proxy.counts()) - requests <= 11 + 1);
 
     // What was appended reads back once each, in (eventTime, eventID) order.
     let stream = store.stream_records(&StreamId::Key(key)).expect("stream");
-    let mut expected: Vec<(Timestamp, String)> = encoded[..2_000]
+    let mut expected: Vec<(Timestamp, String)> = records[..2_000]
         .iter()
-        .map(|(id, at, _)| (*at, id.clone()))
+        .map(|r| (r.event_time(), r.event_id.clone()))
         .collect();
     expected.sort();
     let ids: Vec<String> = stream
@@ -362,13 +371,13 @@ async fn appending_records_takes_batch_requests_not_one_per_record() {
 /// segment are split over several, and read back whole.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_segment_over_the_item_limit_is_split() {
-    use keywatch_database::{RecordToAppend, StreamId};
+    use keywatch_database::StreamId;
     let config = moto().await;
     let table = table(&config).await;
     let (key, records) = busy_pending_key(399);
     // 2 KB of hex noise each: 800 KB in all, over 350 KB even deflated.
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let encoded: Vec<(String, Timestamp, String)> = records
+    let texts: Vec<String> = records
         .iter()
         .map(|r| {
             let noise: String = (0..128)
@@ -379,20 +388,10 @@ async fn a_segment_over_the_item_limit_is_split() {
                     format!("{x:016x}")
                 })
                 .collect();
-            let json = serde_json::json!({"eventID": r.event_id, "noise": noise}).to_string();
-            (r.event_id.clone(), r.event_time(), json)
+            serde_json::json!({"eventID": r.event_id, "noise": noise}).to_string()
         })
         .collect();
-    let appended: Vec<RecordToAppend<'_>> = encoded
-        .iter()
-        .map(|(id, at, json)| RecordToAppend {
-            event_id: id,
-            event_time: *at,
-            json,
-            streams: vec![StreamId::Key(key.clone())],
-            unseen: true,
-        })
-        .collect();
+    let appended = to_append(&records, &texts, &StreamId::Key(key.clone()), true);
     let mut store = DynamoDatabase::new(&config, &table).expect("store");
     store.append_records(&appended).expect("appended");
     let client = aws_sdk_dynamodb::Client::new(&config);
@@ -412,10 +411,10 @@ async fn a_segment_over_the_item_limit_is_split() {
         .expect("query");
     assert!(segments.count() > 1, "{} segment(s)", segments.count());
     let back = store.stream_records(&StreamId::Key(key)).expect("stream");
-    assert_eq!(back.len(), encoded.len());
-    let mut expected: Vec<&(String, Timestamp, String)> = encoded.iter().collect();
-    expected.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
-    assert!(back.iter().zip(expected).all(|(b, e)| *b == e.2));
+    assert_eq!(back.len(), appended.len());
+    let mut expected: Vec<&keywatch_database::RecordToAppend<'_>> = appended.iter().collect();
+    expected.sort_by(|a, b| (a.event_time, a.event_id).cmp(&(b.event_time, b.event_id)));
+    assert!(back.iter().zip(expected).all(|(b, e)| b == e.json));
 }
 
 /// Records stored as items of their own, as versions before segments kept them, are still
@@ -423,7 +422,7 @@ async fn a_segment_over_the_item_limit_is_split() {
 #[tokio::test(flavor = "multi_thread")]
 async fn records_kept_before_segments_are_read_and_known() {
     use aws_sdk_dynamodb::types::AttributeValue;
-    use keywatch_database::{RecordToAppend, StreamId};
+    use keywatch_database::StreamId;
     let config = moto().await;
     let table = table(&config).await;
     let (key, records) = busy_pending_key(3);
@@ -458,17 +457,7 @@ async fn records_kept_before_segments_are_read_and_known() {
             .expect("record");
     }
     let texts: Vec<String> = records.iter().map(json).collect();
-    let appended: Vec<RecordToAppend<'_>> = records
-        .iter()
-        .zip(&texts)
-        .map(|(r, json)| RecordToAppend {
-            event_id: &r.event_id,
-            event_time: r.event_time(),
-            json,
-            streams: vec![stream.clone()],
-            unseen: false,
-        })
-        .collect();
+    let appended = to_append(&records, &texts, &stream, false);
     let mut store = DynamoDatabase::new(&config, &table).expect("store");
     let fresh = store.append_records(&appended).expect("appended");
     assert_eq!(
@@ -477,8 +466,7 @@ async fn records_kept_before_segments_are_read_and_known() {
         "the first two were stored"
     );
     let back = store.stream_records(&stream).expect("stream");
-    let expected: Vec<String> = records.iter().map(json).collect();
-    assert_eq!(back, expected, "in order, each once");
+    assert_eq!(back, texts, "in order, each once");
 }
 
 /// Of two processes draining one outbox, one claims each alert; an alert sent is never
@@ -755,7 +743,7 @@ async fn a_timeline_kept_with_its_first_part_in_the_head_reads_back() {
 /// stores them again, unseen as before: the stream reads each record once.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_segment_stored_twice_by_a_retried_batch_reads_once() {
-    use keywatch_database::{RecordToAppend, StreamId};
+    use keywatch_database::StreamId;
     let config = moto().await;
     let table = table(&config).await;
     let (key, records) = busy_pending_key(20);
@@ -763,17 +751,7 @@ async fn a_segment_stored_twice_by_a_retried_batch_reads_once() {
         .iter()
         .map(|r| serde_json::json!({"eventID": r.event_id}).to_string())
         .collect();
-    let appended: Vec<RecordToAppend<'_>> = records
-        .iter()
-        .zip(&texts)
-        .map(|(r, json)| RecordToAppend {
-            event_id: &r.event_id,
-            event_time: r.event_time(),
-            json,
-            streams: vec![StreamId::Key(key.clone())],
-            unseen: true,
-        })
-        .collect();
+    let appended = to_append(&records, &texts, &StreamId::Key(key.clone()), true);
     let mut db = DynamoDatabase::new(&config, &table).expect("db");
     db.append_records(&appended).expect("first attempt");
     db.append_records(&appended).expect("the retry");

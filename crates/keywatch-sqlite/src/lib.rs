@@ -542,7 +542,7 @@ fn migrate_records_to_segments(conn: &Connection) -> Result<(), DatabaseError> {
     conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
     let moved = (|| {
         let mut ids = conn
-            .prepare("INSERT OR IGNORE INTO event_ids (event_id) SELECT ?1")
+            .prepare("INSERT OR IGNORE INTO event_ids (event_id) VALUES (?1)")
             .map_err(db)?;
         let mut all = conn.prepare("SELECT event_id FROM records").map_err(db)?;
         let mut rows = all.query([]).map_err(db)?;
