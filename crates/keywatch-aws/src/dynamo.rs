@@ -721,6 +721,40 @@ impl DynamoDatabase {
             .key("sk", s("alert"))
     }
 
+    /// Each alert's sent mark and its outbox entry's removal, a group of two writes per alert
+    /// (an alert given twice once).
+    fn sent_marks(
+        &self,
+        alert_ids: &[&str],
+        at: Timestamp,
+    ) -> Result<Vec<Vec<TransactWriteItem>>, DatabaseError> {
+        let mut ids = alert_ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.into_iter()
+            .map(|id| {
+                let sent = Update::builder()
+                    .table_name(&self.table)
+                    .key("pk", s(format!("alert#{id}")))
+                    .key("sk", s("alert"))
+                    .update_expression("SET sent_at = :t")
+                    .expression_attribute_values(":t", n(at.millis()))
+                    .build()
+                    .map_err(db)?;
+                let dequeued = Delete::builder()
+                    .table_name(&self.table)
+                    .key("pk", s("outbox"))
+                    .key("sk", s(id))
+                    .build()
+                    .map_err(db)?;
+                Ok(vec![
+                    TransactWriteItem::builder().update(sent).build(),
+                    TransactWriteItem::builder().delete(dequeued).build(),
+                ])
+            })
+            .collect()
+    }
+
     fn was_sent(&self, alert_id: &str) -> Result<bool, DatabaseError> {
         let out = self
             .block(
@@ -1225,30 +1259,7 @@ impl Database for DynamoDatabase {
     fn mark_sent(&mut self, alert_ids: &[&str], at: Timestamp) -> Result<(), DatabaseError> {
         // Each alert's sent mark and its outbox entry's removal, together: 50 alerts to a
         // TransactWriteItems.
-        let mut ids = alert_ids.to_vec();
-        ids.sort_unstable();
-        ids.dedup();
-        let mut groups = Vec::with_capacity(ids.len());
-        for id in ids {
-            let sent = Update::builder()
-                .table_name(&self.table)
-                .key("pk", s(format!("alert#{id}")))
-                .key("sk", s("alert"))
-                .update_expression("SET sent_at = :t")
-                .expression_attribute_values(":t", n(at.millis()))
-                .build()
-                .map_err(db)?;
-            let dequeued = Delete::builder()
-                .table_name(&self.table)
-                .key("pk", s("outbox"))
-                .key("sk", s(id))
-                .build()
-                .map_err(db)?;
-            groups.push(vec![
-                TransactWriteItem::builder().update(sent).build(),
-                TransactWriteItem::builder().delete(dequeued).build(),
-            ]);
-        }
+        let groups = self.sent_marks(alert_ids, at)?;
         let held = self.block(transact_groups(&self.client, groups))?;
         if held.iter().all(|h| *h) {
             Ok(())
@@ -1263,14 +1274,32 @@ impl Database for DynamoDatabase {
         now: Timestamp,
         until: Timestamp,
     ) -> Result<Vec<bool>, DatabaseError> {
-        // Conditional claims, 100 to a TransactWriteItems; one that fails its condition is
-        // taken out and the rest tried again.
-        // An id given twice is claimed once, at its first place (a transaction may not
-        // name one item twice).
+        self.mark_sent_and_claim(&[], now, alert_ids, now, until)
+    }
+
+    fn mark_sent_and_claim(
+        &mut self,
+        sent: &[&str],
+        sent_at: Timestamp,
+        to_claim: &[&str],
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<bool>, DatabaseError> {
+        // A transaction may not name one item twice: an alert both sent and to claim (not
+        // how a delivery asks) is marked first, then its claim refused.
+        if to_claim.iter().any(|id| sent.contains(id)) {
+            self.mark_sent(sent, sent_at)?;
+            return self.claim_for_sending(to_claim, now, until);
+        }
+        // The sent marks (unconditional) and the conditional claims in TransactWriteItems of
+        // up to 100 actions: with one PublishBatch request's pages on either side, one
+        // request. A claim that fails its condition is taken out and the rest tried again.
+        // An id given twice is claimed once, at its first place.
         let mut seen = std::collections::HashSet::new();
-        let first: Vec<bool> = alert_ids.iter().map(|id| seen.insert(*id)).collect();
-        let mut groups = Vec::with_capacity(alert_ids.len());
-        for id in alert_ids
+        let first: Vec<bool> = to_claim.iter().map(|id| seen.insert(*id)).collect();
+        let mut groups = self.sent_marks(sent, sent_at)?;
+        let marks = groups.len();
+        for id in to_claim
             .iter()
             .zip(&first)
             .filter(|(_, f)| **f)
@@ -1291,14 +1320,16 @@ impl Database for DynamoDatabase {
                 .map_err(db)?;
             groups.push(vec![TransactWriteItem::builder().update(claim).build()]);
         }
-        let mut granted = self
-            .block(transact_groups(&self.client, groups))?
-            .into_iter();
+        let held = self.block(transact_groups(&self.client, groups))?;
+        if !held[..marks].iter().all(|h| *h) {
+            return Err(db("a sent mark without a condition was refused"));
+        }
+        let mut granted = held[marks..].iter();
         let claimed: Vec<bool> = first
             .iter()
-            .map(|f| *f && granted.next().unwrap_or(false))
+            .map(|f| *f && granted.next().copied().unwrap_or(false))
             .collect();
-        for (id, claimed) in alert_ids.iter().zip(&claimed) {
+        for (id, claimed) in to_claim.iter().zip(&claimed) {
             // Sent by another process (its outbox entry put back by a late duplicate of the
             // alert): drop the entry. Claimed by another: leave it to that one.
             if !claimed && self.was_sent(id)? {

@@ -542,12 +542,10 @@ async fn one_process_claims_each_alert_for_sending() {
     );
 }
 
-/// Recording alerts into the outbox, claiming them and marking them sent take a
-/// TransactWriteItems per 50 alerts (per 100 claims), counted at the server's door; before,
-/// it was two PutItems, an UpdateItem, an UpdateItem and a DeleteItem per alert. An alert
-/// recorded twice is new once, and each is claimed once.
-#[tokio::test(flavor = "multi_thread")]
-async fn the_outbox_is_written_in_transactions_of_many_alerts() {
+/// A new table reached through a proxy that counts requests (no faults): the table, the
+/// proxy and the SDK configuration that goes through it.
+async fn table_behind_a_counting_proxy(
+) -> (String, keywatch_testkit::FaultProxy, aws_config::SdkConfig) {
     let direct = moto().await;
     let table = table(&direct).await;
     let proxy = keywatch_testkit::FaultProxy::start(
@@ -557,6 +555,21 @@ async fn the_outbox_is_written_in_transactions_of_many_alerts() {
         (u32::MAX, std::time::Duration::ZERO),
     );
     let config = direct.to_builder().endpoint_url(proxy.url()).build();
+    (table, proxy, config)
+}
+
+/// TransactWriteItems requests the proxy has seen.
+fn transactions(proxy: &keywatch_testkit::FaultProxy) -> u64 {
+    proxy
+        .counts()
+        .get("DynamoDB_20120810.TransactWriteItems")
+        .copied()
+        .unwrap_or(0)
+}
+
+/// An alert the samples raise, and `n` copies of it with ids of their own
+/// (`outbox-test-000`…).
+fn outbox_alerts(n: usize) -> (keywatch_core::Alert, Vec<keywatch_core::Alert>) {
     let mut reference = Projector::new(
         SqliteDatabase::in_memory().expect("db"),
         AlertConfig::default(),
@@ -568,20 +581,88 @@ async fn the_outbox_is_written_in_transactions_of_many_alerts() {
         .into_iter()
         .next()
         .expect("the samples raise an alert");
-    let alerts: Vec<keywatch_core::Alert> = (0..120)
+    let alerts = (0..n)
         .map(|i| {
             let mut a = template.clone();
             a.alert_id = format!("outbox-test-{i:03}");
             a
         })
         .collect();
-    let transactions = || {
-        proxy
-            .counts()
-            .get("DynamoDB_20120810.TransactWriteItems")
-            .copied()
-            .unwrap_or(0)
-    };
+    (template, alerts)
+}
+
+/// One send's pages recorded as sent and the next send's claimed take one TransactWriteItems
+/// (a delivery of n PublishBatch requests takes n + 1, not 2n). A claim held by another
+/// process is taken out and the rest go through, the sent marks among them.
+#[tokio::test(flavor = "multi_thread")]
+async fn sent_marks_and_the_next_claims_go_in_one_transaction() {
+    let (table, proxy, config) = table_behind_a_counting_proxy().await;
+    let (_, alerts) = outbox_alerts(30);
+    let ids: Vec<&str> = alerts.iter().map(|a| a.alert_id.as_str()).collect();
+    let mut db = DynamoDatabase::new(&config, &table).expect("db");
+    db.record_alerts(&alerts, as_of()).expect("recorded");
+    let now = as_of();
+    let until = now.plus_millis(60_000);
+    assert!(db
+        .claim_for_sending(&ids[..10], now, until)
+        .expect("claims")
+        .iter()
+        .all(|c| *c));
+    let before = transactions(&proxy);
+    let granted = db
+        .mark_sent_and_claim(&ids[..10], now, &ids[10..20], now, until)
+        .expect("marked and claimed");
+    assert_eq!(granted, [true; 10]);
+    assert_eq!(transactions(&proxy), before + 1, "{:?}", proxy.counts());
+
+    let mut other = DynamoDatabase::new(&config, &table).expect("another process");
+    assert_eq!(
+        other
+            .claim_for_sending(&[ids[25]], now, until)
+            .expect("claim"),
+        [true]
+    );
+    let before = transactions(&proxy);
+    let granted = db
+        .mark_sent_and_claim(&ids[10..20], now, &ids[20..30], now, until)
+        .expect("marked and claimed");
+    let mut expected = [true; 10];
+    expected[5] = false;
+    assert_eq!(granted, expected, "the other's claim is refused");
+    assert_eq!(
+        transactions(&proxy),
+        before + 2,
+        "cancelled once, then without the refused claim: {:?}",
+        proxy.counts()
+    );
+    let unsent: Vec<String> = db
+        .unsent_alerts(100)
+        .expect("outbox")
+        .into_iter()
+        .map(|a| a.alert_id)
+        .collect();
+    let left: Vec<String> = ids[20..].iter().map(|id| id.to_string()).collect();
+    assert_eq!(
+        unsent, left,
+        "the first twenty are sent and out of the outbox"
+    );
+    // Sent already: a claim is refused and the stale entry stays out.
+    assert_eq!(
+        db.mark_sent_and_claim(&[], now, &ids[..2], now, until)
+            .expect("claims"),
+        [false, false]
+    );
+}
+
+/// Recording alerts into the outbox, claiming them and marking them sent take a
+/// TransactWriteItems per 50 alerts (per 100 claims), counted at the server's door; before,
+/// it was two PutItems, an UpdateItem, an UpdateItem and a DeleteItem per alert. An alert
+/// recorded twice is new once, and each is claimed once.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_outbox_is_written_in_transactions_of_many_alerts() {
+    let (table, proxy, config) = table_behind_a_counting_proxy().await;
+    let (template, alerts) = outbox_alerts(120);
+    let transactions = || transactions(&proxy);
     let mut db = DynamoDatabase::new(&config, &table).expect("db");
 
     let mut twice = alerts.clone();

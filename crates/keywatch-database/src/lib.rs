@@ -203,6 +203,26 @@ pub trait Database {
         let _ = (now, until);
         Ok(vec![true; alert_ids.len()])
     }
+    /// Marks `sent` as sent at `sent_at` ([`Database::mark_sent`]) and claims `to_claim`
+    /// ([`Database::claim_for_sending`]), in one request where the database can: a delivery
+    /// records one send's pages together with the next send's claims. Returns, for each of
+    /// `to_claim`, whether it is claimed. The marks stand even where a claim is refused.
+    fn mark_sent_and_claim(
+        &mut self,
+        sent: &[&str],
+        sent_at: Timestamp,
+        to_claim: &[&str],
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<bool>, DatabaseError> {
+        if !sent.is_empty() {
+            self.mark_sent(sent, sent_at)?;
+        }
+        if to_claim.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.claim_for_sending(to_claim, now, until)
+    }
     /// Gives up a claim (the notification service refused the page), so that the next
     /// delivery tries again without waiting for the claim to expire.
     fn release_claim(&mut self, alert_id: &str) -> Result<(), DatabaseError> {

@@ -151,6 +151,22 @@ impl<S: Database> Projector<S> {
         self.database.claim_for_sending(alert_ids, now, until)
     }
 
+    /// Records sent alerts and claims the next ones in one go (see
+    /// [`Database::mark_sent_and_claim`]).
+    pub fn mark_sent_and_claim(
+        &mut self,
+        sent: &[&str],
+        sent_at: Timestamp,
+        to_claim: &[&str],
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<bool>, DatabaseError> {
+        self.in_batch(|p| {
+            p.database
+                .mark_sent_and_claim(sent, sent_at, to_claim, now, until)
+        })
+    }
+
     /// Gives up a claim on an alert not sent.
     pub fn release_claim(&mut self, alert_id: &str) -> Result<(), DatabaseError> {
         self.database.release_claim(alert_id)

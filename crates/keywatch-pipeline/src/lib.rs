@@ -201,10 +201,32 @@ impl<S: Database, P: Pager, M: MetricsSink> Pipeline<S, P, M> {
         let until = now.plus_millis(SENDING_CLAIM_MILLIS);
         let mut delivery = Delivery::default();
         // Claimed, sent and recorded a `send` at a time: should this process die, at most one
-        // send's pages go out again, and at most one send's claims wait for their lease.
-        for chunk in alerts.chunks(self.pager.pages_per_send().max(1)) {
-            let ids: Vec<&str> = chunk.iter().map(|a| a.alert_id.as_str()).collect();
-            let granted = self.projector.claim_for_sending(&ids, now, until)?;
+        // send's pages go out again, and at most one send's claims wait for their lease. A
+        // send's pages are recorded as sent together with the next send's claims, one
+        // request where the database takes them together (DynamoDB).
+        let mut chunks = alerts.chunks(self.pager.pages_per_send().max(1));
+        let mut accepted: Vec<String> = Vec::new();
+        loop {
+            let chunk = chunks.next();
+            let ids: Vec<&str> = chunk
+                .unwrap_or_default()
+                .iter()
+                .map(|a| a.alert_id.as_str())
+                .collect();
+            let granted = if accepted.is_empty() {
+                if ids.is_empty() {
+                    break;
+                }
+                self.projector.claim_for_sending(&ids, now, until)?
+            } else {
+                let sent: Vec<&str> = accepted.iter().map(String::as_str).collect();
+                let granted =
+                    mark_sent_and_claim(&mut self.projector, &sent, &ids, now, until).await?;
+                tracing::debug!(pages = sent.len(), "pages sent and recorded as sent");
+                accepted.clear();
+                granted
+            };
+            let Some(chunk) = chunk else { break };
             let claimed: Vec<Alert> = chunk
                 .iter()
                 .zip(granted)
@@ -214,26 +236,22 @@ impl<S: Database, P: Pager, M: MetricsSink> Pipeline<S, P, M> {
             if claimed.is_empty() {
                 continue;
             }
-            let round = self.send_and_record(&claimed, now).await?;
-            delivery.sent += round.sent;
-            delivery.failed += round.failed;
+            accepted = self.send(&claimed).await;
+            delivery.sent += accepted.len();
+            delivery.failed += claimed.len() - accepted.len();
         }
         Ok(delivery)
     }
 
-    /// Sends claimed alerts in one `send`, records what was accepted as sent, and releases
-    /// the claims on what was refused.
-    async fn send_and_record(
-        &mut self,
-        claimed: &[Alert],
-        now: Timestamp,
-    ) -> Result<Delivery, DatabaseError> {
-        let mut delivery = Delivery::default();
+    /// Sends claimed alerts in one `send` and releases the claims on what was refused;
+    /// returns the ids of the pages accepted, to be recorded as sent.
+    async fn send(&mut self, claimed: &[Alert]) -> Vec<String> {
         let results = self.pager.send(claimed).await;
-        let mut accepted: Vec<&str> = Vec::with_capacity(claimed.len());
+        let mut accepted = Vec::with_capacity(claimed.len());
         // A pager that answers for fewer alerts than it was given: the rest count as refused.
         let mut results = results.into_iter();
         let mut first_refusal: Option<PageError> = None;
+        let mut refused = 0;
         for a in claimed {
             match results.next().unwrap_or_else(|| {
                 Err(PageError {
@@ -241,50 +259,50 @@ impl<S: Database, P: Pager, M: MetricsSink> Pipeline<S, P, M> {
                     reason: "the pager gave no answer for it".into(),
                 })
             }) {
-                Ok(()) => accepted.push(&a.alert_id),
+                Ok(()) => accepted.push(a.alert_id.clone()),
                 Err(e) => {
                     tracing::debug!(alert_id = %a.alert_id, error = %e, "page not sent");
                     if let Err(e) = self.projector.release_claim(&a.alert_id) {
                         tracing::warn!(alert_id = %a.alert_id, error = %e, "claim not released; the page is tried again when it expires");
                     }
                     first_refusal.get_or_insert(e);
-                    delivery.failed += 1;
+                    refused += 1;
                 }
             }
         }
         // One line per round, not per page: a closed stream or an SNS outage refuses them all.
         if let Some(e) = first_refusal {
-            tracing::warn!(pages = delivery.failed, first = %e, "pages not sent; they stay in the outbox");
+            tracing::warn!(pages = refused, first = %e, "pages not sent; they stay in the outbox");
         }
-        if !accepted.is_empty() {
-            mark_sent(&mut self.projector, &accepted, now).await?;
-            tracing::debug!(pages = accepted.len(), "pages sent and recorded as sent");
-        }
-        delivery.sent = accepted.len();
-        Ok(delivery)
+        accepted
     }
 }
 
-/// Records pages the pager accepted, retrying the database: a page marked sent is never sent
-/// again; only if the database stays unavailable through every attempt is a page sent again
-/// later (delivery is at least once).
-async fn mark_sent<S: Database>(
+/// Records pages the pager accepted, with the claims of the next send's (`to_claim`),
+/// retrying the database: a page marked sent is never sent again; only if the database stays
+/// unavailable through every attempt is a page sent again later (delivery is at least once).
+/// Returns, for each of `to_claim`, whether it is claimed.
+async fn mark_sent_and_claim<S: Database>(
     projector: &mut Projector<S>,
-    alert_ids: &[&str],
+    sent: &[&str],
+    to_claim: &[&str],
     now: Timestamp,
-) -> Result<(), DatabaseError> {
+    until: Timestamp,
+) -> Result<Vec<bool>, DatabaseError> {
     let mut pause = std::time::Duration::from_millis(100);
     for _ in 1..MARK_SENT_ATTEMPTS {
-        match projector.mark_sent(alert_ids, now) {
-            Ok(()) => return Ok(()),
+        match projector.mark_sent_and_claim(sent, now, to_claim, now, until) {
+            Ok(granted) => return Ok(granted),
             Err(e) => {
-                tracing::warn!(pages = alert_ids.len(), error = %e, retry_in = ?pause, "pages sent but not yet marked sent; retrying");
+                tracing::warn!(pages = sent.len(), error = %e, retry_in = ?pause, "pages sent but not yet marked sent; retrying");
                 tokio::time::sleep(pause).await;
                 pause *= 2;
             }
         }
     }
-    projector.mark_sent(alert_ids, now).inspect_err(|e| {
-        tracing::error!(pages = alert_ids.len(), error = %e, "pages sent but not marked sent: they will be sent again");
-    })
+    projector
+        .mark_sent_and_claim(sent, now, to_claim, now, until)
+        .inspect_err(|e| {
+            tracing::error!(pages = sent.len(), error = %e, "pages sent but not marked sent: they will be sent again");
+        })
 }

@@ -15,25 +15,33 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 use support::*;
 
-/// Accepts every page but those it is told to refuse; remembers what it accepted.
+/// Accepts every page but those it is told to refuse (and all after its first `sends_up`
+/// sends, if set); remembers what it accepted.
 #[derive(Default)]
 struct RecordingPager {
     refuse: BTreeSet<String>,
     accepted: Vec<String>,
     calls: usize,
+    /// Pages a send takes (0: no limit).
+    per_send: usize,
+    sends_up: Option<usize>,
 }
 
 impl Pager for RecordingPager {
     fn pages_per_send(&self) -> usize {
-        usize::MAX
+        match self.per_send {
+            0 => usize::MAX,
+            n => n,
+        }
     }
 
     async fn send(&mut self, alerts: &[Alert]) -> Vec<Result<(), PageError>> {
         self.calls += 1;
+        let down = self.sends_up.is_some_and(|up| self.calls > up);
         alerts
             .iter()
             .map(|a| {
-                if self.refuse.contains(&a.alert_id) {
+                if down || self.refuse.contains(&a.alert_id) {
                     Err(PageError {
                         alert_id: a.alert_id.clone(),
                         reason: "refused (test)".into(),
@@ -202,4 +210,50 @@ async fn deliver_all_empties_an_outbox_of_several_rounds() {
     assert!(p.pager_mut().calls >= 2, "in rounds");
     let raised: Vec<String> = outcome.alerts.iter().map(|a| a.alert_id.clone()).collect();
     assert_eq!(p.pager_mut().accepted, raised, "in the order raised");
+}
+
+/// Pages go ten to a send, each send's recorded as sent before the next send goes out (with
+/// its claims): when the service goes down after two sends, their twenty pages are out of the
+/// outbox and the rest wait in it, to be sent once, in order, when it is back.
+#[tokio::test]
+async fn each_send_is_recorded_before_the_next_and_the_refused_wait() {
+    let mut p = pipeline();
+    p.pager_mut().per_send = 10;
+    p.pager_mut().sends_up = Some(2);
+    let n = 35;
+    let records = (0..n).map(|i| {
+        let key =
+            format!("arn:aws:kms:us-east-1:111122223333:key/{i:08}-0000-0000-0000-000000000000");
+        let time = format!("2026-11-01T00:{:02}:00Z", i % 60);
+        payload(
+            i as i64,
+            json(on_key(schedule(&time, &format!("s{i}"), 7, None), &key)),
+        )
+    });
+    let decoded = decode_batch(records);
+    let raised: Vec<String> = p
+        .project(&decoded.records, now())
+        .expect("project")
+        .alerts
+        .into_iter()
+        .map(|a| a.alert_id)
+        .collect();
+    assert_eq!(raised.len(), n);
+    let delivery = p.deliver(now()).await.expect("deliver");
+    assert_eq!((delivery.sent, delivery.failed), (20, 15));
+    assert_eq!(p.pager_mut().calls, 4, "two sends accepted, two refused");
+    let unsent: Vec<String> = p
+        .projector()
+        .unsent(100)
+        .expect("outbox")
+        .into_iter()
+        .map(|a| a.alert_id)
+        .collect();
+    assert_eq!(unsent, raised[20..], "the refused wait, the sent are out");
+
+    p.pager_mut().sends_up = None;
+    let delivery = p.deliver(now()).await.expect("deliver");
+    assert_eq!((delivery.sent, delivery.failed), (15, 0));
+    assert_eq!(p.pager_mut().accepted, raised, "each once, in order");
+    assert!(p.projector().unsent(100).expect("outbox").is_empty());
 }
