@@ -204,19 +204,23 @@ impl<W: Write> Replay<W> {
         rayon::spawn(move || drop(projected));
         self.totals.duplicates += outcome.duplicate_records as u64;
         self.totals.rebuilds += outcome.rebuilds as u64;
-        self.print(&outcome.alerts)
+        self.print(outcome.alerts)
     }
 
-    /// Counts the alerts raised, and delivers the outbox (them, and anything an earlier
-    /// delivery could not write): written and flushed is delivered, so they leave it.
-    fn print(&mut self, raised: &[keywatch_core::Alert]) -> Result<()> {
+    /// Counts the alerts raised and delivers them: written and flushed is delivered, so they
+    /// leave the outbox. The outbox holds nothing else (it is not read back): the run
+    /// delivered it whole before its first batch, and ends at the first delivery that fails.
+    fn print(&mut self, raised: Vec<keywatch_core::Alert>) -> Result<()> {
         self.totals.alerts += raised.len() as u64;
         self.totals.highest = raised
             .iter()
             .map(|a| a.severity)
             .chain(self.totals.highest)
             .max();
-        self.deliver().map(|_| ())
+        let delivery = self
+            .runtime
+            .block_on(self.pipeline.deliver_raised(raised, self.as_of))?;
+        self.check(&delivery).map(|_| ())
     }
 
     /// Delivers the whole outbox to the output; returns how many alerts it wrote.
@@ -224,6 +228,11 @@ impl<W: Write> Replay<W> {
         let delivery = self
             .runtime
             .block_on(self.pipeline.deliver_all(self.as_of))?;
+        self.check(&delivery)
+    }
+
+    /// A delivery that left alerts in the outbox ends the run, saying why.
+    fn check(&mut self, delivery: &keywatch_pipeline::Delivery) -> Result<usize> {
         if delivery.failed > 0 {
             if let Some(e) = self.pipeline.pager_mut().take_failure() {
                 return Err(anyhow::Error::new(e).context(format!(
@@ -243,7 +252,7 @@ impl<W: Write> Replay<W> {
     fn finish(&mut self) -> Result<()> {
         self.flush()?;
         let swept = self.pipeline.sweep(self.as_of)?;
-        self.print(&swept)?;
+        self.print(swept)?;
         if let Some(q) = self.quarantine.as_mut() {
             q.flush()?;
         }

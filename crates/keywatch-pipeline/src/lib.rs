@@ -193,6 +193,18 @@ impl<S: Database, P: Pager, M: MetricsSink> Pipeline<S, P, M> {
         }
     }
 
+    /// Delivers alerts a batch or sweep just raised (recorded in the outbox, unsent), without
+    /// reading the outbox back: for a driver that knows the outbox held nothing else, because
+    /// it delivered the whole outbox before and every delivery since succeeded (`keywatch
+    /// replay`, which ends at the first delivery that fails).
+    pub async fn deliver_raised(
+        &mut self,
+        raised: Vec<Alert>,
+        now: Timestamp,
+    ) -> Result<Delivery, DatabaseError> {
+        self.deliver_alerts(raised, now).await
+    }
+
     async fn deliver_alerts(
         &mut self,
         alerts: Vec<Alert>,
