@@ -99,6 +99,24 @@ pub struct BatchOutcome {
     pub alerts: Vec<Alert>,
 }
 
+/// What a batch did across a key's stream and its custom key store's, to check again once
+/// the batch is stored ([`Projector::process`]).
+#[derive(Debug, Default)]
+struct KeyStoreLinks {
+    /// Key stores with new events in the batch…
+    stores: BTreeSet<KeyStoreRef>,
+    /// …and the keys the batch folded (those the database listed in them among them).
+    folded: BTreeSet<KeyArn>,
+    /// Keys the batch first placed in a custom key store.
+    placed: BTreeSet<KeyArn>,
+}
+
+impl KeyStoreLinks {
+    fn is_empty(&self) -> bool {
+        self.stores.is_empty() && self.placed.is_empty()
+    }
+}
+
 /// Drives the core over a database. Keeps the timelines it touched in memory (bounded).
 pub struct Projector<S: Database> {
     database: S,
@@ -270,10 +288,25 @@ impl<S: Database> Projector<S> {
         batch: &[NormalisedRecord],
         as_of: Timestamp,
     ) -> Result<BatchOutcome, DatabaseError> {
-        // Another projector may have saved a timeline we read (optimistic concurrency): redo
-        // the batch on fresh timelines. Records it already appended are folded as needed.
+        let (mut outcome, links) = self.retrying_conflicts(|p| p.project(batch, as_of))?;
+        if !links.is_empty() {
+            let (alerts, rebuilds) =
+                self.retrying_conflicts(|p| p.recheck_key_stores(&links, as_of))?;
+            outcome.alerts.extend(alerts);
+            outcome.rebuilds += rebuilds;
+        }
+        Ok(outcome)
+    }
+
+    /// Runs `work` as a unit of work, again on fresh timelines while another projector saved
+    /// a timeline it read first (optimistic concurrency): records already appended are folded
+    /// as needed.
+    fn retrying_conflicts<T>(
+        &mut self,
+        mut work: impl FnMut(&mut Self) -> Result<T, DatabaseError>,
+    ) -> Result<T, DatabaseError> {
         for _ in 1..MAX_CONFLICT_RETRIES {
-            match self.in_batch(|p| p.project(batch, as_of)) {
+            match self.in_batch(&mut work) {
                 Err(DatabaseError::Conflict(what)) => {
                     tracing::info!(%what, "write conflict; retrying the batch");
                     self.cache.clear();
@@ -281,7 +314,59 @@ impl<S: Database> Projector<S> {
                 other => return other,
             }
         }
-        self.in_batch(|p| p.project(batch, as_of))
+        self.in_batch(work)
+    }
+
+    /// A key's events depend on another stream's only through its custom key store, and
+    /// another projector (another Kafka partition's) may be storing the other side at the
+    /// same moment: a key store's disconnection while a batch elsewhere first places a key in
+    /// that store. Each side checks again once its batch is stored, with consistent reads:
+    /// the store's keys now listed that the batch did not fold, and the keys it placed in a
+    /// store, are rebuilt from the log; one differing from its timeline is evaluated and
+    /// saved. Of two such batches, the one stored second sees the other's writes, so the
+    /// pair folds the key with both. Returns the alerts raised and the timelines replaced.
+    fn recheck_key_stores(
+        &mut self,
+        links: &KeyStoreLinks,
+        as_of: Timestamp,
+    ) -> Result<(Vec<Alert>, usize), DatabaseError> {
+        let mut keys: BTreeSet<KeyArn> = links.placed.clone();
+        for store in &links.stores {
+            keys.extend(
+                self.database
+                    .keys_in_key_store(store)?
+                    .into_iter()
+                    .filter(|k| !links.folded.contains(k)),
+            );
+        }
+        let mut changed = Vec::new();
+        for key in keys {
+            let rebuilt = self.rebuild(&key)?;
+            let mut compacted = rebuilt.clone();
+            compacted.compact();
+            let current = self.timeline(&key)?;
+            if compacted == current {
+                self.cache.insert(key, current);
+            } else {
+                changed.push(rebuilt);
+            }
+        }
+        if changed.is_empty() {
+            return Ok((Vec::new(), 0));
+        }
+        let (config, raised) = (&self.config, &self.raised);
+        let mut candidates: Vec<Alert> = changed
+            .iter()
+            .flat_map(|t| evaluate_events_unless(t, config, &|id| raised.contains(id)))
+            .collect();
+        let alerts = self.raise(&mut candidates, as_of)?;
+        changed.iter_mut().for_each(KeyTimeline::compact);
+        let refs: Vec<&KeyTimeline> = changed.iter().collect();
+        self.database.save_timelines(&refs)?;
+        let rebuilds = changed.len();
+        self.cache
+            .extend(changed.into_iter().map(|t| (t.key_arn.clone(), t)));
+        Ok((alerts, rebuilds))
     }
 
     /// Runs `work` as one unit of work of the database: all of it is stored, or none.
@@ -306,8 +391,9 @@ impl<S: Database> Projector<S> {
         &mut self,
         batch: &[NormalisedRecord],
         as_of: Timestamp,
-    ) -> Result<BatchOutcome, DatabaseError> {
+    ) -> Result<(BatchOutcome, KeyStoreLinks), DatabaseError> {
         let mut outcome = BatchOutcome::default();
+        let mut links = KeyStoreLinks::default();
         let mut seen = BTreeSet::new();
         let unique: Vec<&NormalisedRecord> = batch
             .iter()
@@ -376,6 +462,10 @@ impl<S: Database> Projector<S> {
             .collect();
         for s in stores {
             affected.extend(self.database.keys_in_key_store(s)?);
+            links.stores.insert(s.clone());
+        }
+        if !links.stores.is_empty() {
+            links.folded = affected.clone();
         }
 
         // The events each key folds, gathered here (the database is read one key at a time);
@@ -429,10 +519,11 @@ impl<S: Database> Projector<S> {
             let mut timeline = f.timeline;
             // The first record naming the key's custom key store: the store's earlier events
             // (a disconnect seen before) count too.
-            if !f.in_order
-                || f.first_of_family
-                || (!f.knew_key_store && timeline.key_store_ref().is_some())
-            {
+            let placed = !f.knew_key_store && timeline.key_store_ref().is_some();
+            if placed {
+                links.placed.insert(timeline.key_arn.clone());
+            }
+            if !f.in_order || f.first_of_family || placed {
                 timeline = self.rebuild_with(&timeline.key_arn.clone(), &batch_keys)?;
                 outcome.rebuilds += 1;
             }
@@ -458,7 +549,7 @@ impl<S: Database> Projector<S> {
         }
         self.cache
             .extend(touched.into_iter().map(|t| (t.key_arn.clone(), t)));
-        Ok(outcome)
+        Ok((outcome, links))
     }
 
     /// Evaluates the time-driven alerts of every key pending deletion as of `as_of`.

@@ -101,6 +101,7 @@ fn after_an_aborted_batch(inner: impl Database) -> Value {
         atomic: true,
         conflicts: 0,
         failed_alert_writes: 0,
+        before_save: None,
     };
     let mut p = Projector::new(store, AlertConfig::default());
     p.process(

@@ -7,7 +7,7 @@ mod support;
 
 use common::{as_of, normalised, Flaky};
 use keywatch_core::{AlertConfig, KeyArn, KeyTimeline};
-use keywatch_database::{Database, NormalisedRecord, Projector};
+use keywatch_database::{current_timeline, Database, NormalisedRecord, Projector};
 use keywatch_sqlite::SqliteDatabase;
 use proptest::prelude::*;
 use serde_json::Value;
@@ -196,6 +196,7 @@ fn a_batch_that_fails_half_way_stores_nothing_and_its_retry_loses_nothing() {
         atomic: true,
         conflicts: 0,
         failed_alert_writes: 0,
+        before_save: None,
     };
     let mut p = Projector::new(store, AlertConfig::default());
     let records = normalised(&[
@@ -220,6 +221,7 @@ fn a_batch_that_fails_half_way_stores_nothing_and_its_retry_loses_nothing() {
             atomic: true,
             conflicts: 0,
             failed_alert_writes: 0,
+            before_save: None,
         },
         AlertConfig::default(),
     );
@@ -328,6 +330,7 @@ fn without_atomic_batches_records_kept_by_a_failed_batch_are_still_folded_on_ret
         atomic: false,
         conflicts: 0,
         failed_alert_writes: 0,
+        before_save: None,
     };
     let mut p = Projector::new(store, AlertConfig::default());
     assert!(p.process(&three_records(), as_of()).is_err());
@@ -383,6 +386,7 @@ fn without_atomic_batches_alerts_that_failed_to_record_are_raised_on_retry() {
         atomic: false,
         conflicts: 0,
         failed_alert_writes: 1,
+        before_save: None,
     };
     let mut p = Projector::new(store, AlertConfig::default());
     assert!(p.process(&three_records(), as_of()).is_err());
@@ -407,6 +411,7 @@ fn a_write_conflict_is_retried_and_loses_nothing() {
         atomic: true,
         conflicts: 2,
         failed_alert_writes: 0,
+        before_save: None,
     };
     let mut p = Projector::new(store, AlertConfig::default());
     let out = p
@@ -499,6 +504,85 @@ fn a_key_store_disconnect_delivered_before_the_record_naming_the_store_still_orp
     assert!(
         kinds.contains(&keywatch_core::AlertKind::OrphanedKeyMaterial),
         "{kinds:?}"
+    );
+}
+
+/// Two projectors on one database (two Kafka partitions' consumers, without units of work as
+/// on DynamoDB), racing: one places a key in a CloudHSM key store (its DeleteKey names the
+/// store) while the other stores the store's disconnection. The disconnection is appended and
+/// the store's keys listed after the first rebuilt the key but before it saved it, so neither
+/// fold sees both. The first checks again once saved and pages the orphaned key material.
+#[test]
+fn a_key_store_disconnect_racing_the_batch_placing_a_key_still_orphans() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("k.db");
+    let flaky = |inner| Flaky {
+        inner,
+        fail_saves: false,
+        atomic: false,
+        conflicts: 0,
+        failed_alert_writes: 0,
+        before_save: None,
+    };
+    let disconnect = normalised(&[key_store_call(
+        "DisconnectCustomKeyStore",
+        "2026-11-07T00:00:00Z",
+        "disconnect",
+        "cks-hsm",
+    )]);
+    let key_records = normalised(&[
+        decrypt("2026-10-01T00:00:00Z", "use", APP_ROLE),
+        schedule("2026-11-01T00:00:00Z", "sched", 7, None),
+        delete_key(
+            "2026-11-08T00:00:00Z",
+            "del",
+            serde_json::json!({"customKeyStoreId": "cks-hsm", "clusterId": "cluster-1a23b4cdefg",
+                   "backingKeysDeletionStatus": "[{\"keyHandle\":\"01\",\"backingKeyId\":\"b\",\"deletionStatus\":\"SUCCESS\"}]"}),
+        ),
+    ]);
+    let mut placing = Projector::new(
+        flaky(SqliteDatabase::open(&path).expect("store")),
+        AlertConfig::default(),
+    );
+    let mut storing = Projector::new(
+        flaky(SqliteDatabase::open(&path).expect("store")),
+        AlertConfig::default(),
+    );
+    let ran = std::rc::Rc::new(std::cell::Cell::new(false));
+    let other_ran = ran.clone();
+    let mut db = placing.into_database();
+    db.before_save = Some(Box::new(move || {
+        let outcome = storing
+            .process(&disconnect, as_of())
+            .expect("the other batch");
+        assert!(
+            outcome.alerts.is_empty(),
+            "it found no key in the store yet"
+        );
+        other_ran.set(true);
+    }));
+    placing = Projector::new(db, AlertConfig::default());
+    let outcome = placing.process(&key_records, as_of()).expect("the batch");
+    let kinds: Vec<_> = outcome.alerts.iter().map(|a| a.kind).collect();
+    assert!(
+        kinds.contains(&keywatch_core::AlertKind::OrphanedKeyMaterial),
+        "{kinds:?}"
+    );
+    assert!(
+        ran.get(),
+        "the other batch ran between the rebuild and the save"
+    );
+    // The timeline saved is the one rebuilt from the whole log.
+    let key = KeyArn::parse(KEY).expect("arn");
+    assert_eq!(
+        current_timeline(placing.database(), &key)
+            .expect("read")
+            .expect("saved"),
+        {
+            let mut t = placing.rebuild(&key).expect("rebuilt");
+            t.compact();
+            t
+        }
     );
 }
 

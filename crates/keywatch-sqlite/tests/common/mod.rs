@@ -36,6 +36,9 @@ pub struct Flaky<S> {
     pub conflicts: usize,
     /// Recordings of alerts that fail (throttled, say).
     pub failed_alert_writes: usize,
+    /// Run once just before the first save of timelines: another projector's work,
+    /// interleaved where a race would put it.
+    pub before_save: Option<Box<dyn FnOnce()>>,
 }
 
 impl<S: Database> Database for Flaky<S> {
@@ -82,6 +85,9 @@ impl<S: Database> Database for Flaky<S> {
             return Err(keywatch_database::DatabaseError::Database(
                 "disk full (test)".into(),
             ));
+        }
+        if let Some(other) = self.before_save.take() {
+            other();
         }
         if self.conflicts > 0 {
             self.conflicts -= 1;
