@@ -7,7 +7,9 @@
 #   moto server (SNS, SQS, CloudWatch, DynamoDB, S3)    on 127.0.0.1:$MOTO_PORT
 #   the Lambda runtime emulator (cargo lambda watch)    on 127.0.0.1:$LAMBDA_PORT,
 #     running the functions against tansu (topic $LAMBDA_TOPIC) and moto (DynamoDB table
-#     keywatch-lambda, SNS topic keywatch-lambda-pages: the tests create them)
+#     keywatch-lambda, SNS topic keywatch-lambda-pages: the tests create them), up to two
+#     instances of a function at once, as the Kafka event source mapping invokes one per
+#     partition
 # usage: scripts/services.sh start|stop
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,7 +56,7 @@ case "${1:-}" in
     echo $! > "$RUN/tansu-tls.pid"
     setsid "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" > "$RUN/moto.log" 2>&1 &
     echo $! > "$RUN/moto.pid"
-    PATH="$PWD/$VENV/bin:$PATH" setsid cargo lambda watch -A 127.0.0.1 -P "$LAMBDA_PORT" --ignore-changes \
+    PATH="$PWD/$VENV/bin:$PATH" setsid cargo lambda watch -A 127.0.0.1 -P "$LAMBDA_PORT" --ignore-changes --concurrency 2 \
       --env-var "KEYWATCH_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT" --env-var "KEYWATCH_KAFKA_TOPIC=$LAMBDA_TOPIC" \
       --env-var "AWS_ENDPOINT_URL=http://127.0.0.1:$MOTO_PORT" --env-var AWS_ACCESS_KEY_ID=testing --env-var AWS_EC2_METADATA_DISABLED=true \
       --env-var AWS_SECRET_ACCESS_KEY=testing --env-var AWS_REGION=us-east-1 \

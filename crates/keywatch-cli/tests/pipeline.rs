@@ -1,8 +1,8 @@
 //! The deployable path end to end on real services (`make test` starts them): EventBridge
 //! envelopes invoked on the `keywatch-ingest` function under the Lambda runtime emulator
 //! (`cargo lambda watch`, KEYWATCH_TEST_LAMBDA) → the Kafka event log (tansu) → the
-//! `keywatch-projector` function (invoked with the KafkaEvent the event source mapping would
-//! send) → DynamoDB and SNS (moto) → an SQS subscriber; then the same records through the
+//! `keywatch-projector` function (invoked with the KafkaEvents the event source mapping would
+//! send, one per partition at once) → DynamoDB and SNS (moto) → an SQS subscriber; then the same records through the
 //! standalone projector, `keywatch run`. Both must page exactly what `keywatch replay` raises.
 
 use base64::Engine;
@@ -96,17 +96,44 @@ async fn eventbridge_to_ingest_to_kafka_to_projector_to_sns_pages_what_replay_ra
         published as usize,
         "what ingest put on the log"
     );
-    let (status, body) = invoke(
-        &lambda,
-        "keywatch-projector",
-        kafka_event(&topic, &consumed).to_string().as_bytes(),
+    // The event source mapping over a topic of several partitions: one invocation per
+    // partition, at the same time (the emulator runs two instances of a function), on one
+    // table. Keys whose custom key store connects or disconnects are folded by both.
+    let partitions = into_partitions(&consumed, 2);
+    assert!(
+        partitions.iter().all(|p| !p.is_empty()),
+        "both partitions have records"
     );
-    assert!(status.contains("200"), "{status}: {body}");
-    assert!(body.contains(r#""left_in_outbox":0"#), "{body}");
+    let answers: Vec<(String, String)> = std::thread::scope(|scope| {
+        let invocations: Vec<_> = partitions
+            .iter()
+            .map(|records| {
+                let (lambda, event) = (&lambda, kafka_event(&topic, records).to_string());
+                scope.spawn(move || invoke(lambda, "keywatch-projector", event.as_bytes()))
+            })
+            .collect();
+        invocations
+            .into_iter()
+            .map(|i| i.join().expect("invocation"))
+            .collect()
+    });
+    let mut new_records = 0;
+    for (status, body) in &answers {
+        assert!(status.contains("200"), "{status}: {body}");
+        assert!(body.contains(r#""left_in_outbox":0"#), "{body}");
+        let outcome: serde_json::Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        new_records += outcome["new_records"].as_u64().unwrap_or(0);
+    }
+    assert_eq!(
+        new_records,
+        ours.len() as u64,
+        "each eventID new to the log once (the samples repeat one): {answers:?}"
+    );
     assert_eq!(
         event_driven(pages(&config, &lambda_queue).await),
         reference,
-        "the projector function pages what replay raises"
+        "the projector function, invoked per partition at once, pages what replay raises, once each"
     );
     // The event source mapping retries a batch, and the log redelivers: nobody is paged again.
     let mut again = consumed.clone();
@@ -234,6 +261,28 @@ fn replay_alerts(inputs: &[&Path]) -> Vec<(String, String)> {
             })
             .collect(),
     )
+}
+
+/// The records as a topic of `n` partitions holds them: a key's records in one partition (the
+/// producer keys them by key ARN), in their order; records without a key in the first.
+fn into_partitions(
+    records: &[keywatch_kafka::Consumed],
+    n: usize,
+) -> Vec<Vec<keywatch_kafka::Consumed>> {
+    let keys: std::collections::BTreeSet<&str> =
+        records.iter().filter_map(|r| r.key.as_deref()).collect();
+    let partition_of = |key: Option<&str>| {
+        key.and_then(|k| keys.iter().position(|known| *known == k))
+            .map_or(0, |i| i % n)
+    };
+    let mut partitions = vec![Vec::new(); n];
+    for r in records {
+        let p = partition_of(r.key.as_deref());
+        let mut r = r.clone();
+        r.partition = p as i32;
+        partitions[p].push(r);
+    }
+    partitions
 }
 
 /// The event the Kafka event source mapping sends: records by "topic-partition", base64 values.
