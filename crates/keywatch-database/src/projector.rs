@@ -107,7 +107,8 @@ struct KeyStoreLinks {
     stores: BTreeSet<KeyStoreRef>,
     /// …and the keys the batch folded (those the database listed in them among them).
     folded: BTreeSet<KeyArn>,
-    /// Keys the batch first placed in a custom key store.
+    /// Keys the batch first placed in a custom key store, and keys in one that the batch
+    /// brought records of the log already had.
     placed: BTreeSet<KeyArn>,
 }
 
@@ -474,9 +475,13 @@ impl<S: Database> Projector<S> {
         let mut folds = Vec::with_capacity(affected.len());
         for key in affected {
             let timeline = self.timeline(&key)?;
-            let mut events: Vec<&KmsEvent> = per_key
-                .remove(&key)
-                .unwrap_or_default()
+            let key_events = per_key.remove(&key).unwrap_or_default();
+            // Records of a key in a key store that the log already had: perhaps a batch
+            // retried after its projector died before checking the key again.
+            if timeline.key_store_ref().is_some() && key_events.iter().any(|(_, new)| !new) {
+                links.placed.insert(key.clone());
+            }
+            let mut events: Vec<&KmsEvent> = key_events
                 .into_iter()
                 .filter(|(e, new)| *new || timeline.follows(e))
                 .map(|(e, _)| e)

@@ -102,6 +102,7 @@ fn after_an_aborted_batch(inner: impl Database) -> Value {
         conflicts: 0,
         failed_alert_writes: 0,
         before_save: None,
+        fail_alert_write: None,
     };
     let mut p = Projector::new(store, AlertConfig::default());
     p.process(

@@ -197,6 +197,7 @@ fn a_batch_that_fails_half_way_stores_nothing_and_its_retry_loses_nothing() {
         conflicts: 0,
         failed_alert_writes: 0,
         before_save: None,
+        fail_alert_write: None,
     };
     let mut p = Projector::new(store, AlertConfig::default());
     let records = normalised(&[
@@ -222,6 +223,7 @@ fn a_batch_that_fails_half_way_stores_nothing_and_its_retry_loses_nothing() {
             conflicts: 0,
             failed_alert_writes: 0,
             before_save: None,
+            fail_alert_write: None,
         },
         AlertConfig::default(),
     );
@@ -331,6 +333,7 @@ fn without_atomic_batches_records_kept_by_a_failed_batch_are_still_folded_on_ret
         conflicts: 0,
         failed_alert_writes: 0,
         before_save: None,
+        fail_alert_write: None,
     };
     let mut p = Projector::new(store, AlertConfig::default());
     assert!(p.process(&three_records(), as_of()).is_err());
@@ -387,6 +390,7 @@ fn without_atomic_batches_alerts_that_failed_to_record_are_raised_on_retry() {
         conflicts: 0,
         failed_alert_writes: 1,
         before_save: None,
+        fail_alert_write: None,
     };
     let mut p = Projector::new(store, AlertConfig::default());
     assert!(p.process(&three_records(), as_of()).is_err());
@@ -412,6 +416,7 @@ fn a_write_conflict_is_retried_and_loses_nothing() {
         conflicts: 2,
         failed_alert_writes: 0,
         before_save: None,
+        fail_alert_write: None,
     };
     let mut p = Projector::new(store, AlertConfig::default());
     let out = p
@@ -511,9 +516,24 @@ fn a_key_store_disconnect_delivered_before_the_record_naming_the_store_still_orp
 /// on DynamoDB), racing: one places a key in a CloudHSM key store (its DeleteKey names the
 /// store) while the other stores the store's disconnection. The disconnection is appended and
 /// the store's keys listed after the first rebuilt the key but before it saved it, so neither
-/// fold sees both. The first checks again once saved and pages the orphaned key material.
+/// fold sees both. The first checks again once saved and pages the orphaned key material;
+/// if it dies before that check, the retried batch makes it.
 #[test]
 fn a_key_store_disconnect_racing_the_batch_placing_a_key_still_orphans() {
+    for dies_before_checking in [false, true] {
+        let alerts = race_a_disconnect_with_the_batch_placing_a_key(dies_before_checking);
+        assert!(
+            alerts.contains(&keywatch_core::AlertKind::OrphanedKeyMaterial),
+            "dies before checking: {dies_before_checking}, {alerts:?}"
+        );
+    }
+}
+
+/// The race above; the alert kinds the placing projector raised (on its retry, when it dies
+/// before checking again).
+fn race_a_disconnect_with_the_batch_placing_a_key(
+    dies_before_checking: bool,
+) -> Vec<keywatch_core::AlertKind> {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("k.db");
     let flaky = |inner| Flaky {
@@ -523,6 +543,7 @@ fn a_key_store_disconnect_racing_the_batch_placing_a_key_still_orphans() {
         conflicts: 0,
         failed_alert_writes: 0,
         before_save: None,
+        fail_alert_write: None,
     };
     let disconnect = normalised(&[key_store_call(
         "DisconnectCustomKeyStore",
@@ -540,18 +561,14 @@ fn a_key_store_disconnect_racing_the_batch_placing_a_key_still_orphans() {
                    "backingKeysDeletionStatus": "[{\"keyHandle\":\"01\",\"backingKeyId\":\"b\",\"deletionStatus\":\"SUCCESS\"}]"}),
         ),
     ]);
-    let mut placing = Projector::new(
-        flaky(SqliteDatabase::open(&path).expect("store")),
-        AlertConfig::default(),
-    );
     let mut storing = Projector::new(
         flaky(SqliteDatabase::open(&path).expect("store")),
         AlertConfig::default(),
     );
     let ran = std::rc::Rc::new(std::cell::Cell::new(false));
     let other_ran = ran.clone();
-    let mut db = placing.into_database();
-    db.before_save = Some(Box::new(move || {
+    let mut placing_db = flaky(SqliteDatabase::open(&path).expect("store"));
+    placing_db.before_save = Some(Box::new(move || {
         let outcome = storing
             .process(&disconnect, as_of())
             .expect("the other batch");
@@ -561,29 +578,39 @@ fn a_key_store_disconnect_racing_the_batch_placing_a_key_still_orphans() {
         );
         other_ran.set(true);
     }));
-    placing = Projector::new(db, AlertConfig::default());
-    let outcome = placing.process(&key_records, as_of()).expect("the batch");
-    let kinds: Vec<_> = outcome.alerts.iter().map(|a| a.kind).collect();
-    assert!(
-        kinds.contains(&keywatch_core::AlertKind::OrphanedKeyMaterial),
-        "{kinds:?}"
-    );
+    // The batch's own alerts are the first recording, the check's the second.
+    placing_db.fail_alert_write = dies_before_checking.then_some(2);
+    let mut placing = Projector::new(placing_db, AlertConfig::default());
+    let mut kinds = Vec::new();
+    match placing.process(&key_records, as_of()) {
+        Ok(outcome) => kinds.extend(outcome.alerts.iter().map(|a| a.kind)),
+        Err(e) => {
+            assert!(dies_before_checking, "{e}");
+            // A new process, as after a crash, takes the batch again.
+            let mut placing = Projector::new(placing.into_database(), AlertConfig::default());
+            let outcome = placing.process(&key_records, as_of()).expect("the retry");
+            kinds.extend(outcome.alerts.iter().map(|a| a.kind));
+        }
+    }
     assert!(
         ran.get(),
         "the other batch ran between the rebuild and the save"
     );
     // The timeline saved is the one rebuilt from the whole log.
+    let reader = Projector::new(
+        SqliteDatabase::open(&path).expect("store"),
+        AlertConfig::default(),
+    );
     let key = KeyArn::parse(KEY).expect("arn");
+    let mut rebuilt = reader.rebuild(&key).expect("rebuilt");
+    rebuilt.compact();
     assert_eq!(
-        current_timeline(placing.database(), &key)
+        current_timeline(reader.database(), &key)
             .expect("read")
             .expect("saved"),
-        {
-            let mut t = placing.rebuild(&key).expect("rebuilt");
-            t.compact();
-            t
-        }
+        rebuilt
     );
+    kinds
 }
 
 /// One batch bringing more minutes of pending-deletion use than a timeline keeps at rest

@@ -39,6 +39,8 @@ pub struct Flaky<S> {
     /// Run once just before the first save of timelines: another projector's work,
     /// interleaved where a race would put it.
     pub before_save: Option<Box<dyn FnOnce()>>,
+    /// The recording of alerts that fails, counting from 1 (the projector dying there).
+    pub fail_alert_write: Option<usize>,
 }
 
 impl<S: Database> Database for Flaky<S> {
@@ -136,6 +138,15 @@ impl<S: Database> Database for Flaky<S> {
         a: &[keywatch_core::Alert],
         t: Timestamp,
     ) -> Result<Vec<bool>, keywatch_database::DatabaseError> {
+        if let Some(n) = self.fail_alert_write.as_mut() {
+            *n -= 1;
+            if *n == 0 {
+                self.fail_alert_write = None;
+                return Err(keywatch_database::DatabaseError::Database(
+                    "the projector died (test)".into(),
+                ));
+            }
+        }
         if self.failed_alert_writes > 0 {
             self.failed_alert_writes -= 1;
             return Err(keywatch_database::DatabaseError::Database(
