@@ -481,15 +481,20 @@ proptest! {
     }
 }
 
-#[test]
-fn a_key_store_disconnect_delivered_before_the_record_naming_the_store_still_orphans() {
-    let disconnect = key_store_call(
+/// The CloudHSM key store `cks-hsm` disconnected on 7 November.
+fn disconnect_hsm_key_store() -> Value {
+    key_store_call(
         "DisconnectCustomKeyStore",
         "2026-11-07T00:00:00Z",
         "disconnect",
         "cks-hsm",
-    );
-    let rest = vec![
+    )
+}
+
+/// A key used, scheduled for deletion, and deleted on 8 November by KMS, whose DeleteKey
+/// names its CloudHSM key store `cks-hsm` (the first record to place it there).
+fn hsm_key_used_scheduled_and_deleted() -> Vec<Value> {
+    vec![
         decrypt("2026-10-01T00:00:00Z", "use", APP_ROLE),
         schedule("2026-11-01T00:00:00Z", "sched", 7, None),
         delete_key(
@@ -498,7 +503,13 @@ fn a_key_store_disconnect_delivered_before_the_record_naming_the_store_still_orp
             serde_json::json!({"customKeyStoreId": "cks-hsm", "clusterId": "cluster-1a23b4cdefg",
                    "backingKeysDeletionStatus": "[{\"keyHandle\":\"01\",\"backingKeyId\":\"b\",\"deletionStatus\":\"SUCCESS\"}]"}),
         ),
-    ];
+    ]
+}
+
+#[test]
+fn a_key_store_disconnect_delivered_before_the_record_naming_the_store_still_orphans() {
+    let disconnect = disconnect_hsm_key_store();
+    let rest = hsm_key_used_scheduled_and_deleted();
     let store = SqliteDatabase::in_memory().expect("in-memory store");
     let mut p = Projector::new(store, AlertConfig::default());
     let mut kinds = Vec::new();
@@ -545,22 +556,8 @@ fn race_a_disconnect_with_the_batch_placing_a_key(
         before_save: None,
         fail_alert_write: None,
     };
-    let disconnect = normalised(&[key_store_call(
-        "DisconnectCustomKeyStore",
-        "2026-11-07T00:00:00Z",
-        "disconnect",
-        "cks-hsm",
-    )]);
-    let key_records = normalised(&[
-        decrypt("2026-10-01T00:00:00Z", "use", APP_ROLE),
-        schedule("2026-11-01T00:00:00Z", "sched", 7, None),
-        delete_key(
-            "2026-11-08T00:00:00Z",
-            "del",
-            serde_json::json!({"customKeyStoreId": "cks-hsm", "clusterId": "cluster-1a23b4cdefg",
-                   "backingKeysDeletionStatus": "[{\"keyHandle\":\"01\",\"backingKeyId\":\"b\",\"deletionStatus\":\"SUCCESS\"}]"}),
-        ),
-    ]);
+    let disconnect = normalised(&[disconnect_hsm_key_store()]);
+    let key_records = normalised(&hsm_key_used_scheduled_and_deleted());
     let mut storing = Projector::new(
         flaky(SqliteDatabase::open(&path).expect("store")),
         AlertConfig::default(),
