@@ -95,15 +95,7 @@ proptest! {
 /// A first batch, then a second that fails at its last write: the store must hold what the
 /// first left, in both implementations.
 fn after_an_aborted_batch(inner: impl Database) -> Value {
-    let store = Flaky {
-        inner,
-        fail_saves: false,
-        atomic: true,
-        conflicts: 0,
-        failed_alert_writes: 0,
-        before_save: None,
-        fail_alert_write: None,
-    };
+    let store = Flaky::over(inner);
     let mut p = Projector::new(store, AlertConfig::default());
     p.process(
         &normalised(&[

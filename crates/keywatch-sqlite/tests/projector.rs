@@ -191,13 +191,8 @@ fn a_late_record_rebuilds_the_timeline_from_the_event_log() {
 #[test]
 fn a_batch_that_fails_half_way_stores_nothing_and_its_retry_loses_nothing() {
     let store = Flaky {
-        inner: SqliteDatabase::in_memory().expect("store"),
         fail_saves: true,
-        atomic: true,
-        conflicts: 0,
-        failed_alert_writes: 0,
-        before_save: None,
-        fail_alert_write: None,
+        ..Flaky::over(SqliteDatabase::in_memory().expect("store"))
     };
     let mut p = Projector::new(store, AlertConfig::default());
     let records = normalised(&[
@@ -215,18 +210,7 @@ fn a_batch_that_fails_half_way_stores_nothing_and_its_retry_loses_nothing() {
     assert!(p.process(&records, as_of()).is_err());
     assert_eq!(p.database().key_count().expect("count"), 0);
     // The records were not kept either: the retry sees them as new and folds them.
-    let mut p = Projector::new(
-        Flaky {
-            inner: p.into_database().inner,
-            fail_saves: false,
-            atomic: true,
-            conflicts: 0,
-            failed_alert_writes: 0,
-            before_save: None,
-            fail_alert_write: None,
-        },
-        AlertConfig::default(),
-    );
+    let mut p = Projector::new(Flaky::over(p.into_database().inner), AlertConfig::default());
     let out = p.process(&records, as_of()).expect("retry");
     assert_eq!(out.new_records, 3);
     assert_eq!(out.alerts.len(), 2);
@@ -327,13 +311,9 @@ fn three_records() -> Vec<NormalisedRecord> {
 #[test]
 fn without_atomic_batches_records_kept_by_a_failed_batch_are_still_folded_on_retry() {
     let store = Flaky {
-        inner: SqliteDatabase::in_memory().expect("store"),
         fail_saves: true,
         atomic: false,
-        conflicts: 0,
-        failed_alert_writes: 0,
-        before_save: None,
-        fail_alert_write: None,
+        ..Flaky::over(SqliteDatabase::in_memory().expect("store"))
     };
     let mut p = Projector::new(store, AlertConfig::default());
     assert!(p.process(&three_records(), as_of()).is_err());
@@ -384,13 +364,9 @@ fn without_atomic_batches_records_kept_by_a_failed_batch_are_still_folded_on_ret
 #[test]
 fn without_atomic_batches_alerts_that_failed_to_record_are_raised_on_retry() {
     let store = Flaky {
-        inner: SqliteDatabase::in_memory().expect("store"),
-        fail_saves: false,
         atomic: false,
-        conflicts: 0,
         failed_alert_writes: 1,
-        before_save: None,
-        fail_alert_write: None,
+        ..Flaky::over(SqliteDatabase::in_memory().expect("store"))
     };
     let mut p = Projector::new(store, AlertConfig::default());
     assert!(p.process(&three_records(), as_of()).is_err());
@@ -410,13 +386,8 @@ fn without_atomic_batches_alerts_that_failed_to_record_are_raised_on_retry() {
 #[test]
 fn a_write_conflict_is_retried_and_loses_nothing() {
     let store = Flaky {
-        inner: SqliteDatabase::in_memory().expect("store"),
-        fail_saves: false,
-        atomic: true,
         conflicts: 2,
-        failed_alert_writes: 0,
-        before_save: None,
-        fail_alert_write: None,
+        ..Flaky::over(SqliteDatabase::in_memory().expect("store"))
     };
     let mut p = Projector::new(store, AlertConfig::default());
     let out = p
@@ -548,13 +519,8 @@ fn race_a_disconnect_with_the_batch_placing_a_key(
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("k.db");
     let flaky = |inner| Flaky {
-        inner,
-        fail_saves: false,
         atomic: false,
-        conflicts: 0,
-        failed_alert_writes: 0,
-        before_save: None,
-        fail_alert_write: None,
+        ..Flaky::over(inner)
     };
     let disconnect = normalised(&[disconnect_hsm_key_store()]);
     let key_records = normalised(&hsm_key_used_scheduled_and_deleted());

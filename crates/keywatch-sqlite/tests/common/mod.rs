@@ -43,6 +43,21 @@ pub struct Flaky<S> {
     pub fail_alert_write: Option<usize>,
 }
 
+impl<S> Flaky<S> {
+    /// Over `inner`, failing nothing, with units of work.
+    pub fn over(inner: S) -> Self {
+        Flaky {
+            inner,
+            fail_saves: false,
+            atomic: true,
+            conflicts: 0,
+            failed_alert_writes: 0,
+            before_save: None,
+            fail_alert_write: None,
+        }
+    }
+}
+
 impl<S: Database> Database for Flaky<S> {
     fn begin_batch(&mut self) -> Result<(), keywatch_database::DatabaseError> {
         if self.atomic {
