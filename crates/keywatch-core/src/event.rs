@@ -2,11 +2,12 @@
 
 use crate::protects::{read_encryption_context, ContextResources};
 use crate::record::{
-    nested, AdditionalEventData, BackingKeyDeletion, CloudTrailRecord, RequestParameters, Resource,
-    ResponseElements, UserIdentity,
+    nested, AdditionalEventData, BackingKeyDeletion, CloudTrailRecord, EncryptionContext,
+    RequestParameters, Resource, ResponseElements, UserIdentity,
 };
 use crate::time::{Timestamp, DAY_MS};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::fmt;
 
 /// The `eventSource` of every KMS record.
@@ -251,7 +252,7 @@ impl Principal {
     /// the account root for Root.
     fn from_identity(id: &UserIdentity, partition: &str) -> Self {
         let non_empty =
-            |s: &Option<String>| s.as_deref().filter(|s| !s.is_empty()).map(str::to_owned);
+            |s: &Option<Cow<'_, str>>| s.as_deref().filter(|s| !s.is_empty()).map(str::to_owned);
         let issuer = id
             .session_context
             .as_ref()
@@ -915,7 +916,7 @@ pub fn normalise_record(r: &CloudTrailRecord<'_>) -> Result<Normalised, RecordEr
     let events = match usage {
         Some(operation) => use_events(
             keys,
-            &context,
+            context,
             &operation,
             error_code,
             rejected_pending_deletion,
@@ -1010,7 +1011,7 @@ fn key_store_event(
 /// what its encryption context says the key protects.
 fn use_events(
     keys: Vec<KeyArn>,
-    context: &EventContext,
+    context: EventContext,
     operation: &KmsOperation,
     error_code: Option<&str>,
     rejected_pending_deletion: bool,
@@ -1018,7 +1019,6 @@ fn use_events(
     additional: &AdditionalEventData,
 ) -> Vec<KmsEvent> {
     let event_name = context.event_name.as_str();
-    let mut events = Vec::with_capacity(keys.len());
     // A call on several keys (ReEncrypt, UpdateAlias) rejected because one key is pending
     // deletion names that key in its message: only that key was refused for its state.
     let message = context.error_message.as_deref().unwrap_or_default();
@@ -1028,31 +1028,43 @@ fn use_events(
         .collect();
     let any_named = named.iter().any(|n| *n);
     let destination = request.destination_key_id.as_deref();
-    for (key, named) in keys.into_iter().zip(named) {
-        let is_destination = destination.is_some_and(|d| d == key.as_str() || d == key.key_id());
-        let protects = encryption_context_of(request, event_name, is_destination);
-        let outcome = match error_code {
-            None => UsageOutcome::Succeeded,
-            Some(_) if rejected_pending_deletion && (named || !any_named) => {
-                UsageOutcome::RejectedPendingDeletion
-            }
-            Some(code) => UsageOutcome::Failed {
-                error_code: code.to_owned(),
-            },
-        };
-        events.push(KmsEvent::Key(KeyEvent {
-            key,
-            context: context.clone(),
-            kind: KeyEventKind::Used {
-                operation: operation.clone(),
-                outcome,
-                custom_key_store_id: additional.custom_key_store_id.clone(),
-                xks_key_id: additional.xks_key_id.clone(),
-                protects,
-            },
-        }));
-    }
-    events
+    let uses: Vec<(KeyArn, UsageOutcome, ContextResources)> = keys
+        .into_iter()
+        .zip(named)
+        .map(|(key, named)| {
+            let is_destination =
+                destination.is_some_and(|d| d == key.as_str() || d == key.key_id());
+            let protects = encryption_context_of(request, event_name, is_destination);
+            let outcome = match error_code {
+                None => UsageOutcome::Succeeded,
+                Some(_) if rejected_pending_deletion && (named || !any_named) => {
+                    UsageOutcome::RejectedPendingDeletion
+                }
+                Some(code) => UsageOutcome::Failed {
+                    error_code: code.to_owned(),
+                },
+            };
+            (key, outcome, protects)
+        })
+        .collect();
+    // Each key's event has the call's context: copies for all but the last, which takes it.
+    let contexts = std::iter::repeat_n(context, uses.len());
+    uses.into_iter()
+        .zip(contexts)
+        .map(|((key, outcome, protects), context)| {
+            KmsEvent::Key(KeyEvent {
+                key,
+                context,
+                kind: KeyEventKind::Used {
+                    operation: operation.clone(),
+                    outcome,
+                    custom_key_store_id: additional.custom_key_store_id.clone(),
+                    xks_key_id: additional.xks_key_id.clone(),
+                    protects,
+                },
+            })
+        })
+        .collect()
 }
 
 /// A lifecycle call's events: one per key it names (a failed call changes nothing but is
@@ -1126,16 +1138,21 @@ fn encryption_context_of(
     let context = match event_name {
         "ReEncrypt" if is_destination => request.destination_encryption_context.as_ref(),
         "ReEncrypt" => request.source_encryption_context.as_ref(),
-        "CreateGrant" => request.constraints.as_ref().and_then(|c| {
-            c.get("encryptionContextSubset")
-                .or_else(|| c.get("encryptionContextEquals"))
-        }),
+        "CreateGrant" => {
+            return request
+                .constraints
+                .as_ref()
+                .and_then(|c| {
+                    c.get("encryptionContextSubset")
+                        .or_else(|| c.get("encryptionContextEquals"))
+                })
+                .and_then(|c| c.as_object())
+                .map(|c| read_encryption_context(&EncryptionContext::from_json(c)))
+                .unwrap_or_default()
+        }
         _ => request.encryption_context.as_ref(),
     };
-    context
-        .and_then(|c| c.as_object())
-        .map(read_encryption_context)
-        .unwrap_or_default()
+    context.map(read_encryption_context).unwrap_or_default()
 }
 
 /// KMS's own EventBridge event at the end of a waiting period: evidence that the key is
@@ -1348,32 +1365,33 @@ fn key_arns(
     account: &str,
     region: &str,
 ) -> Result<Vec<KeyArn>, String> {
-    let resources: Vec<Resource> = match r.resources {
+    let resources: Vec<Resource<'_>> = match r.resources {
         Some(raw) if raw.get() != "null" => {
             serde_json::from_str(raw.get()).map_err(|e| e.to_string())?
         }
         _ => Vec::new(),
     };
-    // A resource that says it is a KMS key but whose ARN is not one is a malformed (or
-    // crafted) record: rejected with the reason, not guessed around.
-    if let Some(bad) = resources
-        .iter()
-        .filter(|res| res.resource_type.as_deref() == Some("AWS::KMS::Key"))
-        .filter_map(|res| res.arn.as_deref())
-        .find(|arn| KeyArn::parse(arn).is_none())
-    {
-        let shown: String = bad.chars().take(200).collect();
-        return Err(format!("{shown:?} is not a valid KMS key ARN"));
+    let mut keys: Vec<KeyArn> = Vec::with_capacity(resources.len());
+    for res in &resources {
+        let declared_key = match res.resource_type.as_deref() {
+            Some("AWS::KMS::Key") => true,
+            None => false,
+            Some(_) => continue,
+        };
+        let Some(arn) = res.arn.as_deref() else {
+            continue;
+        };
+        match KeyArn::parse(arn) {
+            Some(key) => keys.push(key),
+            // A resource that says it is a KMS key but whose ARN is not one is a malformed
+            // (or crafted) record: rejected with the reason, not guessed around.
+            None if declared_key => {
+                let shown: String = arn.chars().take(200).collect();
+                return Err(format!("{shown:?} is not a valid KMS key ARN"));
+            }
+            None => {}
+        }
     }
-    let mut keys: Vec<KeyArn> = resources
-        .iter()
-        .filter(|res| {
-            res.resource_type
-                .as_deref()
-                .is_none_or(|t| t == "AWS::KMS::Key")
-        })
-        .filter_map(|res| res.arn.as_deref().and_then(KeyArn::parse))
-        .collect();
     keys.sort();
     keys.dedup();
     if !keys.is_empty() {

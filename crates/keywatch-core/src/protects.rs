@@ -2,6 +2,7 @@
 //! the KMS calls they make on a user's behalf, rolled up per key.
 
 use crate::event::Principal;
+use crate::record::EncryptionContext;
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -124,21 +125,21 @@ impl ContextResources {
 }
 
 /// Reads an encryption context (a JSON object of strings) as the services document it.
-pub fn read_encryption_context(
-    context: &serde_json::Map<String, serde_json::Value>,
-) -> ContextResources {
+pub fn read_encryption_context(context: &EncryptionContext<'_>) -> ContextResources {
     let mut out = ContextResources::default();
     let text = |k: &str| {
         context
+            .0
             .get(k)
-            .and_then(|v| v.as_str())
+            .map(|v| v.as_ref())
             .filter(|s| !s.is_empty())
     };
-    for (key, value) in context {
-        let Some(value) = value.as_str().filter(|v| !v.is_empty()) else {
+    for (key, value) in &context.0 {
+        let value = value.as_ref();
+        if value.is_empty() {
             continue;
-        };
-        let resource = match key.as_str() {
+        }
+        let resource = match key.as_ref() {
             // An object ARN (arn:aws:s3:::bucket/key) or, with an S3 Bucket Key, the bucket's.
             "aws:s3:arn" => Some(value)
                 .filter(|v| v.starts_with("arn:"))

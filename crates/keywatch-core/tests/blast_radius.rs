@@ -6,6 +6,7 @@ mod support;
 
 use keywatch_core::preflight::{preflight, Verdict};
 use keywatch_core::protects::{read_encryption_context, ResourceType};
+use keywatch_core::record::EncryptionContext;
 use keywatch_core::AlertKind;
 use serde_json::{json, Value};
 use support::*;
@@ -113,11 +114,10 @@ fn ebs_secrets_manager_and_dynamodb_contexts_name_their_resources() {
 
 #[test]
 fn unknown_context_keys_are_kept_by_name_never_by_value() {
-    let seen = read_encryption_context(
-        json!({"Department": "Engineering", "customer-ssn": "078-05-1120"})
-            .as_object()
-            .expect("object"),
-    );
+    let context = json!({"Department": "Engineering", "customer-ssn": "078-05-1120"});
+    let seen = read_encryption_context(&EncryptionContext::from_json(
+        context.as_object().expect("object"),
+    ));
     assert!(seen.resources.is_empty());
     assert_eq!(seen.other_keys, ["Department", "customer-ssn"]);
     let t = timeline(&[with_context(
