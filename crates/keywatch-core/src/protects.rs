@@ -179,7 +179,7 @@ pub fn read_encryption_context(context: &EncryptionContext<'_>) -> ContextResour
         if let Some((resource_type, id)) = resource {
             out.resources.push(ProtectedResource {
                 resource_type,
-                id: truncate(&id, 512),
+                id: truncate_owned(id, 512),
             });
         }
     }
@@ -191,7 +191,17 @@ pub fn read_encryption_context(context: &EncryptionContext<'_>) -> ContextResour
 }
 
 fn truncate(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
+    truncate_owned(s.to_owned(), max)
+}
+
+/// `s`'s first `max` characters, without a copy when it is no longer (most are).
+fn truncate_owned(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        if let Some((at, _)) = s.char_indices().nth(max) {
+            s.truncate(at);
+        }
+    }
+    s
 }
 
 /// One protected resource's roll-up in a key's timeline.
@@ -240,7 +250,10 @@ impl BlastRadius {
                     u.count += 1;
                     u.first_seen = u.first_seen.min(at);
                     u.last_seen = u.last_seen.max(at);
-                    u.principals.insert(principal.clone());
+                    // Most calls come from principals already listed: no copy for them.
+                    if !u.principals.contains(principal) {
+                        u.principals.insert(principal.clone());
+                    }
                     if u.principals.len() > MAX_PRINCIPALS_PER_RESOURCE {
                         u.principals.pop_last();
                     }
@@ -334,4 +347,17 @@ pub fn describe(protects: &[ProtectedSummary]) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_ids_are_cut_at_a_character_count_not_a_byte() {
+        assert_eq!(truncate_owned("é".repeat(600), 512), "é".repeat(512));
+        assert_eq!(truncate_owned("a".repeat(512), 512), "a".repeat(512));
+        assert_eq!(truncate_owned("é".repeat(300), 512), "é".repeat(300));
+        assert_eq!(truncate("ab", 1), "a");
+    }
 }

@@ -231,7 +231,12 @@ fn format_utc_fast(ms: i64, buf: &mut [u8; 24]) -> Option<usize> {
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        let mut buf = [0u8; 24];
+        match format_utc_fast(self.0, &mut buf).and_then(|n| std::str::from_utf8(&buf[..n]).ok()) {
+            // Timelines hold thousands: written without the formatting machinery.
+            Some(text) => s.serialize_str(text),
+            None => s.collect_str(self),
+        }
     }
 }
 

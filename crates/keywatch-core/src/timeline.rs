@@ -528,7 +528,15 @@ impl KeyTimeline {
         }
         let c = event.context();
         self.event_count += 1;
-        self.last_applied = Some((c.event_time, c.call_id().to_owned()));
+        match &mut self.last_applied {
+            // The id's text is reused: a fold applies thousands of events.
+            Some((at, call_id)) => {
+                *at = c.event_time;
+                call_id.clear();
+                call_id.push_str(c.call_id());
+            }
+            None => self.last_applied = Some((c.event_time, c.call_id().to_owned())),
+        }
     }
 
     /// Whether the timeline folds `event`: the key's own events, the lifecycle of its related

@@ -32,14 +32,25 @@ pub struct DecodedBatch {
     pub rejected: u64,
 }
 
-/// Why a payload is rejected, or `None` when it is skipped.
-fn decode_one(payload: &Payload<'_>) -> Result<Option<NormalisedRecord>, String> {
-    let bytes = payload.value.as_deref().map_err(Clone::clone)?;
-    let json = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))?;
-    match normalise(json).map_err(|e| e.to_string())? {
-        Normalised::Kms { event_id, events } => {
-            Ok(Some(NormalisedRecord::new(event_id, json, events)))
+/// Why a payload is rejected, or `None` when it is skipped. A value the driver owns (a Lambda
+/// event's, decoded from base64) becomes the record's text without a copy.
+fn decode_one(value: Result<Cow<'_, [u8]>, String>) -> Result<Option<NormalisedRecord>, String> {
+    let not_utf8 = |e: std::str::Utf8Error| format!("not UTF-8: {e}");
+    let json: Cow<'_, str> = match value? {
+        Cow::Borrowed(bytes) => Cow::Borrowed(std::str::from_utf8(bytes).map_err(not_utf8)?),
+        Cow::Owned(bytes) => {
+            Cow::Owned(String::from_utf8(bytes).map_err(|e| not_utf8(e.utf8_error()))?)
         }
+    };
+    match normalise(&json).map_err(|e| e.to_string())? {
+        Normalised::Kms { event_id, events } => Ok(Some(NormalisedRecord::new(
+            event_id,
+            match json {
+                Cow::Borrowed(text) => Box::from(text),
+                Cow::Owned(text) => text.into_boxed_str(),
+            },
+            events,
+        ))),
         Normalised::NotKms | Normalised::KmsUntracked { .. } => Ok(None),
     }
 }
@@ -50,19 +61,20 @@ pub fn decode_batch<'a>(payloads: impl IntoIterator<Item = Payload<'a>>) -> Deco
     let mut batch = DecodedBatch::default();
     for p in payloads {
         batch.payloads += 1;
-        match decode_one(&p) {
+        let (partition, offset) = (p.partition, p.offset);
+        match decode_one(p.value) {
             Ok(Some(record)) => batch.records.push(record),
             Ok(None) => {
                 batch.skipped += 1;
                 tracing::debug!(
-                    partition = p.partition,
-                    offset = p.offset,
+                    partition,
+                    offset,
                     "not a KMS record keywatch tracks; skipped"
                 );
             }
             Err(reason) => {
                 batch.rejected += 1;
-                tracing::warn!(partition = p.partition, offset = p.offset, %reason, "record rejected");
+                tracing::warn!(partition, offset, %reason, "record rejected");
             }
         }
     }

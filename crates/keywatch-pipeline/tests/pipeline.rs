@@ -125,10 +125,19 @@ async fn a_batch_is_decoded_projected_paged_and_counted() {
         payload(2, Err("value is not base64 (test)".into())),
         payload(3, json(not_kms)),
         payload(4, Ok(b"{\"eventVersion\": 3".to_vec())),
+        // A value the driver lends (a Kafka message's) rather than owns.
+        Payload {
+            partition: 0,
+            offset: 6,
+            value: Ok(std::borrow::Cow::Borrowed(&[b'{', 0xc3, 0x28])),
+        },
     ]);
     let report = p.handle_batch(batch, now()).await.expect("batch");
-    assert_eq!(report.payloads, 6);
-    assert_eq!(report.rejected, 3, "not UTF-8, not base64, not JSON");
+    assert_eq!(report.payloads, 7);
+    assert_eq!(
+        report.rejected, 4,
+        "not UTF-8 (twice), not base64, not JSON"
+    );
     assert_eq!(report.skipped, 1);
     assert_eq!(report.new_records, 2);
     assert_eq!(report.alerts, 2);
@@ -136,7 +145,7 @@ async fn a_batch_is_decoded_projected_paged_and_counted() {
     assert_eq!(p.pager_mut().accepted.len(), 2);
     let metrics = put_metrics(&p);
     assert_eq!(metrics.len(), 1);
-    assert_eq!(metrics[0].records_rejected, 3);
+    assert_eq!(metrics[0].records_rejected, 4);
     assert_eq!(metrics[0].alerts_raised[&AlertKind::DeletionScheduled], 1);
     assert_eq!(
         metrics[0].alerts_raised[&AlertKind::PendingDeletionKeyUsed],
