@@ -505,6 +505,25 @@ pub fn read_bytes(bytes: &[u8], name: &str, sink: &mut dyn FnMut(Item)) {
             return;
         }
     };
+    // The form AWS delivers to S3, one object holding `Records`, read in one pass: the
+    // general path below reads a value through once to find where it ends, then again.
+    let start = leading_ws(text);
+    if text[start..].starts_with('{') {
+        if let Ok(
+            probe @ Probe {
+                records: Some(_), ..
+            },
+        ) = serde_json::from_str::<Probe<'_>>(text)
+        {
+            let origin = Origin {
+                file: name.to_owned(),
+                line: Some(line_of(bytes, start)),
+                record_index: None,
+            };
+            classify_object(probe, text[start..].trim_end(), origin, sink);
+            return;
+        }
+    }
     let mut stream = serde_json::Deserializer::from_str(text).into_iter::<&RawValue>();
     // Line numbers are counted on from the previous value, not from the start: linear in the
     // input, however many values it holds.
@@ -668,6 +687,16 @@ fn classify(raw: &RawValue, origin: Origin, depth: u8, sink: &mut dyn FnMut(Item
             ));
             return;
         }
+    };
+    classify_object(probe, text, origin, sink);
+}
+
+/// What a top-level object (`text`, read as `probe`) holds: records, lookup-events entries,
+/// a CloudWatch Logs payload, an EventBridge event, or itself a record.
+fn classify_object(probe: Probe<'_>, text: &str, origin: Origin, sink: &mut dyn FnMut(Item)) {
+    let indexed = |i: usize| Origin {
+        record_index: Some(i as u64),
+        ..origin.clone()
     };
     if let Some(records) = probe.records {
         for (i, r) in records.into_iter().enumerate() {

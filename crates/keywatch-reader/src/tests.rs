@@ -44,6 +44,29 @@ fn s3_delivered_log_file_plain_and_gzip() {
 }
 
 #[test]
+fn records_objects_alone_or_several_to_a_file_keep_their_lines() {
+    let lines = |items: &[Item]| -> Vec<(Option<u64>, Option<u64>)> {
+        items
+            .iter()
+            .map(|i| match i {
+                Item::Record { origin, .. } => (origin.line, origin.record_index),
+                other => panic!("expected a record, got {other:?}"),
+            })
+            .collect()
+    };
+    // One object after blank lines (read in one pass)…
+    let one = format!("\n\n{{\"Records\":[{REC_A},\n{REC_B}]}}\n");
+    let items = read(one.as_bytes());
+    assert_eq!(event_ids(&items), ["a", "b"]);
+    assert_eq!(lines(&items), [(Some(3), Some(0)), (Some(3), Some(1))]);
+    // …and two objects one after the other (read as a stream of values).
+    let two = format!("{{\"Records\":[{REC_A}]}}\n\n{{\"Records\":[{REC_B}]}}");
+    let items = read(two.as_bytes());
+    assert_eq!(event_ids(&items), ["a", "b"]);
+    assert_eq!(lines(&items), [(Some(1), Some(0)), (Some(3), Some(0))]);
+}
+
+#[test]
 fn json_array_and_json_lines() {
     let array = format!("[\n  {REC_A},\n  {REC_B}\n]");
     assert_eq!(event_ids(&read(array.as_bytes())), ["a", "b"]);
