@@ -102,6 +102,26 @@ fn inflate(packed: &[u8]) -> Result<Vec<u8>, DatabaseError> {
     })
 }
 
+/// A CloudTrail eventID in its usual form, a UUID in lower-case hex, as its 16 bytes: how the
+/// databases keep the eventIDs they hold (any other eventID is kept as its text).
+pub fn event_id_uuid(event_id: &str) -> Option<[u8; 16]> {
+    let b = event_id.as_bytes();
+    let hex = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    if b.len() != 36 || [8, 13, 18, 23].iter().any(|&i| b[i] != b'-') {
+        return None;
+    }
+    let mut digits = b.iter().filter(|&&c| c != b'-').map(|&c| hex(c));
+    let mut out = [0u8; 16];
+    for byte in &mut out {
+        *byte = (digits.next()?? << 4) | digits.next()??;
+    }
+    Some(out)
+}
+
 /// Format 2: a segment, several records of one stream deflated together (primed with
 /// [`DICTIONARY_V1`]), each as its eventTime (ms, 8 bytes LE), its eventID (length in 2
 /// bytes LE, then UTF-8) and its JSON (length in 4 bytes LE, then UTF-8). Records of one key
@@ -263,6 +283,25 @@ mod tests {
         assert!(decode_segment(&[]).is_err());
         // Plain entries whose lengths overrun what follows.
         assert!(decode_segment(&[FORMAT_SEGMENT_PLAIN, 0, 0, 0, 0, 0, 0, 0, 0, 9, 0]).is_err());
+    }
+
+    #[test]
+    fn only_lower_case_uuids_are_kept_as_bytes() {
+        assert_eq!(
+            event_id_uuid("b7341259-e4be-49d7-b2fb-1d9253becfa8").map(|b| b[..2].to_vec()),
+            Some(vec![0xb7, 0x34])
+        );
+        for other in [
+            "B7341259-E4BE-49D7-B2FB-1D9253BECFA8",
+            "b7341259-e4be-49d7-b2fb-1d9253becfa",
+            "b7341259-e4be-49d7-b2fb-1d9253becfa88",
+            "b7341259e4be-49d7-b2fb--1d9253becfa8",
+            "b7341259-e4be-49d7-b2fb-1d9253becfg8",
+            "unscheduled",
+            "",
+        ] {
+            assert_eq!(event_id_uuid(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -1,20 +1,66 @@
-//! A database in process memory: for tests and benchmarks, where no database should count.
-//! It keeps what the other databases keep, in the same encodings (a batch's records of a
-//! stream deflated together as a segment, timelines and alerts as JSON), so that a batch
-//! costs the CPU it costs elsewhere, minus the I/O.
+//! A database in process memory: for tests, benchmarks and `keywatch replay --in-memory`.
+//! It keeps what the deployed database (DynamoDB) keeps, in the same encodings (a batch's
+//! records of a stream deflated together as a segment, timelines as deflated JSON, alerts
+//! as JSON), so that a batch costs the CPU it costs there, minus the I/O; eventIDs in their
+//! UUID form are kept as 16 bytes, as the SQLite database keeps them.
 
 use crate::{Database, DatabaseError, KeySummary, RecordToAppend, StreamId};
 use keywatch_core::{Alert, KeyArn, KeyStoreRef, KeyTimeline, Timestamp};
+use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-/// A stored timeline: its JSON, and the columns the queries read.
+/// A stored timeline: its JSON deflated ([`crate::encode_record`]), and the columns the
+/// queries read.
 #[derive(Clone, Debug)]
 struct TimelineRow {
     state: keywatch_core::KeyState,
     key_store: Option<String>,
     deletion_date: Option<Timestamp>,
     last_use: Option<Timestamp>,
-    json: String,
+    body: Vec<u8>,
+}
+
+/// The eventIDs of the records kept: CloudTrail's UUIDs as their 16 bytes, any other as
+/// its text.
+#[derive(Debug, Default)]
+struct EventIds {
+    uuids: HashSet<[u8; 16]>,
+    other: HashSet<String>,
+}
+
+impl EventIds {
+    /// Adds an eventID; false when it was there.
+    fn insert(&mut self, event_id: &str) -> bool {
+        match crate::event_id_uuid(event_id) {
+            Some(uuid) => self.uuids.insert(uuid),
+            None => self.other.insert(event_id.to_owned()),
+        }
+    }
+
+    fn remove(&mut self, event_id: &str) {
+        match crate::event_id_uuid(event_id) {
+            Some(uuid) => self.uuids.remove(&uuid),
+            None => self.other.remove(event_id),
+        };
+    }
+}
+
+/// Deflated JSON of a value, as the databases keep timelines.
+fn stored_json(
+    value: &impl serde::Serialize,
+    what: &'static str,
+) -> Result<Vec<u8>, DatabaseError> {
+    serde_json::to_string(value)
+        .map(|json| crate::encode_record(&json))
+        .map_err(corrupt(what))
+}
+
+/// Reads what [`stored_json`] wrote.
+fn read_json<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    what: &'static str,
+) -> Result<T, DatabaseError> {
+    serde_json::from_str(&crate::decode_record(body)?).map_err(corrupt(what))
 }
 
 /// An outbox entry, ordered as [`crate::sort_oldest_first`] orders alerts; the id last.
@@ -38,7 +84,7 @@ enum Undo {
 #[derive(Debug, Default)]
 pub struct MemoryDatabase {
     /// The eventIDs of the records kept.
-    event_ids: HashSet<String>,
+    event_ids: EventIds,
     /// The event log: each stream's segments ([`crate::encode_segment`]), in the order stored.
     segments: HashMap<StreamId, Vec<Vec<u8>>>,
     timelines: BTreeMap<KeyArn, TimelineRow>,
@@ -152,7 +198,7 @@ impl Database for MemoryDatabase {
     ) -> Result<Vec<bool>, DatabaseError> {
         let mut fresh = Vec::with_capacity(records.len());
         for r in records {
-            let new = self.event_ids.insert(r.event_id.to_owned());
+            let new = self.event_ids.insert(r.event_id);
             if new {
                 self.undo(Undo::Record(r.event_id.to_owned()));
             }
@@ -179,18 +225,23 @@ impl Database for MemoryDatabase {
     fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, DatabaseError> {
         self.timelines
             .get(key)
-            .map(|row| serde_json::from_str(&row.json).map_err(corrupt("timeline")))
+            .map(|row| read_json(&row.body, "timeline"))
             .transpose()
     }
 
     fn save_timelines(&mut self, timelines: &[&KeyTimeline]) -> Result<(), DatabaseError> {
-        for t in timelines {
+        // Encoded on every core, as the SQLite database does.
+        let bodies: Vec<Vec<u8>> = timelines
+            .par_iter()
+            .map(|t| stored_json(t, "timeline"))
+            .collect::<Result<_, _>>()?;
+        for (t, body) in timelines.iter().zip(bodies) {
             let row = TimelineRow {
                 state: t.state,
                 key_store: t.key_store_ref().map(|s| s.to_string()),
                 deletion_date: t.deletion_date,
                 last_use: t.last_use(),
-                json: serde_json::to_string(t).map_err(corrupt("timeline"))?,
+                body,
             };
             let old = self.timelines.insert(t.key_arn.clone(), row);
             self.undo(Undo::Timeline(t.key_arn.clone(), old));

@@ -505,24 +505,8 @@ enum EventIdKey<'a> {
 
 impl<'a> EventIdKey<'a> {
     fn of(event_id: &'a str) -> Self {
-        let b = event_id.as_bytes();
-        let hex = |c: u8| match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        };
-        let uuid = (|| {
-            if b.len() != 36 || [8, 13, 18, 23].iter().any(|&i| b[i] != b'-') {
-                return None;
-            }
-            let mut digits = b.iter().filter(|&&c| c != b'-').map(|&c| hex(c));
-            let mut out = [0u8; 16];
-            for byte in &mut out {
-                *byte = (digits.next()?? << 4) | digits.next()??;
-            }
-            Some(out)
-        })();
-        uuid.map_or(EventIdKey::Text(event_id), EventIdKey::Uuid)
+        keywatch_database::event_id_uuid(event_id)
+            .map_or(EventIdKey::Text(event_id), EventIdKey::Uuid)
     }
 }
 
