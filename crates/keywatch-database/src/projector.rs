@@ -126,6 +126,10 @@ pub struct Projector<S: Database> {
     /// Ids this projector knows to be raised, so that a candidate raised before is not
     /// serialised and offered to the database again on every batch.
     raised: HashSet<String>,
+    /// eventIDs that an attempt of the batch in progress found new to the log: a database
+    /// without units of work (DynamoDB) keeps them when the attempt fails (a write
+    /// conflict), and the retry must still count and fold them as new.
+    appended_by_batch: HashSet<String>,
 }
 
 const CACHE_LIMIT: usize = 50_000;
@@ -142,6 +146,7 @@ impl<S: Database> Projector<S> {
             config,
             cache: HashMap::new(),
             raised: HashSet::new(),
+            appended_by_batch: HashSet::new(),
         }
     }
 
@@ -289,7 +294,10 @@ impl<S: Database> Projector<S> {
         batch: &[NormalisedRecord],
         as_of: Timestamp,
     ) -> Result<BatchOutcome, DatabaseError> {
-        let (mut outcome, links) = self.retrying_conflicts(|p| p.project(batch, as_of))?;
+        self.appended_by_batch.clear();
+        let projected = self.retrying_conflicts(|p| p.project(batch, as_of));
+        self.appended_by_batch.clear();
+        let (mut outcome, links) = projected?;
         if !links.is_empty() {
             let (alerts, rebuilds) =
                 self.retrying_conflicts(|p| p.recheck_key_stores(&links, as_of))?;
@@ -412,7 +420,15 @@ impl<S: Database> Projector<S> {
                 unseen: self.follows_timelines(r)?,
             });
         }
-        let fresh = self.database.append_records(&to_append)?;
+        let mut fresh = self.database.append_records(&to_append)?;
+        for (r, new) in unique.iter().zip(fresh.iter_mut()) {
+            if *new {
+                self.appended_by_batch.insert(r.event_id.clone());
+            } else if self.appended_by_batch.contains(&r.event_id) {
+                // Appended by an attempt of this batch that failed after it.
+                *new = true;
+            }
+        }
         outcome.new_records = fresh.iter().filter(|f| **f).count();
         outcome.duplicate_records += unique.len() - outcome.new_records;
 

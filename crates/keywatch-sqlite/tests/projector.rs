@@ -397,6 +397,51 @@ fn a_write_conflict_is_retried_and_loses_nothing() {
     assert_eq!(p.database().conflicts, 0);
 }
 
+/// Without units of work (DynamoDB), a batch retried after a write conflict finds its own
+/// records in the log: they still count as new, and a key store's change among them is still
+/// folded into the keys of its store.
+#[test]
+fn a_write_conflict_without_units_of_work_still_folds_and_counts_the_batch_as_new() {
+    let mut batch = vec![disconnect_hsm_key_store()];
+    batch.extend(hsm_key_used_scheduled_and_deleted());
+    let store = Flaky {
+        atomic: false,
+        conflicts: 1,
+        ..Flaky::over(SqliteDatabase::in_memory().expect("store"))
+    };
+    let mut p = Projector::new(store, AlertConfig::default());
+    let out = p
+        .process(&normalised(&batch), as_of())
+        .expect("retried past the conflict");
+    assert_eq!(p.database().conflicts, 0, "the conflict happened");
+    assert_eq!(out.new_records, 4);
+    assert_eq!(out.duplicate_records, 0);
+    // The failed attempt recorded the alerts (before saving timelines): the outbox has them.
+    let unsent: Vec<_> = p
+        .unsent(100)
+        .expect("outbox")
+        .iter()
+        .map(|a| a.kind)
+        .collect();
+    assert!(
+        unsent.contains(&keywatch_core::AlertKind::OrphanedKeyMaterial),
+        "{unsent:?}"
+    );
+    let key = KeyArn::parse(KEY).expect("key");
+    let t = p
+        .database()
+        .load_timeline(&key)
+        .expect("load")
+        .expect("saved");
+    assert!(t.key_store_disconnected(), "the disconnection is folded");
+    assert!(t.orphaned_key_material.is_some());
+    // The same records again are duplicates.
+    let again = p
+        .process(&normalised(&batch), as_of())
+        .expect("the batch again");
+    assert_eq!((again.new_records, again.duplicate_records), (0, 4));
+}
+
 /// The primary's history, then its replica scheduled, used around, and deleted.
 fn multi_region_family() -> Vec<Value> {
     let mut records = multi_region_primary();
