@@ -108,8 +108,7 @@ impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut buf = [0u8; 24];
         match format_utc_fast(self.0, &mut buf) {
-            // Only ASCII digits and separators are written.
-            Some(n) => f.write_str(std::str::from_utf8(&buf[..n]).map_err(|_| fmt::Error)?),
+            Some(text) => f.write_str(text),
             None => {
                 let secs = if self.0 % 1000 == 0 {
                     SecondsFormat::Secs
@@ -195,9 +194,9 @@ fn parse_utc_fast(b: &[u8]) -> Option<Timestamp> {
     Some(Timestamp(secs * 1000 + millis))
 }
 
-/// Writes [`Timestamp`]'s display form into `buf` for years 0000–9999 (returns its length);
-/// `None` for other years, which chrono writes with a sign.
-fn format_utc_fast(ms: i64, buf: &mut [u8; 24]) -> Option<usize> {
+/// Writes [`Timestamp`]'s display form into `buf` for years 0000–9999 and returns it; `None`
+/// for other years, which chrono writes with a sign.
+fn format_utc_fast(ms: i64, buf: &mut [u8; 24]) -> Option<&str> {
     let (days, in_day) = (ms.div_euclid(DAY_MS), ms.rem_euclid(DAY_MS));
     let (year, month, day) = civil_from_days(days);
     if !(0..=9999).contains(&year) {
@@ -219,20 +218,23 @@ fn format_utc_fast(ms: i64, buf: &mut [u8; 24]) -> Option<usize> {
     for (i, c) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')] {
         buf[i] = c;
     }
-    if millis == 0 {
+    let len = if millis == 0 {
         buf[19] = b'Z';
-        return Some(20);
-    }
-    buf[19] = b'.';
-    put(buf, 20, 3, millis);
-    buf[23] = b'Z';
-    Some(24)
+        20
+    } else {
+        buf[19] = b'.';
+        put(buf, 20, 3, millis);
+        buf[23] = b'Z';
+        24
+    };
+    // Only ASCII digits and separators were written.
+    std::str::from_utf8(&buf[..len]).ok()
 }
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut buf = [0u8; 24];
-        match format_utc_fast(self.0, &mut buf).and_then(|n| std::str::from_utf8(&buf[..n]).ok()) {
+        match format_utc_fast(self.0, &mut buf) {
             // Timelines hold thousands: written without the formatting machinery.
             Some(text) => s.serialize_str(text),
             None => s.collect_str(self),

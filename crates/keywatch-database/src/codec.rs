@@ -66,6 +66,31 @@ fn deflate(c: &mut Compress, format: u8, mut input: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// A value's JSON as the databases keep timelines (and SQLite alerts): deflated with
+/// [`encode_record`]; `what` names it in the error.
+pub fn encode_json(
+    value: &impl serde::Serialize,
+    what: &'static str,
+) -> Result<Vec<u8>, DatabaseError> {
+    serde_json::to_string(value)
+        .map(|json| encode_record(&json))
+        .map_err(|e| DatabaseError::Corrupt {
+            what,
+            reason: e.to_string(),
+        })
+}
+
+/// Reads what [`encode_json`] made.
+pub fn decode_json<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    what: &'static str,
+) -> Result<T, DatabaseError> {
+    serde_json::from_str(&decode_record(body)?).map_err(|e| DatabaseError::Corrupt {
+        what,
+        reason: e.to_string(),
+    })
+}
+
 /// Decodes what [`encode_record`] made.
 pub fn decode_record(bytes: &[u8]) -> Result<String, DatabaseError> {
     match bytes.split_first() {

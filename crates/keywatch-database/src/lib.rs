@@ -9,8 +9,8 @@ mod memory;
 mod projector;
 
 pub use codec::{
-    decode_record, decode_segment, encode_record, encode_segment, encode_segment_of, event_id_uuid,
-    SegmentEntry,
+    decode_json, decode_record, decode_segment, encode_json, encode_record, encode_segment,
+    encode_segment_of, event_id_uuid, SegmentEntry,
 };
 pub use memory::MemoryDatabase;
 pub use projector::{current_timeline, BatchOutcome, NormalisedRecord, Projector};

@@ -45,24 +45,6 @@ impl EventIds {
     }
 }
 
-/// Deflated JSON of a value, as the databases keep timelines.
-fn stored_json(
-    value: &impl serde::Serialize,
-    what: &'static str,
-) -> Result<Vec<u8>, DatabaseError> {
-    serde_json::to_string(value)
-        .map(|json| crate::encode_record(&json))
-        .map_err(corrupt(what))
-}
-
-/// Reads what [`stored_json`] wrote.
-fn read_json<T: serde::de::DeserializeOwned>(
-    body: &[u8],
-    what: &'static str,
-) -> Result<T, DatabaseError> {
-    serde_json::from_str(&crate::decode_record(body)?).map_err(corrupt(what))
-}
-
 /// An outbox entry, ordered as [`crate::sort_oldest_first`] orders alerts; the id last.
 type OutboxEntry = (Timestamp, KeyArn, keywatch_core::AlertKind, String);
 
@@ -225,7 +207,7 @@ impl Database for MemoryDatabase {
     fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, DatabaseError> {
         self.timelines
             .get(key)
-            .map(|row| read_json(&row.body, "timeline"))
+            .map(|row| crate::decode_json(&row.body, "timeline"))
             .transpose()
     }
 
@@ -233,7 +215,7 @@ impl Database for MemoryDatabase {
         // Encoded on every core, as the SQLite database does.
         let bodies: Vec<Vec<u8>> = timelines
             .par_iter()
-            .map(|t| stored_json(t, "timeline"))
+            .map(|t| crate::encode_json(*t, "timeline"))
             .collect::<Result<_, _>>()?;
         for (t, body) in timelines.iter().zip(bodies) {
             let row = TimelineRow {

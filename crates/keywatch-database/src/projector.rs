@@ -126,10 +126,11 @@ pub struct Projector<S: Database> {
     /// Ids this projector knows to be raised, so that a candidate raised before is not
     /// serialised and offered to the database again on every batch.
     raised: HashSet<String>,
-    /// eventIDs that an attempt of the batch in progress found new to the log: a database
-    /// without units of work (DynamoDB) keeps them when the attempt fails (a write
-    /// conflict), and the retry must still count and fold them as new.
-    appended_by_batch: HashSet<String>,
+    /// For each distinct record of the batch in progress, whether an attempt found it new to
+    /// the log: a database without units of work (DynamoDB) keeps it when the attempt fails
+    /// (a write conflict), and the retry must still count and fold it as new. Every attempt
+    /// takes the batch's records in the same order.
+    appended_by_batch: Vec<bool>,
 }
 
 const CACHE_LIMIT: usize = 50_000;
@@ -146,7 +147,7 @@ impl<S: Database> Projector<S> {
             config,
             cache: HashMap::new(),
             raised: HashSet::new(),
-            appended_by_batch: HashSet::new(),
+            appended_by_batch: Vec::new(),
         }
     }
 
@@ -421,13 +422,11 @@ impl<S: Database> Projector<S> {
             });
         }
         let mut fresh = self.database.append_records(&to_append)?;
-        for (r, new) in unique.iter().zip(fresh.iter_mut()) {
-            if *new {
-                self.appended_by_batch.insert(r.event_id.clone());
-            } else if self.appended_by_batch.contains(&r.event_id) {
-                // Appended by an attempt of this batch that failed after it.
-                *new = true;
-            }
+        self.appended_by_batch.resize(fresh.len(), false);
+        for (new, earlier) in fresh.iter_mut().zip(&mut self.appended_by_batch) {
+            // Appended by this attempt, or by one of this batch that failed after it.
+            *earlier |= *new;
+            *new = *earlier;
         }
         outcome.new_records = fresh.iter().filter(|f| **f).count();
         outcome.duplicate_records += unique.len() - outcome.new_records;

@@ -445,12 +445,7 @@ fn stored_json(
     value: &impl serde::Serialize,
     what: &'static str,
 ) -> Result<Vec<u8>, DatabaseError> {
-    serde_json::to_string(value)
-        .map(|json| keywatch_database::encode_record(&json))
-        .map_err(|e| DatabaseError::Corrupt {
-            what,
-            reason: e.to_string(),
-        })
+    keywatch_database::encode_json(value, what)
 }
 
 /// [`stored_json`] of each value, in their order, on every core.
