@@ -33,7 +33,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use keywatch_core::{Alert, KeyArn, KeyState, KeyStoreRef, KeyTimeline, Timestamp};
 use keywatch_database::{
-    decode_record, decode_segment, encode_record, encode_records_segment, new_records_by_stream,
+    decode_record, decode_segment, encode_json, encode_records_segment, new_records_by_stream,
     split_by_size, Database, DatabaseError, KeySummary, RecordToAppend, SegmentEntry, StreamId,
 };
 use std::collections::HashMap;
@@ -1075,11 +1075,7 @@ impl Database for DynamoDatabase {
             let arn = t.key_arn.to_string();
             let pk = format!("key#{arn}");
             let known = self.versions.lock().map_err(db)?.get(&arn).cloned();
-            let json = serde_json::to_string(t).map_err(|e| DatabaseError::Corrupt {
-                what: "timeline",
-                reason: e.to_string(),
-            })?;
-            let body = encode_record(&json);
+            let body = encode_json(*t, "timeline")?;
             // A small body in the head; a large one only in parts, so that the head, written
             // in a transaction (which costs twice the write units), stays small.
             let (head, rest): (&[u8], Vec<&[u8]>) = if body.len() <= TIMELINE_INLINE_BYTES {
