@@ -2,7 +2,7 @@
 //!
 //! | item | pk | sk |
 //! |---|---|---|
-//! | a segment of a stream: its records appended by one batch, deflated together | `stream#<stream>` | `seg#<last eventTime ms, 15 digits>#<first>#<writer>-<n>` |
+//! | a segment of a stream: its records appended by one batch, compressed together | `stream#<stream>` | `seg#<last eventTime ms, 15 digits>#<first>#<writer>-<n>` |
 //! | a CloudTrail record, before segments (read, no longer written) | `rec#<eventID>` | `rec` |
 //! | its stream entry, likewise | `stream#<stream>` | `<eventTime ms, 15 digits>#<eventID>` |
 //! | a timeline (encoded JSON, `version`, `parts`) | `key#<arn>` | `timeline` |

@@ -1,6 +1,6 @@
 //! A database in process memory: for tests, benchmarks and `keywatch replay --in-memory`.
 //! It keeps what the deployed database (DynamoDB) keeps, in the same encodings (a batch's
-//! records of a stream deflated together as a segment, timelines as deflated JSON, alerts
+//! records of a stream compressed together as a segment, timelines as compressed JSON, alerts
 //! as JSON), so that a batch costs the CPU it costs there, minus the I/O; eventIDs in their
 //! UUID form are kept as 16 bytes, as the SQLite database keeps them.
 
@@ -9,7 +9,7 @@ use keywatch_core::{Alert, KeyArn, KeyStoreRef, KeyTimeline, Timestamp};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-/// A stored timeline: its JSON deflated ([`crate::encode_record`]), and the columns the
+/// A stored timeline: its JSON compressed ([`crate::encode_record`]), and the columns the
 /// queries read.
 #[derive(Clone, Debug)]
 struct TimelineRow {

@@ -22,7 +22,7 @@ CREATE TABLE IF NOT EXISTS streams (
     stream_id INTEGER PRIMARY KEY,
     name      TEXT NOT NULL UNIQUE -- StreamId::as_text
 );
--- The event log: the new records of one stream in one batch, deflated together (a segment,
+-- The event log: the new records of one stream in one batch, compressed together (a segment,
 -- see codec.rs), in (eventTime, eventID) order from first_time to last_time.
 CREATE TABLE IF NOT EXISTS segments (
     segment_id INTEGER PRIMARY KEY,
@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS timelines (
     custom_key_store TEXT,
     deletion_date    INTEGER,
     last_use         INTEGER,
-    json             NOT NULL -- deflated (a BLOB, see stored_json); TEXT before
+    json             NOT NULL -- compressed (a BLOB, see stored_json); TEXT before
 );
 CREATE INDEX IF NOT EXISTS timelines_by_key_id ON timelines (key_id);
 CREATE INDEX IF NOT EXISTS timelines_by_key_store ON timelines (custom_key_store);
@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS alerts (
     key_arn   TEXT NOT NULL,
     raised_at INTEGER NOT NULL,
     sent_at   INTEGER, -- no longer written: the outbox table says what is unsent
-    json      NOT NULL -- deflated (a BLOB, see stored_json); TEXT before
+    json      NOT NULL -- compressed (a BLOB, see stored_json); TEXT before
 );
 -- The alerts not yet delivered: narrow, so that marking a thousand alerts delivered writes a
 -- few pages (not every page of the alerts, which a full disk may not have room for).
@@ -438,9 +438,9 @@ impl Database for SqliteDatabase {
     }
 }
 
-/// A timeline's or an alert's JSON as the `json` columns keep it: deflated (codec.rs), a
+/// A timeline's or an alert's JSON as the `json` columns keep it: compressed (codec.rs), a
 /// BLOB. A timeline is mostly repeated names and times, and is rewritten by every batch
-/// that touches its key: deflated, it is a fraction of the bytes to write.
+/// that touches its key: compressed, it is a fraction of the bytes to write.
 fn stored_json(
     value: &impl serde::Serialize,
     what: &'static str,
@@ -476,11 +476,11 @@ fn read_json<T: serde::de::DeserializeOwned>(
 }
 
 /// The most record text a segment holds (before compression): a stream is read a segment
-/// at a time, and a segment this size still compresses as well as a longer one (deflate
-/// looks back only 32 KiB).
+/// at a time, and a segment this size compresses about as well as a longer one (zstd at
+/// its level 1 looks back 512 KiB).
 const SEGMENT_BYTES: usize = 1 << 20;
 
-/// The segments' bodies, in their order, deflated on every core (replay's projecting thread
+/// The segments' bodies, in their order, compressed on every core (replay's projecting thread
 /// would otherwise compress every record itself).
 fn encode_segments(segments: &[(i64, &[&RecordToAppend<'_>])]) -> Vec<Vec<u8>> {
     segments
