@@ -236,7 +236,7 @@ fn busy_pending_key(callers: usize) -> (KeyArn, Vec<NormalisedRecord>) {
 async fn a_timeline_over_dynamodbs_item_limit_is_saved_and_read_back_whole() {
     let config = moto().await;
     let table = table(&config).await;
-    let (key, records) = busy_pending_key(3_000);
+    let (key, records) = busy_pending_key(5_000);
     let timeline =
         keywatch_core::KeyTimeline::fold(key.clone(), records.iter().flat_map(|r| &r.events));
     let json = serde_json::to_string(&timeline).expect("json");
@@ -256,8 +256,8 @@ async fn a_timeline_over_dynamodbs_item_limit_is_saved_and_read_back_whole() {
     // Saved again (it grows), and again by a writer that read it: versions still hold.
     let mut writer = DynamoDatabase::new(&config, &table).expect("writer");
     let mut grown = writer.load_timeline(&key).expect("read").expect("stored");
-    let more = busy_pending_key(3_500).1;
-    for r in &more[3_001..] {
+    let more = busy_pending_key(5_500).1;
+    for r in &more[5_001..] {
         for e in &r.events {
             grown.apply(e);
         }
@@ -710,6 +710,67 @@ async fn the_outbox_is_written_in_transactions_of_many_alerts() {
     assert_eq!(unsent[0].alert_id, "outbox-test-new");
 }
 
+/// An alert is stored encoded, in a fraction of its JSON's bytes (DynamoDB bills writes by
+/// the KB); one queued by an earlier version, as plain JSON, is still read from the outbox.
+#[tokio::test(flavor = "multi_thread")]
+async fn alerts_are_stored_encoded_and_those_queued_as_json_still_read() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let config = moto().await;
+    let table = table(&config).await;
+    let client = aws_sdk_dynamodb::Client::new(&config);
+    let (template, alerts) = outbox_alerts(2);
+    let mut db = DynamoDatabase::new(&config, &table).expect("store");
+    assert_eq!(
+        db.record_alerts(&alerts[..1], as_of()).expect("recorded"),
+        [true]
+    );
+    let json = serde_json::to_string(&alerts[0]).expect("json");
+    for (pk, sk) in [
+        (format!("alert#{}", alerts[0].alert_id), "alert".to_owned()),
+        ("outbox".to_owned(), alerts[0].alert_id.clone()),
+    ] {
+        let item = client
+            .get_item()
+            .table_name(&table)
+            .key("pk", AttributeValue::S(pk.clone()))
+            .key("sk", AttributeValue::S(sk))
+            .send()
+            .await
+            .expect("read")
+            .item
+            .expect("stored");
+        let body = item
+            .get("body")
+            .and_then(|b| b.as_b().ok())
+            .expect("a body");
+        assert!(
+            body.as_ref().len() * 2 < json.len(),
+            "{pk}: {} bytes for {} of JSON",
+            body.as_ref().len(),
+            json.len()
+        );
+        assert!(!item.contains_key("json"), "{pk} holds no plain JSON");
+    }
+    // Queued as plain JSON by an earlier version.
+    let mut earlier = template.clone();
+    earlier.alert_id = "outbox-test-earlier".into();
+    client
+        .put_item()
+        .table_name(&table)
+        .item("pk", AttributeValue::S("outbox".into()))
+        .item("sk", AttributeValue::S(earlier.alert_id.clone()))
+        .item(
+            "json",
+            AttributeValue::S(serde_json::to_string(&earlier).expect("json")),
+        )
+        .send()
+        .await
+        .expect("queued");
+    let mut unsent = db.unsent_alerts(10).expect("outbox");
+    unsent.sort_by(|a, b| a.alert_id.cmp(&b.alert_id));
+    assert_eq!(unsent, [alerts[0].clone(), earlier]);
+}
+
 /// Timelines read together (a BatchGetItem for their heads) are those read one by one,
 /// including one in parts and one never saved; and what was read so is saved against the
 /// version read: another writer's newer version is a conflict.
@@ -722,7 +783,7 @@ async fn timelines_read_together_are_those_read_alone() {
         AlertConfig::default(),
     );
     writer.process(&samples(), as_of()).expect("batch");
-    let (big_key, records) = busy_pending_key(3_000);
+    let (big_key, records) = busy_pending_key(5_000);
     let big =
         keywatch_core::KeyTimeline::fold(big_key.clone(), records.iter().flat_map(|r| &r.events));
     let mut db = DynamoDatabase::new(&config, &table).expect("db");
@@ -776,7 +837,7 @@ async fn a_timeline_kept_with_its_first_part_in_the_head_reads_back() {
     use aws_sdk_dynamodb::types::AttributeValue;
     let config = moto().await;
     let table = table(&config).await;
-    let (key, records) = busy_pending_key(3_000);
+    let (key, records) = busy_pending_key(5_000);
     let timeline =
         keywatch_core::KeyTimeline::fold(key.clone(), records.iter().flat_map(|r| &r.events));
     let body = keywatch_database::encode_record(&serde_json::to_string(&timeline).expect("json"));
