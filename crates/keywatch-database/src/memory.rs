@@ -1,7 +1,7 @@
 //! A database in process memory: for tests, benchmarks and `keywatch replay --in-memory`.
 //! It keeps what the deployed database (DynamoDB) keeps, in the same encodings (a batch's
-//! records of a stream compressed together as a segment, timelines as compressed JSON, alerts
-//! as JSON), so that a batch costs the CPU it costs there, minus the I/O; eventIDs in their
+//! records of a stream compressed together as a segment, timelines and alerts as compressed
+//! JSON), so that a batch costs the CPU it costs there, minus the I/O; eventIDs in their
 //! UUID form are kept as 16 bytes, as the SQLite database keeps them.
 
 use crate::{Database, DatabaseError, KeySummary, RecordToAppend, StreamId};
@@ -70,19 +70,12 @@ pub struct MemoryDatabase {
     /// The event log: each stream's segments ([`crate::encode_segment`]), in the order stored.
     segments: HashMap<StreamId, Vec<Vec<u8>>>,
     timelines: BTreeMap<KeyArn, TimelineRow>,
-    /// Alert JSON by id.
-    alerts: HashMap<String, String>,
+    /// Alerts by id, as [`crate::encode_json`] encodes them.
+    alerts: HashMap<String, Vec<u8>>,
     /// Unsent alerts, oldest first ([`crate::sort_oldest_first`]).
     outbox: BTreeSet<OutboxEntry>,
     /// The undo log of the batch in progress, if one is.
     batch: Option<Vec<Undo>>,
-}
-
-fn corrupt(what: &'static str) -> impl Fn(serde_json::Error) -> DatabaseError {
-    move |e| DatabaseError::Corrupt {
-        what,
-        reason: e.to_string(),
-    }
 }
 
 impl MemoryDatabase {
@@ -111,8 +104,8 @@ impl MemoryDatabase {
     fn outbox_entry(&self, alert_id: &str) -> Result<Option<OutboxEntry>, DatabaseError> {
         self.alerts
             .get(alert_id)
-            .map(|json| {
-                let a: Alert = serde_json::from_str(json).map_err(corrupt("alert"))?;
+            .map(|body| {
+                let a: Alert = crate::decode_json(body, "alert")?;
                 Ok(outbox_entry(&a))
             })
             .transpose()
@@ -271,11 +264,11 @@ impl Database for MemoryDatabase {
             .iter()
             .take(limit)
             .map(|(_, _, _, id)| {
-                let json = self.alerts.get(id).ok_or_else(|| DatabaseError::Corrupt {
+                let body = self.alerts.get(id).ok_or_else(|| DatabaseError::Corrupt {
                     what: "outbox",
                     reason: format!("{id} is not a stored alert"),
                 })?;
-                serde_json::from_str(json).map_err(corrupt("alert"))
+                crate::decode_json(body, "alert")
             })
             .collect()
     }
@@ -298,8 +291,8 @@ impl Database for MemoryDatabase {
         for a in alerts {
             let new = !self.alerts.contains_key(&a.alert_id);
             if new {
-                let json = serde_json::to_string(a).map_err(corrupt("alert"))?;
-                self.alerts.insert(a.alert_id.clone(), json);
+                self.alerts
+                    .insert(a.alert_id.clone(), crate::encode_json(a, "alert")?);
                 self.undo(Undo::Alert(a.alert_id.clone()));
                 self.set_outbox(outbox_entry(a), true);
             }
