@@ -28,6 +28,10 @@ const FORMAT_ZSTD_TEXT_V2: u8 = 4;
 /// only 1–2 % fewer bytes for two to three times the CPU.
 const ZSTD_LEVEL: i32 = 1;
 
+/// The most scratch space a thread keeps between compressions (a segment's worth, about
+/// 1 MiB of records, needs a little more; a timeline of several MiB gives its space back).
+const SCRATCH_KEPT: usize = 2 << 20;
+
 /// The most a stored text or segment may inflate to (a segment holds at most about 1 MiB of
 /// records, a timeline a few MiB): a larger claim is damage, not something to allocate.
 const MAX_DECODED: u64 = 256 << 20;
@@ -47,7 +51,8 @@ static DICTIONARY_V2: LazyLock<Vec<u8>> =
     LazyLock::new(|| [DICTIONARY_V1, DICTIONARY_V2_TAIL].concat());
 
 thread_local! {
-    static COMPRESS: RefCell<Option<zstd::bulk::Compressor<'static>>> = RefCell::new(
+    /// This thread's compressor (primed with [`DICTIONARY_V2`]) and its scratch space.
+    static COMPRESS: RefCell<(Option<zstd::bulk::Compressor<'static>>, Vec<u8>)> = RefCell::new((
         zstd::bulk::Compressor::with_dictionary(ZSTD_LEVEL, &DICTIONARY_V2)
             .and_then(|mut c| {
                 // No dictionary ID in each frame: the format byte says which dictionary.
@@ -55,7 +60,8 @@ thread_local! {
                 Ok(c)
             })
             .ok(),
-    );
+        Vec::new(),
+    ));
     static DECOMPRESS: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
         RefCell::new(zstd::bulk::Decompressor::with_dictionary(&DICTIONARY_V2).ok());
     static INFLATE: RefCell<Decompress> = RefCell::new(Decompress::new(false));
@@ -83,14 +89,19 @@ pub fn encode_record(json: &str) -> Vec<u8> {
 /// `input` compressed with zstd primed with [`DICTIONARY_V2`], after the byte `format`.
 fn compress(format: u8, input: &[u8]) -> Option<Vec<u8>> {
     COMPRESS.with(|c| {
-        let mut c = c.borrow_mut();
+        let (c, scratch) = &mut *c.borrow_mut();
         let c = c.as_mut()?;
-        let mut out = vec![0; 1 + zstd::zstd_safe::compress_bound(input.len())];
-        out[0] = format;
-        let written = c.compress_to_buffer(input, &mut out[1..]).ok()?;
-        out.truncate(1 + written);
-        // A batch holds many of these: keep no spare capacity.
-        out.shrink_to_fit();
+        // Compressed into this thread's scratch space (kept between calls, never zeroed),
+        // then copied out at its size: a batch holds many of these, with no spare capacity.
+        scratch.clear();
+        scratch.reserve(zstd::zstd_safe::compress_bound(input.len()));
+        c.compress_to_buffer(input, scratch).ok()?;
+        let mut out = Vec::with_capacity(1 + scratch.len());
+        out.push(format);
+        out.extend_from_slice(scratch);
+        if scratch.capacity() > SCRATCH_KEPT {
+            *scratch = Vec::new();
+        }
         Some(out)
     })
 }
