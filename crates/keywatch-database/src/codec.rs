@@ -9,8 +9,8 @@
 //!   is, should compression ever fail.
 //!
 //! zstd replaced deflate on 2 December 2026: on the benchmark's million records it keeps
-//! segments in about two thirds of the bytes and alerts in about a third, and compresses
-//! several times faster.
+//! segments in 60 % of the bytes deflate took and alerts in half (the alerts' vocabulary in
+//! the dictionary is what shrinks such short texts), for less CPU.
 
 use crate::DatabaseError;
 use flate2::{Decompress, FlushDecompress, Status};
@@ -127,7 +127,7 @@ fn decompress(packed: &[u8]) -> Result<Vec<u8>, DatabaseError> {
     })
 }
 
-/// A value's JSON as the databases keep timelines (and SQLite alerts): deflated with
+/// A value's JSON as the databases keep timelines and alerts: compressed with
 /// [`encode_record`]; `what` names it in the error.
 pub fn encode_json(
     value: &impl serde::Serialize,
