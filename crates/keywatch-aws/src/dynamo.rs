@@ -957,12 +957,7 @@ impl Database for DynamoDatabase {
                 .lock()
                 .map_err(db)?
                 .insert(key.to_string(), (version, parts));
-            return serde_json::from_str(&json)
-                .map(Some)
-                .map_err(|e| DatabaseError::Corrupt {
-                    what: "timeline",
-                    reason: e.to_string(),
-                });
+            return keywatch_database::parse_json(&json, "timeline").map(Some);
         }
         Err(DatabaseError::Corrupt {
             what: "timeline",
@@ -1041,12 +1036,7 @@ impl Database for DynamoDatabase {
                         None => return self.load_timeline(key),
                     }
                 }
-                let timeline = decode_record(&body).and_then(|json| {
-                    serde_json::from_str(&json).map_err(|e| DatabaseError::Corrupt {
-                        what: "timeline",
-                        reason: e.to_string(),
-                    })
-                })?;
+                let timeline = keywatch_database::decode_json(&body, "timeline")?;
                 self.versions.lock().map_err(db)?.insert(
                     key.to_string(),
                     (number(item, "version").unwrap_or(0), parts),
@@ -1244,14 +1234,7 @@ impl Database for DynamoDatabase {
                     Some(keywatch_database::decode_json(body.as_ref(), "alert"))
                 }
                 // Queued before alerts were encoded.
-                (_, Some(json)) => {
-                    Some(
-                        serde_json::from_str(json).map_err(|e| DatabaseError::Corrupt {
-                            what: "alert",
-                            reason: e.to_string(),
-                        }),
-                    )
-                }
+                (_, Some(json)) => Some(keywatch_database::parse_json(json, "alert")),
                 _ => None,
             })
             .collect::<Result<_, _>>()?;
@@ -1375,7 +1358,7 @@ impl Database for DynamoDatabase {
             .filter(|(_, f)| **f)
             .map(|(a, _)| a)
         {
-            // Encoded, an alert is about a third of its JSON: fewer write units per page.
+            // Encoded, an alert is about a quarter of its JSON: fewer write units per page.
             let body = encode_json(a, "alert")?;
             let outbox: Item = [
                 ("pk".to_owned(), s("outbox")),

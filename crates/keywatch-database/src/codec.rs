@@ -146,7 +146,16 @@ pub fn decode_json<T: serde::de::DeserializeOwned>(
     body: &[u8],
     what: &'static str,
 ) -> Result<T, DatabaseError> {
-    serde_json::from_str(&decode_record(body)?).map_err(|e| DatabaseError::Corrupt {
+    parse_json(&decode_record(body)?, what)
+}
+
+/// A value read from its JSON text (as [`decode_json`] inflates it, or as earlier versions
+/// stored it plain); `what` names it in the error.
+pub fn parse_json<T: serde::de::DeserializeOwned>(
+    json: &str,
+    what: &'static str,
+) -> Result<T, DatabaseError> {
+    serde_json::from_str(json).map_err(|e| DatabaseError::Corrupt {
         what,
         reason: e.to_string(),
     })

@@ -10,7 +10,7 @@ mod projector;
 
 pub use codec::{
     decode_json, decode_record, decode_segment, encode_json, encode_record, encode_segment,
-    encode_segment_of, event_id_uuid, SegmentEntry,
+    encode_segment_of, event_id_uuid, parse_json, SegmentEntry,
 };
 pub use memory::MemoryDatabase;
 pub use projector::{current_timeline, BatchOutcome, NormalisedRecord, Projector};

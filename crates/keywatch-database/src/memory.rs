@@ -9,7 +9,7 @@ use keywatch_core::{Alert, KeyArn, KeyStoreRef, KeyTimeline, Timestamp};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-/// A stored timeline: its JSON compressed ([`crate::encode_record`]), and the columns the
+/// A stored timeline: its JSON compressed ([`crate::encode_json`]), and the columns the
 /// queries read.
 #[derive(Clone, Debug)]
 struct TimelineRow {

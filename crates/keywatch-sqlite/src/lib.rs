@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS timelines (
     custom_key_store TEXT,
     deletion_date    INTEGER,
     last_use         INTEGER,
-    json             NOT NULL -- compressed (a BLOB, see stored_json); TEXT before
+    json             NOT NULL -- compressed (a BLOB, see stored_jsons); TEXT before
 );
 CREATE INDEX IF NOT EXISTS timelines_by_key_id ON timelines (key_id);
 CREATE INDEX IF NOT EXISTS timelines_by_key_store ON timelines (custom_key_store);
@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS alerts (
     key_arn   TEXT NOT NULL,
     raised_at INTEGER NOT NULL,
     sent_at   INTEGER, -- no longer written: the outbox table says what is unsent
-    json      NOT NULL -- compressed (a BLOB, see stored_json); TEXT before
+    json      NOT NULL -- compressed (a BLOB, see stored_jsons); TEXT before
 );
 -- The alerts not yet delivered: narrow, so that marking a thousand alerts delivered writes a
 -- few pages (not every page of the alerts, which a full disk may not have room for).
@@ -438,41 +438,34 @@ impl Database for SqliteDatabase {
     }
 }
 
-/// A timeline's or an alert's JSON as the `json` columns keep it: compressed (codec.rs), a
-/// BLOB. A timeline is mostly repeated names and times, and is rewritten by every batch
-/// that touches its key: compressed, it is a fraction of the bytes to write.
-fn stored_json(
-    value: &impl serde::Serialize,
-    what: &'static str,
-) -> Result<Vec<u8>, DatabaseError> {
-    keywatch_database::encode_json(value, what)
-}
-
-/// [`stored_json`] of each value, in their order, on every core.
+/// Timelines' or alerts' JSON as the `json` columns keep it, in their order, encoded on every
+/// core ([`keywatch_database::encode_json`]): a BLOB. A timeline is mostly repeated names and
+/// times, and is rewritten by every batch that touches its key: compressed, it is a fraction
+/// of the bytes to write.
 fn stored_jsons<T: serde::Serialize + Sync>(
     values: &[T],
     what: &'static str,
 ) -> Result<Vec<Vec<u8>>, DatabaseError> {
-    values.par_iter().map(|v| stored_json(v, what)).collect()
+    values
+        .par_iter()
+        .map(|v| keywatch_database::encode_json(v, what))
+        .collect()
 }
 
-/// Reads what [`stored_json`] wrote, or the plain TEXT that versions before it wrote.
+/// Reads what [`stored_jsons`] wrote, or the plain TEXT that versions before it wrote.
 fn read_json<T: serde::de::DeserializeOwned>(
     value: ValueRef<'_>,
     what: &'static str,
 ) -> Result<T, DatabaseError> {
     let corrupt = |reason: String| DatabaseError::Corrupt { what, reason };
     match value {
-        ValueRef::Text(text) => serde_json::from_slice(text),
-        ValueRef::Blob(packed) => serde_json::from_str(&keywatch_database::decode_record(packed)?),
-        other => {
-            return Err(corrupt(format!(
-                "a {:?} where JSON belongs",
-                other.data_type()
-            )))
-        }
+        ValueRef::Text(text) => serde_json::from_slice(text).map_err(|e| corrupt(e.to_string())),
+        ValueRef::Blob(packed) => keywatch_database::decode_json(packed, what),
+        other => Err(corrupt(format!(
+            "a {:?} where JSON belongs",
+            other.data_type()
+        ))),
     }
-    .map_err(|e| corrupt(e.to_string()))
 }
 
 /// The most record text a segment holds (before compression): a stream is read a segment
