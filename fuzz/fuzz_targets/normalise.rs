@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 
 use keywatch_core::page::{is_unsafe_char, page, MAX_SUBJECT};
 use keywatch_core::{
-    evaluate, normalise, AlertConfig, KeyTimeline, KmsEvent, Normalised, Timestamp,
+    evaluate, normalise, normalise_object, AlertConfig, KeyTimeline, KmsEvent, Normalised,
+    Timestamp,
 };
 use keywatch_reader::{read_bytes, Item};
 use libfuzzer_sys::fuzz_target;
@@ -18,6 +19,19 @@ fuzz_target!(|data: &[u8]| {
     let mut texts = Vec::new();
     read_bytes(data, "fuzz", &mut |item| {
         if let Item::Record { json, .. } = item {
+            // The reader's records are JSON objects: what normalise takes for KMS's,
+            // normalise_object reads in full and finds the same.
+            let full = normalise(&json);
+            if matches!(
+                full,
+                Ok(Normalised::Kms { .. } | Normalised::KmsUntracked { .. })
+            ) {
+                assert_eq!(
+                    normalise_object(&json),
+                    full,
+                    "a KMS record taken for another service's"
+                );
+            }
             texts.push(json);
         }
     });

@@ -5,7 +5,7 @@ use crate::outbox::StreamPager;
 use crate::render::AlertFormat;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use keywatch_core::{normalise, AlertConfig, Normalised, Timestamp};
+use keywatch_core::{normalise_object, AlertConfig, Normalised, Timestamp};
 use keywatch_database::{Database, NormalisedRecord};
 use keywatch_pipeline::{NoMetrics, Pipeline};
 use keywatch_reader::{list_inputs, read_path_limited, Item, Limits, Origin};
@@ -81,7 +81,7 @@ fn read_file(path: &std::path::Path, limits: Limits) -> FileResult {
         // Records over --max-record-bytes come as rejections from the reader, in every shape.
         Item::Record { json, origin } => {
             out.records += 1;
-            match normalise(&json) {
+            match normalise_object(&json) {
                 Ok(Normalised::NotKms) => out.not_kms += 1,
                 Ok(Normalised::KmsUntracked { .. }) => out.untracked += 1,
                 Ok(Normalised::Kms { event_id, events }) => {

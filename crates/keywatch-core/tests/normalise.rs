@@ -2,7 +2,7 @@
 
 mod support;
 
-use keywatch_core::{normalise, KeyEventKind, KmsEvent, Normalised, RecordError};
+use keywatch_core::{normalise, normalise_object, KeyEventKind, KmsEvent, Normalised, RecordError};
 use serde_json::json;
 use support::*;
 
@@ -246,4 +246,86 @@ fn oversized_values_are_bounded_or_rejected() {
             ..
         })
     ));
+}
+
+/// `normalise_object` counts a record whose text names KMS nowhere as another service's
+/// without parsing it, so a malformed record of another service is counted, not rejected.
+#[test]
+fn records_that_name_kms_nowhere_are_counted_without_being_parsed() {
+    let s3 = with(
+        decrypt("2026-11-01T00:00:00Z", "a", APP_ROLE),
+        json!({"eventSource": "s3.amazonaws.com", "eventName": 5, "eventID": null,
+               "resources": null, "requestParameters": null, "responseElements": null,
+               "userIdentity": {"type": "AssumedRole", "arn": APP_ROLE}}),
+    )
+    .to_string();
+    assert!(!s3.contains("kms.amazonaws.com"), "{s3}");
+    assert!(matches!(normalise(&s3), Err(RecordError::NotJson(_))));
+    assert_eq!(normalise_object(&s3), Ok(Normalised::NotKms));
+}
+
+/// Whatever spells KMS's event source or deletion event, even through an escape, is read
+/// in full: `normalise_object` never takes a KMS record for another service's.
+#[test]
+fn normalise_object_reads_every_kms_record_in_full() {
+    let escaped = decrypt("2026-11-01T00:00:00Z", "a", APP_ROLE)
+        .to_string()
+        .replace("\"kms.amazonaws.com\"", "\"\\u006bms.amazonaws.com\"");
+    assert!(!escaped.contains("kms.amazonaws.com"), "{escaped}");
+    let cases = [
+        decrypt("2026-11-01T00:00:00Z", "b", APP_ROLE).to_string(),
+        escaped,
+        kms_deletion_event("2026-11-09T00:00:00Z", "c", KEY).to_string(),
+        kms_deletion_event("2026-11-09T00:00:00Z", "d", KEY)
+            .to_string()
+            .replace("KMS CMK Deletion", "KMS CMK\\u0020Deletion"),
+        with(
+            decrypt("2026-11-01T00:00:00Z", "e", APP_ROLE),
+            json!({"eventID": null}),
+        )
+        .to_string(),
+    ];
+    for text in cases {
+        let full = normalise(&text);
+        assert!(
+            !matches!(full, Ok(Normalised::NotKms)),
+            "{text} is KMS's: {full:?}"
+        );
+        assert_eq!(normalise_object(&text), full, "{text}");
+    }
+}
+
+proptest::proptest! {
+    /// Any record KMS's normalisation takes (tracked or not) comes out of `normalise_object`
+    /// the same; any other comes out the same or as another service's.
+    #[test]
+    fn normalise_object_agrees_with_normalise_on_every_kms_record(
+        source in proptest::prop_oneof![
+            proptest::strategy::Just("kms.amazonaws.com".to_owned()),
+            "[a-z]{1,8}\\.amazonaws\\.com",
+        ],
+        name in proptest::prop_oneof![
+            proptest::strategy::Just("Decrypt".to_owned()),
+            proptest::strategy::Just("ListAliases".to_owned()),
+            "[A-Za-z]{1,12}",
+        ],
+        escape in proptest::bool::ANY,
+        agent in "\\PC{0,24}",
+    ) {
+        let mut text = with(
+            decrypt("2026-11-01T00:00:00Z", "p", APP_ROLE),
+            json!({"eventSource": source, "eventName": name, "userAgent": agent}),
+        )
+        .to_string();
+        if escape {
+            text = text.replacen("kms.amazonaws.com", "\\u006bms.amazonaws.com", 1);
+        }
+        let full = normalise(&text);
+        let fast = normalise_object(&text);
+        if matches!(full, Ok(Normalised::Kms { .. } | Normalised::KmsUntracked { .. })) {
+            proptest::prop_assert_eq!(fast, full);
+        } else {
+            proptest::prop_assert!(fast == full || fast == Ok(Normalised::NotKms));
+        }
+    }
 }

@@ -6,7 +6,7 @@
 //! broker acknowledged every record; invalid records are logged with the reason and counted,
 //! not retried.
 
-use keywatch_core::{normalise, Normalised, Timestamp};
+use keywatch_core::{normalise_object, Normalised, Timestamp};
 use keywatch_kafka::{message_keys, EventLogProducer, KafkaError, KafkaSettings};
 use keywatch_reader::{read_stream, Item};
 
@@ -162,7 +162,7 @@ struct Accepted {
 fn accept(payload: &[u8], source: &str, outcome: &mut IngestOutcome) -> Vec<Accepted> {
     let mut accepted = Vec::new();
     let read = read_stream(payload, source, &mut |item| match item {
-        Item::Record { json, origin } => match normalise(&json) {
+        Item::Record { json, origin } => match normalise_object(&json) {
             Ok(Normalised::Kms { event_id, events }) => accepted.push(Accepted {
                 event_id,
                 keys: message_keys(&events),

@@ -140,7 +140,8 @@ impl fmt::Display for Origin {
 pub enum Item {
     /// A record's JSON text.
     Record {
-        /// The record.
+        /// The record: always the text of one JSON object (what is not one is
+        /// [`Item::Rejected`]), so `keywatch_core::normalise_object` may take it.
         json: String,
         /// Where.
         origin: Origin,
@@ -705,10 +706,19 @@ fn classify_object(probe: Probe<'_>, text: &str, origin: Origin, sink: &mut dyn 
     } else if let Some(events) = probe.events {
         for (i, e) in events.into_iter().enumerate() {
             match e.cloud_trail_event {
-                Some(json) => sink(Item::Record {
-                    json,
-                    origin: indexed(i),
-                }),
+                // The entry holds the record as a string of JSON: read as one here like any
+                // other record, so that what is not a JSON object is rejected.
+                Some(json) => match serde_json::from_str::<&RawValue>(&json) {
+                    Ok(record) => emit_record(record, indexed(i), sink),
+                    Err(err) => sink(reject(
+                        format!(
+                            "lookup-events entry {}: CloudTrailEvent is not JSON: {err}",
+                            e.event_id.unwrap_or_default()
+                        ),
+                        json.as_bytes(),
+                        indexed(i),
+                    )),
+                },
                 None => sink(reject(
                     format!(
                         "lookup-events entry {} has no CloudTrailEvent",

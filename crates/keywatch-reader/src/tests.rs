@@ -191,6 +191,35 @@ fn lookup_events_output() {
     assert_eq!(event_ids(&read(out.to_string().as_bytes())), ["a", "b"]);
 }
 
+/// Every record the reader gives is one JSON object (what `normalise_object` relies on), in
+/// lookup-events output too, where the record is a string inside the entry.
+#[test]
+fn a_lookup_events_entry_that_is_not_a_json_object_is_rejected() {
+    let out = serde_json::json!({"Events": [
+        {"EventId": "a", "EventName": "Decrypt", "CloudTrailEvent": REC_A},
+        {"EventId": "x", "EventName": "Decrypt", "CloudTrailEvent": "{\"eventSource\": \"s3"},
+        {"EventId": "y", "EventName": "Decrypt", "CloudTrailEvent": "[1, 2]"},
+        {"EventId": "b", "EventName": "GetObject", "CloudTrailEvent": REC_B}
+    ]});
+    let items = read(out.to_string().as_bytes());
+    assert_eq!(event_ids(&items), ["a", "b"]);
+    assert!(
+        items
+            .iter()
+            .any(|i| matches!(i, Item::Rejected { reason, origin, .. }
+            if reason.contains("entry x: CloudTrailEvent is not JSON")
+                && origin.record_index == Some(1))),
+        "{items:?}"
+    );
+    assert!(
+        items
+            .iter()
+            .any(|i| matches!(i, Item::Rejected { reason, origin, .. }
+            if reason.contains("must be a JSON object") && origin.record_index == Some(2))),
+        "{items:?}"
+    );
+}
+
 #[test]
 fn a_single_record_object() {
     assert_eq!(event_ids(&read(REC_A.as_bytes())), ["a"]);
