@@ -844,35 +844,92 @@ pub fn normalise_record(r: &CloudTrailRecord<'_>) -> Result<Normalised, RecordEr
         return Ok(Normalised::NotKms);
     }
     check_plausible(event_time, event_time_text)?;
-    let untracked = || {
-        Ok(Normalised::KmsUntracked {
-            event_id: event_id.to_owned(),
-        })
-    };
     let event_name = r
         .event_name
         .as_deref()
         .ok_or(RecordError::Missing("eventName"))?;
-    let error_code = r.error_code.as_deref().filter(|s| !s.is_empty());
-    let operation = KmsOperation::parse(event_name);
-    let rejected_pending_deletion = error_code.is_some()
-        && r.error_message
-            .as_deref()
-            .is_some_and(is_pending_deletion_message)
-        && operation.is_some();
-    // The operation, when the record is a use of the key (or an attempt the key's state
-    // refused).
-    let usage = operation.filter(|o| o.uses_key_material() || rejected_pending_deletion);
-    let is_key_store = matches!(
-        event_name,
-        "ConnectCustomKeyStore"
-            | "DisconnectCustomKeyStore"
-            | "CreateCustomKeyStore"
-            | "DeleteCustomKeyStore"
-    );
-    let is_lifecycle = matches!(
-        event_name,
-        "CreateKey"
+    let outcome = CallOutcome::of(r, event_name);
+    let events = match CallKind::of(event_name, &outcome) {
+        CallKind::Untracked => Vec::new(),
+        CallKind::KeyStore => {
+            key_store_events(Call::read(r, event_id, event_time, event_name)?, &outcome)
+        }
+        kind => key_events(
+            r,
+            Call::read(r, event_id, event_time, event_name)?,
+            kind,
+            &outcome,
+        )?,
+    };
+    Ok(if events.is_empty() {
+        Normalised::KmsUntracked {
+            event_id: event_id.to_owned(),
+        }
+    } else {
+        Normalised::Kms {
+            event_id: event_id.to_owned(),
+            events,
+        }
+    })
+}
+
+/// How a KMS call ended: its operation (when keywatch knows it), its error code, and whether
+/// KMS refused it because the key is pending deletion.
+struct CallOutcome<'r> {
+    operation: Option<KmsOperation>,
+    error_code: Option<&'r str>,
+    rejected_pending_deletion: bool,
+}
+
+impl<'r> CallOutcome<'r> {
+    fn of(r: &'r CloudTrailRecord<'_>, event_name: &str) -> Self {
+        let error_code = r.error_code.as_deref().filter(|s| !s.is_empty());
+        let operation = KmsOperation::parse(event_name);
+        let rejected_pending_deletion = error_code.is_some()
+            && r.error_message
+                .as_deref()
+                .is_some_and(is_pending_deletion_message)
+            && operation.is_some();
+        CallOutcome {
+            operation,
+            error_code,
+            rejected_pending_deletion,
+        }
+    }
+}
+
+/// What a KMS call is to keywatch.
+enum CallKind {
+    /// A change to a custom key store.
+    KeyStore,
+    /// A use of a key's material, or any call the key's state refused as pending deletion.
+    Use(KmsOperation),
+    /// A change to a key's lifecycle.
+    Lifecycle,
+    /// Anything else (DescribeKey, ListAliases, …): counted, not tracked.
+    Untracked,
+}
+
+impl CallKind {
+    fn of(event_name: &str, outcome: &CallOutcome<'_>) -> Self {
+        if matches!(
+            event_name,
+            "ConnectCustomKeyStore"
+                | "DisconnectCustomKeyStore"
+                | "CreateCustomKeyStore"
+                | "DeleteCustomKeyStore"
+        ) {
+            return CallKind::KeyStore;
+        }
+        if let Some(operation) = outcome
+            .operation
+            .clone()
+            .filter(|o| o.uses_key_material() || outcome.rejected_pending_deletion)
+        {
+            return CallKind::Use(operation);
+        }
+        match event_name {
+            "CreateKey"
             | "ScheduleKeyDeletion"
             | "CancelKeyDeletion"
             | "DeleteKey"
@@ -881,81 +938,115 @@ pub fn normalise_record(r: &CloudTrailRecord<'_>) -> Result<Normalised, RecordEr
             | "ImportKeyMaterial"
             | "DeleteImportedKeyMaterial"
             | "ReplicateKey"
-            | "UpdatePrimaryRegion"
-    );
-    if !(usage.is_some() || is_key_store || is_lifecycle) {
-        return untracked();
+            | "UpdatePrimaryRegion" => CallKind::Lifecycle,
+            _ => CallKind::Untracked,
+        }
     }
+}
 
-    let identity: UserIdentity =
-        nested(r.user_identity).map_err(|e| malformed(event_name, "userIdentity", e))?;
-    let request: RequestParameters =
-        nested(r.request_parameters).map_err(|e| malformed(event_name, "requestParameters", e))?;
-    let response: ResponseElements =
-        nested(r.response_elements).map_err(|e| malformed(event_name, "responseElements", e))?;
-    let additional: AdditionalEventData = nested(r.additional_event_data)
-        .map_err(|e| malformed(event_name, "additionalEventData", e))?;
-    let region = r.aws_region.as_deref().unwrap_or_default();
-    let context = event_context(r, &identity, event_id, event_time, event_name);
-    let account = r
-        .recipient_account_id
-        .as_deref()
-        .or(identity.account_id.as_deref())
-        .unwrap_or_default();
+/// The parts of a tracked call's record that its events are made of.
+struct Call<'r> {
+    request: RequestParameters<'r>,
+    response: ResponseElements,
+    additional: AdditionalEventData,
+    context: EventContext,
+    /// The account the record was delivered to (else the caller's).
+    account: Cow<'r, str>,
+    region: &'r str,
+}
 
-    if is_key_store {
-        let key_store = request
-            .custom_key_store_id
-            .or(additional.custom_key_store_id)
-            .or(response.custom_key_store_id)
-            .map(|id| KeyStoreRef {
-                account: account.to_owned(),
-                region: region.to_owned(),
-                custom_key_store_id: id,
-            });
-        return Ok(match (key_store, error_code) {
-            (Some(key_store), None) => Normalised::Kms {
-                event_id: event_id.to_owned(),
-                events: vec![key_store_event(key_store, context, additional.cluster_id)],
-            },
-            _ => Normalised::KmsUntracked {
-                event_id: event_id.to_owned(),
-            },
-        });
+impl<'r> Call<'r> {
+    fn read(
+        r: &'r CloudTrailRecord<'_>,
+        event_id: &str,
+        event_time: Timestamp,
+        event_name: &str,
+    ) -> Result<Self, RecordError> {
+        let mut identity: UserIdentity =
+            nested(r.user_identity).map_err(|e| malformed(event_name, "userIdentity", e))?;
+        let request = nested(r.request_parameters)
+            .map_err(|e| malformed(event_name, "requestParameters", e))?;
+        let response = nested(r.response_elements)
+            .map_err(|e| malformed(event_name, "responseElements", e))?;
+        let additional = nested(r.additional_event_data)
+            .map_err(|e| malformed(event_name, "additionalEventData", e))?;
+        let context = event_context(r, &identity, event_id, event_time, event_name);
+        let account = match r.recipient_account_id.as_deref() {
+            Some(account) => Cow::Borrowed(account),
+            None => identity.account_id.take().unwrap_or_default(),
+        };
+        Ok(Call {
+            request,
+            response,
+            additional,
+            context,
+            account,
+            region: r.aws_region.as_deref().unwrap_or_default(),
+        })
     }
+}
 
-    let keys = key_arns(r, &request, &response, account, region)
+/// A custom key store call's event: only a successful one that names its store.
+fn key_store_events(call: Call<'_>, outcome: &CallOutcome<'_>) -> Vec<KmsEvent> {
+    let store_id = call
+        .request
+        .custom_key_store_id
+        .or(call.additional.custom_key_store_id)
+        .or(call.response.custom_key_store_id);
+    match (store_id, outcome.error_code) {
+        (Some(custom_key_store_id), None) => vec![key_store_event(
+            KeyStoreRef {
+                account: call.account.into_owned(),
+                region: call.region.to_owned(),
+                custom_key_store_id,
+            },
+            call.context,
+            call.additional.cluster_id,
+        )],
+        _ => Vec::new(),
+    }
+}
+
+/// A use's or a lifecycle call's events, one per key it names.
+fn key_events(
+    r: &CloudTrailRecord<'_>,
+    call: Call<'_>,
+    kind: CallKind,
+    outcome: &CallOutcome<'_>,
+) -> Result<Vec<KmsEvent>, RecordError> {
+    let event_name = call.context.event_name.as_str();
+    let keys = key_arns(r, &call.request, &call.response, &call.account, call.region)
         .map_err(|e| malformed(event_name, "resources", e))?;
     if keys.is_empty() {
         // A use, a rejection as pending deletion or a lifecycle change whose key cannot be
         // told (no key ARN, only an alias) would vanish: reject it, with the reason. A call
         // that failed for another reason names no key to keep.
-        if error_code.is_none() || rejected_pending_deletion {
+        if outcome.error_code.is_none() || outcome.rejected_pending_deletion {
             return Err(RecordError::Missing(
                 "key ARN or key ID (in resources[].ARN or requestParameters.keyId)",
             ));
         }
-        return untracked();
+        return Ok(Vec::new());
     }
-    let events = match usage {
-        Some(operation) => use_events(
+    match kind {
+        CallKind::Use(operation) => Ok(use_events(
             keys,
-            context,
+            call.context,
             &operation,
-            error_code,
-            rejected_pending_deletion,
-            &request,
-            &additional,
+            outcome.error_code,
+            outcome.rejected_pending_deletion,
+            &call.request,
+            &call.additional,
+        )),
+        _ => lifecycle_events(
+            keys,
+            &call.context,
+            outcome.error_code,
+            &call.request,
+            call.response,
+            call.additional,
         ),
-        None => lifecycle_events(keys, &context, error_code, &request, response, additional)?,
-    };
-    if events.is_empty() {
-        return untracked();
     }
-    Ok(Normalised::Kms {
-        event_id: event_id.to_owned(),
-        events,
-    })
 }
 
 /// The record's `eventID`: present, and of a plausible length.
