@@ -173,14 +173,24 @@ pub fn entry_text(e: &TimelineEntry) -> String {
 /// A key's timeline for a person.
 pub fn timeline(t: &KeyTimeline) -> String {
     let mut s = String::new();
-    put(&mut s, format!("KMS key   {}", t.key_arn));
-    put(&mut s, format!("state     {}", t.state.as_str()));
+    key(&mut s, t);
+    entries(&mut s, t);
+    schedules(&mut s, t);
+    usage(&mut s, t);
+    blast_radius(&mut s, &t.blast_radius);
+    s
+}
+
+/// The key: its state, deletion date, origin, key store and any warning.
+fn key(s: &mut String, t: &KeyTimeline) {
+    put(s, format!("KMS key   {}", t.key_arn));
+    put(s, format!("state     {}", t.state.as_str()));
     if let Some(d) = t.deletion_date {
-        put(&mut s, format!("deletion  {d}"));
+        put(s, format!("deletion  {d}"));
     }
     if let Some(o) = &t.origin {
         put(
-            &mut s,
+            s,
             format!(
                 "origin    {o}{}",
                 if t.multi_region {
@@ -193,7 +203,7 @@ pub fn timeline(t: &KeyTimeline) -> String {
     }
     if let Some(ks) = &t.custom_key_store {
         put(
-            &mut s,
+            s,
             format!(
                 "key store {} ({:?}{}{}{})",
                 ks.custom_key_store_id,
@@ -220,15 +230,19 @@ pub fn timeline(t: &KeyTimeline) -> String {
             OrphanReason::KeyStoreDisconnected => "key store disconnected at deletion",
         };
         put(
-            &mut s,
+            s,
             format!("WARNING   key material may remain in the CloudHSM cluster: {why}"),
         );
     }
-    put(&mut s, format!("\nTimeline ({} events)", t.event_count));
+}
+
+/// The timeline's entries, oldest first.
+fn entries(s: &mut String, t: &KeyTimeline) {
+    put(s, format!("\nTimeline ({} events)", t.event_count));
     for e in &t.entries {
         let what = entry_text(e);
         put(
-            &mut s,
+            s,
             format!(
                 "  {}  {:<28} {:<60} {}",
                 e.event_time, e.event_name, what, e.principal
@@ -237,20 +251,24 @@ pub fn timeline(t: &KeyTimeline) -> String {
     }
     if t.pending_use_entries_dropped > 0 {
         put(
-            &mut s,
+            s,
             format!(
                 "  … and {} more uses while pending deletion",
                 t.pending_use_entries_dropped
             ),
         );
     }
+}
+
+/// Each deletion schedule and what became of it.
+fn schedules(s: &mut String, t: &KeyTimeline) {
     for sch in &t.schedules {
         let end = match &sch.ended {
             None => "running".to_owned(),
             Some(ScheduleEnd::Cancelled { at, .. }) => format!("cancelled {at}"),
             Some(ScheduleEnd::Deleted { at, .. }) => format!("deleted {at}"),
         };
-        put(&mut s, format!("\nSchedule {} by {}: {} days to {}, {end}; {} use(s) during the window; last use before: {}",
+        put(s, format!("\nSchedule {} by {}: {} days to {}, {end}; {} use(s) during the window; last use before: {}",
             sch.scheduled_at,
             sch.scheduled_by,
             sch.window_days,
@@ -260,10 +278,14 @@ pub fn timeline(t: &KeyTimeline) -> String {
             or_dash(sch.last_use_before)
         ));
     }
+}
+
+/// Usage per operation and principal.
+fn usage(s: &mut String, t: &KeyTimeline) {
     if !t.usage.is_empty() {
-        put(&mut s, "\nUsage");
+        put(s, "\nUsage");
         put(
-            &mut s,
+            s,
             format!(
                 "  {:<22} {:>9} {:>9}  {:<20}  {:<20}  principal",
                 "operation", "ok", "failed", "first", "last"
@@ -271,7 +293,7 @@ pub fn timeline(t: &KeyTimeline) -> String {
         );
         for u in &t.usage {
             put(
-                &mut s,
+                s,
                 format!(
                     "  {:<22} {:>9} {:>9}  {:<20}  {:<20}  {}",
                     u.operation, u.successes, u.failures, u.first_seen, u.last_seen, u.principal
@@ -279,8 +301,6 @@ pub fn timeline(t: &KeyTimeline) -> String {
             );
         }
     }
-    blast_radius(&mut s, &t.blast_radius);
-    s
 }
 
 /// What the key protects, for a person (values from records, sanitised).

@@ -188,6 +188,36 @@ fn timeline_by_key_id_and_keys_by_state() {
     assert!(t["entries"].as_array().is_some_and(|e| e.len() >= 6));
     assert!(t["usage"].as_array().is_some_and(|u| !u.is_empty()));
 
+    // The text form's usage table: every row's columns under the header's.
+    let text = stdout(&keywatch(&[
+        "timeline",
+        "1111aaaa-11aa-11aa-11aa-111111111111",
+        "--db",
+        db,
+        "--color",
+        "never",
+    ]));
+    let table: Vec<&str> = text
+        .lines()
+        .skip_while(|l| *l != "Usage")
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert!(table.len() >= 3, "{text}");
+    let header = table[0];
+    let first_column = header.find("first").expect("a first column");
+    let ok_end = header.find(" ok").expect("an ok column") + 3;
+    for row in &table[1..] {
+        assert!(
+            row.get(first_column..first_column + 4) == Some("2026")
+                && row
+                    .as_bytes()
+                    .get(ok_end - 1)
+                    .is_some_and(u8::is_ascii_digit),
+            "usage row out of its columns:\n{header}\n{row}"
+        );
+    }
+
     let hsm = keywatch(&[
         "timeline",
         "arn:aws:kms:us-east-1:111122223333:key/3333cccc-33cc-33cc-33cc-333333333333",

@@ -108,14 +108,14 @@ impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut buf = [0u8; 24];
         match format_utc_fast(self.0, &mut buf) {
-            Some(text) => f.write_str(text),
+            Some(text) => f.pad(text),
             None => {
                 let secs = if self.0 % 1000 == 0 {
                     SecondsFormat::Secs
                 } else {
                     SecondsFormat::Millis
                 };
-                f.write_str(&self.to_datetime().to_rfc3339_opts(secs, true))
+                f.pad(&self.to_datetime().to_rfc3339_opts(secs, true))
             }
         }
     }

@@ -89,3 +89,18 @@ fn a_bucket_proved_only_by_rejections_is_stored_as_unscheduled() {
     let back: PendingUseBucket = serde_json::from_value(json).expect("reads");
     assert_eq!(back, scheduled);
 }
+
+/// KMS's names shown in columns (`keywatch timeline`'s usage table) take the width asked for.
+#[test]
+fn kms_names_fill_the_width_of_their_column() {
+    use keywatch_core::{AlertKind, KmsOperation, Severity};
+    assert_eq!(format!("{:<10}|", KmsOperation::Decrypt), "Decrypt   |");
+    assert_eq!(
+        format!("{:>8}|", Severity::Critical.to_string()),
+        format!("{:>8}|", Severity::Critical)
+    );
+    assert_eq!(
+        format!("{:<30}|", AlertKind::DeletionScheduled),
+        format!("{:<30}|", AlertKind::DeletionScheduled.as_str())
+    );
+}
