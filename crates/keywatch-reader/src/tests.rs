@@ -18,6 +18,14 @@ fn read(bytes: &[u8]) -> Vec<Item> {
     items
 }
 
+/// Whether the record at `index` was rejected for a reason that says `why`.
+fn rejected_at(items: &[Item], index: u64, why: &str) -> bool {
+    items.iter().any(|i| {
+        matches!(i, Item::Rejected { reason, origin, .. }
+            if reason.contains(why) && origin.record_index == Some(index))
+    })
+}
+
 fn event_ids(items: &[Item]) -> Vec<String> {
     items
         .iter()
@@ -174,10 +182,7 @@ fn the_record_limit_holds_for_records_inside_whole_files_too() {
         .expect("in-memory read");
     assert_eq!(event_ids(&items), ["a"]);
     assert!(
-        items
-            .iter()
-            .any(|i| matches!(i, Item::Rejected { reason, origin, .. }
-            if reason.contains("larger than 2048 bytes") && origin.record_index == Some(1))),
+        rejected_at(&items, 1, "larger than 2048 bytes"),
         "{items:?}"
     );
 }
@@ -204,20 +209,10 @@ fn a_lookup_events_entry_that_is_not_a_json_object_is_rejected() {
     let items = read(out.to_string().as_bytes());
     assert_eq!(event_ids(&items), ["a", "b"]);
     assert!(
-        items
-            .iter()
-            .any(|i| matches!(i, Item::Rejected { reason, origin, .. }
-            if reason.contains("entry x: CloudTrailEvent is not JSON")
-                && origin.record_index == Some(1))),
+        rejected_at(&items, 1, "entry x: CloudTrailEvent is not JSON"),
         "{items:?}"
     );
-    assert!(
-        items
-            .iter()
-            .any(|i| matches!(i, Item::Rejected { reason, origin, .. }
-            if reason.contains("must be a JSON object") && origin.record_index == Some(2))),
-        "{items:?}"
-    );
+    assert!(rejected_at(&items, 2, "must be a JSON object"), "{items:?}");
 }
 
 #[test]
