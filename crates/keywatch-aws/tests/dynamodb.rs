@@ -414,7 +414,25 @@ async fn a_segment_over_the_item_limit_is_split() {
     assert_eq!(back.len(), appended.len());
     let mut expected: Vec<&keywatch_database::RecordToAppend<'_>> = appended.iter().collect();
     expected.sort_by(|a, b| (a.event_time, a.event_id).cmp(&(b.event_time, b.event_id)));
-    assert!(back.iter().zip(expected).all(|(b, e)| b == e.json));
+    // Which record differs, and where: this failed once in a fresh-clone `make test`
+    // (2 December) and not in any rerun.
+    for (i, (b, e)) in back.iter().zip(expected).enumerate() {
+        let at = b
+            .bytes()
+            .zip(e.json.bytes())
+            .position(|(x, y)| x != y)
+            .unwrap_or(b.len().min(e.json.len()));
+        assert!(
+            b == e.json,
+            "record {i} of {} ({}): {} bytes read back, {} appended, first difference at byte {at}: {:?} against {:?}",
+            back.len(),
+            e.event_id,
+            b.len(),
+            e.json.len(),
+            &b[at.saturating_sub(40).min(b.len())..(at + 40).min(b.len())],
+            &e.json[at.saturating_sub(40).min(e.json.len())..(at + 40).min(e.json.len())],
+        );
+    }
 }
 
 /// Records stored as items of their own, as versions before segments kept them, are still
