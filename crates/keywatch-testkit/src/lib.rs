@@ -18,13 +18,17 @@ pub fn service(var: &str) -> String {
     v
 }
 
-/// A name no other test run uses.
+/// A name no other test run uses, nor another test of this process: two threads can read
+/// the same clock time, and creating a DynamoDB table that exists succeeds (deployments rely
+/// on it), so two tests given one name would share a table.
 pub fn unique(name: &str) -> String {
+    static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    format!("{name}-{}-{nanos}", std::process::id())
+    let n = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{name}-{}-{nanos}-{n}", std::process::id())
 }
 
 /// AWS SDK configuration for the moto server at KEYWATCH_TEST_AWS_ENDPOINT.
