@@ -23,4 +23,4 @@ pub use event::{
     Principal, RecordError,
 };
 pub use time::Timestamp;
-pub use timeline::{KeyState, KeyTimeline, TIMELINE_FORMAT};
+pub use timeline::{KeyState, KeyTimeline, LastChange, TIMELINE_FORMAT};

@@ -385,6 +385,24 @@ pub struct KeyTimeline {
     /// The (eventTime, call id) of the last event folded: the call id is the `sharedEventID`
     /// of a cross-account call, else the eventID.
     pub last_applied: Option<(Timestamp, String)>,
+    /// The last event folded that did more than count a use: uses after it commute, so a
+    /// late one among them folds in place instead of rebuilding ([`Self::absorbs`]).
+    #[serde(default)]
+    pub last_change: LastChange,
+}
+
+/// Where a timeline last changed in more than its usage counts: a lifecycle event, a key
+/// store's, a related key's, a use while pending deletion, a use naming a new key store.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LastChange {
+    /// Not known: a timeline stored before this was kept. Nothing late folds in place.
+    #[default]
+    Unknown,
+    /// Every event folded only counted a use.
+    Never,
+    /// At this event: (eventTime, call id), as in [`KeyTimeline::last_applied`].
+    At(Timestamp, String),
 }
 
 /// The form of [`KeyTimeline`] this version folds and stores. Raise it whenever what a fold
@@ -422,6 +440,7 @@ impl KeyTimeline {
             deleted_by_event: None,
             event_count: 0,
             last_applied: None,
+            last_change: LastChange::Never,
         }
     }
 
@@ -515,20 +534,87 @@ impl KeyTimeline {
             .is_some_and(|s| s.connected == Some(false))
     }
 
-    /// Applies one event that [follows](Self::follows) the ones folded so far. Events of
-    /// other keys, and of key stores other than this key's, are ignored.
+    /// Whether `event`, though it does not [follow](Self::follows), folds now into the same
+    /// timeline as a rebuild from the log would give: a use that only counts (the key not
+    /// pending deletion, no new key store named, not a copy of a cross-account call), later
+    /// than every event that did more. Such uses commute: their roll-ups are sums, minima
+    /// and maxima. A busy key's calls come a little out of order all the time (CloudTrail
+    /// times are whole seconds, eventIDs random), and each rebuild would read its whole log.
+    pub fn absorbs(&self, event: &KmsEvent) -> bool {
+        let KmsEvent::Key(e) = event else {
+            return false;
+        };
+        if e.context.shared_event_id.is_some() || !self.only_counts(e) {
+            return false;
+        }
+        let (at, call, _) = event.order_key();
+        match &self.last_change {
+            LastChange::Unknown => false,
+            LastChange::Never => true,
+            LastChange::At(t, id) => (at, call) > (*t, id.as_str()),
+        }
+    }
+
+    /// Whether applying `e` now would only count a use: its roll-up, its schedule's counts
+    /// and what its encryption context protects, all of which commute.
+    fn only_counts(&self, e: &KeyEvent) -> bool {
+        let KeyEventKind::Used {
+            outcome,
+            custom_key_store_id,
+            xks_key_id,
+            ..
+        } = &e.kind
+        else {
+            return false;
+        };
+        let pending_use = match outcome {
+            UsageOutcome::RejectedPendingDeletion => true,
+            UsageOutcome::Succeeded => self.state.is_pending_deletion(),
+            UsageOutcome::Failed { .. } => false,
+        };
+        let key_store_known = match custom_key_store_id {
+            None => true,
+            Some(id) => self.custom_key_store.as_ref().is_some_and(|s| {
+                s.custom_key_store_id == *id
+                    && xks_key_id.as_ref().is_none_or(|x| {
+                        s.xks_key_id.as_ref() == Some(x)
+                            && s.key_store_type == KeyStoreType::External
+                    })
+            }),
+        };
+        e.key == self.key_arn && !pending_use && key_store_known
+    }
+
+    /// Applies one event that [follows](Self::follows) the ones folded so far, or that the
+    /// timeline [absorbs](Self::absorbs). Events of other keys, and of key stores other than
+    /// this key's, are ignored.
     pub fn apply(&mut self, event: &KmsEvent) {
         if !self.is_relevant(event) {
             return;
         }
-        match event {
-            KmsEvent::Key(e) if e.key == self.key_arn => self.apply_key_event(e),
-            KmsEvent::Key(e) => self.apply_related_key_event(e),
-            KmsEvent::KeyStore(e) => self.apply_key_store_event(e),
-        }
+        let only_counts = match event {
+            KmsEvent::Key(e) if e.key == self.key_arn => {
+                let only_counts = self.only_counts(e);
+                self.apply_key_event(e);
+                only_counts
+            }
+            KmsEvent::Key(e) => {
+                self.apply_related_key_event(e);
+                false
+            }
+            KmsEvent::KeyStore(e) => {
+                self.apply_key_store_event(e);
+                false
+            }
+        };
         let c = event.context();
         self.event_count += 1;
+        if !only_counts {
+            self.last_change = LastChange::At(c.event_time, c.call_id().to_owned());
+        }
         match &mut self.last_applied {
+            // An absorbed use, earlier than the last: the last stays.
+            Some((at, call_id)) if (c.event_time, c.call_id()) < (*at, call_id.as_str()) => {}
             // The id's text is reused: a fold applies thousands of events.
             Some((at, call_id)) => {
                 *at = c.event_time;

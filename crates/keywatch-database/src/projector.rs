@@ -70,14 +70,15 @@ struct KeyFold<'e> {
 }
 
 /// Applies events to a timeline in order; false (and the timeline half-folded) at the first
-/// that does not follow it: a late record, or the second copy of a cross-account call.
+/// that does not follow it and that it cannot absorb: a late record that is not a mere use,
+/// or the second copy of a cross-account call.
 fn fold_in_order(timeline: &mut KeyTimeline, events: &[&KmsEvent]) -> bool {
     let mut previous: Option<&KmsEvent> = None;
     for e in events {
         // One record's events for several keys (ReplicateKey names the primary and its new
         // replica) apply together.
         let same_record = previous.is_some_and(|p| p.order_key() == e.order_key());
-        if !same_record && !timeline.follows(e) {
+        if !same_record && !timeline.follows(e) && !timeline.absorbs(e) {
             return false;
         }
         timeline.apply(e);

@@ -188,6 +188,111 @@ fn a_late_record_rebuilds_the_timeline_from_the_event_log() {
     assert_eq!(kinds, ["deletion_scheduled", "pending_deletion_key_used"]);
 }
 
+/// Projects `batches` in turn; the key's timeline and the rebuilds of each batch.
+fn rebuilds_of(batches: &[Vec<Value>]) -> (KeyTimeline, Vec<usize>) {
+    let mut p = Projector::new(
+        SqliteDatabase::in_memory().expect("store"),
+        AlertConfig::default(),
+    );
+    let rebuilds = batches
+        .iter()
+        .map(|b| {
+            p.process(&normalised(b), as_of())
+                .expect("projection")
+                .rebuilds
+        })
+        .collect();
+    let key = KeyArn::parse(KEY).expect("key");
+    let t = p
+        .database()
+        .load_timeline(&key)
+        .expect("load")
+        .expect("stored");
+    (t, rebuilds)
+}
+
+#[test]
+fn late_uses_of_a_key_in_use_fold_in_place_and_equal_the_rebuilt_timeline() {
+    let create = create_key(
+        "2026-11-01T00:00:00Z",
+        "create",
+        "AWS_KMS",
+        None,
+        None,
+        None,
+    );
+    // A busy key's calls within one second, delivered out of eventID order, some denied,
+    // some naming what they protect.
+    let mut uses: Vec<Value> = (0..12)
+        .map(|i| {
+            let id = format!("use-{:02}", 11 - i);
+            if i % 4 == 3 {
+                failed(
+                    "Decrypt",
+                    "2026-11-20T10:00:00Z",
+                    &id,
+                    "AccessDeniedException",
+                )
+            } else {
+                let mut u = decrypt("2026-11-20T10:00:00Z", &id, APP_ROLE);
+                u["requestParameters"]["encryptionContext"] =
+                    serde_json::json!({"aws:s3:arn": format!("arn:aws:s3:::orders/{i}")});
+                u
+            }
+        })
+        .collect();
+    uses.push(decrypt("2026-11-19T09:00:00Z", "use-earlier", APP_ROLE));
+    let batches: Vec<Vec<Value>> = std::iter::once(vec![create.clone()])
+        .chain(uses.chunks(3).map(<[Value]>::to_vec))
+        .collect();
+    let (folded, rebuilds) = rebuilds_of(&batches);
+    assert_eq!(
+        rebuilds,
+        vec![0; batches.len()],
+        "no batch read the log again"
+    );
+    let mut all = vec![create];
+    all.extend(uses);
+    let (reference, _) = rebuilds_of(&[all]);
+    assert_eq!(folded, reference);
+    assert_eq!(folded.event_count, 14);
+}
+
+#[test]
+fn a_late_use_from_before_a_lifecycle_change_still_rebuilds() {
+    let create = create_key(
+        "2026-11-01T00:00:00Z",
+        "create",
+        "AWS_KMS",
+        None,
+        None,
+        None,
+    );
+    let sched = schedule("2026-11-20T10:00:00Z", "sched", 7, None);
+    let cases = [
+        // Denied before the schedule: not an attempt during the waiting period.
+        failed(
+            "Decrypt",
+            "2026-11-20T09:59:59Z",
+            "denied",
+            "AccessDeniedException",
+        ),
+        // A use before the schedule: not a use while pending deletion.
+        decrypt("2026-11-20T09:00:00Z", "before", APP_ROLE),
+    ];
+    for late in cases {
+        let batches = vec![vec![create.clone(), sched.clone()], vec![late.clone()]];
+        let (folded, rebuilds) = rebuilds_of(&batches);
+        assert_eq!(rebuilds, [0, 1], "{}", late["eventID"]);
+        let (reference, _) = rebuilds_of(&[vec![create.clone(), sched.clone(), late]]);
+        assert_eq!(folded, reference);
+        assert!(folded
+            .schedules
+            .iter()
+            .all(|s| s.uses_during_window == 0 && s.failed_attempts_during_window == 0));
+    }
+}
+
 #[test]
 fn a_batch_that_fails_half_way_stores_nothing_and_its_retry_loses_nothing() {
     let store = Flaky {
