@@ -14,5 +14,5 @@ cargo build -q --release -p keywatch-cli
 # 14,000/s: the run's batches fill up).
 for noise in ${NOISE:-50 500}; do
   cargo run -q --release -p keywatch-cli --example page_latency -- \
-    127.0.0.1:$KAFKA_PORT http://127.0.0.1:$MOTO_PORT target/release/keywatch "${PAGES:-200}" "$noise"
+    127.0.0.1:$KAFKA_PORT http://127.0.0.1:$MOTO_PORT target/release/keywatch "${PAGES:-200}" "$noise" ${RUN_ARGS:-}
 done

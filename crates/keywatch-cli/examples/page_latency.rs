@@ -3,7 +3,8 @@
 //! SQS, loopback). The peer, measured in the same run: the broker alone, a record produced to
 //! a consumer of this process.
 //!
-//! Usage: `page_latency BROKERS AWS_ENDPOINT KEYWATCH_BINARY [PAGES] [NOISE_PER_PAGE]`.
+//! Usage: `page_latency BROKERS AWS_ENDPOINT KEYWATCH_BINARY [PAGES] [NOISE_PER_PAGE]
+//! [RUN_ARGS...]` (the rest is passed to `keywatch run`, e.g. `--batch-window-ms 1000`).
 //! Each measured record is a ScheduleKeyDeletion of a key of its own (one page each),
 //! produced every 20 ms after NOISE_PER_PAGE Decrypt records of an enabled key (produced
 //! together, not one acknowledgement at a time), so that the run folds batches, not one
@@ -77,12 +78,14 @@ fn summary(name: &str, mut ms: Vec<f64>) -> (f64, f64) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: page_latency BROKERS AWS_ENDPOINT KEYWATCH_BINARY [PAGES] [NOISE_PER_PAGE]";
+    let usage =
+        "usage: page_latency BROKERS AWS_ENDPOINT KEYWATCH_BINARY [PAGES] [NOISE_PER_PAGE] [RUN_ARGS...]";
     let brokers = args.next().ok_or_else(|| anyhow::anyhow!(usage))?;
     let endpoint = args.next().ok_or_else(|| anyhow::anyhow!(usage))?;
     let binary = args.next().ok_or_else(|| anyhow::anyhow!(usage))?;
     let pages: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(200);
     let noise: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(50);
+    let run_args: Vec<String> = args.collect();
     let tag = std::process::id();
 
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -107,7 +110,9 @@ async fn main() -> anyhow::Result<()> {
         let (received, stop, joined) = (received.clone(), stop.clone(), joined.clone());
         std::thread::spawn(move || {
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                if let Ok(batch) = consumer.poll_batch(500, Duration::from_millis(100)) {
+                if let Ok(batch) =
+                    consumer.poll_batch(500, Duration::from_millis(100), Duration::MAX)
+                {
                     let now = Instant::now();
                     let mut r = received.lock().unwrap_or_else(|e| e.into_inner());
                     for c in batch {
@@ -159,8 +164,12 @@ async fn main() -> anyhow::Result<()> {
         .arg("--store")
         .arg(format!("sqlite:{}", dir.path().join("k.db").display()))
         .args(["--sns-topic-arn", &topic_arn])
+        .args(&run_args)
         .env("AWS_ENDPOINT_URL", &endpoint)
-        .env("KEYWATCH_LOG", "warn")
+        .env(
+            "KEYWATCH_LOG",
+            std::env::var("LATENCY_RUN_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(std::process::Stdio::null())
         .spawn()?;
     let producer = Arc::new(EventLogProducer::new(&settings)?);

@@ -196,6 +196,10 @@ enum Command {
         /// Records per batch.
         #[arg(long, default_value_t = 10_000)]
         batch: usize,
+        /// A batch is cut this many milliseconds after its first record, full or not, so that
+        /// a busy stream pages within a second (Lambda's `MaximumBatchingWindowInSeconds`).
+        #[arg(long, value_name = "MILLISECONDS", default_value_t = 250)]
+        batch_window_ms: u64,
         /// Exit after this many seconds without a record (for batch jobs and tests).
         #[arg(long, value_name = "SECONDS")]
         exit_when_idle: Option<u64>,
@@ -415,6 +419,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             sns_topic_arn,
             suppress_minutes,
             batch,
+            batch_window_ms,
             exit_when_idle,
             sweep_minutes,
             create_topic,
@@ -426,6 +431,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             sns_topic_arn,
             suppress_minutes,
             batch,
+            batch_window: std::time::Duration::from_millis(batch_window_ms),
             exit_when_idle,
             sweep_minutes,
             create_topic,

@@ -70,6 +70,8 @@ pub struct Options {
     pub sns_topic_arn: Option<String>,
     pub suppress_minutes: u32,
     pub batch: usize,
+    /// A batch is cut this long after its first record, full or not.
+    pub batch_window: Duration,
     pub exit_when_idle: Option<u64>,
     pub sweep_minutes: u64,
     /// Create the topic (with this many partitions) when it does not exist.
@@ -261,8 +263,10 @@ async fn consume<S: Database>(
     loop {
         // The broker may restart, move the group coordinator or forget this member: log it,
         // back off, and poll again (librdkafka reconnects and rejoins); exit only when told to.
-        let polled =
-            tokio::task::block_in_place(|| consumer.poll_batch(opts.batch, Duration::from_secs(1)));
+        let polling = Instant::now();
+        let polled = tokio::task::block_in_place(|| {
+            consumer.poll_batch(opts.batch, Duration::from_secs(1), opts.batch_window)
+        });
         let batch = match polled {
             Ok(batch) => {
                 backoff = Duration::ZERO;
@@ -291,6 +295,7 @@ async fn consume<S: Database>(
                 continue;
             }
         };
+        let polled_in = polling.elapsed();
         let now = Timestamp::now();
         // A rebalance (a process joining or leaving the group) moves partitions: say so.
         let partitions = consumer.assigned_partitions();
@@ -306,6 +311,7 @@ async fn consume<S: Database>(
         let mut alerts = Vec::new();
         if !batch.is_empty() {
             last_record = Instant::now();
+            let projecting = Instant::now();
             let decoded = decode_batch(batch.iter().map(|c| Payload {
                 partition: c.partition.into(),
                 offset: c.offset,
@@ -323,6 +329,8 @@ async fn consume<S: Database>(
                 new = outcome.new_records,
                 duplicates = outcome.duplicate_records,
                 alerts = outcome.alerts.len(),
+                polled_ms = polled_in.as_millis(),
+                projected_ms = projecting.elapsed().as_millis(),
                 "batch projected"
             );
             alerts.extend(outcome.alerts);
@@ -346,6 +354,7 @@ async fn consume<S: Database>(
         }
         // The outbox is in the database: what is not delivered now is delivered next round,
         // and what an earlier run could not deliver goes first.
+        let delivering = Instant::now();
         match pipeline.deliver_all(now).await {
             Ok(d) if d.failed > 0 => tracing::warn!(
                 failed = d.failed,
@@ -362,12 +371,25 @@ async fn consume<S: Database>(
                 return Err(e).context("writing alerts to standard output");
             }
         }
+        let delivered_in = delivering.elapsed();
+        let putting = Instant::now();
         pipeline.put_metrics(&counts).await;
+        let put_in = putting.elapsed();
+        let committing = Instant::now();
         // Timelines and outbox are written: now the broker may forget these records. A commit
         // that fails (a coordinator moving, a restart) only means they may come again, which
         // the store ignores.
         if let Err(e) = consumer.commit(&settings.topic, &batch) {
             tracing::warn!(error = %e, records = batch.len(), "offsets not committed; the records may be redelivered");
+        }
+        if !batch.is_empty() {
+            tracing::debug!(
+                records = batch.len(),
+                delivered_ms = delivered_in.as_millis(),
+                metrics_ms = put_in.as_millis(),
+                committed_ms = committing.elapsed().as_millis(),
+                "batch committed"
+            );
         }
         if stop.load(Ordering::SeqCst) {
             tracing::info!(records = batch.len(), "last batch committed; exiting");

@@ -82,7 +82,11 @@ async fn eventbridge_to_ingest_to_kafka_to_projector_to_sns_pages_what_replay_ra
     for _ in 0..60 {
         consumed.extend(
             consumer
-                .poll_batch(10_000, std::time::Duration::from_millis(500))
+                .poll_batch(
+                    10_000,
+                    std::time::Duration::from_millis(500),
+                    std::time::Duration::MAX,
+                )
                 .expect("poll")
                 .into_iter()
                 .filter(is_ours),

@@ -85,7 +85,11 @@ async fn a_gzipped_cloudtrail_log_file_in_s3_reaches_the_event_log() {
     let mut seen = BTreeSet::new();
     for _ in 0..60 {
         for c in consumer
-            .poll_batch(10_000, std::time::Duration::from_millis(500))
+            .poll_batch(
+                10_000,
+                std::time::Duration::from_millis(500),
+                std::time::Duration::MAX,
+            )
             .expect("poll")
         {
             let v: serde_json::Value = serde_json::from_slice(&c.payload).expect("record JSON");

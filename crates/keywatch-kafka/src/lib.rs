@@ -8,7 +8,7 @@ use keywatch_core::KmsEvent;
 use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A Kafka failure.
 #[derive(Debug, thiserror::Error)]
@@ -486,12 +486,27 @@ impl EventLogConsumer {
     }
 
     /// Collects up to `max` records, waiting at most `wait` for the first and then taking what
-    /// is already there.
-    pub fn poll_batch(&self, max: usize, wait: Duration) -> Result<Vec<Consumed>, KafkaError> {
+    /// is already there, for at most `window` after the first: a steady stream is cut into
+    /// batches at least that often (as Lambda's `MaximumBatchingWindowInSeconds` does), so
+    /// that the first record of a batch does not wait for a full one.
+    pub fn poll_batch(
+        &self,
+        max: usize,
+        wait: Duration,
+        window: Duration,
+    ) -> Result<Vec<Consumed>, KafkaError> {
         use rdkafka::Message;
         let mut out = Vec::new();
         let mut timeout = wait;
+        let mut first: Option<Instant> = None;
         while out.len() < max {
+            if let Some(first) = first {
+                let left = window.saturating_sub(first.elapsed());
+                if left.is_zero() {
+                    break;
+                }
+                timeout = timeout.min(left);
+            }
             match self.consumer.poll(timeout) {
                 None => break,
                 // Records already taken are handed over (their position has moved on); the
@@ -505,6 +520,7 @@ impl EventLogConsumer {
                     offset: m.offset(),
                 }),
             }
+            first.get_or_insert_with(Instant::now);
             timeout = Duration::from_millis(50);
         }
         Ok(out)

@@ -37,7 +37,7 @@ async fn records_keyed_by_key_arn_come_back_in_order_and_commits_resume_after_th
     for _ in 0..50 {
         got.extend(
             consumer
-                .poll_batch(100, Duration::from_millis(500))
+                .poll_batch(100, Duration::from_millis(500), Duration::MAX)
                 .expect("poll"),
         );
         if got.len() >= 20 {
@@ -64,7 +64,7 @@ async fn records_keyed_by_key_arn_come_back_in_order_and_commits_resume_after_th
     for _ in 0..50 {
         again.extend(
             consumer
-                .poll_batch(100, Duration::from_millis(500))
+                .poll_batch(100, Duration::from_millis(500), Duration::MAX)
                 .expect("poll"),
         );
         if again.len() >= 10 {
@@ -94,4 +94,57 @@ async fn an_unreachable_broker_fails_the_publish() {
         .expect_err("nothing listens on port 9");
     assert!(err.to_string().contains("e1"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[tokio::test]
+async fn a_batch_is_cut_at_its_window_while_records_are_waiting() {
+    let s = settings(&keywatch_testkit::unique("keywatch-window"));
+    ensure_topic(&s, 1).await.expect("topic");
+    let producer = EventLogProducer::new(&s).expect("producer");
+    let key = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    for i in 0..20 {
+        producer
+            .publish(
+                &format!("e{i}"),
+                &format!(r#"{{"eventID":"e{i}"}}"#),
+                &[key.to_owned()],
+                "test",
+                "2026-11-01T00:00:00Z",
+            )
+            .await
+            .expect("acknowledged");
+    }
+    let consumer =
+        EventLogConsumer::new(&s, &keywatch_testkit::unique("keywatch-group")).expect("consumer");
+    // A window of nothing: the batch ends with its first record, whatever else is waiting.
+    let mut first = Vec::new();
+    for _ in 0..50 {
+        first = consumer
+            .poll_batch(100, Duration::from_millis(500), Duration::ZERO)
+            .expect("poll");
+        if !first.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(first.len(), 1, "cut at the window");
+    // The rest come after it, none lost, none repeated.
+    let mut got = first;
+    for _ in 0..50 {
+        got.extend(
+            consumer
+                .poll_batch(100, Duration::from_millis(500), Duration::MAX)
+                .expect("poll"),
+        );
+        if got.len() >= 20 {
+            break;
+        }
+    }
+    let ids: Vec<String> = got
+        .iter()
+        .map(|c| String::from_utf8_lossy(&c.payload).into_owned())
+        .collect();
+    let expected: Vec<String> = (0..20)
+        .map(|i| format!(r#"{{"eventID":"e{i}"}}"#))
+        .collect();
+    assert_eq!(ids, expected);
 }

@@ -83,7 +83,7 @@ async fn the_event_log_runs_over_mutual_tls_and_refuses_clients_without_a_signed
     for _ in 0..60 {
         got.extend(
             consumer
-                .poll_batch(100, Duration::from_millis(500))
+                .poll_batch(100, Duration::from_millis(500), Duration::MAX)
                 .expect("poll over mutual TLS"),
         );
         if got.len() >= 5 {
