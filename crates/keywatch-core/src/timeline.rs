@@ -544,33 +544,82 @@ impl KeyTimeline {
         let KmsEvent::Key(e) = event else {
             return false;
         };
-        if e.context.shared_event_id.is_some() || !self.only_counts(e) {
+        if e.context.shared_event_id.is_some() || !self.commutes(e) {
             return false;
         }
         let (at, call, _) = event.order_key();
-        match &self.last_change {
+        let after_last_change = match &self.last_change {
             LastChange::Unknown => false,
             LastChange::Never => true,
             LastChange::At(t, id) => (at, call) > (*t, id.as_str()),
+        };
+        after_last_change && (self.only_counts(e) || self.can_place_pending_use(at))
+    }
+
+    /// Whether a late use while pending deletion at `at` lands where a rebuild would put it:
+    /// its entry among the kept ones by time alone (none kept in the same second, where
+    /// eventIDs would decide), or none when the kept ones all came before; its minute not
+    /// among those compacted away.
+    fn can_place_pending_use(&self, at: Timestamp) -> bool {
+        let kept = self.pending_uses - self.pending_use_entries_dropped;
+        let entry_placed = if kept < MAX_PENDING_USE_ENTRIES as u64 {
+            self.entries.iter().all(|e| e.event_time != at)
+        } else {
+            self.entries
+                .iter()
+                .rev()
+                .find(|e| matches!(e.detail, EntryDetail::UsedWhilePendingDeletion { .. }))
+                .is_none_or(|e| e.event_time < at)
+        };
+        let minute = Timestamp::from_millis(at.millis().div_euclid(MINUTE_MS) * MINUTE_MS);
+        let minute_kept = self.pending_uses_compacted.is_empty()
+            || self
+                .pending_use_buckets
+                .first()
+                .is_some_and(|b| b.minute <= minute);
+        entry_placed && minute_kept
+    }
+
+    /// Whether applying `e` now commutes with the uses around it: a use that
+    /// [only counts](Self::only_counts), or a use while the key is already pending deletion
+    /// (its counts, its minute's bucket and its entry go where its time says).
+    fn commutes(&self, e: &KeyEvent) -> bool {
+        if self.only_counts(e) {
+            return true;
         }
+        let KeyEventKind::Used { outcome, .. } = &e.kind else {
+            return false;
+        };
+        let pending_use = matches!(
+            outcome,
+            UsageOutcome::RejectedPendingDeletion | UsageOutcome::Succeeded
+        );
+        pending_use && self.state.is_pending_deletion() && self.names_no_new_key_store(e)
     }
 
     /// Whether applying `e` now would only count a use: its roll-up, its schedule's counts
     /// and what its encryption context protects, all of which commute.
     fn only_counts(&self, e: &KeyEvent) -> bool {
-        let KeyEventKind::Used {
-            outcome,
-            custom_key_store_id,
-            xks_key_id,
-            ..
-        } = &e.kind
-        else {
+        let KeyEventKind::Used { outcome, .. } = &e.kind else {
             return false;
         };
         let pending_use = match outcome {
             UsageOutcome::RejectedPendingDeletion => true,
             UsageOutcome::Succeeded => self.state.is_pending_deletion(),
             UsageOutcome::Failed { .. } => false,
+        };
+        !pending_use && self.names_no_new_key_store(e)
+    }
+
+    /// Whether `e` is a use of this key naming no key store the timeline does not know.
+    fn names_no_new_key_store(&self, e: &KeyEvent) -> bool {
+        let KeyEventKind::Used {
+            custom_key_store_id,
+            xks_key_id,
+            ..
+        } = &e.kind
+        else {
+            return false;
         };
         let key_store_known = match custom_key_store_id {
             None => true,
@@ -582,7 +631,7 @@ impl KeyTimeline {
                     })
             }),
         };
-        e.key == self.key_arn && !pending_use && key_store_known
+        e.key == self.key_arn && key_store_known
     }
 
     /// Applies one event that [follows](Self::follows) the ones folded so far, or that the
@@ -592,11 +641,11 @@ impl KeyTimeline {
         if !self.is_relevant(event) {
             return;
         }
-        let only_counts = match event {
+        let commutes = match event {
             KmsEvent::Key(e) if e.key == self.key_arn => {
-                let only_counts = self.only_counts(e);
+                let commutes = self.commutes(e);
                 self.apply_key_event(e);
-                only_counts
+                commutes
             }
             KmsEvent::Key(e) => {
                 self.apply_related_key_event(e);
@@ -609,7 +658,7 @@ impl KeyTimeline {
         };
         let c = event.context();
         self.event_count += 1;
-        if !only_counts {
+        if !commutes {
             self.last_change = LastChange::At(c.event_time, c.call_id().to_owned());
         }
         match &mut self.last_applied {
@@ -1140,41 +1189,80 @@ impl KeyTimeline {
         let minute =
             Timestamp::from_millis(c.event_time.millis().div_euclid(MINUTE_MS) * MINUTE_MS);
         let principal = self.paging_principal(c);
-        // Buckets are in time order: only this minute's, at the end, need looking at.
-        let found = self
-            .pending_use_buckets
-            .iter_mut()
+        let use_ = || PendingUse {
+            operation: operation.clone(),
+            rejected,
+            context: c.clone(),
+        };
+        // Buckets are in the order of their first use (so in time order): only this minute's,
+        // at the end, need looking at. A use folded in place (an absorbed late one) may be
+        // its bucket's first, or open a bucket before others of its minute.
+        let buckets = &mut self.pending_use_buckets;
+        let found = buckets
+            .iter()
+            .enumerate()
             .rev()
-            .take_while(|b| b.minute >= minute)
-            .find(|b| b.minute == minute && b.principal == principal && b.schedule == schedule);
-        match found {
-            Some(b) => b.count += 1,
-            None => self.pending_use_buckets.push(PendingUseBucket {
-                schedule,
-                principal,
-                minute,
-                count: 1,
-                first: PendingUse {
-                    operation: operation.clone(),
-                    rejected,
-                    context: c.clone(),
-                },
-            }),
+            .take_while(|(_, b)| b.minute >= minute)
+            .find(|(_, b)| b.minute == minute && b.principal == principal && b.schedule == schedule)
+            .map(|(i, _)| i);
+        let mut i = match found {
+            Some(i) => {
+                let b = &mut buckets[i];
+                b.count += 1;
+                if pending_use_order(c) < pending_use_order(&b.first.context) {
+                    b.first = use_();
+                }
+                i
+            }
+            None => {
+                buckets.push(PendingUseBucket {
+                    schedule,
+                    principal,
+                    minute,
+                    count: 1,
+                    first: use_(),
+                });
+                buckets.len() - 1
+            }
+        };
+        while i > 0
+            && pending_use_order(&buckets[i - 1].first.context)
+                > pending_use_order(&buckets[i].first.context)
+        {
+            buckets.swap(i - 1, i);
+            i -= 1;
         }
         if kept < MAX_PENDING_USE_ENTRIES as u64 {
-            self.push_entry(
-                c,
-                EntryDetail::UsedWhilePendingDeletion {
-                    operation: operation.clone(),
-                    rejected,
-                    source_ip: c.source_ip.clone(),
-                    invoked_by: c.invoked_by.clone(),
+            // After every entry of its time or before (the end, unless absorbed late).
+            let at = self
+                .entries
+                .iter()
+                .rposition(|e| e.event_time <= c.event_time)
+                .map_or(0, |i| i + 1);
+            self.entries.insert(
+                at,
+                TimelineEntry {
+                    event_id: c.event_id.clone(),
+                    event_time: c.event_time,
+                    event_name: c.event_name.clone(),
+                    principal: c.principal.clone(),
+                    detail: EntryDetail::UsedWhilePendingDeletion {
+                        operation: operation.clone(),
+                        rejected,
+                        source_ip: c.source_ip.clone(),
+                        invoked_by: c.invoked_by.clone(),
+                    },
                 },
             );
         } else {
             self.pending_use_entries_dropped += 1;
         }
     }
+}
+
+/// Where a use falls in a fold: (eventTime, call id, eventID).
+fn pending_use_order(c: &EventContext) -> (Timestamp, &str, &str) {
+    (c.event_time, c.call_id(), &c.event_id)
 }
 
 /// An event's whole content: orders events that share their place in a fold.

@@ -258,6 +258,104 @@ fn late_uses_of_a_key_in_use_fold_in_place_and_equal_the_rebuilt_timeline() {
     assert_eq!(folded.event_count, 14);
 }
 
+/// Like [`rebuilds_of`], with the ids of the alerts raised, sorted.
+fn rebuilds_and_alerts_of(batches: &[Vec<Value>]) -> (KeyTimeline, Vec<usize>, Vec<String>) {
+    let mut p = Projector::new(
+        SqliteDatabase::in_memory().expect("store"),
+        AlertConfig::default(),
+    );
+    let mut alerts = Vec::new();
+    let rebuilds = batches
+        .iter()
+        .map(|b| {
+            let out = p.process(&normalised(b), as_of()).expect("projection");
+            alerts.extend(out.alerts.into_iter().map(|a| a.alert_id));
+            out.rebuilds
+        })
+        .collect();
+    alerts.sort();
+    let key = KeyArn::parse(KEY).expect("key");
+    let t = p
+        .database()
+        .load_timeline(&key)
+        .expect("load")
+        .expect("stored");
+    (t, rebuilds, alerts)
+}
+
+#[test]
+fn late_uses_of_a_key_pending_deletion_fold_in_place_and_page_as_the_rebuilt_timeline() {
+    let create = create_key(
+        "2026-11-01T00:00:00Z",
+        "create",
+        "AWS_KMS",
+        None,
+        None,
+        None,
+    );
+    let sched = schedule("2026-11-20T10:00:00Z", "sched", 7, None);
+    let roles = [APP_ROLE, "arn:aws:iam::111122223333:role/batch"];
+    // Uses over three minutes and two hours, each second its own, delivered out of order:
+    // rejected, some still succeeding (eventual consistency), one denied.
+    let uses: Vec<Value> = (0..18u32)
+        .map(|i| {
+            let second = (i * 7919) % 180;
+            let hour = if i % 5 == 0 { 11 } else { 10 };
+            let time = format!(
+                "2026-11-20T{hour}:{:02}:{:02}Z",
+                1 + second / 60,
+                second % 60
+            );
+            let id = format!("use-{:02}", 17 - i);
+            match i % 6 {
+                0 => decrypt(&time, &id, roles[1]),
+                5 => failed("Decrypt", &time, &id, "AccessDeniedException"),
+                _ => rejected("Decrypt", &time, &id, roles[(i % 2) as usize]),
+            }
+        })
+        .collect();
+    // The first rejection (the earliest use) proves nothing new: the schedule is known.
+    let batches: Vec<Vec<Value>> = std::iter::once(vec![create.clone(), sched.clone()])
+        .chain(uses.chunks(4).map(<[Value]>::to_vec))
+        .collect();
+    let (folded, rebuilds, alerts) = rebuilds_and_alerts_of(&batches);
+    assert_eq!(
+        rebuilds,
+        vec![0; batches.len()],
+        "no batch read the log again"
+    );
+    let mut all = vec![create, sched];
+    all.extend(uses);
+    let (reference, _, reference_alerts) = rebuilds_and_alerts_of(&[all]);
+    assert_eq!(folded, reference);
+    assert_eq!(alerts, reference_alerts);
+    assert!(folded.pending_use_buckets.len() > 3);
+}
+
+#[test]
+fn a_late_use_pending_deletion_in_a_second_already_listed_rebuilds() {
+    // Within one second eventIDs order the entries: time alone cannot place it.
+    let first = vec![
+        create_key(
+            "2026-11-01T00:00:00Z",
+            "create",
+            "AWS_KMS",
+            None,
+            None,
+            None,
+        ),
+        schedule("2026-11-20T10:00:00Z", "sched", 7, None),
+        rejected("Decrypt", "2026-11-20T10:05:00Z", "use-b", APP_ROLE),
+    ];
+    let late = rejected("Decrypt", "2026-11-20T10:05:00Z", "use-a", APP_ROLE);
+    let (folded, rebuilds, _) = rebuilds_and_alerts_of(&[first.clone(), vec![late.clone()]]);
+    assert_eq!(rebuilds, [0, 1]);
+    let mut all = first;
+    all.push(late);
+    let (reference, _, _) = rebuilds_and_alerts_of(&[all]);
+    assert_eq!(folded, reference);
+}
+
 #[test]
 fn a_late_use_from_before_a_lifecycle_change_still_rebuilds() {
     let create = create_key(
