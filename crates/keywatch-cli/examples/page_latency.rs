@@ -8,7 +8,8 @@
 //! Each measured record is a ScheduleKeyDeletion of a key of its own (one page each),
 //! produced every 20 ms after NOISE_PER_PAGE Decrypt records of an enabled key (produced
 //! together, not one acknowledgement at a time), so that the run folds batches, not one
-//! record at a time.
+//! record at a time. With LATENCY_BUSY_PENDING set, the busy key is pending deletion first
+//! (the alarm case: its uses are pending-deletion uses).
 
 use keywatch_kafka::{ensure_topic, EventLogConsumer, EventLogProducer, KafkaSettings};
 use std::collections::HashMap;
@@ -215,7 +216,12 @@ async fn main() -> anyhow::Result<()> {
                     let alert: serde_json::Value =
                         serde_json::from_str(envelope["Message"].as_str().unwrap_or_default())
                             .unwrap_or_default();
-                    if let Some(id) = alert["event_id"].as_str() {
+                    // The measured pages: the other keys' schedules (not the busy key's own
+                    // pages, when it is pending deletion).
+                    if let Some(id) = alert["event_id"]
+                        .as_str()
+                        .filter(|id| id.starts_with("sched-") && !id.starts_with("sched-999999-"))
+                    {
                         paged
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
@@ -234,6 +240,20 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut sent = HashMap::new();
     let busy = key(999_999);
+    let busy_pending = std::env::var_os("LATENCY_BUSY_PENDING").is_some();
+    if busy_pending {
+        // The alarm case: the busy key is pending deletion and still called.
+        let (id, json) = schedule(999_999);
+        producer
+            .publish(
+                &id,
+                &json,
+                std::slice::from_ref(&busy),
+                "bench",
+                "2026-11-20T10:00:00Z",
+            )
+            .await?;
+    }
     let started = Instant::now();
     for i in 1..=pages {
         // The noise in flight together, as a busy account's ingest produces it; the page's
@@ -241,7 +261,15 @@ async fn main() -> anyhow::Result<()> {
         let mut in_flight = tokio::task::JoinSet::new();
         for n in 0..noise {
             let id = format!("use-{i}-{n}-{tag}");
-            let json = record("Decrypt", &busy, &id, serde_json::json!({}));
+            // Pending deletion, each burst in a second of its own, as a trail's time
+            // advances: a late use folds in place once its second is past the kept entries.
+            let extra = if busy_pending {
+                let t = keywatch_core::Timestamp::from_millis(1_795_168_800_000 + i as i64 * 1000);
+                serde_json::json!({"eventTime": t.to_string()})
+            } else {
+                serde_json::json!({})
+            };
+            let json = record("Decrypt", &busy, &id, extra);
             let (producer, busy) = (producer.clone(), busy.clone());
             in_flight.spawn(async move {
                 producer

@@ -328,6 +328,7 @@ async fn consume<S: Database>(
                 last = ?batch.last().map(|c| (c.partition, c.offset)),
                 new = outcome.new_records,
                 duplicates = outcome.duplicate_records,
+                rebuilds = outcome.rebuilds,
                 alerts = outcome.alerts.len(),
                 polled_ms = polled_in.as_millis(),
                 projected_ms = projecting.elapsed().as_millis(),
