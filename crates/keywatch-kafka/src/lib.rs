@@ -36,9 +36,20 @@ pub enum KafkaError {
         /// What the client said.
         reason: String,
     },
+    /// librdkafka refused to create a client from the settings.
+    #[error("invalid Kafka client settings: {0}")]
+    ClientSettings(#[source] rdkafka::error::KafkaError),
+    /// The topic could not be created.
+    #[error("creating topic {topic}: {code}")]
+    TopicNotCreated {
+        /// The topic.
+        topic: String,
+        /// What the broker said.
+        code: rdkafka::types::RDKafkaErrorCode,
+    },
     /// Any other client error.
     #[error("Kafka: {0}")]
-    Client(String),
+    Client(#[from] rdkafka::error::KafkaError),
 }
 
 /// How to reach the brokers.
@@ -253,7 +264,7 @@ impl EventLogProducer {
             .set("message.timeout.ms", "10000")
             .set("compression.type", "lz4")
             .create()
-            .map_err(|e| KafkaError::Config(e.to_string()))?;
+            .map_err(KafkaError::ClientSettings)?;
         Ok(EventLogProducer {
             producer,
             topic: settings.topic.clone(),
@@ -304,7 +315,7 @@ impl EventLogProducer {
     pub fn flush(&self) -> Result<(), KafkaError> {
         self.producer
             .flush(Duration::from_secs(10))
-            .map_err(|e| KafkaError::Client(e.to_string()))
+            .map_err(KafkaError::Client)
     }
 }
 
@@ -478,10 +489,10 @@ impl EventLogConsumer {
             // seconds, not librdkafka's default five minutes.
             .set("topic.metadata.refresh.interval.ms", "5000")
             .create()
-            .map_err(|e| KafkaError::Config(e.to_string()))?;
+            .map_err(KafkaError::ClientSettings)?;
         consumer
             .subscribe(&[&settings.topic])
-            .map_err(|e| KafkaError::Client(e.to_string()))?;
+            .map_err(KafkaError::Client)?;
         Ok(EventLogConsumer { consumer })
     }
 
@@ -512,7 +523,7 @@ impl EventLogConsumer {
                 // Records already taken are handed over (their position has moved on); the
                 // error comes again on the next call if it lasts.
                 Some(Err(_)) if !out.is_empty() => break,
-                Some(Err(e)) => return Err(KafkaError::Client(e.to_string())),
+                Some(Err(e)) => return Err(KafkaError::Client(e)),
                 Some(Ok(m)) => out.push(Consumed {
                     key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
                     payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
@@ -553,11 +564,11 @@ impl EventLogConsumer {
         let mut list = TopicPartitionList::new();
         for (partition, offset) in next {
             list.add_partition_offset(topic, partition, Offset::Offset(offset))
-                .map_err(|e| KafkaError::Client(e.to_string()))?;
+                .map_err(KafkaError::Client)?;
         }
         self.consumer
             .commit(&list, CommitMode::Sync)
-            .map_err(|e| KafkaError::Client(e.to_string()))
+            .map_err(KafkaError::Client)
     }
 }
 
@@ -573,7 +584,7 @@ pub fn topic_partitions(
     let consumer: BaseConsumer = settings
         .client_config()
         .create()
-        .map_err(|e| KafkaError::Config(e.to_string()))?;
+        .map_err(KafkaError::ClientSettings)?;
     let metadata = consumer
         .fetch_metadata(None, timeout)
         .map_err(|e| KafkaError::Unreachable {
@@ -596,16 +607,16 @@ pub async fn ensure_topic(settings: &KafkaSettings, partitions: i32) -> Result<(
     let admin: AdminClient<DefaultClientContext> = settings
         .client_config()
         .create()
-        .map_err(|e| KafkaError::Config(e.to_string()))?;
+        .map_err(KafkaError::ClientSettings)?;
     let topic = NewTopic::new(&settings.topic, partitions, TopicReplication::Fixed(1));
     let results = admin
         .create_topics(&[topic], &AdminOptions::new())
         .await
-        .map_err(|e| KafkaError::Client(e.to_string()))?;
+        .map_err(KafkaError::Client)?;
     for r in results {
         match r {
             Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((t, e)) => return Err(KafkaError::Client(format!("creating topic {t}: {e}"))),
+            Err((topic, code)) => return Err(KafkaError::TopicNotCreated { topic, code }),
         }
     }
     Ok(())
