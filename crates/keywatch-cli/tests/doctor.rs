@@ -45,10 +45,57 @@ fn finding<'a>(findings: &'a [serde_json::Value], check: &str) -> &'a serde_json
         .unwrap_or_else(|| panic!("no finding on {check}: {findings:?}"))
 }
 
+/// Removes the trails and rules an earlier run of this test left in its Region (a moto
+/// server lives across runs), which would otherwise already set the account right.
+async fn forget_earlier_runs(config: &aws_config::SdkConfig) {
+    let ct = aws_sdk_cloudtrail::Client::new(config);
+    let trails = ct.describe_trails().send().await.expect("trails");
+    for t in trails.trail_list() {
+        if let Some(name) = t.name() {
+            ct.delete_trail()
+                .name(name)
+                .send()
+                .await
+                .expect("delete trail");
+        }
+    }
+    let ev = aws_sdk_eventbridge::Client::new(config);
+    let rules = ev.list_rules().send().await.expect("rules");
+    for r in rules.rules() {
+        if let Some(name) = r.name() {
+            let targets = ev
+                .list_targets_by_rule()
+                .rule(name)
+                .send()
+                .await
+                .expect("targets");
+            let ids: Vec<String> = targets
+                .targets()
+                .iter()
+                .map(|t| t.id().to_owned())
+                .collect();
+            if !ids.is_empty() {
+                ev.remove_targets()
+                    .rule(name)
+                    .set_ids(Some(ids))
+                    .send()
+                    .await
+                    .expect("remove targets");
+            }
+            ev.delete_rule()
+                .name(name)
+                .send()
+                .await
+                .expect("delete rule");
+        }
+    }
+}
+
 #[tokio::test]
 async fn doctor_says_what_is_wrong_and_then_that_all_is_well() {
     let endpoint = service("KEYWATCH_TEST_AWS_ENDPOINT");
     let config = moto_in(REGION).await;
+    forget_earlier_runs(&config).await;
     let s3 = aws_sdk_s3::Client::new(&config);
     let trail_bucket = unique("doctor-trail");
     s3.create_bucket()
