@@ -20,6 +20,11 @@ use std::sync::mpsc;
 /// How many KMS records the projector takes at once.
 const BATCH: usize = 20_000;
 
+/// How many batches pass between saves of whole timelines: in between, a batch saves the
+/// timelines it touched in summary only (a busy key's timeline is hundreds of KB of JSON to
+/// encode and compress). A run that stops in between leaves them to be rebuilt from the log.
+const BATCHES_PER_TIMELINE_SAVE: u64 = 10;
+
 pub struct Options {
     pub store: SqliteDatabase,
     pub as_of: Timestamp,
@@ -134,6 +139,8 @@ struct Replay<W: Write> {
     quarantine: Option<BufWriter<File>>,
     shown_rejections: usize,
     totals: Totals,
+    /// Batches projected.
+    batches: u64,
 }
 
 /// Rejected records shown on stderr when there is no quarantine file.
@@ -204,6 +211,10 @@ impl<W: Write> Replay<W> {
         rayon::spawn(move || drop(projected));
         self.totals.duplicates += outcome.duplicate_records as u64;
         self.totals.rebuilds += outcome.rebuilds as u64;
+        self.batches += 1;
+        if self.batches.is_multiple_of(BATCHES_PER_TIMELINE_SAVE) {
+            self.pipeline.projector_mut().save_deferred_timelines()?;
+        }
         self.print(outcome.alerts)
     }
 
@@ -298,7 +309,9 @@ pub fn run(opts: Options) -> Result<Outcome> {
         quarantine,
         shown_rejections: 0,
         totals: Totals::default(),
+        batches: 0,
     };
+    replay.pipeline.projector_mut().defer_timeline_saves();
     let progress = ProgressBar::with_draw_target(
         Some(files.len() as u64),
         if opts.quiet {

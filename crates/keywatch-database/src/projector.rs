@@ -132,6 +132,10 @@ pub struct Projector<S: Database> {
     /// (a write conflict), and the retry must still count and fold it as new. Every attempt
     /// takes the batch's records in the same order.
     appended_by_batch: Vec<bool>,
+    /// Batches save timelines in summary only, whole at [`Self::save_deferred_timelines`].
+    defer_saves: bool,
+    /// Keys whose timeline (in the cache) is saved in summary only.
+    unsaved: BTreeSet<KeyArn>,
 }
 
 const CACHE_LIMIT: usize = 50_000;
@@ -149,7 +153,49 @@ impl<S: Database> Projector<S> {
             cache: HashMap::new(),
             raised: HashSet::new(),
             appended_by_batch: Vec::new(),
+            defer_saves: false,
+            unsaved: BTreeSet::new(),
         }
+    }
+
+    /// From now on, a batch saves the timelines it touched in summary only
+    /// ([`Database::save_timeline_summaries`]) and keeps them whole in its cache; they are
+    /// saved whole at [`Self::save_deferred_timelines`], before a sweep, and before the cache
+    /// is emptied. A long replay saves each busy timeline a few times instead of after every
+    /// batch. What a batch stores is still one unit of work, so a run that stops between
+    /// saves loses nothing: its timelines read back as behind the log and are rebuilt.
+    pub fn defer_timeline_saves(&mut self) {
+        self.defer_saves = true;
+    }
+
+    /// Saves whole the timelines batches saved in summary only, as a unit of work.
+    pub fn save_deferred_timelines(&mut self) -> Result<(), DatabaseError> {
+        if self.unsaved.is_empty() {
+            return Ok(());
+        }
+        self.in_batch(Self::save_unsaved)
+    }
+
+    /// Saves whole the cached timelines saved in summary only (a key taken out of the cache
+    /// for the batch in progress stays unsaved: the batch puts it back).
+    fn save_unsaved(&mut self) -> Result<(), DatabaseError> {
+        let (cache, unsaved) = (&self.cache, &mut self.unsaved);
+        let mut timelines: Vec<&KeyTimeline> = Vec::with_capacity(unsaved.len());
+        unsaved.retain(|key| match cache.get(key) {
+            Some(t) => {
+                timelines.push(t);
+                false
+            }
+            None => true,
+        });
+        self.database.save_timelines(&timelines)
+    }
+
+    /// Forgets the cached timelines (they may hold what a failed unit of work discarded);
+    /// those saved in summary only read back as behind the log, and are rebuilt.
+    fn forget_cached_timelines(&mut self) {
+        self.cache.clear();
+        self.unsaved.clear();
     }
 
     /// The database.
@@ -320,7 +366,7 @@ impl<S: Database> Projector<S> {
             match self.in_batch(&mut work) {
                 Err(DatabaseError::Conflict(what)) => {
                     tracing::info!(%what, "write conflict; retrying the batch");
-                    self.cache.clear();
+                    self.forget_cached_timelines();
                 }
                 other => return other,
             }
@@ -391,7 +437,7 @@ impl<S: Database> Projector<S> {
             Err(e) => {
                 self.database.abort_batch();
                 // Cached timelines may hold what was just discarded.
-                self.cache.clear();
+                self.forget_cached_timelines();
                 self.raised.clear();
                 Err(e)
             }
@@ -564,8 +610,15 @@ impl<S: Database> Projector<S> {
         outcome.alerts = self.raise(&mut candidates, as_of)?;
         touched.par_iter_mut().for_each(KeyTimeline::compact);
         let refs: Vec<&KeyTimeline> = touched.iter().collect();
-        self.database.save_timelines(&refs)?;
+        if self.defer_saves {
+            self.database.save_timeline_summaries(&refs)?;
+            self.unsaved
+                .extend(touched.iter().map(|t| t.key_arn.clone()));
+        } else {
+            self.database.save_timelines(&refs)?;
+        }
         if self.cache.len() + touched.len() > CACHE_LIMIT {
+            self.save_unsaved()?;
             self.cache.clear();
         }
         self.cache
@@ -579,17 +632,31 @@ impl<S: Database> Projector<S> {
     }
 
     fn sweep_keys(&mut self, as_of: Timestamp) -> Result<Vec<Alert>, DatabaseError> {
+        self.save_unsaved()?;
         let mut candidates = Vec::new();
+        let mut rebuilt = Vec::new();
         for key in self.database.keys_pending_deletion()? {
             // Read from the database, not the cache: another process (a consumer of the same
             // group, a Lambda projector) may have folded the key since this one cached it.
-            let Some(timeline) = current_timeline(&self.database, &key)? else {
+            let Some((mut timeline, was_rebuilt)) = read_or_rebuild(&self.database, &key)? else {
                 continue;
             };
             candidates.extend(evaluate_clock(&timeline, as_of));
+            if was_rebuilt {
+                // Saved whole, so that readers stop rebuilding it (one stored in summary by a
+                // run that stopped, or by another version).
+                timeline.compact();
+                rebuilt.push(key.clone());
+            }
             self.cache.insert(key, timeline);
         }
-        self.raise(&mut candidates, as_of)
+        let alerts = self.raise(&mut candidates, as_of)?;
+        let cache = &self.cache;
+        let timelines: Vec<&KeyTimeline> = rebuilt.iter().filter_map(|k| cache.get(k)).collect();
+        if !timelines.is_empty() {
+            self.database.save_timelines(&timelines)?;
+        }
+        Ok(alerts)
     }
 
     fn raise(
@@ -624,8 +691,16 @@ pub fn current_timeline<S: Database>(
     database: &S,
     key: &KeyArn,
 ) -> Result<Option<KeyTimeline>, DatabaseError> {
+    Ok(read_or_rebuild(database, key)?.map(|(t, _)| t))
+}
+
+/// [`current_timeline`], and whether it was rebuilt.
+fn read_or_rebuild<S: Database>(
+    database: &S,
+    key: &KeyArn,
+) -> Result<Option<(KeyTimeline, bool)>, DatabaseError> {
     let why = match database.load_timeline(key) {
-        Ok(Some(t)) if t.format == TIMELINE_FORMAT => return Ok(Some(t)),
+        Ok(Some(t)) if t.format == TIMELINE_FORMAT => return Ok(Some((t, false))),
         Ok(None) => return Ok(None),
         Ok(Some(t)) => format!(
             "stored in form {}, this version folds {TIMELINE_FORMAT}",
@@ -638,7 +713,7 @@ pub fn current_timeline<S: Database>(
         Err(e) => return Err(e),
     };
     tracing::info!(key = %key, %why, "timeline rebuilt from the event log");
-    rebuild(database, key, &BTreeSet::new()).map(Some)
+    rebuild(database, key, &BTreeSet::new()).map(|t| Some((t, true)))
 }
 
 /// Folds a key's timeline from the event log: its stream, its custom key store's, and those

@@ -76,6 +76,11 @@ impl<S: Database, P: Pager, M: MetricsSink> Pipeline<S, P, M> {
         &self.projector
     }
 
+    /// The projector, to set how it saves timelines ([`Projector::defer_timeline_saves`]).
+    pub fn projector_mut(&mut self) -> &mut Projector<S> {
+        &mut self.projector
+    }
+
     /// The pager.
     pub fn pager_mut(&mut self) -> &mut P {
         &mut self.pager

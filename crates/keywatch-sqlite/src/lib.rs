@@ -275,7 +275,13 @@ impl Database for SqliteDatabase {
             .map_err(db)?;
         let mut rows = q.query([key.as_str()]).map_err(db)?;
         match rows.next().map_err(db)? {
-            Some(row) => read_json(row.get_ref(0).map_err(db)?, "timeline").map(Some),
+            Some(row) => match row.get_ref(0).map_err(db)? {
+                ValueRef::Blob([]) => Err(DatabaseError::Corrupt {
+                    what: "timeline",
+                    reason: keywatch_database::TIMELINE_BEHIND.to_owned(),
+                }),
+                json => read_json(json, "timeline").map(Some),
+            },
             None => Ok(None),
         }
     }
@@ -304,6 +310,32 @@ impl Database for SqliteDatabase {
                     ])
                     .map_err(db)?;
             }
+        }
+        Ok(())
+    }
+
+    /// The summary columns, and an empty BLOB where the timeline's JSON belongs: what no
+    /// version writes otherwise, and what every version fails to decode (and rebuilds).
+    fn save_timeline_summaries(&mut self, timelines: &[&KeyTimeline]) -> Result<(), DatabaseError> {
+        let mut upsert = self
+            .conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO timelines
+                 (key_arn, key_id, state, custom_key_store, deletion_date, last_use, json)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, X'')",
+            )
+            .map_err(db)?;
+        for t in timelines {
+            upsert
+                .execute(params![
+                    t.key_arn.as_str(),
+                    t.key_arn.key_id(),
+                    t.state.as_str(),
+                    t.key_store_ref().map(|s| s.to_string()),
+                    t.deletion_date.map(Timestamp::millis),
+                    t.last_use().map(Timestamp::millis),
+                ])
+                .map_err(db)?;
         }
         Ok(())
     }

@@ -975,3 +975,143 @@ fn a_timeline_stored_by_another_version_is_rebuilt_from_the_event_log() {
         .expect("undo the use");
     }
 }
+
+/// Projects `batches` as a long replay does, saving whole timelines only after the batches
+/// in `saves` (in summary otherwise); after batch `stop` the projector is dropped without
+/// saving (a run that stopped) and a new one goes on over the same database. Returns KEY's
+/// timeline as read before the sweep (rebuilt from the log where it was saved in summary
+/// only), the same after the sweep (which saves it whole), and every alert id raised.
+fn project_deferred(
+    batches: &[Vec<Value>],
+    saves: &BTreeSet<usize>,
+    stop: Option<usize>,
+) -> (KeyTimeline, KeyTimeline, Vec<String>) {
+    let deferring = |database| {
+        let mut p = Projector::new(database, AlertConfig::default());
+        p.defer_timeline_saves();
+        p
+    };
+    let mut p = deferring(SqliteDatabase::in_memory().expect("in-memory store"));
+    let mut raised = Vec::new();
+    for (i, b) in batches.iter().enumerate() {
+        let outcome = p.process(&normalised(b), as_of()).expect("projection");
+        raised.extend(outcome.alerts.into_iter().map(|a| a.alert_id));
+        if saves.contains(&i) {
+            p.save_deferred_timelines().expect("saving timelines");
+        }
+        if stop == Some(i) {
+            p = deferring(p.into_database());
+        }
+    }
+    let key = KeyArn::parse(KEY).expect("key");
+    let mut before_sweep = current_timeline(p.database(), &key)
+        .expect("read")
+        .expect("a timeline");
+    before_sweep.compact();
+    raised.extend(
+        p.sweep(as_of())
+            .expect("sweep")
+            .into_iter()
+            .map(|a| a.alert_id),
+    );
+    let mut saved = current_timeline(p.database(), &key)
+        .expect("read")
+        .expect("a timeline");
+    saved.compact();
+    raised.sort();
+    (before_sweep, saved, raised)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    /// Timelines saved whole only now and then, and a run stopped between two saves, give
+    /// the timeline and the alerts of saving after every batch.
+    #[test]
+    fn timelines_saved_now_and_then_fold_and_page_as_saved_every_batch(
+        (delivered, cuts, saves, stop) in history().prop_flat_map(|h| {
+            let n = h.len();
+            (
+                Just(h).prop_shuffle(),
+                prop::collection::vec(0..n + 1, 0..5),
+                prop::collection::btree_set(0usize..6, 0..3),
+                prop::option::of(0usize..6),
+            )
+        })
+    ) {
+        let mut cuts: Vec<usize> = cuts;
+        cuts.sort_unstable();
+        let mut batches = Vec::new();
+        let mut start = 0;
+        for c in cuts.into_iter().chain([delivered.len()]) {
+            batches.push(delivered[start..c.max(start)].to_vec());
+            start = c.max(start);
+        }
+        let (reference, mut reference_alerts) = project_key(&batches, KEY, true);
+        reference_alerts.sort();
+        let (before_sweep, saved, alerts) = project_deferred(&batches, &saves, stop);
+        prop_assert_eq!(&reference, &before_sweep);
+        prop_assert_eq!(&reference, &saved);
+        prop_assert_eq!(reference_alerts, alerts);
+    }
+}
+
+/// Between two whole saves a timeline is stored in summary: the keys are listed and found
+/// by it, and the timeline itself reads back as behind the log, which `keywatch timeline`
+/// and the next run's projector rebuild from instead of trusting an older whole form.
+#[test]
+fn a_timeline_saved_in_summary_lists_its_key_and_reads_back_as_behind_the_log() {
+    let mut p = Projector::new(
+        SqliteDatabase::in_memory().expect("store"),
+        AlertConfig::default(),
+    );
+    p.defer_timeline_saves();
+    let key = KeyArn::parse(KEY).expect("key");
+    p.process(
+        &normalised(&[create_key(
+            "2026-01-01T00:00:00Z",
+            "create",
+            "AWS_KMS",
+            None,
+            None,
+            None,
+        )]),
+        as_of(),
+    )
+    .expect("batch");
+    p.save_deferred_timelines().expect("saved whole");
+    assert!(p.database().load_timeline(&key).expect("whole").is_some());
+    p.process(
+        &normalised(&[schedule("2026-11-01T00:00:00Z", "sched", 7, None)]),
+        as_of(),
+    )
+    .expect("batch");
+    let listed = p.database().list_keys(None).expect("keys");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].state, "PendingDeletion");
+    assert_eq!(
+        p.database().keys_pending_deletion().expect("keys"),
+        std::slice::from_ref(&key)
+    );
+    match p.database().load_timeline(&key) {
+        Err(keywatch_database::DatabaseError::Corrupt { what, reason }) => {
+            assert_eq!(
+                (what, reason.as_str()),
+                ("timeline", keywatch_database::TIMELINE_BEHIND)
+            );
+        }
+        other => panic!("expected a timeline behind the log, got {other:?}"),
+    }
+    let rebuilt = current_timeline(p.database(), &key)
+        .expect("read")
+        .expect("a timeline");
+    assert!(rebuilt.state.is_pending_deletion());
+    // A run that stops here leaves it so; the next run's sweep saves it whole again.
+    let mut next = Projector::new(p.into_database(), AlertConfig::default());
+    next.sweep(as_of()).expect("sweep");
+    let saved = next
+        .database()
+        .load_timeline(&key)
+        .expect("saved whole by the sweep")
+        .expect("a timeline");
+    assert_eq!(saved, rebuilt);
+}
