@@ -288,56 +288,13 @@ impl Database for SqliteDatabase {
 
     fn save_timelines(&mut self, timelines: &[&KeyTimeline]) -> Result<(), DatabaseError> {
         let bodies = stored_jsons(timelines, "timeline")?;
-        {
-            let mut upsert = self
-                .conn
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO timelines
-                     (key_arn, key_id, state, custom_key_store, deletion_date, last_use, json)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )
-                .map_err(db)?;
-            for (t, json) in timelines.iter().zip(bodies) {
-                upsert
-                    .execute(params![
-                        t.key_arn.as_str(),
-                        t.key_arn.key_id(),
-                        t.state.as_str(),
-                        t.key_store_ref().map(|s| s.to_string()),
-                        t.deletion_date.map(Timestamp::millis),
-                        t.last_use().map(Timestamp::millis),
-                        json
-                    ])
-                    .map_err(db)?;
-            }
-        }
-        Ok(())
+        self.upsert_timelines(timelines, bodies)
     }
 
     /// The summary columns, and an empty BLOB where the timeline's JSON belongs: what no
     /// version writes otherwise, and what every version fails to decode (and rebuilds).
     fn save_timeline_summaries(&mut self, timelines: &[&KeyTimeline]) -> Result<(), DatabaseError> {
-        let mut upsert = self
-            .conn
-            .prepare_cached(
-                "INSERT OR REPLACE INTO timelines
-                 (key_arn, key_id, state, custom_key_store, deletion_date, last_use, json)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, X'')",
-            )
-            .map_err(db)?;
-        for t in timelines {
-            upsert
-                .execute(params![
-                    t.key_arn.as_str(),
-                    t.key_arn.key_id(),
-                    t.state.as_str(),
-                    t.key_store_ref().map(|s| s.to_string()),
-                    t.deletion_date.map(Timestamp::millis),
-                    t.last_use().map(Timestamp::millis),
-                ])
-                .map_err(db)?;
-        }
-        Ok(())
+        self.upsert_timelines(timelines, timelines.iter().map(|_| Vec::new()))
     }
 
     fn keys_in_key_store(&self, key_store: &KeyStoreRef) -> Result<Vec<KeyArn>, DatabaseError> {
@@ -617,6 +574,37 @@ fn migrate_records_to_segments(conn: &Connection) -> Result<(), DatabaseError> {
 }
 
 impl SqliteDatabase {
+    /// Writes each timeline's row: its summary columns and `bodies` (compressed JSON, or
+    /// empty for a timeline saved in summary only).
+    fn upsert_timelines(
+        &mut self,
+        timelines: &[&KeyTimeline],
+        bodies: impl IntoIterator<Item = Vec<u8>>,
+    ) -> Result<(), DatabaseError> {
+        let mut upsert = self
+            .conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO timelines
+                 (key_arn, key_id, state, custom_key_store, deletion_date, last_use, json)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .map_err(db)?;
+        for (t, json) in timelines.iter().zip(bodies) {
+            upsert
+                .execute(params![
+                    t.key_arn.as_str(),
+                    t.key_arn.key_id(),
+                    t.state.as_str(),
+                    t.key_store_ref().map(|s| s.to_string()),
+                    t.deletion_date.map(Timestamp::millis),
+                    t.last_use().map(Timestamp::millis),
+                    json
+                ])
+                .map_err(db)?;
+        }
+        Ok(())
+    }
+
     /// The `streams` row of a stream, created if new.
     fn stream_id(&mut self, stream: &StreamId) -> Result<i64, DatabaseError> {
         let name = stream.as_text();
