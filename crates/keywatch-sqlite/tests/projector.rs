@@ -14,6 +14,11 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 use support::*;
 
+/// KEY created (`AWS_KMS` origin, no custom key store) at `at`, eventID `create`.
+fn created(at: &str) -> Value {
+    create_key(at, "create", "AWS_KMS", None, None, None)
+}
+
 /// Runs batches through a fresh in-memory projector (and a sweep when `sweep`); returns
 /// `key`'s final timeline and every alert id raised, sorted.
 fn project_key(batches: &[Vec<Value>], key: &str, sweep: bool) -> (KeyTimeline, Vec<String>) {
@@ -132,14 +137,7 @@ fn replaying_the_same_records_into_the_same_store_raises_nothing_new() {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("keywatch.db");
     let records = vec![
-        create_key(
-            "2026-01-01T00:00:00Z",
-            "create",
-            "AWS_KMS",
-            None,
-            None,
-            None,
-        ),
+        created("2026-01-01T00:00:00Z"),
         schedule("2026-11-01T00:00:00Z", "sched", 7, None),
         rejected("Decrypt", "2026-11-01T10:00:00Z", "use-1", APP_ROLE),
     ];
@@ -165,14 +163,7 @@ fn a_late_record_rebuilds_the_timeline_from_the_event_log() {
     );
     let late = schedule("2026-11-01T00:00:00Z", "sched", 7, None);
     let first = vec![
-        create_key(
-            "2026-01-01T00:00:00Z",
-            "create",
-            "AWS_KMS",
-            None,
-            None,
-            None,
-        ),
+        created("2026-01-01T00:00:00Z"),
         decrypt("2026-11-01T00:00:30Z", "use-1", APP_ROLE),
     ];
     let out = p
@@ -213,14 +204,7 @@ fn rebuilds_of(batches: &[Vec<Value>]) -> (KeyTimeline, Vec<usize>) {
 
 #[test]
 fn late_uses_of_a_key_in_use_fold_in_place_and_equal_the_rebuilt_timeline() {
-    let create = create_key(
-        "2026-11-01T00:00:00Z",
-        "create",
-        "AWS_KMS",
-        None,
-        None,
-        None,
-    );
+    let create = created("2026-11-01T00:00:00Z");
     // A busy key's calls within one second, delivered out of eventID order, some denied,
     // some naming what they protect.
     let mut uses: Vec<Value> = (0..12)
@@ -285,14 +269,7 @@ fn rebuilds_and_alerts_of(batches: &[Vec<Value>]) -> (KeyTimeline, Vec<usize>, V
 
 #[test]
 fn late_uses_of_a_key_pending_deletion_fold_in_place_and_page_as_the_rebuilt_timeline() {
-    let create = create_key(
-        "2026-11-01T00:00:00Z",
-        "create",
-        "AWS_KMS",
-        None,
-        None,
-        None,
-    );
+    let create = created("2026-11-01T00:00:00Z");
     let sched = schedule("2026-11-20T10:00:00Z", "sched", 7, None);
     let roles = [APP_ROLE, "arn:aws:iam::111122223333:role/batch"];
     // Uses over three minutes and two hours, each second its own, delivered out of order:
@@ -336,14 +313,7 @@ fn late_uses_of_a_key_pending_deletion_fold_in_place_and_page_as_the_rebuilt_tim
 fn a_late_use_pending_deletion_in_a_second_already_listed_rebuilds() {
     // Within one second eventIDs order the entries: time alone cannot place it.
     let first = vec![
-        create_key(
-            "2026-11-01T00:00:00Z",
-            "create",
-            "AWS_KMS",
-            None,
-            None,
-            None,
-        ),
+        created("2026-11-01T00:00:00Z"),
         schedule("2026-11-20T10:00:00Z", "sched", 7, None),
         rejected("Decrypt", "2026-11-20T10:05:00Z", "use-b", APP_ROLE),
     ];
@@ -358,14 +328,7 @@ fn a_late_use_pending_deletion_in_a_second_already_listed_rebuilds() {
 
 #[test]
 fn a_late_use_from_before_a_lifecycle_change_still_rebuilds() {
-    let create = create_key(
-        "2026-11-01T00:00:00Z",
-        "create",
-        "AWS_KMS",
-        None,
-        None,
-        None,
-    );
+    let create = created("2026-11-01T00:00:00Z");
     let sched = schedule("2026-11-20T10:00:00Z", "sched", 7, None);
     let cases = [
         // Denied before the schedule: not an attempt during the waiting period.
@@ -399,14 +362,7 @@ fn a_batch_that_fails_half_way_stores_nothing_and_its_retry_loses_nothing() {
     };
     let mut p = Projector::new(store, AlertConfig::default());
     let records = normalised(&[
-        create_key(
-            "2026-01-01T00:00:00Z",
-            "create",
-            "AWS_KMS",
-            None,
-            None,
-            None,
-        ),
+        created("2026-01-01T00:00:00Z"),
         schedule("2026-11-01T00:00:00Z", "sched", 7, None),
         rejected("Decrypt", "2026-11-01T10:00:00Z", "use-1", APP_ROLE),
     ]);
@@ -498,14 +454,7 @@ fn a_store_from_before_the_outbox_table_keeps_its_unsent_alerts() {
 
 fn three_records() -> Vec<NormalisedRecord> {
     normalised(&[
-        create_key(
-            "2026-01-01T00:00:00Z",
-            "create",
-            "AWS_KMS",
-            None,
-            None,
-            None,
-        ),
+        created("2026-01-01T00:00:00Z"),
         schedule("2026-11-01T00:00:00Z", "sched", 7, None),
         rejected("Decrypt", "2026-11-01T10:00:00Z", "use-1", APP_ROLE),
     ])
@@ -896,14 +845,7 @@ fn a_timeline_stored_by_another_version_is_rebuilt_from_the_event_log() {
     );
     p.process(
         &normalised(&[
-            create_key(
-                "2026-01-01T00:00:00Z",
-                "create",
-                "AWS_KMS",
-                None,
-                None,
-                None,
-            ),
+            created("2026-01-01T00:00:00Z"),
             schedule("2026-11-01T00:00:00Z", "sched", 7, None),
         ]),
         as_of(),
@@ -1066,18 +1008,8 @@ fn a_timeline_saved_in_summary_lists_its_key_and_reads_back_as_behind_the_log() 
     );
     p.defer_timeline_saves();
     let key = KeyArn::parse(KEY).expect("key");
-    p.process(
-        &normalised(&[create_key(
-            "2026-01-01T00:00:00Z",
-            "create",
-            "AWS_KMS",
-            None,
-            None,
-            None,
-        )]),
-        as_of(),
-    )
-    .expect("batch");
+    p.process(&normalised(&[created("2026-01-01T00:00:00Z")]), as_of())
+        .expect("batch");
     p.save_deferred_timelines().expect("saved whole");
     assert!(p.database().load_timeline(&key).expect("whole").is_some());
     p.process(
