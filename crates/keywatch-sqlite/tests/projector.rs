@@ -14,6 +14,19 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 use support::*;
 
+/// `records` cut into batches at the positions `cuts` (any order; past the end is the end).
+fn cut_into_batches(records: &[Value], cuts: Vec<usize>) -> Vec<Vec<Value>> {
+    let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(records.len())).collect();
+    cuts.sort_unstable();
+    let mut batches = Vec::new();
+    let mut start = 0;
+    for c in cuts.into_iter().chain([records.len()]) {
+        batches.push(records[start..c].to_vec());
+        start = c;
+    }
+    batches
+}
+
 /// KEY created (`AWS_KMS` origin, no custom key store) at `at`, eventID `create`.
 fn created(at: &str) -> Value {
     create_key(at, "create", "AWS_KMS", None, None, None)
@@ -100,14 +113,7 @@ proptest! {
         for i in dups {
             delivered.push(records[i].clone());
         }
-        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(delivered.len())).collect();
-        cuts.sort_unstable();
-        let mut batches = Vec::new();
-        let mut start = 0;
-        for c in cuts.into_iter().chain([delivered.len()]) {
-            batches.push(delivered[start..c.max(start)].to_vec());
-            start = c.max(start);
-        }
+        let batches = cut_into_batches(&delivered, cuts);
         let (timeline, mut alerts) = project(&batches);
         prop_assert_eq!(reference, timeline);
         let unique: BTreeSet<&String> = alerts.iter().collect();
@@ -635,14 +641,7 @@ proptest! {
         let (reference, reference_alerts) = project_primary(&[multi_region_family()]);
         prop_assert_eq!(reference.state, keywatch_core::KeyState::PendingDeletion);
         prop_assert_eq!(reference.deletion_date, Some(ts("2026-12-09T00:00:00Z")));
-        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(shuffled.len())).collect();
-        cuts.sort_unstable();
-        let mut batches = Vec::new();
-        let mut start = 0;
-        for c in cuts.into_iter().chain([shuffled.len()]) {
-            batches.push(shuffled[start..c.max(start)].to_vec());
-            start = c.max(start);
-        }
+        let batches = cut_into_batches(&shuffled, cuts);
         let (timeline, alerts) = project_primary(&batches);
         prop_assert_eq!(reference, timeline);
         prop_assert_eq!(reference_alerts, alerts);
@@ -980,14 +979,7 @@ proptest! {
             )
         })
     ) {
-        let mut cuts: Vec<usize> = cuts;
-        cuts.sort_unstable();
-        let mut batches = Vec::new();
-        let mut start = 0;
-        for c in cuts.into_iter().chain([delivered.len()]) {
-            batches.push(delivered[start..c.max(start)].to_vec());
-            start = c.max(start);
-        }
+        let batches = cut_into_batches(&delivered, cuts);
         let (reference, mut reference_alerts) = project_key(&batches, KEY, true);
         reference_alerts.sort();
         let (before_sweep, saved, alerts) = project_deferred(&batches, &saves, stop);
