@@ -1,8 +1,52 @@
 //! The event log against a real Kafka-protocol broker (tansu, started by `make test`;
 //! KEYWATCH_TEST_KAFKA names it). Without it these tests fail and say so.
 
-use keywatch_kafka::{ensure_topic, EventLogConsumer, EventLogProducer, KafkaSettings};
+use keywatch_kafka::{ensure_topic, Consumed, EventLogConsumer, EventLogProducer, KafkaSettings};
 use std::time::Duration;
+
+/// Polls until `got` holds 20 records (or 50 polls have passed).
+fn poll_until_twenty(consumer: &EventLogConsumer, got: &mut Vec<Consumed>) {
+    for _ in 0..50 {
+        got.extend(
+            consumer
+                .poll_batch(100, Duration::from_millis(500), Duration::MAX)
+                .expect("poll"),
+        );
+        if got.len() >= 20 {
+            break;
+        }
+    }
+}
+
+/// The records' values, as text.
+fn payload_texts(got: &[Consumed]) -> Vec<String> {
+    got.iter()
+        .map(|c| String::from_utf8_lossy(&c.payload).into_owned())
+        .collect()
+}
+
+/// Publishes [`twenty_records`] for `key`, each acknowledged.
+async fn publish_twenty(producer: &EventLogProducer, key: &str) {
+    for (i, json) in twenty_records().iter().enumerate() {
+        producer
+            .publish(
+                &format!("e{i}"),
+                json,
+                &[key.to_owned()],
+                "test",
+                "2026-11-01T00:00:00Z",
+            )
+            .await
+            .expect("acknowledged");
+    }
+}
+
+/// The 20 records the tests produce, in order.
+fn twenty_records() -> Vec<String> {
+    (0..20)
+        .map(|i| format!(r#"{{"eventID":"e{i}"}}"#))
+        .collect()
+}
 
 fn settings(topic: &str) -> KafkaSettings {
     KafkaSettings::plaintext(keywatch_testkit::service("KEYWATCH_TEST_KAFKA"), topic)
@@ -18,39 +62,13 @@ async fn records_keyed_by_key_arn_come_back_in_order_and_commits_resume_after_th
     let producer = EventLogProducer::new(&s).expect("producer");
     let key =
         "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab".to_owned();
-    for i in 0..20 {
-        let json = format!(r#"{{"eventID":"e{i}"}}"#);
-        producer
-            .publish(
-                &format!("e{i}"),
-                &json,
-                std::slice::from_ref(&key),
-                "test",
-                "2026-11-01T00:00:00Z",
-            )
-            .await
-            .expect("acknowledged");
-    }
+    publish_twenty(&producer, &key).await;
     let group = keywatch_testkit::unique("keywatch-group");
     let consumer = EventLogConsumer::new(&s, &group).expect("consumer");
     let mut got = Vec::new();
-    for _ in 0..50 {
-        got.extend(
-            consumer
-                .poll_batch(100, Duration::from_millis(500), Duration::MAX)
-                .expect("poll"),
-        );
-        if got.len() >= 20 {
-            break;
-        }
-    }
-    let ids: Vec<String> = got
-        .iter()
-        .map(|c| String::from_utf8_lossy(&c.payload).into_owned())
-        .collect();
-    let expected: Vec<String> = (0..20)
-        .map(|i| format!(r#"{{"eventID":"e{i}"}}"#))
-        .collect();
+    poll_until_twenty(&consumer, &mut got);
+    let ids = payload_texts(&got);
+    let expected = twenty_records();
     assert_eq!(ids, expected, "one key, one partition, in order");
     assert!(got.iter().all(|c| c.key.as_deref() == Some(key.as_str())));
     consumer
@@ -102,18 +120,7 @@ async fn a_batch_is_cut_at_its_window_while_records_are_waiting() {
     ensure_topic(&s, 1).await.expect("topic");
     let producer = EventLogProducer::new(&s).expect("producer");
     let key = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
-    for i in 0..20 {
-        producer
-            .publish(
-                &format!("e{i}"),
-                &format!(r#"{{"eventID":"e{i}"}}"#),
-                &[key.to_owned()],
-                "test",
-                "2026-11-01T00:00:00Z",
-            )
-            .await
-            .expect("acknowledged");
-    }
+    publish_twenty(&producer, key).await;
     let consumer =
         EventLogConsumer::new(&s, &keywatch_testkit::unique("keywatch-group")).expect("consumer");
     // A window of nothing: the batch ends with its first record, whatever else is waiting.
@@ -129,22 +136,8 @@ async fn a_batch_is_cut_at_its_window_while_records_are_waiting() {
     assert_eq!(first.len(), 1, "cut at the window");
     // The rest come after it, none lost, none repeated.
     let mut got = first;
-    for _ in 0..50 {
-        got.extend(
-            consumer
-                .poll_batch(100, Duration::from_millis(500), Duration::MAX)
-                .expect("poll"),
-        );
-        if got.len() >= 20 {
-            break;
-        }
-    }
-    let ids: Vec<String> = got
-        .iter()
-        .map(|c| String::from_utf8_lossy(&c.payload).into_owned())
-        .collect();
-    let expected: Vec<String> = (0..20)
-        .map(|i| format!(r#"{{"eventID":"e{i}"}}"#))
-        .collect();
+    poll_until_twenty(&consumer, &mut got);
+    let ids = payload_texts(&got);
+    let expected = twenty_records();
     assert_eq!(ids, expected);
 }
