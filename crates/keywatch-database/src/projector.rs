@@ -634,7 +634,6 @@ impl<S: Database> Projector<S> {
     fn sweep_keys(&mut self, as_of: Timestamp) -> Result<Vec<Alert>, DatabaseError> {
         self.save_unsaved()?;
         let mut candidates = Vec::new();
-        let mut rebuilt = Vec::new();
         for key in self.database.keys_pending_deletion()? {
             // Read from the database, not the cache: another process (a consumer of the same
             // group, a Lambda projector) may have folded the key since this one cached it.
@@ -646,16 +645,12 @@ impl<S: Database> Projector<S> {
                 // Saved whole, so that readers stop rebuilding it (one stored in summary by a
                 // run that stopped, or by another version).
                 timeline.compact();
-                rebuilt.push(key.clone());
+                self.unsaved.insert(key.clone());
             }
             self.cache.insert(key, timeline);
         }
         let alerts = self.raise(&mut candidates, as_of)?;
-        let cache = &self.cache;
-        let timelines: Vec<&KeyTimeline> = rebuilt.iter().filter_map(|k| cache.get(k)).collect();
-        if !timelines.is_empty() {
-            self.database.save_timelines(&timelines)?;
-        }
+        self.save_unsaved()?;
         Ok(alerts)
     }
 
