@@ -34,7 +34,8 @@ use aws_sdk_dynamodb::Client;
 use keywatch_core::{Alert, KeyArn, KeyState, KeyStoreRef, KeyTimeline, Timestamp};
 use keywatch_database::{
     decode_record, decode_segment, encode_json, encode_records_segment, new_records_by_stream,
-    split_by_size, Database, DatabaseError, KeySummary, RecordToAppend, SegmentEntry, StreamId,
+    split_by_size, Database, DatabaseError, KeySummary, LoggedRecord, RecordToAppend, SegmentEntry,
+    StreamId,
 };
 use std::collections::HashMap;
 use std::future::Future;
@@ -280,7 +281,7 @@ fn segment_items(
     let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
         return Ok(());
     };
-    let body = encode_records_segment(entries);
+    let body = encode_records_segment(entries)?;
     if body.len() > SEGMENT_MAX_BYTES {
         if entries.len() == 1 {
             return Err(DatabaseError::Database(
@@ -859,7 +860,7 @@ impl Database for DynamoDatabase {
         Ok(fresh)
     }
 
-    fn stream_records(&self, stream: &StreamId) -> Result<Vec<String>, DatabaseError> {
+    fn stream_records(&self, stream: &StreamId) -> Result<Vec<LoggedRecord>, DatabaseError> {
         let items = self.query(&format!("stream#{}", stream.as_text()), None)?;
         let mut records: Vec<SegmentEntry> = Vec::new();
         // Entries of records kept as items of their own (before segments): `<time>#<eventID>`.
@@ -891,7 +892,7 @@ impl Database for DynamoDatabase {
             })?;
             records.push(SegmentEntry {
                 event_time,
-                json: decode_record(body)?,
+                record: LoggedRecord::CloudTrail(decode_record(body)?),
                 event_id: id,
             });
         }
@@ -899,7 +900,7 @@ impl Database for DynamoDatabase {
         // may have stored a segment twice).
         records.sort_by(|a, b| (a.event_time, &a.event_id).cmp(&(b.event_time, &b.event_id)));
         records.dedup_by(|a, b| a.event_id == b.event_id);
-        Ok(records.into_iter().map(|r| r.json).collect())
+        Ok(records.into_iter().map(|r| r.record).collect())
     }
 
     fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, DatabaseError> {

@@ -9,7 +9,7 @@ use keywatch_core::event::{KeyEventKind, UsageOutcome};
 use keywatch_core::page::sanitise;
 use keywatch_core::preflight::Preflight;
 use keywatch_core::timeline::{EntryDetail, KeyTimeline, ScheduleEnd};
-use keywatch_core::{KmsEvent, Normalised, Severity, Timestamp};
+use keywatch_core::{KmsEvent, Severity, Timestamp};
 use keywatch_database::{DatabaseError, StreamId};
 use keywatch_sqlite::SqliteDatabase;
 use std::collections::HashMap;
@@ -192,8 +192,8 @@ impl UsageGrid {
         span: Span,
     ) -> Result<Self, DatabaseError> {
         let mut grid = UsageGrid::new(t, span);
-        store.visit_stream_records(&StreamId::Key(t.key_arn.clone()), |json| {
-            let Ok(Normalised::Kms { events, .. }) = keywatch_core::normalise(json) else {
+        store.visit_stream_records(&StreamId::Key(t.key_arn.clone()), |record| {
+            let Ok(events) = record.into_events() else {
                 return;
             };
             for e in events {

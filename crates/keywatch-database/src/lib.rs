@@ -10,12 +10,12 @@ mod projector;
 
 pub use codec::{
     decode_json, decode_record, decode_segment, encode_json, encode_record, encode_segment,
-    encode_segment_of, event_id_uuid, parse_json, SegmentEntry,
+    encode_segment_of, event_id_uuid, parse_json, EntryToLog, LoggedRecord, SegmentEntry,
 };
 pub use memory::MemoryDatabase;
 pub use projector::{current_timeline, BatchOutcome, NormalisedRecord, Projector};
 
-use keywatch_core::{Alert, KeyArn, KeyStoreRef, KeyTimeline, Timestamp};
+use keywatch_core::{Alert, KeyArn, KeyEvent, KeyStoreRef, KeyTimeline, Timestamp};
 use std::collections::BTreeMap;
 
 /// The cause of a database failure, as the adapter reported it (rusqlite's error for SQLite,
@@ -87,6 +87,9 @@ pub struct RecordToAppend<'a> {
     pub event_time: Timestamp,
     /// The record's JSON, as it came.
     pub json: &'a str,
+    /// Its one event, when the event log keeps that instead of the JSON: a use of one key
+    /// ([`LoggedRecord::use_of`]).
+    pub kept_use: Option<&'a KeyEvent>,
     /// The streams it belongs to.
     pub streams: Vec<StreamId>,
     /// Known not to be in the event log already: each of its events follows its key's
@@ -136,8 +139,12 @@ pub fn split_by_size<'r, 'a>(
 }
 
 /// Encodes records (in their order) as one segment of the event log ([`encode_segment`]).
-pub fn encode_records_segment(records: &[&RecordToAppend<'_>]) -> Vec<u8> {
-    encode_segment_of(records.iter().map(|r| (r.event_time, r.event_id, r.json)))
+pub fn encode_records_segment(records: &[&RecordToAppend<'_>]) -> Result<Vec<u8>, DatabaseError> {
+    encode_segment_of(
+        records
+            .iter()
+            .map(|r| (r.event_time, r.event_id, r.json, r.kept_use)),
+    )
 }
 
 /// A key as listed by `keywatch keys`.
@@ -171,7 +178,7 @@ pub trait Database {
     ) -> Result<Vec<bool>, DatabaseError>;
     /// The records of a stream (for rebuilding a timeline), decoded, in (eventTime, eventID)
     /// order.
-    fn stream_records(&self, stream: &StreamId) -> Result<Vec<String>, DatabaseError>;
+    fn stream_records(&self, stream: &StreamId) -> Result<Vec<LoggedRecord>, DatabaseError>;
     /// A key's timeline.
     fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, DatabaseError>;
     /// The timelines of several keys, in their order (a database that can read many at once

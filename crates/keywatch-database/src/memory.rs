@@ -4,7 +4,7 @@
 //! JSON), so that a batch costs the CPU it costs there, minus the I/O; eventIDs in their
 //! UUID form are kept as 16 bytes, as the SQLite database keeps them.
 
-use crate::{Database, DatabaseError, KeySummary, RecordToAppend, StreamId};
+use crate::{Database, DatabaseError, KeySummary, LoggedRecord, RecordToAppend, StreamId};
 use keywatch_core::{Alert, KeyArn, KeyStoreRef, KeyTimeline, Timestamp};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -180,21 +180,21 @@ impl Database for MemoryDatabase {
             fresh.push(new);
         }
         for (stream, entries) in crate::new_records_by_stream(records, &fresh) {
-            let body = crate::encode_records_segment(&entries);
+            let body = crate::encode_records_segment(&entries)?;
             self.segments.entry(stream.clone()).or_default().push(body);
             self.undo(Undo::Segment(stream.clone()));
         }
         Ok(fresh)
     }
 
-    fn stream_records(&self, stream: &StreamId) -> Result<Vec<String>, DatabaseError> {
+    fn stream_records(&self, stream: &StreamId) -> Result<Vec<LoggedRecord>, DatabaseError> {
         let mut entries = Vec::new();
         for body in self.segments.get(stream).into_iter().flatten() {
             entries.extend(crate::decode_segment(body)?);
         }
         entries.sort_by(|a, b| (a.event_time, &a.event_id).cmp(&(b.event_time, &b.event_id)));
         entries.dedup_by(|a, b| a.event_id == b.event_id && a.event_time == b.event_time);
-        Ok(entries.into_iter().map(|e| e.json).collect())
+        Ok(entries.into_iter().map(|e| e.record).collect())
     }
 
     fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, DatabaseError> {

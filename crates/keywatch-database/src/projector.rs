@@ -2,11 +2,11 @@
 //! timelines (rebuilding a timeline from its stream when an event arrives late), and raises
 //! each alert once.
 
-use crate::{Database, DatabaseError, RecordToAppend, StreamId};
+use crate::{Database, DatabaseError, LoggedRecord, RecordToAppend, StreamId};
 use keywatch_core::timeline::is_multi_region_family_event;
 use keywatch_core::{
-    evaluate_clock, evaluate_events_unless, normalise, Alert, AlertConfig, KeyArn, KeyStoreRef,
-    KeyTimeline, KmsEvent, Normalised, Timestamp, TIMELINE_FORMAT,
+    evaluate_clock, evaluate_events_unless, Alert, AlertConfig, KeyArn, KeyStoreRef, KeyTimeline,
+    KmsEvent, Timestamp, TIMELINE_FORMAT,
 };
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -464,6 +464,7 @@ impl<S: Database> Projector<S> {
                 event_id: &r.event_id,
                 event_time: r.event_time(),
                 json: &r.json,
+                kept_use: LoggedRecord::use_of(&r.events),
                 streams: r.streams(),
                 unseen: self.follows_timelines(r)?,
             });
@@ -752,17 +753,11 @@ fn stream_events<S: Database>(
     stream: &StreamId,
 ) -> Result<Vec<KmsEvent>, DatabaseError> {
     let mut out = Vec::new();
-    for json in database.stream_records(stream)? {
-        match normalise(&json) {
-            Ok(Normalised::Kms { events, .. }) => out.extend(events),
-            Ok(_) => {}
-            Err(e) => {
-                return Err(DatabaseError::Corrupt {
-                    what: "record",
-                    reason: e.to_string(),
-                })
-            }
-        }
+    for record in database.stream_records(stream)? {
+        out.extend(record.into_events().map_err(|e| DatabaseError::Corrupt {
+            what: "record",
+            reason: e.to_string(),
+        })?);
     }
     Ok(out)
 }

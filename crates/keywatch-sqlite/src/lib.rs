@@ -3,7 +3,7 @@
 
 use keywatch_core::{Alert, KeyArn, KeyStoreRef, KeyTimeline, Timestamp};
 use keywatch_database::{
-    Database, DatabaseError, KeySummary, RecordToAppend, SegmentEntry, StreamId,
+    Database, DatabaseError, KeySummary, LoggedRecord, RecordToAppend, SegmentEntry, StreamId,
 };
 use rayon::prelude::*;
 use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -86,14 +86,14 @@ impl SqliteDatabase {
         Self::init(conn)
     }
 
-    /// Calls `visit` with each record of a stream, decoded, in (eventTime, eventID) order,
+    /// Calls `visit` with each record of a stream, as logged, in (eventTime, eventID) order,
     /// once each: for reading a stream of any length in bounded memory. Segments are read
     /// in order of their first eventTime and merged; a record is passed on once no segment
     /// still unread can hold an earlier one, so memory holds only segments that overlap.
     pub fn visit_stream_records(
         &self,
         stream: &StreamId,
-        mut visit: impl FnMut(&str),
+        mut visit: impl FnMut(LoggedRecord),
     ) -> Result<(), DatabaseError> {
         let mut q = self
             .conn
@@ -104,20 +104,20 @@ impl SqliteDatabase {
             )
             .map_err(db)?;
         let mut rows = q.query([stream.as_text()]).map_err(db)?;
-        let mut pending: BinaryHeap<Reverse<(i64, String, String)>> = BinaryHeap::new();
+        let mut pending: BinaryHeap<Reverse<PendingEntry>> = BinaryHeap::new();
         let mut last: Option<(i64, String)> = None;
-        let mut pass_on = |(time, id, json): (i64, String, String)| {
+        let mut pass_on = |PendingEntry(time, id, record): PendingEntry| {
             if last.as_ref().is_some_and(|(t, i)| *t == time && *i == id) {
                 return; // a copy
             }
-            visit(&json);
+            visit(record);
             last = Some((time, id));
         };
         while let Some(row) = rows.next().map_err(db)? {
             let first_time: i64 = row.get(0).map_err(db)?;
             while pending
                 .peek()
-                .is_some_and(|Reverse((time, _, _))| *time < first_time)
+                .is_some_and(|Reverse(PendingEntry(time, ..))| *time < first_time)
             {
                 if let Some(Reverse(entry)) = pending.pop() {
                     pass_on(entry);
@@ -125,7 +125,11 @@ impl SqliteDatabase {
             }
             let body: Vec<u8> = row.get(1).map_err(db)?;
             for e in keywatch_database::decode_segment(&body)? {
-                pending.push(Reverse((e.event_time.millis(), e.event_id, e.json)));
+                pending.push(Reverse(PendingEntry(
+                    e.event_time.millis(),
+                    e.event_id,
+                    e.record,
+                )));
             }
         }
         while let Some(Reverse(entry)) = pending.pop() {
@@ -241,7 +245,7 @@ impl Database for SqliteDatabase {
                     .map(|c| (stream_id, c)),
             );
         }
-        let bodies = encode_segments(&segments);
+        let bodies = encode_segments(&segments)?;
         let mut insert = self
             .conn
             .prepare_cached(
@@ -262,9 +266,9 @@ impl Database for SqliteDatabase {
         Ok(fresh)
     }
 
-    fn stream_records(&self, stream: &StreamId) -> Result<Vec<String>, DatabaseError> {
+    fn stream_records(&self, stream: &StreamId) -> Result<Vec<LoggedRecord>, DatabaseError> {
         let mut out = Vec::new();
-        self.visit_stream_records(stream, |json| out.push(json.to_owned()))?;
+        self.visit_stream_records(stream, |record| out.push(record))?;
         Ok(out)
     }
 
@@ -457,6 +461,30 @@ fn read_json<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// A record of a segment read and not yet passed on: (eventTime in ms, eventID, record),
+/// ordered by the first two only (the order of a stream's records).
+struct PendingEntry(i64, String, LoggedRecord);
+
+impl PartialEq for PendingEntry {
+    fn eq(&self, other: &Self) -> bool {
+        (self.0, &self.1) == (other.0, &other.1)
+    }
+}
+
+impl Eq for PendingEntry {}
+
+impl PartialOrd for PendingEntry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for PendingEntry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.0, &self.1).cmp(&(other.0, &other.1))
+    }
+}
+
 /// The most record text a segment holds (before compression): a stream is read a segment
 /// at a time, and a segment this size compresses about as well as a longer one (zstd at
 /// its level 1 looks back 512 KiB).
@@ -464,7 +492,9 @@ const SEGMENT_BYTES: usize = 1 << 20;
 
 /// The segments' bodies, in their order, compressed on every core (replay's projecting thread
 /// would otherwise compress every record itself).
-fn encode_segments(segments: &[(i64, &[&RecordToAppend<'_>])]) -> Vec<Vec<u8>> {
+fn encode_segments(
+    segments: &[(i64, &[&RecordToAppend<'_>])],
+) -> Result<Vec<Vec<u8>>, DatabaseError> {
     segments
         .par_iter()
         .map(|(_, records)| keywatch_database::encode_records_segment(records))
@@ -537,7 +567,7 @@ fn migrate_records_to_segments(conn: &Connection) -> Result<(), DatabaseError> {
                             stream_id,
                             first.event_time.millis(),
                             last.event_time.millis(),
-                            keywatch_database::encode_segment(entries)
+                            keywatch_database::encode_segment(entries)?
                         ])
                         .map_err(db)?;
                 }
@@ -556,7 +586,7 @@ fn migrate_records_to_segments(conn: &Connection) -> Result<(), DatabaseError> {
                 entries.push(SegmentEntry {
                     event_time: Timestamp::from_millis(row.get(0).map_err(db)?),
                     event_id: row.get(1).map_err(db)?,
-                    json,
+                    record: LoggedRecord::CloudTrail(json),
                 });
             }
             flush(&mut entries)?;

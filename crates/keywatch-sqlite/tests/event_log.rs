@@ -2,7 +2,7 @@
 //! in (eventTime, eventID) order; and a database from before segments moved into them.
 
 use keywatch_core::{KeyArn, KeyStoreRef, Timestamp};
-use keywatch_database::{encode_record, Database, RecordToAppend, StreamId};
+use keywatch_database::{encode_record, Database, LoggedRecord, RecordToAppend, StreamId};
 use keywatch_sqlite::SqliteDatabase;
 
 const KEY: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
@@ -46,6 +46,7 @@ fn append(db: &mut SqliteDatabase, records: &[Record], streams: &[StreamId]) -> 
             event_id: &r.id,
             event_time: r.time,
             json: &r.json,
+            kept_use: None,
             streams: streams.to_vec(),
             unseen: false,
         })
@@ -56,12 +57,14 @@ fn append(db: &mut SqliteDatabase, records: &[Record], streams: &[StreamId]) -> 
     fresh
 }
 
-/// The records' texts in (eventTime, eventID) order, once each.
-fn in_order<'a>(records: impl IntoIterator<Item = &'a Record>) -> Vec<String> {
+/// The records as logged in (eventTime, eventID) order, once each.
+fn in_order<'a>(records: impl IntoIterator<Item = &'a Record>) -> Vec<LoggedRecord> {
     let mut all: Vec<&Record> = records.into_iter().collect();
     all.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
     all.dedup_by(|a, b| a.id == b.id);
-    all.into_iter().map(|r| r.json.clone()).collect()
+    all.into_iter()
+        .map(|r| LoggedRecord::CloudTrail(r.json.clone()))
+        .collect()
 }
 
 fn segments(path: &std::path::Path) -> i64 {
@@ -132,7 +135,7 @@ fn stream_reads_merge_segments_in_time_order_once_each() {
         in_order(&late[..250])
     );
     let mut visited = Vec::new();
-    db.visit_stream_records(&key_stream(), |json| visited.push(json.to_owned()))
+    db.visit_stream_records(&key_stream(), |record| visited.push(record))
         .expect("visit");
     assert_eq!(visited.len(), 3500);
 }

@@ -29,7 +29,7 @@ fn contents(p: &Projector<impl Database>) -> Value {
                 "timeline": store.load_timeline(&arn).expect("load"),
                 "pending": store.keys_pending_deletion().expect("pending").contains(&arn),
                 "found_by_id": store.find_keys(arn.key_id()).expect("find"),
-                "stream": stream,
+                "stream": format!("{stream:?}"),
             })
         })
         .collect();

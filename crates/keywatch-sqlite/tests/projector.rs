@@ -316,6 +316,85 @@ fn late_uses_of_a_key_pending_deletion_fold_in_place_and_page_as_the_rebuilt_tim
 }
 
 #[test]
+fn a_late_schedule_pages_on_uses_the_log_kept_as_events_with_their_details() {
+    // Uses of a key in use (the log keeps each as its event, not its record), then the
+    // ScheduleKeyDeletion that preceded them, late: the rebuilt timeline pages on the
+    // successful uses with who, from where and with what, as if all came in order.
+    let create = created("2026-11-01T00:00:00Z");
+    let uses: Vec<Value> = (0..6u32)
+        .map(|i| {
+            let time = format!("2026-11-20T10:{:02}:{:02}Z", i * 3, i * 7);
+            let id = format!("use-{i}");
+            let mut u = if i == 5 {
+                failed("Decrypt", &time, &id, "AccessDeniedException")
+            } else {
+                decrypt(&time, &id, APP_ROLE)
+            };
+            u["sourceIPAddress"] = serde_json::json!(format!("198.51.100.{i}"));
+            u["userAgent"] = serde_json::json!(format!("aws-cli/2.15.{i}"));
+            u["requestParameters"]["encryptionContext"] =
+                serde_json::json!({"aws:s3:arn": format!("arn:aws:s3:::orders/{i}")});
+            if i == 2 {
+                u["userIdentity"]["invokedBy"] = serde_json::json!("s3.amazonaws.com");
+            }
+            u
+        })
+        .collect();
+    let sched = schedule("2026-11-20T09:00:00Z", "sched", 7, None);
+    let mut p = Projector::new(
+        SqliteDatabase::in_memory().expect("store"),
+        AlertConfig::default(),
+    );
+    let mut first = vec![create.clone()];
+    first.extend(uses.iter().cloned());
+    let before = p.process(&normalised(&first), as_of()).expect("uses");
+    assert!(before.alerts.is_empty(), "no page while the key is in use");
+    let late = p.process(&normalised(std::slice::from_ref(&sched)), as_of());
+    let late = late.expect("the late schedule");
+    assert_eq!(
+        late.rebuilds, 1,
+        "the schedule precedes uses: a rebuild from the log"
+    );
+    let key = KeyArn::parse(KEY).expect("key");
+    let folded = p
+        .database()
+        .load_timeline(&key)
+        .expect("load")
+        .expect("stored");
+
+    let mut reference = Projector::new(
+        SqliteDatabase::in_memory().expect("store"),
+        AlertConfig::default(),
+    );
+    let mut all = vec![create, sched];
+    all.extend(uses);
+    let expected = reference
+        .process(&normalised(&all), as_of())
+        .expect("in order");
+    let whole = |alerts: Vec<keywatch_core::Alert>| -> Vec<Value> {
+        let mut v: Vec<Value> = alerts
+            .iter()
+            .filter(|a| a.kind == keywatch_core::AlertKind::PendingDeletionKeyUsed)
+            .map(|a| serde_json::to_value(a).expect("alert JSON"))
+            .collect();
+        v.sort_by_key(|a| a["alert_id"].to_string());
+        v
+    };
+    let pages = whole(late.alerts);
+    assert!(!pages.is_empty());
+    assert_eq!(pages, whole(expected.alerts));
+    assert!(pages.iter().all(|a| a["source_ip"]
+        .as_str()
+        .is_some_and(|ip| ip.starts_with("198.51.100."))));
+    let in_order = reference
+        .database()
+        .load_timeline(&key)
+        .expect("load")
+        .expect("stored");
+    assert_eq!(folded, in_order);
+}
+
+#[test]
 fn a_late_use_pending_deletion_in_a_second_already_listed_rebuilds() {
     // Within one second eventIDs order the entries: time alone cannot place it.
     let first = vec![

@@ -85,7 +85,7 @@ impl<S: Database> Database for Flaky<S> {
     fn stream_records(
         &self,
         s: &keywatch_database::StreamId,
-    ) -> Result<Vec<String>, keywatch_database::DatabaseError> {
+    ) -> Result<Vec<keywatch_database::LoggedRecord>, keywatch_database::DatabaseError> {
         self.inner.stream_records(s)
     }
     fn load_timeline(
