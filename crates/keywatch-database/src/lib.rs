@@ -85,7 +85,7 @@ pub struct RecordToAppend<'a> {
     pub event_id: &'a str,
     /// `eventTime`.
     pub event_time: Timestamp,
-    /// The record's JSON, as it came.
+    /// The record's JSON, as it came (empty where the log keeps `kept_use` instead).
     pub json: &'a str,
     /// Its one event, when the event log keeps that instead of the JSON: a use of one key
     /// ([`LoggedRecord::use_of`]).
@@ -98,6 +98,21 @@ pub struct RecordToAppend<'a> {
     /// before saving the timeline can have left a copy, and folds drop copies by eventID.
     pub unseen: bool,
 }
+
+impl RecordToAppend<'_> {
+    /// About how many bytes the event log's segment takes for it before compression: its
+    /// JSON, or for a use kept as its event, what such an event takes.
+    pub fn logged_len(&self) -> usize {
+        match self.kept_use {
+            Some(_) => USE_LOGGED_BYTES,
+            None => self.json.len(),
+        }
+    }
+}
+
+/// About what a use kept as its event takes in a segment before compression (its key,
+/// principal, source IP, user agent and what its encryption context names, as JSON).
+const USE_LOGGED_BYTES: usize = 400;
 
 /// The records of a batch found new (`fresh`, one flag per record), grouped by stream, each
 /// stream's in (eventTime, eventID) order: what the batch's segments of each stream hold.
@@ -117,7 +132,8 @@ pub fn new_records_by_stream<'r, 'a>(
     per_stream
 }
 
-/// Consecutive runs of records of at most `limit` bytes of JSON each (at least one record):
+/// Consecutive runs of records of at most `limit` bytes ([`RecordToAppend::logged_len`])
+/// each (at least one record):
 /// the segments a stream's new records make where a segment has a size limit.
 pub fn split_by_size<'r, 'a>(
     records: &'r [&'r RecordToAppend<'a>],
@@ -126,11 +142,12 @@ pub fn split_by_size<'r, 'a>(
     let mut chunks = Vec::new();
     let (mut start, mut size) = (0, 0);
     for (i, r) in records.iter().enumerate() {
-        if i > start && size + r.json.len() > limit {
+        let len = r.logged_len();
+        if i > start && size + len > limit {
             chunks.push(&records[start..i]);
             (start, size) = (i, 0);
         }
-        size += r.json.len();
+        size += len;
     }
     if start < records.len() {
         chunks.push(&records[start..]);
@@ -273,4 +290,43 @@ pub fn sort_oldest_first(alerts: &mut [Alert]) {
             &b.alert_id,
         ))
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keywatch_core::{KmsEvent, Normalised};
+
+    #[test]
+    fn segments_are_cut_by_what_the_log_keeps_of_each_record() {
+        let json = r#"{"eventVersion":"1.08","userIdentity":{"type":"IAMUser","arn":"arn:aws:iam::111122223333:user/alice","accountId":"111122223333"},"eventTime":"2026-11-01T00:00:00Z","eventSource":"kms.amazonaws.com","eventName":"Decrypt","awsRegion":"us-east-1","requestParameters":{"keyId":"arn:aws:kms:us-east-1:111122223333:key/0e5d0ab6-097e-49d8-99ef-747ce3e5f8f4"},"eventID":"b7341259-e4be-49d7-b2fb-1d9253becfa8"}"#;
+        let Ok(Normalised::Kms { events, .. }) = keywatch_core::normalise(json) else {
+            panic!("a use");
+        };
+        let KmsEvent::Key(used) = &events[0] else {
+            panic!("of a key");
+        };
+        let record = |kept_use| RecordToAppend {
+            event_id: "b7341259-e4be-49d7-b2fb-1d9253becfa8",
+            event_time: Timestamp::from_millis(0),
+            json: if kept_use { "" } else { json },
+            kept_use: kept_use.then_some(used),
+            streams: Vec::new(),
+            unseen: true,
+        };
+        // A use kept as its event counts what such an event takes, not its empty JSON.
+        let uses: Vec<RecordToAppend<'_>> = (0..10).map(|_| record(true)).collect();
+        let uses: Vec<&RecordToAppend<'_>> = uses.iter().collect();
+        let cuts = split_by_size(&uses, 3 * USE_LOGGED_BYTES);
+        assert_eq!(
+            cuts.iter().map(|c| c.len()).collect::<Vec<_>>(),
+            [3, 3, 3, 1]
+        );
+        let whole: Vec<RecordToAppend<'_>> = (0..4).map(|_| record(false)).collect();
+        let whole: Vec<&RecordToAppend<'_>> = whole.iter().collect();
+        let cuts = split_by_size(&whole, 2 * json.len());
+        assert_eq!(cuts.iter().map(|c| c.len()).collect::<Vec<_>>(), [2, 2]);
+        // One record over the limit still makes a segment of its own.
+        assert_eq!(split_by_size(&whole[..1], 1).len(), 1);
+    }
 }

@@ -20,17 +20,22 @@ pub struct NormalisedRecord {
     pub events: Vec<KmsEvent>,
     /// The record's JSON, as it came: the event log keeps it, with the other new records
     /// of its streams in the batch (a segment compresses them together far better than
-    /// each alone).
+    /// each alone). Empty for a use the log keeps as its event ([`LoggedRecord::use_of`]):
+    /// most records, whose text is then not held while a batch fills.
     json: Box<str>,
 }
 
 impl NormalisedRecord {
     /// A record (its JSON text, unmodified) and its events.
     pub fn new(event_id: String, json: impl Into<Box<str>>, events: Vec<KmsEvent>) -> Self {
+        let json = match LoggedRecord::use_of(&events) {
+            Some(_) => Box::default(),
+            None => json.into(),
+        };
         NormalisedRecord {
             event_id,
             events,
-            json: json.into(),
+            json,
         }
     }
 
