@@ -256,10 +256,12 @@ pub fn read_path_limited(
         read_stream_limited(stdin.lock(), &name, limits, sink).map_err(io_err)
     } else {
         let file = File::open(path).map_err(io_err)?;
-        read_stream_limited(
+        let size = file.metadata().map_or(0, |m| m.len());
+        read_stream_sized(
             BufReader::with_capacity(256 * 1024, file),
             &name,
             limits,
+            size,
             sink,
         )
         .map_err(io_err)
@@ -273,38 +275,66 @@ pub fn read_stream<R: BufRead>(input: R, name: &str, sink: &mut dyn FnMut(Item))
 
 /// [`read_stream`] within `limits`.
 pub fn read_stream_limited<R: BufRead>(
+    input: R,
+    name: &str,
+    limits: Limits,
+    sink: &mut dyn FnMut(Item),
+) -> io::Result<()> {
+    read_stream_sized(input, name, limits, 0, sink)
+}
+
+/// About how many times its size a gzip file of CloudTrail records decompresses to (JSON
+/// that repeats itself: 10 to 20 times).
+const GZIP_RATIO_GUESS: u64 = 16;
+
+/// [`read_stream_limited`] of an input of `size` bytes (0 if not known), read in one
+/// piece into a buffer of about its decompressed size: grown from nothing, the buffer was
+/// copied at each doubling.
+fn read_stream_sized<R: BufRead>(
     mut input: R,
     name: &str,
     limits: Limits,
+    size: u64,
     sink: &mut dyn FnMut(Item),
 ) -> io::Result<()> {
     let (left, max) = (limits.max_input_bytes, limits.max_input_bytes);
     let head = input.fill_buf()?;
+    // The decoder writes straight into the buffer read to the end (no buffer in between).
     if head.starts_with(&[0x1f, 0x8b]) {
         let inner = MultiGzDecoder::new(input);
-        let decoder = BufReader::with_capacity(256 * 1024, Capped { inner, left, max });
-        read_plain_limited(decoder, name, WHOLE_READ_LIMIT, limits, sink)
+        let hint = size.saturating_mul(GZIP_RATIO_GUESS);
+        read_plain_limited(
+            Capped { inner, left, max },
+            name,
+            WHOLE_READ_LIMIT,
+            limits,
+            hint,
+            sink,
+        )
     } else {
-        let plain = BufReader::with_capacity(
-            256 * 1024,
-            Capped {
-                inner: input,
-                left,
-                max,
-            },
-        );
-        read_plain_limited(plain, name, WHOLE_READ_LIMIT, limits, sink)
+        let plain = Capped {
+            inner: input,
+            left,
+            max,
+        };
+        read_plain_limited(plain, name, WHOLE_READ_LIMIT, limits, size, sink)
     }
 }
 
-fn read_plain_limited<R: BufRead>(
+/// Reads `input` whole (up to `limit` bytes, into a buffer of `size_hint` bytes to begin
+/// with) and hands its items to `sink`; an input larger than `limit` must be JSON Lines,
+/// and is read on line by line.
+fn read_plain_limited<R: Read>(
     mut input: R,
     name: &str,
     limit: usize,
     limits: Limits,
+    size_hint: u64,
     sink: &mut dyn FnMut(Item),
 ) -> io::Result<()> {
-    let mut buf = Vec::new();
+    // One byte more than the input, so that read_to_end finds its end without growing.
+    let capacity = usize::try_from(size_hint.saturating_add(1)).map_or(limit, |n| n.min(limit));
+    let mut buf = Vec::with_capacity(capacity.saturating_add(1));
     if let Err(e) = (&mut input).take(limit as u64 + 1).read_to_end(&mut buf) {
         // A truncated gzip, trailing junk: keep every whole record read before the fault.
         salvage(&buf, name, sink);
@@ -324,6 +354,7 @@ fn read_plain_limited<R: BufRead>(
         return Ok(());
     }
     // Too large to hold: it must be JSON Lines. Finish the partial last line, then stream.
+    let mut input = BufReader::with_capacity(256 * 1024, input);
     let mut line_no = 0u64;
     let mut rest = Vec::new();
     let partial_too_long = read_line_bounded(&mut input, &mut rest, limits.max_record_bytes)?;

@@ -252,9 +252,14 @@ fn a_source_over_the_whole_read_limit_is_streamed_as_json_lines() {
     let lines = format!("{REC_A}\n{REC_B}\n{{broken\n{REC_A}\n");
     let mut items = Vec::new();
     // A limit that cuts the first line in two: the reader must finish that line and stream on.
-    read_plain_limited(lines.as_bytes(), "big", 40, Limits::default(), &mut |i| {
-        items.push(i)
-    })
+    read_plain_limited(
+        lines.as_bytes(),
+        "big",
+        40,
+        Limits::default(),
+        0,
+        &mut |i| items.push(i),
+    )
     .expect("in memory");
     assert_eq!(event_ids(&items), ["a", "b", "a"]);
     let rejected_lines: Vec<_> = items
@@ -277,8 +282,10 @@ fn an_oversized_record_is_rejected_without_being_held_and_the_next_ones_are_read
     let lines = format!("{REC_A}\n{huge}\n{REC_B}\n");
     let mut items = Vec::new();
     // A whole-read limit of 40 bytes sends the input down the streaming path.
-    read_plain_limited(lines.as_bytes(), "big", 40, small, &mut |i| items.push(i))
-        .expect("in memory");
+    read_plain_limited(lines.as_bytes(), "big", 40, small, 0, &mut |i| {
+        items.push(i)
+    })
+    .expect("in memory");
     assert_eq!(event_ids(&items), ["a", "b"]);
     let rejected: Vec<_> = items
         .iter()
