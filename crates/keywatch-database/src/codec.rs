@@ -949,7 +949,7 @@ mod tests {
             event_id: event.context.event_id.clone(),
             record: LoggedRecord::Use(Box::new(event)),
         };
-        let back = decode_segment(&encode_segment(&[entry.clone()]).expect("encodes"));
+        let back = decode_segment(&encode_segment(std::slice::from_ref(&entry)).expect("encodes"));
         assert_eq!(back.expect("decodes"), [entry]);
     }
 
