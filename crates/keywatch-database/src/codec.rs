@@ -658,6 +658,10 @@ fn read_len(bytes: &[u8]) -> Result<(usize, &[u8]), DatabaseError> {
     }
 }
 
+/// The most records [`read_columns`] makes room for before reading them: more than a
+/// segment of 1 MiB of records holds.
+const SEGMENT_ROOM: usize = 16 * 1024;
+
 /// Reverses [`lay_out_columns`].
 fn read_columns(raw: &[u8]) -> Result<Vec<SegmentEntry>, DatabaseError> {
     let (count, mut rest) = read_varint(raw)?;
@@ -666,7 +670,10 @@ fn read_columns(raw: &[u8]) -> Result<Vec<SegmentEntry>, DatabaseError> {
         .ok()
         .filter(|n| n.saturating_mul(3) <= rest.len())
         .ok_or_else(|| corrupt("segment cut short"))?;
-    let mut times = Vec::with_capacity(count);
+    // Room for what a segment written here holds at most; a damaged segment that claims
+    // millions of records (of its up to 256 MiB) fails as it is read, not by allocating.
+    let room = count.min(SEGMENT_ROOM);
+    let mut times = Vec::with_capacity(room);
     let mut previous = 0i64;
     for _ in 0..count {
         let (zigzag, r) = read_varint(rest)?;
@@ -675,7 +682,7 @@ fn read_columns(raw: &[u8]) -> Result<Vec<SegmentEntry>, DatabaseError> {
         times.push(Timestamp::from_millis(previous));
         rest = r;
     }
-    let mut ids = Vec::with_capacity(count);
+    let mut ids = Vec::with_capacity(room);
     for _ in 0..count {
         let (tag, r) = take(rest, 1)?;
         let (id, r) = match tag[0] {
@@ -693,7 +700,7 @@ fn read_columns(raw: &[u8]) -> Result<Vec<SegmentEntry>, DatabaseError> {
         ids.push(id);
         rest = r;
     }
-    let mut entries = Vec::with_capacity(count);
+    let mut entries = Vec::with_capacity(room);
     for (event_time, event_id) in times.into_iter().zip(ids) {
         let (tag, r) = take(rest, 1)?;
         let (len, r) = read_len(r)?;
