@@ -32,6 +32,15 @@ fn created(at: &str) -> Value {
     create_key(at, "create", "AWS_KMS", None, None, None)
 }
 
+/// KEY's timeline as stored.
+fn key_timeline(database: &impl Database) -> KeyTimeline {
+    let key = KeyArn::parse(KEY).expect("key");
+    database
+        .load_timeline(&key)
+        .expect("load")
+        .expect("timeline stored")
+}
+
 /// Runs batches through a fresh in-memory projector (and a sweep when `sweep`); returns
 /// `key`'s final timeline and every alert id raised, sorted.
 fn project_key(batches: &[Vec<Value>], key: &str, sweep: bool) -> (KeyTimeline, Vec<String>) {
@@ -199,12 +208,7 @@ fn rebuilds_of(batches: &[Vec<Value>]) -> (KeyTimeline, Vec<usize>) {
                 .rebuilds
         })
         .collect();
-    let key = KeyArn::parse(KEY).expect("key");
-    let t = p
-        .database()
-        .load_timeline(&key)
-        .expect("load")
-        .expect("stored");
+    let t = key_timeline(p.database());
     (t, rebuilds)
 }
 
@@ -264,12 +268,7 @@ fn rebuilds_and_alerts_of(batches: &[Vec<Value>]) -> (KeyTimeline, Vec<usize>, V
         })
         .collect();
     alerts.sort();
-    let key = KeyArn::parse(KEY).expect("key");
-    let t = p
-        .database()
-        .load_timeline(&key)
-        .expect("load")
-        .expect("stored");
+    let t = key_timeline(p.database());
     (t, rebuilds, alerts)
 }
 
@@ -355,12 +354,7 @@ fn a_late_schedule_pages_on_uses_the_log_kept_as_events_with_their_details() {
         late.rebuilds, 1,
         "the schedule precedes uses: a rebuild from the log"
     );
-    let key = KeyArn::parse(KEY).expect("key");
-    let folded = p
-        .database()
-        .load_timeline(&key)
-        .expect("load")
-        .expect("stored");
+    let folded = key_timeline(p.database());
 
     let mut reference = Projector::new(
         SqliteDatabase::in_memory().expect("store"),
@@ -386,11 +380,7 @@ fn a_late_schedule_pages_on_uses_the_log_kept_as_events_with_their_details() {
     assert!(pages.iter().all(|a| a["source_ip"]
         .as_str()
         .is_some_and(|ip| ip.starts_with("198.51.100."))));
-    let in_order = reference
-        .database()
-        .load_timeline(&key)
-        .expect("load")
-        .expect("stored");
+    let in_order = key_timeline(reference.database());
     assert_eq!(folded, in_order);
 }
 
@@ -574,24 +564,12 @@ fn without_atomic_batches_records_kept_by_a_failed_batch_are_still_folded_on_ret
         .collect();
     kinds.sort_unstable();
     assert_eq!(kinds, ["deletion_scheduled", "pending_deletion_key_used"]);
-    let key = KeyArn::parse(KEY).expect("key");
-    let t = p
-        .database()
-        .load_timeline(&key)
-        .expect("load")
-        .expect("saved");
+    let t = key_timeline(p.database());
     assert_eq!(t.event_count, 3, "and the events were folded");
     // A plain redelivery afterwards changes nothing.
     let again = p.process(&three_records(), as_of()).expect("redelivery");
     assert!(again.alerts.is_empty());
-    assert_eq!(
-        p.database()
-            .load_timeline(&key)
-            .expect("load")
-            .expect("saved")
-            .event_count,
-        3
-    );
+    assert_eq!(key_timeline(p.database()).event_count, 3);
 }
 
 /// Without atomic batches, recording a batch's alerts fails (throttled) after its records
@@ -611,12 +589,7 @@ fn without_atomic_batches_alerts_that_failed_to_record_are_raised_on_retry() {
     let mut kinds: Vec<_> = out.alerts.iter().map(|a| a.kind.as_str()).collect();
     kinds.sort_unstable();
     assert_eq!(kinds, ["deletion_scheduled", "pending_deletion_key_used"]);
-    let key = KeyArn::parse(KEY).expect("key");
-    let t = p
-        .database()
-        .load_timeline(&key)
-        .expect("load")
-        .expect("saved");
+    let t = key_timeline(p.database());
     assert_eq!(t.event_count, 3, "folded once");
 }
 
@@ -664,12 +637,7 @@ fn a_write_conflict_without_units_of_work_still_folds_and_counts_the_batch_as_ne
         unsent.contains(&keywatch_core::AlertKind::OrphanedKeyMaterial),
         "{unsent:?}"
     );
-    let key = KeyArn::parse(KEY).expect("key");
-    let t = p
-        .database()
-        .load_timeline(&key)
-        .expect("load")
-        .expect("saved");
+    let t = key_timeline(p.database());
     assert!(t.key_store_disconnected(), "the disconnection is folded");
     assert!(t.orphaned_key_material.is_some());
     // The same records again are duplicates.
@@ -889,12 +857,7 @@ fn a_batch_with_more_minutes_of_use_than_a_timeline_keeps_pages_every_hour() {
             .alerts,
     );
     assert_eq!(raised.len(), 50, "3,000 minutes are 50 hours: a page each");
-    let key = KeyArn::parse(KEY).expect("arn");
-    let stored = p
-        .database()
-        .load_timeline(&key)
-        .expect("load")
-        .expect("stored");
+    let stored = key_timeline(p.database());
     assert!(
         stored.pending_use_buckets.len() <= keywatch_core::timeline::MAX_PENDING_USE_BUCKETS,
         "{} buckets at rest",
@@ -930,11 +893,7 @@ fn a_timeline_stored_by_another_version_is_rebuilt_from_the_event_log() {
     )
     .expect("batch");
     let key = KeyArn::parse(KEY).expect("key");
-    let folded = p
-        .database()
-        .load_timeline(&key)
-        .expect("load")
-        .expect("stored");
+    let folded = key_timeline(p.database());
     assert_eq!(folded.format, keywatch_core::TIMELINE_FORMAT);
     drop(p);
     let tamper = |json: &str| {
@@ -976,11 +935,7 @@ fn a_timeline_stored_by_another_version_is_rebuilt_from_the_event_log() {
             1,
             "the use of a key pending deletion pages"
         );
-        let saved = p
-            .database()
-            .load_timeline(&key)
-            .expect("load")
-            .expect("saved");
+        let saved = key_timeline(p.database());
         assert_eq!(saved.format, keywatch_core::TIMELINE_FORMAT);
         assert!(saved.state.is_pending_deletion());
         drop(p);
