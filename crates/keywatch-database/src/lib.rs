@@ -1,5 +1,6 @@
 //! Storage for keywatch behind the [`Database`] trait: the event log (CloudTrail records,
-//! stored once by eventID and indexed by stream), the timelines projected from it, and the
+//! a plain use of a key kept as its event ([`LoggedRecord`]), stored once by eventID and
+//! indexed by stream), the timelines projected from it, and the
 //! alerts already raised. [`Projector`] drives the core over any implementation of it:
 //! `keywatch-sqlite` (the embedded default), DynamoDB (`keywatch-aws`, the Lambda pipeline)
 //! and [`MemoryDatabase`] (tests and benchmarks).
