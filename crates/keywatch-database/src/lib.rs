@@ -111,9 +111,9 @@ impl RecordToAppend<'_> {
     }
 }
 
-/// At least what a use kept as its event takes in a segment before compression (its key,
-/// principal, source IP, user agent and what its encryption context names, in binary:
-/// usually 150 to 300 bytes), so that a segment of uses stays within its size limit.
+/// An estimate of what a use kept as its event takes in a segment before compression (its
+/// key, principal, source IP, user agent and what its encryption context names), made when
+/// uses were kept as JSON; in binary, without field names, a use takes less.
 const USE_LOGGED_BYTES: usize = 400;
 
 /// The records of a batch found new (`fresh`, one flag per record), grouped by stream, each
