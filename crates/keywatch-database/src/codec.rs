@@ -662,8 +662,11 @@ fn read_len(bytes: &[u8]) -> Result<(usize, &[u8]), DatabaseError> {
 /// segment of 1 MiB of records holds.
 const SEGMENT_ROOM: usize = 16 * 1024;
 
-/// Reverses [`lay_out_columns`].
-fn read_columns(raw: &[u8]) -> Result<Vec<SegmentEntry>, DatabaseError> {
+/// A segment's eventTimes and eventIDs, in order, and what follows them: the records.
+type SegmentKeys<'a> = (Vec<Timestamp>, Vec<String>, &'a [u8]);
+
+/// Reads the leading columns of [`lay_out_columns`]: the eventTimes and eventIDs.
+fn read_keys(raw: &[u8]) -> Result<SegmentKeys<'_>, DatabaseError> {
     let (count, mut rest) = read_varint(raw)?;
     // Every record takes at least three bytes: a claim of more is damage.
     let count = usize::try_from(count)
@@ -700,7 +703,13 @@ fn read_columns(raw: &[u8]) -> Result<Vec<SegmentEntry>, DatabaseError> {
         ids.push(id);
         rest = r;
     }
-    let mut entries = Vec::with_capacity(room);
+    Ok((times, ids, rest))
+}
+
+/// Reverses [`lay_out_columns`].
+fn read_columns(raw: &[u8]) -> Result<Vec<SegmentEntry>, DatabaseError> {
+    let (times, ids, mut rest) = read_keys(raw)?;
+    let mut entries = Vec::with_capacity(times.len());
     for (event_time, event_id) in times.into_iter().zip(ids) {
         let (tag, r) = take(rest, 1)?;
         let (len, r) = read_len(r)?;
@@ -785,6 +794,19 @@ pub fn decode_segment(bytes: &[u8]) -> Result<Vec<SegmentEntry>, DatabaseError> 
         rest = r;
     }
     Ok(entries)
+}
+
+/// The eventIDs a segment holds, in its order: what [`decode_segment`] reads, without the
+/// records (a format 6 segment's records are not read at all).
+pub fn segment_event_ids(bytes: &[u8]) -> Result<Vec<String>, DatabaseError> {
+    match bytes.split_first() {
+        Some((&FORMAT_ZSTD_SEGMENT_V3, packed)) => Ok(read_keys(&decompress(packed)?)?.1),
+        Some((&FORMAT_SEGMENT_COLUMNS_PLAIN, raw)) => Ok(read_keys(raw)?.1),
+        _ => Ok(decode_segment(bytes)?
+            .into_iter()
+            .map(|e| e.event_id)
+            .collect()),
+    }
 }
 
 /// The first `n` bytes and the rest, or an error naming a segment cut short.

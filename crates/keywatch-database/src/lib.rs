@@ -11,13 +11,14 @@ mod projector;
 
 pub use codec::{
     decode_json, decode_record, decode_segment, encode_json, encode_record, encode_segment,
-    encode_segment_of, event_id_uuid, parse_json, EntryToLog, LoggedRecord, SegmentEntry,
+    encode_segment_of, event_id_uuid, parse_json, segment_event_ids, EntryToLog, LoggedRecord,
+    SegmentEntry,
 };
 pub use memory::MemoryDatabase;
 pub use projector::{current_timeline, BatchOutcome, NormalisedRecord, Projector};
 
 use keywatch_core::{Alert, KeyArn, KeyEvent, KeyStoreRef, KeyTimeline, Timestamp};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 /// The cause of a database failure, as the adapter reported it (rusqlite's error for SQLite,
 /// the SDK's error context for DynamoDB).
@@ -132,6 +133,45 @@ pub fn new_records_by_stream<'r, 'a>(
         entries.sort_by(|a, b| (a.event_time, a.event_id).cmp(&(b.event_time, b.event_id)));
     }
     per_stream
+}
+
+/// Where a batch's records not known to be [unseen](RecordToAppend::unseen) may already be
+/// in the event log: for each of their streams, the earliest and latest of their eventTimes.
+/// A segment of the stream that holds one of them spans part of that window.
+pub fn windows_to_look_up<'r>(
+    records: &'r [RecordToAppend<'_>],
+) -> BTreeMap<&'r StreamId, (Timestamp, Timestamp)> {
+    let mut windows: BTreeMap<&StreamId, (Timestamp, Timestamp)> = BTreeMap::new();
+    for r in records.iter().filter(|r| !r.unseen) {
+        for stream in &r.streams {
+            let (from, to) = windows
+                .entry(stream)
+                .or_insert((r.event_time, r.event_time));
+            *from = (*from).min(r.event_time);
+            *to = (*to).max(r.event_time);
+        }
+    }
+    windows
+}
+
+/// The eventIDs of a batch's records not known to be [unseen](RecordToAppend::unseen): what
+/// the segments found through [`windows_to_look_up`] are searched for.
+pub fn event_ids_to_look_up<'r>(records: &'r [RecordToAppend<'_>]) -> HashSet<&'r str> {
+    records
+        .iter()
+        .filter(|r| !r.unseen)
+        .map(|r| r.event_id)
+        .collect()
+}
+
+/// Which records of a batch are new: not among the eventIDs the event log was found to
+/// `hold`, and the first of their eventID in the batch.
+pub fn fresh_records(records: &[RecordToAppend<'_>], held: &HashSet<String>) -> Vec<bool> {
+    let mut seen = HashSet::with_capacity(records.len());
+    records
+        .iter()
+        .map(|r| !held.contains(r.event_id) && seen.insert(r.event_id))
+        .collect()
 }
 
 /// Consecutive runs of records of at most `limit` bytes ([`RecordToAppend::logged_len`])

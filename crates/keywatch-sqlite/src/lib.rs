@@ -6,18 +6,16 @@ use keywatch_database::{
     Database, DatabaseError, KeySummary, LoggedRecord, RecordToAppend, SegmentEntry, StreamId,
 };
 use rayon::prelude::*;
-use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{params, Connection};
+use rusqlite::types::ValueRef;
+use rusqlite::{params, Connection, OptionalExtension};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::path::Path;
 
 const SCHEMA: &str = r#"
--- Every eventID the event log holds, so that a record is kept once: a UUID (what CloudTrail
--- writes) as its 16 bytes, a BLOB; any other eventID as TEXT (the two never compare equal).
-CREATE TABLE IF NOT EXISTS event_ids (
-    event_id PRIMARY KEY
-) WITHOUT ROWID;
+-- Before 4 December 2026 every eventID was kept a second time, in a table of its own, to
+-- keep a record once; a record is now looked up in its streams' segments (append_records).
+DROP TABLE IF EXISTS event_ids;
 CREATE TABLE IF NOT EXISTS streams (
     stream_id INTEGER PRIMARY KEY,
     name      TEXT NOT NULL UNIQUE -- StreamId::as_text
@@ -32,6 +30,8 @@ CREATE TABLE IF NOT EXISTS segments (
     body       BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS segments_by_stream ON segments (stream_id, first_time);
+-- Where a record that may be stored already is looked up: the segments ending at or after it.
+CREATE INDEX IF NOT EXISTS segments_by_stream_end ON segments (stream_id, last_time);
 CREATE TABLE IF NOT EXISTS timelines (
     key_arn          TEXT PRIMARY KEY,
     key_id           TEXT NOT NULL,
@@ -217,23 +217,40 @@ impl Database for SqliteDatabase {
         &mut self,
         records: &[RecordToAppend<'_>],
     ) -> Result<Vec<bool>, DatabaseError> {
-        // In key order, so that consecutive inserts descend the index through pages still
-        // in the cache (eventIDs are random UUIDs); a stable sort keeps a repeated eventID's
-        // first record the new one.
-        let keys: Vec<EventIdKey<'_>> =
-            records.iter().map(|r| EventIdKey::of(r.event_id)).collect();
-        let mut order: Vec<usize> = (0..records.len()).collect();
-        order.sort_by(|a, b| keys[*a].cmp(&keys[*b]));
-        let mut fresh = vec![false; records.len()];
-        {
-            let mut insert = self
+        // A record not known to be unseen is looked up in the segments of its streams that
+        // span its eventTime; the others are new (batches are transactions: a record
+        // stored is folded into its timelines, which it then no longer follows).
+        let wanted = keywatch_database::event_ids_to_look_up(records);
+        let mut held = HashSet::new();
+        for (stream, (from, to)) in keywatch_database::windows_to_look_up(records) {
+            let Some(stream_id) = self.known_stream_id(stream)? else {
+                continue;
+            };
+            let mut q = self
                 .conn
-                .prepare_cached("INSERT OR IGNORE INTO event_ids (event_id) VALUES (?1)")
+                .prepare_cached(
+                    "SELECT body FROM segments INDEXED BY segments_by_stream_end
+                     WHERE stream_id = ?1 AND last_time >= ?2 AND first_time <= ?3",
+                )
                 .map_err(db)?;
-            for i in order {
-                fresh[i] = insert.execute([&keys[i]]).map_err(db)? == 1;
+            let mut rows = q
+                .query(params![stream_id, from.millis(), to.millis()])
+                .map_err(db)?;
+            while let Some(row) = rows.next().map_err(db)? {
+                let ValueRef::Blob(body) = row.get_ref(0).map_err(db)? else {
+                    return Err(DatabaseError::Corrupt {
+                        what: "segment",
+                        reason: format!("of {}: not a BLOB", stream.as_text()),
+                    });
+                };
+                held.extend(
+                    keywatch_database::segment_event_ids(body)?
+                        .into_iter()
+                        .filter(|id| wanted.contains(id.as_str())),
+                );
             }
         }
+        let fresh = keywatch_database::fresh_records(records, &held);
         // The new records, a segment per stream (more where one would pass SEGMENT_BYTES).
         let per_stream = keywatch_database::new_records_by_stream(records, &fresh);
         let mut segments: Vec<(i64, &[&RecordToAppend<'_>])> = Vec::new();
@@ -501,46 +518,12 @@ fn encode_segments(
         .collect()
 }
 
-/// An eventID as `event_ids` keys it (ordered as SQLite orders them: text, then blobs).
-#[derive(PartialEq, Eq, PartialOrd, Ord)]
-enum EventIdKey<'a> {
-    /// Any other eventID, as it is.
-    Text(&'a str),
-    /// A UUID in CloudTrail's form (lowercase hex), as its 16 bytes.
-    Uuid([u8; 16]),
-}
-
-impl<'a> EventIdKey<'a> {
-    fn of(event_id: &'a str) -> Self {
-        keywatch_database::event_id_uuid(event_id)
-            .map_or(EventIdKey::Text(event_id), EventIdKey::Uuid)
-    }
-}
-
-impl rusqlite::ToSql for EventIdKey<'_> {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(match self {
-            EventIdKey::Uuid(bytes) => ToSqlOutput::Borrowed(ValueRef::Blob(bytes)),
-            EventIdKey::Text(text) => ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes())),
-        })
-    }
-}
-
 /// Moves a database's event log from the form before segments (a `records` row per record,
 /// deflated alone, and a `stream_events` index row per record and stream) into segments,
 /// in one transaction, then drops the old tables.
 fn migrate_records_to_segments(conn: &Connection) -> Result<(), DatabaseError> {
     conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
     let moved = (|| {
-        let mut ids = conn
-            .prepare("INSERT OR IGNORE INTO event_ids (event_id) VALUES (?1)")
-            .map_err(db)?;
-        let mut all = conn.prepare("SELECT event_id FROM records").map_err(db)?;
-        let mut rows = all.query([]).map_err(db)?;
-        while let Some(row) = rows.next().map_err(db)? {
-            let id: String = row.get(0).map_err(db)?;
-            ids.execute([EventIdKey::of(&id)]).map_err(db)?;
-        }
         let streams: Vec<i64> = conn
             .prepare("SELECT stream_id FROM streams")
             .and_then(|mut q| q.query_map([], |r| r.get(0))?.collect())
@@ -636,6 +619,23 @@ impl SqliteDatabase {
     }
 
     /// The `streams` row of a stream, created if new.
+    /// A stream's `streams` row, if it has one.
+    fn known_stream_id(&mut self, stream: &StreamId) -> Result<Option<i64>, DatabaseError> {
+        let name = stream.as_text();
+        if let Some(id) = self.stream_ids.get(&name) {
+            return Ok(Some(*id));
+        }
+        let id: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT stream_id FROM streams WHERE name = ?1")
+            .and_then(|mut q| q.query_row([&name], |r| r.get(0)).optional())
+            .map_err(db)?;
+        if let Some(id) = id {
+            self.stream_ids.insert(name, id);
+        }
+        Ok(id)
+    }
+
     fn stream_id(&mut self, stream: &StreamId) -> Result<i64, DatabaseError> {
         let name = stream.as_text();
         if let Some(id) = self.stream_ids.get(&name) {

@@ -244,3 +244,60 @@ fn a_database_from_before_segments_is_moved_into_them() {
         in_order(old.iter().chain(&new))
     );
 }
+
+#[test]
+fn a_database_that_kept_event_ids_apart_drops_them_and_keeps_each_record_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("keywatch.db");
+    let kept: Vec<Record> = (0..30)
+        .map(|i| record(&format!("2f0c1d4e-8a5b-4c3d-9e2f-{i:012}"), 3 * i))
+        .collect();
+    {
+        let mut db = SqliteDatabase::open(&path).expect("create");
+        assert!(append(&mut db, &kept, &[key_stream()]).iter().all(|n| *n));
+    }
+    // The table the versions before 4 December 2026 kept every eventID in.
+    rusqlite::Connection::open(&path)
+        .expect("open")
+        .execute_batch(
+            "CREATE TABLE event_ids (event_id PRIMARY KEY) WITHOUT ROWID;
+             INSERT INTO event_ids VALUES ('2f0c1d4e-8a5b-4c3d-9e2f-000000000000');",
+        )
+        .expect("old table");
+
+    let mut db = SqliteDatabase::open(&path).expect("reopen");
+    let tables: i64 = rusqlite::Connection::open(&path)
+        .expect("open")
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'event_ids'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("tables");
+    assert_eq!(tables, 0, "the eventIDs' table is gone");
+    // Found in the segments, wherever their eventTimes fall; the records between them are
+    // new, once.
+    let between: Vec<Record> = (0..10)
+        .map(|i| record(&format!("between-{i}"), 9 * i + 1))
+        .collect();
+    let mixed: Vec<Record> = kept
+        .iter()
+        .rev()
+        .chain(&between)
+        .map(|r| Record {
+            id: r.id.clone(),
+            time: r.time,
+            json: r.json.clone(),
+        })
+        .collect();
+    let fresh = append(&mut db, &mixed, &[key_stream()]);
+    assert_eq!(fresh[..30], [false; 30]);
+    assert_eq!(fresh[30..], [true; 10]);
+    assert_eq!(append(&mut db, &mixed, &[key_stream()]), [false; 40]);
+    // One from the middle of a segment, alone.
+    assert_eq!(append(&mut db, &kept[15..16], &[key_stream()]), [false]);
+    assert_eq!(
+        db.stream_records(&key_stream()).expect("key stream"),
+        in_order(kept.iter().chain(&between))
+    );
+}
