@@ -316,8 +316,13 @@ fn segment_items(
 
 /// The records of a segment item.
 fn segment_of(item: &Item) -> Result<Vec<SegmentEntry>, DatabaseError> {
+    decode_segment(segment_body(item)?)
+}
+
+/// A segment item's encoded records ([`keywatch_database::encode_segment`]).
+fn segment_body(item: &Item) -> Result<&[u8], DatabaseError> {
     match item.get("body") {
-        Some(AttributeValue::B(body)) => decode_segment(body.as_ref()),
+        Some(AttributeValue::B(body)) => Ok(body.as_ref()),
         _ => Err(DatabaseError::Corrupt {
             what: "segment",
             reason: format!("{}: no body", text(item, "sk").unwrap_or_default()),
@@ -819,32 +824,24 @@ impl Database for DynamoDatabase {
         // Records that follow their timelines are new; the others are looked up: in the
         // segments of their streams from their time on, and as items of their own (how
         // records were kept before segments).
-        let looked_up: Vec<&RecordToAppend<'_>> = records.iter().filter(|r| !r.unseen).collect();
-        let mut stored = std::collections::HashSet::new();
-        if !looked_up.is_empty() {
-            let mut ids: Vec<&str> = looked_up.iter().map(|r| r.event_id).collect();
+        let mut ids: Vec<&str> = records
+            .iter()
+            .filter(|r| !r.unseen)
+            .map(|r| r.event_id)
+            .collect();
+        let mut found = keywatch_database::FoundRecords::of(records);
+        if !ids.is_empty() {
             ids.sort_unstable();
             ids.dedup();
-            stored = self.block(stored_records(&self.client, &self.table, &ids))?;
-            let mut earliest: HashMap<&StreamId, Timestamp> = HashMap::new();
-            for r in &looked_up {
-                for stream in &r.streams {
-                    let at = earliest.entry(stream).or_insert(r.event_time);
-                    *at = (*at).min(r.event_time);
-                }
-            }
-            for (stream, from) in earliest {
+            found.note(self.block(stored_records(&self.client, &self.table, &ids))?);
+            for (stream, (from, _)) in keywatch_database::windows_to_look_up(records) {
                 let pk = format!("stream#{}", stream.as_text());
                 for item in self.segments(&pk, Some(from))? {
-                    stored.extend(segment_of(&item)?.into_iter().map(|e| e.event_id));
+                    found.search(segment_body(&item)?)?;
                 }
             }
         }
-        let mut seen = std::collections::HashSet::new();
-        let fresh: Vec<bool> = records
-            .iter()
-            .map(|r| !stored.contains(r.event_id) && seen.insert(r.event_id))
-            .collect();
+        let fresh = found.fresh();
         // The new records, a segment per stream (more where one would pass DynamoDB's item
         // limit), 25 segments to a BatchWriteItem.
         // Encoded from the batch's own text: no copy of a record is made.

@@ -154,24 +154,54 @@ pub fn windows_to_look_up<'r>(
     windows
 }
 
-/// The eventIDs of a batch's records not known to be [unseen](RecordToAppend::unseen): what
-/// the segments found through [`windows_to_look_up`] are searched for.
-pub fn event_ids_to_look_up<'r>(records: &'r [RecordToAppend<'_>]) -> HashSet<&'r str> {
-    records
-        .iter()
-        .filter(|r| !r.unseen)
-        .map(|r| r.event_id)
-        .collect()
+/// What a database found of a batch's records in its event log: the segments it searched
+/// (those [`windows_to_look_up`] names) give the eventIDs they hold that the batch has,
+/// and then which of the batch's records are new. An unseen record found too is a copy left
+/// by a batch that failed, and is not kept again.
+pub struct FoundRecords<'r, 'a> {
+    records: &'r [RecordToAppend<'a>],
+    /// The batch's eventIDs, once a segment is searched.
+    batch: Option<HashSet<&'r str>>,
+    found: HashSet<String>,
 }
 
-/// Which records of a batch are new: not among the eventIDs the event log was found to
-/// `hold`, and the first of their eventID in the batch.
-pub fn fresh_records(records: &[RecordToAppend<'_>], held: &HashSet<String>) -> Vec<bool> {
-    let mut seen = HashSet::with_capacity(records.len());
-    records
-        .iter()
-        .map(|r| !held.contains(r.event_id) && seen.insert(r.event_id))
-        .collect()
+impl<'r, 'a> FoundRecords<'r, 'a> {
+    /// Nothing found yet of `records`.
+    pub fn of(records: &'r [RecordToAppend<'a>]) -> Self {
+        FoundRecords {
+            records,
+            batch: None,
+            found: HashSet::new(),
+        }
+    }
+
+    /// Notes the batch's records a segment ([`encode_segment`]'s bytes) holds.
+    pub fn search(&mut self, segment: &[u8]) -> Result<(), DatabaseError> {
+        let records = self.records;
+        let batch = self
+            .batch
+            .get_or_insert_with(|| records.iter().map(|r| r.event_id).collect());
+        self.found.extend(
+            segment_event_ids(segment)?
+                .into_iter()
+                .filter(|id| batch.contains(id.as_str())),
+        );
+        Ok(())
+    }
+
+    /// Notes eventIDs found otherwise (kept as items of their own, say).
+    pub fn note(&mut self, event_ids: impl IntoIterator<Item = String>) {
+        self.found.extend(event_ids);
+    }
+
+    /// Which records are new: not found, and the first of their eventID in the batch.
+    pub fn fresh(self) -> Vec<bool> {
+        let mut seen = HashSet::with_capacity(self.records.len());
+        self.records
+            .iter()
+            .map(|r| !self.found.contains(r.event_id) && seen.insert(r.event_id))
+            .collect()
+    }
 }
 
 /// Consecutive runs of records of at most `limit` bytes ([`RecordToAppend::logged_len`])

@@ -1,13 +1,13 @@
 //! A database in process memory: for tests, benchmarks and `keywatch replay --in-memory`.
 //! It keeps what the deployed database (DynamoDB) keeps, in the same encodings (a batch's
 //! records of a stream compressed together as a segment, timelines and alerts as compressed
-//! JSON), so that a batch costs the CPU it costs there, minus the I/O; eventIDs in their
-//! UUID form are kept as 16 bytes, as the SQLite database keeps them.
+//! JSON), so that a batch costs the CPU it costs there, minus the I/O; a record that may be
+//! stored already is looked up in its streams' segments, as there.
 
 use crate::{Database, DatabaseError, KeySummary, LoggedRecord, RecordToAppend, StreamId};
 use keywatch_core::{Alert, KeyArn, KeyStoreRef, KeyTimeline, Timestamp};
 use rayon::prelude::*;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// A stored timeline: its JSON compressed ([`crate::encode_json`]), and the columns the
 /// queries read.
@@ -20,29 +20,13 @@ struct TimelineRow {
     body: Vec<u8>,
 }
 
-/// The eventIDs of the records kept: CloudTrail's UUIDs as their 16 bytes, any other as
-/// its text.
-#[derive(Debug, Default)]
-struct EventIds {
-    uuids: HashSet<[u8; 16]>,
-    other: HashSet<String>,
-}
-
-impl EventIds {
-    /// Adds an eventID; false when it was there.
-    fn insert(&mut self, event_id: &str) -> bool {
-        match crate::event_id_uuid(event_id) {
-            Some(uuid) => self.uuids.insert(uuid),
-            None => self.other.insert(event_id.to_owned()),
-        }
-    }
-
-    fn remove(&mut self, event_id: &str) {
-        match crate::event_id_uuid(event_id) {
-            Some(uuid) => self.uuids.remove(&uuid),
-            None => self.other.remove(event_id),
-        };
-    }
+/// A segment of a stream's event log and the eventTimes it spans.
+#[derive(Debug)]
+struct Segment {
+    first_time: Timestamp,
+    last_time: Timestamp,
+    /// [`crate::encode_segment`]'s bytes.
+    body: Vec<u8>,
 }
 
 /// An outbox entry, ordered as [`crate::sort_oldest_first`] orders alerts; the id last.
@@ -55,7 +39,6 @@ fn outbox_entry(a: &Alert) -> OutboxEntry {
 /// How to take back one write of a batch being aborted.
 #[derive(Debug)]
 enum Undo {
-    Record(String),
     Segment(StreamId),
     Timeline(KeyArn, Option<TimelineRow>),
     Alert(String),
@@ -65,10 +48,8 @@ enum Undo {
 /// keywatch's database in memory, gone with the process.
 #[derive(Debug, Default)]
 pub struct MemoryDatabase {
-    /// The eventIDs of the records kept.
-    event_ids: EventIds,
-    /// The event log: each stream's segments ([`crate::encode_segment`]), in the order stored.
-    segments: HashMap<StreamId, Vec<Vec<u8>>>,
+    /// The event log: each stream's segments, in the order stored.
+    segments: HashMap<StreamId, Vec<Segment>>,
     timelines: BTreeMap<KeyArn, TimelineRow>,
     /// Alerts by id, as [`crate::encode_json`] encodes them.
     alerts: HashMap<String, Vec<u8>>,
@@ -137,9 +118,6 @@ impl Database for MemoryDatabase {
         };
         for u in log.into_iter().rev() {
             match u {
-                Undo::Record(id) => {
-                    self.event_ids.remove(&id);
-                }
                 Undo::Segment(stream) => {
                     if let Some(s) = self.segments.get_mut(&stream) {
                         s.pop();
@@ -171,17 +149,27 @@ impl Database for MemoryDatabase {
         &mut self,
         records: &[RecordToAppend<'_>],
     ) -> Result<Vec<bool>, DatabaseError> {
-        let mut fresh = Vec::with_capacity(records.len());
-        for r in records {
-            let new = self.event_ids.insert(r.event_id);
-            if new {
-                self.undo(Undo::Record(r.event_id.to_owned()));
+        let mut found = crate::FoundRecords::of(records);
+        for (stream, (from, to)) in crate::windows_to_look_up(records) {
+            let spanning = self.segments.get(stream).into_iter().flatten();
+            for s in spanning.filter(|s| s.last_time >= from && s.first_time <= to) {
+                found.search(&s.body)?;
             }
-            fresh.push(new);
         }
+        let fresh = found.fresh();
         for (stream, entries) in crate::new_records_by_stream(records, &fresh) {
-            let body = crate::encode_records_segment(&entries)?;
-            self.segments.entry(stream.clone()).or_default().push(body);
+            let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+                continue;
+            };
+            let segment = Segment {
+                first_time: first.event_time,
+                last_time: last.event_time,
+                body: crate::encode_records_segment(&entries)?,
+            };
+            self.segments
+                .entry(stream.clone())
+                .or_default()
+                .push(segment);
             self.undo(Undo::Segment(stream.clone()));
         }
         Ok(fresh)
@@ -189,8 +177,8 @@ impl Database for MemoryDatabase {
 
     fn stream_records(&self, stream: &StreamId) -> Result<Vec<LoggedRecord>, DatabaseError> {
         let mut entries = Vec::new();
-        for body in self.segments.get(stream).into_iter().flatten() {
-            entries.extend(crate::decode_segment(body)?);
+        for segment in self.segments.get(stream).into_iter().flatten() {
+            entries.extend(crate::decode_segment(&segment.body)?);
         }
         entries.sort_by(|a, b| (a.event_time, &a.event_id).cmp(&(b.event_time, &b.event_id)));
         entries.dedup_by(|a, b| a.event_id == b.event_id && a.event_time == b.event_time);

@@ -6,10 +6,10 @@ use keywatch_database::{
     Database, DatabaseError, KeySummary, LoggedRecord, RecordToAppend, SegmentEntry, StreamId,
 };
 use rayon::prelude::*;
-use rusqlite::types::ValueRef;
+use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap};
 use std::path::Path;
 
 const SCHEMA: &str = r#"
@@ -43,21 +43,28 @@ CREATE TABLE IF NOT EXISTS timelines (
 );
 CREATE INDEX IF NOT EXISTS timelines_by_key_id ON timelines (key_id);
 CREATE INDEX IF NOT EXISTS timelines_by_key_store ON timelines (custom_key_store);
-CREATE TABLE IF NOT EXISTS alerts (
-    alert_id  TEXT PRIMARY KEY,
-    kind      TEXT NOT NULL,
-    severity  TEXT NOT NULL,
-    key_arn   TEXT NOT NULL,
-    raised_at INTEGER NOT NULL,
-    sent_at   INTEGER, -- no longer written: the outbox table says what is unsent
-    json      NOT NULL -- compressed (a BLOB, see stored_jsons); TEXT before
-);
--- The alerts not yet delivered: narrow, so that marking a thousand alerts delivered writes a
--- few pages (not every page of the alerts, which a full disk may not have room for).
+-- The alerts not yet delivered, by id (as `alerts` keeps it; TEXT before 4 December 2026):
+-- narrow, so that marking a thousand alerts delivered writes a few pages (not every page of
+-- the alerts, which a full disk may not have room for).
 CREATE TABLE IF NOT EXISTS outbox (
     alert_id TEXT PRIMARY KEY
 ) WITHOUT ROWID;
 "#;
+
+/// The raised alerts: an alert's id (keywatch's, 32 lower-case hex digits, as its 16 bytes, a
+/// BLOB; any other as TEXT: [`AlertIdKey`]), its key's stream and its JSON compressed (see
+/// [`stored_jsons`]). Everything else an alert says is in its JSON. Rows in the order raised
+/// (a rowid table, its pages filled as appended) and an index of the ids, which are random.
+const ALERTS_TABLE: &str = "
+CREATE TABLE IF NOT EXISTS alerts (
+    alert_id  PRIMARY KEY,
+    stream_id INTEGER NOT NULL,
+    json      NOT NULL
+);";
+
+/// An alert's id as `alerts` and `outbox` key it: the SQL of [`AlertIdKey::of`].
+const ALERT_ID_KEY_SQL: &str = "CASE WHEN length(alert_id) = 32 AND alert_id NOT GLOB '*[^0-9a-f]*'
+    THEN unhex(alert_id) ELSE alert_id END";
 
 /// keywatch's database in SQLite.
 pub struct SqliteDatabase {
@@ -140,7 +147,11 @@ impl SqliteDatabase {
 
     /// The alerts raised for a key, in the order they happened.
     pub fn alerts_for_key(&self, key: &KeyArn) -> Result<Vec<Alert>, DatabaseError> {
-        self.alerts_oldest_first("SELECT json FROM alerts WHERE key_arn = ?1", [key.as_str()])
+        self.alerts_oldest_first(
+            "SELECT a.json FROM streams n JOIN alerts a ON a.stream_id = n.stream_id
+             WHERE n.name = ?1",
+            [StreamId::Key(key.clone()).as_text()],
+        )
     }
 
     /// The alerts a query's rows of alert JSON name, oldest first.
@@ -175,6 +186,15 @@ impl SqliteDatabase {
             .map_err(db)
         };
         let (had_alerts, had_outbox) = (exists("alerts")?, exists("outbox")?);
+        let had_alert_columns = had_alerts
+            && conn
+                .query_row(
+                    "SELECT count(*) FROM pragma_table_info('alerts') WHERE name = 'severity'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map_err(db)?
+                > 0;
         let had_records = exists("records")?;
         conn.execute_batch(SCHEMA).map_err(db)?;
         if had_records {
@@ -189,6 +209,11 @@ impl SqliteDatabase {
                  COMMIT;",
             )
             .map_err(db)?;
+        }
+        if had_alert_columns {
+            migrate_alerts_to_keyed_rows(&conn)?;
+        } else {
+            conn.execute_batch(ALERTS_TABLE).map_err(db)?;
         }
         Ok(SqliteDatabase {
             conn,
@@ -220,8 +245,7 @@ impl Database for SqliteDatabase {
         // A record not known to be unseen is looked up in the segments of its streams that
         // span its eventTime; the others are new (batches are transactions: a record
         // stored is folded into its timelines, which it then no longer follows).
-        let wanted = keywatch_database::event_ids_to_look_up(records);
-        let mut held = HashSet::new();
+        let mut found = keywatch_database::FoundRecords::of(records);
         for (stream, (from, to)) in keywatch_database::windows_to_look_up(records) {
             let Some(stream_id) = self.known_stream_id(stream)? else {
                 continue;
@@ -243,14 +267,10 @@ impl Database for SqliteDatabase {
                         reason: format!("of {}: not a BLOB", stream.as_text()),
                     });
                 };
-                held.extend(
-                    keywatch_database::segment_event_ids(body)?
-                        .into_iter()
-                        .filter(|id| wanted.contains(id.as_str())),
-                );
+                found.search(body)?;
             }
         }
-        let fresh = keywatch_database::fresh_records(records, &held);
+        let fresh = found.fresh();
         // The new records, a segment per stream (more where one would pass SEGMENT_BYTES).
         let per_stream = keywatch_database::new_records_by_stream(records, &fresh);
         let mut segments: Vec<(i64, &[&RecordToAppend<'_>])> = Vec::new();
@@ -393,7 +413,7 @@ impl Database for SqliteDatabase {
                 .prepare_cached("DELETE FROM outbox WHERE alert_id = ?1")
                 .map_err(db)?;
             for id in alert_ids {
-                q.execute([id]).map_err(db)?;
+                q.execute([AlertIdKey::of(id)]).map_err(db)?;
             }
             Ok(())
         })();
@@ -411,35 +431,30 @@ impl Database for SqliteDatabase {
     fn record_alerts(
         &mut self,
         alerts: &[Alert],
-        raised_at: Timestamp,
+        _raised_at: Timestamp, // the JSON's eventTime orders alerts
     ) -> Result<Vec<bool>, DatabaseError> {
         let mut fresh = Vec::with_capacity(alerts.len());
         let bodies = stored_jsons(alerts, "alert")?;
+        let streams = alerts
+            .iter()
+            .map(|a| self.stream_id(&StreamId::Key(a.key_arn.clone())))
+            .collect::<Result<Vec<i64>, _>>()?;
         {
             let mut insert = self
                 .conn
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO alerts (alert_id, kind, severity, key_arn, raised_at, json)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT OR IGNORE INTO alerts (alert_id, stream_id, json) VALUES (?1, ?2, ?3)",
                 )
                 .map_err(db)?;
             let mut outbox = self
                 .conn
                 .prepare_cached("INSERT OR IGNORE INTO outbox (alert_id) VALUES (?1)")
                 .map_err(db)?;
-            for (a, json) in alerts.iter().zip(bodies) {
-                let n = insert
-                    .execute(params![
-                        a.alert_id,
-                        a.kind.as_str(),
-                        a.severity.as_str(),
-                        a.key_arn.as_str(),
-                        raised_at.millis(),
-                        json
-                    ])
-                    .map_err(db)?;
+            for ((a, json), stream_id) in alerts.iter().zip(bodies).zip(streams) {
+                let id = AlertIdKey::of(&a.alert_id);
+                let n = insert.execute(params![id, stream_id, json]).map_err(db)?;
                 if n == 1 {
-                    outbox.execute([&a.alert_id]).map_err(db)?;
+                    outbox.execute([id]).map_err(db)?;
                 }
                 fresh.push(n == 1);
             }
@@ -516,6 +531,68 @@ fn encode_segments(
         .par_iter()
         .map(|(_, records)| keywatch_database::encode_records_segment(records))
         .collect()
+}
+
+/// An alert's id as `alerts` and `outbox` key it: keywatch's ids (32 lower-case hex digits)
+/// as their 16 bytes, any other as its text (the two never compare equal).
+#[derive(Clone, Copy)]
+enum AlertIdKey<'a> {
+    Bytes([u8; 16]),
+    Text(&'a str),
+}
+
+impl<'a> AlertIdKey<'a> {
+    fn of(alert_id: &'a str) -> Self {
+        let digit = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        let b = alert_id.as_bytes();
+        let mut bytes = [0u8; 16];
+        if b.len() != 32 {
+            return AlertIdKey::Text(alert_id);
+        }
+        for (out, pair) in bytes.iter_mut().zip(b.chunks_exact(2)) {
+            match (digit(pair[0]), digit(pair[1])) {
+                (Some(hi), Some(lo)) => *out = (hi << 4) | lo,
+                _ => return AlertIdKey::Text(alert_id),
+            }
+        }
+        AlertIdKey::Bytes(bytes)
+    }
+}
+
+impl rusqlite::ToSql for AlertIdKey<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            AlertIdKey::Bytes(bytes) => ToSqlOutput::Borrowed(ValueRef::Blob(bytes)),
+            AlertIdKey::Text(text) => ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes())),
+        })
+    }
+}
+
+/// Moves the alerts of a database from before 4 December 2026 (a rowid table, the id as
+/// TEXT, kind, severity, key ARN and times in columns of their own beside the JSON) into
+/// [`ALERTS_TABLE`], and the outbox's ids to the same keys, in one transaction.
+fn migrate_alerts_to_keyed_rows(conn: &Connection) -> Result<(), DatabaseError> {
+    conn.execute_batch(&format!(
+        "BEGIN IMMEDIATE;
+         ALTER TABLE alerts RENAME TO alerts_before_keyed_rows;
+         {ALERTS_TABLE}
+         INSERT OR IGNORE INTO streams (name)
+             SELECT DISTINCT 'key:' || key_arn FROM alerts_before_keyed_rows;
+         INSERT OR IGNORE INTO alerts (alert_id, stream_id, json)
+             SELECT {ALERT_ID_KEY_SQL}, n.stream_id, a.json
+             FROM alerts_before_keyed_rows a JOIN streams n ON n.name = 'key:' || a.key_arn;
+         UPDATE OR IGNORE outbox SET alert_id = {ALERT_ID_KEY_SQL} WHERE typeof(alert_id) = 'text';
+         DROP TABLE alerts_before_keyed_rows;
+         COMMIT;"
+    ))
+    .map_err(|e| {
+        let _ = conn.execute_batch("ROLLBACK");
+        db(e)
+    })
 }
 
 /// Moves a database's event log from the form before segments (a `records` row per record,

@@ -483,14 +483,25 @@ fn raised_alerts_wait_in_the_outbox_until_marked_sent() {
     assert_eq!(left, [unsent[1].clone()]);
 }
 
-/// A store written before the outbox had a table of its own (unsent alerts were those with
-/// no `sent_at`) keeps its unsent alerts when opened by this version.
-#[test]
-fn a_store_from_before_the_outbox_table_keeps_its_unsent_alerts() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("old.db");
+/// The alerts table as versions before 4 December 2026 created it.
+const ALERTS_BEFORE_KEYED_ROWS: &str = "
+CREATE TABLE alerts (
+    alert_id  TEXT PRIMARY KEY,
+    kind      TEXT NOT NULL,
+    severity  TEXT NOT NULL,
+    key_arn   TEXT NOT NULL,
+    raised_at INTEGER NOT NULL,
+    sent_at   INTEGER,
+    json      NOT NULL
+);";
+
+/// A database holding a schedule's alert and a use's (in that order), made by this version,
+/// then put back into the layout of alerts before 4 December 2026: the alerts as rows of
+/// that table (their JSON as plain TEXT, as the earliest versions wrote it); with an outbox
+/// table holding `unsent` (TEXT ids), or, without one, the others marked `sent_at`.
+fn database_with_old_alerts(path: &std::path::Path, outbox: bool) -> Vec<keywatch_core::Alert> {
     let mut p = Projector::new(
-        SqliteDatabase::open(&path).expect("store"),
+        SqliteDatabase::open(path).expect("store"),
         AlertConfig::default(),
     );
     let out = p
@@ -502,29 +513,109 @@ fn a_store_from_before_the_outbox_table_keeps_its_unsent_alerts() {
             as_of(),
         )
         .expect("batch");
-    let sent = out.alerts[0].alert_id.clone();
-    let unsent = out.alerts[1].alert_id.clone();
+    assert_eq!(out.alerts.len(), 2);
     drop(p);
-    // Back to the old layout: one alert marked sent, the other not, no outbox table.
-    let old = rusqlite::Connection::open(&path).expect("open");
+    let old = rusqlite::Connection::open(path).expect("open");
     old.execute_batch(&format!(
-        "DROP TABLE outbox;
-         UPDATE alerts SET sent_at = 1 WHERE alert_id = '{sent}';
-         CREATE INDEX alerts_unsent ON alerts (raised_at) WHERE sent_at IS NULL;"
+        "DROP TABLE alerts; DELETE FROM outbox; {ALERTS_BEFORE_KEYED_ROWS}"
     ))
     .expect("old layout");
-    drop(old);
+    for (i, a) in out.alerts.iter().enumerate() {
+        let sent = (i == 0).then_some(1);
+        old.execute(
+            "INSERT INTO alerts VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6)",
+            rusqlite::params![
+                a.alert_id,
+                a.kind.as_str(),
+                a.severity.as_str(),
+                a.key_arn.as_str(),
+                if outbox { None } else { sent },
+                serde_json::to_string(a).expect("json")
+            ],
+        )
+        .expect("old alert");
+        if outbox && sent.is_none() {
+            old.execute("INSERT INTO outbox VALUES (?1)", [&a.alert_id])
+                .expect("old outbox");
+        }
+    }
+    if !outbox {
+        old.execute_batch(
+            "DROP TABLE outbox;
+             CREATE INDEX alerts_unsent ON alerts (raised_at) WHERE sent_at IS NULL;",
+        )
+        .expect("no outbox");
+    }
+    out.alerts
+}
+
+fn alert_ids(alerts: &[keywatch_core::Alert]) -> Vec<String> {
+    alerts.iter().map(|a| a.alert_id.clone()).collect()
+}
+
+/// A store written before the outbox had a table of its own (unsent alerts were those with
+/// no `sent_at`) keeps its unsent alerts when opened by this version.
+#[test]
+fn a_store_from_before_the_outbox_table_keeps_its_unsent_alerts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("old.db");
+    let raised = database_with_old_alerts(&path, false);
     let p = Projector::new(
         SqliteDatabase::open(&path).expect("reopen"),
         AlertConfig::default(),
     );
-    let left: Vec<String> = p
-        .unsent(10)
-        .expect("outbox")
-        .into_iter()
-        .map(|a| a.alert_id)
-        .collect();
-    assert_eq!(left, [unsent]);
+    assert_eq!(
+        alert_ids(&p.unsent(10).expect("outbox")),
+        alert_ids(&raised[1..])
+    );
+}
+
+/// A database whose alerts were kept with their id as text and their kind, severity and key
+/// in columns of their own (before 4 December 2026) reads them as before once opened: by
+/// key, the unsent ones, a delivery marking one sent, and a redelivery raising none again.
+#[test]
+fn alerts_kept_before_keyed_rows_read_and_deliver_as_before() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("old.db");
+    let raised = database_with_old_alerts(&path, true);
+    let db = SqliteDatabase::open(&path).expect("reopen");
+    let key = KeyArn::parse(KEY).expect("key");
+    let for_key = db.alerts_for_key(&key).expect("by key");
+    assert_eq!(
+        serde_json::to_value(&for_key).expect("json"),
+        serde_json::to_value(&raised).expect("json")
+    );
+    let mut p = Projector::new(db, AlertConfig::default());
+    assert_eq!(
+        alert_ids(&p.unsent(10).expect("outbox")),
+        alert_ids(&raised[1..])
+    );
+    let again = p
+        .process(
+            &normalised(&[
+                schedule("2026-11-01T00:00:00Z", "sched", 7, None),
+                rejected("Decrypt", "2026-11-01T10:00:00Z", "use-1", APP_ROLE),
+                rejected("Decrypt", "2026-11-01T11:00:00Z", "use-2", APP_ROLE),
+            ]),
+            as_of(),
+        )
+        .expect("redelivery and a new use");
+    assert_eq!(again.alerts.len(), 1, "only the new use pages");
+    p.mark_sent(&[raised[1].alert_id.as_str()], as_of())
+        .expect("mark");
+    assert_eq!(
+        alert_ids(&p.unsent(10).expect("outbox")),
+        alert_ids(&again.alerts)
+    );
+    let tables: i64 = rusqlite::Connection::open(&path)
+        .expect("open")
+        .query_row(
+            "SELECT count(*) FROM pragma_table_info('alerts') WHERE name = 'severity'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("columns");
+    assert_eq!(tables, 0, "moved to the keyed rows");
 }
 
 fn three_records() -> Vec<NormalisedRecord> {
@@ -945,11 +1036,12 @@ fn a_timeline_stored_by_another_version_is_rebuilt_from_the_event_log() {
         drop(p);
         // Back to the batch before the use, for the next form tried.
         let db = rusqlite::Connection::open(&path).expect("open");
-        db.execute_batch(
+        db.execute_batch(&format!(
             "DELETE FROM segments WHERE segment_id = (SELECT max(segment_id) FROM segments);
-             DELETE FROM alerts WHERE kind = 'pending_deletion_key_used';
+             DELETE FROM alerts WHERE alert_id = unhex('{}');
              DELETE FROM outbox;",
-        )
+            out.alerts[0].alert_id
+        ))
         .expect("undo the use");
     }
 }
