@@ -541,18 +541,29 @@ pub fn read_bytes(bytes: &[u8], name: &str, sink: &mut dyn FnMut(Item)) {
     // general path below reads a value through once to find where it ends, then again.
     let start = leading_ws(text);
     if text[start..].starts_with('{') {
+        let origin = || Origin {
+            file: name.to_owned(),
+            line: Some(line_of(bytes, start)),
+            record_index: None,
+        };
+        if let Some(records) = delivered_records(&text[start..]) {
+            let origin = origin();
+            for (i, record) in records.into_iter().enumerate() {
+                let origin = Origin {
+                    record_index: Some(i as u64),
+                    ..origin.clone()
+                };
+                emit_record_text(record, origin, sink);
+            }
+            return;
+        }
         if let Ok(
             probe @ Probe {
                 records: Some(_), ..
             },
         ) = serde_json::from_str::<Probe<'_>>(text)
         {
-            let origin = Origin {
-                file: name.to_owned(),
-                line: Some(line_of(bytes, start)),
-                record_index: None,
-            };
-            classify_object(probe, text[start..].trim_end(), origin, sink);
+            classify_object(probe, text[start..].trim_end(), origin(), sink);
             return;
         }
     }
@@ -613,6 +624,86 @@ pub fn read_bytes(bytes: &[u8], name: &str, sink: &mut dyn FnMut(Item)) {
 
 fn leading_ws(s: &str) -> usize {
     s.len() - s.trim_start().len()
+}
+
+/// The records of an object exactly as CloudTrail delivers it to S3, `{"Records":[{…},…]}`
+/// (JSON whitespace allowed between tokens, nothing after), each found by its braces outside
+/// strings, without parsing it: the file is read once here and each record once when it is
+/// normalised, which rejects a record that is not JSON inside, naming it. `None` for any
+/// other shape, or an element that is not an object: the general path reads those.
+fn delivered_records(text: &str) -> Option<Vec<&str>> {
+    let b = text.as_bytes();
+    let mut i = 0;
+    for token in [&b"{"[..], b"\"Records\"", b":", b"["] {
+        i = skip_json_ws(b, i);
+        i = b.get(i..)?.starts_with(token).then_some(i + token.len())?;
+    }
+    let mut records = Vec::new();
+    i = skip_json_ws(b, i);
+    if b.get(i) == Some(&b']') {
+        i += 1;
+    } else {
+        loop {
+            if b.get(i) != Some(&b'{') {
+                return None;
+            }
+            let end = object_end(b, i)?;
+            records.push(&text[i..end]);
+            i = skip_json_ws(b, end);
+            match b.get(i) {
+                Some(b',') => i = skip_json_ws(b, i + 1),
+                Some(b']') => {
+                    i += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    i = skip_json_ws(b, i);
+    (b.get(i) == Some(&b'}') && skip_json_ws(b, i + 1) == b.len()).then_some(records)
+}
+
+/// Where JSON whitespace from `i` ends.
+fn skip_json_ws(b: &[u8], mut i: usize) -> usize {
+    while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+/// Just past the `}` that closes the object opening at `start`, counting braces outside
+/// strings (a backslash escapes the next byte); `None` if the text ends first.
+fn object_end(b: &[u8], start: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut i = start;
+    loop {
+        let j = i + memchr::memchr3(b'"', b'{', b'}', b.get(i..)?)?;
+        match b[j] {
+            b'"' => {
+                let mut k = j + 1;
+                loop {
+                    let m = k + memchr::memchr2(b'"', b'\\', b.get(k..)?)?;
+                    if b[m] == b'"' {
+                        i = m + 1;
+                        break;
+                    }
+                    k = m + 2;
+                }
+            }
+            b'{' => {
+                depth += 1;
+                i = j + 1;
+            }
+            _ => {
+                depth -= 1;
+                i = j + 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+        }
+    }
 }
 
 /// The containers a top-level object may be, read in one pass.
@@ -815,7 +906,11 @@ fn classify_object(probe: Probe<'_>, text: &str, origin: Origin, sink: &mut dyn 
 }
 
 fn emit_record(raw: &RawValue, origin: Origin, sink: &mut dyn FnMut(Item)) {
-    let text = raw.get();
+    emit_record_text(raw.get(), origin, sink);
+}
+
+/// A record's text as the sink takes it, or a rejection where it is not a JSON object.
+fn emit_record_text(text: &str, origin: Origin, sink: &mut dyn FnMut(Item)) {
     if text.starts_with('{') {
         sink(Item::Record {
             json: text.to_owned(),

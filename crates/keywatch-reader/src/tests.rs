@@ -331,3 +331,56 @@ fn a_gzip_bomb_is_read_up_to_the_input_limit_and_reported() {
     read_stream_limited(REC_A.as_bytes(), "ok", limits, &mut |i| items.push(i)).expect("read");
     assert_eq!(event_ids(&items), ["a"]);
 }
+
+#[test]
+fn records_of_a_delivered_file_are_found_by_their_braces_where_a_parser_finds_them() {
+    let tricky = [
+        r#"{"eventID":"q","note":"a } and a { in a string, \" and \\ too","x":{"y":[{"z":"}"}]}}"#,
+        r#"{"eventID":"e","s":"ends in a backslash \\","t":"\"}{\""}"#,
+        r#"{ }"#,
+        r#"{"eventID":"u","name":"ключ 🔑 }","n":[1,{"m":{}},"]"]}"#,
+    ];
+    let docs = [
+        format!(r#"{{"Records":[{}]}}"#, tricky.join(",")),
+        format!(
+            "\n {{ \"Records\" :\r\n [ {} ]\t}}\n\n",
+            tricky.join(" ,\n  ")
+        ),
+        r#"{"Records":[]}"#.to_owned(),
+    ];
+    for doc in &docs {
+        let parsed: Vec<&str> = serde_json::from_str::<Probe<'_>>(doc)
+            .expect("valid JSON")
+            .records
+            .expect("records")
+            .iter()
+            .map(|r| r.get())
+            .collect();
+        assert_eq!(delivered_records(doc.trim_start()), Some(parsed), "{doc}");
+    }
+    // Any other shape goes the general way.
+    for other in [
+        format!(r#"{{"Records":[{REC_A}],"more":1}}"#),
+        format!(r#"{{"Records":[{REC_A},"text"]}}"#),
+        format!(r#"{{"Records":[{REC_A}]}} trailing"#),
+        format!(r#"{{"Records":[{REC_A}"#),
+        format!(r#"{{"Records":[{REC_A},]}}"#),
+        r#"{"Records":[{"cut":"in a string}]}"#.to_owned(),
+        format!(r#"{{"Events":[{REC_A}]}}"#),
+    ] {
+        assert_eq!(delivered_records(&other), None, "{other}");
+    }
+}
+
+#[test]
+fn a_record_broken_inside_a_delivered_file_is_passed_on_alone_and_the_rest_read() {
+    let broken = r#"{"eventID":"x","eventName":tru}"#;
+    let doc = format!(r#"{{"Records":[{REC_A},{broken},{REC_B}]}}"#);
+    let items = read(&gzip(doc.as_bytes()));
+    assert_eq!(event_ids(&items), ["a", "b"]);
+    // The broken one goes on as its own record, where normalising rejects it by name.
+    assert!(items
+        .iter()
+        .any(|i| matches!(i, Item::Record { json, origin }
+        if json == broken && origin.record_index == Some(1))));
+}
