@@ -574,7 +574,8 @@ impl rusqlite::ToSql for AlertIdKey<'_> {
 
 /// Moves the alerts of a database from before 4 December 2026 (a rowid table, the id as
 /// TEXT, kind, severity, key ARN and times in columns of their own beside the JSON) into
-/// [`ALERTS_TABLE`], and the outbox's ids to the same keys, in one transaction.
+/// [`ALERTS_TABLE`], and the outbox's ids to the same keys, in one transaction. A key's
+/// stream is named `key:<ARN>`, as [`StreamId::as_text`] names it.
 fn migrate_alerts_to_keyed_rows(conn: &Connection) -> Result<(), DatabaseError> {
     conn.execute_batch(&format!(
         "BEGIN IMMEDIATE;
