@@ -67,11 +67,16 @@ fn in_order<'a>(records: impl IntoIterator<Item = &'a Record>) -> Vec<LoggedReco
         .collect()
 }
 
-fn segments(path: &std::path::Path) -> i64 {
+/// The one number a query of the database file answers (a count).
+fn count(path: &std::path::Path, sql: &str) -> i64 {
     rusqlite::Connection::open(path)
         .expect("open")
-        .query_row("SELECT count(*) FROM segments", [], |r| r.get(0))
-        .expect("count")
+        .query_row(sql, [], |r| r.get(0))
+        .expect(sql)
+}
+
+fn segments(path: &std::path::Path) -> i64 {
+    count(path, "SELECT count(*) FROM segments")
 }
 
 #[test]
@@ -224,14 +229,10 @@ fn a_database_from_before_segments_is_moved_into_them() {
             .expect("key store stream"),
         in_order(old.iter().step_by(4))
     );
-    let tables: i64 = rusqlite::Connection::open(&path)
-        .expect("open")
-        .query_row(
-            "SELECT count(*) FROM sqlite_master WHERE name IN ('records', 'stream_events')",
-            [],
-            |r| r.get(0),
-        )
-        .expect("tables");
+    let tables = count(
+        &path,
+        "SELECT count(*) FROM sqlite_master WHERE name IN ('records', 'stream_events')",
+    );
     assert_eq!(tables, 0, "the old tables are gone");
     // The moved records are known; a new one joins them in order.
     assert!(append(&mut db, &old, &[key_stream()])
@@ -266,14 +267,10 @@ fn a_database_that_kept_event_ids_apart_drops_them_and_keeps_each_record_once() 
         .expect("old table");
 
     let mut db = SqliteDatabase::open(&path).expect("reopen");
-    let tables: i64 = rusqlite::Connection::open(&path)
-        .expect("open")
-        .query_row(
-            "SELECT count(*) FROM sqlite_master WHERE name = 'event_ids'",
-            [],
-            |r| r.get(0),
-        )
-        .expect("tables");
+    let tables = count(
+        &path,
+        "SELECT count(*) FROM sqlite_master WHERE name = 'event_ids'",
+    );
     assert_eq!(tables, 0, "the eventIDs' table is gone");
     // Found in the segments, wherever their eventTimes fall; the records between them are
     // new, once.
