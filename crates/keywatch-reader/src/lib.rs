@@ -553,7 +553,11 @@ pub fn read_bytes(bytes: &[u8], name: &str, sink: &mut dyn FnMut(Item)) {
                     record_index: Some(i as u64),
                     ..origin.clone()
                 };
-                emit_record_text(record, origin, sink);
+                // What the reader calls a record is JSON: a broken one is rejected alone.
+                match serde_json::from_str::<serde::de::IgnoredAny>(record) {
+                    Ok(_) => emit_record_text(record, origin, sink),
+                    Err(e) => sink(reject(format!("not JSON: {e}"), record.as_bytes(), origin)),
+                }
             }
             return;
         }
@@ -628,9 +632,9 @@ fn leading_ws(s: &str) -> usize {
 
 /// The records of an object exactly as CloudTrail delivers it to S3, `{"Records":[{…},…]}`
 /// (JSON whitespace allowed between tokens, nothing after), each found by its braces outside
-/// strings, without parsing it: the file is read once here and each record once when it is
-/// normalised, which rejects a record that is not JSON inside, naming it. `None` for any
-/// other shape, or an element that is not an object: the general path reads those.
+/// strings, without parsing it, so that a record that is not JSON inside can be rejected
+/// alone (by the caller) and the file's other records read. `None` for any other shape, or
+/// an element that is not an object: the general path reads those.
 fn delivered_records(text: &str) -> Option<Vec<&str>> {
     let b = text.as_bytes();
     let mut i = 0;
