@@ -546,6 +546,17 @@ pub fn read_bytes(bytes: &[u8], name: &str, sink: &mut dyn FnMut(Item)) {
             line: Some(line_of(bytes, start)),
             record_index: None,
         };
+        if let Ok(
+            probe @ Probe {
+                records: Some(_), ..
+            },
+        ) = serde_json::from_str::<Probe<'_>>(text)
+        {
+            classify_object(probe, text[start..].trim_end(), origin(), sink);
+            return;
+        }
+        // A delivered file that is not JSON throughout: its records found by their braces, so
+        // that a broken one is rejected alone and the rest read.
         if let Some(records) = delivered_records(&text[start..]) {
             let origin = origin();
             for (i, record) in records.into_iter().enumerate() {
@@ -554,20 +565,11 @@ pub fn read_bytes(bytes: &[u8], name: &str, sink: &mut dyn FnMut(Item)) {
                     ..origin.clone()
                 };
                 // What the reader calls a record is JSON: a broken one is rejected alone.
-                match serde_json::from_str::<serde::de::IgnoredAny>(record) {
+                match serde_json::from_str::<&RawValue>(record) {
                     Ok(_) => emit_record_text(record, origin, sink),
                     Err(e) => sink(reject(format!("not JSON: {e}"), record.as_bytes(), origin)),
                 }
             }
-            return;
-        }
-        if let Ok(
-            probe @ Probe {
-                records: Some(_), ..
-            },
-        ) = serde_json::from_str::<Probe<'_>>(text)
-        {
-            classify_object(probe, text[start..].trim_end(), origin(), sink);
             return;
         }
     }
