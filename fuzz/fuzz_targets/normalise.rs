@@ -8,20 +8,22 @@ use std::collections::BTreeSet;
 use keywatch_core::page::{is_unsafe_char, page, MAX_SUBJECT};
 use keywatch_core::{
     evaluate, normalise, normalise_object, AlertConfig, KeyTimeline, KmsEvent, Normalised,
-    Timestamp,
+    NormalisedOnRead, Timestamp,
 };
-use keywatch_reader::{read_bytes, Item};
+use keywatch_reader::{read_bytes_as, Item};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let mut events: Vec<KmsEvent> = Vec::new();
     // Whole records (the reader's output) and, for inputs that are one record, the text itself.
     let mut texts = Vec::new();
-    read_bytes(data, "fuzz", &mut |item| {
-        if let Item::Record { json, .. } = item {
+    read_bytes_as(data, "fuzz", &mut |item: Item<NormalisedOnRead>| {
+        if let Item::Record { json, parsed, .. } = item {
             // The reader's records are JSON objects: what normalise takes for KMS's,
-            // normalise_object reads in full and finds the same.
+            // normalise_object reads in full and finds the same, and so does normalising a
+            // record as the reader reads it; another service's record is counted as such.
             let full = normalise(&json);
+            let read = parsed.map(|NormalisedOnRead(n)| n);
             if matches!(
                 full,
                 Ok(Normalised::Kms { .. } | Normalised::KmsUntracked { .. })
@@ -30,6 +32,15 @@ fuzz_target!(|data: &[u8]| {
                     normalise_object(&json),
                     full,
                     "a KMS record taken for another service's"
+                );
+                assert!(
+                    read.is_none_or(|r| r == full),
+                    "a KMS record read otherwise as it was found"
+                );
+            } else {
+                assert!(
+                    read.is_none_or(|r| r == full || r == Ok(Normalised::NotKms)),
+                    "another service's record read as KMS's, or rejected, as it was found"
                 );
             }
             texts.push(json);

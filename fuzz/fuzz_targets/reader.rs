@@ -14,7 +14,7 @@ const LIMITS: Limits = Limits {
 
 fn check(item: Item, max_record_bytes: usize) {
     match item {
-        Item::Record { json, origin } => {
+        Item::Record { json, origin, .. } => {
             assert!(
                 json.len() <= max_record_bytes,
                 "{origin}: a record of {} bytes passed the limit of {max_record_bytes}",

@@ -283,7 +283,7 @@ fn replay_counts(paths: &[PathBuf]) -> (usize, usize, Vec<String>) {
     let (mut records, mut kms, mut rejected) = (0, 0, Vec::new());
     for file in expand_paths(paths).expect("corpus paths") {
         read_path(&file, &mut |item| match item {
-            Item::Record { json, origin } => {
+            Item::Record { json, origin, .. } => {
                 records += 1;
                 match normalise(&json) {
                     Ok(Normalised::Kms { .. }) | Ok(Normalised::KmsUntracked { .. }) => kms += 1,

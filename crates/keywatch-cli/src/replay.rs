@@ -5,10 +5,10 @@ use crate::outbox::StreamPager;
 use crate::render::AlertFormat;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use keywatch_core::{normalise_object, AlertConfig, Normalised, Timestamp};
+use keywatch_core::{normalise_found, AlertConfig, Normalised, NormalisedOnRead, Timestamp};
 use keywatch_database::{Database, NormalisedRecord};
 use keywatch_pipeline::{NoMetrics, Pipeline};
-use keywatch_reader::{list_inputs, read_path_limited, Item, Limits, Origin};
+use keywatch_reader::{list_inputs, read_path_limited_as, Item, Limits, Origin};
 use keywatch_sqlite::SqliteDatabase;
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -82,28 +82,36 @@ struct FileResult {
 
 fn read_file(path: &std::path::Path, limits: Limits) -> FileResult {
     let mut out = FileResult::default();
-    let result = read_path_limited(path, limits, &mut |item| match item {
-        // Records over --max-record-bytes come as rejections from the reader, in every shape.
-        Item::Record { json, origin } => {
-            out.records += 1;
-            match normalise_object(&json) {
-                Ok(Normalised::NotKms) => out.not_kms += 1,
-                Ok(Normalised::KmsUntracked { .. }) => out.untracked += 1,
-                Ok(Normalised::Kms { event_id, events }) => {
-                    out.kms.push(NormalisedRecord::new(event_id, json, events))
+    let result = read_path_limited_as(
+        path,
+        limits,
+        &mut |item: Item<NormalisedOnRead>| match item {
+            // Records over --max-record-bytes come as rejections from the reader, in every shape.
+            Item::Record {
+                json,
+                origin,
+                parsed,
+            } => {
+                out.records += 1;
+                match normalise_found(parsed, &json) {
+                    Ok(Normalised::NotKms) => out.not_kms += 1,
+                    Ok(Normalised::KmsUntracked { .. }) => out.untracked += 1,
+                    Ok(Normalised::Kms { event_id, events }) => {
+                        out.kms.push(NormalisedRecord::new(event_id, json, events))
+                    }
+                    Err(e) => out
+                        .rejected
+                        .push(Rejection::new(e.to_string(), origin, json)),
                 }
-                Err(e) => out
-                    .rejected
-                    .push(Rejection::new(e.to_string(), origin, json)),
             }
-        }
-        Item::Rejected {
-            reason,
-            text,
-            origin,
-        } => out.rejected.push(Rejection::new(reason, origin, text)),
-        Item::Skipped { .. } => out.skipped += 1,
-    });
+            Item::Rejected {
+                reason,
+                text,
+                origin,
+            } => out.rejected.push(Rejection::new(reason, origin, text)),
+            Item::Skipped { .. } => out.skipped += 1,
+        },
+    );
     if let Err(e) = result {
         out.error = Some(e.to_string());
     }

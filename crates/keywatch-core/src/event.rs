@@ -6,7 +6,7 @@ use crate::record::{
     RequestParameters, Resource, ResponseElements, UserIdentity,
 };
 use crate::time::{Timestamp, DAY_MS};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use std::borrow::Cow;
 use std::fmt;
 
@@ -828,6 +828,45 @@ fn may_name_kms(json: &str) -> bool {
 /// its waiting period.
 pub const KMS_KEY_DELETION_EVENT: &str = "KMS CMK Deletion";
 
+/// A record normalised in the pass that deserializes it, for a reader that finds records by
+/// reading them (`keywatch_reader::read_path_limited_as`): what [`normalise_object`] gives
+/// for the record's text, without its text being gone through again. Another service's
+/// record is [`Normalised::NotKms`] without more checks, as there.
+#[derive(Debug)]
+pub struct NormalisedOnRead(pub Result<Normalised, RecordError>);
+
+impl<'de> Deserialize<'de> for NormalisedOnRead {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let record = CloudTrailRecord::deserialize(d)?;
+        Ok(NormalisedOnRead(if is_kms_record(&record) {
+            normalise_record(&record)
+        } else {
+            Ok(Normalised::NotKms)
+        }))
+    }
+}
+
+/// What a record the reader found is: as normalised in the pass that read it where the
+/// reader read it so (`read`), else from its text by [`normalise_object`].
+pub fn normalise_found(
+    read: Option<NormalisedOnRead>,
+    json: &str,
+) -> Result<Normalised, RecordError> {
+    match read {
+        Some(NormalisedOnRead(normalised)) => normalised,
+        None => normalise_object(json),
+    }
+}
+
+/// Whether a record is KMS's: a call to `kms.amazonaws.com`, or KMS's own event when it
+/// deletes a key (what [`normalise_record`] reads as KMS's).
+fn is_kms_record(r: &CloudTrailRecord<'_>) -> bool {
+    match r.event_source.as_deref() {
+        Some(source) => source == KMS_EVENT_SOURCE,
+        None => r.detail_type.as_deref() == Some(KMS_KEY_DELETION_EVENT),
+    }
+}
+
 /// [`normalise`] on an already-decoded record.
 pub fn normalise_record(r: &CloudTrailRecord<'_>) -> Result<Normalised, RecordError> {
     if r.event_source.is_none() && r.detail_type.as_deref() == Some(KMS_KEY_DELETION_EVENT) {
@@ -1490,7 +1529,7 @@ fn key_arns(
     for res in &resources {
         let declared_key = match res.resource_type.as_deref() {
             Some("AWS::KMS::Key") => true,
-            None => false,
+            None => r.detail_type.as_deref() == Some(KMS_KEY_DELETION_EVENT),
             Some(_) => continue,
         };
         let Some(arn) = res.arn.as_deref() else {

@@ -18,9 +18,9 @@ pub use alert::{
     AlertKind, Severity,
 };
 pub use event::{
-    normalise, normalise_object, normalise_record, BackingKeyDeletionStatus, KeyArn, KeyEvent,
-    KeyEventKind, KeyOrigin, KeyStoreEvent, KeyStoreRef, KmsEvent, KmsOperation, Normalised,
-    Principal, RecordError,
+    normalise, normalise_found, normalise_object, normalise_record, BackingKeyDeletionStatus,
+    KeyArn, KeyEvent, KeyEventKind, KeyOrigin, KeyStoreEvent, KeyStoreRef, KmsEvent, KmsOperation,
+    Normalised, NormalisedOnRead, Principal, RecordError,
 };
 pub use time::Timestamp;
 pub use timeline::{KeyState, KeyTimeline, LastChange, TIMELINE_FORMAT};

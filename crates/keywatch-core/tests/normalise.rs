@@ -2,7 +2,9 @@
 
 mod support;
 
-use keywatch_core::{normalise, normalise_object, KeyEventKind, KmsEvent, Normalised, RecordError};
+use keywatch_core::{
+    normalise, normalise_object, KeyEventKind, KmsEvent, Normalised, NormalisedOnRead, RecordError,
+};
 use serde_json::json;
 use support::*;
 
@@ -292,12 +294,22 @@ fn normalise_object_reads_every_kms_record_in_full() {
             "{text} is KMS's: {full:?}"
         );
         assert_eq!(normalise_object(&text), full, "{text}");
+        assert_eq!(on_read(&text), full, "{text}");
     }
+}
+
+/// A record normalised in the pass that deserializes it (as the reader does with the
+/// records of a delivered log file).
+fn on_read(text: &str) -> Result<Normalised, RecordError> {
+    serde_json::from_str::<NormalisedOnRead>(text)
+        .map_err(|e| RecordError::NotJson(e.to_string()))
+        .and_then(|NormalisedOnRead(n)| n)
 }
 
 proptest::proptest! {
     /// Any record KMS's normalisation takes (tracked or not) comes out of `normalise_object`
-    /// the same; any other comes out the same or as another service's.
+    /// and of normalising as it is read the same; any other comes out the same or as another
+    /// service's.
     #[test]
     fn normalise_object_agrees_with_normalise_on_every_kms_record(
         source in proptest::prop_oneof![
@@ -322,10 +334,13 @@ proptest::proptest! {
         }
         let full = normalise(&text);
         let fast = normalise_object(&text);
+        let read = on_read(&text);
         if matches!(full, Ok(Normalised::Kms { .. } | Normalised::KmsUntracked { .. })) {
-            proptest::prop_assert_eq!(fast, full);
+            proptest::prop_assert_eq!(&fast, &full);
+            proptest::prop_assert_eq!(read, full);
         } else {
             proptest::prop_assert!(fast == full || fast == Ok(Normalised::NotKms));
+            proptest::prop_assert!(read == full || read == Ok(Normalised::NotKms));
         }
     }
 }

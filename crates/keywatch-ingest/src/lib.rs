@@ -6,9 +6,9 @@
 //! broker acknowledged every record; invalid records are logged with the reason and counted,
 //! not retried.
 
-use keywatch_core::{normalise_object, Normalised, Timestamp};
+use keywatch_core::{normalise_found, Normalised, Timestamp};
 use keywatch_kafka::{message_keys, EventLogProducer, KafkaError, KafkaSettings};
-use keywatch_reader::{read_stream, Item};
+use keywatch_reader::{read_stream_limited_as, Item, Limits};
 
 /// Loads the AWS SDK configuration from the environment.
 pub async fn sdk_config() -> aws_config::SdkConfig {
@@ -161,8 +161,12 @@ struct Accepted {
 /// the fault and counts the rest as one rejection, logged with the reason.
 fn accept(payload: &[u8], source: &str, outcome: &mut IngestOutcome) -> Vec<Accepted> {
     let mut accepted = Vec::new();
-    let read = read_stream(payload, source, &mut |item| match item {
-        Item::Record { json, origin } => match normalise_object(&json) {
+    let read = read_stream_limited_as(payload, source, Limits::default(), &mut |item| match item {
+        Item::Record {
+            json,
+            origin,
+            parsed,
+        } => match normalise_found(parsed, &json) {
             Ok(Normalised::Kms { event_id, events }) => accepted.push(Accepted {
                 event_id,
                 keys: message_keys(&events),

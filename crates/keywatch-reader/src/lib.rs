@@ -10,6 +10,7 @@
 use aws_lambda_events::event::cloudwatch_logs::LogData;
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use flate2::read::MultiGzDecoder;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -135,9 +136,11 @@ impl fmt::Display for Origin {
     }
 }
 
-/// What the reader found.
+/// What the reader found. `T` is what a record of a log file as CloudTrail delivers it is
+/// read as, in the one pass that finds it in the file (see [`read_path_limited_as`]); the
+/// plain readers only check it is JSON ([`IgnoredAny`]).
 #[derive(Debug)]
-pub enum Item {
+pub enum Item<T = IgnoredAny> {
     /// A record's JSON text.
     Record {
         /// The record: always the text of one JSON object (what is not one is
@@ -145,6 +148,10 @@ pub enum Item {
         json: String,
         /// Where.
         origin: Origin,
+        /// The record read as `T` in the pass that found it: for the records of a log file
+        /// in the form CloudTrail delivers; `None` for the records of other sources, and for
+        /// a record that is JSON but not a `T` (reading `json` tells why).
+        parsed: Option<T>,
     },
     /// Something that is not a record: rejected with a reason, kept for quarantine.
     Rejected {
@@ -246,6 +253,17 @@ pub fn read_path_limited(
     limits: Limits,
     sink: &mut dyn FnMut(Item),
 ) -> Result<(), ReadError> {
+    read_path_limited_as(path, limits, sink)
+}
+
+/// [`read_path_limited`], each record of a log file as CloudTrail delivers it read as `T` in
+/// the pass that finds it (a typed reading checks the record's syntax as it goes: the
+/// record's text is not gone through twice).
+pub fn read_path_limited_as<T: DeserializeOwned>(
+    path: &Path,
+    limits: Limits,
+    sink: &mut dyn FnMut(Item<T>),
+) -> Result<(), ReadError> {
     let name = path.display().to_string();
     let io_err = |source| ReadError::Io {
         path: name.clone(),
@@ -253,7 +271,7 @@ pub fn read_path_limited(
     };
     if path.as_os_str() == "-" {
         let stdin = io::stdin();
-        read_stream_limited(stdin.lock(), &name, limits, sink).map_err(io_err)
+        read_stream_limited_as(stdin.lock(), &name, limits, sink).map_err(io_err)
     } else {
         let file = File::open(path).map_err(io_err)?;
         let size = file.metadata().map_or(0, |m| m.len());
@@ -280,6 +298,17 @@ pub fn read_stream_limited<R: BufRead>(
     limits: Limits,
     sink: &mut dyn FnMut(Item),
 ) -> io::Result<()> {
+    read_stream_limited_as(input, name, limits, sink)
+}
+
+/// [`read_stream_limited`], each record of a log file as CloudTrail delivers it read as `T`
+/// in the pass that finds it.
+pub fn read_stream_limited_as<R: BufRead, T: DeserializeOwned>(
+    input: R,
+    name: &str,
+    limits: Limits,
+    sink: &mut dyn FnMut(Item<T>),
+) -> io::Result<()> {
     read_stream_sized(input, name, limits, 0, sink)
 }
 
@@ -290,12 +319,12 @@ const GZIP_RATIO_GUESS: u64 = 16;
 /// [`read_stream_limited`] of an input of `size` bytes (0 if not known), read in one
 /// piece into a buffer of about its decompressed size: grown from nothing, the buffer was
 /// copied at each doubling.
-fn read_stream_sized<R: BufRead>(
+fn read_stream_sized<R: BufRead, T: DeserializeOwned>(
     mut input: R,
     name: &str,
     limits: Limits,
     size: u64,
-    sink: &mut dyn FnMut(Item),
+    sink: &mut dyn FnMut(Item<T>),
 ) -> io::Result<()> {
     let (left, max) = (limits.max_input_bytes, limits.max_input_bytes);
     let head = input.fill_buf()?;
@@ -324,13 +353,13 @@ fn read_stream_sized<R: BufRead>(
 /// Reads `input` whole (up to `limit` bytes, into a buffer of `size_hint` bytes to begin
 /// with) and hands its items to `sink`; an input larger than `limit` must be JSON Lines,
 /// and is read on line by line.
-fn read_plain_limited<R: Read>(
+fn read_plain_limited<R: Read, T: DeserializeOwned>(
     mut input: R,
     name: &str,
     limit: usize,
     limits: Limits,
     size_hint: u64,
-    sink: &mut dyn FnMut(Item),
+    sink: &mut dyn FnMut(Item<T>),
 ) -> io::Result<()> {
     // One byte more than the input, so that read_to_end finds its end without growing.
     let capacity = usize::try_from(size_hint.saturating_add(1)).map_or(limit, |n| n.min(limit));
@@ -343,8 +372,8 @@ fn read_plain_limited<R: Read>(
     if buf.len() <= limit {
         // Whole files (`{"Records":[…]}`, one pretty-printed record…): the same record limit.
         let max = limits.max_record_bytes;
-        read_bytes(&buf, name, &mut |item| match item {
-            Item::Record { json, origin } if json.len() > max => sink(reject(
+        read_bytes_as(&buf, name, &mut |item| match item {
+            Item::Record { json, origin, .. } if json.len() > max => sink(reject(
                 format!("record larger than {max} bytes (--max-record-bytes): skipped"),
                 &json.as_bytes()[..json.len().min(1024)],
                 origin,
@@ -429,7 +458,7 @@ fn read_line_bounded<R: BufRead>(
     }
 }
 
-fn too_large(line: &[u8], name: &str, line_no: u64, limits: Limits) -> Item {
+fn too_large<T>(line: &[u8], name: &str, line_no: u64, limits: Limits) -> Item<T> {
     reject(
         format!(
             "record larger than {} bytes (--max-record-bytes): skipped",
@@ -446,7 +475,7 @@ fn too_large(line: &[u8], name: &str, line_no: u64, limits: Limits) -> Item {
 
 /// What can be read from the start of an input cut short: the whole records of a
 /// `{"Records":[…` file, else its whole lines.
-fn salvage(buf: &[u8], name: &str, sink: &mut dyn FnMut(Item)) {
+fn salvage<T: DeserializeOwned>(buf: &[u8], name: &str, sink: &mut dyn FnMut(Item<T>)) {
     let text = String::from_utf8_lossy(buf);
     let head: String = text
         .chars()
@@ -459,7 +488,7 @@ fn salvage(buf: &[u8], name: &str, sink: &mut dyn FnMut(Item)) {
             Some(end) => &buf[..end],
             None => return,
         };
-        read_bytes(complete, name, sink);
+        read_bytes_as(complete, name, sink);
         return;
     }
     let Some(open) = text.find('[') else { return };
@@ -489,7 +518,7 @@ fn salvage(buf: &[u8], name: &str, sink: &mut dyn FnMut(Item)) {
     }
 }
 
-fn read_line(line: &[u8], name: &str, line_no: u64, sink: &mut dyn FnMut(Item)) {
+fn read_line<T>(line: &[u8], name: &str, line_no: u64, sink: &mut dyn FnMut(Item<T>)) {
     let origin = Origin {
         file: name.to_owned(),
         line: Some(line_no),
@@ -507,7 +536,7 @@ fn read_line(line: &[u8], name: &str, line_no: u64, sink: &mut dyn FnMut(Item)) 
     }
 }
 
-fn reject(reason: String, text: &[u8], origin: Origin) -> Item {
+fn reject<T>(reason: String, text: &[u8], origin: Origin) -> Item<T> {
     const MAX: usize = 1024 * 1024;
     let text = String::from_utf8_lossy(&text[..text.len().min(MAX)]).into_owned();
     Item::Rejected {
@@ -527,6 +556,12 @@ fn line_of(bytes: &[u8], offset: usize) -> u64 {
 
 /// Reads an in-memory source (a whole file, an S3 object, a Lambda payload).
 pub fn read_bytes(bytes: &[u8], name: &str, sink: &mut dyn FnMut(Item)) {
+    read_bytes_as(bytes, name, sink)
+}
+
+/// [`read_bytes`], each record of a log file as CloudTrail delivers it read as `T` in the
+/// pass that finds it.
+pub fn read_bytes_as<T: DeserializeOwned>(bytes: &[u8], name: &str, sink: &mut dyn FnMut(Item<T>)) {
     let text = match std::str::from_utf8(bytes) {
         Ok(t) => t,
         Err(_) => {
@@ -537,39 +572,48 @@ pub fn read_bytes(bytes: &[u8], name: &str, sink: &mut dyn FnMut(Item)) {
             return;
         }
     };
-    // The form AWS delivers to S3, one object holding `Records`, read in one pass: the
-    // general path below reads a value through once to find where it ends, then again.
+    // The form AWS delivers to S3, `{"Records":[…]}`: each record read as `T` where it is found,
+    // one pass over the file; a broken record is rejected alone and the rest read.
     let start = leading_ws(text);
     if text[start..].starts_with('{') {
-        let origin = || Origin {
+        let origin = Origin {
             file: name.to_owned(),
             line: Some(line_of(bytes, start)),
             record_index: None,
         };
+        if let Some(records) = delivered_records_as::<T>(&text[start..]) {
+            for (i, record) in records.into_iter().enumerate() {
+                let origin = Origin {
+                    record_index: Some(i as u64),
+                    ..origin.clone()
+                };
+                sink(match record {
+                    Delivered::Read(json, parsed) => Item::Record {
+                        json: json.to_owned(),
+                        origin,
+                        parsed: Some(parsed),
+                    },
+                    Delivered::Json(json) => Item::Record {
+                        json: json.to_owned(),
+                        origin,
+                        parsed: None,
+                    },
+                    Delivered::Broken(text, e) => {
+                        reject(format!("not JSON: {e}"), text.as_bytes(), origin)
+                    }
+                });
+            }
+            return;
+        }
+        // Other objects holding `Records` (with more members, say), read in one pass: the
+        // general path below reads a value through once to find where it ends, then again.
         if let Ok(
             probe @ Probe {
                 records: Some(_), ..
             },
         ) = serde_json::from_str::<Probe<'_>>(text)
         {
-            classify_object(probe, text[start..].trim_end(), origin(), sink);
-            return;
-        }
-        // A delivered file that is not JSON throughout: its records found by their braces, so
-        // that a broken one is rejected alone and the rest read.
-        if let Some(records) = delivered_records(&text[start..]) {
-            let origin = origin();
-            for (i, record) in records.into_iter().enumerate() {
-                let origin = Origin {
-                    record_index: Some(i as u64),
-                    ..origin.clone()
-                };
-                // What the reader calls a record is JSON: a broken one is rejected alone.
-                match serde_json::from_str::<&RawValue>(record) {
-                    Ok(_) => emit_record_text(record, origin, sink),
-                    Err(e) => sink(reject(format!("not JSON: {e}"), record.as_bytes(), origin)),
-                }
-            }
+            classify_object(probe, text[start..].trim_end(), origin, sink);
             return;
         }
     }
@@ -632,12 +676,24 @@ fn leading_ws(s: &str) -> usize {
     s.len() - s.trim_start().len()
 }
 
+/// A record of a log file as CloudTrail delivers it, as [`delivered_records_as`] finds it.
+#[derive(Debug)]
+enum Delivered<'a, T> {
+    /// Read as a `T`.
+    Read(&'a str, T),
+    /// JSON, but not a `T`.
+    Json(&'a str),
+    /// Not JSON: the text from its opening brace to the brace that closes it.
+    Broken(&'a str, serde_json::Error),
+}
+
 /// The records of an object exactly as CloudTrail delivers it to S3, `{"Records":[{…},…]}`
-/// (JSON whitespace allowed between tokens, nothing after), each found by its braces outside
-/// strings, without parsing it, so that a record that is not JSON inside can be rejected
-/// alone (by the caller) and the file's other records read. `None` for any other shape, or
-/// an element that is not an object: the general path reads those.
-fn delivered_records(text: &str) -> Option<Vec<&str>> {
+/// (JSON whitespace allowed between tokens, nothing after), each read as `T` where it starts:
+/// the reading finds where it ends, so the file is gone through once. A record that cannot be
+/// read is found by its braces outside strings and checked to be JSON, so that a broken one
+/// is rejected alone and the file's other records read. `None` for any other shape, or an
+/// element that is not an object: the general path reads those.
+fn delivered_records_as<T: DeserializeOwned>(text: &str) -> Option<Vec<Delivered<'_, T>>> {
     let b = text.as_bytes();
     let mut i = 0;
     for token in [&b"{"[..], b"\"Records\"", b":", b"["] {
@@ -653,8 +709,24 @@ fn delivered_records(text: &str) -> Option<Vec<&str>> {
             if b.get(i) != Some(&b'{') {
                 return None;
             }
-            let end = object_end(b, i)?;
-            records.push(&text[i..end]);
+            // An object ends at its closing brace: the stream does not look past it.
+            let mut stream = serde_json::Deserializer::from_str(&text[i..]).into_iter::<T>();
+            let end = match stream.next() {
+                Some(Ok(parsed)) => {
+                    let end = i + stream.byte_offset();
+                    records.push(Delivered::Read(&text[i..end], parsed));
+                    end
+                }
+                _ => {
+                    let end = object_end(b, i)?;
+                    let record = &text[i..end];
+                    records.push(match serde_json::from_str::<IgnoredAny>(record) {
+                        Ok(_) => Delivered::Json(record),
+                        Err(e) => Delivered::Broken(record, e),
+                    });
+                    end
+                }
+            };
             i = skip_json_ws(b, end);
             match b.get(i) {
                 Some(b',') => i = skip_json_ws(b, i + 1),
@@ -773,7 +845,7 @@ struct LookupEvent {
     event_id: Option<String>,
 }
 
-fn classify(raw: &RawValue, origin: Origin, depth: u8, sink: &mut dyn FnMut(Item)) {
+fn classify<T>(raw: &RawValue, origin: Origin, depth: u8, sink: &mut dyn FnMut(Item<T>)) {
     let text = raw.get();
     let indexed = |i: usize| Origin {
         record_index: Some(i as u64),
@@ -822,7 +894,7 @@ fn classify(raw: &RawValue, origin: Origin, depth: u8, sink: &mut dyn FnMut(Item
 
 /// What a top-level object (`text`, read as `probe`) holds: records, lookup-events entries,
 /// a CloudWatch Logs payload, an EventBridge event, or itself a record.
-fn classify_object(probe: Probe<'_>, text: &str, origin: Origin, sink: &mut dyn FnMut(Item)) {
+fn classify_object<T>(probe: Probe<'_>, text: &str, origin: Origin, sink: &mut dyn FnMut(Item<T>)) {
     let indexed = |i: usize| Origin {
         record_index: Some(i as u64),
         ..origin.clone()
@@ -885,6 +957,7 @@ fn classify_object(probe: Probe<'_>, text: &str, origin: Origin, sink: &mut dyn 
             sink(Item::Record {
                 json: text.to_owned(),
                 origin,
+                parsed: None,
             });
             return;
         }
@@ -907,20 +980,22 @@ fn classify_object(probe: Probe<'_>, text: &str, origin: Origin, sink: &mut dyn 
         sink(Item::Record {
             json: text.to_owned(),
             origin,
+            parsed: None,
         });
     }
 }
 
-fn emit_record(raw: &RawValue, origin: Origin, sink: &mut dyn FnMut(Item)) {
+fn emit_record<T>(raw: &RawValue, origin: Origin, sink: &mut dyn FnMut(Item<T>)) {
     emit_record_text(raw.get(), origin, sink);
 }
 
 /// A record's text as the sink takes it, or a rejection where it is not a JSON object.
-fn emit_record_text(text: &str, origin: Origin, sink: &mut dyn FnMut(Item)) {
+fn emit_record_text<T>(text: &str, origin: Origin, sink: &mut dyn FnMut(Item<T>)) {
     if text.starts_with('{') {
         sink(Item::Record {
             json: text.to_owned(),
             origin,
+            parsed: None,
         });
     } else {
         sink(reject(

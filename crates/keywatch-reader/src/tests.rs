@@ -332,8 +332,15 @@ fn a_gzip_bomb_is_read_up_to_the_input_limit_and_reported() {
     assert_eq!(event_ids(&items), ["a"]);
 }
 
+/// The text of a record as [`delivered_records_as`] found it, however it was read.
+fn spanned<'a, T>(record: &Delivered<'a, T>) -> &'a str {
+    match record {
+        Delivered::Read(text, _) | Delivered::Json(text) | Delivered::Broken(text, _) => text,
+    }
+}
+
 #[test]
-fn records_of_a_delivered_file_are_found_by_their_braces_where_a_parser_finds_them() {
+fn records_of_a_delivered_file_are_found_where_a_parser_finds_them() {
     let tricky = [
         r#"{"eventID":"q","note":"a } and a { in a string, \" and \\ too","x":{"y":[{"z":"}"}]}}"#,
         r#"{"eventID":"e","s":"ends in a backslash \\","t":"\"}{\""}"#,
@@ -356,7 +363,9 @@ fn records_of_a_delivered_file_are_found_by_their_braces_where_a_parser_finds_th
             .iter()
             .map(|r| r.get())
             .collect();
-        assert_eq!(delivered_records(doc.trim_start()), Some(parsed), "{doc}");
+        let found: Option<Vec<&str>> = delivered_records_as::<IgnoredAny>(doc.trim_start())
+            .map(|records| records.iter().map(spanned).collect());
+        assert_eq!(found, Some(parsed), "{doc}");
     }
     // Any other shape goes the general way.
     for other in [
@@ -368,7 +377,10 @@ fn records_of_a_delivered_file_are_found_by_their_braces_where_a_parser_finds_th
         r#"{"Records":[{"cut":"in a string}]}"#.to_owned(),
         format!(r#"{{"Events":[{REC_A}]}}"#),
     ] {
-        assert_eq!(delivered_records(&other), None, "{other}");
+        assert!(
+            delivered_records_as::<IgnoredAny>(&other).is_none(),
+            "{other}"
+        );
     }
 }
 
@@ -385,4 +397,70 @@ fn a_record_broken_inside_a_delivered_file_is_rejected_alone_and_the_rest_read()
     let items = read(doc.as_bytes());
     assert_eq!(event_ids(&items), ["a"]);
     assert!(rejected_at(&items, 1, "not JSON"), "{items:?}");
+}
+
+#[test]
+fn records_of_a_delivered_file_are_read_as_the_caller_asks_in_the_pass_that_finds_them() {
+    /// What a caller may read a record as: here, only its `eventID`, which must be text.
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct Id {
+        #[serde(rename = "eventID")]
+        event_id: String,
+    }
+    let not_an_id = r#"{"eventID":7,"note":"JSON, but not an Id"}"#;
+    let broken = r#"{"eventID":"x","eventName":tru}"#;
+    let doc = format!(r#"{{"Records":[{REC_A}, {not_an_id},{broken} ,{REC_B}]}}"#);
+    for bytes in [doc.as_bytes().to_vec(), gzip(doc.as_bytes())] {
+        let mut items = Vec::new();
+        read_stream_limited_as::<_, Id>(bytes.as_slice(), "typed", Limits::default(), &mut |i| {
+            items.push(i)
+        })
+        .expect("in-memory read");
+        let records: Vec<(&str, Option<&Id>, Option<u64>)> = items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Record {
+                    json,
+                    parsed,
+                    origin,
+                } => Some((json.as_str(), parsed.as_ref(), origin.record_index)),
+                _ => None,
+            })
+            .collect();
+        let id = |s: &str| Id {
+            event_id: s.to_owned(),
+        };
+        assert_eq!(
+            records,
+            [
+                (REC_A, Some(&id("a")), Some(0)),
+                (not_an_id, None, Some(1)),
+                (REC_B, Some(&id("b")), Some(3)),
+            ]
+        );
+        let rejected: Vec<&Item<Id>> = items
+            .iter()
+            .filter(|i| matches!(i, Item::Rejected { .. }))
+            .collect();
+        assert_eq!(rejected.len(), 1, "{items:?}");
+        assert!(
+            matches!(rejected[0], Item::Rejected { reason, text, origin }
+                if reason.starts_with("not JSON") && text == broken && origin.record_index == Some(2)),
+            "{rejected:?}"
+        );
+    }
+    // Other shapes are read the general way: their records' text only.
+    let mut items = Vec::new();
+    read_bytes_as::<Id>(
+        format!("{REC_A}\n{REC_B}\n").as_bytes(),
+        "lines",
+        &mut |i| items.push(i),
+    );
+    assert!(
+        items
+            .iter()
+            .all(|i| matches!(i, Item::Record { parsed: None, .. })),
+        "{items:?}"
+    );
+    assert_eq!(items.len(), 2);
 }
