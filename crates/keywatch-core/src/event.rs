@@ -1529,7 +1529,7 @@ fn key_arns(
     for res in &resources {
         let declared_key = match res.resource_type.as_deref() {
             Some("AWS::KMS::Key") => true,
-            None => r.detail_type.as_deref() == Some(KMS_KEY_DELETION_EVENT),
+            None => false,
             Some(_) => continue,
         };
         let Some(arn) = res.arn.as_deref() else {
