@@ -339,6 +339,16 @@ fn spanned<'a, T>(record: &Delivered<'a, T>) -> &'a str {
     }
 }
 
+/// A type no record can be read as: each record is then found by its braces.
+#[derive(Debug)]
+struct Unreadable;
+
+impl<'de> Deserialize<'de> for Unreadable {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom("never read"))
+    }
+}
+
 #[test]
 fn records_of_a_delivered_file_are_found_where_a_parser_finds_them() {
     let tricky = [
@@ -365,7 +375,13 @@ fn records_of_a_delivered_file_are_found_where_a_parser_finds_them() {
             .collect();
         let found: Option<Vec<&str>> = delivered_records_as::<IgnoredAny>(doc.trim_start())
             .map(|records| records.iter().map(spanned).collect());
-        assert_eq!(found, Some(parsed), "{doc}");
+        assert_eq!(found, Some(parsed.clone()), "{doc}");
+        // Found by their braces (where a record cannot be read), they are the same.
+        let by_braces = delivered_records_as::<Unreadable>(doc.trim_start()).map(|records| {
+            assert!(records.iter().all(|r| matches!(r, Delivered::Json(_))));
+            records.iter().map(spanned).collect::<Vec<_>>()
+        });
+        assert_eq!(by_braces, Some(parsed), "{doc}");
     }
     // Any other shape goes the general way.
     for other in [
