@@ -23,7 +23,7 @@ LAMBDA_TOPIC=${LAMBDA_TOPIC:-keywatch-lambda-e2e}
 RUN=target/services
 mkdir -p "$RUN"
 
-wait_port() { # port name log pidfile: the port answers, and the service started is what answers
+wait_port() { # port name log pidfile: the port answers while the service started is running
   local pid
   pid=$(cat "$4")
   for _ in $(seq 1 200); do
@@ -53,7 +53,8 @@ stop() {
       pid=$(cat "$RUN/$name.pid")
       kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
       # Until the service has exited, it holds its port: a start right after would find it
-      # taken (tansu then exits, while the port still answers from the one stopping).
+      # taken (tansu's listener then fails while its process stays up, and the port answers
+      # from the one stopping until it is gone).
       for _ in $(seq 1 50); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
