@@ -212,20 +212,34 @@ fn inflate(packed: &[u8]) -> Result<Vec<u8>, DatabaseError> {
 /// databases keep the eventIDs they hold (any other eventID is kept as its text).
 pub fn event_id_uuid(event_id: &str) -> Option<[u8; 16]> {
     let b = event_id.as_bytes();
+    if b.len() != 36 || [8, 13, 18, 23].iter().any(|&i| b[i] != b'-') {
+        return None;
+    }
+    hex_bytes(b.iter().copied().filter(|&c| c != b'-'))
+}
+
+/// An alert's id in keywatch's form, 32 lower-case hex digits, as its 16 bytes: how the
+/// databases and the projector's cache keep the ids they hold (any other id as its text).
+pub fn alert_id_bytes(alert_id: &str) -> Option<[u8; 16]> {
+    let b = alert_id.as_bytes();
+    if b.len() != 32 {
+        return None;
+    }
+    hex_bytes(b.iter().copied())
+}
+
+/// 16 bytes from exactly 32 lower-case hex digits.
+fn hex_bytes(mut digits: impl Iterator<Item = u8>) -> Option<[u8; 16]> {
     let hex = |c: u8| match c {
         b'0'..=b'9' => Some(c - b'0'),
         b'a'..=b'f' => Some(c - b'a' + 10),
         _ => None,
     };
-    if b.len() != 36 || [8, 13, 18, 23].iter().any(|&i| b[i] != b'-') {
-        return None;
-    }
-    let mut digits = b.iter().filter(|&&c| c != b'-').map(|&c| hex(c));
     let mut out = [0u8; 16];
     for byte in &mut out {
-        *byte = (digits.next()?? << 4) | digits.next()??;
+        *byte = (hex(digits.next()?)? << 4) | hex(digits.next()?)?;
     }
-    Some(out)
+    digits.next().is_none().then_some(out)
 }
 
 /// Format 2: a segment, several records of one stream deflated together (primed with
@@ -1057,6 +1071,24 @@ mod tests {
             "",
         ] {
             assert_eq!(event_id_uuid(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn only_keywatch_alert_ids_are_kept_as_bytes() {
+        assert_eq!(
+            alert_id_bytes("f2509d10c5789c46f43b01a24827686a").map(|b| (b[0], b[15])),
+            Some((0xf2, 0x6a))
+        );
+        for other in [
+            "F2509D10C5789C46F43B01A24827686A",
+            "f2509d10c5789c46f43b01a24827686",
+            "f2509d10c5789c46f43b01a24827686a0",
+            "f2509d10-5789c46f43b01a24827686a",
+            "f2509d10c5789c46f43b01a24827686g",
+            "",
+        ] {
+            assert_eq!(alert_id_bytes(other), None, "{other}");
         }
     }
 

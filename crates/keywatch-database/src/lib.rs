@@ -8,11 +8,12 @@
 mod codec;
 mod memory;
 mod projector;
+mod raised;
 
 pub use codec::{
-    decode_json, decode_record, decode_segment, encode_json, encode_record, encode_segment,
-    encode_segment_of, event_id_uuid, parse_json, segment_event_ids, EntryToLog, LoggedRecord,
-    SegmentEntry,
+    alert_id_bytes, decode_json, decode_record, decode_segment, encode_json, encode_record,
+    encode_segment, encode_segment_of, event_id_uuid, parse_json, segment_event_ids, EntryToLog,
+    LoggedRecord, SegmentEntry,
 };
 pub use memory::MemoryDatabase;
 pub use projector::{current_timeline, BatchOutcome, NormalisedRecord, Projector};

@@ -2,6 +2,7 @@
 //! timelines (rebuilding a timeline from its stream when an event arrives late), and raises
 //! each alert once.
 
+use crate::raised::RaisedIds;
 use crate::{Database, DatabaseError, LoggedRecord, RecordToAppend, StreamId};
 use keywatch_core::timeline::is_multi_region_family_event;
 use keywatch_core::{
@@ -9,7 +10,7 @@ use keywatch_core::{
     KmsEvent, Timestamp, TIMELINE_FORMAT,
 };
 use rayon::prelude::*;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// A KMS record with the events it means, ready for the projector.
 #[derive(Clone, Debug)]
@@ -130,8 +131,8 @@ pub struct Projector<S: Database> {
     config: AlertConfig,
     cache: HashMap<KeyArn, KeyTimeline>,
     /// Ids this projector knows to be raised, so that a candidate raised before is not
-    /// serialised and offered to the database again on every batch.
-    raised: HashSet<String>,
+    /// built, serialised and offered to the database again on every batch.
+    raised: RaisedIds,
     /// For each distinct record of the batch in progress, whether an attempt found it new to
     /// the log: a database without units of work (DynamoDB) keeps it when the attempt fails
     /// (a write conflict), and the retry must still count and fold it as new. Every attempt
@@ -144,8 +145,8 @@ pub struct Projector<S: Database> {
 }
 
 const CACHE_LIMIT: usize = 50_000;
-/// Alert ids the projector remembers as raised, at most.
-const RAISED_CACHE_LIMIT: usize = 100_000;
+/// Alert ids the projector remembers as raised, in each of the cache's two generations.
+const RAISED_CACHE_GENERATION: usize = 100_000;
 /// How often a batch is redone when another writer saved the same timeline first.
 const MAX_CONFLICT_RETRIES: usize = 5;
 
@@ -156,7 +157,7 @@ impl<S: Database> Projector<S> {
             database,
             config,
             cache: HashMap::new(),
-            raised: HashSet::new(),
+            raised: RaisedIds::new(RAISED_CACHE_GENERATION),
             appended_by_batch: Vec::new(),
             defer_saves: false,
             unsaved: BTreeSet::new(),
@@ -669,13 +670,8 @@ impl<S: Database> Projector<S> {
         candidates.dedup_by(|a, b| a.alert_id == b.alert_id);
         candidates.retain(|a| !self.raised.contains(&a.alert_id));
         let fresh = self.database.record_alerts(candidates, as_of)?;
-        // A cache, not the record (the database is): bounded, so that memory does not grow with
-        // every alert a long replay raises. Forgetting only means offering an id again.
-        if self.raised.len() + candidates.len() > RAISED_CACHE_LIMIT {
-            self.raised.clear();
-        }
         self.raised
-            .extend(candidates.iter().map(|a| a.alert_id.clone()));
+            .remember(candidates.iter().map(|a| a.alert_id.as_str()));
         Ok(candidates
             .drain(..)
             .zip(fresh)

@@ -543,23 +543,10 @@ enum AlertIdKey<'a> {
 
 impl<'a> AlertIdKey<'a> {
     fn of(alert_id: &'a str) -> Self {
-        let digit = |c: u8| match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        };
-        let b = alert_id.as_bytes();
-        let mut bytes = [0u8; 16];
-        if b.len() != 32 {
-            return AlertIdKey::Text(alert_id);
+        match keywatch_database::alert_id_bytes(alert_id) {
+            Some(bytes) => AlertIdKey::Bytes(bytes),
+            None => AlertIdKey::Text(alert_id),
         }
-        for (out, pair) in bytes.iter_mut().zip(b.chunks_exact(2)) {
-            match (digit(pair[0]), digit(pair[1])) {
-                (Some(hi), Some(lo)) => *out = (hi << 4) | lo,
-                _ => return AlertIdKey::Text(alert_id),
-            }
-        }
-        AlertIdKey::Bytes(bytes)
     }
 }
 
