@@ -243,8 +243,9 @@ pub struct PendingUseBucket {
     pub minute: Timestamp,
     /// Attempts in the minute.
     pub count: u64,
-    /// The first attempt in the minute.
-    pub first: PendingUse,
+    /// The first attempt in the minute (boxed: a busy key keeps thousands of buckets, and
+    /// their vector, grown by doubling, then holds slack of the bucket's size, not the use's).
+    pub first: Box<PendingUse>,
 }
 
 /// A bucket's schedule as stored: its eventID, or `"unscheduled"`.
@@ -1189,10 +1190,12 @@ impl KeyTimeline {
         let minute =
             Timestamp::from_millis(c.event_time.millis().div_euclid(MINUTE_MS) * MINUTE_MS);
         let principal = self.paging_principal(c);
-        let use_ = || PendingUse {
-            operation: operation.clone(),
-            rejected,
-            context: c.clone(),
+        let use_ = || {
+            Box::new(PendingUse {
+                operation: operation.clone(),
+                rejected,
+                context: c.clone(),
+            })
         };
         // Buckets are in the order of their first use (so in time order): only this minute's,
         // at the end, need looking at. A use folded in place (an absorbed late one) may be
