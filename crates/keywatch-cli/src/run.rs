@@ -384,6 +384,10 @@ async fn consume<S: Database>(
             tracing::warn!(error = %e, records = batch.len(), "offsets not committed; the records may be redelivered");
         }
         if !batch.is_empty() {
+            // Idle time counts from when the last records were done with, not from when they
+            // came: a batch held up by a throttled database is not idleness, and a run that
+            // exited after it would leave its pages to the next run.
+            last_record = Instant::now();
             tracing::debug!(
                 records = batch.len(),
                 delivered_ms = delivered_in.as_millis(),
