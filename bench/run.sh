@@ -57,7 +57,7 @@ print(f"keywatch vs DuckDB: {base['duckdb']/base['keywatch']:.2f}x faster")
 rss1 = int(rows[0][2]) / 1024
 rssn = int(big[2]) / 1024
 print(f"peak RSS of replay: {rss1:.0f} MiB for {records:,} records, {rssn:.0f} MiB for {records*scale:,} "
-      f"({scale}x the input): {rssn/rss1:.2f}x the memory (1.00 is flat)")
+      f"({scale}x the input): {rssn/rss1:.2f}x the memory (1.00 is flat; aim <= 200 MiB at both sizes)")
 print(f"peak RSS of replay --in-memory: {int(in_memory[2])/1024:.0f} MiB (aim <= 200 MiB)")
 kw = rows[0]
 print(f"CPU use of replay: {(float(kw[3]) + float(kw[4])) / float(kw[1]):.2f} of {__import__('os').cpu_count()} cores (aim: all busy)")
