@@ -200,7 +200,9 @@ enum Command {
         /// a busy stream pages within a second (Lambda's `MaximumBatchingWindowInSeconds`).
         #[arg(long, value_name = "MILLISECONDS", default_value_t = 250)]
         batch_window_ms: u64,
-        /// Exit after this many seconds without a record (for batch jobs and tests).
+        /// Exit after this many seconds without a record, counted from when the last batch
+        /// was done (for batch jobs and tests). Pages SNS did not take stay in the outbox for
+        /// the next run.
         #[arg(long, value_name = "SECONDS")]
         exit_when_idle: Option<u64>,
         /// How often to evaluate the time-driven alerts.
