@@ -310,7 +310,6 @@ async fn consume<S: Database>(
         let mut counts = BatchMetrics::default();
         let mut alerts = Vec::new();
         if !batch.is_empty() {
-            last_record = Instant::now();
             let projecting = Instant::now();
             let decoded = decode_batch(batch.iter().map(|c| Payload {
                 partition: c.partition.into(),

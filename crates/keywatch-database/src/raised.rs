@@ -24,7 +24,7 @@ pub(crate) struct RaisedIds {
 }
 
 /// An alert id: keywatch's (32 hex digits) as its 16 bytes, any other as its text.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 enum Id {
     Bytes(u128),
     Text(Box<str>),
