@@ -22,8 +22,8 @@
 //! work spanning a batch: each write stands alone, and the projector heals a batch that
 //! failed half-way (see `Projector::process`).
 //!
-//! The [`Database`] trait is synchronous; calls block in place on the Tokio runtime they are
-//! made from, which must be multi-threaded (as `#[tokio::main]` and the Lambda runtime are).
+//! Every call awaits the SDK's requests on the Tokio runtime that polls it; none blocks a
+//! thread.
 
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
@@ -38,7 +38,6 @@ use keywatch_database::{
     StreamId,
 };
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::Mutex;
 
 type Item = HashMap<String, AttributeValue>;
@@ -47,7 +46,6 @@ type Item = HashMap<String, AttributeValue>;
 pub struct DynamoDatabase {
     client: Client,
     table: String,
-    runtime: tokio::runtime::Handle,
     /// The `version` of each timeline as last read or written, and where its parts beyond
     /// the head are.
     versions: Mutex<HashMap<String, (i64, TimelineParts)>>,
@@ -540,19 +538,13 @@ fn throttle_tolerant(config: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Config
 }
 
 impl DynamoDatabase {
-    /// A database in `table`, calling DynamoDB through `config` on the current Tokio runtime.
-    pub fn new(
-        config: &aws_config::SdkConfig,
-        table: impl Into<String>,
-    ) -> Result<Self, DatabaseError> {
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| db("the DynamoDB store needs a Tokio runtime"))?;
-        Ok(DynamoDatabase {
+    /// A database in `table`, calling DynamoDB through `config`.
+    pub fn new(config: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
+        DynamoDatabase {
             client: Client::from_conf(throttle_tolerant(config)),
             table: table.into(),
-            runtime,
             versions: Mutex::new(HashMap::new()),
-        })
+        }
     }
 
     /// Creates the table (on demand) if it does not exist: for local runs and tests; in AWS
@@ -598,78 +590,74 @@ impl DynamoDatabase {
         }
     }
 
-    fn block<F: Future>(&self, f: F) -> F::Output {
-        tokio::task::block_in_place(|| self.runtime.block_on(f))
-    }
-
     /// Every item of a partition (those whose sort key begins with `sk_prefix`, if given),
     /// in sort key order, read consistently.
-    fn query(&self, pk: &str, sk_prefix: Option<&str>) -> Result<Vec<Item>, DatabaseError> {
-        self.block(async {
-            let mut out = Vec::new();
-            let mut start: Option<Item> = None;
-            loop {
-                let mut request = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .expression_attribute_values(":pk", s(pk))
-                    .consistent_read(true)
-                    .set_exclusive_start_key(start.take());
-                request = match sk_prefix {
-                    Some(prefix) => request
-                        .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                        .expression_attribute_values(":prefix", s(prefix)),
-                    None => request.key_condition_expression("pk = :pk"),
-                };
-                let page = request.send().await.map_err(err)?;
-                out.extend(page.items().iter().cloned());
-                match page.last_evaluated_key() {
-                    Some(k) => start = Some(k.clone()),
-                    None => return Ok(out),
-                }
+    async fn query(&self, pk: &str, sk_prefix: Option<&str>) -> Result<Vec<Item>, DatabaseError> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let mut request = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .expression_attribute_values(":pk", s(pk))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take());
+            request = match sk_prefix {
+                Some(prefix) => request
+                    .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                    .expression_attribute_values(":prefix", s(prefix)),
+                None => request.key_condition_expression("pk = :pk"),
+            };
+            let page = request.send().await.map_err(err)?;
+            out.extend(page.items().iter().cloned());
+            match page.last_evaluated_key() {
+                Some(k) => start = Some(k.clone()),
+                None => return Ok(out),
             }
-        })
+        }
     }
 
     /// The segment items of a stream's partition; with `from`, only those holding records
     /// of that time or later (a segment's sort key begins with its last record's time).
-    fn segments(&self, pk: &str, from: Option<Timestamp>) -> Result<Vec<Item>, DatabaseError> {
+    async fn segments(
+        &self,
+        pk: &str,
+        from: Option<Timestamp>,
+    ) -> Result<Vec<Item>, DatabaseError> {
         let Some(from) = from else {
-            return self.query(pk, Some(SEGMENT_PREFIX));
+            return self.query(pk, Some(SEGMENT_PREFIX)).await;
         };
-        self.block(async {
-            let mut out = Vec::new();
-            let mut start: Option<Item> = None;
-            loop {
-                let page = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-                    .expression_attribute_values(":pk", s(pk))
-                    .expression_attribute_values(
-                        ":from",
-                        s(format!("{SEGMENT_PREFIX}{:015}", from.millis().max(0))),
-                    )
-                    .expression_attribute_values(":to", s(format!("{SEGMENT_PREFIX}~")))
-                    .consistent_read(true)
-                    .set_exclusive_start_key(start.take())
-                    .send()
-                    .await
-                    .map_err(err)?;
-                out.extend(page.items().iter().cloned());
-                match page.last_evaluated_key() {
-                    Some(k) => start = Some(k.clone()),
-                    None => return Ok(out),
-                }
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .expression_attribute_values(":pk", s(pk))
+                .expression_attribute_values(
+                    ":from",
+                    s(format!("{SEGMENT_PREFIX}{:015}", from.millis().max(0))),
+                )
+                .expression_attribute_values(":to", s(format!("{SEGMENT_PREFIX}~")))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(err)?;
+            out.extend(page.items().iter().cloned());
+            match page.last_evaluated_key() {
+                Some(k) => start = Some(k.clone()),
+                None => return Ok(out),
             }
-        })
+        }
     }
 
     /// The items of these keys that exist, 100 keys to a BatchGetItem (consistent reads),
     /// asking again for what DynamoDB leaves unprocessed.
-    fn get_all(&self, keys: Vec<Item>) -> Result<Vec<Item>, DatabaseError> {
+    async fn get_all(&self, keys: Vec<Item>) -> Result<Vec<Item>, DatabaseError> {
         let mut found = Vec::new();
         for chunk in keys.chunks(BATCH_GET_KEYS) {
             let request = KeysAndAttributes::builder()
@@ -681,12 +669,11 @@ impl DynamoDatabase {
                 [(self.table.clone(), request)].into();
             while !request.is_empty() {
                 let out = self
-                    .block(
-                        self.client
-                            .batch_get_item()
-                            .set_request_items(Some(request))
-                            .send(),
-                    )
+                    .client
+                    .batch_get_item()
+                    .set_request_items(Some(request))
+                    .send()
+                    .await
                     .map_err(err)?;
                 if let Some(items) = out.responses().and_then(|r| r.get(&self.table)) {
                     found.extend(items.iter().cloned());
@@ -697,22 +684,24 @@ impl DynamoDatabase {
         Ok(found)
     }
 
-    fn put(&self, item: Item, condition: Option<(&str, Item)>) -> Result<bool, DatabaseError> {
-        self.block(put_item(&self.client, &self.table, item, condition))
+    async fn put(
+        &self,
+        item: Item,
+        condition: Option<(&str, Item)>,
+    ) -> Result<bool, DatabaseError> {
+        put_item(&self.client, &self.table, item, condition).await
     }
 
-    fn delete(&self, pk: &str, sk: &str) -> Result<(), DatabaseError> {
-        self.block(async {
-            self.client
-                .delete_item()
-                .table_name(&self.table)
-                .key("pk", s(pk))
-                .key("sk", s(sk))
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(err)
-        })
+    async fn delete(&self, pk: &str, sk: &str) -> Result<(), DatabaseError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(err)
     }
 
     /// An update of an alert's record.
@@ -761,24 +750,24 @@ impl DynamoDatabase {
             .collect()
     }
 
-    fn was_sent(&self, alert_id: &str) -> Result<bool, DatabaseError> {
+    async fn was_sent(&self, alert_id: &str) -> Result<bool, DatabaseError> {
         let out = self
-            .block(
-                self.client
-                    .get_item()
-                    .table_name(&self.table)
-                    .key("pk", s(format!("alert#{alert_id}")))
-                    .key("sk", s("alert"))
-                    .consistent_read(true)
-                    .send(),
-            )
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("alert#{alert_id}")))
+            .key("sk", s("alert"))
+            .consistent_read(true)
+            .send()
+            .await
             .map_err(err)?;
         Ok(out.item().is_some_and(|i| i.contains_key("sent_at")))
     }
 
     /// The parts beyond the head of a timeline whose sort keys begin with `prefix`, in order.
-    fn timeline_parts(&self, pk: &str, prefix: &str) -> Result<Vec<Vec<u8>>, DatabaseError> {
-        self.query(pk, Some(prefix))?
+    async fn timeline_parts(&self, pk: &str, prefix: &str) -> Result<Vec<Vec<u8>>, DatabaseError> {
+        self.query(pk, Some(prefix))
+            .await?
             .iter()
             .map(|item| {
                 item.get("body")
@@ -792,8 +781,9 @@ impl DynamoDatabase {
             .collect()
     }
 
-    fn arns(&self, pk: &str) -> Result<Vec<KeyArn>, DatabaseError> {
-        self.query(pk, None)?
+    async fn arns(&self, pk: &str) -> Result<Vec<KeyArn>, DatabaseError> {
+        self.query(pk, None)
+            .await?
             .iter()
             .filter_map(|i| text(i, "sk"))
             .map(arn)
@@ -801,23 +791,82 @@ impl DynamoDatabase {
     }
 }
 
+impl DynamoDatabase {
+    /// [`Database::mark_sent_and_claim`] where no alert is both `sent` and in `to_claim`.
+    async fn mark_sent_and_claim_apart(
+        &mut self,
+        sent: &[&str],
+        sent_at: Timestamp,
+        to_claim: &[&str],
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<bool>, DatabaseError> {
+        // The sent marks (unconditional) and the conditional claims in TransactWriteItems of
+        // up to 100 actions: with one PublishBatch request's pages on either side, one
+        // request. A claim that fails its condition is taken out and the rest tried again.
+        // An id given twice is claimed once, at its first place.
+        let mut seen = std::collections::HashSet::new();
+        let first: Vec<bool> = to_claim.iter().map(|id| seen.insert(*id)).collect();
+        let mut groups = self.sent_marks(sent, sent_at)?;
+        let marks = groups.len();
+        for id in to_claim
+            .iter()
+            .zip(&first)
+            .filter(|(_, f)| **f)
+            .map(|(id, _)| id)
+        {
+            let claim = Update::builder()
+                .table_name(&self.table)
+                .key("pk", s(format!("alert#{id}")))
+                .key("sk", s("alert"))
+                .update_expression("SET sending_until = :until")
+                .condition_expression(
+                    "attribute_exists(pk) AND attribute_not_exists(sent_at) \
+                     AND (attribute_not_exists(sending_until) OR sending_until < :now)",
+                )
+                .expression_attribute_values(":until", n(until.millis()))
+                .expression_attribute_values(":now", n(now.millis()))
+                .build()
+                .map_err(db)?;
+            groups.push(vec![TransactWriteItem::builder().update(claim).build()]);
+        }
+        let held = transact_groups(&self.client, groups).await?;
+        if !held[..marks].iter().all(|h| *h) {
+            return Err(db("a sent mark without a condition was refused"));
+        }
+        let mut granted = held[marks..].iter();
+        let claimed: Vec<bool> = first
+            .iter()
+            .map(|f| *f && granted.next().copied().unwrap_or(false))
+            .collect();
+        for (id, claimed) in to_claim.iter().zip(&claimed) {
+            // Sent by another process (its outbox entry put back by a late duplicate of the
+            // alert): drop the entry. Claimed by another: leave it to that one.
+            if !claimed && self.was_sent(id).await? {
+                self.delete("outbox", id).await?;
+            }
+        }
+        Ok(claimed)
+    }
+}
+
 impl Database for DynamoDatabase {
-    fn begin_batch(&mut self) -> Result<(), DatabaseError> {
+    async fn begin_batch(&mut self) -> Result<(), DatabaseError> {
         Ok(())
     }
 
-    fn commit_batch(&mut self) -> Result<(), DatabaseError> {
+    async fn commit_batch(&mut self) -> Result<(), DatabaseError> {
         Ok(())
     }
 
-    fn abort_batch(&mut self) {
+    async fn abort_batch(&mut self) {
         // Nothing to undo: writes stand alone. Versions read in the batch may be stale.
         if let Ok(mut v) = self.versions.lock() {
             v.clear();
         }
     }
 
-    fn append_records(
+    async fn append_records(
         &mut self,
         records: &[RecordToAppend<'_>],
     ) -> Result<Vec<bool>, DatabaseError> {
@@ -833,10 +882,10 @@ impl Database for DynamoDatabase {
         if !ids.is_empty() {
             ids.sort_unstable();
             ids.dedup();
-            found.note(self.block(stored_records(&self.client, &self.table, &ids))?);
+            found.note(stored_records(&self.client, &self.table, &ids).await?);
             for (stream, (from, _)) in keywatch_database::windows_to_look_up(records) {
                 let pk = format!("stream#{}", stream.as_text());
-                for item in self.segments(&pk, Some(from))? {
+                for item in self.segments(&pk, Some(from)).await? {
                     found.search(segment_body(&item)?)?;
                 }
             }
@@ -853,12 +902,14 @@ impl Database for DynamoDatabase {
                 segment_items(&pk, &writer, chunk, &mut items)?;
             }
         }
-        self.block(write_all(&self.client, &self.table, items))?;
+        write_all(&self.client, &self.table, items).await?;
         Ok(fresh)
     }
 
-    fn stream_records(&self, stream: &StreamId) -> Result<Vec<LoggedRecord>, DatabaseError> {
-        let items = self.query(&format!("stream#{}", stream.as_text()), None)?;
+    async fn stream_records(&self, stream: &StreamId) -> Result<Vec<LoggedRecord>, DatabaseError> {
+        let items = self
+            .query(&format!("stream#{}", stream.as_text()), None)
+            .await?;
         let mut records: Vec<SegmentEntry> = Vec::new();
         // Entries of records kept as items of their own (before segments): `<time>#<eventID>`.
         let mut ids: Vec<(Timestamp, String)> = Vec::new();
@@ -872,7 +923,8 @@ impl Database for DynamoDatabase {
             }
         }
         let bodies: HashMap<String, Vec<u8>> = self
-            .get_all(ids.iter().map(|(_, id)| record_key(id)).collect())?
+            .get_all(ids.iter().map(|(_, id)| record_key(id)).collect())
+            .await?
             .into_iter()
             .filter_map(|item| match (text(&item, "pk"), item.get("body")) {
                 (Some(pk), Some(AttributeValue::B(b))) => Some((
@@ -900,19 +952,18 @@ impl Database for DynamoDatabase {
         Ok(records.into_iter().map(|r| r.record).collect())
     }
 
-    fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, DatabaseError> {
+    async fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, DatabaseError> {
         let pk = format!("key#{key}");
         for _ in 0..TIMELINE_READ_ATTEMPTS {
             let out = self
-                .block(
-                    self.client
-                        .get_item()
-                        .table_name(&self.table)
-                        .key("pk", s(&pk))
-                        .key("sk", s("timeline"))
-                        .consistent_read(true)
-                        .send(),
-                )
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .key("pk", s(&pk))
+                .key("sk", s("timeline"))
+                .consistent_read(true)
+                .send()
+                .await
                 .map_err(err)?;
             let Some(item) = out.item() else {
                 return Ok(None);
@@ -934,7 +985,7 @@ impl Database for DynamoDatabase {
                     let rest = if parts.count == 0 {
                         Vec::new()
                     } else {
-                        self.timeline_parts(&pk, &parts.prefix)?
+                        self.timeline_parts(&pk, &parts.prefix).await?
                     };
                     if rest.len() != parts.count {
                         continue; // a newer version replaced these parts meanwhile
@@ -963,7 +1014,10 @@ impl Database for DynamoDatabase {
         })
     }
 
-    fn load_timelines(&self, keys: &[KeyArn]) -> Result<Vec<Option<KeyTimeline>>, DatabaseError> {
+    async fn load_timelines(
+        &self,
+        keys: &[KeyArn],
+    ) -> Result<Vec<Option<KeyTimeline>>, DatabaseError> {
         // The heads, then the parts of the timelines in parts, 100 to a BatchGetItem.
         let heads: HashMap<String, Item> = self
             .get_all(
@@ -976,7 +1030,8 @@ impl Database for DynamoDatabase {
                         .into()
                     })
                     .collect(),
-            )?
+            )
+            .await?
             .into_iter()
             .filter_map(|item| text(&item, "pk").map(str::to_owned).map(|pk| (pk, item)))
             .collect();
@@ -999,7 +1054,8 @@ impl Database for DynamoDatabase {
             }
         }
         let parts_read: HashMap<(String, String), Vec<u8>> = self
-            .get_all(part_keys)?
+            .get_all(part_keys)
+            .await?
             .into_iter()
             .filter_map(
                 |item| match (text(&item, "pk"), text(&item, "sk"), item.get("body")) {
@@ -1010,41 +1066,47 @@ impl Database for DynamoDatabase {
                 },
             )
             .collect();
-        keys.iter()
-            .map(|key| {
-                let pk = format!("key#{key}");
-                let Some(item) = heads.get(&pk) else {
-                    return Ok(None);
-                };
-                if text(item, "json").is_some() {
-                    return self.load_timeline(key); // stored before timelines were encoded
-                }
-                let parts = TimelineParts {
-                    prefix: text(item, "parts_prefix").unwrap_or_default().to_owned(),
-                    count: number(item, "parts").unwrap_or(0).max(0) as usize,
-                };
-                let mut body = match item.get("body") {
-                    Some(AttributeValue::B(head)) => head.as_ref().to_vec(),
-                    _ => Vec::new(),
-                };
-                for sk in parts.sort_keys() {
-                    match parts_read.get(&(pk.clone(), sk)) {
-                        Some(part) => body.extend_from_slice(part),
-                        // Replaced by a newer version meanwhile: read it on its own.
-                        None => return self.load_timeline(key),
+        let mut timelines = Vec::with_capacity(keys.len());
+        'keys: for key in keys {
+            let pk = format!("key#{key}");
+            let Some(item) = heads.get(&pk) else {
+                timelines.push(None);
+                continue;
+            };
+            if text(item, "json").is_some() {
+                // Stored before timelines were encoded.
+                timelines.push(self.load_timeline(key).await?);
+                continue;
+            }
+            let parts = TimelineParts {
+                prefix: text(item, "parts_prefix").unwrap_or_default().to_owned(),
+                count: number(item, "parts").unwrap_or(0).max(0) as usize,
+            };
+            let mut body = match item.get("body") {
+                Some(AttributeValue::B(head)) => head.as_ref().to_vec(),
+                _ => Vec::new(),
+            };
+            for sk in parts.sort_keys() {
+                match parts_read.get(&(pk.clone(), sk)) {
+                    Some(part) => body.extend_from_slice(part),
+                    // Replaced by a newer version meanwhile: read it on its own.
+                    None => {
+                        timelines.push(self.load_timeline(key).await?);
+                        continue 'keys;
                     }
                 }
-                let timeline = keywatch_database::decode_json(&body, "timeline")?;
-                self.versions.lock().map_err(db)?.insert(
-                    key.to_string(),
-                    (number(item, "version").unwrap_or(0), parts),
-                );
-                Ok(Some(timeline))
-            })
-            .collect()
+            }
+            let timeline = keywatch_database::decode_json(&body, "timeline")?;
+            self.versions.lock().map_err(db)?.insert(
+                key.to_string(),
+                (number(item, "version").unwrap_or(0), parts),
+            );
+            timelines.push(Some(timeline));
+        }
+        Ok(timelines)
     }
 
-    fn save_timelines(&mut self, timelines: &[&KeyTimeline]) -> Result<(), DatabaseError> {
+    async fn save_timelines(&mut self, timelines: &[&KeyTimeline]) -> Result<(), DatabaseError> {
         // Each timeline's parts beyond its head first (BatchWriteItem), under sort keys of
         // their own: readers look for them only once a head names them. Then the heads, each
         // conditional on the version read (TransactWriteItems, 100 at a time). Then the old
@@ -1112,8 +1174,8 @@ impl Database for DynamoDatabase {
                 old: known.map(|(_, old)| old),
             });
         }
-        self.block(write_all(&self.client, &self.table, part_items))?;
-        let saved = self.block(transact_groups(&self.client, heads))?;
+        write_all(&self.client, &self.table, part_items).await?;
+        let saved = transact_groups(&self.client, heads).await?;
 
         let mut writes = Vec::new();
         let mut conflict = None;
@@ -1176,39 +1238,44 @@ impl Database for DynamoDatabase {
                 Write::Delete(pending)
             });
         }
-        self.block(write_and_delete_all(&self.client, &self.table, writes))?;
+        write_and_delete_all(&self.client, &self.table, writes).await?;
         match conflict {
             Some(what) => Err(DatabaseError::Conflict(what)),
             None => Ok(()),
         }
     }
 
-    fn keys_in_key_store(&self, key_store: &KeyStoreRef) -> Result<Vec<KeyArn>, DatabaseError> {
-        self.arns(&format!("cks#{key_store}"))
+    async fn keys_in_key_store(
+        &self,
+        key_store: &KeyStoreRef,
+    ) -> Result<Vec<KeyArn>, DatabaseError> {
+        self.arns(&format!("cks#{key_store}")).await
     }
 
-    fn find_keys(&self, key: &str) -> Result<Vec<KeyArn>, DatabaseError> {
+    async fn find_keys(&self, key: &str) -> Result<Vec<KeyArn>, DatabaseError> {
         match KeyArn::parse(key) {
             Some(a) => Ok(self
-                .arns(&format!("keyid#{}", a.key_id()))?
+                .arns(&format!("keyid#{}", a.key_id()))
+                .await?
                 .into_iter()
                 .filter(|k| *k == a)
                 .collect()),
-            None => self.arns(&format!("keyid#{key}")),
+            None => self.arns(&format!("keyid#{key}")).await,
         }
     }
 
-    fn keys_pending_deletion(&self) -> Result<Vec<KeyArn>, DatabaseError> {
-        self.arns("pending")
+    async fn keys_pending_deletion(&self) -> Result<Vec<KeyArn>, DatabaseError> {
+        self.arns("pending").await
     }
 
-    fn key_count(&self) -> Result<u64, DatabaseError> {
-        Ok(self.query("keys", None)?.len() as u64)
+    async fn key_count(&self) -> Result<u64, DatabaseError> {
+        Ok(self.query("keys", None).await?.len() as u64)
     }
 
-    fn list_keys(&self, state: Option<&str>) -> Result<Vec<KeySummary>, DatabaseError> {
+    async fn list_keys(&self, state: Option<&str>) -> Result<Vec<KeySummary>, DatabaseError> {
         Ok(self
-            .query("keys", None)?
+            .query("keys", None)
+            .await?
             .iter()
             .filter(|i| state.is_none_or(|st| text(i, "state") == Some(st)))
             .map(|i| KeySummary {
@@ -1223,9 +1290,10 @@ impl Database for DynamoDatabase {
             .collect())
     }
 
-    fn unsent_alerts(&self, limit: usize) -> Result<Vec<Alert>, DatabaseError> {
+    async fn unsent_alerts(&self, limit: usize) -> Result<Vec<Alert>, DatabaseError> {
         let mut alerts: Vec<Alert> = self
-            .query("outbox", None)?
+            .query("outbox", None)
+            .await?
             .iter()
             .filter_map(|i| match (i.get("body"), text(i, "json")) {
                 (Some(AttributeValue::B(body)), _) => {
@@ -1241,11 +1309,11 @@ impl Database for DynamoDatabase {
         Ok(alerts)
     }
 
-    fn mark_sent(&mut self, alert_ids: &[&str], at: Timestamp) -> Result<(), DatabaseError> {
+    async fn mark_sent(&mut self, alert_ids: &[&str], at: Timestamp) -> Result<(), DatabaseError> {
         // Each alert's sent mark and its outbox entry's removal, together: 50 alerts to a
         // TransactWriteItems.
         let groups = self.sent_marks(alert_ids, at)?;
-        let held = self.block(transact_groups(&self.client, groups))?;
+        let held = transact_groups(&self.client, groups).await?;
         if held.iter().all(|h| *h) {
             Ok(())
         } else {
@@ -1253,16 +1321,17 @@ impl Database for DynamoDatabase {
         }
     }
 
-    fn claim_for_sending(
+    async fn claim_for_sending(
         &mut self,
         alert_ids: &[&str],
         now: Timestamp,
         until: Timestamp,
     ) -> Result<Vec<bool>, DatabaseError> {
-        self.mark_sent_and_claim(&[], now, alert_ids, now, until)
+        self.mark_sent_and_claim_apart(&[], now, alert_ids, now, until)
+            .await
     }
 
-    fn mark_sent_and_claim(
+    async fn mark_sent_and_claim(
         &mut self,
         sent: &[&str],
         sent_at: Timestamp,
@@ -1273,68 +1342,25 @@ impl Database for DynamoDatabase {
         // A transaction may not name one item twice: an alert both sent and to claim (not
         // how a delivery asks) is marked first, then its claim refused.
         if to_claim.iter().any(|id| sent.contains(id)) {
-            self.mark_sent(sent, sent_at)?;
-            return self.claim_for_sending(to_claim, now, until);
+            self.mark_sent(sent, sent_at).await?;
+            return self
+                .mark_sent_and_claim_apart(&[], sent_at, to_claim, now, until)
+                .await;
         }
-        // The sent marks (unconditional) and the conditional claims in TransactWriteItems of
-        // up to 100 actions: with one PublishBatch request's pages on either side, one
-        // request. A claim that fails its condition is taken out and the rest tried again.
-        // An id given twice is claimed once, at its first place.
-        let mut seen = std::collections::HashSet::new();
-        let first: Vec<bool> = to_claim.iter().map(|id| seen.insert(*id)).collect();
-        let mut groups = self.sent_marks(sent, sent_at)?;
-        let marks = groups.len();
-        for id in to_claim
-            .iter()
-            .zip(&first)
-            .filter(|(_, f)| **f)
-            .map(|(id, _)| id)
-        {
-            let claim = Update::builder()
-                .table_name(&self.table)
-                .key("pk", s(format!("alert#{id}")))
-                .key("sk", s("alert"))
-                .update_expression("SET sending_until = :until")
-                .condition_expression(
-                    "attribute_exists(pk) AND attribute_not_exists(sent_at) \
-                     AND (attribute_not_exists(sending_until) OR sending_until < :now)",
-                )
-                .expression_attribute_values(":until", n(until.millis()))
-                .expression_attribute_values(":now", n(now.millis()))
-                .build()
-                .map_err(db)?;
-            groups.push(vec![TransactWriteItem::builder().update(claim).build()]);
-        }
-        let held = self.block(transact_groups(&self.client, groups))?;
-        if !held[..marks].iter().all(|h| *h) {
-            return Err(db("a sent mark without a condition was refused"));
-        }
-        let mut granted = held[marks..].iter();
-        let claimed: Vec<bool> = first
-            .iter()
-            .map(|f| *f && granted.next().copied().unwrap_or(false))
-            .collect();
-        for (id, claimed) in to_claim.iter().zip(&claimed) {
-            // Sent by another process (its outbox entry put back by a late duplicate of the
-            // alert): drop the entry. Claimed by another: leave it to that one.
-            if !claimed && self.was_sent(id)? {
-                self.delete("outbox", id)?;
-            }
-        }
-        Ok(claimed)
+        self.mark_sent_and_claim_apart(sent, sent_at, to_claim, now, until)
+            .await
     }
 
-    fn release_claim(&mut self, alert_id: &str) -> Result<(), DatabaseError> {
-        self.block(
-            self.alert_update(alert_id)
-                .update_expression("REMOVE sending_until")
-                .send(),
-        )
-        .map(|_| ())
-        .map_err(err)
+    async fn release_claim(&mut self, alert_id: &str) -> Result<(), DatabaseError> {
+        self.alert_update(alert_id)
+            .update_expression("REMOVE sending_until")
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(err)
     }
 
-    fn record_alerts(
+    async fn record_alerts(
         &mut self,
         alerts: &[Alert],
         raised_at: Timestamp,
@@ -1387,9 +1413,7 @@ impl Database for DynamoDatabase {
             ]);
             outboxes.push(outbox);
         }
-        let mut written = self
-            .block(transact_groups(&self.client, groups))?
-            .into_iter();
+        let mut written = transact_groups(&self.client, groups).await?.into_iter();
         let fresh: Vec<bool> = first
             .iter()
             .map(|f| *f && written.next().unwrap_or(false))
@@ -1398,8 +1422,8 @@ impl Database for DynamoDatabase {
         for (((a, new), _), outbox) in firsts.zip(outboxes) {
             // Raised before but never sent (its outbox entry lost, or the page refused for
             // good): queue it again; the outbox item is the same, so this is idempotent.
-            if !new && !self.was_sent(&a.alert_id)? {
-                self.put(outbox, None)?;
+            if !new && !self.was_sent(&a.alert_id).await? {
+                self.put(outbox, None).await?;
             }
         }
         Ok(fresh)

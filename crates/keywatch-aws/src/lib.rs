@@ -18,21 +18,19 @@ pub use pager::{SnsPager, MAX_BATCH_ENTRIES};
 pub type AwsPipeline = keywatch_pipeline::Pipeline<DynamoDatabase, SnsPager, Metrics>;
 
 /// Builds the deployed functions' pipeline (once per cold start).
-pub fn aws_pipeline(
-    sdk: &aws_config::SdkConfig,
-    config: &AlertingConfig,
-) -> Result<AwsPipeline, keywatch_database::DatabaseError> {
-    Ok(keywatch_pipeline::Pipeline::new(
-        DynamoDatabase::new(sdk, &config.table)?,
+pub fn aws_pipeline(sdk: &aws_config::SdkConfig, config: &AlertingConfig) -> AwsPipeline {
+    keywatch_pipeline::Pipeline::new(
+        DynamoDatabase::new(sdk, &config.table),
         keywatch_core::AlertConfig {
             suppress_minutes: config.suppress_minutes,
         },
         SnsPager::new(sdk, &config.sns_topic_arn),
         Metrics::new(sdk),
-    ))
+    )
 }
 
 /// Loads the AWS SDK configuration from the environment, as every AWS tool does.
 pub async fn sdk_config() -> aws_config::SdkConfig {
     aws_config::load_from_env().await
 }
+

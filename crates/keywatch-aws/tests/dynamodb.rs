@@ -50,6 +50,7 @@ async fn dynamodb_folds_the_same_timelines_and_alerts_as_sqlite() {
     );
     let mut expected: Vec<String> = reference
         .process(&records, as_of())
+        .await
         .expect("sqlite")
         .alerts
         .into_iter()
@@ -58,6 +59,7 @@ async fn dynamodb_folds_the_same_timelines_and_alerts_as_sqlite() {
     expected.extend(
         reference
             .sweep(as_of())
+            .await
             .expect("sweep")
             .into_iter()
             .map(|a| a.alert_id),
@@ -67,14 +69,12 @@ async fn dynamodb_folds_the_same_timelines_and_alerts_as_sqlite() {
     let mut shuffled: Vec<NormalisedRecord> = records.iter().rev().cloned().collect();
     let third = shuffled.len() / 3;
     shuffled.extend(records[..third].iter().cloned());
-    let mut p = Projector::new(
-        DynamoDatabase::new(&config, &table).expect("store"),
-        AlertConfig::default(),
-    );
+    let mut p = Projector::new(DynamoDatabase::new(&config, &table), AlertConfig::default());
     let mut got = Vec::new();
     for batch in shuffled.chunks(third.max(1)) {
         got.extend(
             p.process(batch, as_of())
+                .await
                 .expect("dynamodb batch")
                 .alerts
                 .into_iter()
@@ -83,6 +83,7 @@ async fn dynamodb_folds_the_same_timelines_and_alerts_as_sqlite() {
     }
     got.extend(
         p.sweep(as_of())
+            .await
             .expect("sweep")
             .into_iter()
             .map(|a| a.alert_id),
@@ -91,39 +92,49 @@ async fn dynamodb_folds_the_same_timelines_and_alerts_as_sqlite() {
     got.sort();
     assert_eq!(got, expected);
 
-    for k in reference.database().list_keys(None).expect("keys") {
+    for k in reference.database().list_keys(None).await.expect("keys") {
         let key = KeyArn::parse(&k.key_arn).expect("arn");
         let a = reference
             .database()
             .load_timeline(&key)
+            .await
             .expect("load")
             .expect("sqlite timeline");
         let b = p
             .database()
             .load_timeline(&key)
+            .await
             .expect("load")
             .expect("dynamodb timeline");
         assert_eq!(a, b, "timeline of {key}");
     }
-    assert_eq!(p.database().key_count().expect("count"), 6);
+    assert_eq!(p.database().key_count().await.expect("count"), 6);
     assert_eq!(
-        p.database().keys_pending_deletion().expect("pending").len(),
+        p.database()
+            .keys_pending_deletion()
+            .await
+            .expect("pending")
+            .len(),
         2
     );
     assert_eq!(
         p.database()
             .find_keys("1111aaaa-11aa-11aa-11aa-111111111111")
+            .await
             .expect("find")
             .len(),
         1
     );
 
     // Everything raised waits in the outbox until marked sent.
-    let unsent = p.unsent(1000).expect("outbox");
+    let unsent = p.unsent(1000).await.expect("outbox");
     assert_eq!(unsent.len(), expected.len());
     let ids: Vec<&str> = unsent.iter().map(|a| a.alert_id.as_str()).collect();
-    p.mark_sent(&ids[..3], as_of()).expect("mark");
-    assert_eq!(p.unsent(1000).expect("outbox").len(), expected.len() - 3);
+    p.mark_sent(&ids[..3], as_of()).await.expect("mark");
+    assert_eq!(
+        p.unsent(1000).await.expect("outbox").len(),
+        expected.len() - 3
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -131,25 +142,26 @@ async fn a_timeline_saved_by_another_writer_is_a_conflict() {
     let config = moto().await;
     let table = table(&config).await;
     let records = samples();
-    let mut first = Projector::new(
-        DynamoDatabase::new(&config, &table).expect("store"),
-        AlertConfig::default(),
-    );
+    let mut first = Projector::new(DynamoDatabase::new(&config, &table), AlertConfig::default());
     first
         .process(&records[..10], as_of())
+        .await
         .expect("first writer");
 
     let key = KeyArn::parse(
         "arn:aws:kms:us-east-1:111122223333:key/1111aaaa-11aa-11aa-11aa-111111111111",
     )
     .expect("arn");
-    let mut a = DynamoDatabase::new(&config, &table).expect("a");
-    let mut b = DynamoDatabase::new(&config, &table).expect("b");
-    let ta = a.load_timeline(&key).expect("load").expect("stored");
-    let tb = b.load_timeline(&key).expect("load").expect("stored");
-    b.save_timelines(&[&tb]).expect("b saves first");
+    let mut a = DynamoDatabase::new(&config, &table);
+    let mut b = DynamoDatabase::new(&config, &table);
+    let ta = a.load_timeline(&key).await.expect("load").expect("stored");
+    let tb = b.load_timeline(&key).await.expect("load").expect("stored");
+    b.save_timelines(&[&tb]).await.expect("b saves first");
     assert!(
-        matches!(a.save_timelines(&[&ta]), Err(DatabaseError::Conflict(_))),
+        matches!(
+            a.save_timelines(&[&ta]).await,
+            Err(DatabaseError::Conflict(_))
+        ),
         "a read a version b replaced"
     );
 }
@@ -259,35 +271,51 @@ async fn a_timeline_over_dynamodbs_item_limit_is_saved_and_read_back_whole() {
         json.len()
     );
 
-    let mut store = DynamoDatabase::new(&config, &table).expect("store");
-    store.save_timelines(&[&timeline]).expect("saved");
-    let fresh = DynamoDatabase::new(&config, &table).expect("another reader");
-    let back = fresh.load_timeline(&key).expect("read").expect("stored");
+    let mut store = DynamoDatabase::new(&config, &table);
+    store.save_timelines(&[&timeline]).await.expect("saved");
+    let fresh = DynamoDatabase::new(&config, &table);
+    let back = fresh
+        .load_timeline(&key)
+        .await
+        .expect("read")
+        .expect("stored");
     assert_eq!(back, timeline, "read back whole");
 
     // Saved again (it grows), and again by a writer that read it: versions still hold.
-    let mut writer = DynamoDatabase::new(&config, &table).expect("writer");
-    let mut grown = writer.load_timeline(&key).expect("read").expect("stored");
+    let mut writer = DynamoDatabase::new(&config, &table);
+    let mut grown = writer
+        .load_timeline(&key)
+        .await
+        .expect("read")
+        .expect("stored");
     let more = busy_pending_key(5_500).1;
     for r in &more[5_001..] {
         for e in &r.events {
             grown.apply(e);
         }
     }
-    writer.save_timelines(&[&grown]).expect("saved again");
+    writer.save_timelines(&[&grown]).await.expect("saved again");
     assert_eq!(
-        fresh.load_timeline(&key).expect("read").expect("stored"),
+        fresh
+            .load_timeline(&key)
+            .await
+            .expect("read")
+            .expect("stored"),
         grown
     );
     assert!(
         matches!(
-            store.save_timelines(&[&timeline]),
+            store.save_timelines(&[&timeline]).await,
             Err(DatabaseError::Conflict(_))
         ),
         "a writer that read the older version conflicts"
     );
     assert_eq!(
-        fresh.load_timeline(&key).expect("read").expect("stored"),
+        fresh
+            .load_timeline(&key)
+            .await
+            .expect("read")
+            .expect("stored"),
         grown,
         "a conflicting write leaves the saved timeline as it was"
     );
@@ -326,11 +354,12 @@ async fn appending_records_takes_batch_requests_not_one_per_record() {
             .map(|(_, n)| n)
             .sum()
     };
-    let mut store = DynamoDatabase::new(&config, &table).expect("store");
+    let mut store = DynamoDatabase::new(&config, &table);
 
     // Unseen: one segment, one request, no lookup.
     let fresh = store
         .append_records(&part(0..1_000, true))
+        .await
         .expect("appended");
     assert!(fresh.iter().all(|f| *f), "all new");
     let counts = proxy.counts();
@@ -344,6 +373,7 @@ async fn appending_records_takes_batch_requests_not_one_per_record() {
     // Not known to be unseen: looked up, then stored.
     let fresh = store
         .append_records(&part(1_000..2_000, false))
+        .await
         .expect("appended");
     assert!(fresh.iter().all(|f| *f), "all new");
     let requests = dynamodb_requests(&proxy.counts());
@@ -353,12 +383,17 @@ async fn appending_records_takes_batch_requests_not_one_per_record() {
     // Known records are told apart from new ones, and cost only their lookups.
     let mut again = part(500..1_500, false);
     again.extend(part(0..10, false));
-    let fresh = store.append_records(&again).expect("appended again");
+    let fresh = store.append_records(&again).await.expect("appended again");
     assert!(fresh.iter().all(|f| !f), "all known");
     assert!(dynamodb_requests(&proxy.counts()) - requests <= 11 + 1);
 
     // What was appended reads back once each, in (eventTime, eventID) order.
-    let stream = cloudtrail_texts(store.stream_records(&StreamId::Key(key)).expect("stream"));
+    let stream = cloudtrail_texts(
+        store
+            .stream_records(&StreamId::Key(key))
+            .await
+            .expect("stream"),
+    );
     let mut expected: Vec<(Timestamp, String)> = records[..2_000]
         .iter()
         .map(|r| (r.event_time(), r.event_id.clone()))
@@ -404,8 +439,8 @@ async fn a_segment_over_the_item_limit_is_split() {
         })
         .collect();
     let appended = to_append(&records, &texts, &StreamId::Key(key.clone()), true);
-    let mut store = DynamoDatabase::new(&config, &table).expect("store");
-    store.append_records(&appended).expect("appended");
+    let mut store = DynamoDatabase::new(&config, &table);
+    store.append_records(&appended).await.expect("appended");
     let client = aws_sdk_dynamodb::Client::new(&config);
     let segments = client
         .query()
@@ -422,7 +457,12 @@ async fn a_segment_over_the_item_limit_is_split() {
         .await
         .expect("query");
     assert!(segments.count() > 1, "{} segment(s)", segments.count());
-    let back = cloudtrail_texts(store.stream_records(&StreamId::Key(key)).expect("stream"));
+    let back = cloudtrail_texts(
+        store
+            .stream_records(&StreamId::Key(key))
+            .await
+            .expect("stream"),
+    );
     assert_eq!(back.len(), appended.len());
     let mut expected: Vec<&keywatch_database::RecordToAppend<'_>> = appended.iter().collect();
     expected.sort_by(|a, b| (a.event_time, a.event_id).cmp(&(b.event_time, b.event_id)));
@@ -488,14 +528,14 @@ async fn records_kept_before_segments_are_read_and_known() {
     }
     let texts: Vec<String> = records.iter().map(json).collect();
     let appended = to_append(&records, &texts, &stream, false);
-    let mut store = DynamoDatabase::new(&config, &table).expect("store");
-    let fresh = store.append_records(&appended).expect("appended");
+    let mut store = DynamoDatabase::new(&config, &table);
+    let fresh = store.append_records(&appended).await.expect("appended");
     assert_eq!(
         fresh,
         [false, false, true, true],
         "the first two were stored"
     );
-    let back = cloudtrail_texts(store.stream_records(&stream).expect("stream"));
+    let back = cloudtrail_texts(store.stream_records(&stream).await.expect("stream"));
     assert_eq!(back, texts, "in order, each once");
 }
 
@@ -505,52 +545,67 @@ async fn records_kept_before_segments_are_read_and_known() {
 async fn one_process_claims_each_alert_for_sending() {
     let config = moto().await;
     let table = table(&config).await;
-    let mut first = Projector::new(
-        DynamoDatabase::new(&config, &table).expect("store"),
-        AlertConfig::default(),
-    );
-    let mut second = Projector::new(
-        DynamoDatabase::new(&config, &table).expect("store"),
-        AlertConfig::default(),
-    );
-    let raised = first.process(&samples(), as_of()).expect("batch").alerts;
+    let mut first = Projector::new(DynamoDatabase::new(&config, &table), AlertConfig::default());
+    let mut second = Projector::new(DynamoDatabase::new(&config, &table), AlertConfig::default());
+    let raised = first
+        .process(&samples(), as_of())
+        .await
+        .expect("batch")
+        .alerts;
     assert!(raised.len() >= 3, "the samples raise alerts");
     let (a, b) = (raised[0].alert_id.as_str(), raised[1].alert_id.as_str());
     let now = as_of();
     let until = now.plus_millis(60_000);
 
-    assert!(first.claim_for_sending(&[a], now, until).expect("claim")[0]);
     assert!(
-        !second.claim_for_sending(&[a], now, until).expect("claim")[0],
+        first
+            .claim_for_sending(&[a], now, until)
+            .await
+            .expect("claim")[0]
+    );
+    assert!(
+        !second
+            .claim_for_sending(&[a], now, until)
+            .await
+            .expect("claim")[0],
         "claimed twice"
     );
     // Sent and marked: never claimed again, however late.
-    first.mark_sent(&[a], now).expect("mark");
+    first.mark_sent(&[a], now).await.expect("mark");
     let later = now.plus_millis(600_000);
     assert!(
         !second
             .claim_for_sending(&[a], later, later.plus_millis(60_000))
+            .await
             .expect("claim")[0],
         "a sent alert claimed again"
     );
 
     // A claim expires (its holder died between claiming and sending)…
-    assert!(first.claim_for_sending(&[b], now, until).expect("claim")[0]);
+    assert!(
+        first
+            .claim_for_sending(&[b], now, until)
+            .await
+            .expect("claim")[0]
+    );
     assert!(
         !second
             .claim_for_sending(&[b], now.plus_millis(30_000), until)
+            .await
             .expect("claim")[0]
     );
     assert!(
         second
             .claim_for_sending(&[b], until.plus_millis(1), until.plus_millis(60_000))
+            .await
             .expect("claim after expiry")[0]
     );
     // …and a released one is free at once.
-    second.release_claim(b).expect("release");
+    second.release_claim(b).await.expect("release");
     assert!(
         first
             .claim_for_sending(&[b], now, until)
+            .await
             .expect("claim after release")[0]
     );
 
@@ -558,13 +613,17 @@ async fn one_process_claims_each_alert_for_sending() {
     let rest: Vec<&str> = raised[2..].iter().map(|a| a.alert_id.as_str()).collect();
     let mut ids = vec![a, b];
     ids.extend(&rest);
-    let granted = second.claim_for_sending(&ids, now, until).expect("claims");
+    let granted = second
+        .claim_for_sending(&ids, now, until)
+        .await
+        .expect("claims");
     let mut expected = vec![false, false];
     expected.extend(rest.iter().map(|_| true));
     assert_eq!(granted, expected, "sent, claimed by another, then free");
     assert!(
         first
             .claim_for_sending(&rest, now, until)
+            .await
             .expect("claims")
             .iter()
             .all(|g| !g),
@@ -599,13 +658,14 @@ fn transactions(proxy: &keywatch_testkit::FaultProxy) -> u64 {
 
 /// An alert the samples raise, and `n` copies of it with ids of their own
 /// (`outbox-test-000`…).
-fn outbox_alerts(n: usize) -> (keywatch_core::Alert, Vec<keywatch_core::Alert>) {
+async fn outbox_alerts(n: usize) -> (keywatch_core::Alert, Vec<keywatch_core::Alert>) {
     let mut reference = Projector::new(
         SqliteDatabase::in_memory().expect("db"),
         AlertConfig::default(),
     );
     let template = reference
         .process(&samples(), as_of())
+        .await
         .expect("batch")
         .alerts
         .into_iter()
@@ -627,34 +687,38 @@ fn outbox_alerts(n: usize) -> (keywatch_core::Alert, Vec<keywatch_core::Alert>) 
 #[tokio::test(flavor = "multi_thread")]
 async fn sent_marks_and_the_next_claims_go_in_one_transaction() {
     let (table, proxy, config) = table_behind_a_counting_proxy().await;
-    let (_, alerts) = outbox_alerts(30);
+    let (_, alerts) = outbox_alerts(30).await;
     let ids: Vec<&str> = alerts.iter().map(|a| a.alert_id.as_str()).collect();
-    let mut db = DynamoDatabase::new(&config, &table).expect("db");
-    db.record_alerts(&alerts, as_of()).expect("recorded");
+    let mut db = DynamoDatabase::new(&config, &table);
+    db.record_alerts(&alerts, as_of()).await.expect("recorded");
     let now = as_of();
     let until = now.plus_millis(60_000);
     assert!(db
         .claim_for_sending(&ids[..10], now, until)
+        .await
         .expect("claims")
         .iter()
         .all(|c| *c));
     let before = transactions(&proxy);
     let granted = db
         .mark_sent_and_claim(&ids[..10], now, &ids[10..20], now, until)
+        .await
         .expect("marked and claimed");
     assert_eq!(granted, [true; 10]);
     assert_eq!(transactions(&proxy), before + 1, "{:?}", proxy.counts());
 
-    let mut other = DynamoDatabase::new(&config, &table).expect("another process");
+    let mut other = DynamoDatabase::new(&config, &table);
     assert_eq!(
         other
             .claim_for_sending(&[ids[25]], now, until)
+            .await
             .expect("claim"),
         [true]
     );
     let before = transactions(&proxy);
     let granted = db
         .mark_sent_and_claim(&ids[10..20], now, &ids[20..30], now, until)
+        .await
         .expect("marked and claimed");
     let mut expected = [true; 10];
     expected[5] = false;
@@ -667,6 +731,7 @@ async fn sent_marks_and_the_next_claims_go_in_one_transaction() {
     );
     let unsent: Vec<String> = db
         .unsent_alerts(100)
+        .await
         .expect("outbox")
         .into_iter()
         .map(|a| a.alert_id)
@@ -679,6 +744,7 @@ async fn sent_marks_and_the_next_claims_go_in_one_transaction() {
     // Sent already: a claim is refused and the stale entry stays out.
     assert_eq!(
         db.mark_sent_and_claim(&[], now, &ids[..2], now, until)
+            .await
             .expect("claims"),
         [false, false]
     );
@@ -691,32 +757,36 @@ async fn sent_marks_and_the_next_claims_go_in_one_transaction() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_outbox_is_written_in_transactions_of_many_alerts() {
     let (table, proxy, config) = table_behind_a_counting_proxy().await;
-    let (template, alerts) = outbox_alerts(120);
+    let (template, alerts) = outbox_alerts(120).await;
     let transactions = || transactions(&proxy);
-    let mut db = DynamoDatabase::new(&config, &table).expect("db");
+    let mut db = DynamoDatabase::new(&config, &table);
 
     let mut twice = alerts.clone();
     twice.push(alerts[7].clone());
-    let fresh = db.record_alerts(&twice, as_of()).expect("recorded");
+    let fresh = db.record_alerts(&twice, as_of()).await.expect("recorded");
     assert_eq!(fresh.iter().filter(|f| **f).count(), 120, "each new once");
     assert!(!fresh[120], "the repeat is not new");
     assert_eq!(transactions(), 3, "{:?}", proxy.counts());
-    assert_eq!(db.unsent_alerts(1_000).expect("outbox").len(), 120);
+    assert_eq!(db.unsent_alerts(1_000).await.expect("outbox").len(), 120);
 
     let ids: Vec<&str> = alerts.iter().map(|a| a.alert_id.as_str()).collect();
     let until = as_of().plus_millis(60_000);
-    let claimed = db.claim_for_sending(&ids, as_of(), until).expect("claims");
+    let claimed = db
+        .claim_for_sending(&ids, as_of(), until)
+        .await
+        .expect("claims");
     assert!(claimed.iter().all(|c| *c));
     assert_eq!(transactions(), 3 + 2, "{:?}", proxy.counts());
-    let mut other = DynamoDatabase::new(&config, &table).expect("another process");
+    let mut other = DynamoDatabase::new(&config, &table);
     assert!(other
         .claim_for_sending(&ids[..10], as_of(), until)
+        .await
         .expect("claims")
         .iter()
         .all(|c| !c));
 
-    db.mark_sent(&ids, as_of()).expect("marked");
-    assert!(db.unsent_alerts(1_000).expect("outbox").is_empty());
+    db.mark_sent(&ids, as_of()).await.expect("marked");
+    assert!(db.unsent_alerts(1_000).await.expect("outbox").is_empty());
     let counts = proxy.counts();
     for op in ["PutItem", "UpdateItem", "DeleteItem"] {
         assert_eq!(
@@ -726,16 +796,19 @@ async fn the_outbox_is_written_in_transactions_of_many_alerts() {
         );
     }
     // Sent: recorded again, it is neither new nor queued.
-    let fresh = db.record_alerts(&alerts[..3], as_of()).expect("again");
+    let fresh = db
+        .record_alerts(&alerts[..3], as_of())
+        .await
+        .expect("again");
     assert_eq!(fresh, [false, false, false]);
-    assert!(db.unsent_alerts(1_000).expect("outbox").is_empty());
+    assert!(db.unsent_alerts(1_000).await.expect("outbox").is_empty());
     // Known and new in one transaction: the known ones are taken out, the rest written.
     let mut new = template.clone();
     new.alert_id = "outbox-test-new".into();
     let mixed = [alerts[0].clone(), new, alerts[1].clone()];
-    let fresh = db.record_alerts(&mixed, as_of()).expect("mixed");
+    let fresh = db.record_alerts(&mixed, as_of()).await.expect("mixed");
     assert_eq!(fresh, [false, true, false]);
-    let unsent = db.unsent_alerts(1_000).expect("outbox");
+    let unsent = db.unsent_alerts(1_000).await.expect("outbox");
     assert_eq!(unsent.len(), 1);
     assert_eq!(unsent[0].alert_id, "outbox-test-new");
 }
@@ -748,10 +821,12 @@ async fn alerts_are_stored_encoded_and_those_queued_as_json_still_read() {
     let config = moto().await;
     let table = table(&config).await;
     let client = aws_sdk_dynamodb::Client::new(&config);
-    let (template, alerts) = outbox_alerts(2);
-    let mut db = DynamoDatabase::new(&config, &table).expect("store");
+    let (template, alerts) = outbox_alerts(2).await;
+    let mut db = DynamoDatabase::new(&config, &table);
     assert_eq!(
-        db.record_alerts(&alerts[..1], as_of()).expect("recorded"),
+        db.record_alerts(&alerts[..1], as_of())
+            .await
+            .expect("recorded"),
         [true]
     );
     let json = serde_json::to_string(&alerts[0]).expect("json");
@@ -796,7 +871,7 @@ async fn alerts_are_stored_encoded_and_those_queued_as_json_still_read() {
         .send()
         .await
         .expect("queued");
-    let mut unsent = db.unsent_alerts(10).expect("outbox");
+    let mut unsent = db.unsent_alerts(10).await.expect("outbox");
     unsent.sort_by(|a, b| a.alert_id.cmp(&b.alert_id));
     assert_eq!(unsent, [alerts[0].clone(), earlier]);
 }
@@ -808,18 +883,16 @@ async fn alerts_are_stored_encoded_and_those_queued_as_json_still_read() {
 async fn timelines_read_together_are_those_read_alone() {
     let config = moto().await;
     let table = table(&config).await;
-    let mut writer = Projector::new(
-        DynamoDatabase::new(&config, &table).expect("db"),
-        AlertConfig::default(),
-    );
-    writer.process(&samples(), as_of()).expect("batch");
+    let mut writer = Projector::new(DynamoDatabase::new(&config, &table), AlertConfig::default());
+    writer.process(&samples(), as_of()).await.expect("batch");
     let (big_key, records) = busy_pending_key(5_000);
     let big =
         keywatch_core::KeyTimeline::fold(big_key.clone(), records.iter().flat_map(|r| &r.events));
-    let mut db = DynamoDatabase::new(&config, &table).expect("db");
-    db.save_timelines(&[&big]).expect("saved");
+    let mut db = DynamoDatabase::new(&config, &table);
+    db.save_timelines(&[&big]).await.expect("saved");
     let mut keys: Vec<KeyArn> = db
         .list_keys(None)
+        .await
         .expect("keys")
         .iter()
         .map(|k| KeyArn::parse(&k.key_arn).expect("arn"))
@@ -832,12 +905,12 @@ async fn timelines_read_together_are_those_read_alone() {
         .expect("arn"),
     );
 
-    let reader = DynamoDatabase::new(&config, &table).expect("db");
-    let together = reader.load_timelines(&keys).expect("read together");
-    let alone: Vec<_> = keys
-        .iter()
-        .map(|k| reader.load_timeline(k).expect("read alone"))
-        .collect();
+    let reader = DynamoDatabase::new(&config, &table);
+    let together = reader.load_timelines(&keys).await.expect("read together");
+    let mut alone = Vec::new();
+    for k in &keys {
+        alone.push(reader.load_timeline(k).await.expect("read alone"));
+    }
     assert_eq!(together, alone);
     assert_eq!(together.last(), Some(&None), "never saved");
     assert!(
@@ -846,16 +919,17 @@ async fn timelines_read_together_are_those_read_alone() {
     );
 
     // Saved against the version read together.
-    let mut first = DynamoDatabase::new(&config, &table).expect("db");
-    let mut second = DynamoDatabase::new(&config, &table).expect("db");
-    let read = first.load_timelines(&keys[..1]).expect("read");
-    second.load_timelines(&keys[..1]).expect("read");
+    let mut first = DynamoDatabase::new(&config, &table);
+    let mut second = DynamoDatabase::new(&config, &table);
+    let read = first.load_timelines(&keys[..1]).await.expect("read");
+    second.load_timelines(&keys[..1]).await.expect("read");
     let t = read[0].clone().expect("saved");
     first
         .save_timelines(&[&t])
+        .await
         .expect("saved on the version read");
     assert!(matches!(
-        second.save_timelines(&[&t]),
+        second.save_timelines(&[&t]).await,
         Err(DatabaseError::Conflict(_))
     ));
 }
@@ -899,13 +973,14 @@ async fn a_timeline_kept_with_its_first_part_in_the_head_reads_back() {
         .send()
         .await
         .expect("head");
-    let db = DynamoDatabase::new(&config, &table).expect("db");
+    let db = DynamoDatabase::new(&config, &table);
     assert_eq!(
-        db.load_timeline(&key).expect("alone"),
+        db.load_timeline(&key).await.expect("alone"),
         Some(timeline.clone())
     );
     assert_eq!(
         db.load_timelines(std::slice::from_ref(&key))
+            .await
             .expect("together"),
         vec![Some(timeline)]
     );
@@ -924,9 +999,12 @@ async fn a_segment_stored_twice_by_a_retried_batch_reads_once() {
         .map(|r| serde_json::json!({"eventID": r.event_id}).to_string())
         .collect();
     let appended = to_append(&records, &texts, &StreamId::Key(key.clone()), true);
-    let mut db = DynamoDatabase::new(&config, &table).expect("db");
-    db.append_records(&appended).expect("first attempt");
-    db.append_records(&appended).expect("the retry");
-    let stream = db.stream_records(&StreamId::Key(key)).expect("stream");
+    let mut db = DynamoDatabase::new(&config, &table);
+    db.append_records(&appended).await.expect("first attempt");
+    db.append_records(&appended).await.expect("the retry");
+    let stream = db
+        .stream_records(&StreamId::Key(key))
+        .await
+        .expect("stream");
     assert_eq!(stream.len(), records.len(), "each record once");
 }

@@ -278,7 +278,7 @@ fn find_one_key(
     key: &str,
     store: &StoreArgs,
 ) -> Result<keywatch_core::KeyTimeline> {
-    let found = db.find_keys(key)?;
+    let found = local(db.find_keys(key))??;
     let arn = match found.as_slice() {
         [] => bail!("no key {key} in {}", store.db.display()),
         [one] => one.clone(),
@@ -291,7 +291,17 @@ fn find_one_key(
                 .join("\n  ")
         ),
     };
-    keywatch_database::current_timeline(db, &arn)?.context("timeline vanished while reading")
+    local(keywatch_database::current_timeline(db, &arn))??
+        .context("timeline vanished while reading")
+}
+
+/// Awaits calls to the local SQLite database (whose futures do their work when first polled
+/// and never wait) on a current-thread runtime.
+fn local<F: std::future::Future>(work: F) -> Result<F::Output> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .build()
+        .context("starting the runtime")?
+        .block_on(work))
 }
 
 fn parse_as_of(as_of: Option<String>) -> Result<Timestamp> {
@@ -463,25 +473,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Report { store, as_of } => {
             let as_of = parse_as_of(as_of)?;
             let db = open_existing(&store)?;
-            let mut keys = Vec::new();
-            for summary in db.list_keys(None)? {
-                let Some(arn) = keywatch_core::KeyArn::parse(&summary.key_arn) else {
-                    continue;
-                };
-                let Some(timeline) = keywatch_database::current_timeline(&db, &arn)? else {
-                    continue;
-                };
-                let alerts = db.alerts_for_key(&arn)?;
-                let at_risk = timeline.state.is_pending_deletion()
-                    || timeline.orphaned_key_material.is_some()
-                    || alerts
-                        .iter()
-                        .any(|a| a.severity >= keywatch_core::Severity::High);
-                if at_risk {
-                    let (grid, alerts, preflight) = drawn(&db, &timeline, as_of)?;
-                    keys.push((timeline, grid, alerts, preflight));
+            // Every read of the store on one runtime: SQLite's calls do their work at once.
+            let keys = local(async {
+                let mut keys = Vec::new();
+                for summary in db.list_keys(None).await? {
+                    let Some(arn) = keywatch_core::KeyArn::parse(&summary.key_arn) else {
+                        continue;
+                    };
+                    let Some(timeline) = keywatch_database::current_timeline(&db, &arn).await?
+                    else {
+                        continue;
+                    };
+                    let alerts = db.alerts_for_key(&arn)?;
+                    let at_risk = timeline.state.is_pending_deletion()
+                        || timeline.orphaned_key_material.is_some()
+                        || alerts
+                            .iter()
+                            .any(|a| a.severity >= keywatch_core::Severity::High);
+                    if at_risk {
+                        let (grid, alerts, preflight) = drawn(&db, &timeline, as_of)?;
+                        keys.push((timeline, grid, alerts, preflight));
+                    }
                 }
-            }
+                anyhow::Ok(keys)
+            })??;
             emit(&html::report_page(&keys, as_of))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -519,7 +534,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     .find(|k| k.eq_ignore_ascii_case(&s))
                     .map(|k| (*k).to_owned())
             });
-            let keys = db.list_keys(state.as_deref())?;
+            let keys = local(db.list_keys(state.as_deref()))??;
             if format == Format::Json {
                 for k in keys {
                     emit(&format!("{}\n", serde_json::to_string(&k)?))?;

@@ -212,7 +212,9 @@ impl<W: Write> Replay<W> {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let outcome = self.pipeline.project(&self.batch, self.as_of)?;
+        let outcome = self
+            .runtime
+            .block_on(self.pipeline.project(&self.batch, self.as_of))?;
         // Freeing a batch's records and events takes the projecting thread half a second
         // per million records: another core does it.
         let projected = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
@@ -221,7 +223,8 @@ impl<W: Write> Replay<W> {
         self.totals.rebuilds += outcome.rebuilds as u64;
         self.batches += 1;
         if self.batches.is_multiple_of(BATCHES_PER_TIMELINE_SAVE) {
-            self.pipeline.projector_mut().save_deferred_timelines()?;
+            self.runtime
+                .block_on(self.pipeline.projector_mut().save_deferred_timelines())?;
         }
         self.print(outcome.alerts)
     }
@@ -270,7 +273,7 @@ impl<W: Write> Replay<W> {
     /// Projects what is left, raises the time-driven alerts and flushes every output.
     fn finish(&mut self) -> Result<()> {
         self.flush()?;
-        let swept = self.pipeline.sweep(self.as_of)?;
+        let swept = self.runtime.block_on(self.pipeline.sweep(self.as_of))?;
         self.print(swept)?;
         if let Some(q) = self.quarantine.as_mut() {
             q.flush()?;
@@ -383,7 +386,9 @@ pub fn run(opts: Options) -> Result<Outcome> {
     })?;
     replay.finish()?;
     progress.finish_and_clear();
-    let keys = replay.pipeline.projector().database().key_count()?;
+    let keys = replay
+        .runtime
+        .block_on(replay.pipeline.projector().database().key_count())?;
     let totals = &replay.totals;
     if !opts.quiet {
         eprintln!(

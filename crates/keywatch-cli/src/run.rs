@@ -32,12 +32,12 @@ const STORE_PATIENCE: Duration = Duration::from_secs(300);
 /// not heal (the projector redoes a batch whose records the log already has).
 async fn retry_store<T>(
     what: &str,
-    mut work: impl FnMut() -> std::result::Result<T, keywatch_database::DatabaseError>,
+    mut work: impl AsyncFnMut() -> std::result::Result<T, keywatch_database::DatabaseError>,
 ) -> Result<T> {
     let since = Instant::now();
     let mut pause = Duration::from_millis(500);
     loop {
-        match work() {
+        match work().await {
             Ok(t) => return Ok(t),
             // Stored data this version cannot read: waiting will not change it.
             Err(e) if !e.is_retryable() => {
@@ -193,7 +193,7 @@ pub fn run(opts: Options) -> Result<()> {
                     Some(sdk) => sdk,
                     None => keywatch_aws::sdk_config().await,
                 };
-                let store = keywatch_aws::DynamoDatabase::new(&sdk, table)?;
+                let store = keywatch_aws::DynamoDatabase::new(&sdk, table);
                 consume(
                     Pipeline::new(store, config, pager, metrics),
                     &settings,
@@ -317,8 +317,8 @@ async fn consume<S: Database>(
                 value: Ok(c.payload.as_slice().into()),
             }));
             counts.records_rejected = decoded.rejected;
-            let outcome = retry_store("projecting a batch", || {
-                pipeline.project(&decoded.records, now)
+            let outcome = retry_store("projecting a batch", async || {
+                pipeline.project(&decoded.records, now).await
             })
             .await?;
             tracing::debug!(
@@ -342,7 +342,7 @@ async fn consume<S: Database>(
             || last_sweep
                 .is_none_or(|t| t.elapsed() >= Duration::from_secs(opts.sweep_minutes * 60))
         {
-            alerts.extend(retry_store("sweeping", || pipeline.sweep(now)).await?);
+            alerts.extend(retry_store("sweeping", async || pipeline.sweep(now).await).await?);
             last_sweep = Some(Instant::now());
             folded_since_sweep = false;
         }

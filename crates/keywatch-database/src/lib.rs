@@ -253,31 +253,45 @@ pub struct KeySummary {
 }
 
 /// What keywatch keeps: the database port. Implementations: SQLite, DynamoDB, [`MemoryDatabase`].
+///
+/// Asynchronous, since DynamoDB's requests are: a process waits on them without holding a
+/// thread. A local database (SQLite, memory) does its work when called and is never pending.
+/// The futures carry no `Send` bound: every driver awaits the pipeline on the thread that
+/// runs it (`block_on` in the CLI, the Lambda runtime's loop, which asks for none), and
+/// SQLite's connection is not `Sync`.
+#[allow(async_fn_in_trait)]
 pub trait Database {
     /// Starts a unit of work: what a batch writes (records, timelines, alerts) becomes
     /// visible together at [`Database::commit_batch`], or not at all.
-    fn begin_batch(&mut self) -> Result<(), DatabaseError>;
+    async fn begin_batch(&mut self) -> Result<(), DatabaseError>;
     /// Makes the batch's writes durable.
-    fn commit_batch(&mut self) -> Result<(), DatabaseError>;
+    async fn commit_batch(&mut self) -> Result<(), DatabaseError>;
     /// Discards the batch's writes.
-    fn abort_batch(&mut self);
+    async fn abort_batch(&mut self);
     /// Appends records not seen before and returns, for each, whether it was new.
-    fn append_records(
+    async fn append_records(
         &mut self,
         records: &[RecordToAppend<'_>],
     ) -> Result<Vec<bool>, DatabaseError>;
     /// The records of a stream (for rebuilding a timeline), decoded, in (eventTime, eventID)
     /// order.
-    fn stream_records(&self, stream: &StreamId) -> Result<Vec<LoggedRecord>, DatabaseError>;
+    async fn stream_records(&self, stream: &StreamId) -> Result<Vec<LoggedRecord>, DatabaseError>;
     /// A key's timeline.
-    fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, DatabaseError>;
+    async fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, DatabaseError>;
     /// The timelines of several keys, in their order (a database that can read many at once
     /// does so).
-    fn load_timelines(&self, keys: &[KeyArn]) -> Result<Vec<Option<KeyTimeline>>, DatabaseError> {
-        keys.iter().map(|k| self.load_timeline(k)).collect()
+    async fn load_timelines(
+        &self,
+        keys: &[KeyArn],
+    ) -> Result<Vec<Option<KeyTimeline>>, DatabaseError> {
+        let mut timelines = Vec::with_capacity(keys.len());
+        for key in keys {
+            timelines.push(self.load_timeline(key).await?);
+        }
+        Ok(timelines)
     }
     /// Saves timelines, replacing older versions.
-    fn save_timelines(&mut self, timelines: &[&KeyTimeline]) -> Result<(), DatabaseError>;
+    async fn save_timelines(&mut self, timelines: &[&KeyTimeline]) -> Result<(), DatabaseError>;
     /// Saves of each timeline only what the database finds and lists keys by (state, custom
     /// key store, deletion date, last use: [`KeySummary`]'s), and marks the stored timeline
     /// as behind the event log, so that it reads back as [`TIMELINE_BEHIND`] (and is rebuilt
@@ -285,30 +299,36 @@ pub trait Database {
     /// touched timeline after every batch was a sixth of a long replay's CPU: a replay saves
     /// whole timelines now and then ([`Projector::defer_timeline_saves`]). A database with no
     /// cheaper form saves them whole.
-    fn save_timeline_summaries(&mut self, timelines: &[&KeyTimeline]) -> Result<(), DatabaseError> {
-        self.save_timelines(timelines)
+    async fn save_timeline_summaries(
+        &mut self,
+        timelines: &[&KeyTimeline],
+    ) -> Result<(), DatabaseError> {
+        self.save_timelines(timelines).await
     }
     /// The keys whose timelines place them in a custom key store.
-    fn keys_in_key_store(&self, key_store: &KeyStoreRef) -> Result<Vec<KeyArn>, DatabaseError>;
+    async fn keys_in_key_store(
+        &self,
+        key_store: &KeyStoreRef,
+    ) -> Result<Vec<KeyArn>, DatabaseError>;
     /// Keys whose ARN or key ID is `key`.
-    fn find_keys(&self, key: &str) -> Result<Vec<KeyArn>, DatabaseError>;
+    async fn find_keys(&self, key: &str) -> Result<Vec<KeyArn>, DatabaseError>;
     /// Keys pending deletion (for the time-driven alerts).
-    fn keys_pending_deletion(&self) -> Result<Vec<KeyArn>, DatabaseError>;
+    async fn keys_pending_deletion(&self) -> Result<Vec<KeyArn>, DatabaseError>;
     /// How many keys have a timeline.
-    fn key_count(&self) -> Result<u64, DatabaseError>;
+    async fn key_count(&self) -> Result<u64, DatabaseError>;
     /// Every key, optionally only those in a state.
-    fn list_keys(&self, state: Option<&str>) -> Result<Vec<KeySummary>, DatabaseError>;
+    async fn list_keys(&self, state: Option<&str>) -> Result<Vec<KeySummary>, DatabaseError>;
     /// Alerts recorded but not yet sent (the outbox), oldest first ([`sort_oldest_first`]).
-    fn unsent_alerts(&self, limit: usize) -> Result<Vec<Alert>, DatabaseError>;
+    async fn unsent_alerts(&self, limit: usize) -> Result<Vec<Alert>, DatabaseError>;
     /// Marks alerts as sent: the notification service accepted them.
-    fn mark_sent(&mut self, alert_ids: &[&str], at: Timestamp) -> Result<(), DatabaseError>;
+    async fn mark_sent(&mut self, alert_ids: &[&str], at: Timestamp) -> Result<(), DatabaseError>;
     /// Claims unsent alerts for sending until `until`, so that of several processes
     /// draining one outbox (consumers of one group, Lambda invocations) only one pages each;
     /// returns, for each, whether it is claimed. Not when the alert was sent already (its
     /// stale outbox entry is dropped) or another process holds a claim that has not expired
     /// at `now`. A database one process at a time delivers from needs no claim: the default
     /// grants them all.
-    fn claim_for_sending(
+    async fn claim_for_sending(
         &mut self,
         alert_ids: &[&str],
         now: Timestamp,
@@ -321,7 +341,7 @@ pub trait Database {
     /// ([`Database::claim_for_sending`]), in one request where the database can: a delivery
     /// records one send's pages together with the next send's claims. Returns, for each of
     /// `to_claim`, whether it is claimed. The marks stand even where a claim is refused.
-    fn mark_sent_and_claim(
+    async fn mark_sent_and_claim(
         &mut self,
         sent: &[&str],
         sent_at: Timestamp,
@@ -330,22 +350,22 @@ pub trait Database {
         until: Timestamp,
     ) -> Result<Vec<bool>, DatabaseError> {
         if !sent.is_empty() {
-            self.mark_sent(sent, sent_at)?;
+            self.mark_sent(sent, sent_at).await?;
         }
         if to_claim.is_empty() {
             return Ok(Vec::new());
         }
-        self.claim_for_sending(to_claim, now, until)
+        self.claim_for_sending(to_claim, now, until).await
     }
     /// Gives up a claim (the notification service refused the page), so that the next
     /// delivery tries again without waiting for the claim to expire.
-    fn release_claim(&mut self, alert_id: &str) -> Result<(), DatabaseError> {
+    async fn release_claim(&mut self, alert_id: &str) -> Result<(), DatabaseError> {
         let _ = alert_id;
         Ok(())
     }
     /// Records alerts as raised, unsent (into the outbox); returns, for each, whether it was
     /// new (not raised before).
-    fn record_alerts(
+    async fn record_alerts(
         &mut self,
         alerts: &[Alert],
         raised_at: Timestamp,

@@ -102,17 +102,17 @@ impl MemoryDatabase {
 }
 
 impl Database for MemoryDatabase {
-    fn begin_batch(&mut self) -> Result<(), DatabaseError> {
+    async fn begin_batch(&mut self) -> Result<(), DatabaseError> {
         self.batch = Some(Vec::new());
         Ok(())
     }
 
-    fn commit_batch(&mut self) -> Result<(), DatabaseError> {
+    async fn commit_batch(&mut self) -> Result<(), DatabaseError> {
         self.batch = None;
         Ok(())
     }
 
-    fn abort_batch(&mut self) {
+    async fn abort_batch(&mut self) {
         let Some(log) = self.batch.take() else {
             return;
         };
@@ -145,7 +145,7 @@ impl Database for MemoryDatabase {
         }
     }
 
-    fn append_records(
+    async fn append_records(
         &mut self,
         records: &[RecordToAppend<'_>],
     ) -> Result<Vec<bool>, DatabaseError> {
@@ -175,7 +175,7 @@ impl Database for MemoryDatabase {
         Ok(fresh)
     }
 
-    fn stream_records(&self, stream: &StreamId) -> Result<Vec<LoggedRecord>, DatabaseError> {
+    async fn stream_records(&self, stream: &StreamId) -> Result<Vec<LoggedRecord>, DatabaseError> {
         let mut entries = Vec::new();
         for segment in self.segments.get(stream).into_iter().flatten() {
             entries.extend(crate::decode_segment(&segment.body)?);
@@ -185,14 +185,14 @@ impl Database for MemoryDatabase {
         Ok(entries.into_iter().map(|e| e.record).collect())
     }
 
-    fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, DatabaseError> {
+    async fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, DatabaseError> {
         self.timelines
             .get(key)
             .map(|row| crate::decode_json(&row.body, "timeline"))
             .transpose()
     }
 
-    fn save_timelines(&mut self, timelines: &[&KeyTimeline]) -> Result<(), DatabaseError> {
+    async fn save_timelines(&mut self, timelines: &[&KeyTimeline]) -> Result<(), DatabaseError> {
         // Encoded on every core, as the SQLite database does.
         let bodies: Vec<Vec<u8>> = timelines
             .par_iter()
@@ -212,24 +212,27 @@ impl Database for MemoryDatabase {
         Ok(())
     }
 
-    fn keys_in_key_store(&self, key_store: &KeyStoreRef) -> Result<Vec<KeyArn>, DatabaseError> {
+    async fn keys_in_key_store(
+        &self,
+        key_store: &KeyStoreRef,
+    ) -> Result<Vec<KeyArn>, DatabaseError> {
         let wanted = key_store.to_string();
         Ok(self.arns(|_, row| row.key_store.as_deref() == Some(wanted.as_str())))
     }
 
-    fn find_keys(&self, key: &str) -> Result<Vec<KeyArn>, DatabaseError> {
+    async fn find_keys(&self, key: &str) -> Result<Vec<KeyArn>, DatabaseError> {
         Ok(self.arns(|k, _| k.as_str() == key || k.key_id() == key))
     }
 
-    fn keys_pending_deletion(&self) -> Result<Vec<KeyArn>, DatabaseError> {
+    async fn keys_pending_deletion(&self) -> Result<Vec<KeyArn>, DatabaseError> {
         Ok(self.arns(|_, row| row.state.is_pending_deletion()))
     }
 
-    fn key_count(&self) -> Result<u64, DatabaseError> {
+    async fn key_count(&self) -> Result<u64, DatabaseError> {
         Ok(self.timelines.len() as u64)
     }
 
-    fn list_keys(&self, state: Option<&str>) -> Result<Vec<KeySummary>, DatabaseError> {
+    async fn list_keys(&self, state: Option<&str>) -> Result<Vec<KeySummary>, DatabaseError> {
         Ok(self
             .timelines
             .iter()
@@ -247,7 +250,7 @@ impl Database for MemoryDatabase {
             .collect())
     }
 
-    fn unsent_alerts(&self, limit: usize) -> Result<Vec<Alert>, DatabaseError> {
+    async fn unsent_alerts(&self, limit: usize) -> Result<Vec<Alert>, DatabaseError> {
         self.outbox
             .iter()
             .take(limit)
@@ -261,7 +264,7 @@ impl Database for MemoryDatabase {
             .collect()
     }
 
-    fn mark_sent(&mut self, alert_ids: &[&str], _at: Timestamp) -> Result<(), DatabaseError> {
+    async fn mark_sent(&mut self, alert_ids: &[&str], _at: Timestamp) -> Result<(), DatabaseError> {
         for id in alert_ids {
             if let Some(entry) = self.outbox_entry(id)? {
                 self.set_outbox(entry, false);
@@ -270,7 +273,7 @@ impl Database for MemoryDatabase {
         Ok(())
     }
 
-    fn record_alerts(
+    async fn record_alerts(
         &mut self,
         alerts: &[Alert],
         _raised_at: Timestamp,

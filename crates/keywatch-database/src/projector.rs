@@ -175,16 +175,16 @@ impl<S: Database> Projector<S> {
     }
 
     /// Saves whole the timelines batches saved in summary only, as a unit of work.
-    pub fn save_deferred_timelines(&mut self) -> Result<(), DatabaseError> {
+    pub async fn save_deferred_timelines(&mut self) -> Result<(), DatabaseError> {
         if self.unsaved.is_empty() {
             return Ok(());
         }
-        self.in_batch(Self::save_unsaved)
+        self.in_batch(async |p| p.save_unsaved().await).await
     }
 
     /// Saves whole the cached timelines saved in summary only (a key taken out of the cache
     /// for the batch in progress stays unsaved: the batch puts it back).
-    fn save_unsaved(&mut self) -> Result<(), DatabaseError> {
+    async fn save_unsaved(&mut self) -> Result<(), DatabaseError> {
         let (cache, unsaved) = (&self.cache, &mut self.unsaved);
         let mut timelines: Vec<&KeyTimeline> = Vec::with_capacity(unsaved.len());
         unsaved.retain(|key| match cache.get(key) {
@@ -194,7 +194,7 @@ impl<S: Database> Projector<S> {
             }
             None => true,
         });
-        self.database.save_timelines(&timelines)
+        self.database.save_timelines(&timelines).await
     }
 
     /// Forgets the cached timelines (they may hold what a failed unit of work discarded);
@@ -210,28 +210,33 @@ impl<S: Database> Projector<S> {
     }
 
     /// Alerts raised but not yet sent (the outbox), oldest first.
-    pub fn unsent(&self, limit: usize) -> Result<Vec<Alert>, DatabaseError> {
-        self.database.unsent_alerts(limit)
+    pub async fn unsent(&self, limit: usize) -> Result<Vec<Alert>, DatabaseError> {
+        self.database.unsent_alerts(limit).await
     }
 
     /// Records that the notification service accepted these alerts.
-    pub fn mark_sent(&mut self, alert_ids: &[&str], at: Timestamp) -> Result<(), DatabaseError> {
-        self.in_batch(|p| p.database.mark_sent(alert_ids, at))
+    pub async fn mark_sent(
+        &mut self,
+        alert_ids: &[&str],
+        at: Timestamp,
+    ) -> Result<(), DatabaseError> {
+        self.in_batch(async |p| p.database.mark_sent(alert_ids, at).await)
+            .await
     }
 
     /// Claims unsent alerts for sending (see [`Database::claim_for_sending`]).
-    pub fn claim_for_sending(
+    pub async fn claim_for_sending(
         &mut self,
         alert_ids: &[&str],
         now: Timestamp,
         until: Timestamp,
     ) -> Result<Vec<bool>, DatabaseError> {
-        self.database.claim_for_sending(alert_ids, now, until)
+        self.database.claim_for_sending(alert_ids, now, until).await
     }
 
     /// Records sent alerts and claims the next ones in one go (see
     /// [`Database::mark_sent_and_claim`]).
-    pub fn mark_sent_and_claim(
+    pub async fn mark_sent_and_claim(
         &mut self,
         sent: &[&str],
         sent_at: Timestamp,
@@ -239,15 +244,17 @@ impl<S: Database> Projector<S> {
         now: Timestamp,
         until: Timestamp,
     ) -> Result<Vec<bool>, DatabaseError> {
-        self.in_batch(|p| {
+        self.in_batch(async |p| {
             p.database
                 .mark_sent_and_claim(sent, sent_at, to_claim, now, until)
+                .await
         })
+        .await
     }
 
     /// Gives up a claim on an alert not sent.
-    pub fn release_claim(&mut self, alert_id: &str) -> Result<(), DatabaseError> {
-        self.database.release_claim(alert_id)
+    pub async fn release_claim(&mut self, alert_id: &str) -> Result<(), DatabaseError> {
+        self.database.release_claim(alert_id).await
     }
 
     /// Gives the database back.
@@ -255,17 +262,22 @@ impl<S: Database> Projector<S> {
         self.database
     }
 
-    fn timeline(&mut self, key: &KeyArn) -> Result<KeyTimeline, DatabaseError> {
+    async fn timeline(&mut self, key: &KeyArn) -> Result<KeyTimeline, DatabaseError> {
         if let Some(t) = self.cache.remove(key) {
             return Ok(t);
         }
-        Ok(current_timeline(&self.database, key)?.unwrap_or_else(|| KeyTimeline::new(key.clone())))
+        Ok(current_timeline(&self.database, key)
+            .await?
+            .unwrap_or_else(|| KeyTimeline::new(key.clone())))
     }
 
     /// Reads the timelines of the records' keys that the cache lacks, at once. A timeline of
     /// another form, or one that cannot be read, is left to [`current_timeline`] (which
     /// rebuilds it), as are all of them when the database cannot read them together.
-    fn load_timelines_of(&mut self, records: &[&NormalisedRecord]) -> Result<(), DatabaseError> {
+    async fn load_timelines_of(
+        &mut self,
+        records: &[&NormalisedRecord],
+    ) -> Result<(), DatabaseError> {
         let keys: BTreeSet<&KeyArn> = records
             .iter()
             .flat_map(|r| &r.events)
@@ -278,7 +290,7 @@ impl<S: Database> Projector<S> {
             return Ok(());
         }
         let keys: Vec<KeyArn> = keys.into_iter().cloned().collect();
-        let loaded = match self.database.load_timelines(&keys) {
+        let loaded = match self.database.load_timelines(&keys).await {
             Ok(loaded) => loaded,
             Err(DatabaseError::Corrupt { .. }) => return Ok(()),
             Err(e) => return Err(e),
@@ -301,13 +313,16 @@ impl<S: Database> Projector<S> {
     /// Whether every event of a record follows its key's timeline as folded so far (loading
     /// the timelines into the cache, where the fold finds them): then no earlier batch folded
     /// it. A key store's event has no timeline of its own to tell.
-    fn follows_timelines(&mut self, record: &NormalisedRecord) -> Result<bool, DatabaseError> {
+    async fn follows_timelines(
+        &mut self,
+        record: &NormalisedRecord,
+    ) -> Result<bool, DatabaseError> {
         for e in &record.events {
             let KmsEvent::Key(k) = e else {
                 return Ok(false);
             };
             if !self.cache.contains_key(&k.key) {
-                let timeline = self.timeline(&k.key)?;
+                let timeline = self.timeline(&k.key).await?;
                 self.cache.insert(k.key.clone(), timeline);
             }
             if !self.cache.get(&k.key).is_some_and(|t| t.follows(e)) {
@@ -319,42 +334,45 @@ impl<S: Database> Projector<S> {
 
     /// Rebuilds a key's timeline from the event log: its stream, its custom key store's, and
     /// those of its related multi-Region keys.
-    pub fn rebuild(&self, key: &KeyArn) -> Result<KeyTimeline, DatabaseError> {
-        rebuild(&self.database, key, &BTreeSet::new())
+    pub async fn rebuild(&self, key: &KeyArn) -> Result<KeyTimeline, DatabaseError> {
+        rebuild(&self.database, key, &BTreeSet::new()).await
     }
 
     /// [`Self::rebuild`], with keys of the batch in hand that the database may not list yet.
-    fn rebuild_with(
+    async fn rebuild_with(
         &self,
         key: &KeyArn,
         batch_keys: &BTreeSet<KeyArn>,
     ) -> Result<KeyTimeline, DatabaseError> {
-        rebuild(&self.database, key, batch_keys)
+        rebuild(&self.database, key, batch_keys).await
     }
 
-    fn related_keys(
+    async fn related_keys(
         &self,
         key: &KeyArn,
         batch_keys: &BTreeSet<KeyArn>,
     ) -> Result<BTreeSet<KeyArn>, DatabaseError> {
-        related_keys(&self.database, key, batch_keys)
+        related_keys(&self.database, key, batch_keys).await
     }
 
     /// Projects a batch of records: stores the new ones, folds them into the timelines and
     /// returns the event-driven alerts raised for the first time (`as_of` is when they are
     /// recorded as raised). Time-driven alerts come from [`Self::sweep`].
-    pub fn process(
+    pub async fn process(
         &mut self,
         batch: &[NormalisedRecord],
         as_of: Timestamp,
     ) -> Result<BatchOutcome, DatabaseError> {
         self.appended_by_batch.clear();
-        let projected = self.retrying_conflicts(|p| p.project(batch, as_of));
+        let projected = self
+            .retrying_conflicts(async |p| p.project(batch, as_of).await)
+            .await;
         self.appended_by_batch.clear();
         let (mut outcome, links) = projected?;
         if !links.is_empty() {
-            let (alerts, rebuilds) =
-                self.retrying_conflicts(|p| p.recheck_key_stores(&links, as_of))?;
+            let (alerts, rebuilds) = self
+                .retrying_conflicts(async |p| p.recheck_key_stores(&links, as_of).await)
+                .await?;
             outcome.alerts.extend(alerts);
             outcome.rebuilds += rebuilds;
         }
@@ -364,12 +382,12 @@ impl<S: Database> Projector<S> {
     /// Runs `work` as a unit of work, again on fresh timelines while another projector saved
     /// a timeline it read first (optimistic concurrency): records already appended are folded
     /// as needed.
-    fn retrying_conflicts<T>(
+    async fn retrying_conflicts<T>(
         &mut self,
-        mut work: impl FnMut(&mut Self) -> Result<T, DatabaseError>,
+        mut work: impl AsyncFnMut(&mut Self) -> Result<T, DatabaseError>,
     ) -> Result<T, DatabaseError> {
         for _ in 1..MAX_CONFLICT_RETRIES {
-            match self.in_batch(&mut work) {
+            match self.in_batch(&mut work).await {
                 Err(DatabaseError::Conflict(what)) => {
                     tracing::info!(%what, "write conflict; retrying the batch");
                     self.forget_cached_timelines();
@@ -377,7 +395,7 @@ impl<S: Database> Projector<S> {
                 other => return other,
             }
         }
-        self.in_batch(work)
+        self.in_batch(work).await
     }
 
     /// A key's events depend on another stream's only through its custom key store, and
@@ -388,7 +406,7 @@ impl<S: Database> Projector<S> {
     /// store, are rebuilt from the log; one differing from its timeline is evaluated and
     /// saved. Of two such batches, the one stored second sees the other's writes, so the
     /// pair folds the key with both. Returns the alerts raised and the timelines replaced.
-    fn recheck_key_stores(
+    async fn recheck_key_stores(
         &mut self,
         links: &KeyStoreLinks,
         as_of: Timestamp,
@@ -397,17 +415,18 @@ impl<S: Database> Projector<S> {
         for store in &links.stores {
             keys.extend(
                 self.database
-                    .keys_in_key_store(store)?
+                    .keys_in_key_store(store)
+                    .await?
                     .into_iter()
                     .filter(|k| !links.folded.contains(k)),
             );
         }
         let mut changed = Vec::new();
         for key in keys {
-            let rebuilt = self.rebuild(&key)?;
+            let rebuilt = self.rebuild(&key).await?;
             let mut compacted = rebuilt.clone();
             compacted.compact();
-            let current = self.timeline(&key)?;
+            let current = self.timeline(&key).await?;
             if compacted == current {
                 self.cache.insert(key, current);
             } else {
@@ -422,10 +441,10 @@ impl<S: Database> Projector<S> {
             .iter()
             .flat_map(|t| evaluate_events_unless(t, config, &|id| raised.contains(id)))
             .collect();
-        let alerts = self.raise(&mut candidates, as_of)?;
+        let alerts = self.raise(&mut candidates, as_of).await?;
         changed.iter_mut().for_each(KeyTimeline::compact);
         let refs: Vec<&KeyTimeline> = changed.iter().collect();
-        self.database.save_timelines(&refs)?;
+        self.database.save_timelines(&refs).await?;
         let rebuilds = changed.len();
         self.cache
             .extend(changed.into_iter().map(|t| (t.key_arn.clone(), t)));
@@ -433,15 +452,19 @@ impl<S: Database> Projector<S> {
     }
 
     /// Runs `work` as one unit of work of the database: all of it is stored, or none.
-    fn in_batch<T>(
+    async fn in_batch<T>(
         &mut self,
-        work: impl FnOnce(&mut Self) -> Result<T, DatabaseError>,
+        work: impl AsyncFnOnce(&mut Self) -> Result<T, DatabaseError>,
     ) -> Result<T, DatabaseError> {
-        self.database.begin_batch()?;
-        match work(self).and_then(|t| self.database.commit_batch().map(|()| t)) {
+        self.database.begin_batch().await?;
+        let done = match work(self).await {
+            Ok(t) => self.database.commit_batch().await.map(|()| t),
+            Err(e) => Err(e),
+        };
+        match done {
             Ok(t) => Ok(t),
             Err(e) => {
-                self.database.abort_batch();
+                self.database.abort_batch().await;
                 // Cached timelines may hold what was just discarded.
                 self.forget_cached_timelines();
                 self.raised.clear();
@@ -450,7 +473,7 @@ impl<S: Database> Projector<S> {
         }
     }
 
-    fn project(
+    async fn project(
         &mut self,
         batch: &[NormalisedRecord],
         as_of: Timestamp,
@@ -463,7 +486,7 @@ impl<S: Database> Projector<S> {
             .filter(|r| seen.insert(r.event_id.as_str()))
             .collect();
         outcome.duplicate_records = batch.len() - unique.len();
-        self.load_timelines_of(&unique)?;
+        self.load_timelines_of(&unique).await?;
         let mut to_append: Vec<RecordToAppend<'_>> = Vec::with_capacity(unique.len());
         for r in &unique {
             to_append.push(RecordToAppend {
@@ -472,10 +495,10 @@ impl<S: Database> Projector<S> {
                 json: &r.json,
                 kept_use: LoggedRecord::use_of(&r.events),
                 streams: r.streams(),
-                unseen: self.follows_timelines(r)?,
+                unseen: self.follows_timelines(r).await?,
             });
         }
-        let mut fresh = self.database.append_records(&to_append)?;
+        let mut fresh = self.database.append_records(&to_append).await?;
         self.appended_by_batch.resize(fresh.len(), false);
         for (new, earlier) in fresh.iter_mut().zip(&mut self.appended_by_batch) {
             // Appended by this attempt, or by one of this batch that failed after it.
@@ -515,7 +538,7 @@ impl<S: Database> Projector<S> {
             if family.is_empty() {
                 continue;
             }
-            for r in self.related_keys(key, &batch_keys)? {
+            for r in self.related_keys(key, &batch_keys).await? {
                 related_events.extend(family.iter().map(|e| (r.clone(), *e)));
             }
         }
@@ -531,7 +554,7 @@ impl<S: Database> Projector<S> {
             })
             .collect();
         for s in stores {
-            affected.extend(self.database.keys_in_key_store(s)?);
+            affected.extend(self.database.keys_in_key_store(s).await?);
             links.stores.insert(s.clone());
         }
         if !links.stores.is_empty() {
@@ -543,7 +566,7 @@ impl<S: Database> Projector<S> {
         // the log where an event came late.
         let mut folds = Vec::with_capacity(affected.len());
         for key in affected {
-            let timeline = self.timeline(&key)?;
+            let timeline = self.timeline(&key).await?;
             let key_events = per_key.remove(&key).unwrap_or_default();
             // Records of a key in a key store that the log already had: perhaps a batch
             // retried after its projector died before checking the key again.
@@ -576,7 +599,7 @@ impl<S: Database> Projector<S> {
             // lifecycle so far counts too.
             let first_of_family = timeline.last_applied.is_none()
                 && key.is_multi_region()
-                && !self.related_keys(&key, &batch_keys)?.is_empty();
+                && !self.related_keys(&key, &batch_keys).await?.is_empty();
             folds.push(KeyFold {
                 knew_key_store: timeline.key_store_ref().is_some(),
                 timeline,
@@ -598,7 +621,9 @@ impl<S: Database> Projector<S> {
                 links.placed.insert(timeline.key_arn.clone());
             }
             if !f.in_order || f.first_of_family || placed {
-                timeline = self.rebuild_with(&timeline.key_arn.clone(), &batch_keys)?;
+                timeline = self
+                    .rebuild_with(&timeline.key_arn.clone(), &batch_keys)
+                    .await?;
                 outcome.rebuilds += 1;
             }
             touched.push(timeline);
@@ -614,18 +639,18 @@ impl<S: Database> Projector<S> {
             .par_iter()
             .flat_map_iter(|t| evaluate_events_unless(t, config, &|id| raised.contains(id)))
             .collect();
-        outcome.alerts = self.raise(&mut candidates, as_of)?;
+        outcome.alerts = self.raise(&mut candidates, as_of).await?;
         touched.par_iter_mut().for_each(KeyTimeline::compact);
         let refs: Vec<&KeyTimeline> = touched.iter().collect();
         if self.defer_saves {
-            self.database.save_timeline_summaries(&refs)?;
+            self.database.save_timeline_summaries(&refs).await?;
             self.unsaved
                 .extend(touched.iter().map(|t| t.key_arn.clone()));
         } else {
-            self.database.save_timelines(&refs)?;
+            self.database.save_timelines(&refs).await?;
         }
         if self.cache.len() + touched.len() > CACHE_LIMIT {
-            self.save_unsaved()?;
+            self.save_unsaved().await?;
             self.cache.clear();
         }
         self.cache
@@ -634,17 +659,18 @@ impl<S: Database> Projector<S> {
     }
 
     /// Evaluates the time-driven alerts of every key pending deletion as of `as_of`.
-    pub fn sweep(&mut self, as_of: Timestamp) -> Result<Vec<Alert>, DatabaseError> {
-        self.in_batch(|p| p.sweep_keys(as_of))
+    pub async fn sweep(&mut self, as_of: Timestamp) -> Result<Vec<Alert>, DatabaseError> {
+        self.in_batch(async |p| p.sweep_keys(as_of).await).await
     }
 
-    fn sweep_keys(&mut self, as_of: Timestamp) -> Result<Vec<Alert>, DatabaseError> {
-        self.save_unsaved()?;
+    async fn sweep_keys(&mut self, as_of: Timestamp) -> Result<Vec<Alert>, DatabaseError> {
+        self.save_unsaved().await?;
         let mut candidates = Vec::new();
-        for key in self.database.keys_pending_deletion()? {
+        for key in self.database.keys_pending_deletion().await? {
             // Read from the database, not the cache: another process (a consumer of the same
             // group, a Lambda projector) may have folded the key since this one cached it.
-            let Some((mut timeline, was_rebuilt)) = read_or_rebuild(&self.database, &key)? else {
+            let Some((mut timeline, was_rebuilt)) = read_or_rebuild(&self.database, &key).await?
+            else {
                 continue;
             };
             candidates.extend(evaluate_clock(&timeline, as_of));
@@ -656,12 +682,12 @@ impl<S: Database> Projector<S> {
             }
             self.cache.insert(key, timeline);
         }
-        let alerts = self.raise(&mut candidates, as_of)?;
-        self.save_unsaved()?;
+        let alerts = self.raise(&mut candidates, as_of).await?;
+        self.save_unsaved().await?;
         Ok(alerts)
     }
 
-    fn raise(
+    async fn raise(
         &mut self,
         candidates: &mut Vec<Alert>,
         as_of: Timestamp,
@@ -669,7 +695,7 @@ impl<S: Database> Projector<S> {
         crate::sort_oldest_first(candidates);
         candidates.dedup_by(|a, b| a.alert_id == b.alert_id);
         candidates.retain(|a| !self.raised.contains(&a.alert_id));
-        let fresh = self.database.record_alerts(candidates, as_of)?;
+        let fresh = self.database.record_alerts(candidates, as_of).await?;
         self.raised
             .remember(candidates.iter().map(|a| a.alert_id.as_str()));
         Ok(candidates
@@ -684,19 +710,19 @@ impl<S: Database> Projector<S> {
 /// A key's timeline as stored, when it is of this version's form; else (stored by another
 /// version, or unreadable) rebuilt from the event log, which every version reads. `None`
 /// when the database has no timeline for the key.
-pub fn current_timeline<S: Database>(
+pub async fn current_timeline<S: Database>(
     database: &S,
     key: &KeyArn,
 ) -> Result<Option<KeyTimeline>, DatabaseError> {
-    Ok(read_or_rebuild(database, key)?.map(|(t, _)| t))
+    Ok(read_or_rebuild(database, key).await?.map(|(t, _)| t))
 }
 
 /// [`current_timeline`], and whether it was rebuilt.
-fn read_or_rebuild<S: Database>(
+async fn read_or_rebuild<S: Database>(
     database: &S,
     key: &KeyArn,
 ) -> Result<Option<(KeyTimeline, bool)>, DatabaseError> {
-    let why = match database.load_timeline(key) {
+    let why = match database.load_timeline(key).await {
         Ok(Some(t)) if t.format == TIMELINE_FORMAT => return Ok(Some((t, false))),
         Ok(None) => return Ok(None),
         Ok(Some(t)) => format!(
@@ -710,24 +736,26 @@ fn read_or_rebuild<S: Database>(
         Err(e) => return Err(e),
     };
     tracing::info!(key = %key, %why, "timeline rebuilt from the event log");
-    rebuild(database, key, &BTreeSet::new()).map(|t| Some((t, true)))
+    rebuild(database, key, &BTreeSet::new())
+        .await
+        .map(|t| Some((t, true)))
 }
 
 /// Folds a key's timeline from the event log: its stream, its custom key store's, and those
 /// of its related multi-Region keys (`batch_keys`: keys of a batch in hand that the database
 /// may not list yet).
-fn rebuild<S: Database>(
+async fn rebuild<S: Database>(
     database: &S,
     key: &KeyArn,
     batch_keys: &BTreeSet<KeyArn>,
 ) -> Result<KeyTimeline, DatabaseError> {
-    let mut events = stream_events(database, &StreamId::Key(key.clone()))?;
-    for related in related_keys(database, key, batch_keys)? {
-        events.extend(stream_events(database, &StreamId::Key(related))?);
+    let mut events = stream_events(database, &StreamId::Key(key.clone())).await?;
+    for related in related_keys(database, key, batch_keys).await? {
+        events.extend(stream_events(database, &StreamId::Key(related)).await?);
     }
     let mut timeline = KeyTimeline::fold(key.clone(), events.iter());
     if let Some(ks) = timeline.key_store_ref() {
-        events.extend(stream_events(database, &StreamId::KeyStore(ks))?);
+        events.extend(stream_events(database, &StreamId::KeyStore(ks)).await?);
         timeline = KeyTimeline::fold(key.clone(), events.iter());
     }
     Ok(timeline)
@@ -735,7 +763,7 @@ fn rebuild<S: Database>(
 
 /// The related multi-Region keys (same key ID, account and partition, other Regions) that the
 /// database knows, and those of the batch in hand.
-fn related_keys<S: Database>(
+async fn related_keys<S: Database>(
     database: &S,
     key: &KeyArn,
     batch_keys: &BTreeSet<KeyArn>,
@@ -743,18 +771,22 @@ fn related_keys<S: Database>(
     if !key.is_multi_region() {
         return Ok(BTreeSet::new());
     }
-    let mut keys: BTreeSet<KeyArn> = database.find_keys(key.key_id())?.into_iter().collect();
+    let mut keys: BTreeSet<KeyArn> = database
+        .find_keys(key.key_id())
+        .await?
+        .into_iter()
+        .collect();
     keys.extend(batch_keys.iter().cloned());
     keys.retain(|k| key.is_related_multi_region_key(k));
     Ok(keys)
 }
 
-fn stream_events<S: Database>(
+async fn stream_events<S: Database>(
     database: &S,
     stream: &StreamId,
 ) -> Result<Vec<KmsEvent>, DatabaseError> {
     let mut out = Vec::new();
-    for record in database.stream_records(stream)? {
+    for record in database.stream_records(stream).await? {
         out.extend(record.into_events().map_err(|e| DatabaseError::Corrupt {
             what: "record",
             reason: e.to_string(),

@@ -100,7 +100,7 @@ impl<S: Database, P: Pager, M: MetricsSink> Pipeline<S, P, M> {
         now: Timestamp,
     ) -> Result<BatchReport, DatabaseError> {
         let decoded = decode_batch(payloads);
-        let outcome = self.project(&decoded.records, now)?;
+        let outcome = self.project(&decoded.records, now).await?;
         let mut counts = BatchMetrics {
             records_rejected: decoded.rejected,
             ..BatchMetrics::default()
@@ -135,7 +135,7 @@ impl<S: Database, P: Pager, M: MetricsSink> Pipeline<S, P, M> {
         &mut self,
         now: Timestamp,
     ) -> Result<(Vec<Alert>, Delivery), DatabaseError> {
-        let alerts = self.sweep(now)?;
+        let alerts = self.sweep(now).await?;
         let mut counts = BatchMetrics::default();
         counts.count_alerts(&alerts);
         let delivery = self.deliver(now).await?;
@@ -150,17 +150,17 @@ impl<S: Database, P: Pager, M: MetricsSink> Pipeline<S, P, M> {
     }
 
     /// Projects records into the database (see [`Projector::process`]).
-    pub fn project(
+    pub async fn project(
         &mut self,
         records: &[NormalisedRecord],
         now: Timestamp,
     ) -> Result<BatchOutcome, DatabaseError> {
-        self.projector.process(records, now)
+        self.projector.process(records, now).await
     }
 
     /// Raises the time-driven alerts as of `now` (see [`Projector::sweep`]).
-    pub fn sweep(&mut self, now: Timestamp) -> Result<Vec<Alert>, DatabaseError> {
-        self.projector.sweep(now)
+    pub async fn sweep(&mut self, now: Timestamp) -> Result<Vec<Alert>, DatabaseError> {
+        self.projector.sweep(now).await
     }
 
     /// Puts a batch's counts, unless there are none; a failure is logged, not returned (the
@@ -178,7 +178,7 @@ impl<S: Database, P: Pager, M: MetricsSink> Pipeline<S, P, M> {
     /// Several processes may drain one outbox: each alert is claimed first, and only the
     /// process that claims it pages; an alert already sent only leaves the outbox.
     pub async fn deliver(&mut self, now: Timestamp) -> Result<Delivery, DatabaseError> {
-        let unsent = self.projector.unsent(OUTBOX_BATCH)?;
+        let unsent = self.projector.unsent(OUTBOX_BATCH).await?;
         self.deliver_alerts(unsent, now).await
     }
 
@@ -187,7 +187,7 @@ impl<S: Database, P: Pager, M: MetricsSink> Pipeline<S, P, M> {
     pub async fn deliver_all(&mut self, now: Timestamp) -> Result<Delivery, DatabaseError> {
         let mut total = Delivery::default();
         loop {
-            let unsent = self.projector.unsent(OUTBOX_BATCH)?;
+            let unsent = self.projector.unsent(OUTBOX_BATCH).await?;
             let full = unsent.len() == OUTBOX_BATCH;
             let round = self.deliver_alerts(unsent, now).await?;
             total.sent += round.sent;
@@ -234,7 +234,7 @@ impl<S: Database, P: Pager, M: MetricsSink> Pipeline<S, P, M> {
                 if ids.is_empty() {
                     break;
                 }
-                self.projector.claim_for_sending(&ids, now, until)?
+                self.projector.claim_for_sending(&ids, now, until).await?
             } else {
                 let sent: Vec<&str> = accepted.iter().map(String::as_str).collect();
                 let granted =
@@ -279,7 +279,7 @@ impl<S: Database, P: Pager, M: MetricsSink> Pipeline<S, P, M> {
                 Ok(()) => accepted.push(a.alert_id.clone()),
                 Err(e) => {
                     tracing::debug!(alert_id = %a.alert_id, error = %e, "page not sent");
-                    if let Err(e) = self.projector.release_claim(&a.alert_id) {
+                    if let Err(e) = self.projector.release_claim(&a.alert_id).await {
                         tracing::warn!(alert_id = %a.alert_id, error = %e, "claim not released; the page is tried again when it expires");
                     }
                     first_refusal.get_or_insert(e);
@@ -308,7 +308,10 @@ async fn mark_sent_and_claim<S: Database>(
 ) -> Result<Vec<bool>, DatabaseError> {
     let mut pause = std::time::Duration::from_millis(100);
     for _ in 1..MARK_SENT_ATTEMPTS {
-        match projector.mark_sent_and_claim(sent, now, to_claim, now, until) {
+        match projector
+            .mark_sent_and_claim(sent, now, to_claim, now, until)
+            .await
+        {
             Ok(granted) => return Ok(granted),
             Err(e) => {
                 tracing::warn!(pages = sent.len(), error = %e, retry_in = ?pause, "pages sent but not yet marked sent; retrying");
@@ -319,6 +322,7 @@ async fn mark_sent_and_claim<S: Database>(
     }
     projector
         .mark_sent_and_claim(sent, now, to_claim, now, until)
+        .await
         .inspect_err(|e| {
             tracing::error!(pages = sent.len(), error = %e, "pages sent but not marked sent: they will be sent again");
         })

@@ -184,7 +184,7 @@ async fn a_refused_page_waits_in_the_outbox_and_is_sent_once_later() {
     assert_eq!(report.delivery.sent, 1);
     assert_eq!(report.delivery.failed, 1);
     assert_eq!(
-        p.projector().unsent(10).expect("outbox").len(),
+        p.projector().unsent(10).await.expect("outbox").len(),
         1,
         "the refused page is kept"
     );
@@ -192,7 +192,7 @@ async fn a_refused_page_waits_in_the_outbox_and_is_sent_once_later() {
     let later = p.deliver(now()).await.expect("deliver");
     assert_eq!(later.sent, 1);
     assert_eq!(p.pager_mut().accepted, ids, "each page once, oldest first");
-    assert!(p.projector().unsent(10).expect("outbox").is_empty());
+    assert!(p.projector().unsent(10).await.expect("outbox").is_empty());
 }
 
 /// More alerts than one delivery round takes: `deliver_all` sends them all, in the order
@@ -212,7 +212,7 @@ async fn deliver_all_empties_an_outbox_of_several_rounds() {
     });
     let decoded = decode_batch(records);
     assert_eq!(decoded.rejected, 0);
-    let outcome = p.project(&decoded.records, now()).expect("project");
+    let outcome = p.project(&decoded.records, now()).await.expect("project");
     assert_eq!(outcome.alerts.len(), n);
     let delivery = p.deliver_all(now()).await.expect("deliver");
     assert_eq!(delivery.sent, n);
@@ -242,6 +242,7 @@ async fn each_send_is_recorded_before_the_next_and_the_refused_wait() {
     let decoded = decode_batch(records);
     let raised: Vec<String> = p
         .project(&decoded.records, now())
+        .await
         .expect("project")
         .alerts
         .into_iter()
@@ -254,6 +255,7 @@ async fn each_send_is_recorded_before_the_next_and_the_refused_wait() {
     let unsent: Vec<String> = p
         .projector()
         .unsent(100)
+        .await
         .expect("outbox")
         .into_iter()
         .map(|a| a.alert_id)
@@ -264,5 +266,5 @@ async fn each_send_is_recorded_before_the_next_and_the_refused_wait() {
     let delivery = p.deliver(now()).await.expect("deliver");
     assert_eq!((delivery.sent, delivery.failed), (15, 0));
     assert_eq!(p.pager_mut().accepted, raised, "each once, in order");
-    assert!(p.projector().unsent(100).expect("outbox").is_empty());
+    assert!(p.projector().unsent(100).await.expect("outbox").is_empty());
 }

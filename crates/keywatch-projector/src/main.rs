@@ -67,7 +67,7 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = AlertingConfig::from_env(|k| std::env::var(k).ok())?;
     let sdk = keywatch_aws::sdk_config().await;
-    let pipeline = Mutex::new(keywatch_aws::aws_pipeline(&sdk, &config)?);
+    let pipeline = Mutex::new(keywatch_aws::aws_pipeline(&sdk, &config));
     let pipeline = &pipeline;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<KafkaEvent>| async move { handle(pipeline, event.payload).await },

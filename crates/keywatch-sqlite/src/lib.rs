@@ -223,22 +223,22 @@ impl SqliteDatabase {
 }
 
 impl Database for SqliteDatabase {
-    fn begin_batch(&mut self) -> Result<(), DatabaseError> {
+    async fn begin_batch(&mut self) -> Result<(), DatabaseError> {
         self.conn.execute_batch("BEGIN IMMEDIATE").map_err(db)
     }
 
-    fn commit_batch(&mut self) -> Result<(), DatabaseError> {
+    async fn commit_batch(&mut self) -> Result<(), DatabaseError> {
         self.conn.execute_batch("COMMIT").map_err(db)
     }
 
-    fn abort_batch(&mut self) {
+    async fn abort_batch(&mut self) {
         // Nothing to undo when BEGIN itself failed; the error that brought us here is what counts.
         let _ = self.conn.execute_batch("ROLLBACK");
         // Streams created in the batch are gone with it.
         self.stream_ids.clear();
     }
 
-    fn append_records(
+    async fn append_records(
         &mut self,
         records: &[RecordToAppend<'_>],
     ) -> Result<Vec<bool>, DatabaseError> {
@@ -303,13 +303,13 @@ impl Database for SqliteDatabase {
         Ok(fresh)
     }
 
-    fn stream_records(&self, stream: &StreamId) -> Result<Vec<LoggedRecord>, DatabaseError> {
+    async fn stream_records(&self, stream: &StreamId) -> Result<Vec<LoggedRecord>, DatabaseError> {
         let mut out = Vec::new();
         self.visit_stream_records(stream, |record| out.push(record))?;
         Ok(out)
     }
 
-    fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, DatabaseError> {
+    async fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, DatabaseError> {
         let mut q = self
             .conn
             .prepare_cached("SELECT json FROM timelines WHERE key_arn = ?1")
@@ -327,46 +327,52 @@ impl Database for SqliteDatabase {
         }
     }
 
-    fn save_timelines(&mut self, timelines: &[&KeyTimeline]) -> Result<(), DatabaseError> {
+    async fn save_timelines(&mut self, timelines: &[&KeyTimeline]) -> Result<(), DatabaseError> {
         let bodies = stored_jsons(timelines, "timeline")?;
         self.upsert_timelines(timelines, bodies)
     }
 
     /// The summary columns, and an empty BLOB where the timeline's JSON belongs: what no
     /// version writes otherwise, and what every version fails to decode (and rebuilds).
-    fn save_timeline_summaries(&mut self, timelines: &[&KeyTimeline]) -> Result<(), DatabaseError> {
+    async fn save_timeline_summaries(
+        &mut self,
+        timelines: &[&KeyTimeline],
+    ) -> Result<(), DatabaseError> {
         self.upsert_timelines(timelines, timelines.iter().map(|_| Vec::new()))
     }
 
-    fn keys_in_key_store(&self, key_store: &KeyStoreRef) -> Result<Vec<KeyArn>, DatabaseError> {
+    async fn keys_in_key_store(
+        &self,
+        key_store: &KeyStoreRef,
+    ) -> Result<Vec<KeyArn>, DatabaseError> {
         self.arns(
             "SELECT key_arn FROM timelines WHERE custom_key_store = ?1 ORDER BY key_arn",
             [key_store.to_string()],
         )
     }
 
-    fn find_keys(&self, key: &str) -> Result<Vec<KeyArn>, DatabaseError> {
+    async fn find_keys(&self, key: &str) -> Result<Vec<KeyArn>, DatabaseError> {
         self.arns(
             "SELECT key_arn FROM timelines WHERE key_arn = ?1 OR key_id = ?1 ORDER BY key_arn",
             [key],
         )
     }
 
-    fn keys_pending_deletion(&self) -> Result<Vec<KeyArn>, DatabaseError> {
+    async fn keys_pending_deletion(&self) -> Result<Vec<KeyArn>, DatabaseError> {
         self.arns(
             "SELECT key_arn FROM timelines WHERE state IN ('PendingDeletion', 'PendingReplicaDeletion') ORDER BY key_arn",
             [],
         )
     }
 
-    fn key_count(&self) -> Result<u64, DatabaseError> {
+    async fn key_count(&self) -> Result<u64, DatabaseError> {
         self.conn
             .query_row("SELECT COUNT(*) FROM timelines", [], |r| r.get::<_, i64>(0))
             .map(|n| n.max(0) as u64)
             .map_err(db)
     }
 
-    fn list_keys(&self, state: Option<&str>) -> Result<Vec<KeySummary>, DatabaseError> {
+    async fn list_keys(&self, state: Option<&str>) -> Result<Vec<KeySummary>, DatabaseError> {
         let mut q = self
             .conn
             .prepare_cached(
@@ -390,7 +396,7 @@ impl Database for SqliteDatabase {
         rows.collect::<Result<_, _>>().map_err(db)
     }
 
-    fn unsent_alerts(&self, limit: usize) -> Result<Vec<Alert>, DatabaseError> {
+    async fn unsent_alerts(&self, limit: usize) -> Result<Vec<Alert>, DatabaseError> {
         // Oldest first means by the alert's eventTime (then id), as in every database: the
         // outbox is read whole (it holds what one delivery could not send) and sorted here.
         let mut alerts = self.alerts_oldest_first(
@@ -401,7 +407,7 @@ impl Database for SqliteDatabase {
         Ok(alerts)
     }
 
-    fn mark_sent(&mut self, alert_ids: &[&str], _at: Timestamp) -> Result<(), DatabaseError> {
+    async fn mark_sent(&mut self, alert_ids: &[&str], _at: Timestamp) -> Result<(), DatabaseError> {
         // One transaction for them all (inside a batch, the batch's).
         let own = self.conn.is_autocommit();
         if own {
@@ -428,7 +434,7 @@ impl Database for SqliteDatabase {
         deleted
     }
 
-    fn record_alerts(
+    async fn record_alerts(
         &mut self,
         alerts: &[Alert],
         _raised_at: Timestamp, // the JSON's eventTime orders alerts

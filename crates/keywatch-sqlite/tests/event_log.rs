@@ -1,6 +1,9 @@
 //! The SQLite event log: records kept once each, in segments per stream and batch, read back
 //! in (eventTime, eventID) order; and a database from before segments moved into them.
 
+mod common;
+
+use common::Wait;
 use keywatch_core::{KeyArn, KeyStoreRef, Timestamp};
 use keywatch_database::{encode_record, Database, LoggedRecord, RecordToAppend, StreamId};
 use keywatch_sqlite::SqliteDatabase;
@@ -51,9 +54,9 @@ fn append(db: &mut SqliteDatabase, records: &[Record], streams: &[StreamId]) -> 
             unseen: false,
         })
         .collect();
-    db.begin_batch().expect("begin");
-    let fresh = db.append_records(&to_append).expect("append");
-    db.commit_batch().expect("commit");
+    db.begin_batch().wait().expect("begin");
+    let fresh = db.append_records(&to_append).wait().expect("append");
+    db.commit_batch().wait().expect("commit");
     fresh
 }
 
@@ -131,11 +134,12 @@ fn stream_reads_merge_segments_in_time_order_once_each() {
 
     let db = SqliteDatabase::open(&path).expect("reopen");
     assert_eq!(
-        db.stream_records(&key_stream()).expect("key stream"),
+        db.stream_records(&key_stream()).wait().expect("key stream"),
         in_order(first.iter().chain(&late))
     );
     assert_eq!(
         db.stream_records(&key_store_stream())
+            .wait()
             .expect("key store stream"),
         in_order(&late[..250])
     );
@@ -163,7 +167,10 @@ fn event_ids_in_uuid_and_other_forms_are_told_apart() {
         .collect();
     assert_eq!(append(&mut db, &records, &[key_stream()]), [true; 4]);
     assert_eq!(append(&mut db, &records, &[key_stream()]), [false; 4]);
-    assert_eq!(db.stream_records(&key_stream()).expect("read").len(), 4);
+    assert_eq!(
+        db.stream_records(&key_stream()).wait().expect("read").len(),
+        4
+    );
 }
 
 /// The event log's tables before segments, as that version created them.
@@ -221,11 +228,12 @@ fn a_database_from_before_segments_is_moved_into_them() {
 
     let mut db = SqliteDatabase::open(&path).expect("open and move");
     assert_eq!(
-        db.stream_records(&key_stream()).expect("key stream"),
+        db.stream_records(&key_stream()).wait().expect("key stream"),
         in_order(&old)
     );
     assert_eq!(
         db.stream_records(&key_store_stream())
+            .wait()
             .expect("key store stream"),
         in_order(old.iter().step_by(4))
     );
@@ -241,7 +249,7 @@ fn a_database_from_before_segments_is_moved_into_them() {
     let new = [record("new-1", 20)];
     assert_eq!(append(&mut db, &new, &[key_stream()]), [true]);
     assert_eq!(
-        db.stream_records(&key_stream()).expect("key stream"),
+        db.stream_records(&key_stream()).wait().expect("key stream"),
         in_order(old.iter().chain(&new))
     );
 }
@@ -294,7 +302,7 @@ fn a_database_that_kept_event_ids_apart_drops_them_and_keeps_each_record_once() 
     // One from the middle of a segment, alone.
     assert_eq!(append(&mut db, &kept[15..16], &[key_stream()]), [false]);
     assert_eq!(
-        db.stream_records(&key_stream()).expect("key stream"),
+        db.stream_records(&key_stream()).wait().expect("key stream"),
         in_order(kept.iter().chain(&between))
     );
 }

@@ -6,7 +6,7 @@ mod common;
 #[path = "../../keywatch-core/tests/support/mod.rs"]
 mod support;
 
-use common::{as_of, normalised, Flaky};
+use common::{as_of, normalised, Flaky, Wait};
 use keywatch_core::AlertConfig;
 use keywatch_database::{Database, MemoryDatabase, Projector, StreamId};
 use keywatch_sqlite::SqliteDatabase;
@@ -17,31 +17,33 @@ use support::*;
 /// Everything a reader of the store can see, as JSON.
 fn contents(p: &Projector<impl Database>) -> Value {
     let store = p.database();
-    let keys = store.list_keys(None).expect("keys");
+    let keys = store.list_keys(None).wait().expect("keys");
     let timelines: Vec<Value> = keys
         .iter()
         .map(|k| {
             let arn = keywatch_core::KeyArn::parse(&k.key_arn).expect("arn");
             let stream = store
                 .stream_records(&StreamId::Key(arn.clone()))
+                .wait()
                 .expect("stream");
             serde_json::json!({
-                "timeline": store.load_timeline(&arn).expect("load"),
-                "pending": store.keys_pending_deletion().expect("pending").contains(&arn),
-                "found_by_id": store.find_keys(arn.key_id()).expect("find"),
+                "timeline": store.load_timeline(&arn).wait().expect("load"),
+                "pending": store.keys_pending_deletion().wait().expect("pending").contains(&arn),
+                "found_by_id": store.find_keys(arn.key_id()).wait().expect("find"),
                 "stream": format!("{stream:?}"),
             })
         })
         .collect();
     let outbox: Vec<String> = store
         .unsent_alerts(usize::MAX)
+        .wait()
         .expect("outbox")
         .into_iter()
         .map(|a| a.alert_id)
         .collect();
     serde_json::json!({
         "keys": keys,
-        "count": store.key_count().expect("count"),
+        "count": store.key_count().wait().expect("count"),
         "timelines": timelines,
         "outbox": outbox,
     })
@@ -53,17 +55,19 @@ fn run(store: impl Database, batches: &[Vec<Value>]) -> (Value, Vec<String>) {
     let mut p = Projector::new(store, AlertConfig::default());
     let mut raised = Vec::new();
     for b in batches {
-        let out = p.process(&normalised(b), as_of()).expect("batch");
+        let out = p.process(&normalised(b), as_of()).wait().expect("batch");
         raised.extend(out.alerts.into_iter().map(|a| a.alert_id));
     }
     raised.extend(
         p.sweep(as_of())
+            .wait()
             .expect("sweep")
             .into_iter()
             .map(|a| a.alert_id),
     );
-    if let Some(first) = p.unsent(1).expect("outbox").first() {
+    if let Some(first) = p.unsent(1).wait().expect("outbox").first() {
         p.mark_sent(&[first.alert_id.as_str()], as_of())
+            .wait()
             .expect("mark sent");
     }
     (contents(&p), raised)
@@ -111,6 +115,7 @@ fn after_an_aborted_batch(inner: impl Database) -> Value {
         ]),
         as_of(),
     )
+    .wait()
     .expect("first batch");
     let before = contents(&p);
     let mut store = p.into_database();
@@ -120,13 +125,13 @@ fn after_an_aborted_batch(inner: impl Database) -> Value {
         rejected("Decrypt", "2026-11-01T10:00:00Z", "use-1", APP_ROLE),
         cancel("2026-11-02T00:00:00Z", "cancel"),
     ]);
-    assert!(p.process(&second, as_of()).is_err());
+    assert!(p.process(&second, as_of()).wait().is_err());
     assert_eq!(contents(&p), before, "the aborted batch left writes behind");
     // Nothing of it was kept: its retry finds every record new.
     let mut store = p.into_database();
     store.fail_saves = false;
     let mut p = Projector::new(store, AlertConfig::default());
-    let retry = p.process(&second, as_of()).expect("retry");
+    let retry = p.process(&second, as_of()).wait().expect("retry");
     assert_eq!(retry.new_records, second.len());
     before
 }

@@ -5,7 +5,7 @@ mod common;
 #[path = "../../keywatch-core/tests/support/mod.rs"]
 mod support;
 
-use common::{as_of, normalised, Flaky};
+use common::{as_of, normalised, Flaky, Wait};
 use keywatch_core::{AlertConfig, KeyArn, KeyTimeline};
 use keywatch_database::{current_timeline, Database, NormalisedRecord, Projector};
 use keywatch_sqlite::SqliteDatabase;
@@ -37,6 +37,7 @@ fn key_timeline(database: &impl Database) -> KeyTimeline {
     let key = KeyArn::parse(KEY).expect("key");
     database
         .load_timeline(&key)
+        .wait()
         .expect("load")
         .expect("timeline stored")
 }
@@ -48,12 +49,16 @@ fn project_key(batches: &[Vec<Value>], key: &str, sweep: bool) -> (KeyTimeline, 
     let mut p = Projector::new(store, AlertConfig::default());
     let mut raised = Vec::new();
     for b in batches {
-        let outcome = p.process(&normalised(b), as_of()).expect("projection");
+        let outcome = p
+            .process(&normalised(b), as_of())
+            .wait()
+            .expect("projection");
         raised.extend(outcome.alerts.into_iter().map(|a| a.alert_id));
     }
     if sweep {
         raised.extend(
             p.sweep(as_of())
+                .wait()
                 .expect("sweep")
                 .into_iter()
                 .map(|a| a.alert_id),
@@ -63,6 +68,7 @@ fn project_key(batches: &[Vec<Value>], key: &str, sweep: bool) -> (KeyTimeline, 
     let t = p
         .database()
         .load_timeline(&key)
+        .wait()
         .expect("load")
         .expect("timeline stored");
     (t, raised)
@@ -163,6 +169,7 @@ fn replaying_the_same_records_into_the_same_store_raises_nothing_new() {
         );
         let out = p
             .process(&normalised(&records), as_of())
+            .wait()
             .expect("projection");
         (out.alerts.len(), out.new_records, out.duplicate_records)
     };
@@ -183,10 +190,12 @@ fn a_late_record_rebuilds_the_timeline_from_the_event_log() {
     ];
     let out = p
         .process(&normalised(&first), as_of())
+        .wait()
         .expect("first batch");
     assert!(out.alerts.is_empty());
     let out = p
         .process(&normalised(&[late]), as_of())
+        .wait()
         .expect("late batch");
     assert_eq!(out.rebuilds, 1);
     let mut kinds: Vec<_> = out.alerts.iter().map(|a| a.kind.as_str()).collect();
@@ -204,6 +213,7 @@ fn rebuilds_of(batches: &[Vec<Value>]) -> (KeyTimeline, Vec<usize>) {
         .iter()
         .map(|b| {
             p.process(&normalised(b), as_of())
+                .wait()
                 .expect("projection")
                 .rebuilds
         })
@@ -262,7 +272,10 @@ fn rebuilds_and_alerts_of(batches: &[Vec<Value>]) -> (KeyTimeline, Vec<usize>, V
     let rebuilds = batches
         .iter()
         .map(|b| {
-            let out = p.process(&normalised(b), as_of()).expect("projection");
+            let out = p
+                .process(&normalised(b), as_of())
+                .wait()
+                .expect("projection");
             alerts.extend(out.alerts.into_iter().map(|a| a.alert_id));
             out.rebuilds
         })
@@ -346,9 +359,14 @@ fn a_late_schedule_pages_on_uses_the_log_kept_as_events_with_their_details() {
     );
     let mut first = vec![create.clone()];
     first.extend(uses.iter().cloned());
-    let before = p.process(&normalised(&first), as_of()).expect("uses");
+    let before = p
+        .process(&normalised(&first), as_of())
+        .wait()
+        .expect("uses");
     assert!(before.alerts.is_empty(), "no page while the key is in use");
-    let late = p.process(&normalised(std::slice::from_ref(&sched)), as_of());
+    let late = p
+        .process(&normalised(std::slice::from_ref(&sched)), as_of())
+        .wait();
     let late = late.expect("the late schedule");
     assert_eq!(
         late.rebuilds, 1,
@@ -364,6 +382,7 @@ fn a_late_schedule_pages_on_uses_the_log_kept_as_events_with_their_details() {
     all.extend(uses);
     let expected = reference
         .process(&normalised(&all), as_of())
+        .wait()
         .expect("in order");
     let whole = |alerts: Vec<keywatch_core::Alert>| -> Vec<Value> {
         let mut v: Vec<Value> = alerts
@@ -441,11 +460,11 @@ fn a_batch_that_fails_half_way_stores_nothing_and_its_retry_loses_nothing() {
         schedule("2026-11-01T00:00:00Z", "sched", 7, None),
         rejected("Decrypt", "2026-11-01T10:00:00Z", "use-1", APP_ROLE),
     ]);
-    assert!(p.process(&records, as_of()).is_err());
-    assert_eq!(p.database().key_count().expect("count"), 0);
+    assert!(p.process(&records, as_of()).wait().is_err());
+    assert_eq!(p.database().key_count().wait().expect("count"), 0);
     // The records were not kept either: the retry sees them as new and folds them.
     let mut p = Projector::new(Flaky::over(p.into_database().inner), AlertConfig::default());
-    let out = p.process(&records, as_of()).expect("retry");
+    let out = p.process(&records, as_of()).wait().expect("retry");
     assert_eq!(out.new_records, 3);
     assert_eq!(out.alerts.len(), 2);
 }
@@ -464,18 +483,23 @@ fn raised_alerts_wait_in_the_outbox_until_marked_sent() {
             ]),
             as_of(),
         )
+        .wait()
         .expect("batch");
     assert_eq!(out.alerts.len(), 2);
     let unsent: Vec<String> = p
         .unsent(10)
+        .wait()
         .expect("outbox")
         .into_iter()
         .map(|a| a.alert_id)
         .collect();
     assert_eq!(unsent.len(), 2);
-    p.mark_sent(&[unsent[0].as_str()], as_of()).expect("mark");
+    p.mark_sent(&[unsent[0].as_str()], as_of())
+        .wait()
+        .expect("mark");
     let left: Vec<String> = p
         .unsent(10)
+        .wait()
         .expect("outbox")
         .into_iter()
         .map(|a| a.alert_id)
@@ -512,6 +536,7 @@ fn database_with_old_alerts(path: &std::path::Path, outbox: bool) -> Vec<keywatc
             ]),
             as_of(),
         )
+        .wait()
         .expect("batch");
     assert_eq!(out.alerts.len(), 2);
     drop(p);
@@ -565,7 +590,7 @@ fn a_store_from_before_the_outbox_table_keeps_its_unsent_alerts() {
         AlertConfig::default(),
     );
     assert_eq!(
-        alert_ids(&p.unsent(10).expect("outbox")),
+        alert_ids(&p.unsent(10).wait().expect("outbox")),
         alert_ids(&raised[1..])
     );
 }
@@ -587,7 +612,7 @@ fn alerts_kept_before_keyed_rows_read_and_deliver_as_before() {
     );
     let mut p = Projector::new(db, AlertConfig::default());
     assert_eq!(
-        alert_ids(&p.unsent(10).expect("outbox")),
+        alert_ids(&p.unsent(10).wait().expect("outbox")),
         alert_ids(&raised[1..])
     );
     let again = p
@@ -599,12 +624,14 @@ fn alerts_kept_before_keyed_rows_read_and_deliver_as_before() {
             ]),
             as_of(),
         )
+        .wait()
         .expect("redelivery and a new use");
     assert_eq!(again.alerts.len(), 1, "only the new use pages");
     p.mark_sent(&[raised[1].alert_id.as_str()], as_of())
+        .wait()
         .expect("mark");
     assert_eq!(
-        alert_ids(&p.unsent(10).expect("outbox")),
+        alert_ids(&p.unsent(10).wait().expect("outbox")),
         alert_ids(&again.alerts)
     );
     let tables: i64 = rusqlite::Connection::open(&path)
@@ -634,17 +661,21 @@ fn without_atomic_batches_records_kept_by_a_failed_batch_are_still_folded_on_ret
         ..Flaky::over(SqliteDatabase::in_memory().expect("store"))
     };
     let mut p = Projector::new(store, AlertConfig::default());
-    assert!(p.process(&three_records(), as_of()).is_err());
+    assert!(p.process(&three_records(), as_of()).wait().is_err());
     let mut store = p.into_database();
     store.fail_saves = false;
     let mut p = Projector::new(store, AlertConfig::default());
-    let out = p.process(&three_records(), as_of()).expect("retry");
+    let out = p.process(&three_records(), as_of()).wait().expect("retry");
     // They follow the timeline the failed batch did not save, so they are not looked up in
     // the log (DynamoDB's case): kept again, as copies that the log reads once.
     assert_eq!((out.new_records, out.duplicate_records), (3, 0));
     let stream = keywatch_database::StreamId::Key(KeyArn::parse(KEY).expect("key"));
     assert_eq!(
-        p.database().stream_records(&stream).expect("stream").len(),
+        p.database()
+            .stream_records(&stream)
+            .wait()
+            .expect("stream")
+            .len(),
         3,
         "the log reads each record once"
     );
@@ -653,6 +684,7 @@ fn without_atomic_batches_records_kept_by_a_failed_batch_are_still_folded_on_ret
     assert!(out.alerts.is_empty());
     let mut kinds: Vec<_> = p
         .unsent(10)
+        .wait()
         .expect("outbox")
         .iter()
         .map(|a| a.kind.as_str())
@@ -662,7 +694,10 @@ fn without_atomic_batches_records_kept_by_a_failed_batch_are_still_folded_on_ret
     let t = key_timeline(p.database());
     assert_eq!(t.event_count, 3, "and the events were folded");
     // A plain redelivery afterwards changes nothing.
-    let again = p.process(&three_records(), as_of()).expect("redelivery");
+    let again = p
+        .process(&three_records(), as_of())
+        .wait()
+        .expect("redelivery");
     assert!(again.alerts.is_empty());
     assert_eq!(key_timeline(p.database()).event_count, 3);
 }
@@ -679,8 +714,8 @@ fn without_atomic_batches_alerts_that_failed_to_record_are_raised_on_retry() {
         ..Flaky::over(SqliteDatabase::in_memory().expect("store"))
     };
     let mut p = Projector::new(store, AlertConfig::default());
-    assert!(p.process(&three_records(), as_of()).is_err());
-    let out = p.process(&three_records(), as_of()).expect("retry");
+    assert!(p.process(&three_records(), as_of()).wait().is_err());
+    let out = p.process(&three_records(), as_of()).wait().expect("retry");
     let mut kinds: Vec<_> = out.alerts.iter().map(|a| a.kind.as_str()).collect();
     kinds.sort_unstable();
     assert_eq!(kinds, ["deletion_scheduled", "pending_deletion_key_used"]);
@@ -697,6 +732,7 @@ fn a_write_conflict_is_retried_and_loses_nothing() {
     let mut p = Projector::new(store, AlertConfig::default());
     let out = p
         .process(&three_records(), as_of())
+        .wait()
         .expect("retried past two conflicts");
     assert_eq!(out.alerts.len(), 2);
     assert_eq!(p.database().conflicts, 0);
@@ -717,6 +753,7 @@ fn a_write_conflict_without_units_of_work_still_folds_and_counts_the_batch_as_ne
     let mut p = Projector::new(store, AlertConfig::default());
     let out = p
         .process(&normalised(&batch), as_of())
+        .wait()
         .expect("retried past the conflict");
     assert_eq!(p.database().conflicts, 0, "the conflict happened");
     assert_eq!(out.new_records, 4);
@@ -724,6 +761,7 @@ fn a_write_conflict_without_units_of_work_still_folds_and_counts_the_batch_as_ne
     // The failed attempt recorded the alerts (before saving timelines): the outbox has them.
     let unsent: Vec<_> = p
         .unsent(100)
+        .wait()
         .expect("outbox")
         .iter()
         .map(|a| a.kind)
@@ -738,6 +776,7 @@ fn a_write_conflict_without_units_of_work_still_folds_and_counts_the_batch_as_ne
     // The same records again are duplicates.
     let again = p
         .process(&normalised(&batch), as_of())
+        .wait()
         .expect("the batch again");
     assert_eq!((again.new_records, again.duplicate_records), (0, 4));
 }
@@ -823,7 +862,10 @@ fn a_key_store_disconnect_delivered_before_the_record_naming_the_store_still_orp
     let mut p = Projector::new(store, AlertConfig::default());
     let mut kinds = Vec::new();
     for batch in [vec![disconnect], rest] {
-        let outcome = p.process(&normalised(&batch), as_of()).expect("projection");
+        let outcome = p
+            .process(&normalised(&batch), as_of())
+            .wait()
+            .expect("projection");
         kinds.extend(outcome.alerts.into_iter().map(|a| a.kind));
     }
     assert!(
@@ -872,6 +914,7 @@ fn race_a_disconnect_with_the_batch_placing_a_key(
     placing_db.before_save = Some(Box::new(move || {
         let outcome = storing
             .process(&disconnect, as_of())
+            .wait()
             .expect("the other batch");
         assert!(
             outcome.alerts.is_empty(),
@@ -883,13 +926,16 @@ fn race_a_disconnect_with_the_batch_placing_a_key(
     placing_db.fail_alert_write = dies_before_checking.then_some(2);
     let mut placing = Projector::new(placing_db, AlertConfig::default());
     let mut kinds = Vec::new();
-    match placing.process(&key_records, as_of()) {
+    match placing.process(&key_records, as_of()).wait() {
         Ok(outcome) => kinds.extend(outcome.alerts.iter().map(|a| a.kind)),
         Err(e) => {
             assert!(dies_before_checking, "{e}");
             // A new process, as after a crash, takes the batch again.
             let mut placing = Projector::new(placing.into_database(), AlertConfig::default());
-            let outcome = placing.process(&key_records, as_of()).expect("the retry");
+            let outcome = placing
+                .process(&key_records, as_of())
+                .wait()
+                .expect("the retry");
             kinds.extend(outcome.alerts.iter().map(|a| a.kind));
         }
     }
@@ -903,10 +949,11 @@ fn race_a_disconnect_with_the_batch_placing_a_key(
         AlertConfig::default(),
     );
     let key = KeyArn::parse(KEY).expect("arn");
-    let mut rebuilt = reader.rebuild(&key).expect("rebuilt");
+    let mut rebuilt = reader.rebuild(&key).wait().expect("rebuilt");
     rebuilt.compact();
     assert_eq!(
         current_timeline(reader.database(), &key)
+            .wait()
             .expect("read")
             .expect("saved"),
         rebuilt
@@ -948,6 +995,7 @@ fn a_batch_with_more_minutes_of_use_than_a_timeline_keeps_pages_every_hour() {
     };
     let raised = pages(
         &p.process(&normalised(&first), as_of())
+            .wait()
             .expect("batch")
             .alerts,
     );
@@ -960,6 +1008,7 @@ fn a_batch_with_more_minutes_of_use_than_a_timeline_keeps_pages_every_hour() {
     );
     let next = pages(
         &p.process(&normalised(&uses(3_000, 120)), as_of())
+            .wait()
             .expect("batch")
             .alerts,
     );
@@ -986,6 +1035,7 @@ fn a_timeline_stored_by_another_version_is_rebuilt_from_the_event_log() {
         ]),
         as_of(),
     )
+    .wait()
     .expect("batch");
     let key = KeyArn::parse(KEY).expect("key");
     let folded = key_timeline(p.database());
@@ -1004,6 +1054,7 @@ fn a_timeline_stored_by_another_version_is_rebuilt_from_the_event_log() {
         tamper(&stored);
         let store = SqliteDatabase::open(&path).expect("reopen");
         let current = keywatch_database::current_timeline(&store, &key)
+            .wait()
             .expect("read")
             .expect("a timeline");
         assert_eq!(
@@ -1024,6 +1075,7 @@ fn a_timeline_stored_by_another_version_is_rebuilt_from_the_event_log() {
                 )]),
                 as_of(),
             )
+            .wait()
             .expect("batch");
         assert_eq!(
             out.alerts.len(),
@@ -1064,10 +1116,15 @@ fn project_deferred(
     let mut p = deferring(SqliteDatabase::in_memory().expect("in-memory store"));
     let mut raised = Vec::new();
     for (i, b) in batches.iter().enumerate() {
-        let outcome = p.process(&normalised(b), as_of()).expect("projection");
+        let outcome = p
+            .process(&normalised(b), as_of())
+            .wait()
+            .expect("projection");
         raised.extend(outcome.alerts.into_iter().map(|a| a.alert_id));
         if saves.contains(&i) {
-            p.save_deferred_timelines().expect("saving timelines");
+            p.save_deferred_timelines()
+                .wait()
+                .expect("saving timelines");
         }
         if stop == Some(i) {
             p = deferring(p.into_database());
@@ -1075,16 +1132,19 @@ fn project_deferred(
     }
     let key = KeyArn::parse(KEY).expect("key");
     let mut before_sweep = current_timeline(p.database(), &key)
+        .wait()
         .expect("read")
         .expect("a timeline");
     before_sweep.compact();
     raised.extend(
         p.sweep(as_of())
+            .wait()
             .expect("sweep")
             .into_iter()
             .map(|a| a.alert_id),
     );
     let mut saved = current_timeline(p.database(), &key)
+        .wait()
         .expect("read")
         .expect("a timeline");
     saved.compact();
@@ -1130,22 +1190,29 @@ fn a_timeline_saved_in_summary_lists_its_key_and_reads_back_as_behind_the_log() 
     p.defer_timeline_saves();
     let key = KeyArn::parse(KEY).expect("key");
     p.process(&normalised(&[created("2026-01-01T00:00:00Z")]), as_of())
+        .wait()
         .expect("batch");
-    p.save_deferred_timelines().expect("saved whole");
-    assert!(p.database().load_timeline(&key).expect("whole").is_some());
+    p.save_deferred_timelines().wait().expect("saved whole");
+    assert!(p
+        .database()
+        .load_timeline(&key)
+        .wait()
+        .expect("whole")
+        .is_some());
     p.process(
         &normalised(&[schedule("2026-11-01T00:00:00Z", "sched", 7, None)]),
         as_of(),
     )
+    .wait()
     .expect("batch");
-    let listed = p.database().list_keys(None).expect("keys");
+    let listed = p.database().list_keys(None).wait().expect("keys");
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].state, "PendingDeletion");
     assert_eq!(
-        p.database().keys_pending_deletion().expect("keys"),
+        p.database().keys_pending_deletion().wait().expect("keys"),
         std::slice::from_ref(&key)
     );
-    match p.database().load_timeline(&key) {
+    match p.database().load_timeline(&key).wait() {
         Err(keywatch_database::DatabaseError::Corrupt { what, reason }) => {
             assert_eq!(
                 (what, reason.as_str()),
@@ -1155,15 +1222,17 @@ fn a_timeline_saved_in_summary_lists_its_key_and_reads_back_as_behind_the_log() 
         other => panic!("expected a timeline behind the log, got {other:?}"),
     }
     let rebuilt = current_timeline(p.database(), &key)
+        .wait()
         .expect("read")
         .expect("a timeline");
     assert!(rebuilt.state.is_pending_deletion());
     // A run that stops here leaves it so; the next run's sweep saves it whole again.
     let mut next = Projector::new(p.into_database(), AlertConfig::default());
-    next.sweep(as_of()).expect("sweep");
+    next.sweep(as_of()).wait().expect("sweep");
     let saved = next
         .database()
         .load_timeline(&key)
+        .wait()
         .expect("saved whole by the sweep")
         .expect("a timeline");
     assert_eq!(saved, rebuilt);

@@ -21,6 +21,21 @@ pub fn normalised(records: &[Value]) -> Vec<NormalisedRecord> {
         .collect()
 }
 
+/// The output of a future that never waits, as a local database's (SQLite's, the memory
+/// one's) do their work when first polled: the database port is asynchronous, these tests
+/// are not, and a callback run inside one such future may wait on another.
+pub trait Wait: std::future::Future + Sized {
+    fn wait(self) -> Self::Output {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::pin::pin!(self).poll(&mut cx) {
+            std::task::Poll::Ready(out) => out,
+            std::task::Poll::Pending => panic!("a local database's future waited"),
+        }
+    }
+}
+
+impl<F: std::future::Future> Wait for F {}
+
 pub fn as_of() -> Timestamp {
     Timestamp::parse_rfc3339("2026-12-01T00:00:00Z").expect("instant")
 }
@@ -59,42 +74,42 @@ impl<S> Flaky<S> {
 }
 
 impl<S: Database> Database for Flaky<S> {
-    fn begin_batch(&mut self) -> Result<(), keywatch_database::DatabaseError> {
+    async fn begin_batch(&mut self) -> Result<(), keywatch_database::DatabaseError> {
         if self.atomic {
-            self.inner.begin_batch()?;
+            self.inner.begin_batch().await?;
         }
         Ok(())
     }
-    fn commit_batch(&mut self) -> Result<(), keywatch_database::DatabaseError> {
+    async fn commit_batch(&mut self) -> Result<(), keywatch_database::DatabaseError> {
         if self.atomic {
-            self.inner.commit_batch()?;
+            self.inner.commit_batch().await?;
         }
         Ok(())
     }
-    fn abort_batch(&mut self) {
+    async fn abort_batch(&mut self) {
         if self.atomic {
-            self.inner.abort_batch()
+            self.inner.abort_batch().await
         }
     }
-    fn append_records(
+    async fn append_records(
         &mut self,
         r: &[keywatch_database::RecordToAppend<'_>],
     ) -> Result<Vec<bool>, keywatch_database::DatabaseError> {
-        self.inner.append_records(r)
+        self.inner.append_records(r).await
     }
-    fn stream_records(
+    async fn stream_records(
         &self,
         s: &keywatch_database::StreamId,
     ) -> Result<Vec<keywatch_database::LoggedRecord>, keywatch_database::DatabaseError> {
-        self.inner.stream_records(s)
+        self.inner.stream_records(s).await
     }
-    fn load_timeline(
+    async fn load_timeline(
         &self,
         k: &KeyArn,
     ) -> Result<Option<keywatch_core::KeyTimeline>, keywatch_database::DatabaseError> {
-        self.inner.load_timeline(k)
+        self.inner.load_timeline(k).await
     }
-    fn save_timelines(
+    async fn save_timelines(
         &mut self,
         t: &[&keywatch_core::KeyTimeline],
     ) -> Result<(), keywatch_database::DatabaseError> {
@@ -112,43 +127,43 @@ impl<S: Database> Database for Flaky<S> {
                 "a timeline (test)".into(),
             ));
         }
-        self.inner.save_timelines(t)
+        self.inner.save_timelines(t).await
     }
-    fn keys_in_key_store(
+    async fn keys_in_key_store(
         &self,
         s: &keywatch_core::KeyStoreRef,
     ) -> Result<Vec<KeyArn>, keywatch_database::DatabaseError> {
-        self.inner.keys_in_key_store(s)
+        self.inner.keys_in_key_store(s).await
     }
-    fn find_keys(&self, k: &str) -> Result<Vec<KeyArn>, keywatch_database::DatabaseError> {
-        self.inner.find_keys(k)
+    async fn find_keys(&self, k: &str) -> Result<Vec<KeyArn>, keywatch_database::DatabaseError> {
+        self.inner.find_keys(k).await
     }
-    fn keys_pending_deletion(&self) -> Result<Vec<KeyArn>, keywatch_database::DatabaseError> {
-        self.inner.keys_pending_deletion()
+    async fn keys_pending_deletion(&self) -> Result<Vec<KeyArn>, keywatch_database::DatabaseError> {
+        self.inner.keys_pending_deletion().await
     }
-    fn key_count(&self) -> Result<u64, keywatch_database::DatabaseError> {
-        self.inner.key_count()
+    async fn key_count(&self) -> Result<u64, keywatch_database::DatabaseError> {
+        self.inner.key_count().await
     }
-    fn list_keys(
+    async fn list_keys(
         &self,
         s: Option<&str>,
     ) -> Result<Vec<keywatch_database::KeySummary>, keywatch_database::DatabaseError> {
-        self.inner.list_keys(s)
+        self.inner.list_keys(s).await
     }
-    fn unsent_alerts(
+    async fn unsent_alerts(
         &self,
         limit: usize,
     ) -> Result<Vec<keywatch_core::Alert>, keywatch_database::DatabaseError> {
-        self.inner.unsent_alerts(limit)
+        self.inner.unsent_alerts(limit).await
     }
-    fn mark_sent(
+    async fn mark_sent(
         &mut self,
         ids: &[&str],
         at: Timestamp,
     ) -> Result<(), keywatch_database::DatabaseError> {
-        self.inner.mark_sent(ids, at)
+        self.inner.mark_sent(ids, at).await
     }
-    fn record_alerts(
+    async fn record_alerts(
         &mut self,
         a: &[keywatch_core::Alert],
         t: Timestamp,
@@ -168,6 +183,6 @@ impl<S: Database> Database for Flaky<S> {
                 "throttled (test)".into(),
             ));
         }
-        self.inner.record_alerts(a, t)
+        self.inner.record_alerts(a, t).await
     }
 }
