@@ -19,7 +19,9 @@ struct Outcome {
     left_in_outbox: usize,
 }
 
-#[tokio::main]
+// One thread: an invocation is handled at a time, and the database port awaits DynamoDB
+// rather than blocking (the end-to-end test would panic on a call that blocked in place).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = AlertingConfig::from_env(|k| std::env::var(k).ok())?;
