@@ -789,9 +789,7 @@ impl DynamoDatabase {
             .map(arn)
             .collect()
     }
-}
 
-impl DynamoDatabase {
     /// [`Database::mark_sent_and_claim`] where no alert is both `sent` and in `to_claim`.
     async fn mark_sent_and_claim_apart(
         &mut self,

@@ -33,4 +33,3 @@ pub fn aws_pipeline(sdk: &aws_config::SdkConfig, config: &AlertingConfig) -> Aws
 pub async fn sdk_config() -> aws_config::SdkConfig {
     aws_config::load_from_env().await
 }
-
