@@ -165,7 +165,7 @@ pub fn run(opts: Options) -> Result<()> {
     let config = AlertConfig {
         suppress_minutes: opts.suppress_minutes,
     };
-    // Multi-threaded: the DynamoDB store blocks in place on it.
+    // Multi-threaded: polling the Kafka consumer (librdkafka) blocks in place on it.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
