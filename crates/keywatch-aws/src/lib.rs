@@ -33,3 +33,24 @@ pub fn aws_pipeline(sdk: &aws_config::SdkConfig, config: &AlertingConfig) -> Aws
 pub async fn sdk_config() -> aws_config::SdkConfig {
     aws_config::load_from_env().await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_send<T: Send>(_: &T) {}
+
+    /// The deployed pipeline's batch and sweep are `Send` futures: a driver may spawn them
+    /// on any runtime (the port's futures carry no bound of their own: SQLite's are not).
+    #[test]
+    fn the_deployed_pipelines_futures_are_send() {
+        fn check(pipeline: &mut AwsPipeline) {
+            let now = keywatch_core::Timestamp::now();
+            let batch = pipeline.handle_batch(std::iter::empty(), now);
+            is_send(&batch);
+            drop(batch);
+            is_send(&pipeline.handle_sweep(now));
+        }
+        let _ = check;
+    }
+}

@@ -256,9 +256,9 @@ pub struct KeySummary {
 ///
 /// Asynchronous, since DynamoDB's requests are: a process waits on them without holding a
 /// thread. A local database (SQLite, memory) does its work when called and is never pending.
-/// The futures carry no `Send` bound: every driver awaits the pipeline on the thread that
-/// runs it (`block_on` in the CLI, the Lambda runtime's loop, which asks for none), and
-/// SQLite's connection is not `Sync`.
+/// The futures carry no `Send` bound of their own, since SQLite's connection is not `Sync`;
+/// over a database whose futures are `Send` (DynamoDB's), the projector's and the
+/// pipeline's are too (`keywatch_aws`'s tests check it when they compile).
 #[allow(async_fn_in_trait)]
 pub trait Database {
     /// Starts a unit of work: what a batch writes (records, timelines, alerts) becomes

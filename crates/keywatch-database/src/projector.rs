@@ -179,7 +179,9 @@ impl<S: Database> Projector<S> {
         if self.unsaved.is_empty() {
             return Ok(());
         }
-        self.in_batch(async |p| p.save_unsaved().await).await
+        self.database.begin_batch().await?;
+        let done = self.save_unsaved().await;
+        self.end_batch(done).await
     }
 
     /// Saves whole the cached timelines saved in summary only (a key taken out of the cache
@@ -220,8 +222,9 @@ impl<S: Database> Projector<S> {
         alert_ids: &[&str],
         at: Timestamp,
     ) -> Result<(), DatabaseError> {
-        self.in_batch(async |p| p.database.mark_sent(alert_ids, at).await)
-            .await
+        self.database.begin_batch().await?;
+        let done = self.database.mark_sent(alert_ids, at).await;
+        self.end_batch(done).await
     }
 
     /// Claims unsent alerts for sending (see [`Database::claim_for_sending`]).
@@ -244,12 +247,12 @@ impl<S: Database> Projector<S> {
         now: Timestamp,
         until: Timestamp,
     ) -> Result<Vec<bool>, DatabaseError> {
-        self.in_batch(async |p| {
-            p.database
-                .mark_sent_and_claim(sent, sent_at, to_claim, now, until)
-                .await
-        })
-        .await
+        self.database.begin_batch().await?;
+        let done = self
+            .database
+            .mark_sent_and_claim(sent, sent_at, to_claim, now, until)
+            .await;
+        self.end_batch(done).await
     }
 
     /// Gives up a claim on an alert not sent.
@@ -363,39 +366,53 @@ impl<S: Database> Projector<S> {
         batch: &[NormalisedRecord],
         as_of: Timestamp,
     ) -> Result<BatchOutcome, DatabaseError> {
+        // Each a unit of work, done again on fresh timelines while another projector saved a
+        // timeline it read first (optimistic concurrency): records already appended are
+        // folded as needed.
         self.appended_by_batch.clear();
-        let projected = self
-            .retrying_conflicts(async |p| p.project(batch, as_of).await)
-            .await;
+        let mut attempt = 1;
+        let projected = loop {
+            let done = match self.database.begin_batch().await {
+                Ok(()) => {
+                    let done = self.project(batch, as_of).await;
+                    self.end_batch(done).await
+                }
+                Err(e) => Err(e),
+            };
+            if !self.retry_after(&done, &mut attempt) {
+                break done;
+            }
+        };
         self.appended_by_batch.clear();
         let (mut outcome, links) = projected?;
         if !links.is_empty() {
-            let (alerts, rebuilds) = self
-                .retrying_conflicts(async |p| p.recheck_key_stores(&links, as_of).await)
-                .await?;
+            let mut attempt = 1;
+            let (alerts, rebuilds) = loop {
+                self.database.begin_batch().await?;
+                let done = self.recheck_key_stores(&links, as_of).await;
+                let done = self.end_batch(done).await;
+                if !self.retry_after(&done, &mut attempt) {
+                    break done?;
+                }
+            };
             outcome.alerts.extend(alerts);
             outcome.rebuilds += rebuilds;
         }
         Ok(outcome)
     }
 
-    /// Runs `work` as a unit of work, again on fresh timelines while another projector saved
-    /// a timeline it read first (optimistic concurrency): records already appended are folded
-    /// as needed.
-    async fn retrying_conflicts<T>(
-        &mut self,
-        mut work: impl AsyncFnMut(&mut Self) -> Result<T, DatabaseError>,
-    ) -> Result<T, DatabaseError> {
-        for _ in 1..MAX_CONFLICT_RETRIES {
-            match self.in_batch(&mut work).await {
-                Err(DatabaseError::Conflict(what)) => {
-                    tracing::info!(%what, "write conflict; retrying the batch");
-                    self.forget_cached_timelines();
-                }
-                other => return other,
+    /// Whether a unit of work that ended in `done` is to be done again: a write conflict,
+    /// before the last attempt (counted in `attempt`). Forgets the cached timelines then.
+    fn retry_after<T>(&mut self, done: &Result<T, DatabaseError>, attempt: &mut usize) -> bool {
+        match done {
+            Err(DatabaseError::Conflict(what)) if *attempt < MAX_CONFLICT_RETRIES => {
+                tracing::info!(%what, "write conflict; retrying the batch");
+                self.forget_cached_timelines();
+                *attempt += 1;
+                true
             }
+            _ => false,
         }
-        self.in_batch(work).await
     }
 
     /// A key's events depend on another stream's only through its custom key store, and
@@ -451,13 +468,10 @@ impl<S: Database> Projector<S> {
         Ok((alerts, rebuilds))
     }
 
-    /// Runs `work` as one unit of work of the database: all of it is stored, or none.
-    async fn in_batch<T>(
-        &mut self,
-        work: impl AsyncFnOnce(&mut Self) -> Result<T, DatabaseError>,
-    ) -> Result<T, DatabaseError> {
-        self.database.begin_batch().await?;
-        let done = match work(self).await {
+    /// Ends the unit of work begun before `done` ([`Database::begin_batch`]): commits it, or,
+    /// when the work or the commit failed, discards it; all of it is stored, or none.
+    async fn end_batch<T>(&mut self, done: Result<T, DatabaseError>) -> Result<T, DatabaseError> {
+        let done = match done {
             Ok(t) => self.database.commit_batch().await.map(|()| t),
             Err(e) => Err(e),
         };
@@ -660,7 +674,9 @@ impl<S: Database> Projector<S> {
 
     /// Evaluates the time-driven alerts of every key pending deletion as of `as_of`.
     pub async fn sweep(&mut self, as_of: Timestamp) -> Result<Vec<Alert>, DatabaseError> {
-        self.in_batch(async |p| p.sweep_keys(as_of).await).await
+        self.database.begin_batch().await?;
+        let done = self.sweep_keys(as_of).await;
+        self.end_batch(done).await
     }
 
     async fn sweep_keys(&mut self, as_of: Timestamp) -> Result<Vec<Alert>, DatabaseError> {
