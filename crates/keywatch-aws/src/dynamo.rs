@@ -789,63 +789,6 @@ impl DynamoDatabase {
             .map(arn)
             .collect()
     }
-
-    /// [`Database::mark_sent_and_claim`] where no alert is both `sent` and in `to_claim`.
-    async fn mark_sent_and_claim_apart(
-        &mut self,
-        sent: &[&str],
-        sent_at: Timestamp,
-        to_claim: &[&str],
-        now: Timestamp,
-        until: Timestamp,
-    ) -> Result<Vec<bool>, DatabaseError> {
-        // The sent marks (unconditional) and the conditional claims in TransactWriteItems of
-        // up to 100 actions: with one PublishBatch request's pages on either side, one
-        // request. A claim that fails its condition is taken out and the rest tried again.
-        // An id given twice is claimed once, at its first place.
-        let mut seen = std::collections::HashSet::new();
-        let first: Vec<bool> = to_claim.iter().map(|id| seen.insert(*id)).collect();
-        let mut groups = self.sent_marks(sent, sent_at)?;
-        let marks = groups.len();
-        for id in to_claim
-            .iter()
-            .zip(&first)
-            .filter(|(_, f)| **f)
-            .map(|(id, _)| id)
-        {
-            let claim = Update::builder()
-                .table_name(&self.table)
-                .key("pk", s(format!("alert#{id}")))
-                .key("sk", s("alert"))
-                .update_expression("SET sending_until = :until")
-                .condition_expression(
-                    "attribute_exists(pk) AND attribute_not_exists(sent_at) \
-                     AND (attribute_not_exists(sending_until) OR sending_until < :now)",
-                )
-                .expression_attribute_values(":until", n(until.millis()))
-                .expression_attribute_values(":now", n(now.millis()))
-                .build()
-                .map_err(db)?;
-            groups.push(vec![TransactWriteItem::builder().update(claim).build()]);
-        }
-        let held = transact_groups(&self.client, groups).await?;
-        if !held[..marks].iter().all(|h| *h) {
-            return Err(db("a sent mark without a condition was refused"));
-        }
-        let mut granted = held[marks..].iter();
-        let claimed: Vec<bool> = first
-            .iter()
-            .map(|f| *f && granted.next().copied().unwrap_or(false))
-            .collect();
-        for (id, claimed) in to_claim.iter().zip(&claimed) {
-            // Sent by another process (its outbox entry put back by a late duplicate of the
-            // alert): drop the entry. Claimed by another: leave it to that one.
-            if !claimed && self.was_sent(id).await? {
-                self.delete("outbox", id).await?;
-            }
-        }
-        Ok(claimed)
-    }
 }
 
 impl Database for DynamoDatabase {
@@ -1325,7 +1268,7 @@ impl Database for DynamoDatabase {
         now: Timestamp,
         until: Timestamp,
     ) -> Result<Vec<bool>, DatabaseError> {
-        self.mark_sent_and_claim_apart(&[], now, alert_ids, now, until)
+        self.mark_sent_and_claim(&[], now, alert_ids, now, until)
             .await
     }
 
@@ -1339,14 +1282,58 @@ impl Database for DynamoDatabase {
     ) -> Result<Vec<bool>, DatabaseError> {
         // A transaction may not name one item twice: an alert both sent and to claim (not
         // how a delivery asks) is marked first, then its claim refused.
-        if to_claim.iter().any(|id| sent.contains(id)) {
+        let sent = if to_claim.iter().any(|id| sent.contains(id)) {
             self.mark_sent(sent, sent_at).await?;
-            return self
-                .mark_sent_and_claim_apart(&[], sent_at, to_claim, now, until)
-                .await;
+            &[]
+        } else {
+            sent
+        };
+        // The sent marks (unconditional) and the conditional claims in TransactWriteItems of
+        // up to 100 actions: with one PublishBatch request's pages on either side, one
+        // request. A claim that fails its condition is taken out and the rest tried again.
+        // An id given twice is claimed once, at its first place.
+        let mut seen = std::collections::HashSet::new();
+        let first: Vec<bool> = to_claim.iter().map(|id| seen.insert(*id)).collect();
+        let mut groups = self.sent_marks(sent, sent_at)?;
+        let marks = groups.len();
+        for id in to_claim
+            .iter()
+            .zip(&first)
+            .filter(|(_, f)| **f)
+            .map(|(id, _)| id)
+        {
+            let claim = Update::builder()
+                .table_name(&self.table)
+                .key("pk", s(format!("alert#{id}")))
+                .key("sk", s("alert"))
+                .update_expression("SET sending_until = :until")
+                .condition_expression(
+                    "attribute_exists(pk) AND attribute_not_exists(sent_at) \
+                     AND (attribute_not_exists(sending_until) OR sending_until < :now)",
+                )
+                .expression_attribute_values(":until", n(until.millis()))
+                .expression_attribute_values(":now", n(now.millis()))
+                .build()
+                .map_err(db)?;
+            groups.push(vec![TransactWriteItem::builder().update(claim).build()]);
         }
-        self.mark_sent_and_claim_apart(sent, sent_at, to_claim, now, until)
-            .await
+        let held = transact_groups(&self.client, groups).await?;
+        if !held[..marks].iter().all(|h| *h) {
+            return Err(db("a sent mark without a condition was refused"));
+        }
+        let mut granted = held[marks..].iter();
+        let claimed: Vec<bool> = first
+            .iter()
+            .map(|f| *f && granted.next().copied().unwrap_or(false))
+            .collect();
+        for (id, claimed) in to_claim.iter().zip(&claimed) {
+            // Sent by another process (its outbox entry put back by a late duplicate of the
+            // alert): drop the entry. Claimed by another: leave it to that one.
+            if !claimed && self.was_sent(id).await? {
+                self.delete("outbox", id).await?;
+            }
+        }
+        Ok(claimed)
     }
 
     async fn release_claim(&mut self, alert_id: &str) -> Result<(), DatabaseError> {
