@@ -273,12 +273,12 @@ fn open_existing(args: &StoreArgs) -> Result<SqliteDatabase> {
 }
 
 /// The one key that `key` (an ARN or a key ID) names in the store.
-fn find_one_key(
+async fn find_one_key(
     db: &SqliteDatabase,
     key: &str,
     store: &StoreArgs,
 ) -> Result<keywatch_core::KeyTimeline> {
-    let found = local(db.find_keys(key))??;
+    let found = db.find_keys(key).await?;
     let arn = match found.as_slice() {
         [] => bail!("no key {key} in {}", store.db.display()),
         [one] => one.clone(),
@@ -291,7 +291,8 @@ fn find_one_key(
                 .join("\n  ")
         ),
     };
-    local(keywatch_database::current_timeline(db, &arn))??
+    keywatch_database::current_timeline(db, &arn)
+        .await?
         .context("timeline vanished while reading")
 }
 
@@ -457,7 +458,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let as_of = parse_as_of(as_of)?;
             let db = open_existing(&store)?;
-            let timeline = find_one_key(&db, &key, &store)?;
+            let timeline = local(find_one_key(&db, &key, &store))??;
             match format {
                 TimelineFormat::Json => {
                     emit(&format!("{}\n", serde_json::to_string_pretty(&timeline)?))?
@@ -509,7 +510,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let as_of = parse_as_of(as_of)?;
             let db = open_existing(&store)?;
-            let timeline = find_one_key(&db, &key, &store)?;
+            let timeline = local(find_one_key(&db, &key, &store))??;
             let report = keywatch_core::preflight::preflight(&timeline, as_of, days);
             if format == Format::Json {
                 emit(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
