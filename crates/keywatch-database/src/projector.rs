@@ -371,20 +371,15 @@ impl<S: Database> Projector<S> {
         // folded as needed.
         self.appended_by_batch.clear();
         let mut attempt = 1;
-        let projected = loop {
-            let done = match self.database.begin_batch().await {
-                Ok(()) => {
-                    let done = self.project(batch, as_of).await;
-                    self.end_batch(done).await
-                }
-                Err(e) => Err(e),
-            };
+        let (mut outcome, links) = loop {
+            self.database.begin_batch().await?;
+            let done = self.project(batch, as_of).await;
+            let done = self.end_batch(done).await;
             if !self.retry_after(&done, &mut attempt) {
-                break done;
+                break done?;
             }
         };
         self.appended_by_batch.clear();
-        let (mut outcome, links) = projected?;
         if !links.is_empty() {
             let mut attempt = 1;
             let (alerts, rebuilds) = loop {
