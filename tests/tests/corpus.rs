@@ -2,7 +2,9 @@
 //! SOURCES.md for provenance). Read in place, never copied. Without it these tests fail and
 //! say so: they are not counted as passed.
 
-use keywatch_core::{normalise, KeyEventKind, KeyOrigin, KmsEvent, Normalised, Timestamp};
+use keywatch_core::{
+    normalise, KeyEventKind, KeyOrigin, KeyState, KmsEvent, Normalised, Timestamp,
+};
 use keywatch_reader::{expand_paths, read_path, Item};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -151,7 +153,7 @@ fn documented_schedule_key_deletion_shapes() {
         .filter(|(p, _)| p == "ct-schedule-key-deletion.md")
         .collect();
     assert_eq!(schedules.len(), 3);
-    let kinds: Vec<(u32, String, String, bool)> = schedules
+    let kinds: Vec<(u32, String, KeyState, bool)> = schedules
         .iter()
         .map(|(_, r)| match &key_events(r)[0].kind {
             KeyEventKind::DeletionScheduled {
@@ -163,7 +165,7 @@ fn documented_schedule_key_deletion_shapes() {
             } => (
                 *window_days,
                 deletion_date.map_or_else(|| "none".to_owned(), |d| d.to_string()),
-                key_state.clone(),
+                *key_state,
                 *deletion_date_reported,
             ),
             other => panic!("{other:?}"),
@@ -175,7 +177,7 @@ fn documented_schedule_key_deletion_shapes() {
         (
             20,
             "2021-04-12T18:58:30Z".into(),
-            "PendingDeletion".into(),
+            KeyState::PendingDeletion,
             true
         )
     );
@@ -183,7 +185,7 @@ fn documented_schedule_key_deletion_shapes() {
     // period begins only when its last replica is deleted.
     assert_eq!(
         kinds[1],
-        (30, "none".into(), "PendingReplicaDeletion".into(), false)
+        (30, "none".into(), KeyState::PendingReplicaDeletion, false)
     );
     // CloudHSM: "Nov 2, 2021, 11:25:25 PM".
     assert_eq!(
@@ -191,7 +193,7 @@ fn documented_schedule_key_deletion_shapes() {
         (
             30,
             "2021-11-02T23:25:25Z".into(),
-            "PendingDeletion".into(),
+            KeyState::PendingDeletion,
             true
         )
     );

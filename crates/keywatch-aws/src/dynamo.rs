@@ -1213,17 +1213,17 @@ impl Database for DynamoDatabase {
         Ok(self.query("keys", None).await?.len() as u64)
     }
 
-    async fn list_keys(&self, state: Option<&str>) -> Result<Vec<KeySummary>, DatabaseError> {
+    async fn list_keys(&self, state: Option<KeyState>) -> Result<Vec<KeySummary>, DatabaseError> {
         Ok(self
             .query("keys", None)
             .await?
             .iter()
-            .filter(|i| state.is_none_or(|st| text(i, "state") == Some(st)))
+            .filter(|i| state.is_none_or(|st| text(i, "state") == Some(st.as_str())))
             .map(|i| KeySummary {
                 key_arn: text(i, "sk").unwrap_or_default().to_owned(),
                 state: text(i, "state")
-                    .unwrap_or(KeyState::Unknown.as_str())
-                    .to_owned(),
+                    .and_then(KeyState::parse)
+                    .unwrap_or_default(),
                 deletion_date: number(i, "deletion_date").map(Timestamp::from_millis),
                 last_use: number(i, "last_use").map(Timestamp::from_millis),
                 custom_key_store_id: text(i, "cks").map(str::to_owned),

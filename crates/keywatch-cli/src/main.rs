@@ -12,7 +12,7 @@ mod run;
 
 use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
-use keywatch_core::Timestamp;
+use keywatch_core::{KeyState, Timestamp};
 use keywatch_database::Database;
 use keywatch_sqlite::SqliteDatabase;
 use std::path::PathBuf;
@@ -233,7 +233,7 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
         /// Only keys in this state (any case).
-        #[arg(long, ignore_case = true, value_parser = clap::builder::PossibleValuesParser::new(KEY_STATES))]
+        #[arg(long, ignore_case = true, value_parser = clap::builder::PossibleValuesParser::new(KeyState::ALL.map(KeyState::as_str)))]
         state: Option<String>,
         #[arg(long, value_enum, ignore_case = true, default_value_t = Format::Text)]
         format: Format,
@@ -335,18 +335,6 @@ fn drawn(
     );
     Ok((grid, alerts, preflight))
 }
-
-/// AWS's key states, and Deleted and Unknown.
-const KEY_STATES: [&str; 8] = [
-    "Enabled",
-    "Disabled",
-    "PendingDeletion",
-    "PendingReplicaDeletion",
-    "PendingImport",
-    "Unavailable",
-    "Deleted",
-    "Unknown",
-];
 
 /// Writes to standard output (a closed pipe is an error the caller ends quietly on).
 fn emit(text: &str) -> std::io::Result<()> {
@@ -530,12 +518,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let db = open_existing(&store)?;
             // The spelling AWS uses, whatever case was typed.
             let state = state.and_then(|s| {
-                KEY_STATES
-                    .iter()
-                    .find(|k| k.eq_ignore_ascii_case(&s))
-                    .map(|k| (*k).to_owned())
+                KeyState::ALL
+                    .into_iter()
+                    .find(|k| k.as_str().eq_ignore_ascii_case(&s))
             });
-            let keys = local(db.list_keys(state.as_deref()))??;
+            let keys = local(db.list_keys(state))??;
             if format == Format::Json {
                 for k in keys {
                     emit(&format!("{}\n", serde_json::to_string(&k)?))?;

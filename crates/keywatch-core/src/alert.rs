@@ -3,14 +3,14 @@
 //! each alert exactly once, whatever the order and batching of the events.
 
 use crate::event::Principal;
-use crate::event::{KeyArn, KeyEventKind, KmsOperation};
+use crate::event::{KeyArn, KeyEventKind, KeyState, KmsOperation};
 use crate::preflight::{age, verdict, DEFAULT_PREFLIGHT_DAYS};
 use crate::protects::{describe, ProtectedSummary};
 use crate::time::{Timestamp, DAY_MS, HOUR_MS};
 use crate::timeline::last_user;
 use crate::timeline::{
-    DeletionSchedule, EntryDetail, KeyState, KeyStoreType, KeyTimeline, OrphanReason,
-    PendingUseBucket, ScheduleEnd, TimelineEntry, UsageRollup,
+    DeletionSchedule, EntryDetail, KeyStoreType, KeyTimeline, OrphanReason, PendingUseBucket,
+    ScheduleEnd, TimelineEntry, UsageRollup,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

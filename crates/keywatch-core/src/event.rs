@@ -468,6 +468,102 @@ impl<'de> Deserialize<'de> for BackingKeyDeletionStatus {
     }
 }
 
+/// AWS's key states (`KeyState` in KMS's KeyMetadata), plus Deleted and Unknown. Read and
+/// written in AWS's spelling; a spelling this version does not know reads as Unknown, so a
+/// stored timeline or a record naming a state KMS adds later still decodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum KeyState {
+    /// A multi-Region replica key being created (ReplicateKey).
+    Creating,
+    Enabled,
+    Disabled,
+    PendingDeletion,
+    PendingReplicaDeletion,
+    PendingImport,
+    Unavailable,
+    /// A multi-Region key whose primary Region is being changed (UpdatePrimaryRegion).
+    Updating,
+    Deleted,
+    #[default]
+    Unknown,
+}
+
+impl KeyState {
+    /// Every state, KMS's first, in the order KMS's documentation lists them.
+    pub const ALL: [KeyState; 10] = [
+        KeyState::Creating,
+        KeyState::Enabled,
+        KeyState::Disabled,
+        KeyState::PendingDeletion,
+        KeyState::PendingReplicaDeletion,
+        KeyState::PendingImport,
+        KeyState::Unavailable,
+        KeyState::Updating,
+        KeyState::Deleted,
+        KeyState::Unknown,
+    ];
+
+    /// Parses AWS's spelling (`PendingDeletion`, …); none for a spelling not known here.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "Creating" => KeyState::Creating,
+            "Enabled" => KeyState::Enabled,
+            "Disabled" => KeyState::Disabled,
+            "PendingDeletion" => KeyState::PendingDeletion,
+            "PendingReplicaDeletion" => KeyState::PendingReplicaDeletion,
+            "PendingImport" => KeyState::PendingImport,
+            "Unavailable" => KeyState::Unavailable,
+            "Updating" => KeyState::Updating,
+            "Deleted" => KeyState::Deleted,
+            "Unknown" => KeyState::Unknown,
+            _ => return None,
+        })
+    }
+
+    /// AWS's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Creating => "Creating",
+            KeyState::Enabled => "Enabled",
+            KeyState::Disabled => "Disabled",
+            KeyState::PendingDeletion => "PendingDeletion",
+            KeyState::PendingReplicaDeletion => "PendingReplicaDeletion",
+            KeyState::PendingImport => "PendingImport",
+            KeyState::Unavailable => "Unavailable",
+            KeyState::Updating => "Updating",
+            KeyState::Deleted => "Deleted",
+            KeyState::Unknown => "Unknown",
+        }
+    }
+
+    /// Pending deletion, as a primary or a replica.
+    pub fn is_pending_deletion(self) -> bool {
+        matches!(
+            self,
+            KeyState::PendingDeletion | KeyState::PendingReplicaDeletion
+        )
+    }
+}
+
+impl std::fmt::Display for KeyState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl Serialize for KeyState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyState {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<str>::deserialize(d)?;
+        Ok(KeyState::parse(&s).unwrap_or_default())
+    }
+}
+
 /// Where a KMS key's material comes from (`Origin` in KeyMetadata), in AWS's spelling when
 /// serialised.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
@@ -536,8 +632,9 @@ pub enum KeyEventKind {
     Created {
         /// Where the key's material comes from.
         origin: KeyOrigin,
-        /// The key state in the response (`Enabled`, `PendingImport`…).
-        key_state: Option<String>,
+        /// The key state in the response (`Enabled`, `PendingImport`…), when it names one
+        /// known here.
+        key_state: Option<KeyState>,
         /// The custom key store, if any.
         custom_key_store_id: Option<String>,
         /// The CloudHSM cluster of that key store.
@@ -557,8 +654,9 @@ pub enum KeyEventKind {
         deletion_date: Option<Timestamp>,
         /// Whether `deletion_date` was read from the record rather than computed.
         deletion_date_reported: bool,
-        /// `PendingDeletion`, or `PendingReplicaDeletion` for a multi-Region primary.
-        key_state: String,
+        /// `PendingDeletion`, or `PendingReplicaDeletion` for a multi-Region primary (Unknown
+        /// when the response names a state not known here).
+        key_state: KeyState,
         /// The custom key store, when the record names one.
         custom_key_store_id: Option<String>,
         /// The CloudHSM cluster, when the record names one.
@@ -1270,7 +1368,7 @@ fn lifecycle_events(
                     .as_deref()
                     .map(KeyOrigin::parse)
                     .unwrap_or_default(),
-                key_state: Some("Enabled".to_owned()),
+                key_state: Some(KeyState::Enabled),
                 custom_key_store_id: None,
                 cloudhsm_cluster_id: None,
                 xks_key_id: None,
@@ -1422,7 +1520,9 @@ fn created(
             .as_deref()
             .map(KeyOrigin::parse)
             .unwrap_or_default(),
-        key_state: meta_str(|m| &m.key_state),
+        key_state: meta
+            .and_then(|m| m.key_state.as_deref())
+            .and_then(KeyState::parse),
         custom_key_store_id: meta_str(|m| &m.custom_key_store_id)
             .or_else(|| request.custom_key_store_id.clone()),
         cloudhsm_cluster_id: meta_str(|m| &m.cloud_hsm_cluster_id).or(additional.cluster_id),
@@ -1472,9 +1572,11 @@ fn deletion_scheduled(
     };
     let key_state = response
         .key_state
-        .clone()
-        .unwrap_or_else(|| "PendingDeletion".to_owned());
-    let waits_for_replicas = key_state == "PendingReplicaDeletion";
+        .as_deref()
+        .map_or(KeyState::PendingDeletion, |s| {
+            KeyState::parse(s).unwrap_or_default()
+        });
+    let waits_for_replicas = key_state == KeyState::PendingReplicaDeletion;
     Ok(KeyEventKind::DeletionScheduled {
         window_days,
         deletion_date: match reported {

@@ -19,8 +19,8 @@ pub use alert::{
 };
 pub use event::{
     normalise, normalise_found, normalise_object, normalise_record, BackingKeyDeletionStatus,
-    KeyArn, KeyEvent, KeyEventKind, KeyOrigin, KeyStoreEvent, KeyStoreRef, KmsEvent, KmsOperation,
-    Normalised, NormalisedOnRead, Principal, RecordError,
+    KeyArn, KeyEvent, KeyEventKind, KeyOrigin, KeyState, KeyStoreEvent, KeyStoreRef, KmsEvent,
+    KmsOperation, Normalised, NormalisedOnRead, Principal, RecordError,
 };
 pub use time::Timestamp;
-pub use timeline::{KeyState, KeyTimeline, LastChange, TIMELINE_FORMAT};
+pub use timeline::{KeyTimeline, LastChange, TIMELINE_FORMAT};

@@ -2,11 +2,12 @@
 //! examine a key's past usage before scheduling its deletion, because every ciphertext under
 //! it dies with it.
 
+use crate::event::KeyState;
 use crate::event::Principal;
 use crate::protects::{describe, ProtectedSummary};
 use crate::time::{Timestamp, DAY_MS, HOUR_MS};
 use crate::timeline::last_user;
-use crate::timeline::{KeyState, KeyStoreType, KeyTimeline};
+use crate::timeline::{KeyStoreType, KeyTimeline};
 use serde::{Deserialize, Serialize};
 
 /// How many days without use keywatch asks for by default.

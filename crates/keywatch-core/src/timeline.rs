@@ -2,8 +2,8 @@
 //! key store) in (eventTime, eventID) order.
 
 use crate::event::{
-    BackingKeyStatus, EventContext, KeyArn, KeyEvent, KeyEventKind, KeyOrigin, KeyStoreChange,
-    KeyStoreEvent, KeyStoreRef, KmsEvent, KmsOperation, Principal, UsageOutcome,
+    BackingKeyStatus, EventContext, KeyArn, KeyEvent, KeyEventKind, KeyOrigin, KeyState,
+    KeyStoreChange, KeyStoreEvent, KeyStoreRef, KmsEvent, KmsOperation, Principal, UsageOutcome,
 };
 use crate::protects::BlastRadius;
 use crate::time::{Timestamp, DAY_MS};
@@ -22,59 +22,6 @@ pub const RECENT_USE_DAYS: i64 = 30;
 /// eventual consistency rather than as proof of a new, unseen schedule.
 pub const EVENTUAL_CONSISTENCY_MS: i64 = 5 * MINUTE_MS;
 const MINUTE_MS: i64 = 60_000;
-
-/// AWS's key states, plus Deleted and Unknown.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-pub enum KeyState {
-    Enabled,
-    Disabled,
-    PendingDeletion,
-    PendingReplicaDeletion,
-    PendingImport,
-    Unavailable,
-    Deleted,
-    #[default]
-    Unknown,
-}
-
-impl KeyState {
-    /// Parses AWS's spelling (`PendingDeletion`, …).
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "Enabled" => KeyState::Enabled,
-            "Disabled" => KeyState::Disabled,
-            "PendingDeletion" => KeyState::PendingDeletion,
-            "PendingReplicaDeletion" => KeyState::PendingReplicaDeletion,
-            "PendingImport" => KeyState::PendingImport,
-            "Unavailable" => KeyState::Unavailable,
-            "Deleted" => KeyState::Deleted,
-            "Unknown" => KeyState::Unknown,
-            _ => return None,
-        })
-    }
-
-    /// AWS's spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyState::Enabled => "Enabled",
-            KeyState::Disabled => "Disabled",
-            KeyState::PendingDeletion => "PendingDeletion",
-            KeyState::PendingReplicaDeletion => "PendingReplicaDeletion",
-            KeyState::PendingImport => "PendingImport",
-            KeyState::Unavailable => "Unavailable",
-            KeyState::Deleted => "Deleted",
-            KeyState::Unknown => "Unknown",
-        }
-    }
-
-    /// Pending deletion, as a primary or a replica.
-    pub fn is_pending_deletion(self) -> bool {
-        matches!(
-            self,
-            KeyState::PendingDeletion | KeyState::PendingReplicaDeletion
-        )
-    }
-}
 
 /// The kind of custom key store that holds a key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -932,13 +879,13 @@ impl KeyTimeline {
                 key_state,
                 multi_region,
                 ..
-            } => self.apply_created(c, origin, key_state.as_deref(), *multi_region),
+            } => self.apply_created(c, origin, *key_state, *multi_region),
             KeyEventKind::DeletionScheduled {
                 window_days,
                 deletion_date,
                 key_state,
                 ..
-            } => self.apply_deletion_scheduled(c, *window_days, *deletion_date, key_state),
+            } => self.apply_deletion_scheduled(c, *window_days, *deletion_date, *key_state),
             KeyEventKind::DeletionCancelled => self.apply_deletion_cancelled(c),
             KeyEventKind::Deleted { backing_keys, .. } => self.apply_deleted(c, backing_keys),
             KeyEventKind::Disabled => self.set_state(KeyState::Disabled),
@@ -974,20 +921,17 @@ impl KeyTimeline {
         &mut self,
         c: &EventContext,
         origin: &KeyOrigin,
-        key_state: Option<&str>,
+        key_state: Option<KeyState>,
         multi_region: bool,
     ) {
         self.origin = Some(origin.clone());
         self.multi_region = multi_region;
         self.created_at.get_or_insert(c.event_time);
-        let state =
-            key_state
-                .and_then(KeyState::parse)
-                .unwrap_or(if *origin == KeyOrigin::External {
-                    KeyState::PendingImport
-                } else {
-                    KeyState::Enabled
-                });
+        let state = key_state.unwrap_or(if *origin == KeyOrigin::External {
+            KeyState::PendingImport
+        } else {
+            KeyState::Enabled
+        });
         self.set_state(state);
     }
 
@@ -997,7 +941,7 @@ impl KeyTimeline {
         c: &EventContext,
         window_days: u32,
         deletion_date: Option<Timestamp>,
-        key_state: &str,
+        key_state: KeyState,
     ) {
         let last_use_before = self.last_use();
         self.schedules.push(DeletionSchedule {
@@ -1016,7 +960,12 @@ impl KeyTimeline {
             ended: None,
         });
         self.deletion_date = deletion_date;
-        self.set_state(KeyState::parse(key_state).unwrap_or(KeyState::PendingDeletion));
+        // A schedule KMS accepted leaves the key pending deletion, whatever state this
+        // version could not read in the response.
+        self.set_state(match key_state {
+            KeyState::Unknown => KeyState::PendingDeletion,
+            known => known,
+        });
         let cloudhsm = self
             .custom_key_store
             .as_ref()

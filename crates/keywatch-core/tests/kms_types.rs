@@ -2,7 +2,7 @@
 //! stored timelines and alerts hold unchanged by the types.
 
 use keywatch_core::timeline::PendingUseBucket;
-use keywatch_core::{BackingKeyDeletionStatus, KmsOperation};
+use keywatch_core::{BackingKeyDeletionStatus, KeyArn, KeyState, KeyTimeline, KmsOperation};
 
 #[test]
 fn operations_read_and_write_aws_spelling() {
@@ -103,4 +103,55 @@ fn kms_names_fill_the_width_of_their_column() {
         format!("{:<30}|", AlertKind::DeletionScheduled),
         format!("{:<30}|", AlertKind::DeletionScheduled.as_str())
     );
+}
+
+#[test]
+fn key_states_read_and_write_aws_spelling() {
+    // KMS's KeyState values (KeyMetadata), Creating and Updating among them (multi-Region
+    // keys only), and keywatch's two of its own.
+    for name in [
+        "Creating",
+        "Enabled",
+        "Disabled",
+        "PendingDeletion",
+        "PendingImport",
+        "PendingReplicaDeletion",
+        "Unavailable",
+        "Updating",
+        "Deleted",
+        "Unknown",
+    ] {
+        let state = KeyState::parse(name).expect(name);
+        assert_eq!(state.as_str(), name);
+        assert_eq!(state.to_string(), name);
+        assert_eq!(serde_json::to_value(state).expect("serialises"), name);
+        assert_eq!(
+            serde_json::from_value::<KeyState>(serde_json::json!(name)).expect("reads"),
+            state
+        );
+    }
+    assert_eq!(
+        KeyState::parse("enabled"),
+        None,
+        "AWS's names are case-sensitive"
+    );
+}
+
+#[test]
+fn a_key_state_this_version_does_not_know_reads_as_unknown_and_the_timeline_still_decodes() {
+    assert_eq!(KeyState::parse("Archived"), None);
+    assert_eq!(
+        serde_json::from_value::<KeyState>(serde_json::json!("Archived")).expect("reads"),
+        KeyState::Unknown
+    );
+    let key = KeyArn::parse(
+        "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+    )
+    .expect("key ARN");
+    let mut stored = serde_json::to_value(KeyTimeline::new(key)).expect("serialises");
+    stored["state"] = serde_json::json!("Archived");
+    stored["state_before_unavailable"] = serde_json::json!("Enabled");
+    let read: KeyTimeline = serde_json::from_value(stored).expect("a timeline of a newer KMS");
+    assert_eq!(read.state, KeyState::Unknown);
+    assert_eq!(read.state_before_unavailable, Some(KeyState::Enabled));
 }

@@ -3,7 +3,8 @@
 mod support;
 
 use keywatch_core::{
-    normalise, normalise_object, KeyEventKind, KmsEvent, Normalised, NormalisedOnRead, RecordError,
+    normalise, normalise_object, KeyEventKind, KeyState, KmsEvent, Normalised, NormalisedOnRead,
+    RecordError,
 };
 use serde_json::json;
 use support::*;
@@ -343,4 +344,50 @@ proptest::proptest! {
             proptest::prop_assert!(read == full || read == Ok(Normalised::NotKms));
         }
     }
+}
+
+#[test]
+fn key_states_in_responses_are_read_as_kms_states() {
+    let scheduled = |record: &serde_json::Value| match only_event(record).kind {
+        KeyEventKind::DeletionScheduled { key_state, .. } => key_state,
+        other => panic!("expected a schedule, got {other:?}"),
+    };
+    let plain = schedule("2026-11-01T00:00:00Z", "s1", 7, None);
+    assert_eq!(scheduled(&plain), KeyState::PendingDeletion);
+    // No keyState in the response: KMS's answer to a schedule is PendingDeletion.
+    let mut silent = plain.clone();
+    silent["responseElements"]
+        .as_object_mut()
+        .expect("response")
+        .remove("keyState");
+    assert_eq!(scheduled(&silent), KeyState::PendingDeletion);
+    assert_eq!(timeline(&[silent]).state, KeyState::PendingDeletion);
+    // A state this version does not know: the event says Unknown, and the schedule KMS
+    // accepted still leaves the key pending deletion, with its deletion date computed.
+    let newer = with(
+        plain,
+        json!({"responseElements": {"keyState": "PendingSomethingNew"}}),
+    );
+    assert_eq!(scheduled(&newer), KeyState::Unknown);
+    let t = timeline(&[newer]);
+    assert_eq!(t.state, KeyState::PendingDeletion);
+    assert_eq!(t.deletion_date, Some(ts("2026-11-08T00:00:00Z")));
+    // CreateKey: the response's state when known, else the origin's first state.
+    let created = |origin: &str, state: &str| {
+        let mut r = create_key("2026-11-01T00:00:00Z", "c1", origin, None, None, None);
+        r["responseElements"]["keyMetadata"]["keyState"] = json!(state);
+        match only_event(&r).kind {
+            KeyEventKind::Created { key_state, .. } => (key_state, timeline(&[r]).state),
+            other => panic!("expected a creation, got {other:?}"),
+        }
+    };
+    assert_eq!(
+        created("AWS_KMS", "Disabled"),
+        (Some(KeyState::Disabled), KeyState::Disabled)
+    );
+    assert_eq!(
+        created("EXTERNAL", "Brand-new"),
+        (None, KeyState::PendingImport)
+    );
+    assert_eq!(created("AWS_KMS", "Brand-new"), (None, KeyState::Enabled));
 }

@@ -18,7 +18,7 @@ pub use codec::{
 pub use memory::MemoryDatabase;
 pub use projector::{current_timeline, BatchOutcome, NormalisedRecord, Projector};
 
-use keywatch_core::{Alert, KeyArn, KeyEvent, KeyStoreRef, KeyTimeline, Timestamp};
+use keywatch_core::{Alert, KeyArn, KeyEvent, KeyState, KeyStoreRef, KeyTimeline, Timestamp};
 use std::collections::{BTreeMap, HashSet};
 
 /// The cause of a database failure, as the adapter reported it (rusqlite's error for SQLite,
@@ -243,7 +243,7 @@ pub struct KeySummary {
     /// The key.
     pub key_arn: String,
     /// Its state.
-    pub state: String,
+    pub state: KeyState,
     /// When it is (or was) to be deleted.
     pub deletion_date: Option<Timestamp>,
     /// Its last usage attempt.
@@ -317,7 +317,7 @@ pub trait Database {
     /// How many keys have a timeline.
     async fn key_count(&self) -> Result<u64, DatabaseError>;
     /// Every key, optionally only those in a state.
-    async fn list_keys(&self, state: Option<&str>) -> Result<Vec<KeySummary>, DatabaseError>;
+    async fn list_keys(&self, state: Option<KeyState>) -> Result<Vec<KeySummary>, DatabaseError>;
     /// Alerts recorded but not yet sent (the outbox), oldest first ([`sort_oldest_first`]).
     async fn unsent_alerts(&self, limit: usize) -> Result<Vec<Alert>, DatabaseError>;
     /// Marks alerts as sent: the notification service accepted them.

@@ -5,7 +5,7 @@
 //! stored already is looked up in its streams' segments, as there.
 
 use crate::{Database, DatabaseError, KeySummary, LoggedRecord, RecordToAppend, StreamId};
-use keywatch_core::{Alert, KeyArn, KeyStoreRef, KeyTimeline, Timestamp};
+use keywatch_core::{Alert, KeyArn, KeyState, KeyStoreRef, KeyTimeline, Timestamp};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -232,14 +232,14 @@ impl Database for MemoryDatabase {
         Ok(self.timelines.len() as u64)
     }
 
-    async fn list_keys(&self, state: Option<&str>) -> Result<Vec<KeySummary>, DatabaseError> {
+    async fn list_keys(&self, state: Option<KeyState>) -> Result<Vec<KeySummary>, DatabaseError> {
         Ok(self
             .timelines
             .iter()
-            .filter(|(_, row)| state.is_none_or(|s| row.state.as_str() == s))
+            .filter(|(_, row)| state.is_none_or(|s| row.state == s))
             .map(|(k, row)| KeySummary {
                 key_arn: k.as_str().to_owned(),
-                state: row.state.as_str().to_owned(),
+                state: row.state,
                 deletion_date: row.deletion_date,
                 last_use: row.last_use,
                 custom_key_store_id: row

@@ -1,7 +1,7 @@
 //! keywatch's embedded default database: the event log, timelines and alerts in one SQLite
 //! file (or in memory), behind [`keywatch_database::Database`]. The Lambda functions do not link it.
 
-use keywatch_core::{Alert, KeyArn, KeyStoreRef, KeyTimeline, Timestamp};
+use keywatch_core::{Alert, KeyArn, KeyState, KeyStoreRef, KeyTimeline, Timestamp};
 use keywatch_database::{
     Database, DatabaseError, KeySummary, LoggedRecord, RecordToAppend, SegmentEntry, StreamId,
 };
@@ -372,7 +372,7 @@ impl Database for SqliteDatabase {
             .map_err(db)
     }
 
-    async fn list_keys(&self, state: Option<&str>) -> Result<Vec<KeySummary>, DatabaseError> {
+    async fn list_keys(&self, state: Option<KeyState>) -> Result<Vec<KeySummary>, DatabaseError> {
         let mut q = self
             .conn
             .prepare_cached(
@@ -381,10 +381,10 @@ impl Database for SqliteDatabase {
             )
             .map_err(db)?;
         let rows = q
-            .query_map([state], |r| {
+            .query_map([state.map(KeyState::as_str)], |r| {
                 Ok(KeySummary {
                     key_arn: r.get(0)?,
-                    state: r.get(1)?,
+                    state: KeyState::parse(&r.get::<_, String>(1)?).unwrap_or_default(),
                     deletion_date: r.get::<_, Option<i64>>(2)?.map(Timestamp::from_millis),
                     last_use: r.get::<_, Option<i64>>(3)?.map(Timestamp::from_millis),
                     custom_key_store_id: r

@@ -1207,7 +1207,7 @@ fn a_timeline_saved_in_summary_lists_its_key_and_reads_back_as_behind_the_log() 
     .expect("batch");
     let listed = p.database().list_keys(None).wait().expect("keys");
     assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0].state, "PendingDeletion");
+    assert_eq!(listed[0].state, keywatch_core::KeyState::PendingDeletion);
     assert_eq!(
         p.database().keys_pending_deletion().wait().expect("keys"),
         std::slice::from_ref(&key)

@@ -146,7 +146,7 @@ impl<S: Database> Database for Flaky<S> {
     }
     async fn list_keys(
         &self,
-        s: Option<&str>,
+        s: Option<keywatch_core::KeyState>,
     ) -> Result<Vec<keywatch_database::KeySummary>, keywatch_database::DatabaseError> {
         self.inner.list_keys(s).await
     }
