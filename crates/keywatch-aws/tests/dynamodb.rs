@@ -813,6 +813,27 @@ async fn the_outbox_is_written_in_transactions_of_many_alerts() {
     assert_eq!(unsent[0].alert_id, "outbox-test-new");
 }
 
+/// Each group's answer lands in its place across a call's transactions: alerts known before,
+/// in each of three transactions, are the only ones not new, and each transaction is tried
+/// once more without them (DynamoDB names every failed condition of a cancelled one).
+#[tokio::test(flavor = "multi_thread")]
+async fn each_alert_is_answered_in_its_place_across_transactions() {
+    let (table, proxy, config) = table_behind_a_counting_proxy().await;
+    let (_, alerts) = outbox_alerts(150).await;
+    let mut db = DynamoDatabase::new(&config, &table);
+    let known = [3, 55, 61, 104, 149];
+    let before: Vec<_> = known.iter().map(|&i| alerts[i].clone()).collect();
+    db.record_alerts(&before, as_of()).await.expect("recorded");
+    let at_first = transactions(&proxy);
+
+    let fresh = db.record_alerts(&alerts, as_of()).await.expect("recorded");
+    let expected: Vec<bool> = (0..alerts.len()).map(|i| !known.contains(&i)).collect();
+    assert_eq!(fresh, expected);
+    // Three transactions of 50 alerts (100 actions), each tried again without its known ones.
+    assert_eq!(transactions(&proxy) - at_first, 6, "{:?}", proxy.counts());
+    assert_eq!(db.unsent_alerts(1_000).await.expect("outbox").len(), 150);
+}
+
 /// An alert is stored encoded, in a fraction of its JSON's bytes (DynamoDB bills writes by
 /// the KB); one queued by an earlier version, as plain JSON, is still read from the outbox.
 #[tokio::test(flavor = "multi_thread")]
