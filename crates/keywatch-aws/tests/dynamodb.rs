@@ -834,6 +834,58 @@ async fn each_alert_is_answered_in_its_place_across_transactions() {
     assert_eq!(db.unsent_alerts(1_000).await.expect("outbox").len(), 150);
 }
 
+/// A sweep reads the timelines of the keys pending deletion together (BatchGetItem), not one
+/// GetItem each, and raises what a sweep on SQLite raises.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sweep_reads_the_pending_keys_timelines_together() {
+    let (table, proxy, config) = table_behind_a_counting_proxy().await;
+    let direct = moto().await;
+    let records = samples();
+    let mut folding = Projector::new(DynamoDatabase::new(&direct, &table), AlertConfig::default());
+    folding.process(&records, as_of()).await.expect("batch");
+    let mut reference = Projector::new(
+        SqliteDatabase::in_memory().expect("sqlite"),
+        AlertConfig::default(),
+    );
+    reference.process(&records, as_of()).await.expect("batch");
+    let pending = reference
+        .database()
+        .keys_pending_deletion()
+        .await
+        .expect("keys");
+    assert!(
+        pending.len() >= 2,
+        "the samples leave keys pending deletion"
+    );
+
+    let mut sweeper = Projector::new(DynamoDatabase::new(&config, &table), AlertConfig::default());
+    let mut swept: Vec<String> = sweeper
+        .sweep(as_of())
+        .await
+        .expect("sweep")
+        .into_iter()
+        .map(|a| a.alert_id)
+        .collect();
+    let counts = proxy.counts();
+    assert_eq!(counts.get("DynamoDB_20120810.GetItem"), None, "{counts:?}");
+    assert_eq!(
+        counts.get("DynamoDB_20120810.BatchGetItem"),
+        Some(&1),
+        "{} keys pending deletion: {counts:?}",
+        pending.len()
+    );
+    let mut expected: Vec<String> = reference
+        .sweep(as_of())
+        .await
+        .expect("sweep")
+        .into_iter()
+        .map(|a| a.alert_id)
+        .collect();
+    swept.sort();
+    expected.sort();
+    assert_eq!(swept, expected);
+}
+
 /// An alert is stored encoded, in a fraction of its JSON's bytes (DynamoDB bills writes by
 /// the KB); one queued by an earlier version, as plain JSON, is still read from the outbox.
 #[tokio::test(flavor = "multi_thread")]

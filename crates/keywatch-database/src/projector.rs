@@ -676,12 +676,25 @@ impl<S: Database> Projector<S> {
 
     async fn sweep_keys(&mut self, as_of: Timestamp) -> Result<Vec<Alert>, DatabaseError> {
         self.save_unsaved().await?;
+        let keys = self.database.keys_pending_deletion().await?;
+        // Read from the database, not the cache: another process (a consumer of the same
+        // group, a Lambda projector) may have folded a key since this one cached it. All at
+        // once; one of another form or that cannot be read is read again alone and rebuilt,
+        // as are all of them when the database cannot read them together.
+        let stored: Vec<Option<Option<KeyTimeline>>> =
+            match self.database.load_timelines(&keys).await {
+                Ok(stored) => stored.into_iter().map(Some).collect(),
+                Err(DatabaseError::Corrupt { .. }) => keys.iter().map(|_| None).collect(),
+                Err(e) => return Err(e),
+            };
         let mut candidates = Vec::new();
-        for key in self.database.keys_pending_deletion().await? {
-            // Read from the database, not the cache: another process (a consumer of the same
-            // group, a Lambda projector) may have folded the key since this one cached it.
-            let Some((mut timeline, was_rebuilt)) = read_or_rebuild(&self.database, &key).await?
-            else {
+        for (key, stored) in keys.into_iter().zip(stored) {
+            let found = match stored {
+                Some(Some(t)) if t.format == TIMELINE_FORMAT => Some((t, false)),
+                Some(None) => None,
+                _ => read_or_rebuild(&self.database, &key).await?,
+            };
+            let Some((mut timeline, was_rebuilt)) = found else {
                 continue;
             };
             candidates.extend(evaluate_clock(&timeline, as_of));
