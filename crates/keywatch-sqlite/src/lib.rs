@@ -176,6 +176,48 @@ impl SqliteDatabase {
     }
 
     fn init(conn: Connection) -> Result<Self, DatabaseError> {
+        if Layout::of(&conn)?.is_current() {
+            // What a later version adds (IF NOT EXISTS: nothing, most days).
+            conn.execute_batch(SCHEMA).map_err(db)?;
+            conn.execute_batch(ALERTS_TABLE).map_err(db)?;
+        } else {
+            // Read again under the write lock: another process opening the database at the
+            // same moment may have moved it meanwhile (it then has nothing left to do here).
+            conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
+            let moved = Layout::of(&conn).and_then(|layout| layout.bring_up_to_date(&conn));
+            match moved {
+                Ok(()) => conn.execute_batch("COMMIT").map_err(db)?,
+                Err(e) => {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    return Err(e);
+                }
+            }
+        }
+        Ok(SqliteDatabase {
+            conn,
+            stream_ids: HashMap::new(),
+        })
+    }
+}
+
+/// The tables a database file has, as far as telling its version goes.
+struct Layout {
+    /// `alerts`.
+    alerts: bool,
+    /// `alerts` with columns beside the JSON (before 4 December 2026).
+    alert_columns: bool,
+    /// `outbox`.
+    outbox: bool,
+    /// `segments`.
+    segments: bool,
+    /// `records` (the event log before segments).
+    records: bool,
+    /// `event_ids` (kept before 4 December 2026).
+    event_ids: bool,
+}
+
+impl Layout {
+    fn of(conn: &Connection) -> Result<Self, DatabaseError> {
         let exists = |name: &str| {
             conn.query_row(
                 "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
@@ -185,8 +227,8 @@ impl SqliteDatabase {
             .map(|n| n > 0)
             .map_err(db)
         };
-        let (had_alerts, had_outbox) = (exists("alerts")?, exists("outbox")?);
-        let had_alert_columns = had_alerts
+        let alerts = exists("alerts")?;
+        let alert_columns = alerts
             && conn
                 .query_row(
                     "SELECT count(*) FROM pragma_table_info('alerts') WHERE name = 'severity'",
@@ -195,30 +237,46 @@ impl SqliteDatabase {
                 )
                 .map_err(db)?
                 > 0;
-        let had_records = exists("records")?;
+        Ok(Layout {
+            alerts,
+            alert_columns,
+            outbox: exists("outbox")?,
+            segments: exists("segments")?,
+            records: exists("records")?,
+            event_ids: exists("event_ids")?,
+        })
+    }
+
+    /// This version's tables, and nothing of an earlier version's.
+    fn is_current(&self) -> bool {
+        self.alerts
+            && !self.alert_columns
+            && self.outbox
+            && self.segments
+            && !self.records
+            && !self.event_ids
+    }
+
+    /// Creates what is missing and moves what an earlier version kept, inside the caller's
+    /// transaction.
+    fn bring_up_to_date(&self, conn: &Connection) -> Result<(), DatabaseError> {
         conn.execute_batch(SCHEMA).map_err(db)?;
-        if had_records {
-            migrate_records_to_segments(&conn)?;
+        if self.records {
+            migrate_records_to_segments(conn)?;
         }
-        if had_alerts && !had_outbox {
+        if self.alerts && !self.outbox {
             // A database from before the outbox table: its unsent alerts move there.
             conn.execute_batch(
-                "BEGIN;
-                 INSERT OR IGNORE INTO outbox (alert_id) SELECT alert_id FROM alerts WHERE sent_at IS NULL;
-                 DROP INDEX IF EXISTS alerts_unsent;
-                 COMMIT;",
+                "INSERT OR IGNORE INTO outbox (alert_id) SELECT alert_id FROM alerts WHERE sent_at IS NULL;
+                 DROP INDEX IF EXISTS alerts_unsent;",
             )
             .map_err(db)?;
         }
-        if had_alert_columns {
-            migrate_alerts_to_keyed_rows(&conn)?;
+        if self.alert_columns {
+            migrate_alerts_to_keyed_rows(conn)
         } else {
-            conn.execute_batch(ALERTS_TABLE).map_err(db)?;
+            conn.execute_batch(ALERTS_TABLE).map_err(db)
         }
-        Ok(SqliteDatabase {
-            conn,
-            stream_ids: HashMap::new(),
-        })
     }
 }
 
@@ -567,12 +625,11 @@ impl rusqlite::ToSql for AlertIdKey<'_> {
 
 /// Moves the alerts of a database from before 4 December 2026 (a rowid table, the id as
 /// TEXT, kind, severity, key ARN and times in columns of their own beside the JSON) into
-/// [`ALERTS_TABLE`], and the outbox's ids to the same keys, in one transaction. A key's
-/// stream is named `key:<ARN>`, as [`StreamId::as_text`] names it.
+/// [`ALERTS_TABLE`], and the outbox's ids to the same keys, in the caller's transaction. A
+/// key's stream is named `key:<ARN>`, as [`StreamId::as_text`] names it.
 fn migrate_alerts_to_keyed_rows(conn: &Connection) -> Result<(), DatabaseError> {
     conn.execute_batch(&format!(
-        "BEGIN IMMEDIATE;
-         ALTER TABLE alerts RENAME TO alerts_before_keyed_rows;
+        "ALTER TABLE alerts RENAME TO alerts_before_keyed_rows;
          {ALERTS_TABLE}
          INSERT OR IGNORE INTO streams (name)
              SELECT DISTINCT 'key:' || key_arn FROM alerts_before_keyed_rows;
@@ -580,81 +637,67 @@ fn migrate_alerts_to_keyed_rows(conn: &Connection) -> Result<(), DatabaseError> 
              SELECT {ALERT_ID_KEY_SQL}, n.stream_id, a.json
              FROM alerts_before_keyed_rows a JOIN streams n ON n.name = 'key:' || a.key_arn;
          UPDATE OR IGNORE outbox SET alert_id = {ALERT_ID_KEY_SQL} WHERE typeof(alert_id) = 'text';
-         DROP TABLE alerts_before_keyed_rows;
-         COMMIT;"
+         DROP TABLE alerts_before_keyed_rows;"
     ))
-    .map_err(|e| {
-        let _ = conn.execute_batch("ROLLBACK");
-        db(e)
-    })
+    .map_err(db)
 }
 
 /// Moves a database's event log from the form before segments (a `records` row per record,
 /// deflated alone, and a `stream_events` index row per record and stream) into segments,
-/// in one transaction, then drops the old tables.
+/// in the caller's transaction, then drops the old tables.
 fn migrate_records_to_segments(conn: &Connection) -> Result<(), DatabaseError> {
-    conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
-    let moved = (|| {
-        let streams: Vec<i64> = conn
-            .prepare("SELECT stream_id FROM streams")
-            .and_then(|mut q| q.query_map([], |r| r.get(0))?.collect())
-            .map_err(db)?;
-        let mut read = conn
-            .prepare(
-                "SELECT s.event_time, s.event_id, r.record FROM stream_events s
-                 JOIN records r ON r.event_id = s.event_id
-                 WHERE s.stream_id = ?1 ORDER BY s.event_time, s.event_id",
-            )
-            .map_err(db)?;
-        let mut insert = conn
-            .prepare(
-                "INSERT INTO segments (stream_id, first_time, last_time, body) VALUES (?1, ?2, ?3, ?4)",
-            )
-            .map_err(db)?;
-        for stream_id in streams {
-            let mut entries: Vec<SegmentEntry> = Vec::new();
-            let mut size = 0;
-            let mut flush = |entries: &mut Vec<SegmentEntry>| -> Result<(), DatabaseError> {
-                if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
-                    insert
-                        .execute(params![
-                            stream_id,
-                            first.event_time.millis(),
-                            last.event_time.millis(),
-                            keywatch_database::encode_segment(entries)?
-                        ])
-                        .map_err(db)?;
-                }
-                entries.clear();
-                Ok(())
-            };
-            let mut rows = read.query([stream_id]).map_err(db)?;
-            while let Some(row) = rows.next().map_err(db)? {
-                let stored: Vec<u8> = row.get(2).map_err(db)?;
-                let json = keywatch_database::decode_record(&stored)?;
-                if size + json.len() > SEGMENT_BYTES {
-                    flush(&mut entries)?;
-                    size = 0;
-                }
-                size += json.len();
-                entries.push(SegmentEntry {
-                    event_time: Timestamp::from_millis(row.get(0).map_err(db)?),
-                    event_id: row.get(1).map_err(db)?,
-                    record: LoggedRecord::CloudTrail(json),
-                });
+    let streams: Vec<i64> = conn
+        .prepare("SELECT stream_id FROM streams")
+        .and_then(|mut q| q.query_map([], |r| r.get(0))?.collect())
+        .map_err(db)?;
+    let mut read = conn
+        .prepare(
+            "SELECT s.event_time, s.event_id, r.record FROM stream_events s
+             JOIN records r ON r.event_id = s.event_id
+             WHERE s.stream_id = ?1 ORDER BY s.event_time, s.event_id",
+        )
+        .map_err(db)?;
+    let mut insert = conn
+        .prepare(
+            "INSERT INTO segments (stream_id, first_time, last_time, body) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .map_err(db)?;
+    for stream_id in streams {
+        let mut entries: Vec<SegmentEntry> = Vec::new();
+        let mut size = 0;
+        let mut flush = |entries: &mut Vec<SegmentEntry>| -> Result<(), DatabaseError> {
+            if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
+                insert
+                    .execute(params![
+                        stream_id,
+                        first.event_time.millis(),
+                        last.event_time.millis(),
+                        keywatch_database::encode_segment(entries)?
+                    ])
+                    .map_err(db)?;
             }
-            flush(&mut entries)?;
+            entries.clear();
+            Ok(())
+        };
+        let mut rows = read.query([stream_id]).map_err(db)?;
+        while let Some(row) = rows.next().map_err(db)? {
+            let stored: Vec<u8> = row.get(2).map_err(db)?;
+            let json = keywatch_database::decode_record(&stored)?;
+            if size + json.len() > SEGMENT_BYTES {
+                flush(&mut entries)?;
+                size = 0;
+            }
+            size += json.len();
+            entries.push(SegmentEntry {
+                event_time: Timestamp::from_millis(row.get(0).map_err(db)?),
+                event_id: row.get(1).map_err(db)?,
+                record: LoggedRecord::CloudTrail(json),
+            });
         }
-        conn.execute_batch("DROP TABLE stream_events; DROP TABLE records;")
-            .map_err(db)
-    })();
-    match moved {
-        Ok(()) => conn.execute_batch("COMMIT").map_err(db),
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(e)
-        }
+        flush(&mut entries)?;
     }
+    conn.execute_batch("DROP TABLE stream_events; DROP TABLE records;")
+        .map_err(db)
 }
 
 impl SqliteDatabase {

@@ -192,39 +192,43 @@ CREATE TABLE stream_events (
 ) WITHOUT ROWID;
 ";
 
+/// A database file at `path` as the version before segments left it: 40 records, every one
+/// in the key's stream and every fourth in the key store's too. Returns the records.
+fn database_from_before_segments(path: &std::path::Path) -> Vec<Record> {
+    let old: Vec<Record> = (0..40)
+        .map(|i| record(&format!("2f0c1d4e-8a5b-4c3d-9e2f-{i:012}"), 40 - i))
+        .collect();
+    let conn = rusqlite::Connection::open(path).expect("create");
+    conn.execute_batch(SCHEMA_BEFORE_SEGMENTS).expect("schema");
+    for (n, stream) in [key_stream(), key_store_stream()].iter().enumerate() {
+        conn.execute(
+            "INSERT INTO streams (stream_id, name) VALUES (?1, ?2)",
+            rusqlite::params![n as i64 + 1, stream.as_text()],
+        )
+        .expect("stream");
+    }
+    for (i, r) in old.iter().enumerate() {
+        conn.execute(
+            "INSERT INTO records VALUES (?1, ?2, ?3)",
+            rusqlite::params![r.id, r.time.millis(), encode_record(&r.json)],
+        )
+        .expect("record");
+        for stream in if i % 4 == 0 { &[1, 2][..] } else { &[1][..] } {
+            conn.execute(
+                "INSERT INTO stream_events VALUES (?1, ?2, ?3)",
+                rusqlite::params![stream, r.time.millis(), r.id],
+            )
+            .expect("index");
+        }
+    }
+    old
+}
+
 #[test]
 fn a_database_from_before_segments_is_moved_into_them() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("keywatch.db");
-    let old: Vec<Record> = (0..40)
-        .map(|i| record(&format!("2f0c1d4e-8a5b-4c3d-9e2f-{i:012}"), 40 - i))
-        .collect();
-    {
-        let conn = rusqlite::Connection::open(&path).expect("create");
-        conn.execute_batch(SCHEMA_BEFORE_SEGMENTS).expect("schema");
-        for (n, stream) in [key_stream(), key_store_stream()].iter().enumerate() {
-            conn.execute(
-                "INSERT INTO streams (stream_id, name) VALUES (?1, ?2)",
-                rusqlite::params![n as i64 + 1, stream.as_text()],
-            )
-            .expect("stream");
-        }
-        for (i, r) in old.iter().enumerate() {
-            conn.execute(
-                "INSERT INTO records VALUES (?1, ?2, ?3)",
-                rusqlite::params![r.id, r.time.millis(), encode_record(&r.json)],
-            )
-            .expect("record");
-            // Every record in the key's stream; every fourth in the key store's too.
-            for stream in if i % 4 == 0 { &[1, 2][..] } else { &[1][..] } {
-                conn.execute(
-                    "INSERT INTO stream_events VALUES (?1, ?2, ?3)",
-                    rusqlite::params![stream, r.time.millis(), r.id],
-                )
-                .expect("index");
-            }
-        }
-    }
+    let old = database_from_before_segments(&path);
 
     let mut db = SqliteDatabase::open(&path).expect("open and move");
     assert_eq!(
@@ -252,6 +256,43 @@ fn a_database_from_before_segments_is_moved_into_them() {
         db.stream_records(&key_stream()).wait().expect("key stream"),
         in_order(old.iter().chain(&new))
     );
+}
+
+/// Processes that open a database from an earlier version at the same moment (a `keywatch
+/// run` and a `keywatch timeline` after an upgrade) move it once: each opens it, and finds
+/// every record once.
+#[test]
+fn processes_opening_an_earlier_database_at_once_move_it_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("keywatch.db");
+    let old = database_from_before_segments(&path);
+    let openers = 4;
+    let together = std::sync::Barrier::new(openers);
+    let opened: Vec<Result<Vec<LoggedRecord>, String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..openers)
+            .map(|_| {
+                scope.spawn(|| {
+                    together.wait();
+                    let db = SqliteDatabase::open(&path).map_err(|e| e.to_string())?;
+                    db.stream_records(&key_stream())
+                        .wait()
+                        .map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("opener"))
+            .collect()
+    });
+    for records in opened {
+        assert_eq!(records.expect("opened and read"), in_order(&old));
+    }
+    let tables = count(
+        &path,
+        "SELECT count(*) FROM sqlite_master WHERE name IN ('records', 'stream_events')",
+    );
+    assert_eq!(tables, 0, "the old tables are gone");
 }
 
 #[test]
