@@ -106,6 +106,31 @@ pub struct BatchOutcome {
     pub alerts: Vec<Alert>,
 }
 
+/// A batch's events per key, each with whether its record is new to the log.
+type EventsPerKey<'e> = BTreeMap<KeyArn, Vec<(&'e KmsEvent, bool)>>;
+
+/// The batch's events per key, and the key store events of records new to the log. Events
+/// of records the log already had are normally folded already; but a database without
+/// atomic batches (DynamoDB) can have appended a record and failed before saving the
+/// timeline, and then its events still follow the timeline and must be folded now.
+fn events_per_key<'e>(
+    unique: &[&'e NormalisedRecord],
+    fresh: &[bool],
+) -> (EventsPerKey<'e>, Vec<&'e KmsEvent>) {
+    let mut per_key: EventsPerKey<'e> = BTreeMap::new();
+    let mut store_events = Vec::new();
+    for (r, new) in unique.iter().zip(fresh) {
+        for e in &r.events {
+            match e {
+                KmsEvent::Key(k) => per_key.entry(k.key.clone()).or_default().push((e, *new)),
+                KmsEvent::KeyStore(_) if *new => store_events.push(e),
+                KmsEvent::KeyStore(_) => {}
+            }
+        }
+    }
+    (per_key, store_events)
+}
+
 /// What a batch did across a key's stream and its custom key store's, to check again once
 /// the batch is stored ([`Projector::process`]).
 #[derive(Debug, Default)]
@@ -496,8 +521,39 @@ impl<S: Database> Projector<S> {
             .collect();
         outcome.duplicate_records = batch.len() - unique.len();
         self.load_timelines_of(&unique).await?;
+        let fresh = self.append_to_log(&unique).await?;
+        outcome.new_records = fresh.iter().filter(|f| **f).count();
+        outcome.duplicate_records += unique.len() - outcome.new_records;
+
+        let (mut per_key, store_events) = events_per_key(&unique, &fresh);
+        let batch_keys: BTreeSet<KeyArn> = per_key.keys().cloned().collect();
+        self.add_related_keys_events(&mut per_key, &batch_keys)
+            .await?;
+        let affected = self
+            .affected_keys(&per_key, &store_events, &mut links)
+            .await?;
+        let mut folds = self
+            .gather_folds(affected, per_key, &store_events, &batch_keys, &mut links)
+            .await?;
+        // Folded on every core, since no key's fold depends on another's.
+        folds
+            .par_iter_mut()
+            .for_each(|f| f.in_order = fold_in_order(&mut f.timeline, &f.events));
+        let touched = self
+            .finish_folds(folds, &batch_keys, &mut links, &mut outcome)
+            .await?;
+        outcome.alerts = self.raise_and_save(touched, as_of).await?;
+        Ok((outcome, links))
+    }
+
+    /// Appends the batch's records to the event log. For each, whether it is new to the log:
+    /// appended by this attempt, or by an attempt at this batch that failed after it.
+    async fn append_to_log(
+        &mut self,
+        unique: &[&NormalisedRecord],
+    ) -> Result<Vec<bool>, DatabaseError> {
         let mut to_append: Vec<RecordToAppend<'_>> = Vec::with_capacity(unique.len());
-        for r in &unique {
+        for r in unique {
             to_append.push(RecordToAppend {
                 event_id: &r.event_id,
                 event_time: r.event_time(),
@@ -510,33 +566,21 @@ impl<S: Database> Projector<S> {
         let mut fresh = self.database.append_records(&to_append).await?;
         self.appended_by_batch.resize(fresh.len(), false);
         for (new, earlier) in fresh.iter_mut().zip(&mut self.appended_by_batch) {
-            // Appended by this attempt, or by one of this batch that failed after it.
             *earlier |= *new;
             *new = *earlier;
         }
-        outcome.new_records = fresh.iter().filter(|f| **f).count();
-        outcome.duplicate_records += unique.len() - outcome.new_records;
+        Ok(fresh)
+    }
 
-        // Group the events per key, marking those of records the log already had. Those are
-        // normally folded already; but a database without atomic batches (DynamoDB) can have
-        // appended a record and failed before saving the timeline, and then its events still
-        // follow the timeline and must be folded now.
-        let mut per_key: BTreeMap<KeyArn, Vec<(&KmsEvent, bool)>> = BTreeMap::new();
-        let mut store_events: Vec<&KmsEvent> = Vec::new();
-        for (r, new) in unique.iter().zip(&fresh) {
-            for e in &r.events {
-                match e {
-                    KmsEvent::Key(k) => per_key.entry(k.key.clone()).or_default().push((e, *new)),
-                    KmsEvent::KeyStore(_) if *new => store_events.push(e),
-                    KmsEvent::KeyStore(_) => {}
-                }
-            }
-        }
-        // A multi-Region key's lifecycle is folded by its related keys too (a primary waits
-        // for its replicas' deletion).
-        let batch_keys: BTreeSet<KeyArn> = per_key.keys().cloned().collect();
-        let mut related_events: Vec<(KeyArn, (&KmsEvent, bool))> = Vec::new();
-        for (key, events) in &per_key {
+    /// A multi-Region key's lifecycle is folded by its related keys too (a primary waits for
+    /// its replicas' deletion).
+    async fn add_related_keys_events<'e>(
+        &self,
+        per_key: &mut EventsPerKey<'e>,
+        batch_keys: &BTreeSet<KeyArn>,
+    ) -> Result<(), DatabaseError> {
+        let mut related_events: Vec<(KeyArn, (&'e KmsEvent, bool))> = Vec::new();
+        for (key, events) in per_key.iter() {
             let family: Vec<(&KmsEvent, bool)> = events
                 .iter()
                 .filter(
@@ -547,13 +591,24 @@ impl<S: Database> Projector<S> {
             if family.is_empty() {
                 continue;
             }
-            for r in self.related_keys(key, &batch_keys).await? {
+            for r in self.related_keys(key, batch_keys).await? {
                 related_events.extend(family.iter().map(|e| (r.clone(), *e)));
             }
         }
         for (key, e) in related_events {
             per_key.entry(key).or_default().push(e);
         }
+        Ok(())
+    }
+
+    /// The keys the batch folds: those its events name, and those the database lists in a
+    /// key store the batch has new events of (both noted in `links`).
+    async fn affected_keys(
+        &self,
+        per_key: &EventsPerKey<'_>,
+        store_events: &[&KmsEvent],
+        links: &mut KeyStoreLinks,
+    ) -> Result<BTreeSet<KeyArn>, DatabaseError> {
         let mut affected: BTreeSet<KeyArn> = per_key.keys().cloned().collect();
         let stores: BTreeSet<&KeyStoreRef> = store_events
             .iter()
@@ -569,10 +624,20 @@ impl<S: Database> Projector<S> {
         if !links.stores.is_empty() {
             links.folded = affected.clone();
         }
+        Ok(affected)
+    }
 
-        // The events each key folds, gathered here (the database is read one key at a time);
-        // folded on every core, since no key's fold depends on another's; then rebuilt from
-        // the log where an event came late.
+    /// Each affected key's timeline and the events it folds, in fold order (gathered here,
+    /// since the database is read one key at a time). A key with nothing to fold goes back
+    /// to the cache as it was.
+    async fn gather_folds<'e>(
+        &mut self,
+        affected: BTreeSet<KeyArn>,
+        mut per_key: EventsPerKey<'e>,
+        store_events: &[&'e KmsEvent],
+        batch_keys: &BTreeSet<KeyArn>,
+        links: &mut KeyStoreLinks,
+    ) -> Result<Vec<KeyFold<'e>>, DatabaseError> {
         let mut folds = Vec::with_capacity(affected.len());
         for key in affected {
             let timeline = self.timeline(&key).await?;
@@ -595,7 +660,7 @@ impl<S: Database> Projector<S> {
             }));
             events.retain(|e| match e {
                 // A key store event for a key whose store is not known yet cannot matter
-                // now; if the batch names the store, the rebuild below folds it.
+                // now; if the batch names the store, the rebuild folds it.
                 KmsEvent::KeyStore(_) => timeline.is_relevant(e),
                 KmsEvent::Key(_) => true,
             });
@@ -608,7 +673,7 @@ impl<S: Database> Projector<S> {
             // lifecycle so far counts too.
             let first_of_family = timeline.last_applied.is_none()
                 && key.is_multi_region()
-                && !self.related_keys(&key, &batch_keys).await?.is_empty();
+                && !self.related_keys(&key, batch_keys).await?.is_empty();
             folds.push(KeyFold {
                 knew_key_store: timeline.key_store_ref().is_some(),
                 timeline,
@@ -617,38 +682,58 @@ impl<S: Database> Projector<S> {
                 in_order: true,
             });
         }
-        folds
-            .par_iter_mut()
-            .for_each(|f| f.in_order = fold_in_order(&mut f.timeline, &f.events));
+        Ok(folds)
+    }
+
+    /// The folded timelines, each rebuilt from the log where an event came late, where the
+    /// key joins a multi-Region family keywatch knows, or where the batch first placed the
+    /// key in a custom key store (the store's earlier events, a disconnect seen before,
+    /// count too).
+    async fn finish_folds(
+        &self,
+        folds: Vec<KeyFold<'_>>,
+        batch_keys: &BTreeSet<KeyArn>,
+        links: &mut KeyStoreLinks,
+        outcome: &mut BatchOutcome,
+    ) -> Result<Vec<KeyTimeline>, DatabaseError> {
         let mut touched = Vec::with_capacity(folds.len());
         for f in folds {
             let mut timeline = f.timeline;
-            // The first record naming the key's custom key store: the store's earlier events
-            // (a disconnect seen before) count too.
             let placed = !f.knew_key_store && timeline.key_store_ref().is_some();
             if placed {
                 links.placed.insert(timeline.key_arn.clone());
             }
             if !f.in_order || f.first_of_family || placed {
                 timeline = self
-                    .rebuild_with(&timeline.key_arn.clone(), &batch_keys)
+                    .rebuild_with(&timeline.key_arn.clone(), batch_keys)
                     .await?;
                 outcome.rebuilds += 1;
             }
             touched.push(timeline);
         }
-        // Alerts first, from the timelines as folded, and recorded in the outbox before any
-        // timeline is saved: a database without atomic batches (DynamoDB) that fails between the
-        // two then folds the same events again on the retry and finds the alerts recorded,
-        // whereas a timeline saved first would hold the events and never raise their alerts.
-        // Then the timelines are bounded: every minute of use this batch brought has been
-        // paged before it is compacted away.
+        Ok(touched)
+    }
+
+    /// Raises the alerts of the touched timelines and saves them; returns the alerts new to
+    /// the outbox.
+    ///
+    /// Alerts first, from the timelines as folded, and recorded in the outbox before any
+    /// timeline is saved: a database without atomic batches (DynamoDB) that fails between the
+    /// two then folds the same events again on the retry and finds the alerts recorded,
+    /// whereas a timeline saved first would hold the events and never raise their alerts.
+    /// Then the timelines are bounded: every minute of use this batch brought has been paged
+    /// before it is compacted away.
+    async fn raise_and_save(
+        &mut self,
+        mut touched: Vec<KeyTimeline>,
+        as_of: Timestamp,
+    ) -> Result<Vec<Alert>, DatabaseError> {
         let (config, raised) = (&self.config, &self.raised);
         let mut candidates: Vec<Alert> = touched
             .par_iter()
             .flat_map_iter(|t| evaluate_events_unless(t, config, &|id| raised.contains(id)))
             .collect();
-        outcome.alerts = self.raise(&mut candidates, as_of).await?;
+        let alerts = self.raise(&mut candidates, as_of).await?;
         touched.par_iter_mut().for_each(KeyTimeline::compact);
         let refs: Vec<&KeyTimeline> = touched.iter().collect();
         if self.defer_saves {
@@ -664,7 +749,7 @@ impl<S: Database> Projector<S> {
         }
         self.cache
             .extend(touched.into_iter().map(|t| (t.key_arn.clone(), t)));
-        Ok((outcome, links))
+        Ok(alerts)
     }
 
     /// Evaluates the time-driven alerts of every key pending deletion as of `as_of`.
