@@ -485,9 +485,11 @@ impl KeyTimeline {
     /// Whether `event`, though it does not [follow](Self::follows), folds now into the same
     /// timeline as a rebuild from the log would give: a use that only counts (the key not
     /// pending deletion, no new key store named, not a copy of a cross-account call), later
-    /// than every event that did more. Such uses commute: their roll-ups are sums, minima
-    /// and maxima. A busy key's calls come a little out of order all the time (CloudTrail
-    /// times are whole seconds, eventIDs random), and each rebuild would read its whole log.
+    /// than every event that did more, or earlier than the key's only schedule and later than
+    /// everything else ([`Self::schedule_after`]). Such uses commute: their roll-ups are sums,
+    /// minima and maxima. A busy key's calls come a little out of order all the time
+    /// (CloudTrail times are whole seconds, eventIDs random), and each rebuild would read its
+    /// whole log.
     pub fn absorbs(&self, event: &KmsEvent) -> bool {
         let KmsEvent::Key(e) = event else {
             return false;
@@ -501,7 +503,58 @@ impl KeyTimeline {
             LastChange::Never => true,
             LastChange::At(t, id) => (at, call) > (*t, id.as_str()),
         };
-        after_last_change && (self.only_counts(e) || self.can_place_pending_use(at))
+        if !after_last_change {
+            return self.schedule_after(e, at).is_some();
+        }
+        self.only_counts(e) || self.can_place_pending_use(at)
+    }
+
+    /// The schedule a late use at `at` (not after the last change) came before, when that
+    /// use folds in place as a rebuild would fold it: the last change is the key's only
+    /// schedule and nothing else happened after `at`, nobody used the key while pending
+    /// deletion yet, and the use only counts (it succeeded or failed; the key in no custom
+    /// key store and not multi-Region). Such a use goes into the roll-ups and into the
+    /// schedule's picture of the use before it ([`Self::apply`]). A schedule's record can come
+    /// long before the uses that precede it: an archive replayed out of time order, one
+    /// account's year of files after another's.
+    fn schedule_after(&self, e: &KeyEvent, at: Timestamp) -> Option<&DeletionSchedule> {
+        let KeyEventKind::Used { outcome, .. } = &e.kind else {
+            return None;
+        };
+        let [schedule] = self.schedules.as_slice() else {
+            return None;
+        };
+        let plain = matches!(
+            outcome,
+            UsageOutcome::Succeeded | UsageOutcome::Failed { .. }
+        );
+        let quiet = self.pending_uses == 0
+            && self.pending_uses_compacted.is_empty()
+            && self.custom_key_store.is_none()
+            && !self.multi_region
+            && !self.key_arn.is_multi_region()
+            && e.key == self.key_arn
+            && e.context.shared_event_id.is_none();
+        let schedule_is_last_change = matches!(&self.last_change,
+            LastChange::At(t, id) if *t == schedule.scheduled_at && *id == schedule.event_id);
+        // Entries are in fold order; the schedule's is the last, and the one before it (a
+        // lifecycle, key store or related key entry: every other change) came before `at`.
+        let mut entries = self.entries.iter().rev();
+        let schedule_entry_last = entries.next().is_some_and(|last| {
+            last.event_id == schedule.event_id
+                && matches!(
+                    last.detail,
+                    EntryDetail::Lifecycle(KeyEventKind::DeletionScheduled { .. })
+                )
+        });
+        let earlier_before = entries.next().is_none_or(|before| before.event_time < at);
+        (plain
+            && quiet
+            && schedule_is_last_change
+            && schedule_entry_last
+            && earlier_before
+            && at < schedule.scheduled_at)
+            .then_some(schedule)
     }
 
     /// Whether a late use while pending deletion at `at` lands where a rebuild would put it:
@@ -590,6 +643,10 @@ impl KeyTimeline {
             return;
         }
         let commutes = match event {
+            KmsEvent::Key(e) if e.key == self.key_arn && self.is_before_last_change(event) => {
+                self.apply_use_before_schedule(e);
+                true
+            }
             KmsEvent::Key(e) if e.key == self.key_arn => {
                 let commutes = self.commutes(e);
                 self.apply_key_event(e);
@@ -619,6 +676,48 @@ impl KeyTimeline {
                 call_id.push_str(c.call_id());
             }
             None => self.last_applied = Some((c.event_time, c.call_id().to_owned())),
+        }
+    }
+
+    /// Whether `event` sorts before the last change folded: applied only when
+    /// [absorbed](Self::absorbs) before a schedule.
+    fn is_before_last_change(&self, event: &KmsEvent) -> bool {
+        let (at, call, _) = event.order_key();
+        matches!(&self.last_change, LastChange::At(t, id) if (at, call) < (*t, id.as_str()))
+    }
+
+    /// A use that came before the key's schedule ([`Self::schedule_after`]): counted in the
+    /// roll-ups and in the schedule's usage before it, whose last use and use in the prior 30
+    /// days follow, as a fold in time order would have had them.
+    fn apply_use_before_schedule(&mut self, e: &KeyEvent) {
+        let c = &e.context;
+        let KeyEventKind::Used {
+            operation,
+            outcome,
+            protects,
+            ..
+        } = &e.kind
+        else {
+            return;
+        };
+        if !protects.is_empty() {
+            self.blast_radius.note(protects, &c.principal, c.event_time);
+        }
+        let succeeded = matches!(outcome, UsageOutcome::Succeeded);
+        count_use(&mut self.usage, c, operation, succeeded, false, succeeded);
+        if let Some(s) = self.schedules.last_mut() {
+            count_use(
+                &mut s.usage_before,
+                c,
+                operation,
+                succeeded,
+                false,
+                succeeded,
+            );
+            s.last_use_before = last_user(&s.usage_before).map(|(at, _)| at);
+            s.used_in_prior_30_days = s
+                .last_use_before
+                .is_some_and(|t| t.millis() >= s.scheduled_at.millis() - RECENT_USE_DAYS * DAY_MS);
         }
     }
 
@@ -1052,7 +1151,7 @@ impl KeyTimeline {
                 .cancelled_at
                 .is_some_and(|at| c.event_time.millis() - at.millis() <= EVENTUAL_CONSISTENCY_MS);
         let is_use = succeeded || (rejected && !late_after_cancel);
-        self.count_use(c, operation, succeeded, rejected, is_use);
+        count_use(&mut self.usage, c, operation, succeeded, rejected, is_use);
         if late_after_cancel {
             self.push_entry(
                 c,
@@ -1072,51 +1171,6 @@ impl KeyTimeline {
         }
         if rejected || (succeeded && self.state.is_pending_deletion()) {
             self.note_pending_use(c, operation, rejected);
-        }
-    }
-
-    /// Counts an attempt in the principal's roll-up for the operation.
-    fn count_use(
-        &mut self,
-        c: &EventContext,
-        operation: &KmsOperation,
-        succeeded: bool,
-        rejected: bool,
-        is_use: bool,
-    ) {
-        match self
-            .usage
-            .binary_search_by(|u| (&u.principal, &u.operation).cmp(&(&c.principal, operation)))
-        {
-            Ok(i) => {
-                let u = &mut self.usage[i];
-                if succeeded {
-                    u.successes += 1;
-                } else {
-                    u.failures += 1;
-                }
-                if rejected {
-                    u.rejected_pending_deletion += 1;
-                }
-                if is_use {
-                    u.last_used = u.last_used.max(Some(c.event_time));
-                }
-                u.last_seen = u.last_seen.max(c.event_time);
-                u.first_seen = u.first_seen.min(c.event_time);
-            }
-            Err(i) => self.usage.insert(
-                i,
-                UsageRollup {
-                    principal: c.principal.clone(),
-                    operation: operation.clone(),
-                    successes: u64::from(succeeded),
-                    failures: u64::from(!succeeded),
-                    rejected_pending_deletion: u64::from(rejected),
-                    last_used: is_use.then_some(c.event_time),
-                    first_seen: c.event_time,
-                    last_seen: c.event_time,
-                },
-            ),
         }
     }
 
@@ -1243,6 +1297,48 @@ pub fn is_multi_region_family_event(kind: &KeyEventKind) -> bool {
             | KeyEventKind::ReplicaCreated { .. }
             | KeyEventKind::PrimaryRegionUpdated { .. }
     )
+}
+
+/// Counts an attempt in the principal's roll-up for the operation.
+fn count_use(
+    usage: &mut Vec<UsageRollup>,
+    c: &EventContext,
+    operation: &KmsOperation,
+    succeeded: bool,
+    rejected: bool,
+    is_use: bool,
+) {
+    match usage.binary_search_by(|u| (&u.principal, &u.operation).cmp(&(&c.principal, operation))) {
+        Ok(i) => {
+            let u = &mut usage[i];
+            if succeeded {
+                u.successes += 1;
+            } else {
+                u.failures += 1;
+            }
+            if rejected {
+                u.rejected_pending_deletion += 1;
+            }
+            if is_use {
+                u.last_used = u.last_used.max(Some(c.event_time));
+            }
+            u.last_seen = u.last_seen.max(c.event_time);
+            u.first_seen = u.first_seen.min(c.event_time);
+        }
+        Err(i) => usage.insert(
+            i,
+            UsageRollup {
+                principal: c.principal.clone(),
+                operation: operation.clone(),
+                successes: u64::from(succeeded),
+                failures: u64::from(!succeeded),
+                rejected_pending_deletion: u64::from(rejected),
+                last_used: is_use.then_some(c.event_time),
+                first_seen: c.event_time,
+                last_seen: c.event_time,
+            },
+        ),
+    }
 }
 
 /// The last use in a usage roll-up and who made it (the first principal by name on a tie).

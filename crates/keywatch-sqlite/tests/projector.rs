@@ -420,9 +420,12 @@ fn a_late_use_pending_deletion_in_a_second_already_listed_rebuilds() {
     assert_eq!(folded, reference);
 }
 
+/// A use that comes after the schedule it preceded (a schedule's record met long before the
+/// uses dated before it: an archive replayed out of time order) folds in place, into the
+/// roll-ups and the schedule's picture of the use before it, and gives the rebuilt timeline.
 #[test]
-fn a_late_use_from_before_a_lifecycle_change_still_rebuilds() {
-    let create = created("2026-11-01T00:00:00Z");
+fn a_late_use_from_before_a_schedule_folds_in_place_as_the_rebuilt_timeline() {
+    let create = created("2026-09-01T00:00:00Z");
     let sched = schedule("2026-11-20T10:00:00Z", "sched", 7, None);
     let cases = [
         // Denied before the schedule: not an attempt during the waiting period.
@@ -432,19 +435,99 @@ fn a_late_use_from_before_a_lifecycle_change_still_rebuilds() {
             "denied",
             "AccessDeniedException",
         ),
-        // A use before the schedule: not a use while pending deletion.
+        // A use before the schedule: not a use while pending deletion; the schedule's last
+        // use before it, and a use in the prior 30 days.
         decrypt("2026-11-20T09:00:00Z", "before", APP_ROLE),
+        // Over 30 days before: the schedule's last use, not a recent one.
+        decrypt("2026-10-01T09:00:00Z", "long-before", APP_ROLE),
     ];
     for late in cases {
         let batches = vec![vec![create.clone(), sched.clone()], vec![late.clone()]];
         let (folded, rebuilds) = rebuilds_of(&batches);
-        assert_eq!(rebuilds, [0, 1], "{}", late["eventID"]);
-        let (reference, _) = rebuilds_of(&[vec![create.clone(), sched.clone(), late]]);
-        assert_eq!(folded, reference);
+        assert_eq!(rebuilds, [0, 0], "{}", late["eventID"]);
+        let (reference, _) = rebuilds_of(&[vec![create.clone(), sched.clone(), late.clone()]]);
+        assert_eq!(folded, reference, "{}", late["eventID"]);
         assert!(folded
             .schedules
             .iter()
             .all(|s| s.uses_during_window == 0 && s.failed_attempts_during_window == 0));
+        assert_eq!(folded.schedules[0].usage_before, folded.usage);
+    }
+    // Several, late and out of order among themselves, over several batches.
+    let uses: Vec<Value> = (0..6)
+        .map(|i| {
+            decrypt(
+                &format!("2026-11-1{i}T08:00:00Z"),
+                &format!("u{i}"),
+                APP_ROLE,
+            )
+        })
+        .collect();
+    let batches = vec![
+        vec![create.clone(), sched.clone()],
+        vec![uses[4].clone(), uses[1].clone()],
+        vec![
+            uses[5].clone(),
+            uses[0].clone(),
+            uses[3].clone(),
+            uses[2].clone(),
+        ],
+    ];
+    let (folded, rebuilds) = rebuilds_of(&batches);
+    assert_eq!(rebuilds, [0, 0, 0]);
+    let mut in_order = vec![create.clone(), sched.clone()];
+    in_order.extend(uses);
+    assert_eq!(folded, rebuilds_of(&[in_order]).0);
+}
+
+/// A late use from before a lifecycle change other than the key's only schedule, or once the
+/// key has been used while pending deletion, still rebuilds the timeline from the log.
+#[test]
+fn a_late_use_from_before_another_lifecycle_change_still_rebuilds() {
+    let create = created("2026-11-01T00:00:00Z");
+    let sched = schedule("2026-11-20T10:00:00Z", "sched", 7, None);
+    let late = decrypt("2026-11-20T09:00:00Z", "before", APP_ROLE);
+    let cases = [
+        // Before the key's creation.
+        vec![
+            vec![sched.clone(), created("2026-11-20T09:30:00Z")],
+            vec![late.clone()],
+        ],
+        // Once the key was used while pending deletion.
+        vec![
+            vec![
+                create.clone(),
+                sched.clone(),
+                rejected("Decrypt", "2026-11-21T00:00:00Z", "after", APP_ROLE),
+            ],
+            vec![late.clone()],
+        ],
+        // After a rejection that proved the key pending deletion before its schedule's
+        // record: a use while pending deletion.
+        vec![
+            vec![
+                create.clone(),
+                rejected("Decrypt", "2026-11-19T00:00:00Z", "proof", APP_ROLE),
+                sched.clone(),
+            ],
+            vec![late.clone()],
+        ],
+        // Before a second schedule.
+        vec![
+            vec![
+                create.clone(),
+                schedule("2026-11-02T10:00:00Z", "first-sched", 7, None),
+                cancel("2026-11-03T10:00:00Z", "cancel"),
+                sched.clone(),
+            ],
+            vec![late.clone()],
+        ],
+    ];
+    for batches in cases {
+        let (folded, rebuilds) = rebuilds_of(&batches);
+        assert_eq!(rebuilds, [0, 1]);
+        let (reference, _) = rebuilds_of(&[batches.concat()]);
+        assert_eq!(folded, reference);
     }
 }
 
