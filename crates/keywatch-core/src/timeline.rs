@@ -511,9 +511,9 @@ impl KeyTimeline {
 
     /// The schedule a late use at `at` (not after the last change) came before, when that
     /// use folds in place as a rebuild would fold it: the last change is the key's only
-    /// schedule and nothing else happened after `at`, nobody used the key while pending
-    /// deletion yet, and the use only counts (it succeeded or failed; the key in no custom
-    /// key store and not multi-Region). Such a use goes into the roll-ups and into the
+    /// schedule and nothing else happened after `at` but uses under that schedule, and the
+    /// use only counts (it succeeded or failed; the key in no custom key store and not
+    /// multi-Region). Such a use goes into the roll-ups and into the
     /// schedule's picture of the use before it ([`Self::apply`]). A schedule's record can come
     /// long before the uses that precede it: an archive replayed out of time order, one
     /// account's year of files after another's.
@@ -528,8 +528,14 @@ impl KeyTimeline {
             outcome,
             UsageOutcome::Succeeded | UsageOutcome::Failed { .. }
         );
-        let quiet = self.pending_uses == 0
-            && self.pending_uses_compacted.is_empty()
+        // Every use while pending deletion came under this schedule, after it (one before it,
+        // proved by a rejection alone, is in a bucket of no schedule).
+        let pending_after = self.pending_uses_compacted.is_empty()
+            && self
+                .pending_use_buckets
+                .iter()
+                .all(|b| b.schedule.as_deref() == Some(schedule.event_id.as_str()));
+        let quiet = pending_after
             && self.custom_key_store.is_none()
             && !self.multi_region
             && !self.key_arn.is_multi_region()
@@ -537,9 +543,14 @@ impl KeyTimeline {
             && e.context.shared_event_id.is_none();
         let schedule_is_last_change = matches!(&self.last_change,
             LastChange::At(t, id) if *t == schedule.scheduled_at && *id == schedule.event_id);
-        // Entries are in fold order; the schedule's is the last, and the one before it (a
-        // lifecycle, key store or related key entry: every other change) came before `at`.
-        let mut entries = self.entries.iter().rev();
+        // Entries are in fold order; the schedule's is the last but for uses while pending
+        // deletion, and the one before it (a lifecycle, key store or related key entry: every
+        // other change) came before `at`.
+        let mut entries = self
+            .entries
+            .iter()
+            .rev()
+            .skip_while(|e| matches!(e.detail, EntryDetail::UsedWhilePendingDeletion { .. }));
         let schedule_entry_last = entries.next().is_some_and(|last| {
             last.event_id == schedule.event_id
                 && matches!(

@@ -476,8 +476,23 @@ fn a_late_use_from_before_a_schedule_folds_in_place_as_the_rebuilt_timeline() {
     let (folded, rebuilds) = rebuilds_of(&batches);
     assert_eq!(rebuilds, [0, 0, 0]);
     let mut in_order = vec![create.clone(), sched.clone()];
-    in_order.extend(uses);
+    in_order.extend(uses.iter().cloned());
     assert_eq!(folded, rebuilds_of(&[in_order]).0);
+    // Once the key has been used while pending deletion, under this schedule: those uses
+    // keep their pages' counts, and the late ones still go before the schedule.
+    let after = [
+        rejected("Decrypt", "2026-11-21T00:00:00Z", "after-1", APP_ROLE),
+        decrypt("2026-11-22T00:00:00Z", "after-2", ADMIN),
+    ];
+    let batches = vec![
+        vec![create.clone(), sched.clone(), after[0].clone()],
+        vec![uses[3].clone(), after[1].clone(), uses[0].clone()],
+    ];
+    let (folded, rebuilds) = rebuilds_of(&batches);
+    assert_eq!(rebuilds, [0, 0]);
+    assert_eq!(folded, rebuilds_of(&[batches.concat()]).0);
+    assert_eq!(folded.pending_uses, 2);
+    assert_eq!(folded.schedules[0].uses_during_window, 2);
 }
 
 /// A late use from before a lifecycle change other than the key's only schedule, or once the
@@ -491,15 +506,6 @@ fn a_late_use_from_before_another_lifecycle_change_still_rebuilds() {
         // Before the key's creation.
         vec![
             vec![sched.clone(), created("2026-11-20T09:30:00Z")],
-            vec![late.clone()],
-        ],
-        // Once the key was used while pending deletion.
-        vec![
-            vec![
-                create.clone(),
-                sched.clone(),
-                rejected("Decrypt", "2026-11-21T00:00:00Z", "after", APP_ROLE),
-            ],
             vec![late.clone()],
         ],
         // After a rejection that proved the key pending deletion before its schedule's
