@@ -505,19 +505,7 @@ impl KeyState {
 
     /// Parses AWS's spelling (`PendingDeletion`, …); none for a spelling not known here.
     pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "Creating" => KeyState::Creating,
-            "Enabled" => KeyState::Enabled,
-            "Disabled" => KeyState::Disabled,
-            "PendingDeletion" => KeyState::PendingDeletion,
-            "PendingReplicaDeletion" => KeyState::PendingReplicaDeletion,
-            "PendingImport" => KeyState::PendingImport,
-            "Unavailable" => KeyState::Unavailable,
-            "Updating" => KeyState::Updating,
-            "Deleted" => KeyState::Deleted,
-            "Unknown" => KeyState::Unknown,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
     /// AWS's spelling.
