@@ -486,7 +486,7 @@ impl KeyTimeline {
     /// timeline as a rebuild from the log would give: a use that only counts (the key not
     /// pending deletion, no new key store named, not a copy of a cross-account call), later
     /// than every event that did more, or earlier than the key's only schedule and later than
-    /// everything else ([`Self::schedule_after`]). Such uses commute: their roll-ups are sums,
+    /// everything else ([`Self::folds_before_schedule`]). Such uses commute: their roll-ups are sums,
     /// minima and maxima. A busy key's calls come a little out of order all the time
     /// (CloudTrail times are whole seconds, eventIDs random), and each rebuild would read its
     /// whole log.
@@ -504,25 +504,25 @@ impl KeyTimeline {
             LastChange::At(t, id) => (at, call) > (*t, id.as_str()),
         };
         if !after_last_change {
-            return self.schedule_after(e, at).is_some();
+            return self.folds_before_schedule(e, at);
         }
         self.only_counts(e) || self.can_place_pending_use(at)
     }
 
-    /// The schedule a late use at `at` (not after the last change) came before, when that
-    /// use folds in place as a rebuild would fold it: the last change is the key's only
+    /// Whether a late use at `at` (not after the last change) folds in place before the key's
+    /// schedule as a rebuild would fold it: the last change is the key's only
     /// schedule and nothing else happened after `at` but uses under that schedule, and the
     /// use only counts (it succeeded or failed; the key in no custom key store and not
     /// multi-Region). Such a use goes into the roll-ups and into the
     /// schedule's picture of the use before it ([`Self::apply`]). A schedule's record can come
     /// long before the uses that precede it: an archive replayed out of time order, one
     /// account's year of files after another's.
-    fn schedule_after(&self, e: &KeyEvent, at: Timestamp) -> Option<&DeletionSchedule> {
+    fn folds_before_schedule(&self, e: &KeyEvent, at: Timestamp) -> bool {
         let KeyEventKind::Used { outcome, .. } = &e.kind else {
-            return None;
+            return false;
         };
         let [schedule] = self.schedules.as_slice() else {
-            return None;
+            return false;
         };
         let plain = matches!(
             outcome,
@@ -559,13 +559,12 @@ impl KeyTimeline {
                 )
         });
         let earlier_before = entries.next().is_none_or(|before| before.event_time < at);
-        (plain
+        plain
             && quiet
             && schedule_is_last_change
             && schedule_entry_last
             && earlier_before
-            && at < schedule.scheduled_at)
-            .then_some(schedule)
+            && at < schedule.scheduled_at
     }
 
     /// Whether a late use while pending deletion at `at` lands where a rebuild would put it:
@@ -697,7 +696,7 @@ impl KeyTimeline {
         matches!(&self.last_change, LastChange::At(t, id) if (at, call) < (*t, id.as_str()))
     }
 
-    /// A use that came before the key's schedule ([`Self::schedule_after`]): counted in the
+    /// A use that came before the key's schedule ([`Self::folds_before_schedule`]): counted in the
     /// roll-ups and in the schedule's usage before it, whose last use and use in the prior 30
     /// days follow, as a fold in time order would have had them.
     fn apply_use_before_schedule(&mut self, e: &KeyEvent) {
