@@ -763,22 +763,10 @@ impl<S: Database> Projector<S> {
         self.save_unsaved().await?;
         let keys = self.database.keys_pending_deletion().await?;
         // Read from the database, not the cache: another process (a consumer of the same
-        // group, a Lambda projector) may have folded a key since this one cached it. All at
-        // once; one of another form or that cannot be read is read again alone and rebuilt,
-        // as are all of them when the database cannot read them together.
-        let stored: Vec<Option<Option<KeyTimeline>>> =
-            match self.database.load_timelines(&keys).await {
-                Ok(stored) => stored.into_iter().map(Some).collect(),
-                Err(DatabaseError::Corrupt { .. }) => keys.iter().map(|_| None).collect(),
-                Err(e) => return Err(e),
-            };
+        // group, a Lambda projector) may have folded a key since this one cached it.
+        let found = read_all_or_rebuild(&self.database, &keys).await?;
         let mut candidates = Vec::new();
-        for (key, stored) in keys.into_iter().zip(stored) {
-            let found = match stored {
-                Some(Some(t)) if t.format == TIMELINE_FORMAT => Some((t, false)),
-                Some(None) => None,
-                _ => read_or_rebuild(&self.database, &key).await?,
-            };
+        for (key, found) in keys.into_iter().zip(found) {
             let Some((mut timeline, was_rebuilt)) = found else {
                 continue;
             };
@@ -848,6 +836,29 @@ async fn read_or_rebuild<S: Database>(
     rebuild(database, key, &BTreeSet::new())
         .await
         .map(|t| Some((t, true)))
+}
+
+/// [`read_or_rebuild`] for several keys, in their order: read together; one of another form
+/// or that cannot be read (all of them, when the database cannot read them together) is
+/// read again alone and rebuilt.
+async fn read_all_or_rebuild<S: Database>(
+    database: &S,
+    keys: &[KeyArn],
+) -> Result<Vec<Option<(KeyTimeline, bool)>>, DatabaseError> {
+    let stored = match database.load_timelines(keys).await {
+        Ok(stored) => stored.into_iter().map(Some).collect(),
+        Err(DatabaseError::Corrupt { .. }) => vec![None; keys.len()],
+        Err(e) => return Err(e),
+    };
+    let mut found = Vec::with_capacity(keys.len());
+    for (key, stored) in keys.iter().zip(stored) {
+        found.push(match stored {
+            Some(Some(t)) if t.format == TIMELINE_FORMAT => Some((t, false)),
+            Some(None) => None,
+            _ => read_or_rebuild(database, key).await?,
+        });
+    }
+    Ok(found)
 }
 
 /// Folds a key's timeline from the event log: its stream, its custom key store's, and those
