@@ -175,7 +175,7 @@ impl SqliteDatabase {
         Self::init(Connection::open_in_memory().map_err(db)?)
     }
 
-    fn init(conn: Connection) -> Result<Self, DatabaseError> {
+    fn init(mut conn: Connection) -> Result<Self, DatabaseError> {
         if Layout::of(&conn)?.is_current() {
             // What a later version adds (IF NOT EXISTS: nothing, most days).
             conn.execute_batch(SCHEMA).map_err(db)?;
@@ -183,15 +183,12 @@ impl SqliteDatabase {
         } else {
             // Read again under the write lock: another process opening the database at the
             // same moment may have moved it meanwhile (it then has nothing left to do here).
-            conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
-            let moved = Layout::of(&conn).and_then(|layout| layout.bring_up_to_date(&conn));
-            match moved {
-                Ok(()) => conn.execute_batch("COMMIT").map_err(db)?,
-                Err(e) => {
-                    let _ = conn.execute_batch("ROLLBACK");
-                    return Err(e);
-                }
-            }
+            // Rolled back if anything fails (the transaction is dropped uncommitted).
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(db)?;
+            Layout::of(&tx)?.bring_up_to_date(&tx)?;
+            tx.commit().map_err(db)?;
         }
         Ok(SqliteDatabase {
             conn,
