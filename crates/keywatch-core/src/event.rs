@@ -281,6 +281,31 @@ impl Principal {
     }
 }
 
+/// Display, `Serialize` and `Deserialize` in AWS's spelling for a type with `as_str`: `read`
+/// turns the text read (a `Cow<str>`) into the value, whatever this version knows of it.
+macro_rules! aws_spelling {
+    ($ty:ty, |$s:ident| $read:expr) => {
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+
+        impl Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let $s = std::borrow::Cow::<str>::deserialize(d)?;
+                Ok($read)
+            }
+        }
+    };
+}
+
 /// Declares [`KmsOperation`] from one list: each operation's name (AWS's spelling) and whether
 /// it uses the key's material.
 macro_rules! kms_operations {
@@ -363,24 +388,8 @@ kms_operations! {
     VerifyMac: true,
 }
 
-impl std::fmt::Display for KmsOperation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(self.as_str())
-    }
-}
-
-impl Serialize for KmsOperation {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for KmsOperation {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = std::borrow::Cow::<str>::deserialize(d)?;
-        Ok(KmsOperation::parse(&s).unwrap_or_else(|| KmsOperation::Other(s.into_owned())))
-    }
-}
+aws_spelling!(KmsOperation, |s| KmsOperation::parse(&s)
+    .unwrap_or_else(|| KmsOperation::Other(s.into_owned())));
 
 /// How a usage attempt ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -449,24 +458,9 @@ impl BackingKeyDeletionStatus {
     }
 }
 
-impl std::fmt::Display for BackingKeyDeletionStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(self.as_str())
-    }
-}
-
-impl Serialize for BackingKeyDeletionStatus {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for BackingKeyDeletionStatus {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = std::borrow::Cow::<str>::deserialize(d)?;
-        Ok(BackingKeyDeletionStatus::parse(&s))
-    }
-}
+aws_spelling!(BackingKeyDeletionStatus, |s| {
+    BackingKeyDeletionStatus::parse(&s)
+});
 
 /// AWS's key states (`KeyState` in KMS's KeyMetadata), plus Deleted and Unknown. Read and
 /// written in AWS's spelling; a spelling this version does not know reads as Unknown, so a
@@ -533,24 +527,7 @@ impl KeyState {
     }
 }
 
-impl std::fmt::Display for KeyState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(self.as_str())
-    }
-}
-
-impl Serialize for KeyState {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for KeyState {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = std::borrow::Cow::<str>::deserialize(d)?;
-        Ok(KeyState::parse(&s).unwrap_or_default())
-    }
-}
+aws_spelling!(KeyState, |s| KeyState::parse(&s).unwrap_or_default());
 
 /// Where a KMS key's material comes from (`Origin` in KeyMetadata), in AWS's spelling when
 /// serialised.
@@ -593,24 +570,7 @@ impl KeyOrigin {
     }
 }
 
-impl std::fmt::Display for KeyOrigin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(self.as_str())
-    }
-}
-
-impl Serialize for KeyOrigin {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for KeyOrigin {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = std::borrow::Cow::<str>::deserialize(d)?;
-        Ok(KeyOrigin::parse(&s))
-    }
-}
+aws_spelling!(KeyOrigin, |s| KeyOrigin::parse(&s));
 
 /// What a KMS record means for one key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

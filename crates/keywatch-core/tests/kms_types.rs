@@ -2,7 +2,9 @@
 //! stored timelines and alerts hold unchanged by the types.
 
 use keywatch_core::timeline::PendingUseBucket;
-use keywatch_core::{BackingKeyDeletionStatus, KeyArn, KeyState, KeyTimeline, KmsOperation};
+use keywatch_core::{
+    BackingKeyDeletionStatus, KeyArn, KeyOrigin, KeyState, KeyTimeline, KmsOperation,
+};
 
 #[test]
 fn operations_read_and_write_aws_spelling() {
@@ -53,6 +55,35 @@ fn backing_key_deletion_status_reads_aws_spelling() {
         let status = BackingKeyDeletionStatus::parse(s);
         assert!(!status.is_deleted(), "{s}");
         assert_eq!(serde_json::to_value(&status).expect("serialises"), s);
+    }
+}
+
+#[test]
+fn key_origins_and_backing_key_statuses_go_through_json_in_aws_spelling() {
+    for (text, origin) in [
+        ("AWS_KMS", KeyOrigin::AwsKms),
+        ("EXTERNAL", KeyOrigin::External),
+        ("AWS_CLOUDHSM", KeyOrigin::AwsCloudHsm),
+        ("EXTERNAL_KEY_STORE", KeyOrigin::ExternalKeyStore),
+        ("AWS_KMS_V2", KeyOrigin::Other("AWS_KMS_V2".into())),
+    ] {
+        let json = format!("\"{text}\"");
+        let read: KeyOrigin = serde_json::from_str(&json).expect(text);
+        assert_eq!(read, origin);
+        assert_eq!(serde_json::to_string(&read).expect("serialises"), json);
+        assert_eq!(format!("{read:<20}|"), format!("{text:<20}|"));
+    }
+    for (text, status) in [
+        ("SUCCESS", BackingKeyDeletionStatus::Success),
+        ("FAILURE", BackingKeyDeletionStatus::Failure),
+        ("UNKNOWN", BackingKeyDeletionStatus::Unknown),
+        ("PENDING", BackingKeyDeletionStatus::Other("PENDING".into())),
+    ] {
+        let json = format!("\"{text}\"");
+        let read: BackingKeyDeletionStatus = serde_json::from_str(&json).expect(text);
+        assert_eq!(read, status);
+        assert_eq!(serde_json::to_string(&read).expect("serialises"), json);
+        assert_eq!(read.to_string(), text);
     }
 }
 
