@@ -7,7 +7,7 @@ use keywatch_database::{
 };
 use rayon::prelude::*;
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::path::Path;
@@ -185,7 +185,7 @@ impl SqliteDatabase {
             // same moment may have moved it meanwhile (it then has nothing left to do here).
             // Rolled back if anything fails (the transaction is dropped uncommitted).
             let tx = conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db)?;
             Layout::of(&tx)?.bring_up_to_date(&tx)?;
             tx.commit().map_err(db)?;
@@ -464,29 +464,25 @@ impl Database for SqliteDatabase {
 
     async fn mark_sent(&mut self, alert_ids: &[&str], _at: Timestamp) -> Result<(), DatabaseError> {
         // One transaction for them all (inside a batch, the batch's).
-        let own = self.conn.is_autocommit();
-        if own {
-            self.conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
-        }
-        let deleted = (|| {
-            let mut q = self
-                .conn
+        let delete = |conn: &Connection| -> Result<(), DatabaseError> {
+            let mut q = conn
                 .prepare_cached("DELETE FROM outbox WHERE alert_id = ?1")
                 .map_err(db)?;
             for id in alert_ids {
                 q.execute([AlertIdKey::of(id)]).map_err(db)?;
             }
             Ok(())
-        })();
-        if own {
-            match &deleted {
-                Ok(()) => self.conn.execute_batch("COMMIT").map_err(db)?,
-                Err(_) => {
-                    let _ = self.conn.execute_batch("ROLLBACK");
-                }
-            }
+        };
+        if !self.conn.is_autocommit() {
+            return delete(&self.conn);
         }
-        deleted
+        // Rolled back on drop if a delete fails.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        delete(&tx)?;
+        tx.commit().map_err(db)
     }
 
     async fn record_alerts(
