@@ -29,6 +29,13 @@ pub fn aws_pipeline(sdk: &aws_config::SdkConfig, config: &AlertingConfig) -> Aws
     )
 }
 
+/// The deployed functions' pipeline from the process's environment: the table, topic and
+/// suppression window ([`AlertingConfig::from_env`]) and the SDK's usual configuration.
+pub async fn aws_pipeline_from_env() -> Result<AwsPipeline, ConfigError> {
+    let config = AlertingConfig::from_env(|k| std::env::var(k).ok())?;
+    Ok(aws_pipeline(&sdk_config().await, &config))
+}
+
 /// Loads the AWS SDK configuration from the environment, as every AWS tool does.
 pub async fn sdk_config() -> aws_config::SdkConfig {
     aws_config::load_from_env().await

@@ -9,7 +9,7 @@
 
 use aws_lambda_events::event::kafka::KafkaEvent;
 use base64::Engine;
-use keywatch_aws::{AlertingConfig, AwsPipeline};
+use keywatch_aws::AwsPipeline;
 use keywatch_core::Timestamp;
 use keywatch_pipeline::Payload;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
@@ -67,9 +67,7 @@ async fn handle(pipeline: &Mutex<AwsPipeline>, event: KafkaEvent) -> Result<Outc
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let config = AlertingConfig::from_env(|k| std::env::var(k).ok())?;
-    let sdk = keywatch_aws::sdk_config().await;
-    let pipeline = Mutex::new(keywatch_aws::aws_pipeline(&sdk, &config));
+    let pipeline = Mutex::new(keywatch_aws::aws_pipeline_from_env().await?);
     let pipeline = &pipeline;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<KafkaEvent>| async move { handle(pipeline, event.payload).await },

@@ -7,7 +7,6 @@
 // the SDK's calls within) nests deeper than the default 128.
 #![recursion_limit = "256"]
 
-use keywatch_aws::AlertingConfig;
 use keywatch_core::Timestamp;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use tokio::sync::Mutex;
@@ -24,9 +23,7 @@ struct Outcome {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let config = AlertingConfig::from_env(|k| std::env::var(k).ok())?;
-    let sdk = keywatch_aws::sdk_config().await;
-    let pipeline = Mutex::new(keywatch_aws::aws_pipeline(&sdk, &config));
+    let pipeline = Mutex::new(keywatch_aws::aws_pipeline_from_env().await?);
     let pipeline = &pipeline;
     lambda_runtime::run(service_fn(
         move |_: LambdaEvent<serde::de::IgnoredAny>| async move {
