@@ -26,7 +26,7 @@ mkdir -p "$RUN"
 wait_port() { # port name log pidfile: the port answers while the service started is running
   local pid
   pid=$(cat "$4")
-  for _ in $(seq 1 200); do
+  for _ in $(seq 1 600); do # up to a minute: a loaded machine starts cargo lambda watch slowly
     kill -0 "$pid" 2>/dev/null || break
     if (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
       kill -0 "$pid" 2>/dev/null && return 0
