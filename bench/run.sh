@@ -22,13 +22,26 @@ measure() { # name, command...: prints seconds, peak RSS (KiB), user and system 
   echo "$name $(echo "$end - $start" | bc) $(tail -1 "bench/corpus/$name.rss")"
 }
 
-rm -f bench/corpus/bench.db*
 # Every tool reads the corpus from the page cache: the first measured must not pay for the disk.
 cat "$CORPUS"/* > /dev/null
-KW=$(measure keywatch ./target/release/keywatch replay --db bench/corpus/bench.db --as-of 2026-12-01T00:00:00Z --format json "$CORPUS")
-KWM=$(measure keywatch-in-memory ./target/release/keywatch replay --in-memory --as-of 2026-12-01T00:00:00Z --format json "$CORPUS")
-ZC=$(measure zcat sh -c "zcat $CORPUS/*.json.gz")
-DQ=$(measure duckdb "$VENV/bin/python" bench/duckdb_query.py "$CORPUS")
+# ROUNDS rounds, the tools taking turns within each, so that a slow minute of a shared
+# machine falls on all of them; each tool's figures are those of its median round (by time).
+export ROUNDS=${ROUNDS:-3}
+median() { sort -k2,2n | sed -n "$(( (ROUNDS + 1) / 2 ))p"; }
+KW_RUNS="" KWM_RUNS="" ZC_RUNS="" DQ_RUNS=""
+for round in $(seq 1 "$ROUNDS"); do
+  echo "round $round of $ROUNDS" >&2
+  rm -f bench/corpus/bench.db*
+  KW_RUNS+="$(measure keywatch ./target/release/keywatch replay --db bench/corpus/bench.db --as-of 2026-12-01T00:00:00Z --format json "$CORPUS")"$'\n'
+  KWM_RUNS+="$(measure keywatch-in-memory ./target/release/keywatch replay --in-memory --as-of 2026-12-01T00:00:00Z --format json "$CORPUS")"$'\n'
+  ZC_RUNS+="$(measure zcat sh -c "zcat $CORPUS/*.json.gz")"$'\n'
+  DQ_RUNS+="$(measure duckdb "$VENV/bin/python" bench/duckdb_query.py "$CORPUS")"$'\n'
+done
+for runs in "$KW_RUNS" "$KWM_RUNS" "$ZC_RUNS" "$DQ_RUNS"; do printf '%s' "$runs" | awk '{print "  " $1 " " $2 " s"}' >&2; done
+KW=$(printf '%s' "$KW_RUNS" | median)
+KWM=$(printf '%s' "$KWM_RUNS" | median)
+ZC=$(printf '%s' "$ZC_RUNS" | median)
+DQ=$(printf '%s' "$DQ_RUNS" | median)
 
 # Memory as the input grows: the same replay on SCALE times the corpus (generated alike).
 SCALE=${SCALE:-10}
@@ -47,6 +60,7 @@ in_memory = sys.argv[7].split()
 rows = [s.split() for s in sys.argv[8:]]
 base = {r[0]: float(r[1]) for r in rows}
 print(f"corpus: {records:,} records in {files} files, {size/2**20:.0f} MiB gzip")
+print(f"each tool: its median of {__import__('os').environ.get('ROUNDS', '3')} rounds, taken in turns")
 print(f"{'tool':<18} {'seconds':>8} {'records/s':>12} {'peak RSS':>10} {'cores busy':>10}  ratio to keywatch")
 for name, secs, rss, user, system in rows + [in_memory]:
     secs = float(secs)
