@@ -58,33 +58,33 @@ fn backing_key_deletion_status_reads_aws_spelling() {
     }
 }
 
+/// `value` is read from, written as and displayed as `text`, AWS's spelling.
+fn goes_through_json_as<T>(text: &str, value: T)
+where
+    T: serde::Serialize
+        + serde::de::DeserializeOwned
+        + PartialEq
+        + std::fmt::Debug
+        + std::fmt::Display,
+{
+    let json = format!("\"{text}\"");
+    let read: T = serde_json::from_str(&json).expect(text);
+    assert_eq!(read, value);
+    assert_eq!(serde_json::to_string(&read).expect("serialises"), json);
+    assert_eq!(format!("{read:<24}|"), format!("{text:<24}|"));
+}
+
 #[test]
 fn key_origins_and_backing_key_statuses_go_through_json_in_aws_spelling() {
-    for (text, origin) in [
-        ("AWS_KMS", KeyOrigin::AwsKms),
-        ("EXTERNAL", KeyOrigin::External),
-        ("AWS_CLOUDHSM", KeyOrigin::AwsCloudHsm),
-        ("EXTERNAL_KEY_STORE", KeyOrigin::ExternalKeyStore),
-        ("AWS_KMS_V2", KeyOrigin::Other("AWS_KMS_V2".into())),
-    ] {
-        let json = format!("\"{text}\"");
-        let read: KeyOrigin = serde_json::from_str(&json).expect(text);
-        assert_eq!(read, origin);
-        assert_eq!(serde_json::to_string(&read).expect("serialises"), json);
-        assert_eq!(format!("{read:<20}|"), format!("{text:<20}|"));
-    }
-    for (text, status) in [
-        ("SUCCESS", BackingKeyDeletionStatus::Success),
-        ("FAILURE", BackingKeyDeletionStatus::Failure),
-        ("UNKNOWN", BackingKeyDeletionStatus::Unknown),
-        ("PENDING", BackingKeyDeletionStatus::Other("PENDING".into())),
-    ] {
-        let json = format!("\"{text}\"");
-        let read: BackingKeyDeletionStatus = serde_json::from_str(&json).expect(text);
-        assert_eq!(read, status);
-        assert_eq!(serde_json::to_string(&read).expect("serialises"), json);
-        assert_eq!(read.to_string(), text);
-    }
+    goes_through_json_as("AWS_KMS", KeyOrigin::AwsKms);
+    goes_through_json_as("EXTERNAL", KeyOrigin::External);
+    goes_through_json_as("AWS_CLOUDHSM", KeyOrigin::AwsCloudHsm);
+    goes_through_json_as("EXTERNAL_KEY_STORE", KeyOrigin::ExternalKeyStore);
+    goes_through_json_as("AWS_KMS_V2", KeyOrigin::Other("AWS_KMS_V2".into()));
+    goes_through_json_as("SUCCESS", BackingKeyDeletionStatus::Success);
+    goes_through_json_as("FAILURE", BackingKeyDeletionStatus::Failure);
+    goes_through_json_as("UNKNOWN", BackingKeyDeletionStatus::Unknown);
+    goes_through_json_as("PENDING", BackingKeyDeletionStatus::Other("PENDING".into()));
 }
 
 #[test]
