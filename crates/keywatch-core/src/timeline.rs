@@ -106,6 +106,17 @@ pub struct DeletionSchedule {
     pub ended: Option<ScheduleEnd>,
 }
 
+impl DeletionSchedule {
+    /// The last use before the schedule and whether it came in the 30 days before, from the
+    /// usage roll-up as it stood at the schedule.
+    fn settle_use_before(&mut self) {
+        self.last_use_before = last_user(&self.usage_before).map(|(at, _)| at);
+        self.used_in_prior_30_days = self
+            .last_use_before
+            .is_some_and(|t| t.millis() >= self.scheduled_at.millis() - RECENT_USE_DAYS * DAY_MS);
+    }
+}
+
 /// How a waiting period ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "by", rename_all = "snake_case")]
@@ -710,9 +721,7 @@ impl KeyTimeline {
         else {
             return;
         };
-        if !protects.is_empty() {
-            self.blast_radius.note(protects, &c.principal, c.event_time);
-        }
+        self.blast_radius.note(protects, &c.principal, c.event_time);
         let succeeded = matches!(outcome, UsageOutcome::Succeeded);
         count_use(&mut self.usage, c, operation, succeeded, false, succeeded);
         if let Some(s) = self.schedules.last_mut() {
@@ -724,10 +733,7 @@ impl KeyTimeline {
                 false,
                 succeeded,
             );
-            s.last_use_before = last_user(&s.usage_before).map(|(at, _)| at);
-            s.used_in_prior_30_days = s
-                .last_use_before
-                .is_some_and(|t| t.millis() >= s.scheduled_at.millis() - RECENT_USE_DAYS * DAY_MS);
+            s.settle_use_before();
         }
     }
 
@@ -976,9 +982,7 @@ impl KeyTimeline {
                 protects,
                 ..
             } => {
-                if !protects.is_empty() {
-                    self.blast_radius.note(protects, &c.principal, c.event_time);
-                }
+                self.blast_radius.note(protects, &c.principal, c.event_time);
                 // A use is counted, not listed as a lifecycle entry.
                 self.apply_use(c, operation, outcome);
                 return;
@@ -1052,22 +1056,22 @@ impl KeyTimeline {
         deletion_date: Option<Timestamp>,
         key_state: KeyState,
     ) {
-        let last_use_before = self.last_use();
-        self.schedules.push(DeletionSchedule {
+        let mut schedule = DeletionSchedule {
             event_id: c.event_id.clone(),
             scheduled_at: c.event_time,
             scheduled_by: c.principal.clone(),
             window_days,
             deletion_date,
             waiting_period_began: None,
-            used_in_prior_30_days: last_use_before
-                .is_some_and(|t| t.millis() >= c.event_time.millis() - RECENT_USE_DAYS * DAY_MS),
-            last_use_before,
+            used_in_prior_30_days: false,
+            last_use_before: None,
             usage_before: self.usage.clone(),
             uses_during_window: 0,
             failed_attempts_during_window: 0,
             ended: None,
-        });
+        };
+        schedule.settle_use_before();
+        self.schedules.push(schedule);
         self.deletion_date = deletion_date;
         // A schedule KMS accepted leaves the key pending deletion, whatever state this
         // version could not read in the response.
