@@ -244,6 +244,41 @@ fn scheduling_an_unused_key_is_medium_and_the_window_defaults_to_30_days() {
     );
 }
 
+/// "Recently used" is the 30 days before the schedule, to the millisecond: a use exactly 30
+/// days before counts, one a day earlier does not (AWS's advice is to look at a key's usage
+/// before deleting it; a use a month and a day ago is history, not a dependency in use).
+#[test]
+fn a_use_counts_as_recent_up_to_exactly_30_days_before_the_schedule() {
+    let scheduled_at = "2026-11-01T00:00:00Z";
+    for (used_at, recent) in [
+        ("2026-10-02T00:00:00Z", true),
+        ("2026-10-01T23:59:59Z", false),
+        ("2026-09-01T00:00:00Z", false),
+    ] {
+        let mut sched = schedule(scheduled_at, "sched", 30, None);
+        sched["requestParameters"] = json!({"keyId": KEY});
+        sched["responseElements"] = json!({"keyId": KEY, "keyState": "PendingDeletion"});
+        let alerts = when(&[decrypt(used_at, "use", APP_ROLE)], sched, AS_OF);
+        assert_eq!(
+            kinds(&alerts),
+            [AlertKind::DeletionScheduled],
+            "use at {used_at}"
+        );
+        let expected = if recent {
+            Severity::High
+        } else {
+            Severity::Medium
+        };
+        assert_eq!(alerts[0].severity, expected, "use at {used_at}");
+        // The last use is reported either way.
+        assert_eq!(
+            alerts[0].last_use.map(|t| t.to_string()).as_deref(),
+            Some(used_at),
+            "use at {used_at}"
+        );
+    }
+}
+
 #[test]
 fn cancelling_leaves_the_key_disabled_and_enable_key_enables_it() {
     let mut given = scheduled_key();
