@@ -553,25 +553,8 @@ fn orphaned_key_material(t: &KeyTimeline, e: &TimelineEntry, reason: &OrphanReas
     let cluster = store
         .and_then(|s| s.cloudhsm_cluster_id.as_deref())
         .unwrap_or("the CloudHSM cluster");
-    let why = match reason {
-        OrphanReason::BackingKeyNotDeleted { backing_keys } => format!(
-            "DeleteKey reported backing key deletion status {}",
-            backing_keys
-                .iter()
-                .map(|b| format!(
-                    "{} (key handle {})",
-                    b.deletion_status,
-                    b.key_handle.as_deref().unwrap_or("?")
-                ))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        OrphanReason::KeyStoreDisconnected => {
-            "the custom key store was disconnected when the key was deleted".to_owned()
-        }
-    };
     a.summary = format!(
-        "KMS key {} deleted but its key material may remain in {cluster}: {why}",
+        "KMS key {} deleted but its key material may remain in {cluster}: {reason}",
         label(t)
     );
     a.remediation = Some(format!(

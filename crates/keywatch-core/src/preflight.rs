@@ -7,7 +7,7 @@ use crate::event::Principal;
 use crate::protects::{describe, ProtectedSummary};
 use crate::time::{Timestamp, DAY_MS, HOUR_MS};
 use crate::timeline::last_user;
-use crate::timeline::{KeyStoreType, KeyTimeline};
+use crate::timeline::{CustomKeyStore, KeyStoreType, KeyTimeline};
 use serde::{Deserialize, Serialize};
 
 /// How many days without use keywatch asks for by default.
@@ -127,18 +127,7 @@ pub fn preflight(t: &KeyTimeline, as_of: Timestamp, days: u32) -> Preflight {
     }
     let mut notes = Vec::new();
     if let Some(s) = &t.custom_key_store {
-        notes.push(match s.key_store_type {
-            KeyStoreType::External => format!(
-                "in external key store {}: deleting the KMS key leaves the external key {} in your external key manager",
-                s.custom_key_store_id,
-                s.xks_key_id.as_deref().unwrap_or("(id unknown)")
-            ),
-            KeyStoreType::Cloudhsm => format!(
-                "in CloudHSM key store {}: keep it connected until the deletion, or the key material is orphaned in {}; cluster backups keep the material",
-                s.custom_key_store_id,
-                s.cloudhsm_cluster_id.as_deref().unwrap_or("its cluster")
-            ),
-        });
+        notes.push(key_store_note(t, s));
     }
     if t.multi_region || !t.related_keys.is_empty() {
         let regions: Vec<&str> = t
@@ -158,6 +147,11 @@ pub fn preflight(t: &KeyTimeline, as_of: Timestamp, days: u32) -> Preflight {
     }
     if t.state.is_pending_deletion() {
         notes.push(match t.deletion_date {
+            // As the deletion_overdue alert says: a deletion AWS has not been seen to make.
+            Some(d) if d < as_of => format!(
+                "pending deletion, due on {d} ({}), but its deletion has not been seen: check CloudTrail delivery and the key's state (aws kms describe-key)",
+                age(d, as_of)
+            ),
             Some(d) => format!("already pending deletion, to be deleted on {d}"),
             None => "already pending deletion, waiting for its replicas".to_owned(),
         });
@@ -174,5 +168,36 @@ pub fn preflight(t: &KeyTimeline, as_of: Timestamp, days: u32) -> Preflight {
         protects,
         protects_more: t.blast_radius.more_resources,
         notes,
+    }
+}
+
+/// What a key's custom key store means for its deletion: before it, what to keep in mind;
+/// once deleted, what the deletion left behind (an XKS key's external key always; a CloudHSM
+/// key's material in cluster backups always, and in the cluster itself when KMS could not
+/// delete it there).
+fn key_store_note(t: &KeyTimeline, s: &CustomKeyStore) -> String {
+    let store = &s.custom_key_store_id;
+    let deleted = t.state == KeyState::Deleted;
+    match s.key_store_type {
+        KeyStoreType::External => {
+            let external = s.xks_key_id.as_deref().unwrap_or("(id unknown)");
+            if deleted {
+                format!("was in external key store {store}: the deletion left the external key {external} in your external key manager, where it still needs its own decision")
+            } else {
+                format!("in external key store {store}: deleting the KMS key leaves the external key {external} in your external key manager")
+            }
+        }
+        KeyStoreType::Cloudhsm => {
+            let cluster = s.cloudhsm_cluster_id.as_deref().unwrap_or("its cluster");
+            let backups = t.deletion_date.map_or_else(
+                || "cluster backups made before the deletion still hold it".to_owned(),
+                |d| format!("cluster backups made before {d} still hold it"),
+            );
+            match (&t.orphaned_key_material, deleted) {
+                (Some(why), true) => format!("was in CloudHSM key store {store}: its key material may remain in {cluster} ({why}): delete it there; {backups}"),
+                (None, true) => format!("was in CloudHSM key store {store}: KMS deleted its key material from {cluster}; {backups}"),
+                (_, false) => format!("in CloudHSM key store {store}: keep it connected until the deletion, or the key material is orphaned in {cluster}; cluster backups keep the material"),
+            }
+        }
     }
 }

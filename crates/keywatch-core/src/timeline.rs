@@ -152,6 +152,31 @@ pub enum OrphanReason {
     KeyStoreDisconnected,
 }
 
+impl std::fmt::Display for OrphanReason {
+    /// Why, in words: "DeleteKey reported backing key deletion status FAILURE (key handle
+    /// 01)", "the custom key store was disconnected when the key was deleted".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OrphanReason::BackingKeyNotDeleted { backing_keys } => {
+                f.write_str("DeleteKey reported backing key deletion status ")?;
+                for (i, b) in backing_keys.iter().enumerate() {
+                    let separator = if i == 0 { "" } else { ", " };
+                    write!(
+                        f,
+                        "{separator}{} (key handle {})",
+                        b.deletion_status,
+                        b.key_handle.as_deref().unwrap_or("?")
+                    )?;
+                }
+                Ok(())
+            }
+            OrphanReason::KeyStoreDisconnected => {
+                f.write_str("the custom key store was disconnected when the key was deleted")
+            }
+        }
+    }
+}
+
 /// A custom key store disconnected while one of its keys is pending deletion: if it is
 /// still disconnected when the waiting period ends, a CloudHSM key's material is orphaned.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,6 +3,7 @@
 mod support;
 
 use keywatch_core::alert::Severity;
+use keywatch_core::preflight::preflight;
 use keywatch_core::timeline::OrphanReason;
 use keywatch_core::{evaluate, AlertConfig, AlertKind, KeyState, KmsOperation};
 use serde_json::json;
@@ -338,6 +339,14 @@ fn deletion_is_reported_and_an_xks_key_says_its_external_key_is_untouched() {
     let mut all = given;
     all.push(delete_key("2026-11-08T00:00:00Z", "del", json!({})));
     assert_eq!(timeline(&all).state, KeyState::Deleted);
+    // And preflight says what the deletion left, not what to keep in mind before it.
+    let notes = preflight(&timeline(&all), ts("2026-11-09T00:00:00Z"), 30).notes;
+    assert!(
+        notes.iter().any(|n| n.contains(
+            "the deletion left the external key bb8562717f809024 in your external key manager"
+        )),
+        "{notes:?}"
+    );
 }
 
 fn cloudhsm_key() -> Vec<serde_json::Value> {
@@ -592,4 +601,64 @@ fn a_key_used_every_minute_of_a_30_day_window_pages_every_hour_to_the_end() {
         .expect("the last hour's page");
     assert_eq!(page.uses_so_far, Some(minutes as u64 + 1));
     assert_eq!(page.uses_in_window, Some(61));
+}
+
+/// `keywatch preflight` of a CloudHSM key says what its key store means for the deletion
+/// before it, and what the deletion left behind after it: the material in cluster backups
+/// always, in the cluster itself when KMS could not delete it there.
+#[test]
+fn preflight_of_a_cloudhsm_key_says_what_its_deletion_leaves_in_the_cluster() {
+    let notes = |records: &[serde_json::Value], as_of: &str| {
+        preflight(&timeline(records), ts(as_of), 30)
+            .notes
+            .join("\n")
+    };
+    let pending = cloudhsm_key();
+    let before = notes(&pending, "2026-11-02T00:00:00Z");
+    assert!(
+        before.contains("in CloudHSM key store cks-hsm: keep it connected until the deletion")
+            && before.contains("to be deleted on 2026-11-08T00:00:00Z"),
+        "{before}"
+    );
+    // Past its deletion date with no deletion seen: overdue, as the deletion_overdue alert says.
+    let overdue = notes(&pending, "2026-11-20T00:00:00Z");
+    assert!(
+        overdue.contains(
+            "pending deletion, due on 2026-11-08T00:00:00Z (12 days ago), but its deletion has not been seen"
+        ) && !overdue.contains("to be deleted on"),
+        "{overdue}"
+    );
+    let after = "2026-11-09T00:00:00Z";
+    let mut deleted = pending.clone();
+    deleted.push(hsm_delete("SUCCESS"));
+    let clean = notes(&deleted, after);
+    assert_eq!(
+        clean,
+        "was in CloudHSM key store cks-hsm: KMS deleted its key material from cluster-1a23b4cdefg; \
+         cluster backups made before 2026-11-08T00:00:00Z still hold it"
+    );
+    let mut failed = pending.clone();
+    failed.push(hsm_delete("FAILURE"));
+    let failed = notes(&failed, after);
+    assert!(
+        failed.contains(
+            "its key material may remain in cluster-1a23b4cdefg (DeleteKey reported backing key deletion status FAILURE (key handle 01)): delete it there"
+        ),
+        "{failed}"
+    );
+    let mut disconnected = pending;
+    disconnected.push(key_store_call(
+        "DisconnectCustomKeyStore",
+        "2026-11-07T00:00:00Z",
+        "disconnect",
+        "cks-hsm",
+    ));
+    disconnected.push(hsm_delete("SUCCESS"));
+    let disconnected = notes(&disconnected, after);
+    assert!(
+        disconnected.contains(
+            "may remain in cluster-1a23b4cdefg (the custom key store was disconnected when the key was deleted)"
+        ) && disconnected.contains("cluster backups made before 2026-11-08T00:00:00Z still hold it"),
+        "{disconnected}"
+    );
 }
