@@ -83,6 +83,7 @@ fn every_kms_developer_guide_example_parses_into_the_right_event() {
             | "EnableKey"
             | "ImportKeyMaterial"
             | "DeleteImportedKeyMaterial"
+            | "DeleteExpiredKeyMaterial"
             | "Decrypt"
             | "Encrypt"
             | "ReEncrypt"
@@ -112,6 +113,7 @@ fn every_kms_developer_guide_example_parses_into_the_right_event() {
                         | (KeyEventKind::Enabled, "EnableKey")
                         | (KeyEventKind::KeyMaterialImported, "ImportKeyMaterial")
                         | (KeyEventKind::KeyMaterialDeleted, "DeleteImportedKeyMaterial")
+                        | (KeyEventKind::KeyMaterialDeleted, "DeleteExpiredKeyMaterial")
                         | (KeyEventKind::ReplicaCreated { .. }, "ReplicateKey")
                         | (KeyEventKind::Created { .. }, "ReplicateKey")
                         | (KeyEventKind::PrimaryRegionUpdated { .. }, "UpdatePrimaryRegion") => {

@@ -627,7 +627,8 @@ pub enum KeyEventKind {
     Enabled,
     /// ImportKeyMaterial.
     KeyMaterialImported,
-    /// DeleteImportedKeyMaterial.
+    /// DeleteImportedKeyMaterial, or KMS's DeleteExpiredKeyMaterial when imported material
+    /// expires.
     KeyMaterialDeleted,
     /// A use of the key's material.
     Used {
@@ -1022,6 +1023,7 @@ impl CallKind {
             | "EnableKey"
             | "ImportKeyMaterial"
             | "DeleteImportedKeyMaterial"
+            | "DeleteExpiredKeyMaterial"
             | "ReplicateKey"
             | "UpdatePrimaryRegion" => CallKind::Lifecycle,
             _ => CallKind::Untracked,
@@ -1447,7 +1449,11 @@ fn lifecycle_kind(
                 .clone()
                 .ok_or(("requestParameters.primaryRegion", "absent".to_owned()))?,
         },
-        "DeleteImportedKeyMaterial" => KeyEventKind::KeyMaterialDeleted,
+        // KMS's own service event when imported material reaches its expiration (ValidTo):
+        // the key is left as DeleteImportedKeyMaterial leaves it, waiting for material.
+        "DeleteImportedKeyMaterial" | "DeleteExpiredKeyMaterial" => {
+            KeyEventKind::KeyMaterialDeleted
+        }
         other => return Err(("eventName", format!("{other} is not a key lifecycle call"))),
     })
 }

@@ -567,3 +567,44 @@ fn two_different_records_with_one_event_id_fold_the_same_in_either_order() {
     assert_eq!(one, other);
     assert_eq!(one.event_count, 1, "one eventID is one event");
 }
+
+/// Imported key material that reaches its expiration is deleted by KMS itself (the
+/// DeleteExpiredKeyMaterial service event): the key waits for material again (PendingImport),
+/// as after DeleteImportedKeyMaterial; ImportKeyMaterial enables it again. A key pending
+/// deletion stays pending deletion.
+#[test]
+fn expired_imported_key_material_leaves_the_key_pending_import() {
+    let create = create_key("2026-01-01T00:00:00Z", "c", "EXTERNAL", None, None, None);
+    let import = call(
+        "ImportKeyMaterial",
+        "2026-01-01T00:05:00Z",
+        "import",
+        iam_user(ADMIN),
+    );
+    let expired = expired_key_material("2026-06-01T00:00:00Z", "expired");
+    assert!(matches!(
+        events(std::slice::from_ref(&expired)).as_slice(),
+        [keywatch_core::KmsEvent::Key(e)] if matches!(e.kind, keywatch_core::KeyEventKind::KeyMaterialDeleted)
+    ));
+    assert_eq!(
+        timeline(&[create.clone(), import.clone()]).state,
+        KeyState::Enabled
+    );
+    let t = timeline(&[create.clone(), import.clone(), expired.clone()]);
+    assert_eq!(t.state, KeyState::PendingImport);
+    let again = call(
+        "ImportKeyMaterial",
+        "2026-06-02T00:00:00Z",
+        "import-again",
+        iam_user(ADMIN),
+    );
+    assert_eq!(
+        timeline(&[create.clone(), import.clone(), expired.clone(), again]).state,
+        KeyState::Enabled
+    );
+    let scheduled = schedule("2026-05-30T00:00:00Z", "sched", 7, None);
+    assert_eq!(
+        timeline(&[create, import, scheduled, expired]).state,
+        KeyState::PendingDeletion
+    );
+}
