@@ -69,7 +69,8 @@ fn every_kms_developer_guide_example_parses_into_the_right_event() {
             "ConnectCustomKeyStore"
             | "DisconnectCustomKeyStore"
             | "CreateCustomKeyStore"
-            | "DeleteCustomKeyStore" => {
+            | "DeleteCustomKeyStore"
+            | "UpdateCustomKeyStore" => {
                 assert!(
                     matches!(&result, Normalised::Kms { events, .. } if matches!(events[..], [KmsEvent::KeyStore(_)])),
                     "{page} {name}: {result:?}"

@@ -728,6 +728,9 @@ pub enum KeyStoreChange {
     Disconnected,
     /// DeleteCustomKeyStore.
     Deleted,
+    /// UpdateCustomKeyStore: its name, its credentials, or (for a CloudHSM key store, while
+    /// disconnected) its cluster, which must share the old one's backup history.
+    Updated,
 }
 
 /// One event in a custom key store's stream.
@@ -1004,6 +1007,7 @@ impl CallKind {
                 | "DisconnectCustomKeyStore"
                 | "CreateCustomKeyStore"
                 | "DeleteCustomKeyStore"
+                | "UpdateCustomKeyStore"
         ) {
             return CallKind::KeyStore;
         }
@@ -1088,7 +1092,9 @@ fn key_store_events(call: Call<'_>, outcome: &CallOutcome<'_>) -> Vec<KmsEvent> 
                 custom_key_store_id,
             },
             call.context,
-            call.additional.cluster_id,
+            // The cluster the store is (now) associated with: UpdateCustomKeyStore's request
+            // names the new one.
+            call.request.cluster_id.or(call.additional.cluster_id),
         )],
         _ => Vec::new(),
     }
@@ -1199,6 +1205,7 @@ fn key_store_event(
         "ConnectCustomKeyStore" => KeyStoreChange::Connected,
         "DisconnectCustomKeyStore" => KeyStoreChange::Disconnected,
         "CreateCustomKeyStore" => KeyStoreChange::Created,
+        "UpdateCustomKeyStore" => KeyStoreChange::Updated,
         _ => KeyStoreChange::Deleted,
     };
     KmsEvent::KeyStore(KeyStoreEvent {

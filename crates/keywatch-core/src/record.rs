@@ -147,6 +147,9 @@ pub struct RequestParameters<'a> {
     pub origin: Option<String>,
     #[serde(default)]
     pub custom_key_store_id: Option<String>,
+    /// UpdateCustomKeyStore's new CloudHSM cluster.
+    #[serde(default, alias = "cloudHsmClusterId")]
+    pub cluster_id: Option<String>,
     #[serde(default)]
     pub xks_key_id: Option<String>,
     #[serde(default)]

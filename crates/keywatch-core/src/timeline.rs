@@ -806,9 +806,15 @@ impl KeyTimeline {
         };
         if let Some(store) = self.custom_key_store.as_mut() {
             if let Some(cluster) = &e.cloudhsm_cluster_id {
-                store
-                    .cloudhsm_cluster_id
-                    .get_or_insert_with(|| cluster.clone());
+                // A store moves to another cluster only by UpdateCustomKeyStore; other
+                // records name the cluster it has.
+                if e.change == KeyStoreChange::Updated {
+                    store.cloudhsm_cluster_id = Some(cluster.clone());
+                } else {
+                    store
+                        .cloudhsm_cluster_id
+                        .get_or_insert_with(|| cluster.clone());
+                }
                 store.key_store_type = KeyStoreType::Cloudhsm;
             }
             if connected.is_some() {

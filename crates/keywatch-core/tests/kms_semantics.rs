@@ -556,6 +556,65 @@ fn disconnecting_a_cloudhsm_store_during_the_waiting_period_warns_before_the_del
     );
 }
 
+/// UpdateCustomKeyStore moves a disconnected CloudHSM key store to another cluster (one that
+/// shares the old one's backup history, such as a cluster restored from its backup): the key
+/// material is then in the new cluster, and that is the cluster to clean after an orphaning
+/// deletion.
+#[test]
+fn a_cloudhsm_store_moved_to_another_cluster_names_the_new_cluster() {
+    const NEW_CLUSTER: &str = "cluster-9z87y6xwvut";
+    let moved = with(
+        store("UpdateCustomKeyStore", "2026-11-03T00:00:00Z", "update"),
+        json!({"requestParameters": {"customKeyStoreId": "cks-hsm", "clusterId": NEW_CLUSTER},
+               "additionalEventData": {"customKeyStoreName": "ExampleKeyStore", "clusterId": NEW_CLUSTER}}),
+    );
+    let records = vec![
+        hsm_key(),
+        store("ConnectCustomKeyStore", "2026-01-01T00:00:00Z", "c0"),
+        schedule("2026-11-01T00:00:00Z", "sched", 7, None),
+        store("DisconnectCustomKeyStore", "2026-11-02T00:00:00Z", "d1"),
+        moved,
+    ];
+    let t = timeline(&records);
+    let cluster = |t: &keywatch_core::KeyTimeline| {
+        t.custom_key_store
+            .as_ref()
+            .and_then(|s| s.cloudhsm_cluster_id.clone())
+    };
+    assert_eq!(cluster(&t).as_deref(), Some(NEW_CLUSTER));
+    // The request names the new cluster even where the record's additional data does not.
+    let mut request_only = records.clone();
+    request_only[4]["additionalEventData"] = json!({"customKeyStoreName": "ExampleKeyStore"});
+    assert_eq!(
+        cluster(&timeline(&request_only)).as_deref(),
+        Some(NEW_CLUSTER)
+    );
+    // In any order of arrival.
+    let mut reversed = records.clone();
+    reversed.reverse();
+    assert_eq!(timeline(&reversed), t);
+    // Still disconnected at the deletion: the material may remain in the new cluster.
+    let alerts = when(
+        &records,
+        delete_key(
+            "2026-11-08T00:00:00Z",
+            "del",
+            json!({"customKeyStoreId": "cks-hsm", "clusterId": NEW_CLUSTER,
+                   "backingKeysDeletionStatus": "[{\"keyHandle\":\"01\",\"backingKeyId\":\"b\",\"deletionStatus\":\"SUCCESS\"}]"}),
+        ),
+        "2026-11-08T01:00:00Z",
+    );
+    let orphaned = alerts
+        .iter()
+        .find(|a| a.kind == AlertKind::OrphanedKeyMaterial)
+        .expect("orphaned key material");
+    assert!(
+        orphaned.summary.contains(NEW_CLUSTER) && !orphaned.summary.contains("cluster-1a23b4cdefg"),
+        "{}",
+        orphaned.summary
+    );
+}
+
 /// Found by the `normalise` fuzz target: two different records that claim one eventID (a
 /// damaged or forged copy) must fold the same whichever arrives first.
 #[test]
