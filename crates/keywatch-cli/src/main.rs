@@ -280,7 +280,14 @@ async fn find_one_key(
 ) -> Result<keywatch_core::KeyTimeline> {
     let found = db.find_keys(key).await?;
     let arn = match found.as_slice() {
-        [] => bail!("no key {key} in {}", store.db.display()),
+        // An alias is what people often have at hand; KMS's records name keys by ID and ARN.
+        [] if key.starts_with("alias/") || key.contains(":alias/") => bail!(
+            "{key} is an alias: keywatch knows keys by key ID or key ARN (aws kms describe-key --key-id {key} gives them)"
+        ),
+        [] => bail!(
+            "no key {key} in {}: keywatch has read no CloudTrail record of it (replay the trail's log files that cover its use first); it cannot say whether the key is in use",
+            store.db.display()
+        ),
         [one] => one.clone(),
         many => bail!(
             "{key} names {} keys (a multi-Region key has one per Region); pass one ARN:\n  {}",

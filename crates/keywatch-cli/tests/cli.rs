@@ -305,6 +305,21 @@ fn preflight_answers_for_every_demo_key_with_its_exit_status() {
         "{}",
         stdout(&safe)
     );
+    // A key keywatch never read a record of is not "safe": an error that says why, and an
+    // alias is named as one.
+    for (key, expected) in [
+        (
+            "77777777-7777-7777-7777-777777777777",
+            "keywatch has read no CloudTrail record of it",
+        ),
+        ("alias/orders", "alias/orders is an alias"),
+    ] {
+        let out = keywatch(&["preflight", key, "--db", db, "--as-of", AS_OF]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{key}: {stderr}");
+        assert!(stderr.contains(expected), "{key}: {stderr}");
+        assert!(stdout(&out).is_empty(), "{key}: {}", stdout(&out));
+    }
 }
 
 /// Values from records reach the terminal cleaned: no escape sequences, bells or carriage
