@@ -96,15 +96,16 @@ pub fn delete_key(time: &str, id: &str, additional: Value) -> Value {
 /// KMS's service event when KEY's imported key material reaches its expiration (the shape of
 /// AWS's documented DeleteExpiredKeyMaterial record).
 pub fn expired_key_material(time: &str, id: &str) -> Value {
-    json!({
-        "eventVersion": "1.08", "userIdentity": {"accountId": ACCOUNT, "invokedBy": "AWS Internal"},
-        "eventTime": time, "eventSource": "kms.amazonaws.com", "eventName": "DeleteExpiredKeyMaterial",
-        "awsRegion": REGION, "sourceIPAddress": "AWS Internal", "userAgent": "AWS Internal",
-        "requestParameters": null, "responseElements": null, "eventID": id, "readOnly": false,
-        "resources": [{"accountId": ACCOUNT, "type": "AWS::KMS::Key", "ARN": KEY}],
-        "eventType": "AwsServiceEvent", "recipientAccountId": ACCOUNT, "managementEvent": true,
-        "serviceEventDetails": {"keyId": "1234abcd-12ab-34cd-56ef-1234567890ab"}
-    })
+    // The same service event shape as DeleteKey's, without additional data.
+    let mut record = with(
+        delete_key(time, id, Value::Null),
+        json!({"eventName": "DeleteExpiredKeyMaterial",
+               "serviceEventDetails": {"keyId": "1234abcd-12ab-34cd-56ef-1234567890ab"}}),
+    );
+    if let Some(r) = record.as_object_mut() {
+        r.remove("additionalEventData");
+    }
+    record
 }
 
 pub fn create_key(
