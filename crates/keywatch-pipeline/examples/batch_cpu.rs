@@ -3,8 +3,10 @@
 //! Peers in the same run: the same batches on SQLite in memory, and parsing the records'
 //! JSON alone (the floor: every batch must at least be read).
 //!
-//! Usage: `batch_cpu RECORDS.jsonl [BATCH]` (one CloudTrail record per line; two batches:
-//! the first into an empty database, the second into the database the first left).
+//! Usage: `batch_cpu RECORDS.jsonl [BATCH] [ROUNDS]` (one CloudTrail record per line; two
+//! batches: the first into an empty database, the second into the database the first left).
+//! Each figure is the median of `ROUNDS` rounds (7 unless given), the peers taking turns with
+//! the in-memory database, since one round on a shared machine varies by a fifth or more.
 
 use keywatch_core::page::page;
 use keywatch_core::{Alert, AlertConfig, Timestamp};
@@ -83,10 +85,30 @@ fn run<S: Database>(database: S, batches: &[Vec<String>]) -> Vec<(f64, f64, usiz
         .collect()
 }
 
+/// The median of some figures (the upper one of an even count).
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs.get(xs.len() / 2).copied().unwrap_or_default()
+}
+
+/// Per batch, the median of each figure over the rounds.
+fn medians(rounds: &[Vec<(f64, f64, usize)>]) -> Vec<(f64, f64, usize)> {
+    (0..rounds.first().map_or(0, Vec::len))
+        .map(|i| {
+            let cpu = median(rounds.iter().map(|r| r[i].0).collect());
+            let wall = median(rounds.iter().map(|r| r[i].1).collect());
+            (cpu, wall, rounds[0][i].2)
+        })
+        .collect()
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
-    let path = args.next().expect("usage: batch_cpu RECORDS.jsonl [BATCH]");
+    let path = args
+        .next()
+        .expect("usage: batch_cpu RECORDS.jsonl [BATCH] [ROUNDS]");
     let size: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(10_000);
+    let rounds: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(7).max(1);
     let text = std::fs::read_to_string(&path).expect("records file");
     let records: Vec<String> = text.lines().map(str::to_owned).collect();
     let batches: Vec<Vec<String>> = records
@@ -99,19 +121,24 @@ fn main() {
         "{path} holds fewer than {} records",
         2 * size
     );
-    let (parse_cpu, _, _) = measure(|| {
-        batches[0]
-            .iter()
-            .filter(|r| serde_json::from_str::<serde_json::Value>(r).is_ok())
-            .count()
-    });
-    let memory = run(MemoryDatabase::new(), &batches);
-    let sqlite = run(
-        SqliteDatabase::in_memory().expect("SQLite in memory"),
-        &batches,
-    );
+    let (mut memory, mut sqlite, mut parse) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let (parse_cpu, _, _) = measure(|| {
+            batches[0]
+                .iter()
+                .filter(|r| serde_json::from_str::<serde_json::Value>(r).is_ok())
+                .count()
+        });
+        parse.push(parse_cpu);
+        memory.push(run(MemoryDatabase::new(), &batches));
+        sqlite.push(run(
+            SqliteDatabase::in_memory().expect("SQLite in memory"),
+            &batches,
+        ));
+    }
+    let (memory, sqlite, parse_cpu) = (medians(&memory), medians(&sqlite), median(parse));
     println!(
-        "projector use case, CPU per batch of {size} KMS records (network excluded; CPU of all threads):"
+        "projector use case, CPU per batch of {size} KMS records (network excluded; CPU of all threads; median of {rounds} rounds):"
     );
     println!(
         "  {:<34} {:>8} {:>8} {:>7}",
