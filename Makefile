@@ -51,7 +51,7 @@ demo: build
 	./target/release/keywatch report --db $(DEMO_DB) --as-of $(DEMO_AS_OF) > target/demo/report.html
 	@echo "The key's story as a picture: open target/demo/1111aaaa.html (every key at risk: target/demo/report.html)"
 	@echo
-	@echo "Before you delete a key: keywatch preflight (exit 0 safe, 3 in use)"
+	@echo "Before you delete a key: keywatch preflight (exit 0 safe, 3 in use, 4 cannot tell)"
 	@for key in $(DEMO_KEYS); do \
 	  echo; echo "$$ keywatch preflight $$key"; \
 	  ./target/release/keywatch preflight $$key --db $(DEMO_DB) --as-of $(DEMO_AS_OF); echo "(exit status $$?)"; \

@@ -213,7 +213,8 @@ enum Command {
         create_topic: Option<i32>,
     },
     /// Is this key safe to delete? Its use, what it protects, and a verdict from what the
-    /// store has seen. Exit status: 0 safe (or already deleted), 3 in use.
+    /// store has seen. Exit status: 0 safe (or already deleted), 3 in use, 4 cannot tell (no
+    /// use seen, but keywatch's records of the key begin within the days asked).
     Preflight {
         /// Key ARN or key ID.
         key: String,
@@ -362,6 +363,10 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 /// Exit status of `preflight` for a key in use, and of `replay --fail-on` when an alert at or
 /// above the threshold was raised.
 const EXIT_IN_USE: u8 = 3;
+
+/// Exit status of `preflight` when keywatch saw no use of a key but its records of the key
+/// do not reach back the days asked: neither safe nor in use.
+const EXIT_CANNOT_TELL: u8 = 4;
 
 fn run(cli: Cli) -> Result<ExitCode> {
     use std::io::IsTerminal;
@@ -514,7 +519,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(match report.verdict {
                 keywatch_core::preflight::Verdict::InUse => ExitCode::from(EXIT_IN_USE),
-                _ => ExitCode::SUCCESS,
+                keywatch_core::preflight::Verdict::Unknown => ExitCode::from(EXIT_CANNOT_TELL),
+                keywatch_core::preflight::Verdict::Safe
+                | keywatch_core::preflight::Verdict::Deleted => ExitCode::SUCCESS,
             })
         }
         Command::Keys {

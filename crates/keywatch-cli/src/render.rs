@@ -393,6 +393,12 @@ pub fn preflight(p: &Preflight) -> String {
     for n in &p.notes {
         put(&mut s, format!("Note:       {}", clean(n)));
     }
+    if let Some(since) = p.records_since {
+        put(
+            &mut s,
+            format!("Seen since: {since} (keywatch's earliest record of the key)"),
+        );
+    }
     put(
         &mut s,
         format!("\n{}", sanitise(&p.verdict_line, 4 * MAX_FIELD)),

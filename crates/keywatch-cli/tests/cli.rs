@@ -305,6 +305,54 @@ fn preflight_answers_for_every_demo_key_with_its_exit_status() {
         "{}",
         stdout(&safe)
     );
+    // A key whose only record is a DisableKey two days ago, its creation not seen: no use
+    // seen, but nor are the 30 days before. Cannot tell (exit 4); for 2 days, safe.
+    let disabled = "arn:aws:kms:us-east-1:111122223333:key/8888aaaa-88aa-88aa-88aa-888888888888";
+    let record = serde_json::json!({
+        "eventVersion": "1.08", "eventTime": "2026-11-21T12:00:00Z", "eventSource": "kms.amazonaws.com",
+        "eventName": "DisableKey", "awsRegion": "us-east-1", "sourceIPAddress": "192.0.2.10",
+        "userAgent": "aws-cli/2.15", "eventID": "disable-8888", "recipientAccountId": "111122223333",
+        "userIdentity": {"type": "IAMUser", "arn": "arn:aws:iam::111122223333:user/Alice", "accountId": "111122223333"},
+        "requestParameters": {"keyId": disabled}, "responseElements": null,
+        "resources": [{"type": "AWS::KMS::Key", "ARN": disabled}]
+    });
+    let file = dir.path().join("disable.json");
+    std::fs::write(&file, record.to_string()).expect("write");
+    assert!(replay(Path::new(db), &[], &[&file]).status.success());
+    let unknown = keywatch(&["preflight", disabled, "--db", db, "--as-of", AS_OF]);
+    assert_eq!(unknown.status.code(), Some(4), "{}", stdout(&unknown));
+    assert!(
+        stdout(&unknown)
+            .lines()
+            .last()
+            .is_some_and(|l| l.starts_with("CANNOT TELL: no use seen")),
+        "{}",
+        stdout(&unknown)
+    );
+    let json = keywatch(&[
+        "preflight",
+        disabled,
+        "--db",
+        db,
+        "--as-of",
+        AS_OF,
+        "--format",
+        "json",
+    ]);
+    let report: Value = serde_json::from_str(&stdout(&json)).expect("preflight JSON");
+    assert_eq!(report["verdict"], "unknown");
+    assert_eq!(report["records_since"], "2026-11-21T12:00:00Z");
+    let two_days = keywatch(&[
+        "preflight",
+        disabled,
+        "--db",
+        db,
+        "--as-of",
+        AS_OF,
+        "--days",
+        "2",
+    ]);
+    assert_eq!(two_days.status.code(), Some(0), "{}", stdout(&two_days));
     // A key keywatch never read a record of is not "safe": an error that says why, and an
     // alias is named as one.
     for (key, expected) in [

@@ -7,7 +7,7 @@ use crate::event::{KeyArn, KeyEventKind, KeyState, KmsOperation};
 use crate::preflight::{age, verdict, DEFAULT_PREFLIGHT_DAYS};
 use crate::protects::{describe, ProtectedSummary};
 use crate::time::{Timestamp, DAY_MS, HOUR_MS};
-use crate::timeline::last_user;
+use crate::timeline::{last_user, RecordsReach};
 use crate::timeline::{
     DeletionSchedule, EntryDetail, KeyStoreType, KeyTimeline, OrphanReason, PendingUseBucket,
     ScheduleEnd, TimelineEntry, UsageRollup,
@@ -441,7 +441,15 @@ fn deletion_scheduled(t: &KeyTimeline, s: &DeletionSchedule) -> Alert {
             format!("used in the 30 days before (last use {last})")
         }
         Some(last) => format!("last used {last}"),
-        None => "no use seen".to_owned(),
+        None => match t.records_reach() {
+            RecordsReach::Since(since)
+                if s.scheduled_at.millis() - since.millis()
+                    < i64::from(DEFAULT_PREFLIGHT_DAYS) * DAY_MS =>
+            {
+                format!("no use seen, but keywatch's records of the key begin {since}: its use before then is unknown")
+            }
+            _ => "no use seen".to_owned(),
+        },
     };
     if failed > 0 {
         used.push_str(&format!(
@@ -461,6 +469,7 @@ fn deletion_scheduled(t: &KeyTimeline, s: &DeletionSchedule) -> Alert {
         verdict(
             last_user,
             &a.protects,
+            t.records_reach(),
             s.scheduled_at,
             DEFAULT_PREFLIGHT_DAYS,
         )

@@ -23,4 +23,4 @@ pub use event::{
     KmsOperation, Normalised, NormalisedOnRead, Principal, RecordError,
 };
 pub use time::Timestamp;
-pub use timeline::{KeyTimeline, LastChange, TIMELINE_FORMAT};
+pub use timeline::{KeyTimeline, LastChange, RecordsReach, TIMELINE_FORMAT};

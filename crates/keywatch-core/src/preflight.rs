@@ -7,7 +7,7 @@ use crate::event::Principal;
 use crate::protects::{describe, ProtectedSummary};
 use crate::time::{Timestamp, DAY_MS, HOUR_MS};
 use crate::timeline::last_user;
-use crate::timeline::{CustomKeyStore, KeyStoreType, KeyTimeline};
+use crate::timeline::{CustomKeyStore, KeyStoreType, KeyTimeline, RecordsReach};
 use serde::{Deserialize, Serialize};
 
 /// How many days without use keywatch asks for by default.
@@ -23,6 +23,9 @@ pub enum Verdict {
     InUse,
     /// Already deleted: nothing left to decide.
     Deleted,
+    /// No use seen and protects nothing seen, but keywatch's records of the key do not
+    /// reach back the period asked (nor to its creation): its use before them is unknown.
+    Unknown,
 }
 
 /// What `keywatch preflight` reports for a key.
@@ -51,6 +54,10 @@ pub struct Preflight {
     pub protects_more: bool,
     /// Facts about its custom key store, its multi-Region replicas and its deletion.
     pub notes: Vec<String>,
+    /// The earliest record of the key keywatch holds (its CreateKey when seen): how far back
+    /// "no use seen" reaches.
+    #[serde(default)]
+    pub records_since: Option<Timestamp>,
 }
 
 /// "3 h ago", "12 days ago".
@@ -63,10 +70,13 @@ pub fn age(from: Timestamp, to: Timestamp) -> String {
     }
 }
 
-/// The verdict from the last use, who made it, and what the key protects, as of a time.
+/// The verdict from the last use, who made it, what the key protects, and how far back
+/// keywatch's records of the key reach, as of a time: "unused" only as far as the records
+/// show it.
 pub fn verdict(
     last_use: Option<(Timestamp, &Principal)>,
     protects: &[ProtectedSummary],
+    reach: RecordsReach,
     as_of: Timestamp,
     days: u32,
 ) -> (Verdict, String) {
@@ -89,20 +99,53 @@ pub fn verdict(
                 describe(protects)
             ),
         ),
-        (None, true) => {
-            let unused = last_use.map_or(i64::from(days), |(t, _)| {
-                (as_of.millis() - t.millis()) / DAY_MS
-            });
-            let never = if last_use.is_none() {
-                " (no use seen at all)"
-            } else {
-                ""
-            };
-            (
+        (None, true) => match last_use {
+            Some((t, _)) => (
                 Verdict::Safe,
-                format!("unused for {unused} days, protects nothing seen{never}"),
-            )
-        }
+                format!(
+                    "unused for {} days, protects nothing seen",
+                    (as_of.millis() - t.millis()) / DAY_MS
+                ),
+            ),
+            None => never_used(reach, as_of, window_ms, days),
+        },
+    }
+}
+
+/// The verdict on a key keywatch saw no use of and nothing protected by: safe when its
+/// records reach back the period asked or to the key's creation, else unknown.
+fn never_used(
+    reach: RecordsReach,
+    as_of: Timestamp,
+    window_ms: i64,
+    days: u32,
+) -> (Verdict, String) {
+    match reach {
+        RecordsReach::SinceCreation(created) => (
+            Verdict::Safe,
+            format!(
+                "unused since its creation {} ({created}), protects nothing seen (no use seen at all)",
+                age(created, as_of)
+            ),
+        ),
+        RecordsReach::Since(since) if as_of.millis() - since.millis() >= window_ms => (
+            Verdict::Safe,
+            format!(
+                "unused for {} days, protects nothing seen (no use seen at all in keywatch's records of it, which begin {since})",
+                (as_of.millis() - since.millis()) / DAY_MS
+            ),
+        ),
+        RecordsReach::Since(since) => (
+            Verdict::Unknown,
+            format!(
+                "CANNOT TELL: no use seen, but keywatch's records of this key begin {} ({since}), not {days} days back, and not at its creation: replay the older CloudTrail log files of its account and Region first",
+                age(since, as_of)
+            ),
+        ),
+        RecordsReach::Nothing => (
+            Verdict::Unknown,
+            "CANNOT TELL: keywatch holds no record of this key's own calls: replay the CloudTrail log files of its account and Region first".to_owned(),
+        ),
     }
 }
 
@@ -120,7 +163,8 @@ pub fn preflight(t: &KeyTimeline, as_of: Timestamp, days: u32) -> Preflight {
     principals.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     let last = last_user(&t.usage);
     let protects = t.blast_radius.summary(None);
-    let (mut verdict, mut line) = verdict(last, &protects, as_of, days);
+    let reach = t.records_reach();
+    let (mut verdict, mut line) = verdict(last, &protects, reach, as_of, days);
     if t.state == KeyState::Deleted {
         verdict = Verdict::Deleted;
         line = "ALREADY DELETED: nothing left to decide".to_owned();
@@ -168,6 +212,10 @@ pub fn preflight(t: &KeyTimeline, as_of: Timestamp, days: u32) -> Preflight {
         protects,
         protects_more: t.blast_radius.more_resources,
         notes,
+        records_since: match reach {
+            RecordsReach::SinceCreation(at) | RecordsReach::Since(at) => Some(at),
+            RecordsReach::Nothing => None,
+        },
     }
 }
 

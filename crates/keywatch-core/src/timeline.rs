@@ -303,6 +303,20 @@ pub enum EntryDetail {
     },
 }
 
+/// How far back keywatch's records of a key reach ([`KeyTimeline::records_reach`]). A key
+/// that keywatch saw no use of was unused only as far back as this: CloudTrail logs that
+/// keywatch never read (before it was deployed, or older than the archives replayed) may
+/// hold its use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordsReach {
+    /// Back to the key's creation (its CreateKey record): its whole life.
+    SinceCreation(Timestamp),
+    /// Back to the earliest record of the key keywatch holds, not to its creation.
+    Since(Timestamp),
+    /// No record of the key's own calls (only of its custom key store's, say).
+    Nothing,
+}
+
 /// A key's timeline, folded from its events.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyTimeline {
@@ -509,6 +523,19 @@ impl KeyTimeline {
     /// principal.
     pub fn last_use(&self) -> Option<Timestamp> {
         last_user(&self.usage).map(|(at, _)| at)
+    }
+
+    /// How far back keywatch's records of this key reach: what "not used" can rest on.
+    pub fn records_reach(&self) -> RecordsReach {
+        if let Some(created) = self.created_at {
+            return RecordsReach::SinceCreation(created);
+        }
+        let earliest_entry = self.entries.iter().map(|e| e.event_time).min();
+        let earliest_use = self.usage.iter().map(|u| u.first_seen).min();
+        match earliest_entry.into_iter().chain(earliest_use).min() {
+            Some(since) => RecordsReach::Since(since),
+            None => RecordsReach::Nothing,
+        }
     }
 
     /// Whether the key's custom key store is disconnected, as last seen.

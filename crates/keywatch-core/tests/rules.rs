@@ -3,7 +3,7 @@
 mod support;
 
 use keywatch_core::alert::Severity;
-use keywatch_core::preflight::preflight;
+use keywatch_core::preflight::{preflight, Verdict};
 use keywatch_core::timeline::OrphanReason;
 use keywatch_core::{evaluate, AlertConfig, AlertKind, KeyState, KmsOperation};
 use serde_json::json;
@@ -660,5 +660,117 @@ fn preflight_of_a_cloudhsm_key_says_what_its_deletion_leaves_in_the_cluster() {
             "may remain in cluster-1a23b4cdefg (the custom key store was disconnected when the key was deleted)"
         ) && disconnected.contains("cluster backups made before 2026-11-08T00:00:00Z still hold it"),
         "{disconnected}"
+    );
+}
+
+/// "Unused" only as far back as keywatch's records of the key reach. A key keywatch saw no
+/// use of, whose earliest record (here a DisableKey, not its creation) is more recent than
+/// the days asked, may have been used before it: CloudTrail logs keywatch never read (from
+/// before it was deployed, or older than the archives replayed) may hold the use. Neither
+/// safe nor in use, then: cannot tell.
+#[test]
+fn preflight_says_unused_only_as_far_back_as_its_records_reach() {
+    let as_of = ts("2026-11-02T00:00:00Z");
+    let disabled_at = |at: &str| call("DisableKey", at, "disable", iam_user(ADMIN));
+    // Records from 3 days back: not 30.
+    let recent = timeline(&[disabled_at("2026-10-30T00:00:00Z")]);
+    let report = preflight(&recent, as_of, 30);
+    assert_eq!(report.verdict, Verdict::Unknown);
+    assert!(
+        report.verdict_line.starts_with("CANNOT TELL: no use seen")
+            && report.verdict_line.contains("2026-10-30T00:00:00Z"),
+        "{}",
+        report.verdict_line
+    );
+    assert_eq!(report.records_since, Some(ts("2026-10-30T00:00:00Z")));
+    // Asked for 3 days, they are enough.
+    let report = preflight(&recent, as_of, 3);
+    assert_eq!(report.verdict, Verdict::Safe, "{}", report.verdict_line);
+    // To the millisecond: records from exactly 30 days back are enough, a second less not.
+    for (since, verdict) in [
+        ("2026-10-03T00:00:00Z", Verdict::Safe),
+        ("2026-10-03T00:00:01Z", Verdict::Unknown),
+        ("2026-09-01T00:00:00Z", Verdict::Safe),
+    ] {
+        let report = preflight(&timeline(&[disabled_at(since)]), as_of, 30);
+        assert_eq!(report.verdict, verdict, "records since {since}");
+    }
+    let old = preflight(&timeline(&[disabled_at("2026-09-01T00:00:00Z")]), as_of, 30);
+    assert_eq!(
+        old.verdict_line,
+        "unused for 62 days, protects nothing seen (no use seen at all in keywatch's records of it, which begin 2026-09-01T00:00:00Z)"
+    );
+    // A key whose creation keywatch saw: its whole life is in the records, however short.
+    let young = timeline(&[
+        create_key(
+            "2026-10-28T00:00:00Z",
+            "create",
+            "AWS_KMS",
+            None,
+            None,
+            None,
+        ),
+        disabled_at("2026-10-30T00:00:00Z"),
+    ]);
+    let report = preflight(&young, as_of, 30);
+    assert_eq!(report.verdict, Verdict::Safe);
+    assert_eq!(
+        report.verdict_line,
+        "unused since its creation 5 days ago (2026-10-28T00:00:00Z), protects nothing seen (no use seen at all)"
+    );
+    // A use seen long enough ago says how long, whatever the records' reach.
+    let used = timeline(&[decrypt("2026-09-20T00:00:00Z", "use", APP_ROLE)]);
+    let report = preflight(&used, as_of, 30);
+    assert_eq!(report.verdict, Verdict::Safe);
+    assert_eq!(
+        report.verdict_line,
+        "unused for 43 days, protects nothing seen"
+    );
+}
+
+/// The same for the page of a schedule: when the ScheduleKeyDeletion is keywatch's first
+/// record of the key (keywatch deployed yesterday, say), "no use seen" says that its use
+/// before is unknown, and so does the verdict it carries.
+#[test]
+fn a_schedule_keywatch_has_no_earlier_record_of_says_its_use_before_is_unknown() {
+    let mut sched = schedule("2026-11-01T00:00:00Z", "sched", 30, None);
+    sched["requestParameters"] = json!({"keyId": KEY});
+    let alerts = when(&[], sched.clone(), AS_OF);
+    assert_eq!(kinds(&alerts), [AlertKind::DeletionScheduled]);
+    let a = &alerts[0];
+    assert!(
+        a.summary.contains(
+            "no use seen, but keywatch's records of the key begin 2026-11-01T00:00:00Z: its use before then is unknown"
+        ),
+        "{}",
+        a.summary
+    );
+    assert!(
+        a.verdict
+            .as_deref()
+            .is_some_and(|v| v.starts_with("CANNOT TELL")),
+        "{:?}",
+        a.verdict
+    );
+    // Records reaching 30 days before the schedule: no use seen, and unused.
+    let enabled = call(
+        "EnableKey",
+        "2026-10-02T00:00:00Z",
+        "enable",
+        iam_user(ADMIN),
+    );
+    let alerts = when(&[enabled], sched, AS_OF);
+    let a = &alerts[0];
+    assert!(
+        a.summary.ends_with("; no use seen") && !a.summary.contains("unknown"),
+        "{}",
+        a.summary
+    );
+    assert!(
+        a.verdict
+            .as_deref()
+            .is_some_and(|v| v.starts_with("unused for 30 days")),
+        "{:?}",
+        a.verdict
     );
 }
