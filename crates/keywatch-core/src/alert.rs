@@ -7,7 +7,7 @@ use crate::event::{KeyArn, KeyEventKind, KeyState, KmsOperation};
 use crate::preflight::{age, verdict, DEFAULT_PREFLIGHT_DAYS};
 use crate::protects::{describe, ProtectedSummary};
 use crate::time::{Timestamp, DAY_MS, HOUR_MS};
-use crate::timeline::{last_user, RecordsReach};
+use crate::timeline::{last_rejected_as_disabled, last_user, RecordsReach};
 use crate::timeline::{
     DeletionSchedule, EntryDetail, KeyStoreType, KeyTimeline, OrphanReason, PendingUseBucket,
     ScheduleEnd, TimelineEntry, UsageRollup,
@@ -417,9 +417,14 @@ fn lifecycle_alerts(t: &KeyTimeline, out: &mut Vec<Alert>) {
     key_store_disconnected_pending_deletion(t, out);
 }
 
-/// A schedule: high when the key was used in the 30 days before it.
+/// A schedule: high when the key was used in the 30 days before it, or when a call failed
+/// then because the key was disabled (something still depended on it).
 fn deletion_scheduled(t: &KeyTimeline, s: &DeletionSchedule) -> Alert {
-    let severity = if s.used_in_prior_30_days {
+    let recent_ms = i64::from(DEFAULT_PREFLIGHT_DAYS) * DAY_MS;
+    let needed = last_rejected_as_disabled(&s.usage_before);
+    let needed_recently =
+        needed.is_some_and(|(at, _)| s.scheduled_at.millis() - at.millis() <= recent_ms);
+    let severity = if s.used_in_prior_30_days || needed_recently {
         Severity::High
     } else {
         Severity::Medium
@@ -442,18 +447,22 @@ fn deletion_scheduled(t: &KeyTimeline, s: &DeletionSchedule) -> Alert {
         }
         Some(last) => format!("last used {last}"),
         None => match t.records_reach() {
-            RecordsReach::Since(since)
-                if s.scheduled_at.millis() - since.millis()
-                    < i64::from(DEFAULT_PREFLIGHT_DAYS) * DAY_MS =>
-            {
+            RecordsReach::Since(since) if s.scheduled_at.millis() - since.millis() < recent_ms => {
                 format!("no use seen, but keywatch's records of the key begin {since}: its use before then is unknown")
             }
             _ => "no use seen".to_owned(),
         },
     };
-    if failed > 0 {
+    let disabled: u64 = s.usage_before.iter().map(|r| r.rejected_disabled).sum();
+    if let Some((at, principal)) = needed {
         used.push_str(&format!(
-            "; {failed} failed call(s) (access denied, throttling, invalid requests) are attempts, not uses, and do not count as use"
+            "; {disabled} call(s) failed because the key was disabled (DisabledException), the last at {at} by {principal}: something still depended on it"
+        ));
+    }
+    let failed_otherwise = failed - disabled.min(failed);
+    if failed_otherwise > 0 {
+        used.push_str(&format!(
+            "; {failed_otherwise} failed call(s) (access denied, throttling, invalid requests) are attempts, not uses, and do not count as use"
         ));
     }
     let when = match s.deletion_date {
@@ -464,10 +473,9 @@ fn deletion_scheduled(t: &KeyTimeline, s: &DeletionSchedule) -> Alert {
         ),
     };
     a.protects = t.blast_radius.summary(Some(s.scheduled_at));
-    let last_user = last_user(&s.usage_before);
     a.verdict = Some(
         verdict(
-            last_user,
+            &s.usage_before,
             &a.protects,
             t.records_reach(),
             s.scheduled_at,

@@ -406,6 +406,15 @@ pub enum UsageOutcome {
     },
 }
 
+impl UsageOutcome {
+    /// Rejected because the key was disabled (`DisabledException`): a failure, but proof that
+    /// something still depends on the key. AWS's advice before deleting a key is to disable it
+    /// and watch CloudTrail for these.
+    pub fn is_rejected_as_disabled(&self) -> bool {
+        matches!(self, UsageOutcome::Failed { error_code } if error_code == "DisabledException")
+    }
+}
+
 /// A backing key's deletion status reported by DeleteKey in a CloudHSM key store.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackingKeyStatus {

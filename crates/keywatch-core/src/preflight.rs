@@ -6,8 +6,8 @@ use crate::event::KeyState;
 use crate::event::Principal;
 use crate::protects::{describe, ProtectedSummary};
 use crate::time::{Timestamp, DAY_MS, HOUR_MS};
-use crate::timeline::last_user;
-use crate::timeline::{CustomKeyStore, KeyStoreType, KeyTimeline, RecordsReach};
+use crate::timeline::{last_rejected_as_disabled, last_user};
+use crate::timeline::{CustomKeyStore, KeyStoreType, KeyTimeline, RecordsReach, UsageRollup};
 use serde::{Deserialize, Serialize};
 
 /// How many days without use keywatch asks for by default.
@@ -70,36 +70,48 @@ pub fn age(from: Timestamp, to: Timestamp) -> String {
     }
 }
 
-/// The verdict from the last use, who made it, what the key protects, and how far back
-/// keywatch's records of the key reach, as of a time: "unused" only as far as the records
-/// show it.
+/// The verdict from a key's usage roll-up, what it protects, and how far back keywatch's
+/// records of the key reach, as of a time: in use when used within the days asked, when a
+/// call failed because the key was disabled within them (something still depends on it), or
+/// when it protects anything seen; "unused" only as far back as the records show it.
 pub fn verdict(
-    last_use: Option<(Timestamp, &Principal)>,
+    usage: &[UsageRollup],
     protects: &[ProtectedSummary],
     reach: RecordsReach,
     as_of: Timestamp,
     days: u32,
 ) -> (Verdict, String) {
     let window_ms = i64::from(days) * DAY_MS;
-    let recent = last_use.filter(|(t, _)| as_of.millis() - t.millis() <= window_ms);
+    let within = |(t, _): &(Timestamp, &Principal)| as_of.millis() - t.millis() <= window_ms;
+    let last_use = last_user(usage);
+    let recent = last_use.filter(within);
+    let needed = last_rejected_as_disabled(usage).filter(within);
     let used = last_use.map_or_else(
         || "no use seen".to_owned(),
         |(t, p)| format!("last used {} by {p}", age(t, as_of)),
     );
-    match (recent, protects.is_empty()) {
-        (Some(_), true) => (Verdict::InUse, format!("IN USE: {used}")),
-        (Some(_), false) => (
+    let protected = if protects.is_empty() {
+        String::new()
+    } else {
+        format!("; protects {}", describe(protects))
+    };
+    match (recent, needed, protects.is_empty()) {
+        (Some(_), _, _) => (Verdict::InUse, format!("IN USE: {used}{protected}")),
+        (None, Some((t, p)), _) => (
             Verdict::InUse,
-            format!("IN USE: {used}; protects {}", describe(protects)),
+            format!(
+                "IN USE: a call failed because the key is disabled (DisabledException) {} by {p}: something still depends on it ({used}){protected}",
+                age(t, as_of)
+            ),
         ),
-        (None, false) => (
+        (None, None, false) => (
             Verdict::InUse,
             format!(
                 "IN USE: protects {} ({used}): their ciphertext dies with the key",
                 describe(protects)
             ),
         ),
-        (None, true) => match last_use {
+        (None, None, true) => match last_use {
             Some((t, _)) => (
                 Verdict::Safe,
                 format!(
@@ -164,7 +176,7 @@ pub fn preflight(t: &KeyTimeline, as_of: Timestamp, days: u32) -> Preflight {
     let last = last_user(&t.usage);
     let protects = t.blast_radius.summary(None);
     let reach = t.records_reach();
-    let (mut verdict, mut line) = verdict(last, &protects, reach, as_of, days);
+    let (mut verdict, mut line) = verdict(&t.usage, &protects, reach, as_of, days);
     if t.state == KeyState::Deleted {
         verdict = Verdict::Deleted;
         line = "ALREADY DELETED: nothing left to decide".to_owned();

@@ -70,6 +70,13 @@ pub struct UsageRollup {
     pub first_seen: Timestamp,
     /// Last attempt.
     pub last_seen: Timestamp,
+    /// Calls rejected because the key was disabled (`DisabledException`), among the
+    /// failures: attempts, not uses, but proof that something still depends on the key.
+    #[serde(default)]
+    pub rejected_disabled: u64,
+    /// The last of them.
+    #[serde(default)]
+    pub last_rejected_disabled: Option<Timestamp>,
 }
 
 /// One deletion schedule and what became of it.
@@ -407,7 +414,8 @@ pub enum LastChange {
 /// keeps changes in a way an older stored timeline would not show (a new field with no
 /// default that fits, a new rule over old entries): stored timelines of another form are
 /// then rebuilt from the event log.
-pub const TIMELINE_FORMAT: u32 = 1;
+/// Form 2 counts calls rejected because the key was disabled (`DisabledException`) apart.
+pub const TIMELINE_FORMAT: u32 = 2;
 
 impl KeyTimeline {
     /// An empty timeline for a key.
@@ -775,16 +783,9 @@ impl KeyTimeline {
         };
         self.blast_radius.note(protects, &c.principal, c.event_time);
         let succeeded = matches!(outcome, UsageOutcome::Succeeded);
-        count_use(&mut self.usage, c, operation, succeeded, false, succeeded);
+        count_use(&mut self.usage, c, operation, outcome, false, succeeded);
         if let Some(s) = self.schedules.last_mut() {
-            count_use(
-                &mut s.usage_before,
-                c,
-                operation,
-                succeeded,
-                false,
-                succeeded,
-            );
+            count_use(&mut s.usage_before, c, operation, outcome, false, succeeded);
             s.settle_use_before();
         }
     }
@@ -1223,7 +1224,7 @@ impl KeyTimeline {
                 .cancelled_at
                 .is_some_and(|at| c.event_time.millis() - at.millis() <= EVENTUAL_CONSISTENCY_MS);
         let is_use = succeeded || (rejected && !late_after_cancel);
-        count_use(&mut self.usage, c, operation, succeeded, rejected, is_use);
+        count_use(&mut self.usage, c, operation, outcome, rejected, is_use);
         if late_after_cancel {
             self.push_entry(
                 c,
@@ -1376,10 +1377,12 @@ fn count_use(
     usage: &mut Vec<UsageRollup>,
     c: &EventContext,
     operation: &KmsOperation,
-    succeeded: bool,
+    outcome: &UsageOutcome,
     rejected: bool,
     is_use: bool,
 ) {
+    let succeeded = matches!(outcome, UsageOutcome::Succeeded);
+    let disabled = outcome.is_rejected_as_disabled();
     match usage.binary_search_by(|u| (&u.principal, &u.operation).cmp(&(&c.principal, operation))) {
         Ok(i) => {
             let u = &mut usage[i];
@@ -1390,6 +1393,10 @@ fn count_use(
             }
             if rejected {
                 u.rejected_pending_deletion += 1;
+            }
+            if disabled {
+                u.rejected_disabled += 1;
+                u.last_rejected_disabled = u.last_rejected_disabled.max(Some(c.event_time));
             }
             if is_use {
                 u.last_used = u.last_used.max(Some(c.event_time));
@@ -1408,9 +1415,19 @@ fn count_use(
                 last_used: is_use.then_some(c.event_time),
                 first_seen: c.event_time,
                 last_seen: c.event_time,
+                rejected_disabled: u64::from(disabled),
+                last_rejected_disabled: disabled.then_some(c.event_time),
             },
         ),
     }
+}
+
+/// The last call rejected because the key was disabled, and who made it.
+pub fn last_rejected_as_disabled(usage: &[UsageRollup]) -> Option<(Timestamp, &Principal)> {
+    usage
+        .iter()
+        .filter_map(|u| u.last_rejected_disabled.map(|at| (at, &u.principal)))
+        .max_by(|x, y| x.0.cmp(&y.0).then_with(|| y.1.cmp(x.1)))
 }
 
 /// The last use in a usage roll-up and who made it (the first principal by name on a tie).

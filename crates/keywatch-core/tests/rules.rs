@@ -774,3 +774,119 @@ fn a_schedule_keywatch_has_no_earlier_record_of_says_its_use_before_is_unknown()
         a.verdict
     );
 }
+
+/// AWS's advice before deleting a key is to disable it first and watch CloudTrail for calls
+/// that fail with DisabledException: each is a workload that still depends on the key, and
+/// would lose its data with it. Such a call is an attempt, not a use, but preflight says the
+/// key is in use, and a schedule made after one pages high.
+#[test]
+fn a_call_rejected_because_the_key_is_disabled_means_something_still_depends_on_it() {
+    let as_of = ts("2026-11-02T00:00:00Z");
+    let disabled_a_month_ago = vec![
+        create_key(
+            "2026-01-01T00:00:00Z",
+            "create",
+            "AWS_KMS",
+            None,
+            None,
+            None,
+        ),
+        decrypt("2026-06-01T00:00:00Z", "old-use", APP_ROLE),
+        call(
+            "DisableKey",
+            "2026-10-01T00:00:00Z",
+            "disable",
+            iam_user(ADMIN),
+        ),
+    ];
+    let with_call = |call: serde_json::Value| {
+        let mut records = disabled_a_month_ago.clone();
+        records.push(call);
+        records
+    };
+    assert_eq!(
+        preflight(&timeline(&disabled_a_month_ago), as_of, 30).verdict,
+        Verdict::Safe
+    );
+    // A nightly job's Decrypt refused two days ago because the key is disabled.
+    let needed = with_call(rejected_as_disabled(
+        "Decrypt",
+        "2026-10-31T00:00:00Z",
+        "refused",
+        OTHER_ROLE,
+    ));
+    let t = timeline(&needed);
+    let report = preflight(&t, as_of, 30);
+    assert_eq!(report.verdict, Verdict::InUse);
+    assert!(
+        report.verdict_line.starts_with("IN USE: a call failed because the key is disabled (DisabledException) 2 days ago by arn:aws:iam::111122223333:role/batch"),
+        "{}",
+        report.verdict_line
+    );
+    // Counted apart among the failures, and not as a use.
+    let row = t
+        .usage
+        .iter()
+        .find(|u| u.principal.0 == OTHER_ROLE)
+        .expect("the refused call's row");
+    assert_eq!(
+        (row.failures, row.rejected_disabled, row.last_used),
+        (1, 1, None)
+    );
+    // Refused exactly 30 days before: in use; asked later, history, not a dependency.
+    let long_ago = with_call(rejected_as_disabled(
+        "Decrypt",
+        "2026-10-03T00:00:00Z",
+        "refused",
+        OTHER_ROLE,
+    ));
+    assert_eq!(
+        preflight(&timeline(&long_ago), as_of, 30).verdict,
+        Verdict::InUse
+    );
+    assert_eq!(
+        preflight(&timeline(&long_ago), ts("2026-11-15T00:00:00Z"), 30).verdict,
+        Verdict::Safe
+    );
+    // Any other failure is an attempt only.
+    let denied = with_call(failed(
+        "Decrypt",
+        "2026-10-31T00:00:00Z",
+        "denied",
+        "AccessDeniedException",
+    ));
+    assert_eq!(
+        preflight(&timeline(&denied), as_of, 30).verdict,
+        Verdict::Safe
+    );
+    // A schedule after the refused call pages high, and says why.
+    let alerts = when(
+        &needed,
+        schedule("2026-11-01T00:00:00Z", "sched", 30, None),
+        AS_OF,
+    );
+    let a = alerts
+        .iter()
+        .find(|a| a.kind == AlertKind::DeletionScheduled)
+        .expect("deletion_scheduled");
+    assert_eq!(a.severity, Severity::High);
+    assert!(
+        a.summary.contains("1 call(s) failed because the key was disabled (DisabledException), the last at 2026-10-31T00:00:00Z by arn:aws:iam::111122223333:role/batch: something still depended on it")
+            && !a.summary.contains("access denied"),
+        "{}",
+        a.summary
+    );
+    assert!(
+        a.verdict
+            .as_deref()
+            .is_some_and(|v| v.starts_with("IN USE")),
+        "{:?}",
+        a.verdict
+    );
+    let alerts = when(
+        &denied,
+        schedule("2026-11-01T00:00:00Z", "sched", 30, None),
+        AS_OF,
+    );
+    assert_eq!(alerts[0].severity, Severity::Medium);
+}

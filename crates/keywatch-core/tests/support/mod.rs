@@ -62,6 +62,14 @@ pub fn rejected(name: &str, time: &str, id: &str, role: &str) -> Value {
     )
 }
 
+/// A call KMS refused because the key is disabled, as CloudTrail records it.
+pub fn rejected_as_disabled(name: &str, time: &str, id: &str, role: &str) -> Value {
+    with(
+        call(name, time, id, assumed_role(role)),
+        json!({"errorCode": "DisabledException", "errorMessage": format!("{KEY} is disabled.")}),
+    )
+}
+
 pub fn schedule(time: &str, id: &str, days: u32, deletion_date: Option<&str>) -> Value {
     let mut response =
         json!({"keyId": KEY, "keyState": "PendingDeletion", "pendingWindowInDays": days});
@@ -282,7 +290,12 @@ pub fn history() -> impl Strategy<Value = Vec<Value>> {
                 out.push(use_);
             }
             for (i, m) in x.denied.iter().enumerate() {
-                out.push(failed("Decrypt", &t(1 + m), &format!("denied-{i}"), "AccessDeniedException"));
+                // Refused by policy, or because the key was disabled (counted apart).
+                out.push(if i % 2 == 0 {
+                    failed("Decrypt", &t(1 + m), &format!("denied-{i}"), "AccessDeniedException")
+                } else {
+                    rejected_as_disabled("Decrypt", &t(1 + m), &format!("denied-{i}"), roles[0])
+                });
             }
             if x.reencrypt {
                 out.push(reencrypt(&t(300), "re-before", OTHER_KEY, KEY));
