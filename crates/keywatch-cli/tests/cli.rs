@@ -319,7 +319,12 @@ fn preflight_answers_for_every_demo_key_with_its_exit_status() {
     let file = dir.path().join("disable.json");
     std::fs::write(&file, record.to_string()).expect("write");
     assert!(replay(Path::new(db), &[], &[&file]).status.success());
-    let unknown = keywatch(&["preflight", disabled, "--db", db, "--as-of", AS_OF]);
+    let preflight = |extra: &[&str]| {
+        let mut args = vec!["preflight", disabled, "--db", db, "--as-of", AS_OF];
+        args.extend_from_slice(extra);
+        keywatch(&args)
+    };
+    let unknown = preflight(&[]);
     assert_eq!(unknown.status.code(), Some(4), "{}", stdout(&unknown));
     assert!(
         stdout(&unknown)
@@ -329,29 +334,11 @@ fn preflight_answers_for_every_demo_key_with_its_exit_status() {
         "{}",
         stdout(&unknown)
     );
-    let json = keywatch(&[
-        "preflight",
-        disabled,
-        "--db",
-        db,
-        "--as-of",
-        AS_OF,
-        "--format",
-        "json",
-    ]);
-    let report: Value = serde_json::from_str(&stdout(&json)).expect("preflight JSON");
+    let report: Value =
+        serde_json::from_str(&stdout(&preflight(&["--format", "json"]))).expect("preflight JSON");
     assert_eq!(report["verdict"], "unknown");
     assert_eq!(report["records_since"], "2026-11-21T12:00:00Z");
-    let two_days = keywatch(&[
-        "preflight",
-        disabled,
-        "--db",
-        db,
-        "--as-of",
-        AS_OF,
-        "--days",
-        "2",
-    ]);
+    let two_days = preflight(&["--days", "2"]);
     assert_eq!(two_days.status.code(), Some(0), "{}", stdout(&two_days));
     // A key keywatch never read a record of is not "safe": an error that says why, and an
     // alias is named as one.
