@@ -632,18 +632,21 @@ fn lists(out: &mut String, t: &KeyTimeline, alerts: &[Alert]) {
             t.entries.len().saturating_sub(MAX_LISTED) as u64 + t.pending_use_entries_dropped
         );
     }
-    out.push_str("<h2>Usage by principal and operation</h2><table><tr><th>principal</th><th>operation</th><th>succeeded</th><th>rejected (pending deletion)</th><th>failed</th><th>last seen</th></tr>");
+    out.push_str("<h2>Usage by principal and operation</h2><table><tr><th>principal</th><th>operation</th><th>succeeded</th><th>rejected (pending deletion)</th><th>refused (disabled)</th><th>failed otherwise</th><th>last seen</th></tr>");
     let mut usage: Vec<_> = t.usage.iter().collect();
     usage.sort_by_key(|u| std::cmp::Reverse(u.successes + u.failures));
     for u in usage.iter().take(MAX_LISTED) {
         let _ = write!(
             out,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&u.principal.0),
             esc(u.operation.as_str()),
             u.successes,
             u.rejected_pending_deletion,
-            u.failures - u.rejected_pending_deletion.min(u.failures),
+            u.rejected_disabled,
+            u.failures
+                .saturating_sub(u.rejected_pending_deletion)
+                .saturating_sub(u.rejected_disabled),
             u.last_seen
         );
     }
@@ -699,6 +702,51 @@ mod tests {
         assert!(few.len() < many.len());
         let marks = many.matches("<rect").count();
         assert!(marks <= (MAX_LANES + 1) * COLUMNS * 3 + 20, "{marks} marks");
+    }
+
+    /// Calls refused because the key was disabled have a column of their own: each is
+    /// something that still depends on the key, unlike an access denied.
+    #[test]
+    fn the_usage_table_shows_calls_refused_as_disabled_apart() {
+        let key = KeyArn::parse(
+            "arn:aws:kms:us-east-1:111122223333:key/1111aaaa-11aa-11aa-11aa-111111111111",
+        )
+        .expect("arn");
+        let mut t = KeyTimeline::new(key);
+        let at = Timestamp::parse_rfc3339("2026-10-01T00:00:00Z").expect("time");
+        t.usage.push(keywatch_core::timeline::UsageRollup {
+            principal: keywatch_core::event::Principal(
+                "arn:aws:iam::111122223333:role/nightly".into(),
+            ),
+            operation: keywatch_core::KmsOperation::Decrypt,
+            successes: 5,
+            failures: 6,
+            rejected_pending_deletion: 1,
+            last_used: Some(at),
+            first_seen: at,
+            last_seen: at,
+            rejected_disabled: 3,
+            last_rejected_disabled: Some(at),
+        });
+        let grid = UsageGrid::new(
+            &t,
+            Span {
+                start: at.millis(),
+                end: at.millis() + 86_400_000,
+                earlier: None,
+            },
+        );
+        let page = key_page(
+            &t,
+            &grid,
+            &[],
+            &keywatch_core::preflight::preflight(&t, at, 30),
+        );
+        assert!(page.contains("<th>refused (disabled)</th><th>failed otherwise</th>"));
+        assert!(
+            page.contains("<td>Decrypt</td><td>5</td><td>1</td><td>3</td><td>2</td>"),
+            "{page}"
+        );
     }
 
     #[test]
