@@ -5,7 +5,8 @@ DEMO_DB := target/demo/keywatch.db
 DEMO_AS_OF := 2026-11-23T12:00:00Z
 DEMO_KEYS := 1111aaaa-11aa-11aa-11aa-111111111111 2222bbbb-22bb-22bb-22bb-222222222222 \
 	3333cccc-33cc-33cc-33cc-333333333333 4444dddd-44dd-44dd-44dd-444444444444 \
-	5555eeee-55ee-55ee-55ee-555555555555 6666ffff-66ff-66ff-66ff-666666666666
+	5555eeee-55ee-55ee-55ee-555555555555 6666ffff-66ff-66ff-66ff-666666666666 \
+	7777abcd-77ab-77cd-77ef-777777777777
 CORPUS ?= $(abspath ../shared/cloudtrail-corpus)
 VENV := .venv
 KAFKA_PORT ?= 19092

@@ -8,6 +8,8 @@ A small organisation's week around several KMS key deletions, as of 2026-11-23:
   xks      - external key store key deleted (its external key is untouched)
   reports  - scheduled, then cancelled and re-enabled
   archive  - scheduled in October, deletion never seen (overdue)
+  payroll  - last used in June, disabled on 5 November to see what breaks; the nightly batch
+             still tries it (DisabledException), so preflight says it is in use
 The orders key's calls carry the encryption contexts of the services that make them (S3
 objects in two buckets, a DynamoDB table, a Secrets Manager secret, an EBS volume's grant),
 so keywatch can say what the key protects.
@@ -25,6 +27,7 @@ KEYS = {
     "xks": "4444dddd-44dd-44dd-44dd-444444444444",
     "reports": "5555eeee-55ee-55ee-55ee-555555555555",
     "archive": "6666ffff-66ff-66ff-66ff-666666666666",
+    "payroll": "7777abcd-77ab-77cd-77ef-777777777777",
 }
 ARN = {k: f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{v}" for k, v in KEYS.items()}
 ORDERS_ROLE = f"arn:aws:iam::{ACCOUNT}:role/orders-service"
@@ -188,6 +191,11 @@ records += [
     kms("CancelKeyDeletion", "2026-11-11T09:30:00Z", "reports", user("bob"), resp={"keyId": ARN["reports"]}),
     kms("EnableKey", "2026-11-11T09:31:00Z", "reports", user("bob")),
     schedule("2026-10-01T10:00:00Z", "archive", 7, None),
+    create("2026-01-10T09:06:00Z", "payroll"),
+    kms("Decrypt", "2026-06-30T02:00:00Z", "payroll", role(BATCH_ROLE)),
+    kms("DisableKey", "2026-11-05T10:00:00Z", "payroll", user("alice")),
+    kms("Decrypt", "2026-11-20T02:00:00Z", "payroll", role(BATCH_ROLE),
+        extra={"errorCode": "DisabledException", "errorMessage": f"{ARN['payroll']} is disabled."}),
 ]
 
 def envelope(r):

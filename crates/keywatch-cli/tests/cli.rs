@@ -264,6 +264,8 @@ fn preflight_answers_for_every_demo_key_with_its_exit_status() {
         ("4444dddd-44dd-44dd-44dd-444444444444", 0, "deleted"),
         ("5555eeee-55ee-55ee-55ee-555555555555", 0, "safe"),
         ("6666ffff-66ff-66ff-66ff-666666666666", 0, "safe"),
+        // Disabled, and the nightly batch's Decrypt refused as disabled 3 days ago.
+        ("7777abcd-77ab-77cd-77ef-777777777777", 3, "in_use"),
     ];
     for (key, code, verdict) in expected {
         let out = keywatch(&[
