@@ -478,6 +478,7 @@ fn deletion_scheduled(t: &KeyTimeline, s: &DeletionSchedule) -> Alert {
             &s.usage_before,
             &a.protects,
             t.records_reach(),
+            t.key_usage.as_ref(),
             s.scheduled_at,
             DEFAULT_PREFLIGHT_DAYS,
         )

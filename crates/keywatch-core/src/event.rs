@@ -581,6 +581,47 @@ impl KeyOrigin {
 
 aws_spelling!(KeyOrigin, |s| KeyOrigin::parse(&s));
 
+/// What a KMS key is for (`KeyUsage` in KeyMetadata), in AWS's spelling when serialised.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum KeyUsage {
+    /// `ENCRYPT_DECRYPT`: symmetric or asymmetric encryption.
+    EncryptDecrypt,
+    /// `SIGN_VERIFY`: asymmetric signing.
+    SignVerify,
+    /// `GENERATE_VERIFY_MAC`: HMAC.
+    GenerateVerifyMac,
+    /// `KEY_AGREEMENT`: deriving shared secrets (ECDH).
+    KeyAgreement,
+    /// A spelling this version does not know, kept as it came.
+    Other(String),
+}
+
+impl KeyUsage {
+    /// Reads AWS's spelling.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "ENCRYPT_DECRYPT" => KeyUsage::EncryptDecrypt,
+            "SIGN_VERIFY" => KeyUsage::SignVerify,
+            "GENERATE_VERIFY_MAC" => KeyUsage::GenerateVerifyMac,
+            "KEY_AGREEMENT" => KeyUsage::KeyAgreement,
+            other => KeyUsage::Other(other.to_owned()),
+        }
+    }
+
+    /// AWS's spelling.
+    pub fn as_str(&self) -> &str {
+        match self {
+            KeyUsage::EncryptDecrypt => "ENCRYPT_DECRYPT",
+            KeyUsage::SignVerify => "SIGN_VERIFY",
+            KeyUsage::GenerateVerifyMac => "GENERATE_VERIFY_MAC",
+            KeyUsage::KeyAgreement => "KEY_AGREEMENT",
+            KeyUsage::Other(s) => s,
+        }
+    }
+}
+
+aws_spelling!(KeyUsage, |s| KeyUsage::parse(&s));
+
 /// What a KMS record means for one key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -600,6 +641,9 @@ pub enum KeyEventKind {
         xks_key_id: Option<String>,
         /// A multi-Region key.
         multi_region: bool,
+        /// What the key is for (`keyUsage`), when the record says.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key_usage: Option<KeyUsage>,
     },
     /// ScheduleKeyDeletion.
     DeletionScheduled {
@@ -1339,6 +1383,7 @@ fn lifecycle_events(
                 cloudhsm_cluster_id: None,
                 xks_key_id: None,
                 multi_region: true,
+                key_usage: None,
             },
         }));
     }
@@ -1504,6 +1549,10 @@ fn created(
             .and_then(|m| m.multi_region)
             .or(request.multi_region)
             .unwrap_or(false),
+        key_usage: meta_str(|m| &m.key_usage)
+            .or_else(|| request.key_usage.clone())
+            .as_deref()
+            .map(KeyUsage::parse),
     }
 }
 

@@ -2,8 +2,7 @@
 //! examine a key's past usage before scheduling its deletion, because every ciphertext under
 //! it dies with it.
 
-use crate::event::KeyState;
-use crate::event::Principal;
+use crate::event::{KeyState, KeyUsage, KmsOperation, Principal};
 use crate::protects::{describe, ProtectedSummary};
 use crate::time::{Timestamp, DAY_MS, HOUR_MS};
 use crate::timeline::{last_rejected_as_disabled, last_user};
@@ -70,14 +69,17 @@ pub fn age(from: Timestamp, to: Timestamp) -> String {
     }
 }
 
-/// The verdict from a key's usage roll-up, what it protects, and how far back keywatch's
-/// records of the key reach, as of a time: in use when used within the days asked, when a
-/// call failed because the key was disabled within them (something still depends on it), or
-/// when it protects anything seen; "unused" only as far back as the records show it.
+/// The verdict from a key's usage roll-up, what it protects, how far back keywatch's records
+/// of the key reach and what the key is for, as of a time: in use when used within the days
+/// asked, when a call failed because the key was disabled within them (something still
+/// depends on it), or when it protects anything seen; unknown when its public key was ever
+/// downloaded (its use outside AWS KMS leaves no record); "unused" only as far back as the
+/// records show it.
 pub fn verdict(
     usage: &[UsageRollup],
     protects: &[ProtectedSummary],
     reach: RecordsReach,
+    key_usage: Option<&KeyUsage>,
     as_of: Timestamp,
     days: u32,
 ) -> (Verdict, String) {
@@ -111,7 +113,15 @@ pub fn verdict(
                 describe(protects)
             ),
         ),
-        (None, None, true) => match last_use {
+        (None, None, true) => match (public_key_out(usage, key_usage), last_use) {
+            (Some((t, p)), _) => (
+                Verdict::Unknown,
+                format!(
+                    "CANNOT TELL: its public key was downloaded (GetPublicKey, last {} by {p}): data encrypted with it outside AWS KMS leaves no record, and cannot be decrypted once the key is deleted ({used})",
+                    age(t, as_of)
+                ),
+            ),
+            (None, last_use) => match last_use {
             Some((t, _)) => (
                 Verdict::Safe,
                 format!(
@@ -120,8 +130,30 @@ pub fn verdict(
                 ),
             ),
             None => never_used(reach, as_of, window_ms, days),
+            },
         },
     }
+}
+
+/// The last download of the key's public key (a GetPublicKey that succeeded) and who made
+/// it, unless the key is known to be for signing or MACs: a public key out of AWS KMS can
+/// encrypt data (or agree a secret) that only this key can decrypt, and leaves no record
+/// doing so. AWS names it the significant risk of deleting an asymmetric key.
+pub fn public_key_out<'u>(
+    usage: &'u [UsageRollup],
+    key_usage: Option<&KeyUsage>,
+) -> Option<(Timestamp, &'u Principal)> {
+    if matches!(
+        key_usage,
+        Some(KeyUsage::SignVerify | KeyUsage::GenerateVerifyMac)
+    ) {
+        return None;
+    }
+    usage
+        .iter()
+        .filter(|u| u.operation == KmsOperation::GetPublicKey && u.successes > 0)
+        .filter_map(|u| u.last_used.map(|at| (at, &u.principal)))
+        .max_by(|x, y| x.0.cmp(&y.0).then_with(|| y.1.cmp(x.1)))
 }
 
 /// The verdict on a key keywatch saw no use of and nothing protected by: safe when its
@@ -176,7 +208,14 @@ pub fn preflight(t: &KeyTimeline, as_of: Timestamp, days: u32) -> Preflight {
     let last = last_user(&t.usage);
     let protects = t.blast_radius.summary(None);
     let reach = t.records_reach();
-    let (mut verdict, mut line) = verdict(&t.usage, &protects, reach, as_of, days);
+    let (mut verdict, mut line) = verdict(
+        &t.usage,
+        &protects,
+        reach,
+        t.key_usage.as_ref(),
+        as_of,
+        days,
+    );
     if t.state == KeyState::Deleted {
         verdict = Verdict::Deleted;
         line = "ALREADY DELETED: nothing left to decide".to_owned();
@@ -200,6 +239,11 @@ pub fn preflight(t: &KeyTimeline, as_of: Timestamp, days: u32) -> Preflight {
                 regions.join(", ")
             )
         });
+    }
+    if let Some((at, by)) = public_key_out(&t.usage, t.key_usage.as_ref()) {
+        notes.push(format!(
+            "its public key was downloaded (GetPublicKey, last on {at} by {by}): data encrypted with it outside AWS KMS leaves no CloudTrail record, and cannot be decrypted once the key is deleted"
+        ));
     }
     if t.state.is_pending_deletion() {
         notes.push(match t.deletion_date {

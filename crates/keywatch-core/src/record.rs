@@ -154,6 +154,9 @@ pub struct RequestParameters<'a> {
     pub xks_key_id: Option<String>,
     #[serde(default)]
     pub multi_region: Option<bool>,
+    /// CreateKey's `keyUsage`.
+    #[serde(default)]
+    pub key_usage: Option<String>,
     /// ReEncrypt's source key.
     #[serde(borrow, default, deserialize_with = "optional_text")]
     pub source_key_id: Option<Cow<'a, str>>,
@@ -222,6 +225,8 @@ pub struct KeyMetadata {
     pub multi_region: Option<bool>,
     #[serde(default)]
     pub xks_key_configuration: Option<XksKeyConfiguration>,
+    #[serde(default)]
+    pub key_usage: Option<String>,
 }
 
 /// `keyMetadata.xksKeyConfiguration`.

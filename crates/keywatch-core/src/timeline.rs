@@ -3,7 +3,8 @@
 
 use crate::event::{
     BackingKeyStatus, EventContext, KeyArn, KeyEvent, KeyEventKind, KeyOrigin, KeyState,
-    KeyStoreChange, KeyStoreEvent, KeyStoreRef, KmsEvent, KmsOperation, Principal, UsageOutcome,
+    KeyStoreChange, KeyStoreEvent, KeyStoreRef, KeyUsage, KmsEvent, KmsOperation, Principal,
+    UsageOutcome,
 };
 use crate::protects::BlastRadius;
 use crate::time::{Timestamp, DAY_MS};
@@ -347,6 +348,9 @@ pub struct KeyTimeline {
     /// When the key was created (CreateKey), if seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<Timestamp>,
+    /// What the key is for (`keyUsage` in CreateKey), if seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_usage: Option<KeyUsage>,
     /// The Region of the multi-Region primary key, when an UpdatePrimaryRegion named it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_region: Option<String>,
@@ -429,6 +433,7 @@ impl KeyTimeline {
             origin: None,
             multi_region: false,
             created_at: None,
+            key_usage: None,
             primary_region: None,
             related_keys: BTreeMap::new(),
             custom_key_store: None,
@@ -1050,8 +1055,14 @@ impl KeyTimeline {
                 origin,
                 key_state,
                 multi_region,
+                key_usage,
                 ..
-            } => self.apply_created(c, origin, *key_state, *multi_region),
+            } => {
+                if self.key_usage.is_none() {
+                    self.key_usage = key_usage.clone();
+                }
+                self.apply_created(c, origin, *key_state, *multi_region)
+            }
             KeyEventKind::DeletionScheduled {
                 window_days,
                 deletion_date,

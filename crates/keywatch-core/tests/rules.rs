@@ -885,3 +885,81 @@ fn a_call_rejected_because_the_key_is_disabled_means_something_still_depends_on_
     );
     assert_eq!(alerts[0].severity, Severity::Medium);
 }
+
+/// AWS calls this the significant risk of deleting an asymmetric key: its public key, once
+/// downloaded, keeps encrypting data outside AWS KMS without a record, and that data cannot be
+/// decrypted after the key is deleted. A key whose public key was downloaded is therefore not
+/// "unused" however long ago its last recorded call; unless it is a signing key, whose
+/// downloaded public key only verifies (and keeps doing so).
+#[test]
+fn a_key_whose_public_key_was_downloaded_cannot_be_called_unused() {
+    let as_of = ts("2026-11-02T00:00:00Z");
+    let asymmetric = |key_usage: &str| {
+        let mut create = create_key(
+            "2026-01-01T00:00:00Z",
+            "create",
+            "AWS_KMS",
+            None,
+            None,
+            None,
+        );
+        create["requestParameters"]["keyUsage"] = json!(key_usage);
+        create["requestParameters"]["keySpec"] = json!("RSA_2048");
+        create["responseElements"]["keyMetadata"]["keyUsage"] = json!(key_usage);
+        create
+    };
+    let downloaded = call(
+        "GetPublicKey",
+        "2026-07-01T00:00:00Z",
+        "get-public-key",
+        assumed_role(APP_ROLE),
+    );
+    let encryption = timeline(&[asymmetric("ENCRYPT_DECRYPT"), downloaded.clone()]);
+    assert_eq!(
+        encryption.key_usage.as_ref().map(|u| u.as_str()),
+        Some("ENCRYPT_DECRYPT")
+    );
+    let report = preflight(&encryption, as_of, 30);
+    assert_eq!(report.verdict, Verdict::Unknown);
+    assert!(
+        report.verdict_line.starts_with(
+            "CANNOT TELL: its public key was downloaded (GetPublicKey, last 124 days ago by arn:aws:iam::111122223333:role/app)"
+        ),
+        "{}",
+        report.verdict_line
+    );
+    assert!(
+        report.notes.iter().any(|n| n.starts_with(
+            "its public key was downloaded (GetPublicKey, last on 2026-07-01T00:00:00Z"
+        )),
+        "{:?}",
+        report.notes
+    );
+    // What the key is for unknown (its CreateKey not seen): the same caution.
+    let unknown_usage = timeline(std::slice::from_ref(&downloaded));
+    assert_eq!(
+        preflight(&unknown_usage, as_of, 30).verdict,
+        Verdict::Unknown
+    );
+    // A signing key's downloaded public key only verifies signatures: unused, safe.
+    let signing = timeline(&[asymmetric("SIGN_VERIFY"), downloaded.clone()]);
+    let report = preflight(&signing, as_of, 30);
+    assert_eq!(report.verdict, Verdict::Safe, "{}", report.verdict_line);
+    assert!(report.notes.is_empty(), "{:?}", report.notes);
+    // A GetPublicKey refused (a symmetric key has no public key) downloaded nothing.
+    let refused = with(
+        downloaded.clone(),
+        json!({"errorCode": "UnsupportedOperationException", "errorMessage": "GetPublicKey is not supported for symmetric keys"}),
+    );
+    let symmetric = timeline(&[asymmetric("ENCRYPT_DECRYPT"), refused]);
+    assert_eq!(preflight(&symmetric, as_of, 30).verdict, Verdict::Safe);
+    // A key in use is in use; the note still says the public key is out.
+    let used = timeline(&[
+        asymmetric("ENCRYPT_DECRYPT"),
+        downloaded,
+        decrypt("2026-11-01T00:00:00Z", "use", APP_ROLE),
+    ]);
+    let report = preflight(&used, as_of, 30);
+    assert_eq!(report.verdict, Verdict::InUse);
+    assert_eq!(report.notes.len(), 1, "{:?}", report.notes);
+}
