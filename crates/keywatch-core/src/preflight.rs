@@ -2,7 +2,7 @@
 //! examine a key's past usage before scheduling its deletion, because every ciphertext under
 //! it dies with it.
 
-use crate::event::{KeyState, KeyUsage, KmsOperation, Principal};
+use crate::event::{KeyOrigin, KeyState, KeyUsage, KmsOperation, Principal};
 use crate::protects::{describe, ProtectedSummary};
 use crate::time::{Timestamp, DAY_MS, HOUR_MS};
 use crate::timeline::{last_rejected_as_disabled, last_user};
@@ -239,6 +239,13 @@ pub fn preflight(t: &KeyTimeline, as_of: Timestamp, days: u32) -> Preflight {
                 regions.join(", ")
             )
         });
+    }
+    if t.origin == Some(KeyOrigin::External) && t.state != KeyState::Deleted {
+        notes.push(format!(
+            "imported key material (origin EXTERNAL): to halt its use without losing it, delete the key material instead (aws kms delete-imported-key-material --key-id {} --region {}), which reimporting the same material undoes; a deleted key cannot be brought back",
+            t.key_arn,
+            t.key_arn.region()
+        ));
     }
     if let Some((at, by)) = public_key_out(&t.usage, t.key_usage.as_ref()) {
         notes.push(format!(

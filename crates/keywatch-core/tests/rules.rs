@@ -963,3 +963,31 @@ fn a_key_whose_public_key_was_downloaded_cannot_be_called_unused() {
     assert_eq!(report.verdict, Verdict::InUse);
     assert_eq!(report.notes.len(), 1, "{:?}", report.notes);
 }
+
+/// A key with imported key material has a way to halt its use that can be undone: deleting
+/// its key material (reimporting the same material restores it), where deleting the key
+/// cannot be. Preflight says so for such a key, and for no other.
+#[test]
+fn preflight_of_an_imported_key_offers_deleting_its_key_material_instead() {
+    let as_of = ts("2026-11-02T00:00:00Z");
+    let created =
+        |origin: &str| create_key("2026-01-01T00:00:00Z", "create", origin, None, None, None);
+    let note = |records: &[serde_json::Value]| {
+        preflight(&timeline(records), as_of, 30)
+            .notes
+            .into_iter()
+            .find(|n| n.contains("delete-imported-key-material"))
+    };
+    let imported = note(&[created("EXTERNAL")]).expect("a note for an imported key");
+    assert!(
+        imported.starts_with("imported key material (origin EXTERNAL)")
+            && imported.contains(&format!("--key-id {KEY} --region us-east-1")),
+        "{imported}"
+    );
+    assert_eq!(note(&[created("AWS_KMS")]), None);
+    let deleted = [
+        created("EXTERNAL"),
+        delete_key("2026-10-01T00:00:00Z", "delete", json!(null)),
+    ];
+    assert_eq!(note(&deleted), None, "nothing left to halt once deleted");
+}
