@@ -232,10 +232,10 @@ pub fn preflight(t: &KeyTimeline, as_of: Timestamp, days: u32) -> Preflight {
             .map(|(region, _)| region.as_str())
             .collect();
         notes.push(if regions.is_empty() {
-            "multi-Region key; no live related key seen".to_owned()
+            "multi-Region key; no live related key seen: deleting the last of a multi-Region key's family is as final as deleting a single-Region key".to_owned()
         } else {
             format!(
-                "multi-Region key with related keys in {}: a primary with replicas waits for their deletion (PendingReplicaDeletion)",
+                "multi-Region key with related keys in {}: they share its key material, so its ciphertext stays decryptable with them while one lives (a deleted replica can be replicated again from the primary); a primary with replicas waits for their deletion (PendingReplicaDeletion)",
                 regions.join(", ")
             )
         });

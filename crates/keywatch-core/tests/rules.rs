@@ -991,3 +991,40 @@ fn preflight_of_an_imported_key_offers_deleting_its_key_material_instead() {
     ];
     assert_eq!(note(&deleted), None, "nothing left to halt once deleted");
 }
+
+/// Deleting a multi-Region replica is less risky while a related key lives: they share key
+/// material, so its ciphertext stays decryptable with them (AWS, "Deleting multi-Region
+/// keys"); the last of a family goes like a single-Region key. Preflight says which.
+#[test]
+fn preflight_of_a_multi_region_key_says_whether_related_keys_can_still_decrypt() {
+    let as_of = ts("2026-11-02T00:00:00Z");
+    let family = &multi_region_primary()[..2];
+    let replica = preflight(&fold_key(MRK_REPLICA, family), as_of, 30);
+    assert!(
+        replica.notes.iter().any(|n| n.starts_with(
+            "multi-Region key with related keys in us-east-1: they share its key material, so its ciphertext stays decryptable with them"
+        )),
+        "{:?}",
+        replica.notes
+    );
+    let mut alone = on_key(
+        create_key(
+            "2026-01-01T00:00:00Z",
+            "create-p",
+            "AWS_KMS",
+            None,
+            None,
+            None,
+        ),
+        MRK_PRIMARY,
+    );
+    alone["responseElements"]["keyMetadata"]["multiRegion"] = json!(true);
+    let last = preflight(&fold_key(MRK_PRIMARY, &[alone]), as_of, 30);
+    assert!(
+        last.notes
+            .iter()
+            .any(|n| n.contains("as final as deleting a single-Region key")),
+        "{:?}",
+        last.notes
+    );
+}
