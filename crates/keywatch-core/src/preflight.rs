@@ -113,25 +113,25 @@ pub fn verdict(
                 describe(protects)
             ),
         ),
-        (None, None, true) => match (public_key_out(usage, key_usage), last_use) {
-            (Some((t, p)), _) => (
-                Verdict::Unknown,
-                format!(
+        (None, None, true) => {
+            if let Some((t, p)) = public_key_out(usage, key_usage) {
+                let line = format!(
                     "CANNOT TELL: its public key was downloaded (GetPublicKey, last {} by {p}): data encrypted with it outside AWS KMS leaves no record, and cannot be decrypted once the key is deleted ({used})",
                     age(t, as_of)
+                );
+                return (Verdict::Unknown, line);
+            }
+            match last_use {
+                Some((t, _)) => (
+                    Verdict::Safe,
+                    format!(
+                        "unused for {} days, protects nothing seen",
+                        (as_of.millis() - t.millis()) / DAY_MS
+                    ),
                 ),
-            ),
-            (None, last_use) => match last_use {
-            Some((t, _)) => (
-                Verdict::Safe,
-                format!(
-                    "unused for {} days, protects nothing seen",
-                    (as_of.millis() - t.millis()) / DAY_MS
-                ),
-            ),
-            None => never_used(reach, as_of, window_ms, days),
-            },
-        },
+                None => never_used(reach, as_of, window_ms, days),
+            }
+        }
     }
 }
 
