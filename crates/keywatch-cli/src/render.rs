@@ -287,16 +287,22 @@ fn usage(s: &mut String, t: &KeyTimeline) {
         put(
             s,
             format!(
-                "  {:<22} {:>9} {:>9}  {:<20}  {:<20}  principal",
-                "operation", "ok", "failed", "first", "last"
+                "  {:<22} {:>9} {:>9} {:>9}  {:<20}  {:<20}  principal",
+                "operation", "ok", "failed", "disabled", "first", "last"
             ),
         );
         for u in &t.usage {
             put(
                 s,
                 format!(
-                    "  {:<22} {:>9} {:>9}  {:<20}  {:<20}  {}",
-                    u.operation, u.successes, u.failures, u.first_seen, u.last_seen, u.principal
+                    "  {:<22} {:>9} {:>9} {:>9}  {:<20}  {:<20}  {}",
+                    u.operation,
+                    u.successes,
+                    u.failures,
+                    u.rejected_disabled,
+                    u.first_seen,
+                    u.last_seen,
+                    u.principal
                 ),
             );
         }
