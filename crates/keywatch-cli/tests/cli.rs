@@ -307,6 +307,22 @@ fn preflight_answers_for_every_demo_key_with_its_exit_status() {
         "{}",
         stdout(&safe)
     );
+    // The disabled key's timeline counts the refused call among the failed ones, apart.
+    let story = stdout(&keywatch(&[
+        "timeline",
+        "7777abcd-77ab-77cd-77ef-777777777777",
+        "--db",
+        db,
+    ]));
+    let row = story
+        .lines()
+        .find(|l| l.trim_start().starts_with("Decrypt"))
+        .unwrap_or_default();
+    assert_eq!(
+        row.split_whitespace().take(4).collect::<Vec<_>>(),
+        ["Decrypt", "1", "1", "1"],
+        "{story}"
+    );
     // A key whose only record is a DisableKey two days ago, its creation not seen: no use
     // seen, but nor are the 30 days before. Cannot tell (exit 4); for 2 days, safe.
     let disabled = "arn:aws:kms:us-east-1:111122223333:key/8888aaaa-88aa-88aa-88aa-888888888888";
