@@ -418,7 +418,8 @@ pub enum LastChange {
 /// keeps changes in a way an older stored timeline would not show (a new field with no
 /// default that fits, a new rule over old entries): stored timelines of another form are
 /// then rebuilt from the event log.
-/// Form 2 counts calls rejected because the key was disabled (`DisabledException`) apart.
+/// Form 2 counts calls rejected because the key was disabled (`DisabledException`) apart,
+/// and keeps the key's `keyUsage`.
 pub const TIMELINE_FORMAT: u32 = 2;
 
 impl KeyTimeline {
@@ -543,7 +544,18 @@ impl KeyTimeline {
         if let Some(created) = self.created_at {
             return RecordsReach::SinceCreation(created);
         }
-        let earliest_entry = self.entries.iter().map(|e| e.event_time).min();
+        // The key's own calls: not its related keys' lifecycle nor its key store's.
+        let earliest_entry = self
+            .entries
+            .iter()
+            .filter(|e| {
+                !matches!(
+                    e.detail,
+                    EntryDetail::RelatedKey { .. } | EntryDetail::KeyStore { .. }
+                )
+            })
+            .map(|e| e.event_time)
+            .min();
         let earliest_use = self.usage.iter().map(|u| u.first_seen).min();
         match earliest_entry.into_iter().chain(earliest_use).min() {
             Some(since) => RecordsReach::Since(since),

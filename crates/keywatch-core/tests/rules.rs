@@ -723,6 +723,27 @@ fn preflight_says_unused_only_as_far_back_as_its_records_reach() {
         report.verdict_line,
         "unused since its creation 5 days ago (2026-10-28T00:00:00Z), protects nothing seen (no use seen at all)"
     );
+    // The key's store's records are not the key's: a connection long before the key's first
+    // record of its own does not make "unused" reach back to it.
+    let mut in_store = schedule("2026-10-30T00:00:00Z", "sched", 30, None);
+    in_store["additionalEventData"] = json!({"customKeyStoreId": "cks-hsm"});
+    let connect = key_store_call(
+        "ConnectCustomKeyStore",
+        "2026-01-01T00:00:00Z",
+        "connect",
+        "cks-hsm",
+    );
+    let t = timeline(&[connect, in_store]);
+    assert!(
+        t.entries
+            .iter()
+            .any(|e| e.event_time == ts("2026-01-01T00:00:00Z")),
+        "the store's connection is in the key's story"
+    );
+    assert_eq!(
+        t.records_reach(),
+        keywatch_core::RecordsReach::Since(ts("2026-10-30T00:00:00Z"))
+    );
     // A use seen long enough ago says how long, whatever the records' reach.
     let used = timeline(&[decrypt("2026-09-20T00:00:00Z", "use", APP_ROLE)]);
     let report = preflight(&used, as_of, 30);
