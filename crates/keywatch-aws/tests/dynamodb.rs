@@ -108,7 +108,8 @@ async fn dynamodb_folds_the_same_timelines_and_alerts_as_sqlite() {
             .expect("dynamodb timeline");
         assert_eq!(a, b, "timeline of {key}");
     }
-    assert_eq!(p.database().key_count().await.expect("count"), 6);
+    // The demo samples' seven keys.
+    assert_eq!(p.database().key_count().await.expect("count"), 7);
     assert_eq!(
         p.database()
             .keys_pending_deletion()
