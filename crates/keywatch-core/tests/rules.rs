@@ -1028,19 +1028,12 @@ fn preflight_of_a_multi_region_key_says_whether_related_keys_can_still_decrypt()
         "{:?}",
         replica.notes
     );
-    let mut alone = on_key(
-        create_key(
-            "2026-01-01T00:00:00Z",
-            "create-p",
-            "AWS_KMS",
-            None,
-            None,
-            None,
-        ),
-        MRK_PRIMARY,
+    // The primary's CreateKey alone: no related key.
+    let last = preflight(
+        &fold_key(MRK_PRIMARY, &multi_region_primary()[..1]),
+        as_of,
+        30,
     );
-    alone["responseElements"]["keyMetadata"]["multiRegion"] = json!(true);
-    let last = preflight(&fold_key(MRK_PRIMARY, &[alone]), as_of, 30);
     assert!(
         last.notes
             .iter()
