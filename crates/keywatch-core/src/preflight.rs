@@ -5,7 +5,7 @@
 use crate::event::{KeyOrigin, KeyState, KeyUsage, KmsOperation, Principal};
 use crate::protects::{describe, ProtectedSummary};
 use crate::time::{Timestamp, DAY_MS, HOUR_MS};
-use crate::timeline::{last_rejected_as_disabled, last_user};
+use crate::timeline::{last_rejected_as_disabled, last_user, latest_then_first_principal};
 use crate::timeline::{CustomKeyStore, KeyStoreType, KeyTimeline, RecordsReach, UsageRollup};
 use serde::{Deserialize, Serialize};
 
@@ -153,7 +153,7 @@ pub fn public_key_out<'u>(
         .iter()
         .filter(|u| u.operation == KmsOperation::GetPublicKey && u.successes > 0)
         .filter_map(|u| u.last_used.map(|at| (at, &u.principal)))
-        .max_by(|x, y| x.0.cmp(&y.0).then_with(|| y.1.cmp(x.1)))
+        .max_by(latest_then_first_principal)
 }
 
 /// The verdict on a key keywatch saw no use of and nothing protected by: safe when its

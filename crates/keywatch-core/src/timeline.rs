@@ -1445,12 +1445,21 @@ fn count_use(
     }
 }
 
+/// Orders (time, principal) pairs so that `max_by` takes the latest, and of two at the same
+/// time the first principal (a stable choice whatever the order folded).
+pub(crate) fn latest_then_first_principal(
+    x: &(Timestamp, &Principal),
+    y: &(Timestamp, &Principal),
+) -> std::cmp::Ordering {
+    x.0.cmp(&y.0).then_with(|| y.1.cmp(x.1))
+}
+
 /// The last call rejected because the key was disabled, and who made it.
 pub fn last_rejected_as_disabled(usage: &[UsageRollup]) -> Option<(Timestamp, &Principal)> {
     usage
         .iter()
         .filter_map(|u| u.last_rejected_disabled.map(|at| (at, &u.principal)))
-        .max_by(|x, y| x.0.cmp(&y.0).then_with(|| y.1.cmp(x.1)))
+        .max_by(latest_then_first_principal)
 }
 
 /// The last use in a usage roll-up and who made it (the first principal by name on a tie).
@@ -1458,5 +1467,5 @@ pub fn last_user(usage: &[UsageRollup]) -> Option<(Timestamp, &Principal)> {
     usage
         .iter()
         .filter_map(|u| u.last_used.map(|at| (at, &u.principal)))
-        .max_by(|x, y| x.0.cmp(&y.0).then_with(|| y.1.cmp(x.1)))
+        .max_by(latest_then_first_principal)
 }
