@@ -439,6 +439,7 @@ fn deletion_scheduled(t: &KeyTimeline, s: &DeletionSchedule) -> Alert {
     a.usage = summarise_usage(&s.usage_before);
     a.last_use = s.last_use_before;
     a.rescue_command = Some(rescue_command(t));
+    let reach = t.records_reach();
     let failed = failed_attempts_of(&s.usage_before);
     a.failed_attempts = (failed > 0).then_some(failed);
     let mut used = match s.last_use_before {
@@ -446,7 +447,7 @@ fn deletion_scheduled(t: &KeyTimeline, s: &DeletionSchedule) -> Alert {
             format!("used in the 30 days before (last use {last})")
         }
         Some(last) => format!("last used {last}"),
-        None => match t.records_reach() {
+        None => match reach {
             RecordsReach::Since(since) if s.scheduled_at.millis() - since.millis() < recent_ms => {
                 format!("no use seen, but keywatch's records of the key begin {since}: its use before then is unknown")
             }
@@ -477,7 +478,7 @@ fn deletion_scheduled(t: &KeyTimeline, s: &DeletionSchedule) -> Alert {
         verdict(
             &s.usage_before,
             &a.protects,
-            t.records_reach(),
+            reach,
             t.key_usage.as_ref(),
             s.scheduled_at,
             DEFAULT_PREFLIGHT_DAYS,
