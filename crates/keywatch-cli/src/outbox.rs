@@ -5,6 +5,7 @@
 use crate::render::{self, AlertFormat};
 use keywatch_core::Alert;
 use keywatch_pipeline::{PageError, Pager};
+use rayon::prelude::*;
 use std::io::Write;
 
 /// Writes alerts to a stream in a format.
@@ -45,9 +46,19 @@ impl<W: Write> Pager for StreamPager<W> {
     /// Writes the alerts and flushes: all are delivered, or (a write or the flush failed)
     /// none counts as delivered and all are written again later (at least once).
     async fn send(&mut self, alerts: &[Alert]) -> Vec<Result<(), PageError>> {
-        let written = alerts
-            .iter()
-            .try_for_each(|a| render::alert(&mut self.out, a, self.format))
+        // Rendered on every core (a replay's projecting thread is its slowest stage), then
+        // written in order.
+        let format = self.format;
+        let rendered: Vec<std::io::Result<Vec<u8>>> = alerts
+            .par_iter()
+            .map(|a| {
+                let mut text = Vec::new();
+                render::alert(&mut text, a, format).map(|()| text)
+            })
+            .collect();
+        let written = rendered
+            .into_iter()
+            .try_for_each(|text| self.out.write_all(&text?))
             .and_then(|()| self.out.flush());
         let results = alerts
             .iter()

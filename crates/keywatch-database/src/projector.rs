@@ -10,7 +10,7 @@ use keywatch_core::{
     KmsEvent, Timestamp, TIMELINE_FORMAT,
 };
 use rayon::prelude::*;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// A KMS record with the events it means, ready for the projector.
 #[derive(Clone, Debug)]
@@ -122,7 +122,13 @@ fn events_per_key<'e>(
     for (r, new) in unique.iter().zip(fresh) {
         for e in &r.events {
             match e {
-                KmsEvent::Key(k) => per_key.entry(k.key.clone()).or_default().push((e, *new)),
+                // Most events are of a key already listed: its ARN is copied once.
+                KmsEvent::Key(k) => match per_key.get_mut(&k.key) {
+                    Some(events) => events.push((e, *new)),
+                    None => {
+                        per_key.insert(k.key.clone(), vec![(e, *new)]);
+                    }
+                },
                 KmsEvent::KeyStore(_) if *new => store_events.push(e),
                 KmsEvent::KeyStore(_) => {}
             }
@@ -349,11 +355,16 @@ impl<S: Database> Projector<S> {
             let KmsEvent::Key(k) = e else {
                 return Ok(false);
             };
-            if !self.cache.contains_key(&k.key) {
-                let timeline = self.timeline(&k.key).await?;
-                self.cache.insert(k.key.clone(), timeline);
-            }
-            if !self.cache.get(&k.key).is_some_and(|t| t.follows(e)) {
+            let follows = match self.cache.get(&k.key) {
+                Some(t) => t.follows(e),
+                None => {
+                    let timeline = self.timeline(&k.key).await?;
+                    let follows = timeline.follows(e);
+                    self.cache.insert(k.key.clone(), timeline);
+                    follows
+                }
+            };
+            if !follows {
                 return Ok(false);
             }
         }
@@ -514,7 +525,7 @@ impl<S: Database> Projector<S> {
     ) -> Result<(BatchOutcome, KeyStoreLinks), DatabaseError> {
         let mut outcome = BatchOutcome::default();
         let mut links = KeyStoreLinks::default();
-        let mut seen = BTreeSet::new();
+        let mut seen = HashSet::with_capacity(batch.len());
         let unique: Vec<&NormalisedRecord> = batch
             .iter()
             .filter(|r| seen.insert(r.event_id.as_str()))
