@@ -10,7 +10,7 @@ use keywatch_core::{
     KmsEvent, Timestamp, TIMELINE_FORMAT,
 };
 use rayon::prelude::*;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A KMS record with the events it means, ready for the projector.
 #[derive(Clone, Debug)]
@@ -117,23 +117,24 @@ fn events_per_key<'e>(
     unique: &[&'e NormalisedRecord],
     fresh: &[bool],
 ) -> (EventsPerKey<'e>, Vec<&'e KmsEvent>) {
-    let mut per_key: EventsPerKey<'e> = BTreeMap::new();
+    // Gathered by hash, then ordered: a batch has thousands of events of a few hundred keys,
+    // whose ARNs share their first forty bytes.
+    let mut per_key: foldhash::HashMap<&'e KeyArn, Vec<(&'e KmsEvent, bool)>> =
+        foldhash::HashMap::default();
     let mut store_events = Vec::new();
     for (r, new) in unique.iter().zip(fresh) {
         for e in &r.events {
             match e {
-                // Most events are of a key already listed: its ARN is copied once.
-                KmsEvent::Key(k) => match per_key.get_mut(&k.key) {
-                    Some(events) => events.push((e, *new)),
-                    None => {
-                        per_key.insert(k.key.clone(), vec![(e, *new)]);
-                    }
-                },
+                KmsEvent::Key(k) => per_key.entry(&k.key).or_default().push((e, *new)),
                 KmsEvent::KeyStore(_) if *new => store_events.push(e),
                 KmsEvent::KeyStore(_) => {}
             }
         }
     }
+    let per_key = per_key
+        .into_iter()
+        .map(|(key, events)| (key.clone(), events))
+        .collect();
     (per_key, store_events)
 }
 
@@ -160,7 +161,7 @@ impl KeyStoreLinks {
 pub struct Projector<S: Database> {
     database: S,
     config: AlertConfig,
-    cache: HashMap<KeyArn, KeyTimeline>,
+    cache: foldhash::HashMap<KeyArn, KeyTimeline>,
     /// Ids this projector knows to be raised, so that a candidate raised before is not
     /// built, serialised and offered to the database again on every batch.
     raised: RaisedIds,
@@ -187,7 +188,7 @@ impl<S: Database> Projector<S> {
         Projector {
             database,
             config,
-            cache: HashMap::new(),
+            cache: foldhash::HashMap::default(),
             raised: RaisedIds::new(RAISED_CACHE_GENERATION),
             appended_by_batch: Vec::new(),
             defer_saves: false,
@@ -525,7 +526,7 @@ impl<S: Database> Projector<S> {
     ) -> Result<(BatchOutcome, KeyStoreLinks), DatabaseError> {
         let mut outcome = BatchOutcome::default();
         let mut links = KeyStoreLinks::default();
-        let mut seen = HashSet::with_capacity(batch.len());
+        let mut seen = foldhash::HashSet::with_capacity_and_hasher(batch.len(), Default::default());
         let unique: Vec<&NormalisedRecord> = batch
             .iter()
             .filter(|r| seen.insert(r.event_id.as_str()))

@@ -3,7 +3,6 @@
 //! database again on every batch.
 
 use crate::codec::alert_id_bytes;
-use std::collections::HashSet;
 use std::mem;
 use std::sync::Mutex;
 
@@ -39,15 +38,15 @@ impl Id {
     }
 }
 
-type IdSet = HashSet<Id>;
+type IdSet = foldhash::HashSet<Id>;
 
 impl RaisedIds {
     /// A cache holding at most about `2 * capacity` ids.
     pub(crate) fn new(capacity: usize) -> Self {
         RaisedIds {
             capacity: capacity.max(1),
-            newer: IdSet::new(),
-            older: IdSet::new(),
+            newer: IdSet::default(),
+            older: IdSet::default(),
             found_older: Mutex::new(Vec::new()),
         }
     }
