@@ -4,10 +4,10 @@
 
 use crate::event::Principal;
 use crate::event::{KeyArn, KeyEventKind, KeyState, KmsOperation};
-use crate::preflight::{age, verdict, DEFAULT_PREFLIGHT_DAYS};
+use crate::preflight::{age, verdict};
 use crate::protects::{describe, ProtectedSummary};
 use crate::time::{Timestamp, DAY_MS, HOUR_MS};
-use crate::timeline::{last_rejected_as_disabled, last_user, RecordsReach};
+use crate::timeline::{last_rejected_as_disabled, last_user, RecordsReach, RECENT_USE_DAYS};
 use crate::timeline::{
     DeletionSchedule, EntryDetail, KeyStoreType, KeyTimeline, OrphanReason, PendingUseBucket,
     ScheduleEnd, TimelineEntry, UsageRollup,
@@ -420,7 +420,7 @@ fn lifecycle_alerts(t: &KeyTimeline, out: &mut Vec<Alert>) {
 /// A schedule: high when the key was used in the 30 days before it, or when a call failed
 /// then because the key was disabled (something still depended on it).
 fn deletion_scheduled(t: &KeyTimeline, s: &DeletionSchedule) -> Alert {
-    let recent_ms = i64::from(DEFAULT_PREFLIGHT_DAYS) * DAY_MS;
+    let recent_ms = i64::from(RECENT_USE_DAYS) * DAY_MS;
     let needed = last_rejected_as_disabled(&s.usage_before);
     let needed_recently =
         needed.is_some_and(|(at, _)| s.scheduled_at.millis() - at.millis() <= recent_ms);
@@ -481,7 +481,7 @@ fn deletion_scheduled(t: &KeyTimeline, s: &DeletionSchedule) -> Alert {
             reach,
             t.key_usage.as_ref(),
             s.scheduled_at,
-            DEFAULT_PREFLIGHT_DAYS,
+            RECENT_USE_DAYS,
         )
         .1,
     );

@@ -9,8 +9,9 @@ use crate::timeline::{last_rejected_as_disabled, last_user, latest_then_first_pr
 use crate::timeline::{CustomKeyStore, KeyStoreType, KeyTimeline, RecordsReach, UsageRollup};
 use serde::{Deserialize, Serialize};
 
-/// How many days without use keywatch asks for by default.
-pub const DEFAULT_PREFLIGHT_DAYS: u32 = 30;
+/// How many days without use keywatch asks for by default: those that count as recent use
+/// when a deletion is scheduled.
+pub const DEFAULT_PREFLIGHT_DAYS: u32 = crate::timeline::RECENT_USE_DAYS;
 
 /// The answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

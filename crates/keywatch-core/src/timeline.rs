@@ -17,8 +17,9 @@ pub const MAX_PENDING_USE_ENTRIES: usize = 200;
 /// ([`KeyTimeline::compact`]): the most recent ones. Folding never drops one, so that every
 /// minute a batch brings is paged before the projector compacts the timeline.
 pub const MAX_PENDING_USE_BUCKETS: usize = 2_000;
-/// Usage before a schedule within this many days makes `deletion_scheduled` high.
-pub const RECENT_USE_DAYS: i64 = 30;
+/// How many days count as recent use: usage within them before a schedule makes
+/// `deletion_scheduled` high, and preflight asks for this many days without use by default.
+pub const RECENT_USE_DAYS: u32 = 30;
 /// How long after CancelKeyDeletion a "… is pending deletion." rejection is read as KMS's
 /// eventual consistency rather than as proof of a new, unseen schedule.
 pub const EVENTUAL_CONSISTENCY_MS: i64 = 5 * MINUTE_MS;
@@ -119,9 +120,9 @@ impl DeletionSchedule {
     /// usage roll-up as it stood at the schedule.
     fn settle_use_before(&mut self) {
         self.last_use_before = last_user(&self.usage_before).map(|(at, _)| at);
-        self.used_in_prior_30_days = self
-            .last_use_before
-            .is_some_and(|t| t.millis() >= self.scheduled_at.millis() - RECENT_USE_DAYS * DAY_MS);
+        self.used_in_prior_30_days = self.last_use_before.is_some_and(|t| {
+            t.millis() >= self.scheduled_at.millis() - i64::from(RECENT_USE_DAYS) * DAY_MS
+        });
     }
 }
 
