@@ -25,10 +25,10 @@ const BATCH: usize = 20_000;
 /// encode and compress). A run that stops in between leaves them to be rebuilt from the log.
 const BATCHES_PER_TIMELINE_SAVE: u64 = 10;
 
-/// How many files' results each reading thread may have read ahead of the projector. Eight
-/// kept both cores busier still (1.85 of 2 against 1.72), but held about 12 MiB more, which
-/// the replay of ten million records (under 200 MiB) cannot spare.
-const FILES_QUEUED_PER_READER: usize = 2;
+/// How many files' results each reading thread may have read ahead of the projector. With
+/// the readers yielding to the projector, a deeper queue keeps both cores busier; each file
+/// queued holds a few MiB, and eight a reader took the ten-million-record replay to 200 MiB.
+const FILES_QUEUED_PER_READER: usize = 4;
 
 /// How much lower than the projecting thread's a reading thread's scheduling priority is
 /// (its nice value, on Linux, where that is per thread).
