@@ -72,6 +72,8 @@ thread_local! {
     static DECOMPRESS: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
         RefCell::new(zstd::bulk::Decompressor::with_dictionary(&DICTIONARY_V2).ok());
     static INFLATE: RefCell<Decompress> = RefCell::new(Decompress::new(false));
+    /// This thread's space for the JSON of a timeline or alert being encoded.
+    static JSON_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 fn corrupt(reason: impl ToString) -> DatabaseError {
@@ -83,12 +85,17 @@ fn corrupt(reason: impl ToString) -> DatabaseError {
 
 /// Encodes a text (a record's, a timeline's or an alert's JSON) for a database.
 pub fn encode_record(json: &str) -> Vec<u8> {
-    compress(FORMAT_ZSTD_TEXT_V2, json.as_bytes()).unwrap_or_else(|| {
+    encode_bytes(json.as_bytes())
+}
+
+/// [`encode_record`] of a text's bytes.
+fn encode_bytes(json: &[u8]) -> Vec<u8> {
+    compress(FORMAT_ZSTD_TEXT_V2, json).unwrap_or_else(|| {
         // Compressing a slice into memory has no failure mode we know of; should one appear,
         // keep the text as it is (format 0) rather than lose it.
         let mut out = Vec::with_capacity(json.len() + 1);
         out.push(0);
-        out.extend_from_slice(json.as_bytes());
+        out.extend_from_slice(json);
         out
     })
 }
@@ -140,12 +147,22 @@ pub fn encode_json(
     value: &impl serde::Serialize,
     what: &'static str,
 ) -> Result<Vec<u8>, DatabaseError> {
-    serde_json::to_string(value)
-        .map(|json| encode_record(&json))
-        .map_err(|e| DatabaseError::Corrupt {
-            what,
-            reason: e.to_string(),
-        })
+    JSON_SCRATCH.with(|scratch| {
+        // Written into this thread's scratch space, kept between calls: a timeline's JSON
+        // (tens of KiB) would otherwise grow a new string by doubling, copying it each time.
+        let json = &mut *scratch.borrow_mut();
+        json.clear();
+        let written =
+            serde_json::to_writer(&mut *json, value).map_err(|e| DatabaseError::Corrupt {
+                what,
+                reason: e.to_string(),
+            });
+        let encoded = written.map(|()| encode_bytes(json));
+        if json.capacity() > SCRATCH_KEPT {
+            *json = Vec::new();
+        }
+        encoded
+    })
 }
 
 /// Reads what [`encode_json`] made.

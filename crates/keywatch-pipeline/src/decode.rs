@@ -43,14 +43,10 @@ fn decode_one(value: Result<Cow<'_, [u8]>, String>) -> Result<Option<NormalisedR
         }
     };
     match normalise(&json).map_err(|e| e.to_string())? {
-        Normalised::Kms { event_id, events } => Ok(Some(NormalisedRecord::new(
-            event_id,
-            match json {
-                Cow::Borrowed(text) => Box::from(text),
-                Cow::Owned(text) => text.into_boxed_str(),
-            },
-            events,
-        ))),
+        // The text is copied only where the event log keeps it (not for a use).
+        Normalised::Kms { event_id, events } => {
+            Ok(Some(NormalisedRecord::new(event_id, json, events)))
+        }
         Normalised::NotKms | Normalised::KmsUntracked { .. } => Ok(None),
     }
 }
