@@ -25,7 +25,7 @@ fn samples() -> Vec<NormalisedRecord> {
         read_path(&f, &mut |item| {
             if let Item::Record { json, .. } = item {
                 if let Ok(Normalised::Kms { event_id, events }) = normalise(&json) {
-                    out.push(NormalisedRecord::new(event_id, json.as_str(), events));
+                    out.push(NormalisedRecord::new(event_id, json, events));
                 }
             }
         })
@@ -248,7 +248,7 @@ fn busy_pending_key(callers: usize) -> (KeyArn, Vec<NormalisedRecord>) {
             let json = r.to_string();
             match normalise(&json) {
                 Ok(Normalised::Kms { event_id, events }) => {
-                    NormalisedRecord::new(event_id, json.as_str(), events)
+                    NormalisedRecord::new(event_id, json, events)
                 }
                 other => panic!("not a tracked KMS record: {other:?}"),
             }

@@ -121,9 +121,10 @@ fn read_file(path: &std::path::Path, limits: Limits) -> FileResult {
                     Ok(Normalised::Kms { event_id, events }) => {
                         out.kms.push(NormalisedRecord::new(event_id, json, events))
                     }
-                    Err(e) => out
-                        .rejected
-                        .push(Rejection::new(e.to_string(), origin, json)),
+                    Err(e) => {
+                        out.rejected
+                            .push(Rejection::new(e.to_string(), origin, json.into_owned()))
+                    }
                 }
             }
             Item::Rejected {

@@ -18,7 +18,7 @@ fn sample_records() -> Vec<(String, String, Vec<String>)> {
         read_path(&f, &mut |item| {
             if let Item::Record { json, .. } = item {
                 if let Ok(Normalised::Kms { event_id, events }) = normalise(&json) {
-                    out.push((event_id, json, message_keys(&events)));
+                    out.push((event_id, json.into_owned(), message_keys(&events)));
                 }
             }
         })

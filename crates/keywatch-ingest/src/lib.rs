@@ -170,7 +170,7 @@ fn accept(payload: &[u8], source: &str, outcome: &mut IngestOutcome) -> Vec<Acce
             Ok(Normalised::Kms { event_id, events }) => accepted.push(Accepted {
                 event_id,
                 keys: message_keys(&events),
-                json,
+                json: json.into_owned(),
             }),
             Ok(_) => outcome.skipped += 1,
             Err(e) => {

@@ -15,7 +15,7 @@ fn no_kms_record_of_the_public_corpus_is_taken_for_another_services() {
         // Files the reader cannot read to their end keep what was read before the fault.
         let _ = read_path(file, &mut |item| {
             if let Item::Record { json, .. } = item {
-                records.push(json);
+                records.push(json.into_owned());
             }
         });
         for json in records {
@@ -61,9 +61,9 @@ fn records_normalised_as_they_are_read_are_what_their_text_normalises_to() {
     let (mut read_as_found, mut kms) = (0, 0);
     for file in &files {
         let (mut plain, mut typed) = (Vec::new(), Vec::new());
-        let _ = read_path(file, &mut |item| plain.push(item));
+        let _ = read_path(file, &mut |item| plain.push(item.into_owned()));
         let _ = read_path_limited_as::<NormalisedOnRead>(file, Limits::default(), &mut |item| {
-            typed.push(item)
+            typed.push(item.into_owned())
         });
         // The same records, rejections and origins, whichever way they are read.
         assert_eq!(items_of(&plain), items_of(&typed), "{}", file.display());

@@ -142,12 +142,14 @@ impl fmt::Display for Origin {
 /// read as, in the one pass that finds it in the file (see [`read_path_limited_as`]); the
 /// plain readers only check it is JSON ([`IgnoredAny`]).
 #[derive(Debug)]
-pub enum Item<T = IgnoredAny> {
+pub enum Item<'a, T = IgnoredAny> {
     /// A record's JSON text.
     Record {
         /// The record: always the text of one JSON object (what is not one is
-        /// [`Item::Rejected`]), so `keywatch_core::normalise_object` may take it.
-        json: String,
+        /// [`Item::Rejected`]), so `keywatch_core::normalise_object` may take it. Borrowed
+        /// from what the reader read where it can be: a sink copies what it keeps
+        /// ([`Item::into_owned`]), and most records are not kept as text.
+        json: Cow<'a, str>,
         /// Where.
         origin: Origin,
         /// The record read as `T` in the pass that found it: for the records of a log file
@@ -172,6 +174,33 @@ pub enum Item<T = IgnoredAny> {
         /// Where.
         origin: Origin,
     },
+}
+
+impl<T> Item<'_, T> {
+    /// The item with its record's text owned, to be kept beyond the sink's call.
+    pub fn into_owned(self) -> Item<'static, T> {
+        match self {
+            Item::Record {
+                json,
+                origin,
+                parsed,
+            } => Item::Record {
+                json: Cow::Owned(json.into_owned()),
+                origin,
+                parsed,
+            },
+            Item::Rejected {
+                reason,
+                text,
+                origin,
+            } => Item::Rejected {
+                reason,
+                text,
+                origin,
+            },
+            Item::Skipped { what, origin } => Item::Skipped { what, origin },
+        }
+    }
 }
 
 /// The inputs a run reads, and those it cannot.
@@ -460,7 +489,7 @@ fn read_line_bounded<R: BufRead>(
     }
 }
 
-fn too_large<T>(line: &[u8], name: &str, line_no: u64, limits: Limits) -> Item<T> {
+fn too_large<T>(line: &[u8], name: &str, line_no: u64, limits: Limits) -> Item<'static, T> {
     reject(
         format!(
             "record larger than {} bytes (--max-record-bytes): skipped",
@@ -538,7 +567,7 @@ fn read_line<T>(line: &[u8], name: &str, line_no: u64, sink: &mut dyn FnMut(Item
     }
 }
 
-fn reject<T>(reason: String, text: &[u8], origin: Origin) -> Item<T> {
+fn reject<T>(reason: String, text: &[u8], origin: Origin) -> Item<'static, T> {
     const MAX: usize = 1024 * 1024;
     let text = String::from_utf8_lossy(&text[..text.len().min(MAX)]).into_owned();
     Item::Rejected {
@@ -591,12 +620,12 @@ pub fn read_bytes_as<T: DeserializeOwned>(bytes: &[u8], name: &str, sink: &mut d
                 };
                 sink(match record {
                     Delivered::Read(json, parsed) => Item::Record {
-                        json: json.to_owned(),
+                        json: Cow::Borrowed(json),
                         origin,
                         parsed: Some(parsed),
                     },
                     Delivered::Json(json) => Item::Record {
-                        json: json.to_owned(),
+                        json: Cow::Borrowed(json),
                         origin,
                         parsed: None,
                     },
@@ -957,7 +986,7 @@ fn classify_object<T>(probe: Probe<'_>, text: &str, origin: Origin, sink: &mut d
             // KMS's own event at the end of a waiting period: itself the record (the core
             // reads it as evidence that the key is deleted).
             sink(Item::Record {
-                json: text.to_owned(),
+                json: Cow::Borrowed(text),
                 origin,
                 parsed: None,
             });
@@ -980,7 +1009,7 @@ fn classify_object<T>(probe: Probe<'_>, text: &str, origin: Origin, sink: &mut d
         }
     } else {
         sink(Item::Record {
-            json: text.to_owned(),
+            json: Cow::Borrowed(text),
             origin,
             parsed: None,
         });
@@ -995,7 +1024,7 @@ fn emit_record<T>(raw: &RawValue, origin: Origin, sink: &mut dyn FnMut(Item<T>))
 fn emit_record_text<T>(text: &str, origin: Origin, sink: &mut dyn FnMut(Item<T>)) {
     if text.starts_with('{') {
         sink(Item::Record {
-            json: text.to_owned(),
+            json: Cow::Borrowed(text),
             origin,
             parsed: None,
         });

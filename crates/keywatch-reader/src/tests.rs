@@ -12,9 +12,9 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     e.finish().expect("gzip to memory")
 }
 
-fn read(bytes: &[u8]) -> Vec<Item> {
+fn read(bytes: &[u8]) -> Vec<Item<'static>> {
     let mut items = Vec::new();
-    read_stream(bytes, "input", &mut |i| items.push(i)).expect("in-memory read");
+    read_stream(bytes, "input", &mut |i| items.push(i.into_owned())).expect("in-memory read");
     items
 }
 
@@ -178,8 +178,10 @@ fn the_record_limit_holds_for_records_inside_whole_files_too() {
         ..Limits::default()
     };
     let mut items = Vec::new();
-    read_stream_limited(file.as_bytes(), "input", limits, &mut |i| items.push(i))
-        .expect("in-memory read");
+    read_stream_limited(file.as_bytes(), "input", limits, &mut |i| {
+        items.push(i.into_owned())
+    })
+    .expect("in-memory read");
     assert_eq!(event_ids(&items), ["a"]);
     assert!(
         rejected_at(&items, 1, "larger than 2048 bytes"),
@@ -258,7 +260,7 @@ fn a_source_over_the_whole_read_limit_is_streamed_as_json_lines() {
         40,
         Limits::default(),
         0,
-        &mut |i| items.push(i),
+        &mut |i| items.push(i.into_owned()),
     )
     .expect("in memory");
     assert_eq!(event_ids(&items), ["a", "b", "a"]);
@@ -283,7 +285,7 @@ fn an_oversized_record_is_rejected_without_being_held_and_the_next_ones_are_read
     let mut items = Vec::new();
     // A whole-read limit of 40 bytes sends the input down the streaming path.
     read_plain_limited(lines.as_bytes(), "big", 40, small, 0, &mut |i| {
-        items.push(i)
+        items.push(i.into_owned())
     })
     .expect("in memory");
     assert_eq!(event_ids(&items), ["a", "b"]);
@@ -322,13 +324,18 @@ fn a_gzip_bomb_is_read_up_to_the_input_limit_and_reported() {
         max_input_bytes: 8 * 1024 * 1024,
     };
     let mut items = Vec::new();
-    let err = read_stream_limited(&bomb[..], "bomb.gz", limits, &mut |i| items.push(i))
-        .expect_err("over the limit");
+    let err = read_stream_limited(&bomb[..], "bomb.gz", limits, &mut |i| {
+        items.push(i.into_owned())
+    })
+    .expect_err("over the limit");
     assert!(err.to_string().contains("--max-input-bytes"), "{err}");
     assert!(event_ids(&items).is_empty());
     // A file within the limits reads as before.
     let mut items = Vec::new();
-    read_stream_limited(REC_A.as_bytes(), "ok", limits, &mut |i| items.push(i)).expect("read");
+    read_stream_limited(REC_A.as_bytes(), "ok", limits, &mut |i| {
+        items.push(i.into_owned())
+    })
+    .expect("read");
     assert_eq!(event_ids(&items), ["a"]);
 }
 
@@ -429,7 +436,7 @@ fn records_of_a_delivered_file_are_read_as_the_caller_asks_in_the_pass_that_find
     for bytes in [doc.as_bytes().to_vec(), gzip(doc.as_bytes())] {
         let mut items = Vec::new();
         read_stream_limited_as::<_, Id>(bytes.as_slice(), "typed", Limits::default(), &mut |i| {
-            items.push(i)
+            items.push(i.into_owned())
         })
         .expect("in-memory read");
         let records: Vec<(&str, Option<&Id>, Option<u64>)> = items
@@ -439,7 +446,7 @@ fn records_of_a_delivered_file_are_read_as_the_caller_asks_in_the_pass_that_find
                     json,
                     parsed,
                     origin,
-                } => Some((json.as_str(), parsed.as_ref(), origin.record_index)),
+                } => Some((&**json, parsed.as_ref(), origin.record_index)),
                 _ => None,
             })
             .collect();
@@ -470,7 +477,7 @@ fn records_of_a_delivered_file_are_read_as_the_caller_asks_in_the_pass_that_find
     read_bytes_as::<Id>(
         format!("{REC_A}\n{REC_B}\n").as_bytes(),
         "lines",
-        &mut |i| items.push(i),
+        &mut |i| items.push(i.into_owned()),
     );
     assert!(
         items
