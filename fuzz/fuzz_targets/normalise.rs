@@ -43,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
                     "another service's record read as KMS's, or rejected, as it was found"
                 );
             }
-            texts.push(json);
+            texts.push(json.into_owned());
         }
     });
     if let Ok(text) = std::str::from_utf8(data) {
