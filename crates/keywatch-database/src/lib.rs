@@ -314,6 +314,13 @@ pub trait Database {
     async fn find_keys(&self, key: &str) -> Result<Vec<KeyArn>, DatabaseError>;
     /// Keys pending deletion (for the time-driven alerts).
     async fn keys_pending_deletion(&self) -> Result<Vec<KeyArn>, DatabaseError>;
+    /// Whether anyone but this handle may have written the database since it was opened.
+    /// When not, what this handle saved is what the database holds, and a projector's
+    /// cached timelines (saved) need not be read back. A shared database (DynamoDB, read
+    /// and written by every Lambda function) always may.
+    async fn written_by_others(&self) -> Result<bool, DatabaseError> {
+        Ok(true)
+    }
     /// How many keys have a timeline.
     async fn key_count(&self) -> Result<u64, DatabaseError>;
     /// Every key, optionally only those in a state.

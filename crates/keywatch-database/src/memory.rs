@@ -228,6 +228,11 @@ impl Database for MemoryDatabase {
         Ok(self.arns(|_, row| row.state.is_pending_deletion()))
     }
 
+    /// Nothing but its owner writes a database in memory.
+    async fn written_by_others(&self) -> Result<bool, DatabaseError> {
+        Ok(false)
+    }
+
     async fn key_count(&self) -> Result<u64, DatabaseError> {
         Ok(self.timelines.len() as u64)
     }

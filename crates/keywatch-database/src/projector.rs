@@ -774,10 +774,21 @@ impl<S: Database> Projector<S> {
     async fn sweep_keys(&mut self, as_of: Timestamp) -> Result<Vec<Alert>, DatabaseError> {
         self.save_unsaved().await?;
         let keys = self.database.keys_pending_deletion().await?;
-        // Read from the database, not the cache: another process (a consumer of the same
-        // group, a Lambda projector) may have folded a key since this one cached it.
-        let found = read_all_or_rebuild(&self.database, &keys).await?;
+        // Read from the database, not the cache, where another process (a consumer of the
+        // same group, a Lambda projector) may have folded a key since this one cached it.
+        // Else the cache's timelines, all saved above, are what the database holds.
         let mut candidates = Vec::new();
+        let keys = if self.database.written_by_others().await? {
+            keys
+        } else {
+            let (cached, uncached): (Vec<KeyArn>, Vec<KeyArn>) =
+                keys.into_iter().partition(|k| self.cache.contains_key(k));
+            for timeline in cached.iter().filter_map(|k| self.cache.get(k)) {
+                candidates.extend(evaluate_clock(timeline, as_of));
+            }
+            uncached
+        };
+        let found = read_all_or_rebuild(&self.database, &keys).await?;
         for (key, found) in keys.into_iter().zip(found) {
             let Some((mut timeline, was_rebuilt)) = found else {
                 continue;

@@ -10,7 +10,10 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+mod checkpoint;
+use checkpoint::Checkpointer;
 
 const SCHEMA: &str = r#"
 -- Before 4 December 2026 every eventID was kept a second time, in a table of its own, to
@@ -68,7 +71,14 @@ const ALERT_ID_KEY_SQL: &str = "CASE WHEN length(alert_id) = 32 AND alert_id NOT
 
 /// keywatch's database in SQLite.
 pub struct SqliteDatabase {
+    /// Checkpoints the log of a database file off the writing thread, from the first commit
+    /// on. Declared before `conn`: dropped first, so that `conn` closes last.
+    checkpointer: Option<Checkpointer>,
+    /// The database file (`None` in memory), where the checkpointer connects.
+    path: Option<PathBuf>,
     conn: Connection,
+    /// `PRAGMA data_version` as opened: see [`Database::written_by_others`].
+    data_version: i64,
     /// `streams` rows already known, by name.
     stream_ids: HashMap<String, i64>,
 }
@@ -90,7 +100,9 @@ impl SqliteDatabase {
             .map_err(db)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(db)?;
-        Self::init(conn)
+        let mut database = Self::init(conn)?;
+        database.path = Some(path.to_owned());
+        Ok(database)
     }
 
     /// Calls `visit` with each record of a stream, as logged, in (eventTime, eventID) order,
@@ -191,10 +203,19 @@ impl SqliteDatabase {
             tx.commit().map_err(db)?;
         }
         Ok(SqliteDatabase {
+            checkpointer: None,
+            path: None,
+            data_version: data_version(&conn)?,
             conn,
             stream_ids: HashMap::new(),
         })
     }
+}
+
+/// `PRAGMA data_version`: the same number until another connection commits.
+fn data_version(conn: &Connection) -> Result<i64, DatabaseError> {
+    conn.query_row("PRAGMA data_version", [], |row| row.get(0))
+        .map_err(db)
 }
 
 /// The tables a database file has, as far as telling its version goes.
@@ -283,7 +304,13 @@ impl Database for SqliteDatabase {
     }
 
     async fn commit_batch(&mut self) -> Result<(), DatabaseError> {
-        self.conn.execute_batch("COMMIT").map_err(db)
+        self.conn.execute_batch("COMMIT").map_err(db)?;
+        if let Some(path) = &self.path {
+            self.checkpointer
+                .get_or_insert_with(|| Checkpointer::start(path.clone()))
+                .committed();
+        }
+        Ok(())
     }
 
     async fn abort_batch(&mut self) {
@@ -418,6 +445,12 @@ impl Database for SqliteDatabase {
             "SELECT key_arn FROM timelines WHERE state IN ('PendingDeletion', 'PendingReplicaDeletion') ORDER BY key_arn",
             [],
         )
+    }
+
+    /// SQLite's `data_version` moves when another connection (another process, or another
+    /// handle in this one) commits, and only then.
+    async fn written_by_others(&self) -> Result<bool, DatabaseError> {
+        Ok(data_version(&self.conn)? != self.data_version)
     }
 
     async fn key_count(&self) -> Result<u64, DatabaseError> {

@@ -347,3 +347,42 @@ fn a_database_that_kept_event_ids_apart_drops_them_and_keeps_each_record_once() 
         in_order(kept.iter().chain(&between))
     );
 }
+
+#[test]
+fn the_log_is_copied_into_the_database_file_while_the_writer_goes_on() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("keywatch.db");
+    let wal = dir.path().join("keywatch.db-wal");
+    let mut db = SqliteDatabase::open(&path).expect("open");
+    let file_size = || std::fs::metadata(&path).map_or(0, |m| m.len());
+    // A new database in WAL mode: its first page in the file, everything since in the log
+    // (SQLite checkpoints on its own only at 20,000 pages, and on close).
+    let opened = file_size();
+    let records: Vec<Record> = (0..2000).map(|i| record(&format!("id-{i}"), i)).collect();
+    append(&mut db, &records, &[key_stream()]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while file_size() <= opened && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        file_size() > opened,
+        "the database file stayed at {opened} bytes: no checkpoint while the writer was open"
+    );
+    // The writer goes on while checkpoints come.
+    for round in 0..5 {
+        let more: Vec<Record> = (0..200)
+            .map(|i| record(&format!("more-{round}-{i}"), 3000 + round * 200 + i))
+            .collect();
+        assert!(append(&mut db, &more, &[key_stream()]).iter().all(|f| *f));
+    }
+    assert!(wal.exists());
+    drop(db);
+    // The writer closed last: it copied what was left and removed the log.
+    assert!(
+        !wal.exists(),
+        "the log outlived the database's last connection"
+    );
+    let reopened = SqliteDatabase::open(&path).expect("open");
+    let logged = reopened.stream_records(&key_stream()).wait().expect("read");
+    assert_eq!(logged.len(), 3000);
+}

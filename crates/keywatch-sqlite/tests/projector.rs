@@ -1326,3 +1326,105 @@ fn a_timeline_saved_in_summary_lists_its_key_and_reads_back_as_behind_the_log() 
         .expect("a timeline");
     assert_eq!(saved, rebuilt);
 }
+
+/// The time-driven alerts a sweep raises, as ids.
+fn swept(p: &mut Projector<impl Database>) -> BTreeSet<String> {
+    p.sweep(as_of())
+        .wait()
+        .expect("sweep")
+        .into_iter()
+        .map(|a| a.alert_id)
+        .collect()
+}
+
+#[test]
+fn a_sweep_by_the_only_writer_evaluates_its_cached_timelines_without_reading_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = SqliteDatabase::open(&dir.path().join("keywatch.db")).expect("open");
+    let mut p = Projector::new(Flaky::over(db), AlertConfig::default());
+    let records = [
+        created("2026-01-01T00:00:00Z"),
+        schedule("2026-11-01T00:00:00Z", "sched", 7, None),
+    ];
+    p.process(&normalised(&records), as_of())
+        .wait()
+        .expect("projection");
+    assert!(!p.database().written_by_others().wait().expect("version"));
+    let before = p.database().timelines_read.get();
+    let alerts = swept(&mut p);
+    assert_eq!(
+        p.database().timelines_read.get(),
+        before,
+        "a timeline was read back"
+    );
+    // What a sweep that reads the database raises: the deletion date (8 November) is past.
+    let key = KeyArn::parse(KEY).expect("key");
+    let stored = current_timeline(p.database(), &key)
+        .wait()
+        .expect("read")
+        .expect("a timeline");
+    let expected: BTreeSet<String> = keywatch_core::evaluate_clock(&stored, as_of())
+        .into_iter()
+        .map(|a| a.alert_id)
+        .collect();
+    assert!(!expected.is_empty());
+    assert_eq!(alerts, expected);
+}
+
+#[test]
+fn a_sweep_reads_the_timelines_another_writer_may_have_changed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("keywatch.db");
+    let mut first = Projector::new(
+        SqliteDatabase::open(&path).expect("open"),
+        AlertConfig::default(),
+    );
+    first
+        .process(
+            &normalised(&[
+                created("2026-01-01T00:00:00Z"),
+                schedule("2026-11-01T00:00:00Z", "sched-1", 7, None),
+            ]),
+            as_of(),
+        )
+        .wait()
+        .expect("projection");
+    let key = KeyArn::parse(KEY).expect("key");
+    let cached = current_timeline(first.database(), &key)
+        .wait()
+        .expect("read")
+        .expect("a timeline");
+    // Another process (a second consumer, say) cancels and schedules again, on the same file.
+    let mut second = Projector::new(
+        SqliteDatabase::open(&path).expect("open"),
+        AlertConfig::default(),
+    );
+    second
+        .process(
+            &normalised(&[
+                cancel("2026-11-02T00:00:00Z", "cancel-1"),
+                schedule("2026-11-03T00:00:00Z", "sched-2", 30, None),
+            ]),
+            as_of(),
+        )
+        .wait()
+        .expect("projection");
+    assert!(first
+        .database()
+        .written_by_others()
+        .wait()
+        .expect("version"));
+    let stored = current_timeline(first.database(), &key)
+        .wait()
+        .expect("read")
+        .expect("a timeline");
+    let ids = |t: &KeyTimeline| -> BTreeSet<String> {
+        keywatch_core::evaluate_clock(t, as_of())
+            .into_iter()
+            .map(|a| a.alert_id)
+            .collect()
+    };
+    // The first projector's cache still has the first schedule, overdue since 8 November.
+    assert_ne!(ids(&cached), ids(&stored));
+    assert_eq!(swept(&mut first), ids(&stored));
+}

@@ -56,6 +56,8 @@ pub struct Flaky<S> {
     pub before_save: Option<Box<dyn FnOnce()>>,
     /// The recording of alerts that fails, counting from 1 (the projector dying there).
     pub fail_alert_write: Option<usize>,
+    /// Timelines read so far.
+    pub timelines_read: std::cell::Cell<usize>,
 }
 
 impl<S> Flaky<S> {
@@ -69,6 +71,7 @@ impl<S> Flaky<S> {
             failed_alert_writes: 0,
             before_save: None,
             fail_alert_write: None,
+            timelines_read: std::cell::Cell::new(0),
         }
     }
 }
@@ -107,7 +110,11 @@ impl<S: Database> Database for Flaky<S> {
         &self,
         k: &KeyArn,
     ) -> Result<Option<keywatch_core::KeyTimeline>, keywatch_database::DatabaseError> {
+        self.timelines_read.set(self.timelines_read.get() + 1);
         self.inner.load_timeline(k).await
+    }
+    async fn written_by_others(&self) -> Result<bool, keywatch_database::DatabaseError> {
+        self.inner.written_by_others().await
     }
     async fn save_timelines(
         &mut self,
