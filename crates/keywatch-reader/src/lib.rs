@@ -394,16 +394,18 @@ fn read_plain_limited<R: Read, T: DeserializeOwned>(
 ) -> io::Result<()> {
     // One byte more than the input, so that read_to_end finds its end without growing.
     let capacity = usize::try_from(size_hint.saturating_add(1)).map_or(limit, |n| n.min(limit));
-    let mut buf = Vec::with_capacity(capacity.saturating_add(1));
-    if let Err(e) = (&mut input).take(limit as u64 + 1).read_to_end(&mut buf) {
+    let mut buf = READ_BUFFER.take();
+    let (filled, fault) = read_into(&mut input, &mut buf, capacity, limit.saturating_add(1));
+    if let Some(e) = fault {
         // A truncated gzip, trailing junk: keep every whole record read before the fault.
-        salvage(&buf, name, sink);
+        salvage(&buf[..filled], name, sink);
+        keep_read_buffer(buf);
         return Err(e);
     }
-    if buf.len() <= limit {
+    if filled <= limit {
         // Whole files (`{"Records":[…]}`, one pretty-printed record…): the same record limit.
         let max = limits.max_record_bytes;
-        read_bytes_as(&buf, name, &mut |item| match item {
+        read_bytes_as(&buf[..filled], name, &mut |item| match item {
             Item::Record { json, origin, .. } if json.len() > max => sink(reject(
                 format!("record larger than {max} bytes (--max-record-bytes): skipped"),
                 &json.as_bytes()[..json.len().min(1024)],
@@ -411,8 +413,10 @@ fn read_plain_limited<R: Read, T: DeserializeOwned>(
             )),
             other => sink(other),
         });
+        keep_read_buffer(buf);
         return Ok(());
     }
+    buf.truncate(filled);
     // Too large to hold: it must be JSON Lines. Finish the partial last line, then stream.
     let mut input = BufReader::with_capacity(256 * 1024, input);
     let mut line_no = 0u64;
@@ -454,6 +458,54 @@ fn read_plain_limited<R: Read, T: DeserializeOwned>(
             sink(too_large(&line, name, line_no, limits));
         } else {
             read_line(&line, name, line_no, sink);
+        }
+    }
+}
+
+thread_local! {
+    /// The buffer a thread read its last input into, kept for its next one: CloudTrail's
+    /// files are read one after another by the same threads, and a buffer new for each was
+    /// zeroed twice before the decoder wrote into it (by the kernel, page by page, and by
+    /// the standard library's `read_to_end`), a twentieth of the reading threads' CPU.
+    static READ_BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// The largest buffer a thread keeps between inputs: a CloudTrail log file decompresses to a
+/// few MB.
+const READ_BUFFER_KEPT: usize = 16 * 1024 * 1024;
+
+fn keep_read_buffer(buf: Vec<u8>) {
+    if buf.len() <= READ_BUFFER_KEPT {
+        READ_BUFFER.set(buf);
+    }
+}
+
+/// Reads `input` to its end, or to `max` bytes, into `buf` from its start; returns how many
+/// bytes it read and the fault that stopped it early, if one did. All of `buf` is kept
+/// initialised, so a buffer read into before is read into again without being zeroed;
+/// room for `size_hint` bytes is reserved, and only what reading reaches is zeroed.
+fn read_into(
+    input: &mut impl Read,
+    buf: &mut Vec<u8>,
+    size_hint: usize,
+    max: usize,
+) -> (usize, Option<io::Error>) {
+    buf.reserve(size_hint.min(max).saturating_sub(buf.len()));
+    let mut filled = 0;
+    loop {
+        if filled >= max {
+            return (filled, None);
+        }
+        if filled == buf.len() {
+            let grown = buf.len().saturating_mul(2).max(64 * 1024).min(max);
+            buf.resize(grown, 0);
+        }
+        let end = buf.len().min(max);
+        match input.read(&mut buf[filled..end]) {
+            Ok(0) => return (filled, None),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (filled, Some(e)),
         }
     }
 }

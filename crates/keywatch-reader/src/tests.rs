@@ -487,3 +487,44 @@ fn records_of_a_delivered_file_are_read_as_the_caller_asks_in_the_pass_that_find
     );
     assert_eq!(items.len(), 2);
 }
+
+/// A log file of `n` records with eventIDs `{prefix}-0`….
+fn log_file(prefix: &str, n: usize) -> String {
+    let records: Vec<String> = (0..n)
+        .map(|i| REC_A.replace(r#""eventID":"a""#, &format!(r#""eventID":"{prefix}-{i}""#)))
+        .collect();
+    format!(r#"{{"Records":[{}]}}"#, records.join(","))
+}
+
+#[test]
+fn an_input_read_after_a_larger_one_on_the_same_thread_is_read_alone() {
+    // The thread's buffer keeps the larger input's bytes past the smaller one's end.
+    let large = gzip(log_file("large", 5000).as_bytes());
+    let small = log_file("small", 2);
+    assert_eq!(event_ids(&read(&large)).len(), 5000);
+    let items = read(small.as_bytes());
+    assert_eq!(items.len(), 2, "{items:?}");
+    assert_eq!(event_ids(&items), ["small-0", "small-1"]);
+    // JSON Lines, whose last line has no newline: nothing of the larger input follows it.
+    assert_eq!(event_ids(&read(&large)).len(), 5000);
+    let items = read(REC_B.as_bytes());
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(event_ids(&items), ["b"]);
+    // A truncated gzip after the larger input: what it held before the cut, and no more.
+    assert_eq!(event_ids(&read(&large)).len(), 5000);
+    let whole = gzip(log_file("cut", 400).as_bytes());
+    let mut items = Vec::new();
+    let result = read_stream(&whole[..whole.len() / 2], "cut", &mut |i| {
+        items.push(i.into_owned())
+    });
+    assert!(result.is_err());
+    let ids = event_ids(&items);
+    assert!(
+        !ids.is_empty() && ids.len() < 400,
+        "{} records salvaged",
+        ids.len()
+    );
+    assert!(ids.iter().all(|id| id.starts_with("cut-")));
+    // The cut record, rejected, and nothing after it.
+    assert!(items.len() <= ids.len() + 1, "{} items", items.len());
+}
