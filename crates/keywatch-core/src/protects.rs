@@ -250,12 +250,18 @@ impl BlastRadius {
                     u.count += 1;
                     u.first_seen = u.first_seen.min(at);
                     u.last_seen = u.last_seen.max(at);
-                    // Most calls come from principals already listed: no copy for them.
-                    if !u.principals.contains(principal) {
-                        u.principals.insert(principal.clone());
-                    }
-                    if u.principals.len() > MAX_PRINCIPALS_PER_RESOURCE {
-                        u.principals.pop_last();
+                    // A full set keeps the smallest principals: one past its largest would be
+                    // copied in only to be dropped again, as most callers of a busy resource
+                    // are. Most other calls come from principals already listed: no copy.
+                    let past_a_full_set = u.principals.len() >= MAX_PRINCIPALS_PER_RESOURCE
+                        && u.principals.last().is_some_and(|last| principal > last);
+                    if !past_a_full_set {
+                        if !u.principals.contains(principal) {
+                            u.principals.insert(principal.clone());
+                        }
+                        if u.principals.len() > MAX_PRINCIPALS_PER_RESOURCE {
+                            u.principals.pop_last();
+                        }
                     }
                 }
                 Err(i) if i < MAX_PROTECTED_RESOURCES => {
@@ -359,5 +365,35 @@ mod tests {
         assert_eq!(truncate_owned("a".repeat(512), 512), "a".repeat(512));
         assert_eq!(truncate_owned("é".repeat(300), 512), "é".repeat(300));
         assert_eq!(truncate("ab", 1), "a");
+    }
+
+    proptest::proptest! {
+        /// However many principals call a resource, in whatever order and repetition, it
+        /// keeps the smallest [`MAX_PRINCIPALS_PER_RESOURCE`] of them.
+        #[test]
+        fn a_resource_keeps_its_smallest_principals_in_any_order(
+            calls in proptest::collection::vec(0usize..40, 1..200),
+        ) {
+            let bucket = ContextResources {
+                resources: vec![ProtectedResource {
+                    resource_type: ResourceType::S3Bucket,
+                    id: "orders".to_owned(),
+                }],
+                other_keys: Vec::new(),
+            };
+            let principal =
+                |i: usize| Principal(format!("arn:aws:iam::111122223333:role/service-{i}"));
+            let mut radius = BlastRadius::default();
+            for (n, i) in calls.iter().enumerate() {
+                radius.note(&bucket, &principal(*i), Timestamp::from_millis(n as i64));
+            }
+            let mut expected: Vec<Principal> = calls.iter().map(|i| principal(*i)).collect();
+            expected.sort();
+            expected.dedup();
+            expected.truncate(MAX_PRINCIPALS_PER_RESOURCE);
+            let kept: Vec<Principal> = radius.resources[0].principals.iter().cloned().collect();
+            proptest::prop_assert_eq!(kept, expected);
+            proptest::prop_assert_eq!(radius.resources[0].count, calls.len() as u64);
+        }
     }
 }
