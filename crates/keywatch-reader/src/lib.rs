@@ -392,7 +392,7 @@ fn read_plain_limited<R: Read, T: DeserializeOwned>(
     size_hint: u64,
     sink: &mut dyn FnMut(Item<T>),
 ) -> io::Result<()> {
-    // One byte more than the input, so that read_to_end finds its end without growing.
+    // One byte more than the input: the read that finds its end has room without growing.
     let capacity = usize::try_from(size_hint.saturating_add(1)).map_or(limit, |n| n.min(limit));
     let mut buf = READ_BUFFER.take();
     let (filled, fault) = read_into(&mut input, &mut buf, capacity, limit.saturating_add(1));
@@ -497,8 +497,16 @@ fn read_into(
             return (filled, None);
         }
         if filled == buf.len() {
-            let grown = buf.len().saturating_mul(2).max(64 * 1024).min(max);
-            buf.resize(grown, 0);
+            // Doubling zeroes at most twice what is read; within the room reserved, it stops
+            // at the room's end rather than move the buffer past it.
+            let doubled = buf.len().saturating_mul(2).max(64 * 1024);
+            let room = buf.capacity();
+            let grown = if buf.len() < room {
+                doubled.min(room)
+            } else {
+                doubled
+            };
+            buf.resize(grown.min(max), 0);
         }
         let end = buf.len().min(max);
         match input.read(&mut buf[filled..end]) {
