@@ -193,6 +193,13 @@ enum Command {
         /// The consumer group.
         #[arg(long, default_value = "keywatch-projector")]
         group: String,
+        /// This process's static member id in the group (Kafka's `group.instance.id`); default
+        /// one unique to the process. A process restarted with the id of the one it replaces
+        /// (a supervisor's restart, a pod of a StatefulSet) takes that member's partitions at
+        /// once, instead of waiting for the broker to drop a member that died. Never give two
+        /// running processes the same id: the broker fences the older.
+        #[arg(long, env = "KEYWATCH_GROUP_INSTANCE_ID", value_name = "ID")]
+        group_instance_id: Option<String>,
         /// Where timelines live: sqlite:FILE, or dynamodb (the table named by KEYWATCH_TABLE).
         #[arg(long, default_value = "sqlite:keywatch.db")]
         store: String,
@@ -436,6 +443,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             brokers,
             topic,
             group,
+            group_instance_id,
             store,
             sns_topic_arn,
             suppress_minutes,
@@ -448,6 +456,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             brokers,
             topic,
             group,
+            group_instance_id,
             store,
             sns_topic_arn,
             suppress_minutes,

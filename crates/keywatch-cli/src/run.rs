@@ -66,6 +66,8 @@ pub struct Options {
     pub brokers: String,
     pub topic: String,
     pub group: String,
+    /// The static member id (`group.instance.id`); default one unique to the process.
+    pub group_instance_id: Option<String>,
     pub store: String,
     pub sns_topic_arn: Option<String>,
     pub suppress_minutes: u32,
@@ -239,16 +241,20 @@ async fn consume<S: Database>(
             ),
         },
     }
-    // One static member id for this process, kept by every client it creates: unique to the
-    // process (pid and start time), so that two runs never fence each other.
-    let instance_id = format!(
-        "keywatch-run-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default()
-    );
+    // One static member id for this process, kept by every client it creates. By default it
+    // is unique to the process (pid and start time), so that two runs never fence each other;
+    // a process restarted in a dead one's place may take over its id, and with it, at once, the
+    // partitions the broker would otherwise keep for the dead member until its session ends.
+    let instance_id = opts.group_instance_id.clone().unwrap_or_else(|| {
+        format!(
+            "keywatch-run-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default()
+        )
+    });
     let mut consumer =
         EventLogConsumer::with_instance_id(settings, &opts.group, Some(&instance_id))?;
     let stop = stop_on_signal()?;
@@ -403,6 +409,15 @@ async fn consume<S: Database>(
             .exit_when_idle
             .is_some_and(|s| last_record.elapsed() >= Duration::from_secs(s))
         {
+            if assigned.is_empty() {
+                // Nothing read because nothing was given: say why, rather than look done.
+                tracing::warn!(
+                    group = %opts.group,
+                    "no partitions assigned: other members of the group hold them (a member that \
+                     died holds them until the broker drops it; a run restarted with its \
+                     --group-instance-id takes them at once)"
+                );
+            }
             tracing::info!("idle; exiting");
             return Ok(());
         }

@@ -450,6 +450,9 @@ fn many_pages() -> Vec<(String, String, Vec<String>)> {
 /// the run's first page), then a run to the end: every page a clean replay raises reaches SNS, and a page goes out
 /// twice at most once per kill (the instant between SNS accepting it and the store recording
 /// that: at least once, as the README's "Reliability" says).
+/// Each run is restarted in the killed one's place, with its `--group-instance-id`, as a
+/// supervisor would: a new id waits for the broker to drop the dead member (and tansu 0.6
+/// never drops a static member, which left the last run without partitions).
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_of_run_loses_no_page() {
     let brokers = service("KEYWATCH_TEST_KAFKA");
@@ -471,6 +474,7 @@ async fn kill_9_of_run_loses_no_page() {
     // Each kill comes this many milliseconds after the run's next page reaches the queue
     // (joining the group takes seconds; the kills must land while pages go out).
     let kills = [150u64, 400, 50, 700, 250];
+    let member = ["--group-instance-id", "keywatch-run-0"];
     let mut paged_so_far: Vec<serde_json::Value> = Vec::new();
     let mut progress = Vec::new();
     for after in kills {
@@ -478,6 +482,7 @@ async fn kill_9_of_run_loses_no_page() {
             break;
         }
         let mut child = keywatch_command(&brokers, &topic, &group, &db, &a.topic_arn, &endpoint)
+            .args(member)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -495,7 +500,10 @@ async fn kill_9_of_run_loses_no_page() {
         progress.push(paged_so_far.len());
     }
     let out = tokio::task::block_in_place(|| {
-        keywatch_run(&brokers, &topic, &group, &db, &a.topic_arn, &endpoint)
+        keywatch_command(&brokers, &topic, &group, &db, &a.topic_arn, &endpoint)
+            .args(member)
+            .output()
+            .expect("keywatch run")
     });
     assert!(
         out.status.success(),
@@ -1104,4 +1112,80 @@ async fn run_ends_at_once_on_stored_data_it_cannot_read() {
         "took {:?}",
         started.elapsed()
     );
+}
+
+/// `kill -9` of a run holding every partition, then a run restarted with its
+/// `--group-instance-id`: the restarted run takes the partitions at once and pages everything
+/// the log holds, each page once. (A run with a new id would wait for the broker to drop the
+/// dead member: Kafka does after the session timeout; tansu 0.6 never does for a static member.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_restarted_with_the_dead_ones_group_instance_id_takes_over_its_partitions() {
+    use std::io::BufRead as _;
+    let brokers = service("KEYWATCH_TEST_KAFKA");
+    let endpoint = service("KEYWATCH_TEST_AWS_ENDPOINT");
+    let topic = unique("keywatch-restart");
+    let settings = KafkaSettings::plaintext(brokers.clone(), topic.clone());
+    ensure_topic(&settings, 3).await.expect("topic");
+    let a = aws(&endpoint).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("k.db").display().to_string();
+    let group = unique("keywatch-restart");
+    let member = ["--group-instance-id", "keywatch-run-0"];
+    let mut dead = keywatch_until_stopped(&brokers, &topic, &group, &db, &a.topic_arn, &endpoint)
+        .args(member)
+        .env("KEYWATCH_LOG", "warn,keywatch=info")
+        .env("KEYWATCH_LOG_FORMAT", "json")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("keywatch run");
+    let mut log = Vec::new();
+    for line in std::io::BufReader::new(dead.stderr.take().expect("stderr"))
+        .lines()
+        .map_while(Result::ok)
+    {
+        let assigned = line.contains("partitions assigned") && line.contains("[0, 1, 2]");
+        log.push(line);
+        if assigned {
+            break;
+        }
+    }
+    dead.kill().expect("kill -9");
+    dead.wait().expect("reaped");
+    assert!(
+        log.last()
+            .is_some_and(|l| l.contains("partitions assigned")),
+        "the first run ended before it held the partitions: {log:?}"
+    );
+    // What the group has not read yet arrives after the member holding it died.
+    let records = many_pages();
+    produce(&settings, &records).await;
+    let file = dir.path().join("records.jsonl");
+    let lines: Vec<&str> = records.iter().map(|(_, json, _)| json.as_str()).collect();
+    std::fs::write(&file, lines.join("\n")).expect("records file");
+    let expected = replayed_alert_ids(&file);
+    assert!(expected.len() >= 500, "{}", expected.len());
+
+    let out = tokio::task::block_in_place(|| {
+        keywatch_command(&brokers, &topic, &group, &db, &a.topic_arn, &endpoint)
+            .args(member)
+            .env("KEYWATCH_LOG", "warn,keywatch=info")
+            .output()
+            .expect("keywatch run")
+    });
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("partitions=[0, 1, 2]"),
+        "the restarted run took the dead one's partitions: {stderr}"
+    );
+    let paged = event_driven_ids(&pages(&a).await);
+    let mut distinct = paged.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(
+        distinct, expected,
+        "every page of the records the dead run left"
+    );
+    assert_eq!(paged.len(), expected.len(), "each page once");
 }
