@@ -74,6 +74,13 @@ async fn queued(a: &Aws) -> usize {
         .unwrap_or(0)
 }
 
+/// The count `name=N` in a text log line (0 when absent).
+fn logged_count(line: &str, name: &str) -> usize {
+    line.split_whitespace()
+        .find_map(|field| field.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// `db` is a SQLite file, or `dynamodb:<table>`.
 fn store_arg(db: &str) -> String {
     if db.starts_with("dynamodb:") {
@@ -110,7 +117,10 @@ fn keywatch_command(
     command
 }
 
-/// `keywatch run` until a signal stops it, with the SDK's retries off.
+/// `keywatch run` until a signal stops it, with the SDK's retries off. Each run of a test takes
+/// the place of the one before in the group, with its `--group-instance-id` (as a supervisor's
+/// restart would): tansu 0.6 never drops a static member that ended, so a run with a new id
+/// would wait for partitions that never come. Runs side by side set ids of their own.
 fn keywatch_until_stopped(
     brokers: &str,
     topic: &str,
@@ -137,6 +147,7 @@ fn keywatch_until_stopped(
             db.strip_prefix("dynamodb:").unwrap_or_default(),
         )
         .args(["--sns-topic-arn", sns])
+        .env("KEYWATCH_GROUP_INSTANCE_ID", format!("{group}-run"))
         .env("AWS_ENDPOINT_URL", aws_endpoint)
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
@@ -451,8 +462,7 @@ fn many_pages() -> Vec<(String, String, Vec<String>)> {
 /// twice at most once per kill (the instant between SNS accepting it and the store recording
 /// that: at least once, as the README's "Reliability" says).
 /// Each run is restarted in the killed one's place, with its `--group-instance-id`, as a
-/// supervisor would: a new id waits for the broker to drop the dead member (and tansu 0.6
-/// never drops a static member, which left the last run without partitions).
+/// supervisor would (see [`keywatch_until_stopped`]).
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_of_run_loses_no_page() {
     let brokers = service("KEYWATCH_TEST_KAFKA");
@@ -474,7 +484,6 @@ async fn kill_9_of_run_loses_no_page() {
     // Each kill comes this many milliseconds after the run's next page reaches the queue
     // (joining the group takes seconds; the kills must land while pages go out).
     let kills = [150u64, 400, 50, 700, 250];
-    let member = ["--group-instance-id", "keywatch-run-0"];
     let mut paged_so_far: Vec<serde_json::Value> = Vec::new();
     let mut progress = Vec::new();
     for after in kills {
@@ -482,7 +491,6 @@ async fn kill_9_of_run_loses_no_page() {
             break;
         }
         let mut child = keywatch_command(&brokers, &topic, &group, &db, &a.topic_arn, &endpoint)
-            .args(member)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -500,10 +508,7 @@ async fn kill_9_of_run_loses_no_page() {
         progress.push(paged_so_far.len());
     }
     let out = tokio::task::block_in_place(|| {
-        keywatch_command(&brokers, &topic, &group, &db, &a.topic_arn, &endpoint)
-            .args(member)
-            .output()
-            .expect("keywatch run")
+        keywatch_run(&brokers, &topic, &group, &db, &a.topic_arn, &endpoint)
     });
     assert!(
         out.status.success(),
@@ -733,7 +738,9 @@ async fn sigterm_ends_run_cleanly_after_the_batch_in_hand() {
     let settings = KafkaSettings::plaintext(brokers.clone(), topic.clone());
     ensure_topic(&settings, 3).await.expect("topic");
     let records = many_pages();
-    produce(&settings, &records).await;
+    // The second half comes after the signal, for the next run to read on to.
+    let half = records.len() / 2;
+    produce(&settings, &records[..half]).await;
     let a = aws(&endpoint).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("k.db").display().to_string();
@@ -745,7 +752,7 @@ async fn sigterm_ends_run_cleanly_after_the_batch_in_hand() {
 
     // No --exit-when-idle: only the signal ends it.
     let child = keywatch_until_stopped(&brokers, &topic, &group, &db, &a.topic_arn, &endpoint)
-        .env("KEYWATCH_LOG", "keywatch=info")
+        .env("KEYWATCH_LOG", "keywatch=debug")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -772,17 +779,36 @@ async fn sigterm_ends_run_cleanly_after_the_batch_in_hand() {
     );
     assert!(err.contains("SIGTERM") && err.contains("exiting"), "{err}");
 
-    // The next run in the group reads on from the committed offsets.
+    // The next run in the group reads on from the committed offsets: the records that came
+    // after the signal, and none the first run had done with.
+    produce(&settings, &records[half..]).await;
     let next = tokio::task::block_in_place(|| {
         keywatch_command(&brokers, &topic, &group, &db, &a.topic_arn, &endpoint)
             .env("KEYWATCH_LOG", "keywatch=debug")
             .output()
             .expect("run again")
     });
+    let next_err = String::from_utf8_lossy(&next.stderr);
+    assert!(next.status.success(), "{next_err}");
+    let folded = |log: &str| -> Vec<(usize, usize)> {
+        log.lines()
+            .filter(|l| l.contains("batch projected"))
+            .map(|l| (logged_count(l, "new"), logged_count(l, "duplicates")))
+            .collect()
+    };
+    let (first_folded, next_folded) = (folded(&err), folded(&next_err));
+    assert_eq!(
+        first_folded
+            .iter()
+            .chain(&next_folded)
+            .map(|(new, _)| new)
+            .sum::<usize>(),
+        records.len(),
+        "between them the runs folded every record: {first_folded:?} {next_folded:?}"
+    );
     assert!(
-        next.status.success(),
-        "{}",
-        String::from_utf8_lossy(&next.stderr)
+        next_folded.iter().all(|(_, duplicates)| *duplicates == 0),
+        "the next run read nothing the first had committed: {next_folded:?}"
     );
     paged_so_far.extend(pages(&a).await);
     let mut paged = event_driven_ids(&paged_so_far);
@@ -960,11 +986,13 @@ async fn two_runs_in_one_group_page_what_one_raises_across_a_rebalance() {
 
     // Each run's log, as JSON lines, and a channel that hears of each line.
     type Log = std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>;
-    let start = || {
+    // Two members side by side: an id each.
+    let start = |member: &str| {
         let mut command =
             keywatch_until_stopped(&brokers, &topic, &group, &db, &a.topic_arn, &endpoint);
         let mut child = command
             .args(["--exit-when-idle", "15", "--batch", "20"])
+            .env("KEYWATCH_GROUP_INSTANCE_ID", format!("{group}-{member}"))
             .env("KEYWATCH_LOG", "warn,keywatch=debug")
             .env("KEYWATCH_LOG_FORMAT", "json")
             .stdout(std::process::Stdio::null())
@@ -1007,9 +1035,9 @@ async fn two_runs_in_one_group_page_what_one_raises_across_a_rebalance() {
             let _ = rx.recv_timeout(std::time::Duration::from_secs(1));
         }
     };
-    let (first, first_log, first_rx) = start();
+    let (first, first_log, first_rx) = start("first");
     wait_for(&first_log, &first_rx, &|p| p == "[0, 1, 2, 3, 4, 5]");
-    let (second, second_log, second_rx) = start();
+    let (second, second_log, second_rx) = start("second");
     wait_for(&second_log, &second_rx, &|p| p != "[]");
     wait_for(&first_log, &first_rx, &|p| p != "[0, 1, 2, 3, 4, 5]");
     // The group has rebalanced; the rest arrives, some of it twice (the log may redeliver).
