@@ -359,6 +359,18 @@ fn replayed_alert_ids(input: &std::path::Path) -> Vec<String> {
     ids
 }
 
+/// The event-driven alert ids a clean replay of `records` raises (written as JSON Lines into
+/// `dir`), sorted.
+fn replayed_records_alert_ids(
+    dir: &std::path::Path,
+    records: &[(String, String, Vec<String>)],
+) -> Vec<String> {
+    let file = dir.join("records.jsonl");
+    let lines: Vec<&str> = records.iter().map(|(_, json, _)| json.as_str()).collect();
+    std::fs::write(&file, lines.join("\n")).expect("records file");
+    replayed_alert_ids(&file)
+}
+
 /// The bundled samples.
 fn samples_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../samples")
@@ -476,10 +488,7 @@ async fn kill_9_of_run_loses_no_page() {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("k.db").display().to_string();
     let group = unique("keywatch-kill");
-    let file = dir.path().join("records.jsonl");
-    let lines: Vec<&str> = records.iter().map(|(_, json, _)| json.as_str()).collect();
-    std::fs::write(&file, lines.join("\n")).expect("records file");
-    let expected = replayed_alert_ids(&file);
+    let expected = replayed_records_alert_ids(dir.path(), &records);
     assert!(expected.len() >= 500, "{}", expected.len());
     // Each kill comes this many milliseconds after the run's next page reaches the queue
     // (joining the group takes seconds; the kills must land while pages go out).
@@ -745,10 +754,7 @@ async fn sigterm_ends_run_cleanly_after_the_batch_in_hand() {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("k.db").display().to_string();
     let group = unique("keywatch-term");
-    let file = dir.path().join("records.jsonl");
-    let lines: Vec<&str> = records.iter().map(|(_, json, _)| json.as_str()).collect();
-    std::fs::write(&file, lines.join("\n")).expect("records file");
-    let expected = replayed_alert_ids(&file);
+    let expected = replayed_records_alert_ids(dir.path(), &records);
 
     // No --exit-when-idle: only the signal ends it.
     let child = keywatch_until_stopped(&brokers, &topic, &group, &db, &a.topic_arn, &endpoint)
@@ -1188,10 +1194,7 @@ async fn a_run_restarted_with_the_dead_ones_group_instance_id_takes_over_its_par
     // What the group has not read yet arrives after the member holding it died.
     let records = many_pages();
     produce(&settings, &records).await;
-    let file = dir.path().join("records.jsonl");
-    let lines: Vec<&str> = records.iter().map(|(_, json, _)| json.as_str()).collect();
-    std::fs::write(&file, lines.join("\n")).expect("records file");
-    let expected = replayed_alert_ids(&file);
+    let expected = replayed_records_alert_ids(dir.path(), &records);
     assert!(expected.len() >= 500, "{}", expected.len());
 
     let out = tokio::task::block_in_place(|| {
