@@ -198,7 +198,7 @@ enum Command {
         /// (a supervisor's restart, a pod of a StatefulSet) takes that member's partitions at
         /// once, instead of waiting for the broker to drop a member that died. Never give two
         /// running processes the same id: the broker fences the older.
-        #[arg(long, env = "KEYWATCH_GROUP_INSTANCE_ID", value_name = "ID")]
+        #[arg(long, env = "KEYWATCH_GROUP_INSTANCE_ID", value_name = "ID", value_parser = clap::builder::NonEmptyStringValueParser::new())]
         group_instance_id: Option<String>,
         /// Where timelines live: sqlite:FILE, or dynamodb (the table named by KEYWATCH_TABLE).
         #[arg(long, default_value = "sqlite:keywatch.db")]

@@ -211,6 +211,19 @@ fn completions_and_the_man_page_come_from_the_same_definitions() {
     );
 }
 
+/// An empty static member id would make the run a dynamic member without a word: refused.
+#[test]
+fn run_refuses_an_empty_group_instance_id() {
+    let out = keywatch()
+        .args(["run", "--brokers", "127.0.0.1:1", "--group-instance-id", ""])
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    let err = text(&out.stderr);
+    assert!(err.contains("--group-instance-id"), "{err}");
+}
+
 #[test]
 fn run_names_the_broker_it_cannot_reach_within_seconds() {
     let db = tempfile::tempdir().expect("temp dir");
