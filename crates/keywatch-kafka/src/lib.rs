@@ -458,10 +458,46 @@ pub struct Consumed {
 /// Reads the event log as part of a consumer group; offsets are committed only when the
 /// caller says the batch is safely processed.
 pub struct EventLogConsumer {
-    consumer: rdkafka::consumer::BaseConsumer,
+    /// Taken only when dropped (see the `Drop` impl).
+    consumer: Option<rdkafka::consumer::BaseConsumer>,
+}
+
+/// How long dropping an [`EventLogConsumer`] waits for librdkafka to close it.
+const CLOSE_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Closes the client on a thread of its own, and waits for it at most [`CLOSE_PATIENCE`]:
+/// librdkafka's close can hang for ever in `rd_kafka_assign` when an assignment arrives as it
+/// closes (librdkafka #4884), which left a `keywatch run` that was done unable to exit.
+/// Offsets are committed explicitly before, so a close given up loses nothing; the thread is
+/// left to the process's exit.
+impl Drop for EventLogConsumer {
+    fn drop(&mut self) {
+        let Some(consumer) = self.consumer.take() else {
+            return;
+        };
+        let (closed, done) = std::sync::mpsc::channel();
+        let closing = std::thread::Builder::new()
+            .name("kafka-close".into())
+            .spawn(move || {
+                drop(consumer);
+                let _ = closed.send(());
+            });
+        if closing.is_ok() && done.recv_timeout(CLOSE_PATIENCE).is_err() {
+            tracing::warn!(
+                patience = ?CLOSE_PATIENCE,
+                "the Kafka consumer did not close in time; left to the process's exit"
+            );
+        }
+    }
 }
 
 impl EventLogConsumer {
+    fn client(&self) -> &rdkafka::consumer::BaseConsumer {
+        self.consumer
+            .as_ref()
+            .expect("the client is taken only when the consumer is dropped")
+    }
+
     /// Joins `group` and subscribes to the settings' topic.
     pub fn new(settings: &KafkaSettings, group: &str) -> Result<Self, KafkaError> {
         Self::with_instance_id(settings, group, None)
@@ -493,7 +529,9 @@ impl EventLogConsumer {
         consumer
             .subscribe(&[&settings.topic])
             .map_err(KafkaError::Client)?;
-        Ok(EventLogConsumer { consumer })
+        Ok(EventLogConsumer {
+            consumer: Some(consumer),
+        })
     }
 
     /// Collects up to `max` records, waiting at most `wait` for the first and then taking what
@@ -518,7 +556,7 @@ impl EventLogConsumer {
                 }
                 timeout = timeout.min(left);
             }
-            match self.consumer.poll(timeout) {
+            match self.client().poll(timeout) {
                 None => break,
                 // Records already taken are handed over (their position has moved on); the
                 // error comes again on the next call if it lasts.
@@ -541,7 +579,7 @@ impl EventLogConsumer {
     pub fn assigned_partitions(&self) -> Vec<i32> {
         use rdkafka::consumer::Consumer;
         let mut partitions: Vec<i32> = self
-            .consumer
+            .client()
             .assignment()
             .map(|a| a.elements().iter().map(|e| e.partition()).collect())
             .unwrap_or_default();
@@ -566,7 +604,7 @@ impl EventLogConsumer {
             list.add_partition_offset(topic, partition, Offset::Offset(offset))
                 .map_err(KafkaError::Client)?;
         }
-        self.consumer
+        self.client()
             .commit(&list, CommitMode::Sync)
             .map_err(KafkaError::Client)
     }
