@@ -1164,6 +1164,7 @@ async fn a_run_restarted_with_the_dead_ones_group_instance_id_takes_over_its_par
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("k.db").display().to_string();
     let group = unique("keywatch-restart");
+    // The flag, as a user passes it (over the id the helper sets in the environment).
     let member = ["--group-instance-id", "keywatch-run-0"];
     let mut dead = keywatch_until_stopped(&brokers, &topic, &group, &db, &a.topic_arn, &endpoint)
         .args(member)
