@@ -20,6 +20,12 @@ pub const MAX_VALUE_CHARS: usize = 1024;
 /// The longest eventID accepted (CloudTrail's are UUIDs).
 const MAX_EVENT_ID_LEN: usize = 128;
 
+/// The most KMS keys one record may name. A KMS call names one key, or two (ReEncrypt's
+/// source and destination, a multi-Region key and its replica); every key named puts the
+/// record in that key's stream of the event log, so a crafted record naming thousands would
+/// cost thousands of copies of itself (twenty thousand took a minute and 9 GB).
+pub const MAX_KEYS_PER_RECORD: usize = 8;
+
 fn bounded(s: &str) -> String {
     match s.char_indices().nth(MAX_VALUE_CHARS) {
         Some((end, _)) => format!("{}…", &s[..end]),
@@ -1669,6 +1675,12 @@ fn key_arns(
     }
     keys.sort();
     keys.dedup();
+    if keys.len() > MAX_KEYS_PER_RECORD {
+        return Err(format!(
+            "names {} KMS keys; a KMS call names at most {MAX_KEYS_PER_RECORD}",
+            keys.len()
+        ));
+    }
     if !keys.is_empty() {
         return Ok(keys);
     }

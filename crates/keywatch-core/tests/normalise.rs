@@ -171,6 +171,56 @@ fn a_failed_lifecycle_call_changes_nothing() {
     assert_eq!(timeline(&[failed]).state, keywatch_core::KeyState::Unknown);
 }
 
+/// A record naming more keys than any KMS call names is rejected whole, naming the count:
+/// each key named would put another copy of it in the event log. The most a record may name
+/// still reads, one event per key.
+#[test]
+fn a_record_naming_more_keys_than_a_kms_call_names_is_rejected() {
+    let keys_named = |n: usize| -> Vec<serde_json::Value> {
+        (0..n)
+            .map(|i| {
+                let arn =
+                    format!("arn:aws:kms:us-east-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-{i:012}");
+                json!({"accountId": ACCOUNT, "type": "AWS::KMS::Key", "ARN": arn})
+            })
+            .collect()
+    };
+    let most = keywatch_core::event::MAX_KEYS_PER_RECORD;
+    let crafted = with(
+        decrypt("2026-11-01T10:00:00Z", "many", APP_ROLE),
+        json!({"resources": keys_named(20_000)}),
+    );
+    match normalise(&crafted.to_string()) {
+        Err(RecordError::Malformed { field, reason, .. }) => {
+            assert_eq!(field, "resources");
+            assert_eq!(
+                reason,
+                format!("names 20000 KMS keys; a KMS call names at most {most}")
+            );
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    let over = with(
+        decrypt("2026-11-01T10:00:00Z", "over", APP_ROLE),
+        json!({"resources": keys_named(most + 1)}),
+    );
+    assert!(matches!(
+        normalise(&over.to_string()),
+        Err(RecordError::Malformed { .. })
+    ));
+    // The same key named again and again is one key.
+    let repeated = with(
+        decrypt("2026-11-01T10:00:00Z", "repeated", APP_ROLE),
+        json!({"resources": vec![keys_named(1)[0].clone(); 20_000]}),
+    );
+    assert_eq!(events(&[repeated]).len(), 1);
+    let at_most = with(
+        decrypt("2026-11-01T10:00:00Z", "most", APP_ROLE),
+        json!({"resources": keys_named(most)}),
+    );
+    assert_eq!(events(&[at_most]).len(), most);
+}
+
 /// A crafted key ARN never reaches the rescue command: the record is rejected, naming why.
 #[test]
 fn key_arns_are_validated_strictly_where_they_are_first_read() {
