@@ -17,6 +17,12 @@ pub const MAX_PENDING_USE_ENTRIES: usize = 200;
 /// ([`KeyTimeline::compact`]): the most recent ones. Folding never drops one, so that every
 /// minute a batch brings is paged before the projector compacts the timeline.
 pub const MAX_PENDING_USE_BUCKETS: usize = 2_000;
+/// How many Regions of related multi-Region keys a timeline follows. AWS allows one related
+/// key per Region of the key's partition (a few dozen Regions); a record naming a related
+/// key in yet another Region is crafted, and a family of thousands would hold every member's
+/// lifecycle in every member's timeline. Regions past this many, in fold order, are not
+/// followed.
+pub const MAX_RELATED_REGIONS: usize = 64;
 /// How many days count as recent use: usage within them before a schedule makes
 /// `deletion_scheduled` high, and preflight asks for this many days without use by default.
 pub const RECENT_USE_DAYS: u32 = 30;
@@ -997,9 +1003,32 @@ impl KeyTimeline {
         }
     }
 
-    /// Applies a lifecycle event of a related multi-Region key.
+    /// Whether the related keys followed have room for the Regions of `regions` not followed
+    /// yet ([`MAX_RELATED_REGIONS`]).
+    fn follows_or_has_room_for(&self, regions: &[&str]) -> bool {
+        let mut new: Vec<&str> = regions
+            .iter()
+            .copied()
+            .filter(|r| !self.related_keys.contains_key(*r))
+            .collect();
+        new.sort_unstable();
+        new.dedup();
+        self.related_keys.len() + new.len() <= MAX_RELATED_REGIONS
+    }
+
+    /// Applies a lifecycle event of a related multi-Region key (not one in a Region past
+    /// [`MAX_RELATED_REGIONS`]).
     fn apply_related_key_event(&mut self, e: &KeyEvent) {
         let region = e.key.region().to_owned();
+        let mut regions = vec![region.as_str()];
+        if let KeyEventKind::ReplicaCreated { replica_region } = &e.kind {
+            if *replica_region != self.key_arn.region() {
+                regions.push(replica_region);
+            }
+        }
+        if !self.follows_or_has_room_for(&regions) {
+            return;
+        }
         match &e.kind {
             KeyEventKind::Deleted { .. } => {
                 let related = self.related_keys.entry(region).or_default();
@@ -1100,7 +1129,9 @@ impl KeyTimeline {
                 self.multi_region = true;
                 self.primary_region
                     .get_or_insert_with(|| self.key_arn.region().to_owned());
-                self.related_keys.entry(replica_region.clone()).or_default();
+                if self.follows_or_has_room_for(&[replica_region]) {
+                    self.related_keys.entry(replica_region.clone()).or_default();
+                }
             }
             KeyEventKind::PrimaryRegionUpdated { primary_region } => {
                 self.multi_region = true;

@@ -667,3 +667,45 @@ fn expired_imported_key_material_leaves_the_key_pending_import() {
         KeyState::PendingDeletion
     );
 }
+
+/// A multi-Region key has at most one related key per Region of its partition, a few dozen.
+/// Records replicating it to more "Regions" than that are crafted: a timeline follows the
+/// first `MAX_RELATED_REGIONS` in fold order, whatever order the records come in, so that a
+/// family of thousands does not hold every member's lifecycle in every member's timeline.
+#[test]
+fn a_timeline_follows_related_keys_in_at_most_so_many_regions() {
+    let most = keywatch_core::timeline::MAX_RELATED_REGIONS;
+    let regions: Vec<String> = (0..most + 10)
+        .map(|i| {
+            format!(
+                "xx-{}{}-1",
+                (b'a' + (i / 26) as u8) as char,
+                (b'a' + (i % 26) as u8) as char
+            )
+        })
+        .collect();
+    let replica_in = |region: &str| MRK_PRIMARY.replace("us-east-1", region);
+    let mut records = multi_region_primary()[..2].to_vec();
+    for (i, region) in regions.iter().enumerate() {
+        let mut r = replicate_key(
+            &format!("2026-02-01T00:{:02}:{:02}Z", i / 60, i % 60),
+            &format!("rep-{i}"),
+        );
+        let text = r.to_string().replace(MRK_REPLICA, &replica_in(region));
+        r = serde_json::from_str(&text).expect("record JSON");
+        r["requestParameters"]["replicaRegion"] = json!(region);
+        records.push(r);
+    }
+    let primary = fold_key(MRK_PRIMARY, &records);
+    assert_eq!(primary.related_keys.len(), most);
+    // us-west-2 (replicated first), then the crafted Regions in time order.
+    assert!(primary.related_keys.contains_key("us-west-2"));
+    assert!(primary.related_keys.contains_key(&regions[most - 2]));
+    assert!(!primary.related_keys.contains_key(&regions[most - 1]));
+    let last = fold_key(&replica_in(&regions[most + 9]), &records);
+    assert_eq!(last.related_keys.len(), most);
+    let mut reversed = records.clone();
+    reversed.reverse();
+    assert_eq!(fold_key(MRK_PRIMARY, &reversed), primary);
+    assert_eq!(fold_key(&replica_in(&regions[most + 9]), &reversed), last);
+}

@@ -591,7 +591,9 @@ impl<S: Database> Projector<S> {
         per_key: &mut EventsPerKey<'e>,
         batch_keys: &BTreeSet<KeyArn>,
     ) -> Result<(), DatabaseError> {
-        let mut related_events: Vec<(KeyArn, (&'e KmsEvent, bool))> = Vec::new();
+        // Each key's family events, and the keys they go to (each named once, not once per
+        // event: a crafted family of thousands would otherwise copy its ARNs squared).
+        let mut related_events: Vec<(BTreeSet<KeyArn>, Vec<(&'e KmsEvent, bool)>)> = Vec::new();
         for (key, events) in per_key.iter() {
             let family: Vec<(&KmsEvent, bool)> = events
                 .iter()
@@ -603,12 +605,12 @@ impl<S: Database> Projector<S> {
             if family.is_empty() {
                 continue;
             }
-            for r in self.related_keys(key, batch_keys).await? {
-                related_events.extend(family.iter().map(|e| (r.clone(), *e)));
-            }
+            related_events.push((self.related_keys(key, batch_keys).await?, family));
         }
-        for (key, e) in related_events {
-            per_key.entry(key).or_default().push(e);
+        for (keys, family) in related_events {
+            for key in keys {
+                per_key.entry(key).or_default().extend_from_slice(&family);
+            }
         }
         Ok(())
     }
