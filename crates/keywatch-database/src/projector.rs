@@ -107,7 +107,9 @@ pub struct BatchOutcome {
 }
 
 /// A batch's events per key, each with whether its record is new to the log.
-type EventsPerKey<'e> = BTreeMap<KeyArn, Vec<(&'e KmsEvent, bool)>>;
+/// An event of the batch, and whether its record is new to the log.
+type BatchEvent<'e> = (&'e KmsEvent, bool);
+type EventsPerKey<'e> = BTreeMap<KeyArn, Vec<BatchEvent<'e>>>;
 
 /// The batch's events per key, and the key store events of records new to the log. Events
 /// of records the log already had are normally folded already; but a database without
@@ -593,7 +595,7 @@ impl<S: Database> Projector<S> {
     ) -> Result<(), DatabaseError> {
         // Each key's family events, and the keys they go to (each named once, not once per
         // event: a crafted family of thousands would otherwise copy its ARNs squared).
-        let mut related_events: Vec<(BTreeSet<KeyArn>, Vec<(&'e KmsEvent, bool)>)> = Vec::new();
+        let mut related_events: Vec<(BTreeSet<KeyArn>, Vec<BatchEvent<'e>>)> = Vec::new();
         for (key, events) in per_key.iter() {
             let family: Vec<(&KmsEvent, bool)> = events
                 .iter()
