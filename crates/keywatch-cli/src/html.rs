@@ -632,6 +632,13 @@ fn lists(out: &mut String, t: &KeyTimeline, alerts: &[Alert]) {
             t.entries.len().saturating_sub(MAX_LISTED) as u64 + t.pending_use_entries_dropped
         );
     }
+    if t.key_store_entries_dropped > 0 {
+        let _ = write!(
+            out,
+            "<p>… {} earlier changes of its custom key store, not kept.</p>",
+            t.key_store_entries_dropped
+        );
+    }
     out.push_str("<h2>Usage by principal and operation</h2><table><tr><th>principal</th><th>operation</th><th>succeeded</th><th>rejected (pending deletion)</th><th>refused (disabled)</th><th>failed otherwise</th><th>last seen</th></tr>");
     let mut usage: Vec<_> = t.usage.iter().collect();
     usage.sort_by_key(|u| std::cmp::Reverse(u.successes + u.failures));

@@ -258,6 +258,15 @@ fn entries(s: &mut String, t: &KeyTimeline) {
             ),
         );
     }
+    if t.key_store_entries_dropped > 0 {
+        put(
+            s,
+            format!(
+                "  … and {} earlier changes of its custom key store, not kept",
+                t.key_store_entries_dropped
+            ),
+        );
+    }
 }
 
 /// Each deletion schedule and what became of it.

@@ -23,6 +23,12 @@ pub const MAX_PENDING_USE_BUCKETS: usize = 2_000;
 /// lifecycle in every member's timeline. Regions past this many, in fold order, are not
 /// followed.
 pub const MAX_RELATED_REGIONS: usize = 64;
+/// How many changes of the key's custom key store (connected, disconnected, updated…) a
+/// timeline keeps as entries: the most recent, in fold order. A store connected and
+/// disconnected every day would otherwise put each change in every one of its keys'
+/// timelines for ever (20,000 keys and 400 changes held 3.6 GB in a replay). The store's
+/// state and the orphan risks it brings are kept whatever the count.
+pub const MAX_KEY_STORE_ENTRIES: usize = 50;
 /// How many days count as recent use: usage within them before a schedule makes
 /// `deletion_scheduled` high, and preflight asks for this many days without use by default.
 pub const RECENT_USE_DAYS: u32 = 30;
@@ -385,6 +391,10 @@ pub struct KeyTimeline {
     pub pending_uses: u64,
     /// Pending-deletion uses not kept as entries (beyond the bound).
     pub pending_use_entries_dropped: u64,
+    /// Changes of the custom key store not kept as entries: the oldest, beyond
+    /// [`MAX_KEY_STORE_ENTRIES`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub key_store_entries_dropped: u64,
     /// Why key material may be orphaned in a CloudHSM cluster.
     pub orphaned_key_material: Option<OrphanReason>,
     /// Disconnections of the key's custom key store during a waiting period.
@@ -453,6 +463,7 @@ impl KeyTimeline {
             pending_uses_compacted: BTreeMap::new(),
             pending_uses: 0,
             pending_use_entries_dropped: 0,
+            key_store_entries_dropped: 0,
             orphaned_key_material: None,
             orphan_risks: Vec::new(),
             cancelled_at: None,
@@ -906,6 +917,13 @@ impl KeyTimeline {
                 change: e.change,
             },
         );
+        let is_key_store = |t: &TimelineEntry| matches!(t.detail, EntryDetail::KeyStore { .. });
+        if self.entries.iter().filter(|t| is_key_store(t)).count() > MAX_KEY_STORE_ENTRIES {
+            if let Some(oldest) = self.entries.iter().position(is_key_store) {
+                self.entries.remove(oldest);
+                self.key_store_entries_dropped += 1;
+            }
+        }
     }
 
     fn note_orphan_risk(&mut self, schedule: String, c: &EventContext) {
@@ -1500,4 +1518,8 @@ pub fn last_user(usage: &[UsageRollup]) -> Option<(Timestamp, &Principal)> {
         .iter()
         .filter_map(|u| u.last_used.map(|at| (at, &u.principal)))
         .max_by(latest_then_first_principal)
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

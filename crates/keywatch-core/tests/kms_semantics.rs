@@ -709,3 +709,46 @@ fn a_timeline_follows_related_keys_in_at_most_so_many_regions() {
     assert_eq!(fold_key(MRK_PRIMARY, &reversed), primary);
     assert_eq!(fold_key(&replica_in(&regions[most + 9]), &reversed), last);
 }
+
+/// A store connected and disconnected day after day keeps its latest changes in each of its
+/// keys' timelines and counts the older ones, whatever the order the records come in; the
+/// key's state follows every change.
+#[test]
+fn a_timeline_keeps_the_latest_changes_of_its_key_store_and_counts_the_rest() {
+    let most = keywatch_core::timeline::MAX_KEY_STORE_ENTRIES;
+    let mut records = vec![hsm_key()];
+    for day in 0..most + 10 {
+        let at = |hour: u32| {
+            format!("2026-03-{:02}T{hour:02}:00:00Z", 1 + day % 28)
+                .replace("2026-03", &format!("2026-{:02}", 3 + day / 28))
+        };
+        records.push(store(
+            "DisconnectCustomKeyStore",
+            &at(1),
+            &format!("d{day}"),
+        ));
+        records.push(store("ConnectCustomKeyStore", &at(2), &format!("c{day}")));
+    }
+    records.push(store(
+        "DisconnectCustomKeyStore",
+        "2026-12-01T00:00:00Z",
+        "last",
+    ));
+    let t = timeline(&records);
+    let changes: Vec<&str> = t
+        .entries
+        .iter()
+        .filter(|e| matches!(e.detail, EntryDetail::KeyStore { .. }))
+        .map(|e| e.event_id.as_str())
+        .collect();
+    assert_eq!(changes.len(), most);
+    assert_eq!(changes.last(), Some(&"last"));
+    assert_eq!(
+        t.key_store_entries_dropped,
+        2 * (most as u64 + 10) + 1 - most as u64
+    );
+    assert_eq!(t.state, KeyState::Unavailable);
+    let mut reversed = records.clone();
+    reversed.reverse();
+    assert_eq!(timeline(&reversed), t);
+}
