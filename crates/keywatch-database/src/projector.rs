@@ -898,7 +898,11 @@ async fn rebuild<S: Database>(
 ) -> Result<KeyTimeline, DatabaseError> {
     let mut events = stream_events(database, &StreamId::Key(key.clone())).await?;
     for related in related_keys(database, key, batch_keys).await? {
-        events.extend(stream_events(database, &StreamId::Key(related)).await?);
+        // A related key's stream is mostly its uses, which this key's timeline does not
+        // fold: only what it can fold is kept, so that a rebuild holds one related stream
+        // at a time rather than the whole family's.
+        let stream = stream_events(database, &StreamId::Key(related)).await?;
+        events.extend(stream.into_iter().filter(|e| may_fold_into(key, e)));
     }
     let mut timeline = KeyTimeline::fold(key.clone(), events.iter());
     if let Some(ks) = timeline.key_store_ref() {
@@ -906,6 +910,15 @@ async fn rebuild<S: Database>(
         timeline = KeyTimeline::fold(key.clone(), events.iter());
     }
     Ok(timeline)
+}
+
+/// Whether `key`'s timeline may fold `e` ([`KeyTimeline::is_relevant`] drops the rest): its
+/// own events, a multi-Region family event of any key, a key store's event.
+fn may_fold_into(key: &KeyArn, e: &KmsEvent) -> bool {
+    match e {
+        KmsEvent::Key(k) => k.key == *key || is_multi_region_family_event(&k.kind),
+        KmsEvent::KeyStore(_) => true,
+    }
 }
 
 /// The related multi-Region keys (same key ID, account and partition, other Regions) that the
