@@ -127,7 +127,8 @@ pub struct UsageSummary {
     pub last_seen: Timestamp,
 }
 
-fn is_zero(n: &u64) -> bool {
+/// Whether a count is 0 (serde leaves such counts out).
+pub(crate) fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 

@@ -393,7 +393,7 @@ pub struct KeyTimeline {
     pub pending_use_entries_dropped: u64,
     /// Changes of the custom key store not kept as entries: the oldest, beyond
     /// [`MAX_KEY_STORE_ENTRIES`].
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "crate::alert::is_zero")]
     pub key_store_entries_dropped: u64,
     /// Why key material may be orphaned in a CloudHSM cluster.
     pub orphaned_key_material: Option<OrphanReason>,
@@ -1518,8 +1518,4 @@ pub fn last_user(usage: &[UsageRollup]) -> Option<(Timestamp, &Principal)> {
         .iter()
         .filter_map(|u| u.last_used.map(|at| (at, &u.principal)))
         .max_by(latest_then_first_principal)
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }

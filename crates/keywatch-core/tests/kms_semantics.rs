@@ -719,8 +719,11 @@ fn a_timeline_keeps_the_latest_changes_of_its_key_store_and_counts_the_rest() {
     let mut records = vec![hsm_key()];
     for day in 0..most + 10 {
         let at = |hour: u32| {
-            format!("2026-03-{:02}T{hour:02}:00:00Z", 1 + day % 28)
-                .replace("2026-03", &format!("2026-{:02}", 3 + day / 28))
+            format!(
+                "2026-{:02}-{:02}T{hour:02}:00:00Z",
+                3 + day / 28,
+                1 + day % 28
+            )
         };
         records.push(store(
             "DisconnectCustomKeyStore",
