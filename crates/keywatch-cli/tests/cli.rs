@@ -996,3 +996,68 @@ fn fail_on_exits_3_when_an_alert_at_or_above_the_threshold_is_raised() {
     let at = replay(&dir.path().join("c.db"), &["--fail-on", "medium"], &[&file]);
     assert_eq!(at.status.code(), Some(3), "{}", stdout(&at));
 }
+
+/// A key store connected and disconnected again and again: its keys' timelines keep its
+/// latest changes and say, in every form, how many earlier ones they do not keep.
+#[test]
+fn a_timeline_says_how_many_key_store_changes_it_does_not_keep() {
+    const STORE: &str = "cks-1234567890abcdef0";
+    let identity = serde_json::json!({"type": "IAMUser", "arn": "arn:aws:iam::111122223333:user/admin", "accountId": "111122223333"});
+    let call = |name: &str, time: String, id: String| {
+        serde_json::json!({"eventVersion": "1.08", "eventTime": time, "eventSource": "kms.amazonaws.com",
+            "eventName": name, "awsRegion": "us-east-1", "eventID": id, "recipientAccountId": "111122223333",
+            "userIdentity": identity, "requestParameters": {"customKeyStoreId": STORE},
+            "additionalEventData": {"customKeyStoreName": "hsm", "clusterId": "cluster-1a23b4cdefg"}})
+    };
+    let mut records = vec![
+        serde_json::json!({"eventVersion": "1.08", "eventTime": "2026-01-01T00:00:00Z",
+        "eventSource": "kms.amazonaws.com", "eventName": "CreateKey", "awsRegion": "us-east-1",
+        "eventID": "create", "recipientAccountId": "111122223333", "userIdentity": identity,
+        "requestParameters": {"origin": "AWS_CLOUDHSM", "customKeyStoreId": STORE},
+        "responseElements": {"keyMetadata": {"AWSAccountId": "111122223333", "keyId": "1111aaaa-11aa-11aa-11aa-111111111111",
+            "arn": ORDERS, "keyState": "Enabled", "origin": "AWS_CLOUDHSM", "customKeyStoreId": STORE,
+            "cloudHsmClusterId": "cluster-1a23b4cdefg", "multiRegion": false}},
+        "resources": [{"type": "AWS::KMS::Key", "ARN": ORDERS}]}),
+    ];
+    let changes = 60;
+    for day in 0..changes / 2 {
+        let at = |hour: u32| format!("2026-03-{:02}T{hour:02}:00:00Z", day + 1);
+        records.push(call("DisconnectCustomKeyStore", at(1), format!("d{day}")));
+        records.push(call("ConnectCustomKeyStore", at(2), format!("c{day}")));
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = dir.path().join("store.json");
+    std::fs::write(&input, serde_json::json!({"Records": records}).to_string()).expect("write");
+    let db = dir.path().join("k.db");
+    let run = replay(&db, &[], &[&input]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let db = db.to_str().expect("utf-8");
+    let dropped = changes - keywatch_core::timeline::MAX_KEY_STORE_ENTRIES;
+    let json: Value = serde_json::from_slice(
+        &keywatch(&["timeline", ORDERS, "--db", db, "--format", "json"]).stdout,
+    )
+    .expect("timeline JSON");
+    assert_eq!(json["key_store_entries_dropped"], dropped);
+    let text = stdout(&keywatch(&[
+        "timeline", ORDERS, "--db", db, "--color", "never",
+    ]));
+    assert!(
+        text.contains(&format!(
+            "… and {dropped} earlier changes of its custom key store, not kept"
+        )),
+        "{text}"
+    );
+    let html = stdout(&keywatch(&[
+        "timeline", ORDERS, "--db", db, "--format", "html", "--as-of", AS_OF,
+    ]));
+    assert!(
+        html.contains(&format!(
+            "… {dropped} earlier changes of its custom key store, not kept."
+        )),
+        "{html}"
+    );
+}
