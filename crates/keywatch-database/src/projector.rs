@@ -106,9 +106,9 @@ pub struct BatchOutcome {
     pub alerts: Vec<Alert>,
 }
 
-/// A batch's events per key, each with whether its record is new to the log.
 /// An event of the batch, and whether its record is new to the log.
 type BatchEvent<'e> = (&'e KmsEvent, bool);
+/// A batch's events per key.
 type EventsPerKey<'e> = BTreeMap<KeyArn, Vec<BatchEvent<'e>>>;
 
 /// The batch's events per key, and the key store events of records new to the log. Events
@@ -597,7 +597,7 @@ impl<S: Database> Projector<S> {
         // event: a crafted family of thousands would otherwise copy its ARNs squared).
         let mut related_events: Vec<(BTreeSet<KeyArn>, Vec<BatchEvent<'e>>)> = Vec::new();
         for (key, events) in per_key.iter() {
-            let family: Vec<(&KmsEvent, bool)> = events
+            let family: Vec<BatchEvent<'e>> = events
                 .iter()
                 .filter(
                     |(e, _)| matches!(e, KmsEvent::Key(k) if is_multi_region_family_event(&k.kind)),
