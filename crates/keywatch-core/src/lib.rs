@@ -23,4 +23,6 @@ pub use event::{
     KmsOperation, Normalised, NormalisedOnRead, Principal, RecordError,
 };
 pub use time::Timestamp;
-pub use timeline::{KeyTimeline, LastChange, RecordsReach, TIMELINE_FORMAT};
+pub use timeline::{
+    KeyTimeline, LastChange, OrderedFold, OutOfTimeOrder, RecordsReach, TIMELINE_FORMAT,
+};

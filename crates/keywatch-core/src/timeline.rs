@@ -500,35 +500,20 @@ impl KeyTimeline {
     /// which names the caller's principal, is preferred.
     pub fn fold<'a>(key_arn: KeyArn, events: impl IntoIterator<Item = &'a KmsEvent>) -> Self {
         let mut sorted: Vec<&KmsEvent> = events.into_iter().collect();
-        // Two different records claiming one eventID (a damaged or forged copy) sort by their
-        // content, so that which one is kept does not depend on the order they came in.
-        sorted.sort_by(|a, b| {
-            a.fold_order()
-                .cmp(&b.fold_order())
-                .then_with(|| content_order(a).cmp(&content_order(b)))
-        });
-        // The same record delivered twice; one record's events for several keys all stay.
-        sorted.dedup_by(|a, b| a.fold_order() == b.fold_order());
-        let mut timeline = KeyTimeline::new(key_arn);
+        sorted.sort_by_key(|e| e.context().event_time);
         // A key lives in one custom key store for life: knowing it from the start lets the
         // key store's events before the first record that names it count too.
-        for e in &sorted {
-            if let KmsEvent::Key(k) = e {
-                if k.key == timeline.key_arn {
-                    timeline.note_key_store_of(&k.kind);
-                }
+        let mut named = KeyTimeline::new(key_arn.clone());
+        for group in sorted.chunk_by(|a, b| same_time(a, b)) {
+            for e in in_fold_order(group) {
+                named.note_key_store_named_by(e);
             }
         }
-        sorted.retain(|e| timeline.is_relevant(e));
-        for call in sorted.chunk_by(|a, b| same_call(a, b)) {
-            let chosen = call
-                .iter()
-                .min_by_key(|e| (e.context().caller_is_account, &e.context().event_id));
-            if let Some(e) = chosen {
-                timeline.apply(e);
-            }
+        let mut fold = OrderedFold::new(key_arn, named.custom_key_store);
+        for e in sorted {
+            fold.push_in_order(e);
         }
-        timeline
+        fold.finish().0
     }
 
     /// Whether `event` sorts after everything folded so far, so that applying it now gives
@@ -936,6 +921,15 @@ impl KeyTimeline {
     }
 
     /// Notes the custom key store that an event of the key names, if any.
+    /// Notes the custom key store an event of this key names (any other event names none).
+    fn note_key_store_named_by(&mut self, e: &KmsEvent) {
+        if let KmsEvent::Key(k) = e {
+            if k.key == self.key_arn {
+                self.note_key_store_of(&k.kind);
+            }
+        }
+    }
+
     fn note_key_store_of(&mut self, kind: &KeyEventKind) {
         match kind {
             KeyEventKind::Used {
@@ -1415,6 +1409,125 @@ impl KeyTimeline {
 /// Where a use falls in a fold: (eventTime, call id, eventID).
 fn pending_use_order(c: &EventContext) -> (Timestamp, &str, &str) {
     (c.event_time, c.call_id(), &c.event_id)
+}
+
+/// Folds a key's events given in time order into the timeline [`KeyTimeline::fold`] folds
+/// from them, applying the events of one eventTime as soon as a later one comes: a stream of
+/// any length is folded in the memory of its timeline. The fold assumes that the key is in
+/// the custom key store given (as its events name it), and says which one its events
+/// named: where the two differ, fold again assuming that one.
+#[derive(Debug)]
+pub struct OrderedFold<E = KmsEvent> {
+    timeline: KeyTimeline,
+    /// The key and the key store assumed, as before any event: what decides which events
+    /// the timeline folds ([`KeyTimeline::is_relevant`]).
+    relevance: KeyTimeline,
+    /// The key store the key's events folded so far name.
+    named: KeyTimeline,
+    /// The events of the latest eventTime, not yet applied.
+    group: Vec<E>,
+}
+
+/// An event given to an [`OrderedFold`] earlier than one it had.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("event {event_id} of {event_time} came after an event of {folding}: a fold in order takes events in time order")]
+pub struct OutOfTimeOrder {
+    /// The event's eventID.
+    pub event_id: String,
+    /// Its eventTime.
+    pub event_time: Timestamp,
+    /// The eventTime of the events being folded.
+    pub folding: Timestamp,
+}
+
+impl<E: std::borrow::Borrow<KmsEvent>> OrderedFold<E> {
+    /// A fold of `key_arn`'s events, assuming it is in `key_store`.
+    pub fn new(key_arn: KeyArn, key_store: Option<CustomKeyStore>) -> Self {
+        let mut timeline = KeyTimeline::new(key_arn.clone());
+        timeline.custom_key_store = key_store;
+        OrderedFold {
+            relevance: timeline.clone(),
+            timeline,
+            named: KeyTimeline::new(key_arn),
+            group: Vec::new(),
+        }
+    }
+
+    /// Takes the next event: of the eventTime of the last one or later.
+    pub fn push(&mut self, event: E) -> Result<(), OutOfTimeOrder> {
+        if let Some(last) = self.group.last() {
+            let (at, folding) = (event.borrow().context(), last.borrow().context());
+            if at.event_time < folding.event_time {
+                return Err(OutOfTimeOrder {
+                    event_id: at.event_id.clone(),
+                    event_time: at.event_time,
+                    folding: folding.event_time,
+                });
+            }
+        }
+        self.push_in_order(event);
+        Ok(())
+    }
+
+    fn push_in_order(&mut self, event: E) {
+        if self
+            .group
+            .last()
+            .is_some_and(|last| !same_time(last.borrow(), event.borrow()))
+        {
+            self.apply_group();
+        }
+        self.group.push(event);
+    }
+
+    /// The timeline, and the custom key store the key's events name (where it is not the
+    /// one assumed, the timeline is not the fold of the events: fold them again assuming
+    /// it).
+    pub fn finish(mut self) -> (KeyTimeline, Option<CustomKeyStore>) {
+        self.apply_group();
+        (self.timeline, self.named.custom_key_store)
+    }
+
+    /// Applies the events of one eventTime as [`KeyTimeline::fold`] does: in fold order, a
+    /// record delivered twice once, and the two copies of a cross-account call as one.
+    fn apply_group(&mut self) {
+        let group = std::mem::take(&mut self.group);
+        let mut sorted = in_fold_order(&group);
+        for e in &sorted {
+            self.named.note_key_store_named_by(e);
+        }
+        sorted.retain(|e| self.relevance.is_relevant(e));
+        for call in sorted.chunk_by(|a, b| same_call(a, b)) {
+            let chosen = call
+                .iter()
+                .min_by_key(|e| (e.context().caller_is_account, &e.context().event_id));
+            if let Some(e) = chosen {
+                self.timeline.apply(e);
+            }
+        }
+        drop(sorted);
+        self.group = group;
+        self.group.clear();
+    }
+}
+
+/// Events of one eventTime in fold order, each record once. Two different records claiming
+/// one eventID (a damaged or forged copy) sort by their content, so that which one is kept
+/// does not depend on the order they came in; one record's events for several keys all stay.
+fn in_fold_order<E: std::borrow::Borrow<KmsEvent>>(group: &[E]) -> Vec<&KmsEvent> {
+    let mut sorted: Vec<&KmsEvent> = group.iter().map(|e| e.borrow()).collect();
+    sorted.sort_by(|a, b| {
+        a.fold_order()
+            .cmp(&b.fold_order())
+            .then_with(|| content_order(a).cmp(&content_order(b)))
+    });
+    sorted.dedup_by(|a, b| a.fold_order() == b.fold_order());
+    sorted
+}
+
+/// Whether two events have one eventTime.
+fn same_time(a: &KmsEvent, b: &KmsEvent) -> bool {
+    a.context().event_time == b.context().event_time
 }
 
 /// An event's whole content: orders events that share their place in a fold.

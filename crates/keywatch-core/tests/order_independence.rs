@@ -3,7 +3,7 @@
 
 mod support;
 
-use keywatch_core::{evaluate, AlertConfig, KeyArn, KeyTimeline};
+use keywatch_core::{evaluate, AlertConfig, KeyArn, KeyTimeline, KmsEvent, OrderedFold};
 use proptest::prelude::*;
 use serde_json::Value;
 use support::*;
@@ -34,4 +34,54 @@ proptest! {
             evaluate(&other, as_of, &AlertConfig::default())
         );
     }
+}
+
+/// A fold of events in time order as a rebuild does it: assuming no custom key store, then,
+/// where the events name one, again assuming it.
+fn fold_in_time_order(events: &[KmsEvent]) -> KeyTimeline {
+    let key = KeyArn::parse(KEY).expect("test key ARN");
+    let fold_assuming = |key_store| {
+        let mut fold = OrderedFold::new(key.clone(), key_store);
+        for e in events {
+            fold.push(e).expect("in time order");
+        }
+        fold.finish()
+    };
+    match fold_assuming(None) {
+        (timeline, None) => timeline,
+        (_, named) => fold_assuming(named).0,
+    }
+}
+
+proptest! {
+    #[test]
+    fn a_fold_in_time_order_gives_the_timeline_of_a_fold_in_any_order(
+        (records, dups) in history().prop_flat_map(|h| {
+            let n = h.len();
+            (Just(h).prop_shuffle(), prop::collection::vec(0..n, 0..5))
+        })
+    ) {
+        let mut delivered = records.clone();
+        for i in dups {
+            delivered.push(records[i].clone());
+        }
+        let mut events = events(&delivered);
+        // In time order, the events of one time in any order (as streams merge them).
+        events.sort_by_key(|e| e.context().event_time);
+        prop_assert_eq!(fold(&records), fold_in_time_order(&events));
+    }
+}
+
+#[test]
+fn a_fold_in_time_order_refuses_an_earlier_event() {
+    let key = KeyArn::parse(KEY).expect("test key ARN");
+    let events = events(&[
+        decrypt("2026-11-01T00:00:00Z", "use-1", APP_ROLE),
+        decrypt("2026-11-01T00:00:01Z", "use-2", APP_ROLE),
+    ]);
+    let (first, last) = (events[0].clone(), events[1].clone());
+    let mut fold: OrderedFold = OrderedFold::new(key, None);
+    fold.push(last).expect("the first event");
+    let refused = fold.push(first.clone()).expect_err("earlier");
+    assert_eq!(refused.event_id, first.context().event_id);
 }
