@@ -35,7 +35,7 @@ use keywatch_core::{Alert, KeyArn, KeyState, KeyStoreRef, KeyTimeline, Timestamp
 use keywatch_database::{
     decode_record, decode_segment, encode_json, encode_records_segment, new_records_by_stream,
     split_by_size, Database, DatabaseError, KeySummary, LoggedRecord, RecordToAppend, SegmentEntry,
-    StreamId,
+    SegmentMerge, StreamId,
 };
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -348,6 +348,50 @@ fn record_key(event_id: &str) -> Item {
     .into()
 }
 
+/// How many of a stream's parts a rebuild reads with one BatchGetItem: at most 16 segments of
+/// 1 MB of records each held at once.
+const PARTS_READ_AT_ONCE: usize = 16;
+
+/// An item of a stream's partition, as its sort key names it: a segment, or (before
+/// segments) the entry of a record kept as an item of its own, `<time>#<eventID>`.
+struct StreamPart {
+    sk: String,
+    /// Its first record's eventTime.
+    first_time: Timestamp,
+    /// The eventID of a record kept as an item of its own.
+    record: Option<String>,
+}
+
+impl StreamPart {
+    /// The part a sort key names; none for another item; an error for a segment whose key
+    /// does not say when it begins.
+    fn of(sk: String) -> Result<Option<Self>, DatabaseError> {
+        if let Some(times) = sk.strip_prefix(SEGMENT_PREFIX) {
+            // `<last>#<first>#<writer>-<n>`
+            let first = times.split('#').nth(1).and_then(|t| t.parse().ok());
+            let Some(first) = first else {
+                return Err(DatabaseError::Corrupt {
+                    what: "segment",
+                    reason: format!("sort key {sk} does not say when it begins"),
+                });
+            };
+            return Ok(Some(StreamPart {
+                first_time: Timestamp::from_millis(first),
+                record: None,
+                sk,
+            }));
+        }
+        let Some((at, id)) = sk.split_once('#') else {
+            return Ok(None);
+        };
+        Ok(Some(StreamPart {
+            first_time: Timestamp::from_millis(at.parse().unwrap_or_default()),
+            record: Some(id.to_owned()),
+            sk,
+        }))
+    }
+}
+
 /// Which of these eventIDs the event log holds, 100 to a BatchGetItem (consistent reads).
 async fn stored_records(
     client: &Client,
@@ -623,6 +667,36 @@ impl DynamoDatabase {
         }
     }
 
+    /// The sort keys of a partition's items, in order, read consistently (DynamoDB still reads
+    /// the items whole, in capacity; only the keys come back).
+    async fn sort_keys(&self, pk: &str) -> Result<Vec<String>, DatabaseError> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(pk))
+                .projection_expression("sk")
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(err)?;
+            out.extend(
+                page.items()
+                    .iter()
+                    .filter_map(|i| text(i, "sk").map(str::to_owned)),
+            );
+            match page.last_evaluated_key() {
+                Some(k) => start = Some(k.clone()),
+                None => return Ok(out),
+            }
+        }
+    }
+
     /// The segment items of a stream's partition; with `from`, only those holding records
     /// of that time or later (a segment's sort key begins with its last record's time).
     async fn segments(
@@ -852,50 +926,71 @@ impl Database for DynamoDatabase {
         Ok(fresh)
     }
 
-    async fn stream_records(&self, stream: &StreamId) -> Result<Vec<LoggedRecord>, DatabaseError> {
-        let items = self
-            .query(&format!("stream#{}", stream.as_text()), None)
-            .await?;
-        let mut records: Vec<SegmentEntry> = Vec::new();
-        // Entries of records kept as items of their own (before segments): `<time>#<eventID>`.
-        let mut ids: Vec<(Timestamp, String)> = Vec::new();
-        for item in &items {
-            let sk = text(item, "sk").unwrap_or_default();
-            if sk.starts_with(SEGMENT_PREFIX) {
-                records.extend(segment_of(item)?);
-            } else if let Some((at, id)) = sk.split_once('#') {
-                let at = at.parse().map(Timestamp::from_millis).unwrap_or_default();
-                ids.push((at, id.to_owned()));
+    async fn visit_stream(
+        &self,
+        stream: &StreamId,
+        visit: &mut keywatch_database::RecordVisitor<'_>,
+    ) -> Result<(), DatabaseError> {
+        let pk = format!("stream#{}", stream.as_text());
+        // The stream's parts by their sort keys alone, then read a few at a time in order of
+        // their first record's time, so that a long stream is never held whole.
+        let mut parts = Vec::new();
+        for sk in self.sort_keys(&pk).await? {
+            parts.extend(StreamPart::of(sk)?);
+        }
+        parts.sort_by(|a, b| (a.first_time, &a.sk).cmp(&(b.first_time, &b.sk)));
+        let mut merge = SegmentMerge::new();
+        for group in parts.chunks(PARTS_READ_AT_ONCE) {
+            let keys = group
+                .iter()
+                .map(|p| match &p.record {
+                    Some(id) => record_key(id),
+                    None => [("pk".to_owned(), s(&pk)), ("sk".to_owned(), s(&p.sk))].into(),
+                })
+                .collect();
+            let mut bodies: HashMap<(String, String), Item> = self
+                .get_all(keys)
+                .await?
+                .into_iter()
+                .map(|item| {
+                    let key = (
+                        text(&item, "pk").unwrap_or_default().to_owned(),
+                        text(&item, "sk").unwrap_or_default().to_owned(),
+                    );
+                    (key, item)
+                })
+                .collect();
+            for part in group {
+                let entries = match &part.record {
+                    Some(id) => {
+                        let item = bodies
+                            .remove(&(format!("rec#{id}"), "rec".to_owned()))
+                            .ok_or_else(|| DatabaseError::Corrupt {
+                                what: "stream",
+                                reason: format!("entry for record {id}, which is not stored"),
+                            })?;
+                        let Some(AttributeValue::B(body)) = item.get("body") else {
+                            return Err(DatabaseError::Corrupt {
+                                what: "record",
+                                reason: format!("{id}: no body"),
+                            });
+                        };
+                        vec![SegmentEntry {
+                            event_time: part.first_time,
+                            record: LoggedRecord::CloudTrail(decode_record(body.as_ref())?),
+                            event_id: id.clone(),
+                        }]
+                    }
+                    // A segment listed and gone since: none is ever deleted, so none is.
+                    None => match bodies.remove(&(pk.clone(), part.sk.clone())) {
+                        Some(item) => segment_of(&item)?,
+                        None => Vec::new(),
+                    },
+                };
+                merge.add_segment(part.first_time, entries, visit)?;
             }
         }
-        let bodies: HashMap<String, Vec<u8>> = self
-            .get_all(ids.iter().map(|(_, id)| record_key(id)).collect())
-            .await?
-            .into_iter()
-            .filter_map(|item| match (text(&item, "pk"), item.get("body")) {
-                (Some(pk), Some(AttributeValue::B(b))) => Some((
-                    pk.trim_start_matches("rec#").to_owned(),
-                    b.clone().into_inner(),
-                )),
-                _ => None,
-            })
-            .collect();
-        for (event_time, id) in ids {
-            let body = bodies.get(&id).ok_or_else(|| DatabaseError::Corrupt {
-                what: "stream",
-                reason: format!("entry for record {id}, which is not stored"),
-            })?;
-            records.push(SegmentEntry {
-                event_time,
-                record: LoggedRecord::CloudTrail(decode_record(body)?),
-                event_id: id,
-            });
-        }
-        // In (eventTime, eventID) order, each record once (a batch retried after a failure
-        // may have stored a segment twice).
-        records.sort_by(|a, b| (a.event_time, &a.event_id).cmp(&(b.event_time, &b.event_id)));
-        records.dedup_by(|a, b| a.event_id == b.event_id);
-        Ok(records.into_iter().map(|r| r.record).collect())
+        merge.finish(visit)
     }
 
     async fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, DatabaseError> {

@@ -7,6 +7,7 @@
 
 mod codec;
 mod memory;
+mod merge;
 mod projector;
 mod raised;
 
@@ -16,6 +17,7 @@ pub use codec::{
     LoggedRecord, SegmentEntry,
 };
 pub use memory::MemoryDatabase;
+pub use merge::SegmentMerge;
 pub use projector::{current_timeline, BatchOutcome, NormalisedRecord, Projector};
 
 use keywatch_core::{Alert, KeyArn, KeyEvent, KeyState, KeyStoreRef, KeyTimeline, Timestamp};
@@ -119,21 +121,29 @@ impl RecordToAppend<'_> {
 const USE_LOGGED_BYTES: usize = 400;
 
 /// The records of a batch found new (`fresh`, one flag per record), grouped by stream, each
-/// stream's in (eventTime, eventID) order: what the batch's segments of each stream hold.
+/// group in (eventTime, eventID) order: what the batch's segments hold. A stream's
+/// [unseen](RecordToAppend::unseen) records make one group and its others (records that
+/// came late, key store records) another, so that a late record does not stretch the
+/// segment of the batch's other records back to its time: a stream is read in order a few
+/// segments at a time, and one holding a late record is held until the merge reaches the
+/// end of the segment ([`SegmentMerge`]).
 pub fn new_records_by_stream<'r, 'a>(
     records: &'r [RecordToAppend<'a>],
     fresh: &[bool],
-) -> BTreeMap<&'r StreamId, Vec<&'r RecordToAppend<'a>>> {
-    let mut per_stream: BTreeMap<&StreamId, Vec<&RecordToAppend<'a>>> = BTreeMap::new();
+) -> Vec<(&'r StreamId, Vec<&'r RecordToAppend<'a>>)> {
+    let mut per_stream: BTreeMap<(&StreamId, bool), Vec<&RecordToAppend<'a>>> = BTreeMap::new();
     for (r, _) in records.iter().zip(fresh).filter(|(_, new)| **new) {
         for s in &r.streams {
-            per_stream.entry(s).or_default().push(r);
+            per_stream.entry((s, r.unseen)).or_default().push(r);
         }
     }
-    for entries in per_stream.values_mut() {
-        entries.sort_by(|a, b| (a.event_time, a.event_id).cmp(&(b.event_time, b.event_id)));
-    }
     per_stream
+        .into_iter()
+        .map(|((stream, _), mut entries)| {
+            entries.sort_by(|a, b| (a.event_time, a.event_id).cmp(&(b.event_time, b.event_id)));
+            (stream, entries)
+        })
+        .collect()
 }
 
 /// Where a batch's records not known to be [unseen](RecordToAppend::unseen) may already be
@@ -252,6 +262,10 @@ pub struct KeySummary {
     pub custom_key_store_id: Option<String>,
 }
 
+/// What [`Database::visit_stream`] passes a stream's records to. `Send`, so that a
+/// database whose futures are `Send` (DynamoDB's) may hold it across its requests.
+pub type RecordVisitor<'v> = dyn FnMut(LoggedRecord) -> Result<(), DatabaseError> + Send + 'v;
+
 /// What keywatch keeps: the database port. Implementations: SQLite, DynamoDB, [`MemoryDatabase`].
 ///
 /// Asynchronous, since DynamoDB's requests are: a process waits on them without holding a
@@ -273,9 +287,25 @@ pub trait Database {
         &mut self,
         records: &[RecordToAppend<'_>],
     ) -> Result<Vec<bool>, DatabaseError>;
-    /// The records of a stream (for rebuilding a timeline), decoded, in (eventTime, eventID)
-    /// order.
-    async fn stream_records(&self, stream: &StreamId) -> Result<Vec<LoggedRecord>, DatabaseError>;
+    /// Passes each record of a stream to `visit`, decoded, in (eventTime, eventID) order,
+    /// once each, reading the log a few segments at a time ([`SegmentMerge`]): for
+    /// rebuilding a timeline from a stream of any length. An error of `visit` stops the
+    /// reading and is returned.
+    async fn visit_stream(
+        &self,
+        stream: &StreamId,
+        visit: &mut RecordVisitor<'_>,
+    ) -> Result<(), DatabaseError>;
+    /// The records of a stream, all at once ([`Database::visit_stream`]'s).
+    async fn stream_records(&self, stream: &StreamId) -> Result<Vec<LoggedRecord>, DatabaseError> {
+        let mut records = Vec::new();
+        self.visit_stream(stream, &mut |r| {
+            records.push(r);
+            Ok(())
+        })
+        .await?;
+        Ok(records)
+    }
     /// A key's timeline.
     async fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, DatabaseError>;
     /// The timelines of several keys, in their order (a database that can read many at once

@@ -4,7 +4,7 @@
 //! JSON), so that a batch costs the CPU it costs there, minus the I/O; a record that may be
 //! stored already is looked up in its streams' segments, as there.
 
-use crate::{Database, DatabaseError, KeySummary, LoggedRecord, RecordToAppend, StreamId};
+use crate::{Database, DatabaseError, KeySummary, RecordToAppend, StreamId};
 use keywatch_core::{Alert, KeyArn, KeyState, KeyStoreRef, KeyTimeline, Timestamp};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -175,14 +175,18 @@ impl Database for MemoryDatabase {
         Ok(fresh)
     }
 
-    async fn stream_records(&self, stream: &StreamId) -> Result<Vec<LoggedRecord>, DatabaseError> {
-        let mut entries = Vec::new();
-        for segment in self.segments.get(stream).into_iter().flatten() {
-            entries.extend(crate::decode_segment(&segment.body)?);
+    async fn visit_stream(
+        &self,
+        stream: &StreamId,
+        visit: &mut crate::RecordVisitor<'_>,
+    ) -> Result<(), DatabaseError> {
+        let mut segments: Vec<&Segment> = self.segments.get(stream).into_iter().flatten().collect();
+        segments.sort_by_key(|s| s.first_time);
+        let mut merge = crate::SegmentMerge::new();
+        for s in segments {
+            merge.add_segment(s.first_time, crate::decode_segment(&s.body)?, visit)?;
         }
-        entries.sort_by(|a, b| (a.event_time, &a.event_id).cmp(&(b.event_time, &b.event_id)));
-        entries.dedup_by(|a, b| a.event_id == b.event_id && a.event_time == b.event_time);
-        Ok(entries.into_iter().map(|e| e.record).collect())
+        merge.finish(visit)
     }
 
     async fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, DatabaseError> {

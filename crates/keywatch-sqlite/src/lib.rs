@@ -3,13 +3,13 @@
 
 use keywatch_core::{Alert, KeyArn, KeyState, KeyStoreRef, KeyTimeline, Timestamp};
 use keywatch_database::{
-    Database, DatabaseError, KeySummary, LoggedRecord, RecordToAppend, SegmentEntry, StreamId,
+    Database, DatabaseError, KeySummary, LoggedRecord, RecordToAppend, SegmentEntry, SegmentMerge,
+    StreamId,
 };
 use rayon::prelude::*;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 mod checkpoint;
@@ -106,13 +106,25 @@ impl SqliteDatabase {
     }
 
     /// Calls `visit` with each record of a stream, as logged, in (eventTime, eventID) order,
-    /// once each: for reading a stream of any length in bounded memory. Segments are read
-    /// in order of their first eventTime and merged; a record is passed on once no segment
-    /// still unread can hold an earlier one, so memory holds only segments that overlap.
+    /// once each: for reading a stream of any length in bounded memory
+    /// ([`Database::visit_stream`]).
     pub fn visit_stream_records(
         &self,
         stream: &StreamId,
         mut visit: impl FnMut(LoggedRecord),
+    ) -> Result<(), DatabaseError> {
+        self.visit_segments(stream, &mut |record| {
+            visit(record);
+            Ok(())
+        })
+    }
+
+    /// Reads a stream's segments in order of their first eventTime and merges them
+    /// ([`SegmentMerge`]).
+    fn visit_segments(
+        &self,
+        stream: &StreamId,
+        visit: &mut dyn FnMut(LoggedRecord) -> Result<(), DatabaseError>,
     ) -> Result<(), DatabaseError> {
         let mut q = self
             .conn
@@ -123,38 +135,18 @@ impl SqliteDatabase {
             )
             .map_err(db)?;
         let mut rows = q.query([stream.as_text()]).map_err(db)?;
-        let mut pending: BinaryHeap<Reverse<PendingEntry>> = BinaryHeap::new();
-        let mut last: Option<(i64, String)> = None;
-        let mut pass_on = |PendingEntry(time, id, record): PendingEntry| {
-            if last.as_ref().is_some_and(|(t, i)| *t == time && *i == id) {
-                return; // a copy
-            }
-            visit(record);
-            last = Some((time, id));
-        };
+        let mut merge = SegmentMerge::new();
         while let Some(row) = rows.next().map_err(db)? {
-            let first_time: i64 = row.get(0).map_err(db)?;
-            while pending
-                .peek()
-                .is_some_and(|Reverse(PendingEntry(time, ..))| *time < first_time)
-            {
-                if let Some(Reverse(entry)) = pending.pop() {
-                    pass_on(entry);
-                }
-            }
-            let body: Vec<u8> = row.get(1).map_err(db)?;
-            for e in keywatch_database::decode_segment(&body)? {
-                pending.push(Reverse(PendingEntry(
-                    e.event_time.millis(),
-                    e.event_id,
-                    e.record,
-                )));
-            }
+            let first_time = Timestamp::from_millis(row.get(0).map_err(db)?);
+            let ValueRef::Blob(body) = row.get_ref(1).map_err(db)? else {
+                return Err(DatabaseError::Corrupt {
+                    what: "segment",
+                    reason: format!("of {}: not a BLOB", stream.as_text()),
+                });
+            };
+            merge.add_segment(first_time, keywatch_database::decode_segment(body)?, visit)?;
         }
-        while let Some(Reverse(entry)) = pending.pop() {
-            pass_on(entry);
-        }
-        Ok(())
+        merge.finish(visit)
     }
 
     /// The alerts raised for a key, in the order they happened.
@@ -385,10 +377,12 @@ impl Database for SqliteDatabase {
         Ok(fresh)
     }
 
-    async fn stream_records(&self, stream: &StreamId) -> Result<Vec<LoggedRecord>, DatabaseError> {
-        let mut out = Vec::new();
-        self.visit_stream_records(stream, |record| out.push(record))?;
-        Ok(out)
+    async fn visit_stream(
+        &self,
+        stream: &StreamId,
+        visit: &mut keywatch_database::RecordVisitor<'_>,
+    ) -> Result<(), DatabaseError> {
+        self.visit_segments(stream, visit)
     }
 
     async fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, DatabaseError> {
@@ -580,30 +574,6 @@ fn read_json<T: serde::de::DeserializeOwned>(
             "a {:?} where JSON belongs",
             other.data_type()
         ))),
-    }
-}
-
-/// A record of a segment read and not yet passed on: (eventTime in ms, eventID, record),
-/// ordered by the first two only (the order of a stream's records).
-struct PendingEntry(i64, String, LoggedRecord);
-
-impl PartialEq for PendingEntry {
-    fn eq(&self, other: &Self) -> bool {
-        (self.0, &self.1) == (other.0, &other.1)
-    }
-}
-
-impl Eq for PendingEntry {}
-
-impl PartialOrd for PendingEntry {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for PendingEntry {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.0, &self.1).cmp(&(other.0, &other.1))
     }
 }
 

@@ -43,15 +43,25 @@ fn record(id: &str, second: i64) -> Record {
 }
 
 fn append(db: &mut SqliteDatabase, records: &[Record], streams: &[StreamId]) -> Vec<bool> {
+    let records: Vec<(&Record, bool)> = records.iter().map(|r| (r, false)).collect();
+    append_as(db, &records, streams)
+}
+
+/// Appends records each known to be unseen (following its key's timeline) or not.
+fn append_as(
+    db: &mut SqliteDatabase,
+    records: &[(&Record, bool)],
+    streams: &[StreamId],
+) -> Vec<bool> {
     let to_append: Vec<RecordToAppend<'_>> = records
         .iter()
-        .map(|r| RecordToAppend {
+        .map(|(r, unseen)| RecordToAppend {
             event_id: &r.id,
             event_time: r.time,
             json: &r.json,
             kept_use: None,
             streams: streams.to_vec(),
-            unseen: false,
+            unseen: *unseen,
         })
         .collect();
     db.begin_batch().wait().expect("begin");
@@ -147,6 +157,53 @@ fn stream_reads_merge_segments_in_time_order_once_each() {
     db.visit_stream_records(&key_stream(), |record| visited.push(record))
         .expect("visit");
     assert_eq!(visited.len(), 3500);
+}
+
+#[test]
+fn a_batch_keeps_its_late_records_in_segments_of_their_own() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("keywatch.db");
+    let mut db = SqliteDatabase::open(&path).expect("open");
+    // Ten batches of uses in order, each but the first with a record that came late: of a
+    // time within the first batch's.
+    let batches: Vec<Vec<Record>> = (0..10)
+        .map(|b| {
+            (0..100)
+                .map(|i| record(&format!("{b}-{i:03}"), 1000 * b + i))
+                .collect()
+        })
+        .collect();
+    let late: Vec<Record> = (1..10)
+        .map(|b| record(&format!("late-{b}"), 10 * b + 5))
+        .collect();
+    for (b, batch) in batches.iter().enumerate() {
+        let mut records: Vec<(&Record, bool)> = batch.iter().map(|r| (r, true)).collect();
+        if b > 0 {
+            records.push((&late[b - 1], false));
+        }
+        assert!(append_as(&mut db, &records, &[key_stream()])
+            .iter()
+            .all(|new| *new));
+    }
+    // Each late record is a segment of its own, so the batches' segments do not overlap:
+    // a stream is read a segment at a time (and its late records), however long it is.
+    let late_segments = count(
+        &path,
+        "SELECT count(*) FROM segments WHERE first_time = last_time",
+    );
+    assert_eq!(late_segments, 9);
+    let overlapping = count(
+        &path,
+        "SELECT count(*) FROM segments a JOIN segments b ON a.segment_id < b.segment_id
+         WHERE a.first_time <= b.last_time AND b.first_time <= a.last_time
+         AND a.first_time < a.last_time AND b.first_time < b.last_time",
+    );
+    assert_eq!(overlapping, 0, "batches' segments overlap");
+    let db = SqliteDatabase::open(&path).expect("reopen");
+    assert_eq!(
+        db.stream_records(&key_stream()).wait().expect("key stream"),
+        in_order(batches.iter().flatten().chain(&late))
+    );
 }
 
 #[test]

@@ -100,11 +100,12 @@ impl<S: Database> Database for Flaky<S> {
     ) -> Result<Vec<bool>, keywatch_database::DatabaseError> {
         self.inner.append_records(r).await
     }
-    async fn stream_records(
+    async fn visit_stream(
         &self,
         s: &keywatch_database::StreamId,
-    ) -> Result<Vec<keywatch_database::LoggedRecord>, keywatch_database::DatabaseError> {
-        self.inner.stream_records(s).await
+        visit: &mut keywatch_database::RecordVisitor<'_>,
+    ) -> Result<(), keywatch_database::DatabaseError> {
+        self.inner.visit_stream(s, visit).await
     }
     async fn load_timeline(
         &self,
