@@ -5,11 +5,13 @@
 use crate::raised::RaisedIds;
 use crate::{Database, DatabaseError, LoggedRecord, RecordToAppend, StreamId};
 use keywatch_core::timeline::is_multi_region_family_event;
+use keywatch_core::timeline::CustomKeyStore;
 use keywatch_core::{
     evaluate_clock, evaluate_events_unless, Alert, AlertConfig, KeyArn, KeyStoreRef, KeyTimeline,
-    KmsEvent, Timestamp, TIMELINE_FORMAT,
+    KmsEvent, OrderedFold, OutOfTimeOrder, Timestamp, TIMELINE_FORMAT,
 };
 use rayon::prelude::*;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A KMS record with the events it means, ready for the projector.
@@ -890,26 +892,91 @@ async fn read_all_or_rebuild<S: Database>(
 
 /// Folds a key's timeline from the event log: its stream, its custom key store's, and those
 /// of its related multi-Region keys (`batch_keys`: keys of a batch in hand that the database
-/// may not list yet).
+/// may not list yet). The key's own stream (mostly its uses, perhaps millions) is folded as
+/// it is read; of the others, only the records the timeline can fold are held.
 async fn rebuild<S: Database>(
     database: &S,
     key: &KeyArn,
     batch_keys: &BTreeSet<KeyArn>,
 ) -> Result<KeyTimeline, DatabaseError> {
-    let mut events = stream_events(database, &StreamId::Key(key.clone())).await?;
+    let mut others = Vec::new();
     for related in related_keys(database, key, batch_keys).await? {
         // A related key's stream is mostly its uses, which this key's timeline does not
-        // fold: only what it can fold is kept, so that a rebuild holds one related stream
-        // at a time rather than the whole family's.
-        let stream = stream_events(database, &StreamId::Key(related)).await?;
-        events.extend(stream.into_iter().filter(|e| may_fold_into(key, e)));
+        // fold: only its family events are kept.
+        database
+            .visit_stream(&StreamId::Key(related), &mut |record| {
+                others.extend(
+                    events_of(record)?
+                        .into_iter()
+                        .filter(|e| may_fold_into(key, e)),
+                );
+                Ok(())
+            })
+            .await?;
     }
-    let mut timeline = KeyTimeline::fold(key.clone(), events.iter());
-    if let Some(ks) = timeline.key_store_ref() {
-        events.extend(stream_events(database, &StreamId::KeyStore(ks)).await?);
-        timeline = KeyTimeline::fold(key.clone(), events.iter());
+    others.sort_by_key(|e| e.context().event_time);
+    let (timeline, named) = fold_stream(database, key, None, &others).await?;
+    // A key lives in one custom key store for life: once its records name it, the store's
+    // events count too, from before the first record that names it.
+    let Some(key_store) = named else {
+        return Ok(timeline);
+    };
+    let store = KeyStoreRef {
+        account: key.account().to_owned(),
+        region: key.region().to_owned(),
+        custom_key_store_id: key_store.custom_key_store_id.clone(),
+    };
+    database
+        .visit_stream(&StreamId::KeyStore(store), &mut |record| {
+            others.extend(events_of(record)?);
+            Ok(())
+        })
+        .await?;
+    others.sort_by_key(|e| e.context().event_time);
+    Ok(fold_stream(database, key, Some(key_store), &others)
+        .await?
+        .0)
+}
+
+/// Folds a key's stream as it is read, with `others` (events of other streams, in time
+/// order) merged in, assuming the key is in `key_store` ([`OrderedFold`]); and the key
+/// store its records name.
+async fn fold_stream<S: Database>(
+    database: &S,
+    key: &KeyArn,
+    key_store: Option<CustomKeyStore>,
+    others: &[KmsEvent],
+) -> Result<(KeyTimeline, Option<CustomKeyStore>), DatabaseError> {
+    let mut fold: OrderedFold<Cow<'_, KmsEvent>> = OrderedFold::new(key.clone(), key_store);
+    let mut others = others.iter().peekable();
+    let out_of_order = |e: OutOfTimeOrder| DatabaseError::Corrupt {
+        what: "stream",
+        reason: e.to_string(),
+    };
+    database
+        .visit_stream(&StreamId::Key(key.clone()), &mut |record| {
+            for e in events_of(record)? {
+                let at = e.context().event_time;
+                while let Some(o) = others.next_if(|o| o.context().event_time <= at) {
+                    fold.push(Cow::Borrowed(o)).map_err(out_of_order)?;
+                }
+                fold.push(Cow::Owned(e)).map_err(out_of_order)?;
+            }
+            Ok(())
+        })
+        .await?;
+    for o in others {
+        fold.push(Cow::Borrowed(o)).map_err(out_of_order)?;
     }
-    Ok(timeline)
+    Ok(fold.finish())
+}
+
+/// A logged record's events.
+fn events_of(record: LoggedRecord) -> Result<Vec<KmsEvent>, DatabaseError> {
+    record.into_events().map_err(|e| DatabaseError::Corrupt {
+        what: "record",
+        reason: e.to_string(),
+    })
 }
 
 /// Whether `key`'s timeline may fold `e` ([`KeyTimeline::is_relevant`] drops the rest): its
@@ -939,18 +1006,4 @@ async fn related_keys<S: Database>(
     keys.extend(batch_keys.iter().cloned());
     keys.retain(|k| key.is_related_multi_region_key(k));
     Ok(keys)
-}
-
-async fn stream_events<S: Database>(
-    database: &S,
-    stream: &StreamId,
-) -> Result<Vec<KmsEvent>, DatabaseError> {
-    let mut out = Vec::new();
-    for record in database.stream_records(stream).await? {
-        out.extend(record.into_events().map_err(|e| DatabaseError::Corrupt {
-            what: "record",
-            reason: e.to_string(),
-        })?);
-    }
-    Ok(out)
 }
