@@ -1080,3 +1080,48 @@ async fn a_segment_stored_twice_by_a_retried_batch_reads_once() {
         .expect("stream");
     assert_eq!(stream.len(), records.len(), "each record once");
 }
+
+/// A stream of many segments, among them batches' late records, is read a few segments to a
+/// request and comes back whole, in (eventTime, eventID) order, each record once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_stream_with_late_records_reads_back_in_order() {
+    use keywatch_database::StreamId;
+    let config = moto().await;
+    let table = table(&config).await;
+    let (key, records) = busy_pending_key(199);
+    assert_eq!(records.len(), 200, "the schedule and 199 uses");
+    let texts: Vec<String> = records
+        .iter()
+        .map(|r| serde_json::json!({"eventID": r.event_id}).to_string())
+        .collect();
+    let stream = StreamId::Key(key);
+    let mut db = DynamoDatabase::new(&config, &table);
+    // Forty runs of five records: the twenty odd ones first, a batch each, in order; then
+    // the even ones, late, two to a batch (runs c and 38 - c), so that these batches'
+    // segments span each other (thirty segments: more than one request reads).
+    let run = |c: usize| c * 5..(c + 1) * 5;
+    let mut batches: Vec<(Vec<usize>, bool)> = (0..40)
+        .filter(|c| c % 2 == 1)
+        .map(|c| (vec![c], true))
+        .collect();
+    batches.extend((0..20).step_by(2).map(|c| (vec![c, 38 - c], false)));
+    for (runs, unseen) in batches {
+        let (mut batch, mut batch_texts) = (Vec::new(), Vec::new());
+        for c in &runs {
+            batch.extend_from_slice(&records[run(*c)]);
+            batch_texts.extend_from_slice(&texts[run(*c)]);
+        }
+        let appended = to_append(&batch, &batch_texts, &stream, unseen);
+        let fresh = db.append_records(&appended).await.expect("appended");
+        assert!(fresh.iter().all(|f| *f), "runs {runs:?} are new");
+    }
+    let mut expected: Vec<(Timestamp, &String, &String)> = records
+        .iter()
+        .zip(&texts)
+        .map(|(r, t)| (r.event_time(), &r.event_id, t))
+        .collect();
+    expected.sort();
+    let expected: Vec<String> = expected.into_iter().map(|(_, _, t)| t.clone()).collect();
+    let back = cloudtrail_texts(db.stream_records(&stream).await.expect("stream"));
+    assert_eq!(back, expected);
+}
