@@ -25,6 +25,7 @@
 //! Every call awaits the SDK's requests on the Tokio runtime that polls it; none blocks a
 //! thread.
 
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, Delete, KeySchemaElement, KeyType,
@@ -639,26 +640,18 @@ impl DynamoDatabase {
         }
     }
 
-    /// Every item of a partition (those whose sort key begins with `sk_prefix`, if given),
-    /// in sort key order, read consistently.
-    async fn query(&self, pk: &str, sk_prefix: Option<&str>) -> Result<Vec<Item>, DatabaseError> {
+    /// Every item a Query finds, page after page, in sort key order, read consistently.
+    async fn query_all(&self, request: QueryFluentBuilder) -> Result<Vec<Item>, DatabaseError> {
         let mut out = Vec::new();
         let mut start: Option<Item> = None;
         loop {
-            let mut request = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .expression_attribute_values(":pk", s(pk))
+            let page = request
+                .clone()
                 .consistent_read(true)
-                .set_exclusive_start_key(start.take());
-            request = match sk_prefix {
-                Some(prefix) => request
-                    .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                    .expression_attribute_values(":prefix", s(prefix)),
-                None => request.key_condition_expression("pk = :pk"),
-            };
-            let page = request.send().await.map_err(err)?;
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(err)?;
             out.extend(page.items().iter().cloned());
             match page.last_evaluated_key() {
                 Some(k) => start = Some(k.clone()),
@@ -667,34 +660,39 @@ impl DynamoDatabase {
         }
     }
 
+    /// A Query of one partition.
+    fn query_of(&self, pk: &str) -> QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.table)
+            .expression_attribute_values(":pk", s(pk))
+    }
+
+    /// Every item of a partition (those whose sort key begins with `sk_prefix`, if given),
+    /// in sort key order, read consistently.
+    async fn query(&self, pk: &str, sk_prefix: Option<&str>) -> Result<Vec<Item>, DatabaseError> {
+        let request = match sk_prefix {
+            Some(prefix) => self
+                .query_of(pk)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":prefix", s(prefix)),
+            None => self.query_of(pk).key_condition_expression("pk = :pk"),
+        };
+        self.query_all(request).await
+    }
+
     /// The sort keys of a partition's items, in order, read consistently (DynamoDB still reads
     /// the items whole, in capacity; only the keys come back).
     async fn sort_keys(&self, pk: &str) -> Result<Vec<String>, DatabaseError> {
-        let mut out = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(pk))
-                .projection_expression("sk")
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(err)?;
-            out.extend(
-                page.items()
-                    .iter()
-                    .filter_map(|i| text(i, "sk").map(str::to_owned)),
-            );
-            match page.last_evaluated_key() {
-                Some(k) => start = Some(k.clone()),
-                None => return Ok(out),
-            }
-        }
+        let request = self
+            .query_of(pk)
+            .key_condition_expression("pk = :pk")
+            .projection_expression("sk");
+        let items = self.query_all(request).await?;
+        Ok(items
+            .iter()
+            .filter_map(|i| text(i, "sk").map(str::to_owned))
+            .collect())
     }
 
     /// The segment items of a stream's partition; with `from`, only those holding records
@@ -707,31 +705,15 @@ impl DynamoDatabase {
         let Some(from) = from else {
             return self.query(pk, Some(SEGMENT_PREFIX)).await;
         };
-        let mut out = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-                .expression_attribute_values(":pk", s(pk))
-                .expression_attribute_values(
-                    ":from",
-                    s(format!("{SEGMENT_PREFIX}{:015}", from.millis().max(0))),
-                )
-                .expression_attribute_values(":to", s(format!("{SEGMENT_PREFIX}~")))
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(err)?;
-            out.extend(page.items().iter().cloned());
-            match page.last_evaluated_key() {
-                Some(k) => start = Some(k.clone()),
-                None => return Ok(out),
-            }
-        }
+        let request = self
+            .query_of(pk)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+            .expression_attribute_values(
+                ":from",
+                s(format!("{SEGMENT_PREFIX}{:015}", from.millis().max(0))),
+            )
+            .expression_attribute_values(":to", s(format!("{SEGMENT_PREFIX}~")));
+        self.query_all(request).await
     }
 
     /// The items of these keys that exist, 100 keys to a BatchGetItem (consistent reads),
