@@ -920,7 +920,6 @@ impl KeyTimeline {
         });
     }
 
-    /// Notes the custom key store that an event of the key names, if any.
     /// Notes the custom key store an event of this key names (any other event names none).
     fn note_key_store_named_by(&mut self, e: &KmsEvent) {
         if let KmsEvent::Key(k) = e {
@@ -930,6 +929,7 @@ impl KeyTimeline {
         }
     }
 
+    /// Notes the custom key store that an event of the key names, if any.
     fn note_key_store_of(&mut self, kind: &KeyEventKind) {
         match kind {
             KeyEventKind::Used {
