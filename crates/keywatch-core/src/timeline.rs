@@ -62,6 +62,18 @@ pub struct CustomKeyStore {
     pub connected: Option<bool>,
 }
 
+impl CustomKeyStore {
+    /// This key store, identified in `key`'s account and Region (a custom key store ID is
+    /// unique only there).
+    pub fn identified_for(&self, key: &KeyArn) -> KeyStoreRef {
+        KeyStoreRef {
+            account: key.account().to_owned(),
+            region: key.region().to_owned(),
+            custom_key_store_id: self.custom_key_store_id.clone(),
+        }
+    }
+}
+
 /// Counts of one principal's use of one operation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageRollup {
@@ -825,11 +837,9 @@ impl KeyTimeline {
 
     /// The key's custom key store, identified in the key's account and Region.
     pub fn key_store_ref(&self) -> Option<KeyStoreRef> {
-        self.custom_key_store.as_ref().map(|s| KeyStoreRef {
-            account: self.key_arn.account().to_owned(),
-            region: self.key_arn.region().to_owned(),
-            custom_key_store_id: s.custom_key_store_id.clone(),
-        })
+        self.custom_key_store
+            .as_ref()
+            .map(|s| s.identified_for(&self.key_arn))
     }
 
     fn is_in_key_store(&self, e: &KeyStoreEvent) -> bool {

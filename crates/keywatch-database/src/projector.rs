@@ -921,16 +921,14 @@ async fn rebuild<S: Database>(
     let Some(key_store) = named else {
         return Ok(timeline);
     };
-    let store = KeyStoreRef {
-        account: key.account().to_owned(),
-        region: key.region().to_owned(),
-        custom_key_store_id: key_store.custom_key_store_id.clone(),
-    };
     database
-        .visit_stream(&StreamId::KeyStore(store), &mut |record| {
-            others.extend(events_of(record)?);
-            Ok(())
-        })
+        .visit_stream(
+            &StreamId::KeyStore(key_store.identified_for(key)),
+            &mut |record| {
+                others.extend(events_of(record)?);
+                Ok(())
+            },
+        )
         .await?;
     others.sort_by_key(|e| e.context().event_time);
     Ok(fold_stream(database, key, Some(key_store), &others)
