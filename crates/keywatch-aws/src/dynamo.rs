@@ -320,11 +320,20 @@ fn segment_of(item: &Item) -> Result<Vec<SegmentEntry>, DatabaseError> {
 
 /// A segment item's encoded records ([`keywatch_database::encode_segment`]).
 fn segment_body(item: &Item) -> Result<&[u8], DatabaseError> {
+    item_body(item, "segment")
+}
+
+/// An item's `body` (a segment's records, a record's text), or why it is corrupt.
+fn item_body<'i>(item: &'i Item, what: &'static str) -> Result<&'i [u8], DatabaseError> {
     match item.get("body") {
         Some(AttributeValue::B(body)) => Ok(body.as_ref()),
         _ => Err(DatabaseError::Corrupt {
-            what: "segment",
-            reason: format!("{}: no body", text(item, "sk").unwrap_or_default()),
+            what,
+            reason: format!(
+                "{} {}: no body",
+                text(item, "pk").unwrap_or_default(),
+                text(item, "sk").unwrap_or_default()
+            ),
         }),
     }
 }
@@ -943,31 +952,24 @@ impl Database for DynamoDatabase {
                 })
                 .collect();
             for part in group {
+                // Listed, so stored: none is ever deleted, and the reads are consistent.
+                let key = match &part.record {
+                    Some(id) => (format!("rec#{id}"), "rec".to_owned()),
+                    None => (pk.clone(), part.sk.clone()),
+                };
+                let item = bodies.remove(&key).ok_or_else(|| DatabaseError::Corrupt {
+                    what: "stream",
+                    reason: format!("{pk} lists {}, which is not stored", part.sk),
+                })?;
                 let entries = match &part.record {
-                    Some(id) => {
-                        let item = bodies
-                            .remove(&(format!("rec#{id}"), "rec".to_owned()))
-                            .ok_or_else(|| DatabaseError::Corrupt {
-                                what: "stream",
-                                reason: format!("entry for record {id}, which is not stored"),
-                            })?;
-                        let Some(AttributeValue::B(body)) = item.get("body") else {
-                            return Err(DatabaseError::Corrupt {
-                                what: "record",
-                                reason: format!("{id}: no body"),
-                            });
-                        };
-                        vec![SegmentEntry {
-                            event_time: part.first_time,
-                            record: LoggedRecord::CloudTrail(decode_record(body.as_ref())?),
-                            event_id: id.clone(),
-                        }]
-                    }
-                    // A segment listed and gone since: none is ever deleted, so none is.
-                    None => match bodies.remove(&(pk.clone(), part.sk.clone())) {
-                        Some(item) => segment_of(&item)?,
-                        None => Vec::new(),
-                    },
+                    Some(id) => vec![SegmentEntry {
+                        event_time: part.first_time,
+                        record: LoggedRecord::CloudTrail(decode_record(item_body(
+                            &item, "record",
+                        )?)?),
+                        event_id: id.clone(),
+                    }],
+                    None => segment_of(&item)?,
                 };
                 merge.add_segment(part.first_time, entries, visit)?;
             }
