@@ -4,16 +4,23 @@
 use crate::{DatabaseError, LoggedRecord, SegmentEntry};
 use keywatch_core::Timestamp;
 use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
+use std::collections::binary_heap::PeekMut;
+use std::collections::{BinaryHeap, VecDeque};
 
 /// Merges a stream's segments, given in order of their first eventTime, into its records in
 /// (eventTime, eventID) order, each once. A record is passed on as soon as no segment still
 /// to come can hold an earlier one, so only segments that overlap in time are held at once:
 /// a stream whose segments follow one another (the projector writes a batch's late records
 /// in segments of their own) is read a segment at a time, however long it is.
+///
+/// A segment's records are in order already: the merge orders the segments held by their
+/// next record, not every record held, so a record is passed on without moving the others.
 #[derive(Default)]
 pub struct SegmentMerge {
-    pending: BinaryHeap<Reverse<PendingEntry>>,
+    /// The segments read whose records are not all passed on, by their next record.
+    segments: BinaryHeap<Reverse<SegmentCursor>>,
+    /// The records they hold.
+    held: usize,
     /// The last record passed on, to drop a copy of it (a batch retried after a failure may
     /// have stored a segment twice).
     last: Option<(Timestamp, String)>,
@@ -33,38 +40,31 @@ impl SegmentMerge {
     pub fn add_segment(
         &mut self,
         first_time: Timestamp,
-        entries: Vec<SegmentEntry>,
+        mut entries: Vec<SegmentEntry>,
         visit: &mut dyn FnMut(LoggedRecord) -> Result<(), DatabaseError>,
     ) -> Result<(), DatabaseError> {
-        while self
-            .pending
-            .peek()
-            .is_some_and(|Reverse(e)| e.event_time < first_time)
-        {
-            if let Some(Reverse(entry)) = self.pending.pop() {
-                self.pass_on(entry, visit)?;
+        self.pass_on_earlier_than(Some(first_time), visit)?;
+        if !entries.is_sorted_by(|a, b| order_of(a) <= order_of(b)) {
+            entries.sort_by(|a, b| order_of(a).cmp(&order_of(b)));
+        }
+        if let (Some(earliest), Some((time, id))) = (entries.first(), &self.last) {
+            if order_of(earliest) < (*time, id.as_str()) {
+                return Err(DatabaseError::Corrupt {
+                    what: "stream",
+                    reason: format!(
+                        "record {} of a segment said to begin at {first_time} comes after \
+                         record {id} of {time} was read",
+                        earliest.event_id
+                    ),
+                });
             }
         }
-        for e in entries {
-            if let Some((time, id)) = &self.last {
-                if (e.event_time, &e.event_id) < (*time, id) {
-                    return Err(DatabaseError::Corrupt {
-                        what: "stream",
-                        reason: format!(
-                            "record {} of a segment said to begin at {first_time} comes after \
-                             record {id} of {time} was read",
-                            e.event_id
-                        ),
-                    });
-                }
-            }
-            self.pending.push(Reverse(PendingEntry {
-                event_time: e.event_time,
-                event_id: e.event_id,
-                record: e.record,
-            }));
+        if !entries.is_empty() {
+            self.held += entries.len();
+            self.segments
+                .push(Reverse(SegmentCursor(VecDeque::from(entries))));
         }
-        self.most_held = self.most_held.max(self.pending.len());
+        self.most_held = self.most_held.max(self.held);
         Ok(())
     }
 
@@ -73,10 +73,7 @@ impl SegmentMerge {
         mut self,
         visit: &mut dyn FnMut(LoggedRecord) -> Result<(), DatabaseError>,
     ) -> Result<(), DatabaseError> {
-        while let Some(Reverse(entry)) = self.pending.pop() {
-            self.pass_on(entry, visit)?;
-        }
-        Ok(())
+        self.pass_on_earlier_than(None, visit)
     }
 
     /// The most records held at once so far: the memory the merge took.
@@ -84,46 +81,89 @@ impl SegmentMerge {
         self.most_held
     }
 
-    fn pass_on(
+    /// Passes on, in order, the records held that are earlier than `limit` (all of them
+    /// without one).
+    fn pass_on_earlier_than(
         &mut self,
-        entry: PendingEntry,
+        limit: Option<Timestamp>,
         visit: &mut dyn FnMut(LoggedRecord) -> Result<(), DatabaseError>,
     ) -> Result<(), DatabaseError> {
-        let key = (entry.event_time, entry.event_id);
-        if self.last.as_ref() == Some(&key) {
+        loop {
+            let entry = {
+                let Some(mut next) = self.segments.peek_mut() else {
+                    break;
+                };
+                if limit.is_some_and(|limit| next.0.next_time() >= Some(limit)) {
+                    break;
+                }
+                let entry = next.0 .0.pop_front();
+                if next.0 .0.is_empty() {
+                    PeekMut::pop(next);
+                }
+                entry
+            };
+            let Some(entry) = entry else {
+                break;
+            };
+            self.held -= 1;
+            self.pass_on(entry, visit)?;
+        }
+        Ok(())
+    }
+
+    fn pass_on(
+        &mut self,
+        entry: SegmentEntry,
+        visit: &mut dyn FnMut(LoggedRecord) -> Result<(), DatabaseError>,
+    ) -> Result<(), DatabaseError> {
+        if self
+            .last
+            .as_ref()
+            .is_some_and(|(time, id)| (*time, id.as_str()) == order_of(&entry))
+        {
             return Ok(()); // a copy
         }
         visit(entry.record)?;
-        self.last = Some(key);
+        self.last = Some((entry.event_time, entry.event_id));
         Ok(())
     }
 }
 
-/// A record of a segment read and not yet passed on, ordered by (eventTime, eventID) only
-/// (the order of a stream's records).
-struct PendingEntry {
-    event_time: Timestamp,
-    event_id: String,
-    record: LoggedRecord,
+/// Where a record stands in its stream: (eventTime, eventID).
+fn order_of(entry: &SegmentEntry) -> (Timestamp, &str) {
+    (entry.event_time, entry.event_id.as_str())
 }
 
-impl PartialEq for PendingEntry {
+/// A segment's records not passed on yet, in order; never empty while the merge holds it.
+/// Segments are ordered by their next record.
+struct SegmentCursor(VecDeque<SegmentEntry>);
+
+impl SegmentCursor {
+    fn next_time(&self) -> Option<Timestamp> {
+        self.0.front().map(|e| e.event_time)
+    }
+}
+
+impl PartialEq for SegmentCursor {
     fn eq(&self, other: &Self) -> bool {
         self.cmp(other) == Ordering::Equal
     }
 }
 
-impl Eq for PendingEntry {}
+impl Eq for SegmentCursor {}
 
-impl PartialOrd for PendingEntry {
+impl PartialOrd for SegmentCursor {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
 
-impl Ord for PendingEntry {
+impl Ord for SegmentCursor {
     fn cmp(&self, other: &Self) -> Ordering {
-        (self.event_time, &self.event_id).cmp(&(other.event_time, &other.event_id))
+        self.0
+            .front()
+            .map(order_of)
+            .cmp(&other.0.front().map(order_of))
     }
 }
 
@@ -173,6 +213,22 @@ mod tests {
             segment(&[(5, "d"), (6, "f")]),
         ]);
         assert_eq!(records, ["1/a", "2/b", "5/d", "5/e", "6/f", "9/i"]);
+    }
+
+    #[test]
+    fn a_segment_whose_records_are_out_of_order_still_merges_in_order() {
+        let (records, most) = merge(vec![
+            (
+                Timestamp::from_millis(1000),
+                vec![entry(4, "d"), entry(1, "a"), entry(3, "c")],
+            ),
+            segment(&[(2, "b"), (5, "e")]),
+        ]);
+        assert_eq!(records, ["1/a", "2/b", "3/c", "4/d", "5/e"]);
+        assert_eq!(
+            most, 4,
+            "the first segment but its first record, and the second"
+        );
     }
 
     #[test]
