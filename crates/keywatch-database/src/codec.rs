@@ -435,14 +435,17 @@ fn write_use(e: &KeyEvent, out: &mut Vec<u8>) -> Result<(), DatabaseError> {
 }
 
 /// Reverses [`write_use`].
+///
+/// `last_key` is the key of the segment's use read before: a stream's uses are of one key, and
+/// one read already is not parsed again.
 fn read_use(
     bytes: &[u8],
     event_time: Timestamp,
     event_id: &str,
+    last_key: &mut Option<KeyArn>,
 ) -> Result<KeyEvent, DatabaseError> {
     let mut r = Fields(bytes);
-    let key = r.text()?;
-    let key = KeyArn::parse(&key).ok_or_else(|| corrupt(format!("not a key ARN: {key}")))?;
+    let key = r.key(last_key)?;
     let event_name = r.text()?;
     let principal = Principal(r.text()?);
     let mut optional = || r.optional_text();
@@ -585,6 +588,20 @@ impl Fields<'_> {
         let (b, rest) = take(self.0, n)?;
         self.0 = rest;
         String::from_utf8(b.to_vec()).map_err(corrupt)
+    }
+
+    /// A key ARN: `last`, when the text is its; else parsed, and then kept as `last`.
+    fn key(&mut self, last: &mut Option<KeyArn>) -> Result<KeyArn, DatabaseError> {
+        let n = self.count()?;
+        let (b, rest) = take(self.0, n)?;
+        self.0 = rest;
+        if let Some(key) = last.as_ref().filter(|k| k.as_str().as_bytes() == b) {
+            return Ok(key.clone());
+        }
+        let text = std::str::from_utf8(b).map_err(corrupt)?;
+        let key = KeyArn::parse(text).ok_or_else(|| corrupt(format!("not a key ARN: {text}")))?;
+        *last = Some(key.clone());
+        Ok(key)
     }
 
     fn text(&mut self) -> Result<String, DatabaseError> {
@@ -741,6 +758,7 @@ fn read_keys(raw: &[u8]) -> Result<SegmentKeys<'_>, DatabaseError> {
 fn read_columns(raw: &[u8]) -> Result<Vec<SegmentEntry>, DatabaseError> {
     let (times, ids, mut rest) = read_keys(raw)?;
     let mut entries = Vec::with_capacity(times.len());
+    let mut last_key = None;
     for (event_time, event_id) in times.into_iter().zip(ids) {
         let (tag, r) = take(rest, 1)?;
         let (len, r) = read_len(r)?;
@@ -749,7 +767,12 @@ fn read_columns(raw: &[u8]) -> Result<Vec<SegmentEntry>, DatabaseError> {
             LOGGED_CLOUDTRAIL => {
                 LoggedRecord::CloudTrail(String::from_utf8(text.to_vec()).map_err(corrupt)?)
             }
-            LOGGED_USE => LoggedRecord::Use(Box::new(read_use(text, event_time, &event_id)?)),
+            LOGGED_USE => LoggedRecord::Use(Box::new(read_use(
+                text,
+                event_time,
+                &event_id,
+                &mut last_key,
+            )?)),
             other => return Err(corrupt(format!("unknown record tag {other}"))),
         };
         entries.push(SegmentEntry {

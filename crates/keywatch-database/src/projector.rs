@@ -953,14 +953,18 @@ async fn fold_stream<S: Database>(
     };
     database
         .visit_stream(&StreamId::Key(key.clone()), &mut |record| {
-            for e in events_of(record)? {
+            let mut push = |e: KmsEvent| {
                 let at = e.context().event_time;
                 while let Some(o) = others.next_if(|o| o.context().event_time <= at) {
                     fold.push(Cow::Borrowed(o)).map_err(out_of_order)?;
                 }
-                fold.push(Cow::Owned(e)).map_err(out_of_order)?;
+                fold.push(Cow::Owned(e)).map_err(out_of_order)
+            };
+            match record {
+                // Most of a stream: one event, taken as it is.
+                LoggedRecord::Use(e) => push(KmsEvent::Key(*e)),
+                record => events_of(record)?.into_iter().try_for_each(push),
             }
-            Ok(())
         })
         .await?;
     for o in others {
