@@ -24,5 +24,6 @@ pub use event::{
 };
 pub use time::Timestamp;
 pub use timeline::{
-    KeyTimeline, LastChange, OrderedFold, OutOfTimeOrder, RecordsReach, TIMELINE_FORMAT,
+    KeyTimeline, LastChange, OrderedFold, OutOfTimeOrder, RecordsReach, SnapshotRef,
+    TIMELINE_FORMAT,
 };

@@ -427,6 +427,22 @@ pub struct KeyTimeline {
     /// late one among them folds in place instead of rebuilding ([`Self::absorbs`]).
     #[serde(default)]
     pub last_change: LastChange,
+    /// Snapshots of this timeline as folded through a point of the key's stream, kept apart
+    /// by the database, oldest first: a rebuild for a record later than one folds the rest
+    /// of the stream from there instead of all of it. A fold never sets them; the projector
+    /// keeps only those that every record the log holds of their time is folded into.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<SnapshotRef>,
+}
+
+/// A snapshot of a timeline kept in the database ([`KeyTimeline::snapshots`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRef {
+    /// Every record of the key's stream of this eventTime or earlier is folded in it, and
+    /// none later.
+    pub through: Timestamp,
+    /// Its id in the database, new for every snapshot saved.
+    pub id: String,
 }
 
 /// Where a timeline last changed in more than its usage counts: a lifecycle event, a key
@@ -483,6 +499,7 @@ impl KeyTimeline {
             event_count: 0,
             last_applied: None,
             last_change: LastChange::Never,
+            snapshots: Vec::new(),
         }
     }
 
@@ -1488,6 +1505,35 @@ impl<E: std::borrow::Borrow<KmsEvent>> OrderedFold<E> {
             self.apply_group();
         }
         self.group.push(event);
+    }
+
+    /// A fold that goes on from `timeline`, a fold of a key's events through some eventTime
+    /// that named no custom key store ([`OrderedFold::applied`]): given the events after it,
+    /// in time order, it gives the fold of all of them.
+    pub fn resume(timeline: KeyTimeline) -> Self {
+        let key_arn = timeline.key_arn.clone();
+        let mut relevance = KeyTimeline::new(key_arn.clone());
+        relevance.custom_key_store = timeline.custom_key_store.clone();
+        OrderedFold {
+            relevance,
+            timeline,
+            named: KeyTimeline::new(key_arn),
+            group: Vec::new(),
+        }
+    }
+
+    /// The timeline of every event before the latest eventTime pushed (whose events are not
+    /// applied yet), and that eventTime; `None` before any event. Where no custom key store
+    /// was assumed or named ([`OrderedFold::names_key_store`]), a fold may
+    /// [resume](OrderedFold::resume) from it.
+    pub fn applied(&self) -> Option<(&KeyTimeline, Timestamp)> {
+        let pending = self.group.last()?.borrow().context().event_time;
+        Some((&self.timeline, pending))
+    }
+
+    /// Whether the fold assumed a custom key store, or the events applied named one.
+    pub fn names_key_store(&self) -> bool {
+        self.relevance.custom_key_store.is_some() || self.named.custom_key_store.is_some()
     }
 
     /// The timeline, and the custom key store the key's events name (where it is not the

@@ -72,6 +72,51 @@ proptest! {
     }
 }
 
+proptest! {
+    /// A rebuild from a snapshot: the fold is stopped before some eventTime, its timeline
+    /// stored (as JSON) and read back, and the fold resumed from it with the events of that
+    /// time and later. Where no custom key store is named before the cut, the timeline is the
+    /// fold of all the events.
+    #[test]
+    fn a_fold_resumed_from_a_snapshot_gives_the_timeline_of_the_whole_fold(
+        (records, cut) in history().prop_flat_map(|h| {
+            let n = h.len();
+            (Just(h).prop_shuffle(), 0..n)
+        })
+    ) {
+        let key = KeyArn::parse(KEY).expect("test key ARN");
+        let mut events = events(&records);
+        events.sort_by_key(|e| e.context().event_time);
+        if events.is_empty() {
+            return Ok(());
+        }
+        let cut = cut.min(events.len() - 1);
+        let mut fold: OrderedFold = OrderedFold::new(key, None);
+        for e in &events[..=cut] {
+            fold.push(e.clone()).expect("in time order");
+        }
+        let mut snapshot = None;
+        if let Some((applied, pending)) = fold.applied() {
+            if !fold.names_key_store() {
+                let stored = serde_json::to_string(applied).expect("stored");
+                let read: KeyTimeline = serde_json::from_str(&stored).expect("read back");
+                snapshot = Some((read, pending));
+            }
+        }
+        let Some((snapshot, pending)) = snapshot else {
+            return Ok(());
+        };
+        let mut resumed: OrderedFold = OrderedFold::resume(snapshot);
+        for e in events.iter().filter(|e| e.context().event_time >= pending) {
+            resumed.push(e.clone()).expect("in time order");
+        }
+        let (timeline, named) = resumed.finish();
+        if named.is_none() {
+            prop_assert_eq!(timeline, fold_in_time_order(&events));
+        }
+    }
+}
+
 #[test]
 fn a_fold_in_time_order_refuses_an_earlier_event() {
     let key = KeyArn::parse(KEY).expect("test key ARN");
