@@ -7,6 +7,7 @@
 //! | its stream entry, likewise | `stream#<stream>` | `<eventTime ms, 15 digits>#<eventID>` |
 //! | a timeline (encoded JSON, `version`, `parts`) | `key#<arn>` | `timeline` |
 //! | the rest of a large timeline | `key#<arn>` | `timeline#<version, 12 digits>#<writer>#<part, 4 digits>` |
+//! | a snapshot of a timeline, which a rebuild starts from (encoded JSON in parts) | `snap#<arn>#<id>` | `<part, 6 digits>` |
 //! | the key list | `keys` | `<arn>` |
 //! | keys by key ID | `keyid#<id>` | `<arn>` |
 //! | keys pending deletion | `pending` | `<arn>` |
@@ -362,6 +363,11 @@ fn record_key(event_id: &str) -> Item {
 /// 1 MB of records each held at once.
 const PARTS_READ_AT_ONCE: usize = 16;
 
+/// The partition of a snapshot of a key's timeline ([`Database::save_snapshot`]).
+fn snapshot_pk(key: &KeyArn, id: &str) -> String {
+    format!("snap#{key}#{id}")
+}
+
 /// An item of a stream's partition, as its sort key names it: a segment, or (before
 /// segments) the entry of a record kept as an item of its own, `<time>#<eventID>`.
 struct StreamPart {
@@ -669,6 +675,62 @@ impl DynamoDatabase {
         }
     }
 
+    /// Reads a stream's parts (of the partition `pk`) a few at a time, in order of their
+    /// first record's time, into `merge`.
+    async fn visit_parts(
+        &self,
+        pk: &str,
+        mut parts: Vec<StreamPart>,
+        mut merge: SegmentMerge,
+        visit: &mut keywatch_database::RecordVisitor<'_>,
+    ) -> Result<(), DatabaseError> {
+        parts.sort_by(|a, b| (a.first_time, &a.sk).cmp(&(b.first_time, &b.sk)));
+        for group in parts.chunks(PARTS_READ_AT_ONCE) {
+            let keys = group
+                .iter()
+                .map(|p| match &p.record {
+                    Some(id) => record_key(id),
+                    None => [("pk".to_owned(), s(pk)), ("sk".to_owned(), s(&p.sk))].into(),
+                })
+                .collect();
+            let mut bodies: HashMap<(String, String), Item> = self
+                .get_all(keys)
+                .await?
+                .into_iter()
+                .map(|item| {
+                    let key = (
+                        text(&item, "pk").unwrap_or_default().to_owned(),
+                        text(&item, "sk").unwrap_or_default().to_owned(),
+                    );
+                    (key, item)
+                })
+                .collect();
+            for part in group {
+                // Listed, so stored: none is ever deleted, and the reads are consistent.
+                let key = match &part.record {
+                    Some(id) => (format!("rec#{id}"), "rec".to_owned()),
+                    None => (pk.to_owned(), part.sk.clone()),
+                };
+                let item = bodies.remove(&key).ok_or_else(|| DatabaseError::Corrupt {
+                    what: "stream",
+                    reason: format!("{pk} lists {}, which is not stored", part.sk),
+                })?;
+                let entries = match &part.record {
+                    Some(id) => vec![SegmentEntry {
+                        event_time: part.first_time,
+                        record: LoggedRecord::CloudTrail(decode_record(item_body(
+                            &item, "record",
+                        )?)?),
+                        event_id: id.clone(),
+                    }],
+                    None => segment_of(&item)?,
+                };
+                merge.add_segment(part.first_time, entries, visit)?;
+            }
+        }
+        merge.finish(visit)
+    }
+
     /// A Query of one partition.
     fn query_of(&self, pk: &str) -> QueryFluentBuilder {
         self.client
@@ -929,52 +991,100 @@ impl Database for DynamoDatabase {
         for sk in self.sort_keys(&pk).await? {
             parts.extend(StreamPart::of(sk)?);
         }
-        parts.sort_by(|a, b| (a.first_time, &a.sk).cmp(&(b.first_time, &b.sk)));
-        let mut merge = SegmentMerge::new();
-        for group in parts.chunks(PARTS_READ_AT_ONCE) {
-            let keys = group
-                .iter()
-                .map(|p| match &p.record {
-                    Some(id) => record_key(id),
-                    None => [("pk".to_owned(), s(&pk)), ("sk".to_owned(), s(&p.sk))].into(),
-                })
-                .collect();
-            let mut bodies: HashMap<(String, String), Item> = self
-                .get_all(keys)
-                .await?
-                .into_iter()
-                .map(|item| {
-                    let key = (
-                        text(&item, "pk").unwrap_or_default().to_owned(),
-                        text(&item, "sk").unwrap_or_default().to_owned(),
+        self.visit_parts(&pk, parts, SegmentMerge::new(), visit)
+            .await
+    }
+
+    async fn visit_stream_after(
+        &self,
+        stream: &StreamId,
+        after: Timestamp,
+        visit: &mut keywatch_database::RecordVisitor<'_>,
+    ) -> Result<(), DatabaseError> {
+        let pk = format!("stream#{}", stream.as_text());
+        // The segments that end after `after` (their sort keys begin with their last
+        // record's time), and the records kept as items of their own (before segments,
+        // their sort keys sort before every segment's) of a later time.
+        let from = format!(
+            "{SEGMENT_PREFIX}{:015}",
+            after.millis().saturating_add(1).max(0)
+        );
+        let segments = self
+            .query_of(&pk)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+            .expression_attribute_values(":from", s(from))
+            .expression_attribute_values(":to", s(format!("{SEGMENT_PREFIX}~")))
+            .projection_expression("sk");
+        let records = self
+            .query_of(&pk)
+            .key_condition_expression("pk = :pk AND sk < :segments")
+            .expression_attribute_values(":segments", s(SEGMENT_PREFIX))
+            .projection_expression("sk");
+        let mut parts = Vec::new();
+        for request in [segments, records] {
+            for item in self.query_all(request).await? {
+                if let Some(sk) = text(&item, "sk") {
+                    parts.extend(
+                        StreamPart::of(sk.to_owned())?
+                            .filter(|p| p.record.is_none() || p.first_time > after),
                     );
-                    (key, item)
-                })
-                .collect();
-            for part in group {
-                // Listed, so stored: none is ever deleted, and the reads are consistent.
-                let key = match &part.record {
-                    Some(id) => (format!("rec#{id}"), "rec".to_owned()),
-                    None => (pk.clone(), part.sk.clone()),
-                };
-                let item = bodies.remove(&key).ok_or_else(|| DatabaseError::Corrupt {
-                    what: "stream",
-                    reason: format!("{pk} lists {}, which is not stored", part.sk),
-                })?;
-                let entries = match &part.record {
-                    Some(id) => vec![SegmentEntry {
-                        event_time: part.first_time,
-                        record: LoggedRecord::CloudTrail(decode_record(item_body(
-                            &item, "record",
-                        )?)?),
-                        event_id: id.clone(),
-                    }],
-                    None => segment_of(&item)?,
-                };
-                merge.add_segment(part.first_time, entries, visit)?;
+                }
             }
         }
-        merge.finish(visit)
+        self.visit_parts(&pk, parts, SegmentMerge::after(after), visit)
+            .await
+    }
+
+    async fn save_snapshot(
+        &mut self,
+        id: &str,
+        timeline: &KeyTimeline,
+    ) -> Result<(), DatabaseError> {
+        // In parts of a partition of its own, as large as the timeline is.
+        let pk = snapshot_pk(&timeline.key_arn, id);
+        let body = encode_json(timeline, "snapshot")?;
+        let items = body
+            .chunks(TIMELINE_PART_BYTES)
+            .enumerate()
+            .map(|(i, part)| {
+                [
+                    ("pk".to_owned(), s(&pk)),
+                    ("sk".to_owned(), s(format!("{i:06}"))),
+                    ("body".to_owned(), AttributeValue::B(part.to_vec().into())),
+                ]
+                .into()
+            })
+            .collect();
+        write_all(&self.client, &self.table, items).await
+    }
+
+    async fn delete_snapshots(&mut self, key: &KeyArn, ids: &[&str]) -> Result<(), DatabaseError> {
+        let mut deletes = Vec::new();
+        for id in ids {
+            let pk = snapshot_pk(key, id);
+            for sk in self.sort_keys(&pk).await? {
+                deletes.push(Write::Delete(
+                    [("pk".to_owned(), s(&pk)), ("sk".to_owned(), s(sk))].into(),
+                ));
+            }
+        }
+        write_and_delete_all(&self.client, &self.table, deletes).await
+    }
+
+    async fn load_snapshot(
+        &self,
+        key: &KeyArn,
+        id: &str,
+    ) -> Result<Option<KeyTimeline>, DatabaseError> {
+        let parts = self.query(&snapshot_pk(key, id), None).await?;
+        if parts.is_empty() {
+            return Ok(None);
+        }
+        let mut body = Vec::new();
+        for part in &parts {
+            body.extend_from_slice(item_body(part, "snapshot")?);
+        }
+        keywatch_database::decode_json(&body, "snapshot").map(Some)
     }
 
     async fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, DatabaseError> {

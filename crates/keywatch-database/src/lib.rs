@@ -1,7 +1,7 @@
 //! Storage for keywatch behind the [`Database`] trait: the event log (CloudTrail records,
 //! a plain use of a key kept as its event ([`LoggedRecord`]), stored once by eventID and
-//! indexed by stream), the timelines projected from it, and the
-//! alerts already raised. [`Projector`] drives the core over any implementation of it:
+//! indexed by stream), the timelines projected from it (and snapshots of them that
+//! rebuilds start from), and the alerts already raised. [`Projector`] drives the core over any implementation of it:
 //! `keywatch-sqlite` (the embedded default), DynamoDB (`keywatch-aws`, the Lambda pipeline)
 //! and [`MemoryDatabase`] (tests and benchmarks).
 
@@ -296,6 +296,32 @@ pub trait Database {
         stream: &StreamId,
         visit: &mut RecordVisitor<'_>,
     ) -> Result<(), DatabaseError>;
+    /// [`Database::visit_stream`] for the records later than `after` only, reading only the
+    /// segments that hold such records: for a rebuild that starts from a snapshot of the
+    /// timeline through `after` ([`KeyTimeline::snapshots`]).
+    async fn visit_stream_after(
+        &self,
+        stream: &StreamId,
+        after: Timestamp,
+        visit: &mut RecordVisitor<'_>,
+    ) -> Result<(), DatabaseError>;
+    /// Saves a snapshot of a timeline under `id`, new ([`KeyTimeline::snapshots`]). A
+    /// snapshot is never changed: a rebuild reads it back with [`Database::load_snapshot`].
+    async fn save_snapshot(
+        &mut self,
+        id: &str,
+        timeline: &KeyTimeline,
+    ) -> Result<(), DatabaseError>;
+    /// Deletes snapshots of a key's timeline that it no longer refers to (stale, or beyond
+    /// the newest few). A rebuild that reads one as it goes finds none and reads the whole
+    /// stream.
+    async fn delete_snapshots(&mut self, key: &KeyArn, ids: &[&str]) -> Result<(), DatabaseError>;
+    /// The snapshot of a key's timeline saved as `id`; `None` if there is none.
+    async fn load_snapshot(
+        &self,
+        key: &KeyArn,
+        id: &str,
+    ) -> Result<Option<KeyTimeline>, DatabaseError>;
     /// The records of a stream, all at once ([`Database::visit_stream`]'s).
     async fn stream_records(&self, stream: &StreamId) -> Result<Vec<LoggedRecord>, DatabaseError> {
         let mut records = Vec::new();

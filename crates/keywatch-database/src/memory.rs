@@ -43,6 +43,8 @@ enum Undo {
     Timeline(KeyArn, Option<TimelineRow>),
     Alert(String),
     Outbox(String, bool),
+    Snapshot(KeyArn, String),
+    SnapshotDeleted(KeyArn, String, Vec<u8>),
 }
 
 /// keywatch's database in memory, gone with the process.
@@ -55,6 +57,8 @@ pub struct MemoryDatabase {
     alerts: HashMap<String, Vec<u8>>,
     /// Unsent alerts, oldest first ([`crate::sort_oldest_first`]).
     outbox: BTreeSet<OutboxEntry>,
+    /// Snapshots of timelines by key and id, as [`crate::encode_json`] encodes them.
+    snapshots: HashMap<(KeyArn, String), Vec<u8>>,
     /// The undo log of the batch in progress, if one is.
     batch: Option<Vec<Undo>>,
 }
@@ -132,6 +136,12 @@ impl Database for MemoryDatabase {
                 Undo::Alert(id) => {
                     self.alerts.remove(&id);
                 }
+                Undo::Snapshot(key, id) => {
+                    self.snapshots.remove(&(key, id));
+                }
+                Undo::SnapshotDeleted(key, id, body) => {
+                    self.snapshots.insert((key, id), body);
+                }
                 Undo::Outbox(id, was) => {
                     if let Ok(Some(entry)) = self.outbox_entry(&id) {
                         if was {
@@ -187,6 +197,60 @@ impl Database for MemoryDatabase {
             merge.add_segment(s.first_time, crate::decode_segment(&s.body)?, visit)?;
         }
         merge.finish(visit)
+    }
+
+    async fn visit_stream_after(
+        &self,
+        stream: &StreamId,
+        after: Timestamp,
+        visit: &mut crate::RecordVisitor<'_>,
+    ) -> Result<(), DatabaseError> {
+        let mut segments: Vec<&Segment> = self
+            .segments
+            .get(stream)
+            .into_iter()
+            .flatten()
+            .filter(|s| s.last_time > after)
+            .collect();
+        segments.sort_by_key(|s| s.first_time);
+        let mut merge = crate::SegmentMerge::after(after);
+        for s in segments {
+            merge.add_segment(s.first_time, crate::decode_segment(&s.body)?, visit)?;
+        }
+        merge.finish(visit)
+    }
+
+    async fn save_snapshot(
+        &mut self,
+        id: &str,
+        timeline: &KeyTimeline,
+    ) -> Result<(), DatabaseError> {
+        let key = (timeline.key_arn.clone(), id.to_owned());
+        let body = crate::encode_json(timeline, "snapshot")?;
+        self.snapshots.insert(key.clone(), body);
+        self.undo(Undo::Snapshot(key.0, key.1));
+        Ok(())
+    }
+
+    async fn delete_snapshots(&mut self, key: &KeyArn, ids: &[&str]) -> Result<(), DatabaseError> {
+        for id in ids {
+            let at = (key.clone(), (*id).to_owned());
+            if let Some(body) = self.snapshots.remove(&at) {
+                self.undo(Undo::SnapshotDeleted(at.0, at.1, body));
+            }
+        }
+        Ok(())
+    }
+
+    async fn load_snapshot(
+        &self,
+        key: &KeyArn,
+        id: &str,
+    ) -> Result<Option<KeyTimeline>, DatabaseError> {
+        self.snapshots
+            .get(&(key.clone(), id.to_owned()))
+            .map(|body| crate::decode_json(body, "snapshot"))
+            .transpose()
     }
 
     async fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, DatabaseError> {

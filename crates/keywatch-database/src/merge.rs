@@ -17,6 +17,8 @@ use std::collections::{BinaryHeap, VecDeque};
 /// next record, not every record held, so a record is passed on without moving the others.
 #[derive(Default)]
 pub struct SegmentMerge {
+    /// Only records later than this are passed on.
+    after: Option<Timestamp>,
     /// The segments read whose records are not all passed on, by their next record.
     segments: BinaryHeap<Reverse<SegmentCursor>>,
     /// The records they hold.
@@ -33,6 +35,15 @@ impl SegmentMerge {
         Self::default()
     }
 
+    /// A merge that passes on only the records later than `after` (a rebuild from a
+    /// snapshot through `after` reads the segments that reach past it).
+    pub fn after(after: Timestamp) -> Self {
+        SegmentMerge {
+            after: Some(after),
+            ..Self::default()
+        }
+    }
+
     /// Takes the next segment, whose records begin at `first_time`: first passes on every
     /// record held that is earlier (no later segment holds one before them). A segment
     /// holding a record earlier than one already passed on is corrupt (segments out of
@@ -44,6 +55,9 @@ impl SegmentMerge {
         visit: &mut dyn FnMut(LoggedRecord) -> Result<(), DatabaseError>,
     ) -> Result<(), DatabaseError> {
         self.pass_on_earlier_than(Some(first_time), visit)?;
+        if let Some(after) = self.after {
+            entries.retain(|e| e.event_time > after);
+        }
         if !entries.is_sorted_by(|a, b| order_of(a) <= order_of(b)) {
             entries.sort_by(|a, b| order_of(a).cmp(&order_of(b)));
         }

@@ -52,6 +52,14 @@ CREATE INDEX IF NOT EXISTS timelines_by_key_store ON timelines (custom_key_store
 CREATE TABLE IF NOT EXISTS outbox (
     alert_id TEXT PRIMARY KEY
 ) WITHOUT ROWID;
+-- Snapshots of timelines, which a rebuild starts from (KeyTimeline::snapshots): compressed
+-- JSON, never changed. Since 5 December 2026.
+CREATE TABLE IF NOT EXISTS snapshots (
+    key_arn TEXT NOT NULL,
+    id      TEXT NOT NULL,
+    json    BLOB NOT NULL,
+    PRIMARY KEY (key_arn, id)
+) WITHOUT ROWID;
 "#;
 
 /// The raised alerts: an alert's id (keywatch's, 32 lower-case hex digits, as its 16 bytes, a
@@ -113,29 +121,42 @@ impl SqliteDatabase {
         stream: &StreamId,
         mut visit: impl FnMut(LoggedRecord),
     ) -> Result<(), DatabaseError> {
-        self.visit_segments(stream, &mut |record| {
+        self.visit_segments(stream, None, &mut |record| {
             visit(record);
             Ok(())
         })
     }
 
     /// Reads a stream's segments in order of their first eventTime and merges them
-    /// ([`SegmentMerge`]).
+    /// ([`SegmentMerge`]); with `after`, only the records later than it, of the segments
+    /// that end after it.
     fn visit_segments(
         &self,
         stream: &StreamId,
+        after: Option<Timestamp>,
         visit: &mut dyn FnMut(LoggedRecord) -> Result<(), DatabaseError>,
     ) -> Result<(), DatabaseError> {
-        let mut q = self
-            .conn
-            .prepare_cached(
+        // The whole stream in the order of its index by first time; what ends after a time
+        // by the index of last times (a stream's end), then ordered.
+        let sql = match after {
+            None => {
                 "SELECT s.first_time, s.body FROM streams n
                  JOIN segments s ON s.stream_id = n.stream_id
-                 WHERE n.name = ?1 ORDER BY s.first_time, s.segment_id",
-            )
-            .map_err(db)?;
-        let mut rows = q.query([stream.as_text()]).map_err(db)?;
-        let mut merge = SegmentMerge::new();
+                 WHERE n.name = ?1 ORDER BY s.first_time, s.segment_id"
+            }
+            Some(_) => {
+                "SELECT s.first_time, s.body FROM streams n
+                 JOIN segments s INDEXED BY segments_by_stream_end ON s.stream_id = n.stream_id
+                 WHERE n.name = ?1 AND s.last_time > ?2 ORDER BY s.first_time, s.segment_id"
+            }
+        };
+        let mut q = self.conn.prepare_cached(sql).map_err(db)?;
+        let mut rows = match after {
+            None => q.query([stream.as_text()]),
+            Some(after) => q.query(params![stream.as_text(), after.millis()]),
+        }
+        .map_err(db)?;
+        let mut merge = after.map_or_else(SegmentMerge::new, SegmentMerge::after);
         while let Some(row) = rows.next().map_err(db)? {
             let first_time = Timestamp::from_millis(row.get(0).map_err(db)?);
             let ValueRef::Blob(body) = row.get_ref(1).map_err(db)? else {
@@ -382,7 +403,57 @@ impl Database for SqliteDatabase {
         stream: &StreamId,
         visit: &mut keywatch_database::RecordVisitor<'_>,
     ) -> Result<(), DatabaseError> {
-        self.visit_segments(stream, visit)
+        self.visit_segments(stream, None, visit)
+    }
+
+    async fn visit_stream_after(
+        &self,
+        stream: &StreamId,
+        after: Timestamp,
+        visit: &mut keywatch_database::RecordVisitor<'_>,
+    ) -> Result<(), DatabaseError> {
+        self.visit_segments(stream, Some(after), visit)
+    }
+
+    async fn save_snapshot(
+        &mut self,
+        id: &str,
+        timeline: &KeyTimeline,
+    ) -> Result<(), DatabaseError> {
+        let body = keywatch_database::encode_json(timeline, "snapshot")?;
+        self.conn
+            .prepare_cached("INSERT INTO snapshots (key_arn, id, json) VALUES (?1, ?2, ?3)")
+            .map_err(db)?
+            .execute(params![timeline.key_arn.as_str(), id, body])
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn delete_snapshots(&mut self, key: &KeyArn, ids: &[&str]) -> Result<(), DatabaseError> {
+        let mut q = self
+            .conn
+            .prepare_cached("DELETE FROM snapshots WHERE key_arn = ?1 AND id = ?2")
+            .map_err(db)?;
+        for id in ids {
+            q.execute(params![key.as_str(), id]).map_err(db)?;
+        }
+        Ok(())
+    }
+
+    async fn load_snapshot(
+        &self,
+        key: &KeyArn,
+        id: &str,
+    ) -> Result<Option<KeyTimeline>, DatabaseError> {
+        let mut q = self
+            .conn
+            .prepare_cached("SELECT json FROM snapshots WHERE key_arn = ?1 AND id = ?2")
+            .map_err(db)?;
+        let mut rows = q.query(params![key.as_str(), id]).map_err(db)?;
+        match rows.next().map_err(db)? {
+            Some(row) => read_json(row.get_ref(0).map_err(db)?, "snapshot").map(Some),
+            None => Ok(None),
+        }
     }
 
     async fn load_timeline(&self, key: &KeyArn) -> Result<Option<KeyTimeline>, DatabaseError> {

@@ -58,6 +58,8 @@ pub struct Flaky<S> {
     pub fail_alert_write: Option<usize>,
     /// Timelines read so far.
     pub timelines_read: std::cell::Cell<usize>,
+    /// Records the event log passed to visitors (streams read).
+    pub records_read: std::sync::atomic::AtomicUsize,
 }
 
 impl<S> Flaky<S> {
@@ -72,6 +74,7 @@ impl<S> Flaky<S> {
             before_save: None,
             fail_alert_write: None,
             timelines_read: std::cell::Cell::new(0),
+            records_read: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 }
@@ -105,7 +108,48 @@ impl<S: Database> Database for Flaky<S> {
         s: &keywatch_database::StreamId,
         visit: &mut keywatch_database::RecordVisitor<'_>,
     ) -> Result<(), keywatch_database::DatabaseError> {
-        self.inner.visit_stream(s, visit).await
+        let read = &self.records_read;
+        self.inner
+            .visit_stream(s, &mut |r| {
+                read.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                visit(r)
+            })
+            .await
+    }
+    async fn visit_stream_after(
+        &self,
+        s: &keywatch_database::StreamId,
+        after: keywatch_core::Timestamp,
+        visit: &mut keywatch_database::RecordVisitor<'_>,
+    ) -> Result<(), keywatch_database::DatabaseError> {
+        let read = &self.records_read;
+        self.inner
+            .visit_stream_after(s, after, &mut |r| {
+                read.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                visit(r)
+            })
+            .await
+    }
+    async fn save_snapshot(
+        &mut self,
+        id: &str,
+        t: &keywatch_core::KeyTimeline,
+    ) -> Result<(), keywatch_database::DatabaseError> {
+        self.inner.save_snapshot(id, t).await
+    }
+    async fn delete_snapshots(
+        &mut self,
+        k: &KeyArn,
+        ids: &[&str],
+    ) -> Result<(), keywatch_database::DatabaseError> {
+        self.inner.delete_snapshots(k, ids).await
+    }
+    async fn load_snapshot(
+        &self,
+        k: &KeyArn,
+        id: &str,
+    ) -> Result<Option<keywatch_core::KeyTimeline>, keywatch_database::DatabaseError> {
+        self.inner.load_snapshot(k, id).await
     }
     async fn load_timeline(
         &self,
