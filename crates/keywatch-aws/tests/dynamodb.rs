@@ -281,6 +281,30 @@ async fn a_timeline_over_dynamodbs_item_limit_is_saved_and_read_back_whole() {
         .expect("read")
         .expect("stored");
     assert_eq!(back, timeline, "read back whole");
+    // As a snapshot too, which a rebuild starts from.
+    store
+        .save_snapshot("big", &timeline)
+        .await
+        .expect("snapshot saved");
+    let snapshot = fresh.load_snapshot(&key, "big").await.expect("read");
+    assert_eq!(
+        snapshot.as_ref(),
+        Some(&timeline),
+        "snapshot read back whole"
+    );
+    assert_eq!(
+        fresh.load_snapshot(&key, "other").await.expect("read"),
+        None
+    );
+    store
+        .delete_snapshots(&key, &["big", "other"])
+        .await
+        .expect("deleted");
+    assert_eq!(
+        fresh.load_snapshot(&key, "big").await.expect("read"),
+        None,
+        "every part deleted"
+    );
 
     // Saved again (it grows), and again by a writer that read it: versions still hold.
     let mut writer = DynamoDatabase::new(&config, &table);
@@ -1084,7 +1108,7 @@ async fn a_segment_stored_twice_by_a_retried_batch_reads_once() {
 /// A stream of many segments, among them batches' late records, is read a few segments to a
 /// request and comes back whole, in (eventTime, eventID) order, each record once.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_long_stream_with_late_records_reads_back_in_order() {
+async fn a_long_stream_with_late_records_reads_back_in_order_whole_and_after_any_time() {
     use keywatch_database::StreamId;
     let config = moto().await;
     let table = table(&config).await;
@@ -1124,4 +1148,101 @@ async fn a_long_stream_with_late_records_reads_back_in_order() {
     let expected: Vec<String> = expected.into_iter().map(|(_, _, t)| t.clone()).collect();
     let back = cloudtrail_texts(db.stream_records(&stream).await.expect("stream"));
     assert_eq!(back, expected);
+    // From any time on (a rebuild from a snapshot): exactly the later records, in order,
+    // from the segments that end after it.
+    let mut times: Vec<Timestamp> = records.iter().map(|r| r.event_time()).collect();
+    times.sort();
+    for after in [times[0], times[57], times[120], times[199]] {
+        let mut later = Vec::new();
+        db.visit_stream_after(&stream, after, &mut |r| {
+            later.push(r);
+            Ok(())
+        })
+        .await
+        .expect("stream after");
+        let later = cloudtrail_texts(later);
+        let expected_later: Vec<&String> = times
+            .iter()
+            .zip(&expected)
+            .filter(|(t, _)| **t > after)
+            .map(|(_, text)| text)
+            .collect();
+        assert_eq!(
+            later.iter().collect::<Vec<_>>(),
+            expected_later,
+            "after {after}"
+        );
+    }
+}
+
+/// A lifecycle call on the busy key of [`busy_pending_key`], by its admin.
+fn busy_key_call(key: &KeyArn, name: &str, time: &str, id: &str) -> NormalisedRecord {
+    let json = serde_json::json!({"eventVersion": "1.08", "eventSource": "kms.amazonaws.com",
+        "awsRegion": "us-east-1", "recipientAccountId": "111122223333",
+        "eventName": name, "eventTime": time, "eventID": id,
+        "userIdentity": {"type": "IAMUser", "arn": "arn:aws:iam::111122223333:user/admin",
+            "accountId": "111122223333"},
+        "requestParameters": {"keyId": key.as_str(), "pendingWindowInDays": 7},
+        "resources": [{"type": "AWS::KMS::Key", "ARN": key.as_str()}]})
+    .to_string();
+    match normalise(&json) {
+        Ok(Normalised::Kms { event_id, events }) => NormalisedRecord::new(event_id, json, events),
+        other => panic!("not a tracked KMS record: {other:?}"),
+    }
+}
+
+/// The key's timeline (without snapshots) after projecting `batches`, taking a snapshot
+/// every `every` events of a rebuild; and each batch's rebuilds from a snapshot.
+async fn fold_busy_key<S: Database>(
+    database: S,
+    key: &KeyArn,
+    batches: &[Vec<NormalisedRecord>],
+    every: usize,
+) -> (keywatch_core::KeyTimeline, Vec<usize>) {
+    let mut p = Projector::new(database, AlertConfig::default()).snapshot_every(every);
+    let mut from_snapshots = Vec::new();
+    for b in batches {
+        let out = p.process(b, as_of()).await.expect("batch");
+        from_snapshots.push(out.rebuilds_from_snapshots);
+    }
+    let mut timeline = p
+        .database()
+        .load_timeline(key)
+        .await
+        .expect("read")
+        .expect("stored");
+    timeline.snapshots.clear();
+    (timeline, from_snapshots)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebuild_from_a_snapshot_folds_what_the_whole_stream_folds() {
+    let config = moto().await;
+    let (key, records) = busy_pending_key(600);
+    let batches = vec![
+        records[..401].to_vec(),
+        // Late: the whole stream is read, a snapshot taken and saved.
+        vec![busy_key_call(
+            &key,
+            "CancelKeyDeletion",
+            "2026-11-02T03:20:00Z",
+            "cancel",
+        )],
+        records[401..].to_vec(),
+        // Late, after the snapshot: read from it.
+        vec![busy_key_call(
+            &key,
+            "ScheduleKeyDeletion",
+            "2026-11-02T07:30:00Z",
+            "schedule-2",
+        )],
+    ];
+    let table = table(&config).await;
+    let (timeline, from_snapshots) =
+        fold_busy_key(DynamoDatabase::new(&config, &table), &key, &batches, 50).await;
+    assert_eq!(from_snapshots, [0, 0, 0, 1]);
+    let whole = SqliteDatabase::in_memory().expect("sqlite");
+    let (reference, none) = fold_busy_key(whole, &key, &batches, usize::MAX).await;
+    assert_eq!(none, [0, 0, 0, 0]);
+    assert_eq!(timeline, reference);
 }

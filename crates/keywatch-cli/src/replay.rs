@@ -152,6 +152,7 @@ struct Totals {
     rejected: u64,
     duplicates: u64,
     rebuilds: u64,
+    rebuilds_from_snapshots: u64,
     alerts: u64,
     /// Inputs that could not be read, or not to their end.
     unreadable: u64,
@@ -244,6 +245,7 @@ impl<W: Write> Replay<W> {
         rayon::spawn(move || drop(projected));
         self.totals.duplicates += outcome.duplicate_records as u64;
         self.totals.rebuilds += outcome.rebuilds as u64;
+        self.totals.rebuilds_from_snapshots += outcome.rebuilds_from_snapshots as u64;
         self.batches += 1;
         if self.batches.is_multiple_of(BATCHES_PER_TIMELINE_SAVE) {
             self.runtime
@@ -418,7 +420,7 @@ pub fn run(opts: Options) -> Result<Outcome> {
     let totals = &replay.totals;
     if !opts.quiet {
         eprintln!(
-        "keywatch: {} files, {} records read: {} KMS ({} tracked), {} from other services, {} envelopes without a record; {} keys; {} alerts raised; {} rejected{}; {} duplicates; {} timelines rebuilt for late records",
+        "keywatch: {} files, {} records read: {} KMS ({} tracked), {} from other services, {} envelopes without a record; {} keys; {} alerts raised; {} rejected{}; {} duplicates; {} timelines rebuilt for late records{}",
         totals.files,
         totals.records,
         totals.kms,
@@ -438,6 +440,10 @@ pub fn run(opts: Options) -> Result<Outcome> {
         },
         totals.duplicates,
         totals.rebuilds,
+        match totals.rebuilds_from_snapshots {
+            0 => String::new(),
+            n => format!(" ({n} from a snapshot)"),
+        },
     );
     }
     if totals.unreadable > 0 {

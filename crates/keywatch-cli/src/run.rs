@@ -334,6 +334,7 @@ async fn consume<S: Database>(
                 new = outcome.new_records,
                 duplicates = outcome.duplicate_records,
                 rebuilds = outcome.rebuilds,
+                rebuilds_from_snapshots = outcome.rebuilds_from_snapshots,
                 alerts = outcome.alerts.len(),
                 polled_ms = polled_in.as_millis(),
                 projected_ms = projecting.elapsed().as_millis(),

@@ -8,11 +8,11 @@ use keywatch_core::timeline::is_multi_region_family_event;
 use keywatch_core::timeline::CustomKeyStore;
 use keywatch_core::{
     evaluate_clock, evaluate_events_unless, Alert, AlertConfig, KeyArn, KeyStoreRef, KeyTimeline,
-    KmsEvent, OrderedFold, OutOfTimeOrder, Timestamp, TIMELINE_FORMAT,
+    KmsEvent, OrderedFold, OutOfTimeOrder, SnapshotRef, Timestamp, TIMELINE_FORMAT,
 };
 use rayon::prelude::*;
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// A KMS record with the events it means, ready for the projector.
 #[derive(Clone, Debug)]
@@ -75,6 +75,9 @@ struct KeyFold<'e> {
     first_of_family: bool,
     /// Every event followed the timeline (else it is rebuilt from the log).
     in_order: bool,
+    /// The earliest eventTime of the batch's records of the key, folded or not: the log may
+    /// hold records of that time that a snapshot of the timeline through it lacks.
+    earliest: Option<Timestamp>,
 }
 
 /// Applies events to a timeline in order; false (and the timeline half-folded) at the first
@@ -95,6 +98,14 @@ fn fold_in_order(timeline: &mut KeyTimeline, events: &[&KmsEvent]) -> bool {
     true
 }
 
+/// The timelines a batch folded, ready to be evaluated and saved; the snapshots their
+/// rebuilds took, to save (by id); and the snapshots they no longer refer to, to delete.
+struct FinishedFolds {
+    touched: Vec<KeyTimeline>,
+    snapshots: Vec<(String, KeyTimeline)>,
+    dropped: Vec<(KeyArn, String)>,
+}
+
 /// What one batch did.
 #[derive(Debug, Default, Clone)]
 pub struct BatchOutcome {
@@ -104,6 +115,9 @@ pub struct BatchOutcome {
     pub duplicate_records: usize,
     /// Timelines rebuilt from their stream because an event arrived out of order.
     pub rebuilds: usize,
+    /// Of those, the ones folded from a snapshot ([`KeyTimeline::snapshots`]): only the
+    /// stream after it was read.
+    pub rebuilds_from_snapshots: usize,
     /// Alerts raised for the first time, in a stable order.
     pub alerts: Vec<Alert>,
 }
@@ -178,9 +192,19 @@ pub struct Projector<S: Database> {
     defer_saves: bool,
     /// Keys whose timeline (in the cache) is saved in summary only.
     unsaved: BTreeSet<KeyArn>,
+    /// A rebuild takes a snapshot after this many events of the key's stream.
+    snapshot_every: usize,
 }
 
 const CACHE_LIMIT: usize = 50_000;
+/// How many events of its stream a rebuild folds between snapshots it may save.
+const SNAPSHOT_EVERY: usize = 50_000;
+/// How far before the end of the stream a rebuild saves its snapshot, where it took one: a
+/// record that comes late is most often minutes late, and a rebuild for it reads the stream
+/// from the last snapshot before it.
+const SNAPSHOT_LAG_MS: i64 = 3_600_000;
+/// Snapshots a timeline refers to at most: the newest.
+const MAX_SNAPSHOTS: usize = 3;
 /// Alert ids the projector remembers as raised, in each of the cache's two generations.
 const RAISED_CACHE_GENERATION: usize = 100_000;
 /// How often a batch is redone when another writer saved the same timeline first.
@@ -197,7 +221,15 @@ impl<S: Database> Projector<S> {
             appended_by_batch: Vec::new(),
             defer_saves: false,
             unsaved: BTreeSet::new(),
+            snapshot_every: SNAPSHOT_EVERY,
         }
+    }
+
+    /// A rebuild of a stream of more than `events` events saves a snapshot of the timeline
+    /// to start the next rebuild from (50,000 unless set).
+    pub fn snapshot_every(mut self, events: usize) -> Self {
+        self.snapshot_every = events.max(1);
+        self
     }
 
     /// From now on, a batch saves the timelines it touched in summary only
@@ -379,16 +411,7 @@ impl<S: Database> Projector<S> {
     /// Rebuilds a key's timeline from the event log: its stream, its custom key store's, and
     /// those of its related multi-Region keys.
     pub async fn rebuild(&self, key: &KeyArn) -> Result<KeyTimeline, DatabaseError> {
-        rebuild(&self.database, key, &BTreeSet::new()).await
-    }
-
-    /// [`Self::rebuild`], with keys of the batch in hand that the database may not list yet.
-    async fn rebuild_with(
-        &self,
-        key: &KeyArn,
-        batch_keys: &BTreeSet<KeyArn>,
-    ) -> Result<KeyTimeline, DatabaseError> {
-        rebuild(&self.database, key, batch_keys).await
+        rebuild_whole(&self.database, key, &BTreeSet::new()).await
     }
 
     async fn related_keys(
@@ -555,9 +578,23 @@ impl<S: Database> Projector<S> {
         folds
             .par_iter_mut()
             .for_each(|f| f.in_order = fold_in_order(&mut f.timeline, &f.events));
-        let touched = self
+        let FinishedFolds {
+            touched,
+            snapshots,
+            dropped,
+        } = self
             .finish_folds(folds, &batch_keys, &mut links, &mut outcome)
             .await?;
+        for (id, snapshot) in &snapshots {
+            self.database.save_snapshot(id, snapshot).await?;
+        }
+        let mut dropped_of: BTreeMap<&KeyArn, Vec<&str>> = BTreeMap::new();
+        for (key, id) in &dropped {
+            dropped_of.entry(key).or_default().push(id);
+        }
+        for (key, ids) in dropped_of {
+            self.database.delete_snapshots(key, &ids).await?;
+        }
         outcome.alerts = self.raise_and_save(touched, as_of).await?;
         Ok((outcome, links))
     }
@@ -660,6 +697,7 @@ impl<S: Database> Projector<S> {
         for key in affected {
             let timeline = self.timeline(&key).await?;
             let key_events = per_key.remove(&key).unwrap_or_default();
+            let earliest = key_events.iter().map(|(e, _)| e.context().event_time).min();
             // Records of a key in a key store that the log already had: perhaps a batch
             // retried after its projector died before checking the key again.
             if timeline.key_store_ref().is_some() && key_events.iter().any(|(_, new)| !new) {
@@ -682,7 +720,9 @@ impl<S: Database> Projector<S> {
                 KmsEvent::KeyStore(_) => timeline.is_relevant(e),
                 KmsEvent::Key(_) => true,
             });
-            if events.is_empty() {
+            // A snapshot that the batch's records make stale is dropped, and the timeline
+            // saved without it, even where they fold nothing (folded already).
+            if events.is_empty() && !outdates_snapshots(&timeline, earliest) {
                 self.cache.insert(key, timeline);
                 continue;
             }
@@ -698,6 +738,7 @@ impl<S: Database> Projector<S> {
                 events,
                 first_of_family,
                 in_order: true,
+                earliest,
             });
         }
         Ok(folds)
@@ -707,29 +748,73 @@ impl<S: Database> Projector<S> {
     /// key joins a multi-Region family keywatch knows, or where the batch first placed the
     /// key in a custom key store (the store's earlier events, a disconnect seen before,
     /// count too).
+    ///
+    /// A timeline keeps the snapshots through a time before the batch's records of its key;
+    /// a rebuild starts from the newest of them, and may take a new one, returned with the
+    /// timelines to be saved.
     async fn finish_folds(
         &self,
         folds: Vec<KeyFold<'_>>,
         batch_keys: &BTreeSet<KeyArn>,
         links: &mut KeyStoreLinks,
         outcome: &mut BatchOutcome,
-    ) -> Result<Vec<KeyTimeline>, DatabaseError> {
+    ) -> Result<FinishedFolds, DatabaseError> {
         let mut touched = Vec::with_capacity(folds.len());
+        let mut snapshots = Vec::new();
+        let mut dropped = Vec::new();
         for f in folds {
             let mut timeline = f.timeline;
+            let (stale, mut kept): (Vec<SnapshotRef>, Vec<SnapshotRef>) =
+                std::mem::take(&mut timeline.snapshots)
+                    .into_iter()
+                    .partition(|s| f.earliest.is_some_and(|earliest| s.through >= earliest));
+            dropped.extend(stale.into_iter().map(|s| (timeline.key_arn.clone(), s.id)));
             let placed = !f.knew_key_store && timeline.key_store_ref().is_some();
             if placed {
                 links.placed.insert(timeline.key_arn.clone());
             }
             if !f.in_order || f.first_of_family || placed {
-                timeline = self
-                    .rebuild_with(&timeline.key_arn.clone(), batch_keys)
-                    .await?;
+                let key = timeline.key_arn.clone();
+                let rebuilt =
+                    rebuild(&self.database, &key, batch_keys, &kept, self.snapshot_every).await?;
+                timeline = rebuilt.timeline;
                 outcome.rebuilds += 1;
+                outcome.rebuilds_from_snapshots += usize::from(rebuilt.from_snapshot);
+                if let Some((through, snapshot)) = rebuilt.snapshot {
+                    let id = snapshot_id(through);
+                    kept.push(SnapshotRef {
+                        through,
+                        id: id.clone(),
+                    });
+                    snapshots.push((id, snapshot));
+                }
+                // The newest few, one of each time.
+                kept.sort_by_key(|s| s.through);
+                let mut newest: Vec<SnapshotRef> = Vec::with_capacity(kept.len());
+                for s in kept {
+                    match newest.last() {
+                        Some(last) if last.through == s.through => {
+                            dropped.push((timeline.key_arn.clone(), s.id));
+                        }
+                        _ => newest.push(s),
+                    }
+                }
+                let beyond = newest.len().saturating_sub(MAX_SNAPSHOTS);
+                dropped.extend(
+                    newest
+                        .drain(..beyond)
+                        .map(|s| (timeline.key_arn.clone(), s.id)),
+                );
+                kept = newest;
             }
+            timeline.snapshots = kept;
             touched.push(timeline);
         }
-        Ok(touched)
+        Ok(FinishedFolds {
+            touched,
+            snapshots,
+            dropped,
+        })
     }
 
     /// Raises the alerts of the touched timelines and saves them; returns the alerts new to
@@ -862,7 +947,7 @@ async fn read_or_rebuild<S: Database>(
         Err(e) => return Err(e),
     };
     tracing::info!(key = %key, %why, "timeline rebuilt from the event log");
-    rebuild(database, key, &BTreeSet::new())
+    rebuild_whole(database, key, &BTreeSet::new())
         .await
         .map(|t| Some((t, true)))
 }
@@ -890,15 +975,60 @@ async fn read_all_or_rebuild<S: Database>(
     Ok(found)
 }
 
+/// A timeline rebuilt from the event log.
+struct Rebuilt {
+    timeline: KeyTimeline,
+    /// A snapshot taken on the way, to save: (through, the timeline through it).
+    snapshot: Option<(Timestamp, KeyTimeline)>,
+    /// Folded from a snapshot, not the whole stream.
+    from_snapshot: bool,
+}
+
 /// Folds a key's timeline from the event log: its stream, its custom key store's, and those
 /// of its related multi-Region keys (`batch_keys`: keys of a batch in hand that the database
 /// may not list yet). The key's own stream (mostly its uses, perhaps millions) is folded as
 /// it is read; of the others, only the records the timeline can fold are held.
+///
+/// A key outside a multi-Region family and any custom key store folds its stream alone: from
+/// the newest of `snapshots` the database has, reading only the stream after it, and a
+/// snapshot is taken every `snapshot_every` events for the next rebuild.
 async fn rebuild<S: Database>(
     database: &S,
     key: &KeyArn,
     batch_keys: &BTreeSet<KeyArn>,
-) -> Result<KeyTimeline, DatabaseError> {
+    snapshots: &[SnapshotRef],
+    snapshot_every: usize,
+) -> Result<Rebuilt, DatabaseError> {
+    let alone = !key.is_multi_region();
+    if alone {
+        for s in snapshots.iter().rev() {
+            let Some(from) = database.load_snapshot(key, &s.id).await? else {
+                continue;
+            };
+            if from.key_arn != *key || from.format != TIMELINE_FORMAT {
+                continue;
+            }
+            let mut taker = SnapshotTaker::new(snapshot_every);
+            let (timeline, named) = fold_stream(
+                database,
+                key,
+                FoldFrom::Snapshot(Box::new(from), s.through),
+                &[],
+                Some(&mut taker),
+            )
+            .await?;
+            if named.is_some() {
+                // The key is in a custom key store after all: its store's events count
+                // from before the snapshot.
+                break;
+            }
+            return Ok(Rebuilt {
+                timeline,
+                snapshot: taker.chosen(),
+                from_snapshot: true,
+            });
+        }
+    }
     let mut others = Vec::new();
     for related in related_keys(database, key, batch_keys).await? {
         // A related key's stream is mostly its uses, which this key's timeline does not
@@ -915,11 +1045,23 @@ async fn rebuild<S: Database>(
             .await?;
     }
     others.sort_by_key(|e| e.context().event_time);
-    let (timeline, named) = fold_stream(database, key, None, &others).await?;
+    let mut taker = (alone && others.is_empty()).then(|| SnapshotTaker::new(snapshot_every));
+    let (timeline, named) = fold_stream(
+        database,
+        key,
+        FoldFrom::Start(None),
+        &others,
+        taker.as_mut(),
+    )
+    .await?;
     // A key lives in one custom key store for life: once its records name it, the store's
     // events count too, from before the first record that names it.
     let Some(key_store) = named else {
-        return Ok(timeline);
+        return Ok(Rebuilt {
+            timeline,
+            snapshot: taker.and_then(SnapshotTaker::chosen),
+            from_snapshot: false,
+        });
     };
     database
         .visit_stream(
@@ -931,46 +1073,169 @@ async fn rebuild<S: Database>(
         )
         .await?;
     others.sort_by_key(|e| e.context().event_time);
-    Ok(fold_stream(database, key, Some(key_store), &others)
+    let (timeline, _) = fold_stream(
+        database,
+        key,
+        FoldFrom::Start(Some(key_store)),
+        &others,
+        None,
+    )
+    .await?;
+    Ok(Rebuilt {
+        timeline,
+        snapshot: None,
+        from_snapshot: false,
+    })
+}
+
+/// [`rebuild`] from the whole stream, taking no snapshot.
+async fn rebuild_whole<S: Database>(
+    database: &S,
+    key: &KeyArn,
+    batch_keys: &BTreeSet<KeyArn>,
+) -> Result<KeyTimeline, DatabaseError> {
+    Ok(rebuild(database, key, batch_keys, &[], usize::MAX)
         .await?
-        .0)
+        .timeline)
+}
+
+/// Where a fold of a key's stream starts.
+enum FoldFrom {
+    /// Before its first record, assuming the key is in this custom key store.
+    Start(Option<CustomKeyStore>),
+    /// From a snapshot of the timeline through this time (it named no key store).
+    Snapshot(Box<KeyTimeline>, Timestamp),
 }
 
 /// Folds a key's stream as it is read, with `others` (events of other streams, in time
-/// order) merged in, assuming the key is in `key_store` ([`OrderedFold`]); and the key
-/// store its records name.
+/// order) merged in ([`OrderedFold`]); `taker` takes snapshots on the way. The timeline, and
+/// the key store the key's records name (those read).
 async fn fold_stream<S: Database>(
     database: &S,
     key: &KeyArn,
-    key_store: Option<CustomKeyStore>,
+    from: FoldFrom,
     others: &[KmsEvent],
+    mut taker: Option<&mut SnapshotTaker>,
 ) -> Result<(KeyTimeline, Option<CustomKeyStore>), DatabaseError> {
-    let mut fold: OrderedFold<Cow<'_, KmsEvent>> = OrderedFold::new(key.clone(), key_store);
+    let (mut fold, after): (OrderedFold<Cow<'_, KmsEvent>>, _) = match from {
+        FoldFrom::Start(key_store) => (OrderedFold::new(key.clone(), key_store), None),
+        FoldFrom::Snapshot(timeline, through) => (OrderedFold::resume(*timeline), Some(through)),
+    };
     let mut others = others.iter().peekable();
     let out_of_order = |e: OutOfTimeOrder| DatabaseError::Corrupt {
         what: "stream",
         reason: e.to_string(),
     };
-    database
-        .visit_stream(&StreamId::Key(key.clone()), &mut |record| {
-            let mut push = |e: KmsEvent| {
-                let at = e.context().event_time;
-                while let Some(o) = others.next_if(|o| o.context().event_time <= at) {
-                    fold.push(Cow::Borrowed(o)).map_err(out_of_order)?;
-                }
-                fold.push(Cow::Owned(e)).map_err(out_of_order)
-            };
-            match record {
-                // Most of a stream: one event, taken as it is.
-                LoggedRecord::Use(e) => push(KmsEvent::Key(*e)),
-                record => events_of(record)?.into_iter().try_for_each(push),
+    let mut visit = |record: LoggedRecord| {
+        let mut push = |e: KmsEvent| {
+            let at = e.context().event_time;
+            while let Some(o) = others.next_if(|o| o.context().event_time <= at) {
+                fold.push(Cow::Borrowed(o)).map_err(out_of_order)?;
             }
-        })
-        .await?;
+            fold.push(Cow::Owned(e)).map_err(out_of_order)?;
+            if let Some(taker) = taker.as_deref_mut() {
+                taker.note(&fold, at);
+            }
+            Ok(())
+        };
+        match record {
+            // Most of a stream: one event, taken as it is.
+            LoggedRecord::Use(e) => push(KmsEvent::Key(*e)),
+            record => events_of(record)?.into_iter().try_for_each(push),
+        }
+    };
+    let stream = StreamId::Key(key.clone());
+    match after {
+        None => database.visit_stream(&stream, &mut visit).await?,
+        Some(after) => {
+            database
+                .visit_stream_after(&stream, after, &mut visit)
+                .await?
+        }
+    }
     for o in others {
         fold.push(Cow::Borrowed(o)).map_err(out_of_order)?;
     }
     Ok(fold.finish())
+}
+
+/// The snapshots a rebuild takes as it folds a stream: one every so many events, of the
+/// timeline through the time before the event's, the last few kept.
+struct SnapshotTaker {
+    every: usize,
+    since: usize,
+    taken: VecDeque<(Timestamp, KeyTimeline)>,
+    /// The eventTime of the last event folded.
+    end: Option<Timestamp>,
+}
+
+/// Snapshots a rebuild holds before choosing the one to save.
+const SNAPSHOTS_HELD: usize = 8;
+
+impl SnapshotTaker {
+    fn new(every: usize) -> Self {
+        SnapshotTaker {
+            every,
+            since: 0,
+            taken: VecDeque::new(),
+            end: None,
+        }
+    }
+
+    /// After an event of `at` is pushed into `fold`.
+    fn note(&mut self, fold: &OrderedFold<Cow<'_, KmsEvent>>, at: Timestamp) {
+        self.end = Some(at);
+        self.since += 1;
+        if self.since < self.every || fold.names_key_store() {
+            return;
+        }
+        let Some((applied, pending)) = fold.applied() else {
+            return;
+        };
+        if applied.last_applied.is_none() {
+            return;
+        }
+        self.since = 0;
+        if self.taken.len() == SNAPSHOTS_HELD {
+            self.taken.pop_front();
+        }
+        let through = Timestamp::from_millis(pending.millis() - 1);
+        self.taken.push_back((through, applied.clone()));
+    }
+
+    /// The snapshot to save: the newest taken an hour or more before the end of the stream,
+    /// else the oldest held.
+    fn chosen(mut self) -> Option<(Timestamp, KeyTimeline)> {
+        let end = self.end?;
+        let i = self
+            .taken
+            .iter()
+            .rposition(|(through, _)| through.millis() <= end.millis() - SNAPSHOT_LAG_MS)
+            .unwrap_or(0);
+        self.taken.remove(i)
+    }
+}
+
+/// Whether records of the batch as early as `earliest` make one of the timeline's snapshots
+/// stale: the log holds records of its time that it lacks.
+fn outdates_snapshots(timeline: &KeyTimeline, earliest: Option<Timestamp>) -> bool {
+    earliest.is_some_and(|earliest| timeline.snapshots.iter().any(|s| s.through >= earliest))
+}
+
+/// A new snapshot id: its time, and what makes it unlike any other process's.
+fn snapshot_id(through: Timestamp) -> String {
+    use std::hash::BuildHasher;
+    static TAKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = TAKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    // Random per process (std's hash keys), so that two processes never share an id.
+    let random = std::collections::hash_map::RandomState::new().hash_one((n, nanos));
+    format!(
+        "{:015}-{random:016x}-{nanos:x}-{n:x}",
+        through.millis().max(0)
+    )
 }
 
 /// A logged record's events.

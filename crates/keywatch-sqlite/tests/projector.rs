@@ -262,6 +262,257 @@ fn late_uses_of_a_key_in_use_fold_in_place_and_equal_the_rebuilt_timeline() {
     assert_eq!(folded.event_count, 14);
 }
 
+/// Minute `m` of 1 November 2026, as CloudTrail writes times.
+fn minute(m: u32) -> String {
+    format!("2026-11-01T{:02}:{:02}:00Z", m / 60, m % 60)
+}
+
+/// Uses of KEY, one a minute in `minutes`, ids `use-<minute>`.
+fn uses_at(minutes: std::ops::Range<u32>) -> Vec<Value> {
+    minutes
+        .map(|m| decrypt(&minute(m), &format!("use-{m}"), APP_ROLE))
+        .collect()
+}
+
+/// KEY's timeline as stored after projecting `batches` over `database` (snapshots every ten
+/// events), without its snapshots, and for each batch: its rebuilds, those from a snapshot,
+/// and the records the log passed to them. Also every alert id raised, sorted.
+fn with_snapshots<S: Database>(
+    database: S,
+    batches: &[Vec<Value>],
+) -> (KeyTimeline, Vec<(usize, usize, usize)>, Vec<String>) {
+    use std::sync::atomic::Ordering;
+    let mut p = Projector::new(Flaky::over(database), AlertConfig::default()).snapshot_every(10);
+    let mut per_batch = Vec::new();
+    let mut raised = Vec::new();
+    let mut referred = BTreeSet::new();
+    for b in batches {
+        let before = p.database().records_read.load(Ordering::Relaxed);
+        let out = p
+            .process(&normalised(b), as_of())
+            .wait()
+            .expect("projection");
+        let read = p.database().records_read.load(Ordering::Relaxed) - before;
+        per_batch.push((out.rebuilds, out.rebuilds_from_snapshots, read));
+        raised.extend(out.alerts.into_iter().map(|a| a.alert_id));
+        referred.extend(
+            key_timeline(p.database())
+                .snapshots
+                .into_iter()
+                .map(|s| s.id),
+        );
+    }
+    let mut t = key_timeline(p.database());
+    // The snapshots the timeline no longer refers to are deleted; those it does are kept.
+    let key = KeyArn::parse(KEY).expect("key");
+    for id in &referred {
+        let kept = p.database().load_snapshot(&key, id).wait().expect("read");
+        let current = t.snapshots.iter().any(|s| &s.id == id);
+        assert_eq!(kept.is_some(), current, "snapshot {id}");
+    }
+    t.snapshots.clear();
+    raised.sort();
+    (t, per_batch, raised)
+}
+
+/// A key used every minute for hours, and lifecycle records that come late: a rebuild takes
+/// snapshots as it folds the stream, and the next one starts from the newest snapshot
+/// before the late record, reading only the records after it. A late use folded in place,
+/// and any record of the batch as early as a snapshot, drop it: it lacks them.
+fn a_rebuild_from_a_snapshot_folds_what_the_whole_stream_folds(database: impl Database) {
+    let disable = call("DisableKey", &minute(150), "disable", iam_user(ADMIN));
+    let enable = call("EnableKey", &minute(270), "enable", iam_user(ADMIN));
+    let disable_again = call("DisableKey", &minute(360), "disable-again", iam_user(ADMIN));
+    let mut first = vec![created(&minute(0))];
+    first.extend(uses_at(1..301));
+    let batches = vec![
+        first,
+        // Late: the whole stream is read, snapshots taken.
+        vec![disable],
+        uses_at(301..401),
+        // Late, after the newest snapshot (through an hour before the stream's end).
+        vec![enable],
+        // A late use after the last lifecycle change: folded in place, and older than the
+        // newest snapshot, which it drops.
+        vec![decrypt(&minute(300), "use-late", APP_ROLE)],
+        // Late, after that snapshot's time: had it been kept, the rebuild would lack the use.
+        vec![disable_again],
+    ];
+    let (timeline, per_batch, raised) = with_snapshots(database, &batches);
+    let all: Vec<Value> = batches.concat();
+    let (reference, _, reference_raised) =
+        with_snapshots(SqliteDatabase::in_memory().expect("store"), &[all]);
+    assert_eq!(timeline, reference);
+    assert_eq!(raised, reference_raised);
+    let rebuilds: Vec<(usize, usize)> = per_batch.iter().map(|(r, s, _)| (*r, *s)).collect();
+    assert_eq!(
+        rebuilds,
+        [(0, 0), (1, 0), (0, 0), (1, 1), (0, 0), (1, 1)],
+        "rebuilds, and of them from a snapshot"
+    );
+    let read: Vec<usize> = per_batch.iter().map(|(_, _, read)| *read).collect();
+    // The first rebuild reads all 302 records; the one from a snapshot reads those of the
+    // hour before the stream's end and after.
+    assert_eq!(read[1], 302, "{read:?}");
+    assert!((1..200).contains(&read[3]), "{read:?}");
+    assert!((1..200).contains(&read[5]), "{read:?}");
+}
+
+/// Without units of work (DynamoDB), a batch can append a late record and fail before saving
+/// the timeline; its retry finds the record in the log and folds it no more. The snapshot
+/// through its time, which lacks it, must then go, so that the next rebuild reads the stream
+/// from before it.
+#[test]
+fn a_late_record_a_failed_batch_left_in_the_log_makes_the_snapshots_after_it_go() {
+    let mut first = vec![created(&minute(0))];
+    first.extend(uses_at(1..301));
+    let late_disable = vec![call("DisableKey", &minute(150), "disable", iam_user(ADMIN))];
+    let late_enable = vec![call("EnableKey", &minute(200), "enable", iam_user(ADMIN))];
+    let later_disable = vec![call(
+        "DisableKey",
+        &minute(280),
+        "disable-2",
+        iam_user(ADMIN),
+    )];
+    let mut database = Flaky::over(SqliteDatabase::in_memory().expect("store"));
+    database.atomic = false;
+    let mut p = Projector::new(database, AlertConfig::default()).snapshot_every(10);
+    for batch in [&first, &late_disable] {
+        p.process(&normalised(batch), as_of())
+            .wait()
+            .expect("projection");
+    }
+    let through = key_timeline(p.database()).snapshots[0].through;
+    assert!(
+        through >= ts(&minute(200)),
+        "a snapshot after the enable: {through}"
+    );
+    let mut database = p.into_database();
+    database.fail_saves = true;
+    let mut p = Projector::new(database, AlertConfig::default()).snapshot_every(10);
+    p.process(&normalised(&late_enable), as_of())
+        .wait()
+        .expect_err("the save fails after the append");
+    // Another projector (the batch delivered again after a restart).
+    let mut database = p.into_database();
+    database.fail_saves = false;
+    let mut p = Projector::new(database, AlertConfig::default()).snapshot_every(10);
+    for batch in [&late_enable, &later_disable] {
+        p.process(&normalised(batch), as_of())
+            .wait()
+            .expect("projection");
+    }
+    let mut timeline = key_timeline(p.database());
+    timeline.snapshots.clear();
+    let all = [first, late_disable, late_enable, later_disable].concat();
+    let (reference, _, _) = project_taking_snapshots(&[all], usize::MAX);
+    assert_eq!(timeline, reference);
+}
+
+/// KEY's timeline (without its snapshots) and the alert ids raised, sorted, projecting
+/// `batches` with a snapshot taken every `snapshot_every` events of a rebuild.
+fn project_taking_snapshots(
+    batches: &[Vec<Value>],
+    snapshot_every: usize,
+) -> (KeyTimeline, Vec<String>, usize) {
+    let mut p = Projector::new(
+        SqliteDatabase::in_memory().expect("store"),
+        AlertConfig::default(),
+    )
+    .snapshot_every(snapshot_every);
+    let mut raised = Vec::new();
+    let mut from_snapshots = 0;
+    for b in batches {
+        let out = p
+            .process(&normalised(b), as_of())
+            .wait()
+            .expect("projection");
+        from_snapshots += out.rebuilds_from_snapshots;
+        raised.extend(out.alerts.into_iter().map(|a| a.alert_id));
+    }
+    let mut t = key_timeline(p.database());
+    t.snapshots.clear();
+    raised.sort();
+    (t, raised, from_snapshots)
+}
+
+/// A key used for hours by two roles, disabled, enabled, scheduled for deletion and
+/// cancelled on the way, delivered mostly in time order: each record comes as late as its
+/// delay (in minutes; most have none).
+fn delivered_mostly_in_order() -> impl Strategy<Value = Vec<Value>> {
+    let uses = prop::collection::vec(
+        (
+            1u32..600,
+            any::<bool>(),
+            prop_oneof![9 => Just(0u32), 1 => 1u32..60],
+        ),
+        20..80,
+    );
+    let lifecycle = prop::collection::vec((1u32..600, 0u8..4, 5u32..90), 4..12);
+    (uses, lifecycle).prop_map(|(uses, lifecycle)| {
+        let mut records: Vec<(u32, Value)> = vec![(0, created(&minute(0)))];
+        for (i, (m, admin_role, delay)) in uses.into_iter().enumerate() {
+            let role = if admin_role { ADMIN_ROLE } else { APP_ROLE };
+            records.push((m + delay, decrypt(&minute(m), &format!("use-{i}"), role)));
+        }
+        for (i, (m, kind, delay)) in lifecycle.into_iter().enumerate() {
+            let (at, id) = (minute(m), format!("life-{i}"));
+            let record = match kind {
+                0 => call("DisableKey", &at, &id, iam_user(ADMIN)),
+                1 => call("EnableKey", &at, &id, iam_user(ADMIN)),
+                2 => schedule(&at, &id, 7, None),
+                _ => cancel(&at, &id),
+            };
+            records.push((m + delay, record));
+        }
+        records.sort_by_key(|(delivered, _)| *delivered);
+        records.into_iter().map(|(_, r)| r).collect()
+    })
+}
+
+/// A role other than [`APP_ROLE`].
+const ADMIN_ROLE: &str = "arn:aws:iam::111122223333:role/admin";
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    /// Rebuilds that start from snapshots (taken every three events) give the timelines and
+    /// the alerts of rebuilds that read the whole stream, whatever the batching.
+    #[test]
+    fn rebuilds_from_snapshots_fold_and_page_as_rebuilds_of_the_whole_stream(
+        (delivered, sizes) in (delivered_mostly_in_order(), prop::collection::vec(1usize..15, 1..20))
+    ) {
+        let mut batches = Vec::new();
+        let mut rest = delivered.as_slice();
+        for size in sizes.into_iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (batch, after) = rest.split_at(size.min(rest.len()));
+            batches.push(batch.to_vec());
+            rest = after;
+        }
+        let (whole, whole_alerts, none) = project_taking_snapshots(&batches, usize::MAX);
+        prop_assert_eq!(none, 0);
+        let (snapshots, alerts, _) = project_taking_snapshots(&batches, 3);
+        prop_assert_eq!(whole, snapshots);
+        prop_assert_eq!(whole_alerts, alerts);
+    }
+}
+
+#[test]
+fn a_rebuild_from_a_snapshot_folds_what_the_whole_stream_folds_on_sqlite() {
+    a_rebuild_from_a_snapshot_folds_what_the_whole_stream_folds(
+        SqliteDatabase::in_memory().expect("store"),
+    );
+}
+
+#[test]
+fn a_rebuild_from_a_snapshot_folds_what_the_whole_stream_folds_in_memory() {
+    a_rebuild_from_a_snapshot_folds_what_the_whole_stream_folds(
+        keywatch_database::MemoryDatabase::new(),
+    );
+}
+
 /// Like [`rebuilds_of`], with the ids of the alerts raised, sorted.
 fn rebuilds_and_alerts_of(batches: &[Vec<Value>]) -> (KeyTimeline, Vec<usize>, Vec<String>) {
     let mut p = Projector::new(
