@@ -807,6 +807,10 @@ impl<S: Database> Projector<S> {
                 );
                 kept = newest;
             }
+            if timeline.key_store_ref().is_some() {
+                // A key in a custom key store rebuilds from the whole stream and its store's.
+                dropped.extend(kept.drain(..).map(|s| (timeline.key_arn.clone(), s.id)));
+            }
             timeline.snapshots = kept;
             touched.push(timeline);
         }
