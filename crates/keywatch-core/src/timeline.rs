@@ -443,9 +443,6 @@ pub struct SnapshotRef {
     pub through: Timestamp,
     /// Its id in the database, new for every snapshot saved.
     pub id: String,
-    /// The events folded in it ([`KeyTimeline::event_count`]).
-    #[serde(default)]
-    pub events: u64,
 }
 
 /// Where a timeline last changed in more than its usage counts: a lifecycle event, a key

@@ -781,20 +781,32 @@ impl<S: Database> Projector<S> {
                 outcome.rebuilds += 1;
                 outcome.rebuilds_from_snapshots += usize::from(rebuilt.from_snapshot);
                 if let Some((through, snapshot)) = rebuilt.snapshot {
-                    kept.push(snapshot_ref(through, &snapshot));
-                    snapshots.push((kept[kept.len() - 1].id.clone(), snapshot));
+                    let id = snapshot_id(through);
+                    kept.push(SnapshotRef {
+                        through,
+                        id: id.clone(),
+                    });
+                    snapshots.push((id, snapshot));
                 }
-            } else if let Some(through) = self.snapshot_due(&timeline, &kept) {
-                // Folded in order, a long way past its newest snapshot: the timeline as
-                // folded (before it is bounded at rest) is one.
-                let mut snapshot = timeline.clone();
-                snapshot.snapshots.clear();
-                kept.push(snapshot_ref(through, &snapshot));
-                snapshots.push((kept[kept.len() - 1].id.clone(), snapshot));
+                // The newest few, one of each time.
+                kept.sort_by_key(|s| s.through);
+                let mut newest: Vec<SnapshotRef> = Vec::with_capacity(kept.len());
+                for s in kept {
+                    match newest.last() {
+                        Some(last) if last.through == s.through => {
+                            dropped.push((timeline.key_arn.clone(), s.id));
+                        }
+                        _ => newest.push(s),
+                    }
+                }
+                let beyond = newest.len().saturating_sub(MAX_SNAPSHOTS);
+                dropped.extend(
+                    newest
+                        .drain(..beyond)
+                        .map(|s| (timeline.key_arn.clone(), s.id)),
+                );
+                kept = newest;
             }
-            let (spread, stale) = spread_out(kept);
-            dropped.extend(stale.into_iter().map(|s| (timeline.key_arn.clone(), s.id)));
-            kept = spread;
             if timeline.key_store_ref().is_some() {
                 // A key in a custom key store rebuilds from the whole stream and its store's.
                 dropped.extend(kept.drain(..).map(|s| (timeline.key_arn.clone(), s.id)));
@@ -807,17 +819,6 @@ impl<S: Database> Projector<S> {
             snapshots,
             dropped,
         })
-    }
-
-    /// The time through which `timeline`, folded in order, is to be kept as a snapshot: where
-    /// it has folded [`Projector::snapshot_every`] events since the newest of `kept` (or
-    /// since its first), and it is of a key whose rebuilds start from snapshots.
-    fn snapshot_due(&self, timeline: &KeyTimeline, kept: &[SnapshotRef]) -> Option<Timestamp> {
-        let since = kept.iter().map(|s| s.events).max().unwrap_or(0);
-        let due = timeline.event_count.saturating_sub(since) >= self.snapshot_every as u64
-            && !timeline.key_arn.is_multi_region()
-            && timeline.key_store_ref().is_none();
-        due.then_some(timeline.last_applied.as_ref()?.0)
     }
 
     /// Raises the alerts of the touched timelines and saves them; returns the alerts new to
@@ -1217,40 +1218,6 @@ impl SnapshotTaker {
             .unwrap_or(0);
         self.taken.remove(i)
     }
-}
-
-/// A new snapshot's reference.
-fn snapshot_ref(through: Timestamp, snapshot: &KeyTimeline) -> SnapshotRef {
-    SnapshotRef {
-        through,
-        id: snapshot_id(through),
-        events: snapshot.event_count,
-    }
-}
-
-/// Of a timeline's snapshots, those to keep (oldest first): the newest, the newest an hour
-/// or more older than it, and the newest a day or more older than that, so that a record an
-/// hour or a day late still finds one before it. And the others.
-fn spread_out(mut snapshots: Vec<SnapshotRef>) -> (Vec<SnapshotRef>, Vec<SnapshotRef>) {
-    const SPACING_MS: [i64; MAX_SNAPSHOTS - 1] = [3_600_000, 86_400_000];
-    snapshots.sort_by_key(|s| std::cmp::Reverse(s.through));
-    let mut kept: Vec<SnapshotRef> = Vec::with_capacity(MAX_SNAPSHOTS);
-    let mut dropped = Vec::new();
-    for s in snapshots {
-        let fits = match kept.last() {
-            None => true,
-            Some(newer) => SPACING_MS
-                .get(kept.len() - 1)
-                .is_some_and(|gap| s.through.millis() <= newer.through.millis() - gap),
-        };
-        if fits {
-            kept.push(s);
-        } else {
-            dropped.push(s);
-        }
-    }
-    kept.reverse();
-    (kept, dropped)
 }
 
 /// Whether records of the batch as early as `earliest` make one of the timeline's snapshots

@@ -499,35 +499,6 @@ proptest! {
     }
 }
 
-/// A timeline folded in order is kept as a snapshot every so many events, so that even a
-/// key's first rebuild reads only the stream after the newest one before the late record
-/// (kept with one an hour older: a record between them drops the newer).
-#[test]
-fn a_first_rebuild_starts_from_a_snapshot_of_the_timeline_folded_in_order() {
-    let mut first = vec![created(&minute(0))];
-    first.extend(uses_at(1..301));
-    let batches = vec![
-        first,
-        uses_at(301..401),
-        vec![call("DisableKey", &minute(350), "disable", iam_user(ADMIN))],
-    ];
-    let database = SqliteDatabase::in_memory().expect("store");
-    let (timeline, per_batch, raised) = with_snapshots(database, &batches);
-    let (reference, _, reference_raised) = with_snapshots(
-        SqliteDatabase::in_memory().expect("store"),
-        &[batches.concat()],
-    );
-    assert_eq!(timeline, reference);
-    assert_eq!(raised, reference_raised);
-    let (rebuilds, from_snapshots, read) = per_batch[2];
-    assert_eq!((rebuilds, from_snapshots), (1, 1));
-    // From the snapshot through minute 300 (the one through minute 400 is after the record).
-    assert_eq!(
-        read, 101,
-        "the uses of minutes 301 to 400, and the DisableKey"
-    );
-}
-
 #[test]
 fn a_rebuild_from_a_snapshot_folds_what_the_whole_stream_folds_on_sqlite() {
     a_rebuild_from_a_snapshot_folds_what_the_whole_stream_folds(
