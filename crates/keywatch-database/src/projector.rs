@@ -203,7 +203,7 @@ const SNAPSHOT_EVERY: usize = 50_000;
 /// record that comes late is most often minutes late, and a rebuild for it reads the stream
 /// from the last snapshot before it.
 const SNAPSHOT_LAG_MS: i64 = 3_600_000;
-/// Snapshots a timeline refers to at most: the newest.
+/// Snapshots a timeline refers to at most ([`spread_out`]).
 const MAX_SNAPSHOTS: usize = 3;
 /// Alert ids the projector remembers as raised, in each of the cache's two generations.
 const RAISED_CACHE_GENERATION: usize = 100_000;
@@ -788,24 +788,9 @@ impl<S: Database> Projector<S> {
                     });
                     snapshots.push((id, snapshot));
                 }
-                // The newest few, one of each time.
-                kept.sort_by_key(|s| s.through);
-                let mut newest: Vec<SnapshotRef> = Vec::with_capacity(kept.len());
-                for s in kept {
-                    match newest.last() {
-                        Some(last) if last.through == s.through => {
-                            dropped.push((timeline.key_arn.clone(), s.id));
-                        }
-                        _ => newest.push(s),
-                    }
-                }
-                let beyond = newest.len().saturating_sub(MAX_SNAPSHOTS);
-                dropped.extend(
-                    newest
-                        .drain(..beyond)
-                        .map(|s| (timeline.key_arn.clone(), s.id)),
-                );
-                kept = newest;
+                let (spread, others) = spread_out(kept);
+                dropped.extend(others.into_iter().map(|s| (timeline.key_arn.clone(), s.id)));
+                kept = spread;
             }
             if timeline.key_store_ref().is_some() {
                 // A key in a custom key store rebuilds from the whole stream and its store's.
@@ -1220,6 +1205,31 @@ impl SnapshotTaker {
     }
 }
 
+/// Of a timeline's snapshots, those to keep (oldest first): the newest, the newest an hour
+/// or more older than it, and the newest a day or more older than that, so that a record an
+/// hour or a day late still finds one before it. And the others.
+fn spread_out(mut snapshots: Vec<SnapshotRef>) -> (Vec<SnapshotRef>, Vec<SnapshotRef>) {
+    const SPACING_MS: [i64; MAX_SNAPSHOTS - 1] = [3_600_000, 86_400_000];
+    snapshots.sort_by_key(|s| std::cmp::Reverse(s.through));
+    let mut kept: Vec<SnapshotRef> = Vec::with_capacity(MAX_SNAPSHOTS);
+    let mut others = Vec::new();
+    for s in snapshots {
+        let fits = match kept.last() {
+            None => true,
+            Some(newer) => SPACING_MS
+                .get(kept.len() - 1)
+                .is_some_and(|gap| s.through.millis() <= newer.through.millis() - gap),
+        };
+        if fits {
+            kept.push(s);
+        } else {
+            others.push(s);
+        }
+    }
+    kept.reverse();
+    (kept, others)
+}
+
 /// Whether records of the batch as early as `earliest` make one of the timeline's snapshots
 /// stale: the log holds records of its time that it lacks.
 fn outdates_snapshots(timeline: &KeyTimeline, earliest: Option<Timestamp>) -> bool {
@@ -1277,4 +1287,34 @@ async fn related_keys<S: Database>(
     keys.extend(batch_keys.iter().cloned());
     keys.retain(|k| key.is_related_multi_region_key(k));
     Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at_minute(m: i64, id: &str) -> SnapshotRef {
+        SnapshotRef {
+            through: Timestamp::from_millis(m * 60_000),
+            id: id.to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_timeline_keeps_its_newest_snapshot_one_an_hour_older_and_one_a_day_older_still() {
+        let minutes = [0, 100, 1000, 1030, 1500, 3000, 3010, 3010];
+        let snapshots = minutes
+            .iter()
+            .enumerate()
+            .map(|(i, m)| at_minute(*m, &format!("s{i}")))
+            .collect();
+        let (kept, others) = spread_out(snapshots);
+        let ids = |refs: &[SnapshotRef]| refs.iter().map(|s| s.id.clone()).collect::<Vec<_>>();
+        // The newest (one of the two of minute 3010), the newest an hour before it (1500) and
+        // the newest a day before that (0).
+        assert_eq!(ids(&kept), ["s0", "s4", "s6"]);
+        let mut others = ids(&others);
+        others.sort();
+        assert_eq!(others, ["s1", "s2", "s3", "s5", "s7"]);
+    }
 }
