@@ -475,7 +475,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let as_of = parse_as_of(as_of)?;
             let db = open_existing(&store)?;
-            let timeline = local(find_one_key(&db, &key, &store))??;
+            let mut timeline = local(find_one_key(&db, &key, &store))??;
+            // Where the database keeps snapshots of it (ids new at every save), not what the
+            // key's records say: the same records print the same timeline.
+            timeline.snapshots.clear();
             match format {
                 TimelineFormat::Json => {
                     emit(&format!("{}\n", serde_json::to_string_pretty(&timeline)?))?
