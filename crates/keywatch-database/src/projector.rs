@@ -7,8 +7,9 @@ use crate::{Database, DatabaseError, LoggedRecord, RecordToAppend, StreamId};
 use keywatch_core::timeline::is_multi_region_family_event;
 use keywatch_core::timeline::CustomKeyStore;
 use keywatch_core::{
-    evaluate_clock, evaluate_events_unless, Alert, AlertConfig, KeyArn, KeyStoreRef, KeyTimeline,
-    KmsEvent, OrderedFold, OutOfTimeOrder, SnapshotRef, Timestamp, TIMELINE_FORMAT,
+    evaluate_clock, evaluate_events_unless, Alert, AlertConfig, KeyArn, KeyEvent, KeyEventKind,
+    KeyStoreRef, KeyTimeline, KmsEvent, OrderedFold, OutOfTimeOrder, SnapshotRef, Timestamp,
+    TIMELINE_FORMAT,
 };
 use rayon::prelude::*;
 use std::borrow::Cow;
@@ -705,7 +706,7 @@ impl<S: Database> Projector<S> {
             }
             let mut events: Vec<&KmsEvent> = key_events
                 .into_iter()
-                .filter(|(e, new)| *new || timeline.follows(e))
+                .filter(|(e, new)| *new || timeline.follows(e) || !lists_as_folded(&timeline, e))
                 .map(|(e, _)| e)
                 .collect();
             events.extend(store_events.iter().copied().filter(|e| match e {
@@ -1228,6 +1229,25 @@ fn spread_out(mut snapshots: Vec<SnapshotRef>) -> (Vec<SnapshotRef>, Vec<Snapsho
     }
     kept.reverse();
     (kept, others)
+}
+
+/// Whether `timeline` shows that it folded `e`, an event of a record the log already holds
+/// that does not follow it: a lifecycle event (or a related key's) is listed among its
+/// entries by eventID. A use is not listed; uses commute, and one is taken as folded. An
+/// event not listed was stored by a batch that failed before saving the timeline (DynamoDB
+/// has no unit of work) and retried afresh: it is folded now, which rebuilds the timeline.
+fn lists_as_folded(timeline: &KeyTimeline, e: &KmsEvent) -> bool {
+    match e {
+        KmsEvent::Key(KeyEvent {
+            kind: KeyEventKind::Used { .. },
+            ..
+        }) => true,
+        KmsEvent::Key(k) => timeline
+            .entries
+            .iter()
+            .any(|entry| entry.event_id == k.context.event_id),
+        KmsEvent::KeyStore(_) => true,
+    }
 }
 
 /// Whether records of the batch as early as `earliest` make one of the timeline's snapshots

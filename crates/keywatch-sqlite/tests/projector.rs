@@ -1063,6 +1063,53 @@ fn without_atomic_batches_alerts_that_failed_to_record_are_raised_on_retry() {
     assert_eq!(t.event_count, 3, "folded once");
 }
 
+/// A late ScheduleKeyDeletion that a batch stored and then failed to fold (no unit of work,
+/// the timeline's save failed), delivered again to another projector: the log holds it, it
+/// does not follow the timeline, and the timeline does not list it, so it is folded (the key
+/// is pending deletion, and the uses after it are pages), not taken as folded already.
+#[test]
+fn without_atomic_batches_a_late_record_kept_by_a_failed_batch_is_folded_on_retry() {
+    let mut store = Flaky::over(SqliteDatabase::in_memory().expect("store"));
+    store.atomic = false;
+    let mut p = Projector::new(store, AlertConfig::default());
+    let mut first = vec![created("2026-11-01T00:00:00Z")];
+    first.extend(uses_at(1..30));
+    p.process(&normalised(&first), as_of())
+        .wait()
+        .expect("first batch");
+    let late = vec![schedule(&minute(10), "sched", 7, None)];
+    let mut store = p.into_database();
+    store.fail_saves = true;
+    let mut p = Projector::new(store, AlertConfig::default());
+    p.process(&normalised(&late), as_of())
+        .wait()
+        .expect_err("the save fails after the append");
+    let mut store = p.into_database();
+    store.fail_saves = false;
+    let mut p = Projector::new(store, AlertConfig::default());
+    let out = p
+        .process(&normalised(&late), as_of())
+        .wait()
+        .expect("retry");
+    assert_eq!((out.new_records, out.rebuilds), (0, 1));
+    let timeline = key_timeline(p.database());
+    assert_eq!(timeline.state, keywatch_core::KeyState::PendingDeletion);
+    let all = [first, late].concat();
+    let (reference, _, _) = project_taking_snapshots(&[all], usize::MAX);
+    let mut timeline = timeline;
+    timeline.snapshots.clear();
+    assert_eq!(timeline, reference);
+    // Delivered once more, it is listed as folded: nothing is rebuilt.
+    let again = p
+        .process(
+            &normalised(&[schedule(&minute(10), "sched", 7, None)]),
+            as_of(),
+        )
+        .wait()
+        .expect("again");
+    assert_eq!(again.rebuilds, 0);
+}
+
 #[test]
 fn a_write_conflict_is_retried_and_loses_nothing() {
     let store = Flaky {
