@@ -776,15 +776,19 @@ impl DynamoDatabase {
         let Some(from) = from else {
             return self.query(pk, Some(SEGMENT_PREFIX)).await;
         };
-        let request = self
-            .query_of(pk)
+        self.query_all(self.segments_ending_from(pk, from)).await
+    }
+
+    /// A Query of the segment items of a stream's partition that hold records of `from` or
+    /// later: a segment's sort key begins with its last record's time.
+    fn segments_ending_from(&self, pk: &str, from: Timestamp) -> QueryFluentBuilder {
+        self.query_of(pk)
             .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
             .expression_attribute_values(
                 ":from",
                 s(format!("{SEGMENT_PREFIX}{:015}", from.millis().max(0))),
             )
-            .expression_attribute_values(":to", s(format!("{SEGMENT_PREFIX}~")));
-        self.query_all(request).await
+            .expression_attribute_values(":to", s(format!("{SEGMENT_PREFIX}~")))
     }
 
     /// The items of these keys that exist, 100 keys to a BatchGetItem (consistent reads),
@@ -1005,15 +1009,11 @@ impl Database for DynamoDatabase {
         // The segments that end after `after` (their sort keys begin with their last
         // record's time), and the records kept as items of their own (before segments,
         // their sort keys sort before every segment's) of a later time.
-        let from = format!(
-            "{SEGMENT_PREFIX}{:015}",
-            after.millis().saturating_add(1).max(0)
-        );
         let segments = self
-            .query_of(&pk)
-            .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-            .expression_attribute_values(":from", s(from))
-            .expression_attribute_values(":to", s(format!("{SEGMENT_PREFIX}~")))
+            .segments_ending_from(
+                &pk,
+                Timestamp::from_millis(after.millis().saturating_add(1)),
+            )
             .projection_expression("sk");
         let records = self
             .query_of(&pk)

@@ -96,6 +96,29 @@ impl MemoryDatabase {
             .transpose()
     }
 
+    /// A stream's segments in order of their first eventTime, merged ([`crate::SegmentMerge`]);
+    /// with `after`, only the records later than it, of the segments that end after it.
+    fn visit_segments(
+        &self,
+        stream: &StreamId,
+        after: Option<Timestamp>,
+        visit: &mut crate::RecordVisitor<'_>,
+    ) -> Result<(), DatabaseError> {
+        let mut segments: Vec<&Segment> = self
+            .segments
+            .get(stream)
+            .into_iter()
+            .flatten()
+            .filter(|s| after.is_none_or(|after| s.last_time > after))
+            .collect();
+        segments.sort_by_key(|s| s.first_time);
+        let mut merge = after.map_or_else(crate::SegmentMerge::new, crate::SegmentMerge::after);
+        for s in segments {
+            merge.add_segment(s.first_time, crate::decode_segment(&s.body)?, visit)?;
+        }
+        merge.finish(visit)
+    }
+
     fn arns(&self, keep: impl Fn(&KeyArn, &TimelineRow) -> bool) -> Vec<KeyArn> {
         self.timelines
             .iter()
@@ -190,13 +213,7 @@ impl Database for MemoryDatabase {
         stream: &StreamId,
         visit: &mut crate::RecordVisitor<'_>,
     ) -> Result<(), DatabaseError> {
-        let mut segments: Vec<&Segment> = self.segments.get(stream).into_iter().flatten().collect();
-        segments.sort_by_key(|s| s.first_time);
-        let mut merge = crate::SegmentMerge::new();
-        for s in segments {
-            merge.add_segment(s.first_time, crate::decode_segment(&s.body)?, visit)?;
-        }
-        merge.finish(visit)
+        self.visit_segments(stream, None, visit)
     }
 
     async fn visit_stream_after(
@@ -205,19 +222,7 @@ impl Database for MemoryDatabase {
         after: Timestamp,
         visit: &mut crate::RecordVisitor<'_>,
     ) -> Result<(), DatabaseError> {
-        let mut segments: Vec<&Segment> = self
-            .segments
-            .get(stream)
-            .into_iter()
-            .flatten()
-            .filter(|s| s.last_time > after)
-            .collect();
-        segments.sort_by_key(|s| s.first_time);
-        let mut merge = crate::SegmentMerge::after(after);
-        for s in segments {
-            merge.add_segment(s.first_time, crate::decode_segment(&s.body)?, visit)?;
-        }
-        merge.finish(visit)
+        self.visit_segments(stream, Some(after), visit)
     }
 
     async fn save_snapshot(

@@ -104,7 +104,7 @@ fn fold_in_order(timeline: &mut KeyTimeline, events: &[&KmsEvent]) -> bool {
 struct FinishedFolds {
     touched: Vec<KeyTimeline>,
     snapshots: Vec<(String, KeyTimeline)>,
-    dropped: Vec<(KeyArn, String)>,
+    dropped: Vec<(KeyArn, Vec<String>)>,
 }
 
 /// What one batch did.
@@ -589,11 +589,8 @@ impl<S: Database> Projector<S> {
         for (id, snapshot) in &snapshots {
             self.database.save_snapshot(id, snapshot).await?;
         }
-        let mut dropped_of: BTreeMap<&KeyArn, Vec<&str>> = BTreeMap::new();
-        for (key, id) in &dropped {
-            dropped_of.entry(key).or_default().push(id);
-        }
-        for (key, ids) in dropped_of {
+        for (key, ids) in &dropped {
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
             self.database.delete_snapshots(key, &ids).await?;
         }
         outcome.alerts = self.raise_and_save(touched, as_of).await?;
@@ -768,8 +765,8 @@ impl<S: Database> Projector<S> {
             let (stale, mut kept): (Vec<SnapshotRef>, Vec<SnapshotRef>) =
                 std::mem::take(&mut timeline.snapshots)
                     .into_iter()
-                    .partition(|s| f.earliest.is_some_and(|earliest| s.through >= earliest));
-            dropped.extend(stale.into_iter().map(|s| (timeline.key_arn.clone(), s.id)));
+                    .partition(|s| is_stale(s, f.earliest));
+            let mut drop_of_key: Vec<String> = stale.into_iter().map(|s| s.id).collect();
             let placed = !f.knew_key_store && timeline.key_store_ref().is_some();
             if placed {
                 links.placed.insert(timeline.key_arn.clone());
@@ -790,12 +787,15 @@ impl<S: Database> Projector<S> {
                     snapshots.push((id, snapshot));
                 }
                 let (spread, others) = spread_out(kept);
-                dropped.extend(others.into_iter().map(|s| (timeline.key_arn.clone(), s.id)));
+                drop_of_key.extend(others.into_iter().map(|s| s.id));
                 kept = spread;
             }
             if timeline.key_store_ref().is_some() {
                 // A key in a custom key store rebuilds from the whole stream and its store's.
-                dropped.extend(kept.drain(..).map(|s| (timeline.key_arn.clone(), s.id)));
+                drop_of_key.extend(kept.drain(..).map(|s| s.id));
+            }
+            if !drop_of_key.is_empty() {
+                dropped.push((timeline.key_arn.clone(), drop_of_key));
             }
             timeline.snapshots = kept;
             touched.push(timeline);
@@ -1253,7 +1253,13 @@ fn lists_as_folded(timeline: &KeyTimeline, e: &KmsEvent) -> bool {
 /// Whether records of the batch as early as `earliest` make one of the timeline's snapshots
 /// stale: the log holds records of its time that it lacks.
 fn outdates_snapshots(timeline: &KeyTimeline, earliest: Option<Timestamp>) -> bool {
-    earliest.is_some_and(|earliest| timeline.snapshots.iter().any(|s| s.through >= earliest))
+    timeline.snapshots.iter().any(|s| is_stale(s, earliest))
+}
+
+/// Whether a batch whose earliest record of the key is of `earliest` makes a snapshot stale:
+/// it is through that time or later, and the log may hold records of it that it lacks.
+fn is_stale(snapshot: &SnapshotRef, earliest: Option<Timestamp>) -> bool {
+    earliest.is_some_and(|earliest| snapshot.through >= earliest)
 }
 
 /// A new snapshot id: its time, and what makes it unlike any other process's.
