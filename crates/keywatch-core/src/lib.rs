@@ -24,6 +24,6 @@ pub use event::{
 };
 pub use time::Timestamp;
 pub use timeline::{
-    KeyTimeline, LastChange, OrderedFold, OutOfTimeOrder, RecordsReach, SnapshotRef,
-    TIMELINE_FORMAT,
+    FoldedEvidence, KeyTimeline, LastChange, OrderedFold, OutOfTimeOrder, RecordsReach,
+    SnapshotRef, TIMELINE_FORMAT,
 };

@@ -9,7 +9,7 @@ use crate::event::{
 use crate::protects::BlastRadius;
 use crate::time::{Timestamp, DAY_MS};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 /// How many usage attempts while pending deletion are kept as individual entries.
 pub const MAX_PENDING_USE_ENTRIES: usize = 200;
@@ -170,6 +170,15 @@ pub enum ScheduleEnd {
         /// When.
         at: Timestamp,
     },
+}
+
+impl ScheduleEnd {
+    /// When the waiting period ended.
+    pub fn at(&self) -> Timestamp {
+        match self {
+            ScheduleEnd::Cancelled { at, .. } | ScheduleEnd::Deleted { at, .. } => *at,
+        }
+    }
 }
 
 /// Why key material may be left behind in a CloudHSM cluster.
@@ -435,6 +444,76 @@ pub struct KeyTimeline {
     pub snapshots: Vec<SnapshotRef>,
 }
 
+/// What a timeline shows of the events it folded: its entries by eventID, and its
+/// pending-deletion uses per principal and minute. A database without units of work
+/// (DynamoDB) can store a record and fail before saving the timeline that folds it (or before
+/// recording its pages); delivered again, the record is in the log and, late, does not
+/// [follow](KeyTimeline::follows) the timeline, which must then tell whether it folded it.
+pub struct FoldedEvidence<'t> {
+    timeline: &'t KeyTimeline,
+    listed: HashSet<&'t str>,
+}
+
+impl FoldedEvidence<'_> {
+    /// Whether the timeline shows that it folded `event`, of a record the log holds:
+    /// - a lifecycle event (or a related key's) is listed among the entries by eventID;
+    /// - a use that may have come while the key was pending deletion (a page) is listed
+    ///   among the entries; or, where it cannot be (the entries of such uses are full, or it
+    ///   is a copy of a cross-account call folded as its other copy), its principal's minute
+    ///   counts a use, so its page was raised (or that minute was compacted away);
+    /// - any other use only counts and is not listed: it is taken as folded;
+    /// - a key store event likewise.
+    ///
+    /// Where this is false, the record may not be folded: rebuild the timeline from the log.
+    pub fn shows_folded(&self, event: &KmsEvent) -> bool {
+        let KmsEvent::Key(e) = event else {
+            return true;
+        };
+        let KeyEventKind::Used { outcome, .. } = &e.kind else {
+            return self.listed.contains(e.context.event_id.as_str());
+        };
+        let c = &e.context;
+        if !self.may_be_pending_use(c.event_time, outcome)
+            || self.listed.contains(c.event_id.as_str())
+        {
+            return true;
+        }
+        let t = self.timeline;
+        let entries_full =
+            t.pending_uses - t.pending_use_entries_dropped >= MAX_PENDING_USE_ENTRIES as u64;
+        if !entries_full && c.shared_event_id.is_none() {
+            return false;
+        }
+        let minute =
+            Timestamp::from_millis(c.event_time.millis().div_euclid(MINUTE_MS) * MINUTE_MS);
+        let compacted = !t.pending_uses_compacted.is_empty()
+            && t.pending_use_buckets
+                .first()
+                .is_none_or(|b| minute < b.minute);
+        let principal = t.paging_principal(c);
+        compacted
+            || t.pending_use_buckets
+                .iter()
+                .any(|b| b.minute == minute && b.principal == principal)
+    }
+
+    /// Whether a use at `at` may have been folded as a use while pending deletion: rejected
+    /// as such, or succeeding during a waiting period (or after a rejection proved the state
+    /// when no schedule was seen).
+    fn may_be_pending_use(&self, at: Timestamp, outcome: &UsageOutcome) -> bool {
+        let t = self.timeline;
+        match outcome {
+            UsageOutcome::RejectedPendingDeletion => true,
+            UsageOutcome::Succeeded => {
+                t.schedules.iter().any(|s| {
+                    s.scheduled_at <= at && s.ended.as_ref().is_none_or(|end| at <= end.at())
+                }) || (t.schedules.is_empty() && t.pending_uses > 0)
+            }
+            UsageOutcome::Failed { .. } => false,
+        }
+    }
+}
+
 /// A snapshot of a timeline kept in the database ([`KeyTimeline::snapshots`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotRef {
@@ -592,6 +671,15 @@ impl KeyTimeline {
         match earliest_entry.into_iter().chain(earliest_use).min() {
             Some(since) => RecordsReach::Since(since),
             None => RecordsReach::Nothing,
+        }
+    }
+
+    /// What shows which late events of records the log holds this timeline folded
+    /// ([`FoldedEvidence::shows_folded`]).
+    pub fn folded_evidence(&self) -> FoldedEvidence<'_> {
+        FoldedEvidence {
+            timeline: self,
+            listed: self.entries.iter().map(|e| e.event_id.as_str()).collect(),
         }
     }
 

@@ -7,9 +7,8 @@ use crate::{Database, DatabaseError, LoggedRecord, RecordToAppend, StreamId};
 use keywatch_core::timeline::is_multi_region_family_event;
 use keywatch_core::timeline::CustomKeyStore;
 use keywatch_core::{
-    evaluate_clock, evaluate_events_unless, Alert, AlertConfig, KeyArn, KeyEvent, KeyEventKind,
-    KeyStoreRef, KeyTimeline, KmsEvent, OrderedFold, OutOfTimeOrder, SnapshotRef, Timestamp,
-    TIMELINE_FORMAT,
+    evaluate_clock, evaluate_events_unless, Alert, AlertConfig, KeyArn, KeyStoreRef, KeyTimeline,
+    KmsEvent, OrderedFold, OutOfTimeOrder, SnapshotRef, Timestamp, TIMELINE_FORMAT,
 };
 use rayon::prelude::*;
 use std::borrow::Cow;
@@ -74,7 +73,8 @@ struct KeyFold<'e> {
     knew_key_store: bool,
     /// A multi-Region key new to keywatch, whose related keys keywatch knows.
     first_of_family: bool,
-    /// Every event followed the timeline (else it is rebuilt from the log).
+    /// Every event followed the timeline (else it is rebuilt from the log). False from the
+    /// start where the log holds a record the timeline may lack.
     in_order: bool,
     /// The earliest eventTime of the batch's records of the key, folded or not: the log may
     /// hold records of that time that a snapshot of the timeline through it lacks.
@@ -578,6 +578,7 @@ impl<S: Database> Projector<S> {
         // Folded on every core, since no key's fold depends on another's.
         folds
             .par_iter_mut()
+            .filter(|f| f.in_order)
             .for_each(|f| f.in_order = fold_in_order(&mut f.timeline, &f.events));
         let FinishedFolds {
             touched,
@@ -701,11 +702,25 @@ impl<S: Database> Projector<S> {
             if timeline.key_store_ref().is_some() && key_events.iter().any(|(_, new)| !new) {
                 links.placed.insert(key.clone());
             }
+            // A late event of a record the log held before the batch is folded already,
+            // unless the timeline does not show it: then the batch that stored it failed
+            // before saving the timeline, and the timeline is rebuilt from the log.
+            let mut evidence = None;
+            let mut refold = false;
             let mut events: Vec<&KmsEvent> = key_events
                 .into_iter()
-                .filter(|(e, new)| *new || timeline.follows(e) || !lists_as_folded(&timeline, e))
+                .filter(|(e, new)| {
+                    if *new || timeline.follows(e) {
+                        return true;
+                    }
+                    let evidence = evidence.get_or_insert_with(|| timeline.folded_evidence());
+                    let lacks = !evidence.shows_folded(e);
+                    refold |= lacks;
+                    lacks
+                })
                 .map(|(e, _)| e)
                 .collect();
+            drop(evidence);
             events.extend(store_events.iter().copied().filter(|e| match e {
                 KmsEvent::KeyStore(s) => {
                     s.key_store.account == key.account() && s.key_store.region == key.region()
@@ -735,7 +750,7 @@ impl<S: Database> Projector<S> {
                 timeline,
                 events,
                 first_of_family,
-                in_order: true,
+                in_order: !refold,
                 earliest,
             });
         }
@@ -1229,25 +1244,6 @@ fn spread_out(mut snapshots: Vec<SnapshotRef>) -> (Vec<SnapshotRef>, Vec<Snapsho
     }
     kept.reverse();
     (kept, others)
-}
-
-/// Whether `timeline` shows that it folded `e`, an event of a record the log already holds
-/// that does not follow it: a lifecycle event (or a related key's) is listed among its
-/// entries by eventID. A use is not listed; uses commute, and one is taken as folded. An
-/// event not listed was stored by a batch that failed before saving the timeline (DynamoDB
-/// has no unit of work) and retried afresh: it is folded now, which rebuilds the timeline.
-fn lists_as_folded(timeline: &KeyTimeline, e: &KmsEvent) -> bool {
-    match e {
-        KmsEvent::Key(KeyEvent {
-            kind: KeyEventKind::Used { .. },
-            ..
-        }) => true,
-        KmsEvent::Key(k) => timeline
-            .entries
-            .iter()
-            .any(|entry| entry.event_id == k.context.event_id),
-        KmsEvent::KeyStore(_) => true,
-    }
 }
 
 /// Whether records of the batch as early as `earliest` make one of the timeline's snapshots

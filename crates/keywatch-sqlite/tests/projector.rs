@@ -1110,6 +1110,59 @@ fn without_atomic_batches_a_late_record_kept_by_a_failed_batch_is_folded_on_retr
     assert_eq!(again.rebuilds, 0);
 }
 
+/// A late use of a key pending deletion by a principal not yet paged, which a batch stored
+/// and then failed to page (no unit of work; recording the alerts failed), delivered again to
+/// another projector: the log holds it and it does not follow the timeline, but the timeline
+/// does not list it among its pending-deletion uses, so it is folded and paged, once, not
+/// taken as folded already.
+#[test]
+fn without_atomic_batches_a_late_use_pending_deletion_kept_by_a_failed_batch_is_paged_on_retry() {
+    let other = "arn:aws:iam::111122223333:role/batch";
+    let mut first = vec![
+        created("2026-11-01T00:00:00Z"),
+        schedule(&minute(0), "sched", 7, None),
+    ];
+    first.extend((1..30).map(|m| rejected("Decrypt", &minute(m), &format!("use-{m}"), APP_ROLE)));
+    let late = vec![rejected("Decrypt", &minute(10), "late-use", other)];
+    let mut store = Flaky::over(SqliteDatabase::in_memory().expect("store"));
+    store.atomic = false;
+    let mut p = Projector::new(store, AlertConfig::default());
+    p.process(&normalised(&first), as_of())
+        .wait()
+        .expect("first batch");
+    let mut store = p.into_database();
+    store.failed_alert_writes = 1;
+    let mut p = Projector::new(store, AlertConfig::default());
+    p.process(&normalised(&late), as_of())
+        .wait()
+        .expect_err("recording the page fails after the append");
+    let mut p = Projector::new(p.into_database(), AlertConfig::default());
+    let out = p
+        .process(&normalised(&late), as_of())
+        .wait()
+        .expect("retry");
+    assert_eq!(out.new_records, 0, "the failed batch stored it");
+    let pages: Vec<_> = out
+        .alerts
+        .iter()
+        .filter(|a| a.kind == keywatch_core::AlertKind::PendingDeletionKeyUsed)
+        .map(|a| a.principal.clone())
+        .collect();
+    assert_eq!(pages.len(), 1, "{pages:?}");
+    let all = [first, late.clone()].concat();
+    let (reference, _, _) = project_taking_snapshots(&[all], usize::MAX);
+    let mut timeline = key_timeline(p.database());
+    timeline.snapshots.clear();
+    assert_eq!(timeline, reference, "folded once");
+    // Delivered once more, it is listed as folded: nothing is rebuilt or paged.
+    let again = p
+        .process(&normalised(&late), as_of())
+        .wait()
+        .expect("again");
+    assert_eq!(again.rebuilds, 0);
+    assert!(again.alerts.is_empty());
+}
+
 #[test]
 fn a_write_conflict_is_retried_and_loses_nothing() {
     let store = Flaky {

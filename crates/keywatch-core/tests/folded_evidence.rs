@@ -1,0 +1,138 @@
+//! What a timeline shows of the events it folded: a record the log holds, delivered again
+//! late, is taken as folded only where the timeline shows it (or where it only counts);
+//! otherwise a database without units of work could lose its page.
+
+mod support;
+
+use keywatch_core::timeline::MAX_PENDING_USE_ENTRIES;
+use keywatch_core::{KeyArn, KeyTimeline, KmsEvent};
+use proptest::prelude::*;
+use serde_json::Value;
+use support::*;
+
+const OTHER_ROLE: &str = "arn:aws:iam::111122223333:role/batch";
+
+fn fold(records: &[Value]) -> KeyTimeline {
+    let key = KeyArn::parse(KEY).expect("test key ARN");
+    KeyTimeline::fold(key, events(records).iter())
+}
+
+fn event(record: Value) -> KmsEvent {
+    events(&[record]).remove(0)
+}
+
+/// Minute `m` after the schedule of [`scheduled_with_rejections`].
+fn at(m: u32) -> String {
+    format!("2026-11-01T{:02}:{:02}:00Z", m / 60, m % 60)
+}
+
+/// KEY created, scheduled at minute 0, rejected once a minute at `minutes` for APP_ROLE.
+fn scheduled_with_rejections(minutes: std::ops::Range<u32>) -> Vec<Value> {
+    let mut records = vec![
+        create_key(
+            "2026-10-01T00:00:00Z",
+            "create",
+            "AWS_KMS",
+            None,
+            None,
+            None,
+        ),
+        schedule(&at(0), "sched", 7, None),
+    ];
+    records.extend(minutes.map(|m| rejected("Decrypt", &at(m), &format!("use-{m}"), APP_ROLE)));
+    records
+}
+
+proptest! {
+    /// Every event of a history shows as folded in the timeline of the whole history: a
+    /// plain redelivery rebuilds nothing.
+    #[test]
+    fn a_timeline_shows_every_event_it_folded(records in history()) {
+        let timeline = fold(&records);
+        let evidence = timeline.folded_evidence();
+        for e in events(&records) {
+            prop_assert!(evidence.shows_folded(&e), "{e:?}");
+        }
+    }
+}
+
+#[test]
+fn a_use_while_pending_deletion_not_listed_is_not_shown_as_folded() {
+    let timeline = fold(&scheduled_with_rejections(1..30));
+    let evidence = timeline.folded_evidence();
+    assert!(evidence.shows_folded(&event(rejected("Decrypt", &at(10), "use-10", APP_ROLE))));
+    // Another use of the same principal and minute: its page may be raised, but the entries
+    // list every use while pending deletion, and this one is not among them.
+    assert!(!evidence.shows_folded(&event(rejected("Decrypt", &at(10), "late", APP_ROLE))));
+    assert!(!evidence.shows_folded(&event(rejected("Decrypt", &at(10), "late", OTHER_ROLE))));
+    // A call that still succeeded during the waiting period is a page too.
+    assert!(!evidence.shows_folded(&event(decrypt(&at(10), "late", OTHER_ROLE))));
+    // A lifecycle record not listed.
+    assert!(!evidence.shows_folded(&event(cancel(&at(20), "cancel"))));
+    assert!(evidence.shows_folded(&event(schedule(&at(0), "sched", 7, None))));
+}
+
+#[test]
+fn a_use_that_only_counts_is_taken_as_folded() {
+    let timeline = fold(&scheduled_with_rejections(1..3));
+    let evidence = timeline.folded_evidence();
+    // Before the schedule, and refused by policy during it: neither is a page, and uses are
+    // counted, not listed.
+    assert!(evidence.shows_folded(&event(decrypt(
+        "2026-10-20T00:00:00Z",
+        "before",
+        OTHER_ROLE
+    ))));
+    assert!(evidence.shows_folded(&event(failed(
+        "Decrypt",
+        &at(2),
+        "denied",
+        "AccessDeniedException"
+    ))));
+    // After a cancellation the key is in use again.
+    let mut records = scheduled_with_rejections(1..3);
+    records.push(cancel(&at(5), "cancel"));
+    let timeline = fold(&records);
+    let evidence = timeline.folded_evidence();
+    assert!(evidence.shows_folded(&event(decrypt(&at(30), "after", OTHER_ROLE))));
+    assert!(!evidence.shows_folded(&event(decrypt(&at(4), "during", OTHER_ROLE))));
+}
+
+#[test]
+fn once_the_entries_are_full_a_use_shows_as_folded_by_its_principals_minute() {
+    let minutes = MAX_PENDING_USE_ENTRIES as u32 + 20;
+    let timeline = fold(&scheduled_with_rejections(1..minutes + 1));
+    assert!(timeline.pending_use_entries_dropped > 0);
+    let evidence = timeline.folded_evidence();
+    let last = minutes;
+    // Its principal's minute counts a use: its page was raised.
+    assert!(evidence.shows_folded(&event(rejected("Decrypt", &at(last), "use-x", APP_ROLE))));
+    // No use of this principal in that minute: its page may be missing.
+    assert!(!evidence.shows_folded(&event(rejected("Decrypt", &at(last), "use-y", OTHER_ROLE))));
+    assert!(!evidence.shows_folded(&event(rejected(
+        "Decrypt",
+        &at(minutes + 5),
+        "use-z",
+        APP_ROLE
+    ))));
+}
+
+#[test]
+fn a_cross_account_copy_shows_as_folded_by_its_other_copy() {
+    let mut records = scheduled_with_rejections(1..3);
+    let (caller, owner) = cross_account_decrypt(
+        &at(10),
+        "shared-1",
+        Some(&format!("{KEY} is pending deletion.")),
+    );
+    records.push(caller);
+    let timeline = fold(&records);
+    let evidence = timeline.folded_evidence();
+    assert!(evidence.shows_folded(&event(owner)));
+    let (_, elsewhere) = cross_account_decrypt(
+        &at(11),
+        "shared-2",
+        Some(&format!("{KEY} is pending deletion.")),
+    );
+    assert!(!evidence.shows_folded(&event(elsewhere)));
+}
