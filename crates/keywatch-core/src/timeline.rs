@@ -462,12 +462,14 @@ impl FoldedEvidence<'_> {
     ///   is a copy of a cross-account call folded as its other copy), its principal's minute
     ///   counts a use, so its page was raised (or that minute was compacted away);
     /// - any other use only counts and is not listed: it is taken as folded;
-    /// - a key store event likewise.
+    /// - a change of the key's custom key store is listed among the entries (or older than
+    ///   the changes listed, where older ones were dropped).
     ///
     /// Where this is false, the record may not be folded: rebuild the timeline from the log.
     pub fn shows_folded(&self, event: &KmsEvent) -> bool {
-        let KmsEvent::Key(e) = event else {
-            return true;
+        let e = match event {
+            KmsEvent::Key(e) => e,
+            KmsEvent::KeyStore(e) => return self.shows_key_store_event(e),
         };
         let KeyEventKind::Used { outcome, .. } = &e.kind else {
             return self.listed.contains(e.context.event_id.as_str());
@@ -495,6 +497,21 @@ impl FoldedEvidence<'_> {
             || t.pending_use_buckets
                 .iter()
                 .any(|b| b.minute == minute && b.principal == principal)
+    }
+
+    /// Whether a change of a custom key store shows as folded: not the key's store (it
+    /// changes nothing), listed among the entries, or older than every change still listed
+    /// when older ones were dropped.
+    fn shows_key_store_event(&self, e: &KeyStoreEvent) -> bool {
+        let t = self.timeline;
+        if !t.is_in_key_store(e) || self.listed.contains(e.context.event_id.as_str()) {
+            return true;
+        }
+        t.key_store_entries_dropped > 0
+            && t.entries
+                .iter()
+                .find(|entry| matches!(entry.detail, EntryDetail::KeyStore { .. }))
+                .is_none_or(|oldest| e.context.event_time <= oldest.event_time)
     }
 
     /// Whether a use at `at` may have been folded as a use while pending deletion: rejected

@@ -136,3 +136,50 @@ fn a_cross_account_copy_shows_as_folded_by_its_other_copy() {
     );
     assert!(!evidence.shows_folded(&event(elsewhere)));
 }
+
+#[test]
+fn a_change_of_the_keys_key_store_shows_as_folded_when_listed() {
+    let mut records = vec![hsm_key(), schedule(&at(0), "sched", 7, None)];
+    records.push(key_store_call(
+        "DisconnectCustomKeyStore",
+        &at(10),
+        "disconnect",
+        "cks-hsm",
+    ));
+    let timeline = fold(&records);
+    let evidence = timeline.folded_evidence();
+    assert!(evidence.shows_folded(&event(records[2].clone())));
+    let reconnect = key_store_call("ConnectCustomKeyStore", &at(5), "connect", "cks-hsm");
+    assert!(!evidence.shows_folded(&event(reconnect)));
+    // Another store's change does not concern the key.
+    let other = key_store_call("DisconnectCustomKeyStore", &at(5), "other", "cks-other");
+    assert!(evidence.shows_folded(&event(other)));
+}
+
+#[test]
+fn a_change_of_the_key_store_older_than_those_listed_shows_as_folded() {
+    use keywatch_core::timeline::MAX_KEY_STORE_ENTRIES;
+    let mut records = vec![hsm_key()];
+    let changes = MAX_KEY_STORE_ENTRIES as u32 + 5;
+    records.extend((0..changes).map(|m| {
+        let name = if m % 2 == 0 {
+            "DisconnectCustomKeyStore"
+        } else {
+            "ConnectCustomKeyStore"
+        };
+        key_store_call(name, &at(10 * m + 10), &format!("change-{m}"), "cks-hsm")
+    }));
+    let timeline = fold(&records);
+    assert!(timeline.key_store_entries_dropped > 0);
+    let evidence = timeline.folded_evidence();
+    // Dropped from the entries, and older than every change listed: taken as folded.
+    assert!(evidence.shows_folded(&event(records[1].clone())));
+    // A change among those listed, by time, that is not listed: not folded.
+    let unlisted = key_store_call(
+        "DisconnectCustomKeyStore",
+        &at(10 * changes),
+        "unlisted",
+        "cks-hsm",
+    );
+    assert!(!evidence.shows_folded(&event(unlisted)));
+}

@@ -128,14 +128,14 @@ type BatchEvent<'e> = (&'e KmsEvent, bool);
 /// A batch's events per key.
 type EventsPerKey<'e> = BTreeMap<KeyArn, Vec<BatchEvent<'e>>>;
 
-/// The batch's events per key, and the key store events of records new to the log. Events
-/// of records the log already had are normally folded already; but a database without
-/// atomic batches (DynamoDB) can have appended a record and failed before saving the
-/// timeline, and then its events still follow the timeline and must be folded now.
+/// The batch's events per key, and its key store events, each with whether its record is
+/// new to the log. Events of records the log already had are normally folded already; but a
+/// database without atomic batches (DynamoDB) can have appended a record and failed before
+/// saving the timeline, and then they must be folded now.
 fn events_per_key<'e>(
     unique: &[&'e NormalisedRecord],
     fresh: &[bool],
-) -> (EventsPerKey<'e>, Vec<&'e KmsEvent>) {
+) -> (EventsPerKey<'e>, Vec<BatchEvent<'e>>) {
     // Gathered by hash, then ordered: a batch has thousands of events of a few hundred keys,
     // whose ARNs share their first forty bytes.
     let mut per_key: foldhash::HashMap<&'e KeyArn, Vec<(&'e KmsEvent, bool)>> =
@@ -145,8 +145,7 @@ fn events_per_key<'e>(
         for e in &r.events {
             match e {
                 KmsEvent::Key(k) => per_key.entry(&k.key).or_default().push((e, *new)),
-                KmsEvent::KeyStore(_) if *new => store_events.push(e),
-                KmsEvent::KeyStore(_) => {}
+                KmsEvent::KeyStore(_) => store_events.push((e, *new)),
             }
         }
     }
@@ -656,17 +655,18 @@ impl<S: Database> Projector<S> {
     }
 
     /// The keys the batch folds: those its events name, and those the database lists in a
-    /// key store the batch has new events of (both noted in `links`).
+    /// key store the batch has events of (both noted in `links`; a key store event the log
+    /// already had may be one that a failed batch stored and never folded).
     async fn affected_keys(
         &self,
         per_key: &EventsPerKey<'_>,
-        store_events: &[&KmsEvent],
+        store_events: &[BatchEvent<'_>],
         links: &mut KeyStoreLinks,
     ) -> Result<BTreeSet<KeyArn>, DatabaseError> {
         let mut affected: BTreeSet<KeyArn> = per_key.keys().cloned().collect();
         let stores: BTreeSet<&KeyStoreRef> = store_events
             .iter()
-            .filter_map(|e| match e {
+            .filter_map(|(e, _)| match e {
                 KmsEvent::KeyStore(s) => Some(&s.key_store),
                 KmsEvent::Key(_) => None,
             })
@@ -688,7 +688,7 @@ impl<S: Database> Projector<S> {
         &mut self,
         affected: BTreeSet<KeyArn>,
         mut per_key: EventsPerKey<'e>,
-        store_events: &[&'e KmsEvent],
+        store_events: &[BatchEvent<'e>],
         batch_keys: &BTreeSet<KeyArn>,
         links: &mut KeyStoreLinks,
     ) -> Result<Vec<KeyFold<'e>>, DatabaseError> {
@@ -705,10 +705,21 @@ impl<S: Database> Projector<S> {
             // A late event of a record the log held before the batch is folded already,
             // unless the timeline does not show it: then the batch that stored it failed
             // before saving the timeline, and the timeline is rebuilt from the log.
+            // A key store event for a key whose store is not known yet cannot matter now;
+            // if the batch names the store, the rebuild folds it.
+            let of_its_store = store_events.iter().copied().filter(|(e, _)| match e {
+                KmsEvent::KeyStore(s) => {
+                    s.key_store.account == key.account()
+                        && s.key_store.region == key.region()
+                        && timeline.is_relevant(e)
+                }
+                KmsEvent::Key(_) => false,
+            });
             let mut evidence = None;
             let mut refold = false;
             let mut events: Vec<&KmsEvent> = key_events
                 .into_iter()
+                .chain(of_its_store)
                 .filter(|(e, new)| {
                     if *new || timeline.follows(e) {
                         return true;
@@ -721,18 +732,6 @@ impl<S: Database> Projector<S> {
                 .map(|(e, _)| e)
                 .collect();
             drop(evidence);
-            events.extend(store_events.iter().copied().filter(|e| match e {
-                KmsEvent::KeyStore(s) => {
-                    s.key_store.account == key.account() && s.key_store.region == key.region()
-                }
-                KmsEvent::Key(_) => false,
-            }));
-            events.retain(|e| match e {
-                // A key store event for a key whose store is not known yet cannot matter
-                // now; if the batch names the store, the rebuild folds it.
-                KmsEvent::KeyStore(_) => timeline.is_relevant(e),
-                KmsEvent::Key(_) => true,
-            });
             // A snapshot that the batch's records make stale is dropped, and the timeline
             // saved without it, even where they fold nothing (folded already).
             if events.is_empty() && !outdates_snapshots(&timeline, earliest) {

@@ -1163,6 +1163,53 @@ fn without_atomic_batches_a_late_use_pending_deletion_kept_by_a_failed_batch_is_
     assert!(again.alerts.is_empty());
 }
 
+/// A key store's disconnection while one of its keys is pending deletion, stored by a batch
+/// that failed to record its page (no unit of work), delivered again to another projector:
+/// the log holds it, and the key's timeline does not list it, so the retry folds and pages it.
+#[test]
+fn without_atomic_batches_a_key_store_disconnect_kept_by_a_failed_batch_is_paged_on_retry() {
+    // A rejected use after it reached the key's stream first: the disconnection is late.
+    let first = vec![
+        hsm_key(),
+        schedule("2026-11-01T00:00:00Z", "sched", 7, None),
+        rejected("Decrypt", "2026-11-07T12:00:00Z", "use", APP_ROLE),
+    ];
+    let late = vec![disconnect_hsm_key_store()];
+    let mut store = Flaky::over(SqliteDatabase::in_memory().expect("store"));
+    store.atomic = false;
+    let mut p = Projector::new(store, AlertConfig::default());
+    p.process(&normalised(&first), as_of())
+        .wait()
+        .expect("first batch");
+    let mut store = p.into_database();
+    store.failed_alert_writes = 1;
+    let mut p = Projector::new(store, AlertConfig::default());
+    p.process(&normalised(&late), as_of())
+        .wait()
+        .expect_err("recording the page fails after the append");
+    let mut p = Projector::new(p.into_database(), AlertConfig::default());
+    let out = p
+        .process(&normalised(&late), as_of())
+        .wait()
+        .expect("retry");
+    assert_eq!(out.new_records, 0, "the failed batch stored it");
+    let kinds: Vec<_> = out.alerts.iter().map(|a| a.kind).collect();
+    assert!(
+        kinds.contains(&keywatch_core::AlertKind::KeyStoreDisconnectedPendingDeletion),
+        "{kinds:?}"
+    );
+    let all = [first, late.clone()].concat();
+    let (reference, _, _) = project_taking_snapshots(&[all], usize::MAX);
+    let mut timeline = key_timeline(p.database());
+    timeline.snapshots.clear();
+    assert_eq!(timeline, reference);
+    let again = p
+        .process(&normalised(&late), as_of())
+        .wait()
+        .expect("again");
+    assert!(again.alerts.is_empty());
+}
+
 #[test]
 fn a_write_conflict_is_retried_and_loses_nothing() {
     let store = Flaky {
