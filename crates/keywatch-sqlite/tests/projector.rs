@@ -1110,104 +1110,96 @@ fn without_atomic_batches_a_late_record_kept_by_a_failed_batch_is_folded_on_retr
     assert_eq!(again.rebuilds, 0);
 }
 
+/// `first` projected over a database without units of work (DynamoDB's case), then `late` in
+/// a batch that stores its records and fails to record its alerts (throttled), then `late`
+/// again to a new projector (a retried invocation). Returns the retry's kinds of alerts,
+/// after checking that the retry folded `late` once: its timeline is the one of all the
+/// records, and one more delivery rebuilds and pages nothing.
+fn alerts_of_a_retry_after_a_failed_page(
+    first: &[Value],
+    late: &[Value],
+) -> Vec<keywatch_core::AlertKind> {
+    let mut store = Flaky::over(SqliteDatabase::in_memory().expect("store"));
+    store.atomic = false;
+    let mut p = Projector::new(store, AlertConfig::default());
+    p.process(&normalised(first), as_of())
+        .wait()
+        .expect("first batch");
+    let mut store = p.into_database();
+    store.failed_alert_writes = 1;
+    let mut p = Projector::new(store, AlertConfig::default());
+    p.process(&normalised(late), as_of())
+        .wait()
+        .expect_err("recording the page fails after the append");
+    let mut p = Projector::new(p.into_database(), AlertConfig::default());
+    let out = p.process(&normalised(late), as_of()).wait().expect("retry");
+    assert_eq!(out.new_records, 0, "the failed batch stored them");
+    let all = [first, late].concat();
+    let (reference, _, _) = project_taking_snapshots(&[all], usize::MAX);
+    let mut timeline = key_timeline(p.database());
+    timeline.snapshots.clear();
+    assert_eq!(timeline, reference, "folded once");
+    let again = p.process(&normalised(late), as_of()).wait().expect("again");
+    assert_eq!(again.rebuilds, 0, "listed as folded");
+    assert!(again.alerts.is_empty());
+    out.alerts.iter().map(|a| a.kind).collect()
+}
+
 /// A late use of a key pending deletion by a principal not yet paged, which a batch stored
-/// and then failed to page (no unit of work; recording the alerts failed), delivered again to
-/// another projector: the log holds it and it does not follow the timeline, but the timeline
-/// does not list it among its pending-deletion uses, so it is folded and paged, once, not
-/// taken as folded already.
+/// and then failed to page, delivered again: the log holds it and it does not follow the
+/// timeline, but the timeline does not list it among its pending-deletion uses, so it is
+/// folded and paged, once, not taken as folded already.
 #[test]
 fn without_atomic_batches_a_late_use_pending_deletion_kept_by_a_failed_batch_is_paged_on_retry() {
-    let other = "arn:aws:iam::111122223333:role/batch";
     let mut first = vec![
         created("2026-11-01T00:00:00Z"),
         schedule(&minute(0), "sched", 7, None),
     ];
     first.extend((1..30).map(|m| rejected("Decrypt", &minute(m), &format!("use-{m}"), APP_ROLE)));
-    let late = vec![rejected("Decrypt", &minute(10), "late-use", other)];
-    let mut store = Flaky::over(SqliteDatabase::in_memory().expect("store"));
-    store.atomic = false;
-    let mut p = Projector::new(store, AlertConfig::default());
-    p.process(&normalised(&first), as_of())
-        .wait()
-        .expect("first batch");
-    let mut store = p.into_database();
-    store.failed_alert_writes = 1;
-    let mut p = Projector::new(store, AlertConfig::default());
-    p.process(&normalised(&late), as_of())
-        .wait()
-        .expect_err("recording the page fails after the append");
-    let mut p = Projector::new(p.into_database(), AlertConfig::default());
-    let out = p
-        .process(&normalised(&late), as_of())
-        .wait()
-        .expect("retry");
-    assert_eq!(out.new_records, 0, "the failed batch stored it");
-    let pages: Vec<_> = out
-        .alerts
-        .iter()
-        .filter(|a| a.kind == keywatch_core::AlertKind::PendingDeletionKeyUsed)
-        .map(|a| a.principal.clone())
-        .collect();
-    assert_eq!(pages.len(), 1, "{pages:?}");
-    let all = [first, late.clone()].concat();
-    let (reference, _, _) = project_taking_snapshots(&[all], usize::MAX);
-    let mut timeline = key_timeline(p.database());
-    timeline.snapshots.clear();
-    assert_eq!(timeline, reference, "folded once");
-    // Delivered once more, it is listed as folded: nothing is rebuilt or paged.
-    let again = p
-        .process(&normalised(&late), as_of())
-        .wait()
-        .expect("again");
-    assert_eq!(again.rebuilds, 0);
-    assert!(again.alerts.is_empty());
+    let late = [rejected(
+        "Decrypt",
+        &minute(10),
+        "late-use",
+        "arn:aws:iam::111122223333:role/batch",
+    )];
+    let kinds = alerts_of_a_retry_after_a_failed_page(&first, &late);
+    assert_eq!(
+        kinds,
+        [keywatch_core::AlertKind::PendingDeletionKeyUsed],
+        "one page, for the new principal"
+    );
+}
+
+/// As above, by a principal already paged in that minute: no new page, but the use is
+/// counted (the timeline lists every use while pending deletion, up to 200, and not this one).
+#[test]
+fn without_atomic_batches_a_late_use_in_a_paged_minute_kept_by_a_failed_batch_is_counted_on_retry()
+{
+    let mut first = vec![
+        created("2026-11-01T00:00:00Z"),
+        schedule(&minute(0), "sched", 7, None),
+    ];
+    first.extend((1..30).map(|m| rejected("Decrypt", &minute(m), &format!("use-{m}"), APP_ROLE)));
+    let late = [rejected("Decrypt", &minute(10), "late-use", APP_ROLE)];
+    assert_eq!(alerts_of_a_retry_after_a_failed_page(&first, &late), []);
 }
 
 /// A key store's disconnection while one of its keys is pending deletion, stored by a batch
-/// that failed to record its page (no unit of work), delivered again to another projector:
-/// the log holds it, and the key's timeline does not list it, so the retry folds and pages it.
+/// that failed to record its page, delivered again: the log holds it, and the key's timeline
+/// does not list it, so the retry folds and pages it.
 #[test]
 fn without_atomic_batches_a_key_store_disconnect_kept_by_a_failed_batch_is_paged_on_retry() {
     // A rejected use after it reached the key's stream first: the disconnection is late.
-    let first = vec![
+    let first = [
         hsm_key(),
         schedule("2026-11-01T00:00:00Z", "sched", 7, None),
         rejected("Decrypt", "2026-11-07T12:00:00Z", "use", APP_ROLE),
     ];
-    let late = vec![disconnect_hsm_key_store()];
-    let mut store = Flaky::over(SqliteDatabase::in_memory().expect("store"));
-    store.atomic = false;
-    let mut p = Projector::new(store, AlertConfig::default());
-    p.process(&normalised(&first), as_of())
-        .wait()
-        .expect("first batch");
-    let mut store = p.into_database();
-    store.failed_alert_writes = 1;
-    let mut p = Projector::new(store, AlertConfig::default());
-    p.process(&normalised(&late), as_of())
-        .wait()
-        .expect_err("recording the page fails after the append");
-    let mut p = Projector::new(p.into_database(), AlertConfig::default());
-    let out = p
-        .process(&normalised(&late), as_of())
-        .wait()
-        .expect("retry");
-    assert_eq!(out.new_records, 0, "the failed batch stored it");
-    let kinds: Vec<_> = out.alerts.iter().map(|a| a.kind).collect();
+    let kinds = alerts_of_a_retry_after_a_failed_page(&first, &[disconnect_hsm_key_store()]);
     assert!(
         kinds.contains(&keywatch_core::AlertKind::KeyStoreDisconnectedPendingDeletion),
         "{kinds:?}"
     );
-    let all = [first, late.clone()].concat();
-    let (reference, _, _) = project_taking_snapshots(&[all], usize::MAX);
-    let mut timeline = key_timeline(p.database());
-    timeline.snapshots.clear();
-    assert_eq!(timeline, reference);
-    let again = p
-        .process(&normalised(&late), as_of())
-        .wait()
-        .expect("again");
-    assert!(again.alerts.is_empty());
 }
 
 #[test]
