@@ -515,16 +515,29 @@ impl FoldedEvidence<'_> {
     }
 
     /// Whether a use at `at` may have been folded as a use while pending deletion: rejected
-    /// as such, or succeeding during a waiting period (or after a rejection proved the state
-    /// when no schedule was seen).
+    /// as such, or succeeding during a waiting period, or after a rejection proved the state
+    /// before any schedule was seen (and before a cancellation).
     fn may_be_pending_use(&self, at: Timestamp, outcome: &UsageOutcome) -> bool {
         let t = self.timeline;
         match outcome {
             UsageOutcome::RejectedPendingDeletion => true,
             UsageOutcome::Succeeded => {
-                t.schedules.iter().any(|s| {
+                let in_window = t.schedules.iter().any(|s| {
                     s.scheduled_at <= at && s.ended.as_ref().is_none_or(|end| at <= end.at())
-                }) || (t.schedules.is_empty() && t.pending_uses > 0)
+                });
+                // The first uses while pending deletion are listed: the earliest is the first.
+                let first_pending_use = t
+                    .entries
+                    .iter()
+                    .filter(|e| matches!(e.detail, EntryDetail::UsedWhilePendingDeletion { .. }))
+                    .map(|e| e.event_time)
+                    .min();
+                let proved_before_a_schedule = first_pending_use.is_some_and(|first| {
+                    first <= at
+                        && t.schedules.first().is_none_or(|s| at < s.scheduled_at)
+                        && t.cancelled_at.is_none_or(|cancelled| at <= cancelled)
+                });
+                in_window || proved_before_a_schedule
             }
             UsageOutcome::Failed { .. } => false,
         }

@@ -54,6 +54,21 @@ proptest! {
             prop_assert!(evidence.shows_folded(&e), "{e:?}");
         }
     }
+
+    /// Likewise where keywatch never saw the schedule, and rejections alone prove the key
+    /// pending deletion.
+    #[test]
+    fn a_timeline_without_its_schedule_shows_every_event_it_folded(records in history()) {
+        let records: Vec<Value> = records
+            .into_iter()
+            .filter(|r| r["eventName"] != "ScheduleKeyDeletion")
+            .collect();
+        let timeline = fold(&records);
+        let evidence = timeline.folded_evidence();
+        for e in events(&records) {
+            prop_assert!(evidence.shows_folded(&e), "{e:?}");
+        }
+    }
 }
 
 #[test]
@@ -182,4 +197,19 @@ fn a_change_of_the_key_store_older_than_those_listed_shows_as_folded() {
         "cks-hsm",
     );
     assert!(!evidence.shows_folded(&event(unlisted)));
+}
+
+/// A key whose schedule keywatch never saw, proved pending deletion by rejections: a use
+/// that succeeded before the first rejection was not one while pending deletion.
+#[test]
+fn a_use_before_a_rejection_proved_the_key_pending_deletion_only_counts() {
+    let records = [
+        decrypt(&at(1), "before", APP_ROLE),
+        rejected("Decrypt", &at(10), "rejected", APP_ROLE),
+        decrypt(&at(11), "after", APP_ROLE),
+    ];
+    let timeline = fold(&records);
+    let evidence = timeline.folded_evidence();
+    assert!(evidence.shows_folded(&event(decrypt(&at(2), "unlisted-before", OTHER_ROLE))));
+    assert!(!evidence.shows_folded(&event(decrypt(&at(12), "unlisted-after", OTHER_ROLE))));
 }
