@@ -204,6 +204,12 @@ fn cloudtrail_texts(records: Vec<keywatch_database::LoggedRecord>) -> Vec<String
 /// item limit as JSON. It must still be saved and read back whole, or the projector stops on
 /// exactly the key that needs paging.
 fn busy_pending_key(callers: usize) -> (KeyArn, Vec<NormalisedRecord>) {
+    let (key, records) = busy_pending_key_records(callers);
+    (key, records.into_iter().map(|(_, r)| r).collect())
+}
+
+/// [`busy_pending_key`]'s records, each with its JSON text.
+fn busy_pending_key_records(callers: usize) -> (KeyArn, Vec<(String, NormalisedRecord)>) {
     let key = "arn:aws:kms:us-east-1:111122223333:key/0b5e55ed-1111-4222-8333-444455556666";
     let base = serde_json::json!({"eventVersion": "1.08", "eventSource": "kms.amazonaws.com",
         "awsRegion": "us-east-1", "recipientAccountId": "111122223333",
@@ -248,7 +254,7 @@ fn busy_pending_key(callers: usize) -> (KeyArn, Vec<NormalisedRecord>) {
             let json = r.to_string();
             match normalise(&json) {
                 Ok(Normalised::Kms { event_id, events }) => {
-                    NormalisedRecord::new(event_id, json, events)
+                    (json.clone(), NormalisedRecord::new(event_id, json, events))
                 }
                 other => panic!("not a tracked KMS record: {other:?}"),
             }
@@ -1245,4 +1251,56 @@ async fn a_rebuild_from_a_snapshot_folds_what_the_whole_stream_folds() {
     let (reference, none) = fold_busy_key(whole, &key, &batches, usize::MAX).await;
     assert_eq!(none, [0, 0, 0, 0]);
     assert_eq!(timeline, reference);
+}
+
+/// A batch stored a late rejection of a key pending deletion (a caller not paged yet) and
+/// failed before folding it: DynamoDB has no unit of work, so the record stays in the log
+/// while the timeline and the alerts lack it. Delivered again to a new projector, the record
+/// is found in the log (not new), and is still folded and paged, because the timeline does
+/// not list it among its uses while pending deletion.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_late_page_a_failed_batch_stored_is_raised_when_the_batch_comes_again() {
+    use keywatch_database::StreamId;
+    let config = moto().await;
+    let table = table(&config).await;
+    let (key, mut records) = busy_pending_key_records(20);
+    let (late_text, late) = records.remove(7);
+    let first: Vec<NormalisedRecord> = records.into_iter().map(|(_, r)| r).collect();
+    let mut p = Projector::new(DynamoDatabase::new(&config, &table), AlertConfig::default());
+    p.process(&first, as_of()).await.expect("first batch");
+    // The failed batch's one effect: the record in the log.
+    let texts = [late_text];
+    let stored = to_append(
+        std::slice::from_ref(&late),
+        &texts,
+        &StreamId::Key(key.clone()),
+        false,
+    );
+    let mut db = p.into_database();
+    let fresh = db
+        .append_records(&stored)
+        .await
+        .expect("the failed batch's append");
+    assert_eq!(fresh, [true]);
+    let mut p = Projector::new(db, AlertConfig::default());
+    let out = p
+        .process(std::slice::from_ref(&late), as_of())
+        .await
+        .expect("the batch again");
+    assert_eq!(out.new_records, 0, "found in the log");
+    let kinds: Vec<_> = out.alerts.iter().map(|a| a.kind).collect();
+    assert_eq!(kinds, [keywatch_core::AlertKind::PendingDeletionKeyUsed]);
+    let timeline = p
+        .database()
+        .load_timeline(&key)
+        .await
+        .expect("read")
+        .expect("saved");
+    assert_eq!(timeline.pending_uses, 20, "folded once");
+    let again = p
+        .process(std::slice::from_ref(&late), as_of())
+        .await
+        .expect("once more");
+    assert!(again.alerts.is_empty());
+    assert_eq!(again.rebuilds, 0);
 }
