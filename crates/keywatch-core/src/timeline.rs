@@ -461,7 +461,9 @@ impl FoldedEvidence<'_> {
     ///   among the entries; or, where it cannot be (the entries of such uses are full, or it
     ///   is a copy of a cross-account call folded as its other copy), its principal's minute
     ///   counts a use, so its page was raised (or that minute was compacted away);
-    /// - any other use only counts and is not listed: it is taken as folded;
+    /// - any other use only counts and is not listed: it is taken as folded where its
+    ///   principal's roll-up for its operation spans its time (a use counted there at the
+    ///   same time or around it cannot be told from it);
     /// - a change of the key's custom key store is listed among the entries (or older than
     ///   the changes listed, where older ones were dropped).
     ///
@@ -471,14 +473,18 @@ impl FoldedEvidence<'_> {
             KmsEvent::Key(e) => e,
             KmsEvent::KeyStore(e) => return self.shows_key_store_event(e),
         };
-        let KeyEventKind::Used { outcome, .. } = &e.kind else {
+        let KeyEventKind::Used {
+            operation, outcome, ..
+        } = &e.kind
+        else {
             return self.listed.contains(e.context.event_id.as_str());
         };
         let c = &e.context;
-        if !self.may_be_pending_use(c.event_time, outcome)
-            || self.listed.contains(c.event_id.as_str())
-        {
+        if self.listed.contains(c.event_id.as_str()) {
             return true;
+        }
+        if !self.may_be_pending_use(c.event_time, outcome) {
+            return self.counts(c, operation);
         }
         let t = self.timeline;
         let entries_full =
@@ -497,6 +503,22 @@ impl FoldedEvidence<'_> {
             || t.pending_use_buckets
                 .iter()
                 .any(|b| b.minute == minute && b.principal == principal)
+    }
+
+    /// Whether a use that only counts shows as counted: its principal's roll-up for its
+    /// operation spans its time. A use by a principal or of an operation not counted, or
+    /// outside the times counted, was not folded. (One copy of a cross-account call is
+    /// counted under the other copy's principal: taken as folded.)
+    fn counts(&self, c: &EventContext, operation: &KmsOperation) -> bool {
+        if c.shared_event_id.is_some() {
+            return true;
+        }
+        let usage = &self.timeline.usage;
+        usage
+            .binary_search_by(|u| (&u.principal, &u.operation).cmp(&(&c.principal, operation)))
+            .is_ok_and(|i| {
+                usage[i].first_seen <= c.event_time && c.event_time <= usage[i].last_seen
+            })
     }
 
     /// Whether a change of a custom key store shows as folded: not the key's store (it

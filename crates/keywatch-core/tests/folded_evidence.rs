@@ -88,29 +88,46 @@ fn a_use_while_pending_deletion_not_listed_is_not_shown_as_folded() {
 }
 
 #[test]
-fn a_use_that_only_counts_is_taken_as_folded() {
-    let timeline = fold(&scheduled_with_rejections(1..3));
+fn a_use_that_only_counts_shows_as_folded_where_its_roll_up_spans_its_time() {
+    let mut records = vec![
+        create_key(
+            "2026-10-01T00:00:00Z",
+            "create",
+            "AWS_KMS",
+            None,
+            None,
+            None,
+        ),
+        decrypt("2026-10-10T00:00:00Z", "early", APP_ROLE),
+        decrypt("2026-10-30T00:00:00Z", "late", APP_ROLE),
+    ];
+    records.extend(scheduled_with_rejections(1..3).into_iter().skip(1));
+    let timeline = fold(&records);
     let evidence = timeline.folded_evidence();
-    // Before the schedule, and refused by policy during it: neither is a page, and uses are
-    // counted, not listed.
-    assert!(evidence.shows_folded(&event(decrypt(
-        "2026-10-20T00:00:00Z",
-        "before",
-        OTHER_ROLE
-    ))));
+    // Uses are counted, not listed: one within its principal's counted times for its
+    // operation cannot be told from those counted, and is taken as folded.
+    let on_the_20th = "2026-10-20T00:00:00Z";
+    assert!(evidence.shows_folded(&event(decrypt(on_the_20th, "x", APP_ROLE))));
+    // Refused by policy during the waiting period: not a page, and within the span.
     assert!(evidence.shows_folded(&event(failed(
         "Decrypt",
         &at(2),
         "denied",
         "AccessDeniedException"
     ))));
-    // After a cancellation the key is in use again.
-    let mut records = scheduled_with_rejections(1..3);
+    // A principal, or an operation, never counted; a time before the first counted.
+    assert!(!evidence.shows_folded(&event(decrypt(on_the_20th, "x", OTHER_ROLE))));
+    let mut encrypt = decrypt(on_the_20th, "x", APP_ROLE);
+    encrypt["eventName"] = "Encrypt".into();
+    assert!(!evidence.shows_folded(&event(encrypt)));
+    assert!(!evidence.shows_folded(&event(decrypt("2026-10-05T00:00:00Z", "x", APP_ROLE))));
+    // After a cancellation the key is in use again: a use then only counts.
     records.push(cancel(&at(5), "cancel"));
+    records.push(decrypt(&at(40), "after", APP_ROLE));
     let timeline = fold(&records);
     let evidence = timeline.folded_evidence();
-    assert!(evidence.shows_folded(&event(decrypt(&at(30), "after", OTHER_ROLE))));
-    assert!(!evidence.shows_folded(&event(decrypt(&at(4), "during", OTHER_ROLE))));
+    assert!(evidence.shows_folded(&event(decrypt(&at(30), "x", APP_ROLE))));
+    assert!(!evidence.shows_folded(&event(decrypt(&at(4), "during", APP_ROLE))));
 }
 
 #[test]
@@ -210,6 +227,6 @@ fn a_use_before_a_rejection_proved_the_key_pending_deletion_only_counts() {
     ];
     let timeline = fold(&records);
     let evidence = timeline.folded_evidence();
-    assert!(evidence.shows_folded(&event(decrypt(&at(2), "unlisted-before", OTHER_ROLE))));
-    assert!(!evidence.shows_folded(&event(decrypt(&at(12), "unlisted-after", OTHER_ROLE))));
+    assert!(evidence.shows_folded(&event(decrypt(&at(2), "unlisted-before", APP_ROLE))));
+    assert!(!evidence.shows_folded(&event(decrypt(&at(10), "unlisted-after", APP_ROLE))));
 }

@@ -1119,6 +1119,16 @@ fn alerts_of_a_retry_after_a_failed_page(
     first: &[Value],
     late: &[Value],
 ) -> Vec<keywatch_core::AlertKind> {
+    alerts_of_a_retry(first, late, |store| store.failed_alert_writes = 1)
+}
+
+/// As [`alerts_of_a_retry_after_a_failed_page`], with the batch failing as `fail` sets it
+/// to: after its append, before its timelines are saved.
+fn alerts_of_a_retry(
+    first: &[Value],
+    late: &[Value],
+    fail: impl FnOnce(&mut Flaky<SqliteDatabase>),
+) -> Vec<keywatch_core::AlertKind> {
     let mut store = Flaky::over(SqliteDatabase::in_memory().expect("store"));
     store.atomic = false;
     let mut p = Projector::new(store, AlertConfig::default());
@@ -1126,12 +1136,14 @@ fn alerts_of_a_retry_after_a_failed_page(
         .wait()
         .expect("first batch");
     let mut store = p.into_database();
-    store.failed_alert_writes = 1;
+    fail(&mut store);
     let mut p = Projector::new(store, AlertConfig::default());
     p.process(&normalised(late), as_of())
         .wait()
-        .expect_err("recording the page fails after the append");
-    let mut p = Projector::new(p.into_database(), AlertConfig::default());
+        .expect_err("the batch fails after the append");
+    let mut store = p.into_database();
+    (store.fail_saves, store.failed_alert_writes) = (false, 0);
+    let mut p = Projector::new(store, AlertConfig::default());
     let out = p.process(&normalised(late), as_of()).wait().expect("retry");
     assert_eq!(out.new_records, 0, "the failed batch stored them");
     let all = [first, late].concat();
@@ -1182,6 +1194,25 @@ fn without_atomic_batches_a_late_use_in_a_paged_minute_kept_by_a_failed_batch_is
     first.extend((1..30).map(|m| rejected("Decrypt", &minute(m), &format!("use-{m}"), APP_ROLE)));
     let late = [rejected("Decrypt", &minute(10), "late-use", APP_ROLE)];
     assert_eq!(alerts_of_a_retry_after_a_failed_page(&first, &late), []);
+}
+
+/// A late use of a key in use by a principal not counted before, which a batch stored and
+/// failed to fold (its timeline's save failed): no page, but on retry it is counted, since
+/// the key's roll-ups count no use of that principal.
+#[test]
+fn without_atomic_batches_a_late_use_by_a_new_principal_kept_by_a_failed_batch_is_counted_on_retry()
+{
+    let mut first = vec![created("2026-11-01T00:00:00Z")];
+    first.extend(uses_at(1..30));
+    let late = [decrypt(
+        &minute(10),
+        "late-use",
+        "arn:aws:iam::111122223333:role/batch",
+    )];
+    assert_eq!(
+        alerts_of_a_retry(&first, &late, |s| s.fail_saves = true),
+        []
+    );
 }
 
 /// A key store's disconnection while one of its keys is pending deletion, stored by a batch
