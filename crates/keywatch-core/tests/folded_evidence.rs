@@ -29,14 +29,7 @@ fn at(m: u32) -> String {
 /// KEY created, scheduled at minute 0, rejected once a minute at `minutes` for APP_ROLE.
 fn scheduled_with_rejections(minutes: std::ops::Range<u32>) -> Vec<Value> {
     let mut records = vec![
-        create_key(
-            "2026-10-01T00:00:00Z",
-            "create",
-            "AWS_KMS",
-            None,
-            None,
-            None,
-        ),
+        aws_kms_key("2026-10-01T00:00:00Z", "create"),
         schedule(&at(0), "sched", 7, None),
     ];
     records.extend(minutes.map(|m| rejected("Decrypt", &at(m), &format!("use-{m}"), APP_ROLE)));
@@ -90,14 +83,7 @@ fn a_use_while_pending_deletion_not_listed_is_not_shown_as_folded() {
 #[test]
 fn a_use_that_only_counts_shows_as_folded_where_its_roll_up_spans_its_time() {
     let mut records = vec![
-        create_key(
-            "2026-10-01T00:00:00Z",
-            "create",
-            "AWS_KMS",
-            None,
-            None,
-            None,
-        ),
+        aws_kms_key("2026-10-01T00:00:00Z", "create"),
         decrypt("2026-10-10T00:00:00Z", "early", APP_ROLE),
         decrypt("2026-10-30T00:00:00Z", "late", APP_ROLE),
     ];
