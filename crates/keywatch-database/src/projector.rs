@@ -702,9 +702,6 @@ impl<S: Database> Projector<S> {
             if timeline.key_store_ref().is_some() && key_events.iter().any(|(_, new)| !new) {
                 links.placed.insert(key.clone());
             }
-            // A late event of a record the log held before the batch is folded already,
-            // unless the timeline does not show it: then the batch that stored it failed
-            // before saving the timeline, and the timeline is rebuilt from the log.
             // A key store event for a key whose store is not known yet cannot matter now;
             // if the batch names the store, the rebuild folds it.
             let of_its_store = store_events.iter().copied().filter(|(e, _)| match e {
@@ -715,6 +712,9 @@ impl<S: Database> Projector<S> {
                 }
                 KmsEvent::Key(_) => false,
             });
+            // A late event of a record the log held before the batch is folded already,
+            // unless the timeline does not show it: then the batch that stored it failed
+            // before saving the timeline, and the timeline is rebuilt from the log.
             let mut evidence = None;
             let mut refold = false;
             let mut events: Vec<&KmsEvent> = key_events
