@@ -452,6 +452,8 @@ pub struct KeyTimeline {
 pub struct FoldedEvidence<'t> {
     timeline: &'t KeyTimeline,
     listed: HashSet<&'t str>,
+    /// The earliest use while pending deletion listed (the first are listed).
+    first_pending_use: Option<Timestamp>,
 }
 
 impl FoldedEvidence<'_> {
@@ -547,14 +549,7 @@ impl FoldedEvidence<'_> {
                 let in_window = t.schedules.iter().any(|s| {
                     s.scheduled_at <= at && s.ended.as_ref().is_none_or(|end| at <= end.at())
                 });
-                // The first uses while pending deletion are listed: the earliest is the first.
-                let first_pending_use = t
-                    .entries
-                    .iter()
-                    .filter(|e| matches!(e.detail, EntryDetail::UsedWhilePendingDeletion { .. }))
-                    .map(|e| e.event_time)
-                    .min();
-                let proved_before_a_schedule = first_pending_use.is_some_and(|first| {
+                let proved_before_a_schedule = self.first_pending_use.is_some_and(|first| {
                     first <= at
                         && t.schedules.first().is_none_or(|s| at < s.scheduled_at)
                         && t.cancelled_at.is_none_or(|cancelled| at <= cancelled)
@@ -732,6 +727,12 @@ impl KeyTimeline {
         FoldedEvidence {
             timeline: self,
             listed: self.entries.iter().map(|e| e.event_id.as_str()).collect(),
+            first_pending_use: self
+                .entries
+                .iter()
+                .filter(|e| matches!(e.detail, EntryDetail::UsedWhilePendingDeletion { .. }))
+                .map(|e| e.event_time)
+                .min(),
         }
     }
 
