@@ -492,6 +492,21 @@ fn without_use_counts(mut t: KeyTimeline) -> KeyTimeline {
     t
 }
 
+/// `delivered` cut into batches of `sizes`, taken in turn (again from the first as needed).
+fn cut_by_sizes(delivered: &[Value], sizes: &[usize]) -> Vec<Vec<Value>> {
+    let mut batches = Vec::new();
+    let mut rest = delivered;
+    for size in sizes.iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (batch, after) = rest.split_at((*size).min(rest.len()));
+        batches.push(batch.to_vec());
+        rest = after;
+    }
+    batches
+}
+
 /// A role other than [`APP_ROLE`].
 const ADMIN_ROLE: &str = "arn:aws:iam::111122223333:role/admin";
 
@@ -503,16 +518,7 @@ proptest! {
     fn rebuilds_from_snapshots_fold_and_page_as_rebuilds_of_the_whole_stream(
         (delivered, sizes) in (delivered_mostly_in_order(), prop::collection::vec(1usize..15, 1..20))
     ) {
-        let mut batches = Vec::new();
-        let mut rest = delivered.as_slice();
-        for size in sizes.into_iter().cycle() {
-            if rest.is_empty() {
-                break;
-            }
-            let (batch, after) = rest.split_at(size.min(rest.len()));
-            batches.push(batch.to_vec());
-            rest = after;
-        }
+        let batches = cut_by_sizes(&delivered, &sizes);
         let (whole, whole_alerts, none) = project_taking_snapshots(&batches, usize::MAX);
         prop_assert_eq!(none, 0);
         let (snapshots, alerts, _) = project_taking_snapshots(&batches, 3);
@@ -530,16 +536,7 @@ proptest! {
         failing in any::<prop::sample::Index>(),
         saves_fail in any::<bool>(),
     ) {
-        let mut batches = Vec::new();
-        let mut rest = delivered.as_slice();
-        for size in sizes.into_iter().cycle() {
-            if rest.is_empty() {
-                break;
-            }
-            let (batch, after) = rest.split_at(size.min(rest.len()));
-            batches.push(batch.to_vec());
-            rest = after;
-        }
+        let batches = cut_by_sizes(&delivered, &sizes);
         let (reference, _, _) = project_taking_snapshots(&batches, usize::MAX);
         let outbox = |p: &Projector<Flaky<SqliteDatabase>>| -> Vec<String> {
             let mut ids: Vec<String> = p
