@@ -489,19 +489,12 @@ impl FoldedEvidence<'_> {
             return self.counts(c, operation);
         }
         let t = self.timeline;
-        let entries_full =
-            t.pending_uses - t.pending_use_entries_dropped >= MAX_PENDING_USE_ENTRIES as u64;
-        if !entries_full && c.shared_event_id.is_none() {
+        if !t.pending_use_entries_full() && c.shared_event_id.is_none() {
             return false;
         }
-        let minute =
-            Timestamp::from_millis(c.event_time.millis().div_euclid(MINUTE_MS) * MINUTE_MS);
-        let compacted = !t.pending_uses_compacted.is_empty()
-            && t.pending_use_buckets
-                .first()
-                .is_none_or(|b| minute < b.minute);
+        let minute = minute_of(c.event_time);
         let principal = t.paging_principal(c);
-        compacted
+        t.minute_compacted_away(minute)
             || t.pending_use_buckets
                 .iter()
                 .any(|b| b.minute == minute && b.principal == principal)
@@ -833,8 +826,7 @@ impl KeyTimeline {
     /// eventIDs would decide), or none when the kept ones all came before; its minute not
     /// among those compacted away.
     fn can_place_pending_use(&self, at: Timestamp) -> bool {
-        let kept = self.pending_uses - self.pending_use_entries_dropped;
-        let entry_placed = if kept < MAX_PENDING_USE_ENTRIES as u64 {
+        let entry_placed = if !self.pending_use_entries_full() {
             self.entries.iter().all(|e| e.event_time != at)
         } else {
             self.entries
@@ -843,13 +835,23 @@ impl KeyTimeline {
                 .find(|e| matches!(e.detail, EntryDetail::UsedWhilePendingDeletion { .. }))
                 .is_none_or(|e| e.event_time < at)
         };
-        let minute = Timestamp::from_millis(at.millis().div_euclid(MINUTE_MS) * MINUTE_MS);
-        let minute_kept = self.pending_uses_compacted.is_empty()
-            || self
+        entry_placed && !self.minute_compacted_away(minute_of(at))
+    }
+
+    /// Whether the entries hold as many uses while pending deletion as they keep
+    /// ([`MAX_PENDING_USE_ENTRIES`]): later ones are counted, not listed.
+    fn pending_use_entries_full(&self) -> bool {
+        self.pending_uses - self.pending_use_entries_dropped >= MAX_PENDING_USE_ENTRIES as u64
+    }
+
+    /// Whether the buckets of pending-deletion use of `minute` were compacted away
+    /// ([`Self::compact`]): it is older than every bucket kept.
+    fn minute_compacted_away(&self, minute: Timestamp) -> bool {
+        !self.pending_uses_compacted.is_empty()
+            && self
                 .pending_use_buckets
                 .first()
-                .is_some_and(|b| b.minute <= minute);
-        entry_placed && minute_kept
+                .is_none_or(|b| minute < b.minute)
     }
 
     /// Whether applying `e` now commutes with the uses around it: a use that
@@ -1491,15 +1493,14 @@ impl KeyTimeline {
             self.state = KeyState::PendingDeletion;
             self.state_before_unavailable = None;
         }
-        let kept = self.pending_uses - self.pending_use_entries_dropped;
+        let entries_full = self.pending_use_entries_full();
         self.pending_uses += 1;
         let schedule = self
             .schedules
             .last()
             .filter(|s| s.ended.is_none())
             .map(|s| s.event_id.clone());
-        let minute =
-            Timestamp::from_millis(c.event_time.millis().div_euclid(MINUTE_MS) * MINUTE_MS);
+        let minute = minute_of(c.event_time);
         let principal = self.paging_principal(c);
         let use_ = || {
             Box::new(PendingUse {
@@ -1546,7 +1547,7 @@ impl KeyTimeline {
             buckets.swap(i - 1, i);
             i -= 1;
         }
-        if kept < MAX_PENDING_USE_ENTRIES as u64 {
+        if !entries_full {
             // After every entry of its time or before (the end, unless absorbed late).
             let at = self
                 .entries
@@ -1720,6 +1721,11 @@ fn in_fold_order<E: std::borrow::Borrow<KmsEvent>>(group: &[E]) -> Vec<&KmsEvent
     });
     sorted.dedup_by(|a, b| a.fold_order() == b.fold_order());
     sorted
+}
+
+/// The start of the minute `t` falls in: pending-deletion uses are bucketed by it.
+fn minute_of(t: Timestamp) -> Timestamp {
+    Timestamp::from_millis(t.millis().div_euclid(MINUTE_MS) * MINUTE_MS)
 }
 
 /// Whether two events have one eventTime.
