@@ -99,8 +99,7 @@ impl SqliteDatabase {
     /// Opens (creating if needed) a database file.
     pub fn open(path: &Path) -> Result<Self, DatabaseError> {
         let conn = Connection::open(path).map_err(db)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(db)?;
+        use_wal(&conn)?;
         // A bigger page cache and rarer checkpoints: replays append hundreds of MB.
         conn.pragma_update(None, "cache_size", "-16384")
             .map_err(db)?;
@@ -222,6 +221,27 @@ impl SqliteDatabase {
             conn,
             stream_ids: HashMap::new(),
         })
+    }
+}
+
+/// How long opening a database waits for another process switching the same file to WAL.
+const WAL_SWITCH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Switches the database to write-ahead logging. While another process switches the same
+/// file (two processes opening a new or earlier database at once), SQLite answers "database
+/// is locked" at once, whatever the busy timeout: tried again until [`WAL_SWITCH_WAIT`].
+fn use_wal(conn: &Connection) -> Result<(), DatabaseError> {
+    let deadline = std::time::Instant::now() + WAL_SWITCH_WAIT;
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            done => return done.map_err(db),
+        }
     }
 }
 
