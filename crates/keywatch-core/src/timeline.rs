@@ -445,10 +445,11 @@ pub struct KeyTimeline {
 }
 
 /// What a timeline shows of the events it folded: its entries by eventID, its uses while
-/// pending deletion per principal and minute, and its usage roll-ups. A database without units of work
-/// (DynamoDB) can store a record and fail before saving the timeline that folds it (or before
-/// recording its pages); delivered again, the record is in the log and, late, does not
-/// [follow](KeyTimeline::follows) the timeline, which must then tell whether it folded it.
+/// pending deletion per principal and minute, and its usage roll-ups. A database without
+/// units of work (DynamoDB) can store a record and fail before saving the timeline that folds
+/// it (or before recording its pages); delivered again, the record is in the log and, late,
+/// does not [follow](KeyTimeline::follows) the timeline, which must then tell whether it
+/// folded it.
 pub struct FoldedEvidence<'t> {
     timeline: &'t KeyTimeline,
     listed: HashSet<&'t str>,
